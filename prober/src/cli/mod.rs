@@ -1,0 +1,100 @@
+//! The command line. Exit codes: 0 ok, 1 a probe or check failed, 2 usage or configuration error.
+
+mod check;
+mod once;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
+
+/// Exit code for a probe that failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for a usage or configuration error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Default place of the probe files, relative to the working directory.
+pub const DEFAULT_PROBES_DIR: &str = "probes";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prober",
+    version,
+    about = "End-to-end test probes against production"
+)]
+struct Cli {
+    /// Log format on stderr (the level comes from RUST_LOG).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PROBER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate probe files and report every problem with file:line:column.
+    Check {
+        /// Probe files or directories (searched recursively for *.yaml, *.yml).
+        #[arg(default_value = DEFAULT_PROBES_DIR)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run probes once, now, and print what a scheduled run would record.
+    Once {
+        /// A probe's name, or a probe file or directory (then all its probes run).
+        target: String,
+        /// Where to look up a probe by name.
+        #[arg(long = "probes", default_value = DEFAULT_PROBES_DIR, env = "PROBER_PROBES")]
+        probes: Vec<PathBuf>,
+        /// Print one JSON object per probe (the stored form of a run) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of probe files, for editor completion.
+    Schema,
+    /// Print the version.
+    Version,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    telemetry::init(cli.log_format, "warn");
+    match cli.command {
+        Command::Check { paths } => check::run(&paths),
+        Command::Once {
+            target,
+            probes,
+            json,
+        } => once::run(&target, &probes, json),
+        Command::Schema => {
+            let schema = crate::config::raw::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("prober {}", crate::VERSION);
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `prober once`: run probes now and print exactly what a scheduled run would record.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::check::print_diagnostics;
+use super::{EXIT_CONFIG, EXIT_FAILED};
+use crate::config::{load_paths, Probe};
+use crate::probe::{Outcome, Phases, Runner};
+
+pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
+    let probes = match select(target, probe_paths) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let missing: Vec<String> = probes
+        .iter()
+        .flat_map(|p| {
+            p.templates().into_iter().flat_map(move |(field, t)| {
+                t.render()
+                    .err()
+                    .map(|e| format!("{}: probe {:?}: {field}: {e}", p.source, p.name))
+            })
+        })
+        .collect();
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("{m}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let outcomes = runtime.block_on(async {
+        let runner = Runner::new()?;
+        let mut out = Vec::new();
+        for p in &probes {
+            out.push(runner.run(p).await);
+        }
+        Ok::<_, String>(out)
+    });
+    let outcomes = match outcomes {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    for o in &outcomes {
+        let text = if json {
+            serde_json::to_string(o).unwrap_or_default() + "\n"
+        } else {
+            render_text(o)
+        };
+        // A closed pipe (`| head`) is not an error worth a panic.
+        if stdout.write_all(text.as_bytes()).is_err() {
+            break;
+        }
+    }
+    if outcomes.iter().all(|o| o.success) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// The probes `target` names: a file or directory of probes, or a probe's name.
+fn select(target: &str, probe_paths: &[PathBuf]) -> Result<Vec<Probe>, ExitCode> {
+    let as_path = Path::new(target);
+    let by_path = as_path.exists();
+    let paths = if by_path {
+        vec![as_path.to_path_buf()]
+    } else {
+        probe_paths.to_vec()
+    };
+    let report = load_paths(&paths);
+    if !report.is_ok() {
+        print_diagnostics(&report);
+        eprintln!("refusing to run: the probe files above have errors (see `prober check`)");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    if by_path {
+        if report.probes.is_empty() {
+            eprintln!("{target} holds no probe");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        return Ok(report.probes);
+    }
+    let (found, others): (Vec<Probe>, Vec<Probe>) =
+        report.probes.into_iter().partition(|p| p.name == target);
+    if found.is_empty() {
+        let mut known: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
+        known.sort_unstable();
+        let where_ = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "no file and no probe named {target:?} under {where_}; known probes: {}",
+            if known.is_empty() {
+                "(none)".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(found)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+fn phase_line(p: &Phases) -> String {
+    let parts = [
+        ("dns", p.dns_us),
+        ("connect", p.connect_us),
+        ("tls", p.tls_us),
+        ("first byte", p.first_byte_us),
+        ("transfer", p.transfer_us),
+    ];
+    let mut s: Vec<String> = parts
+        .iter()
+        .map(|(n, v)| match v {
+            Some(us) => format!("{n} {}", ms(*us)),
+            None => format!("{n} -"),
+        })
+        .collect();
+    s.push(format!("total {}", ms(p.total_us)));
+    s.join(" | ")
+}
+
+/// The readable form of an outcome.
+pub fn render_text(o: &Outcome) -> String {
+    let mut s = String::new();
+    let verdict = if o.success { "PASS" } else { "FAIL" };
+    let status = o
+        .status_code
+        .map_or_else(|| "no response".to_string(), |c| c.to_string());
+    let _ = writeln!(
+        s,
+        "{verdict} {}  {} -> {status}  in {}",
+        o.probe,
+        o.request,
+        ms(o.phases.total_us)
+    );
+    let _ = writeln!(s, "  phases      {}", phase_line(&o.phases));
+    let mut facts = vec![format!("{} bytes", o.response_bytes)];
+    if let Some(a) = &o.remote_addr {
+        facts.push(format!("from {a}"));
+    }
+    if o.redirects > 0 {
+        facts.push(format!("{} redirect(s)", o.redirects));
+    }
+    let _ = writeln!(s, "  response    {}", facts.join(", "));
+    if let Some(c) = &o.cert {
+        let _ = writeln!(
+            s,
+            "  certificate {} days left (until {}), subject {}, issuer {}",
+            c.days_left,
+            c.not_after.format("%Y-%m-%d"),
+            c.subject,
+            c.issuer
+        );
+    }
+    for a in &o.assertions {
+        let mark = if a.passed { "ok  " } else { "FAIL" };
+        let _ = writeln!(
+            s,
+            "  {mark} {}: expected {}, got {}",
+            a.check, a.expected, a.actual
+        );
+    }
+    if let Some(e) = &o.error {
+        let _ = writeln!(s, "  error       {}: {}", e.class, e.message);
+    }
+    let _ = writeln!(
+        s,
+        "  trace       {} (probe version {})",
+        o.trace_id, o.probe_version
+    );
+    s
+}

@@ -1,0 +1,349 @@
+//! Finds probe files, parses and validates them, and reports every problem at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use serde_path_to_error::Segment;
+
+use super::diag::{Ctx, Diagnostic, Severity};
+use super::probe::{validate, Probe};
+use super::raw::RawProbe;
+use super::yaml::{self, join_index, join_key, Document, Pos};
+
+/// The result of loading a set of paths: the probes that are valid, and every problem found.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub probes: Vec<Probe>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub files: usize,
+}
+
+impl LoadReport {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        (self.diagnostics.iter()).filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        (self.diagnostics.iter()).filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.errors().next().is_none()
+    }
+}
+
+/// Loads every `*.yaml`/`*.yml` under `paths` (files are taken as given, directories recursively).
+pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut report.diagnostics);
+    }
+    files.sort();
+    files.dedup();
+    report.files = files.len();
+    for f in &files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => load_text(f, &text, &mut report),
+            Err(e) => report.diagnostics.push(file_error(
+                f,
+                Pos::default(),
+                format!("cannot read the file: {e}"),
+            )),
+        }
+    }
+    check_unique_names(&mut report);
+    warn_missing_env(&mut report);
+    report
+}
+
+fn file_error(file: &Path, pos: Pos, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.to_path_buf(),
+        pos,
+        probe: None,
+        field: None,
+        message,
+    }
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(file_error(
+                path,
+                Pos::default(),
+                format!(
+                    "cannot read probe path: {e}; pass a probe file or a directory of *.yaml files"
+                ),
+            ));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            collect_files(&p, out, diags);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+}
+
+/// Loads the probes of one file's text.
+pub fn load_text(file: &Path, text: &str, report: &mut LoadReport) {
+    let docs = match yaml::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            report.diagnostics.push(file_error(
+                file,
+                e.pos,
+                format!("invalid YAML: {}", e.message),
+            ));
+            return;
+        }
+    };
+    for doc in &docs {
+        match &doc.value {
+            Value::Null => {}
+            Value::Object(_) => load_probe(file, doc.clone(), report),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    load_probe(file, doc.sub(&join_index("", i), item.clone()), report);
+                }
+            }
+            _ => report.diagnostics.push(file_error(
+                file,
+                doc.value_pos(""),
+                "a probe file holds one probe (a mapping with `name:`) or a list of probes".into(),
+            )),
+        }
+    }
+}
+
+/// How many bad keys of one probe are reported before giving up on it.
+const MAX_ERRORS_PER_PROBE: usize = 20;
+
+fn load_probe(file: &Path, doc: Document, report: &mut LoadReport) {
+    let name = doc
+        .value
+        .get("name")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let mut value = doc.value.clone();
+    let mut ctx = Ctx {
+        file,
+        doc: &doc,
+        probe: name,
+        out: &mut report.diagnostics,
+    };
+    // Report a bad key, drop it, and try again, so one run shows every bad key of the probe.
+    let mut serde_errors = 0;
+    let raw: RawProbe = loop {
+        match serde_path_to_error::deserialize(&value) {
+            Ok(r) => break r,
+            Err(e) => {
+                serde_errors += 1;
+                let path = report_serde_error(&mut ctx, &e);
+                if serde_errors >= MAX_ERRORS_PER_PROBE || !remove_path(&mut value, &path) {
+                    return;
+                }
+            }
+        }
+    };
+    if serde_errors == 0 {
+        if let Some(p) = validate(&raw, &mut ctx) {
+            report.probes.push(p);
+        }
+        return;
+    }
+    // The probe is refused already; still check what remains, except complaints about
+    // missing sections, which the removed keys may have caused.
+    let mut rest = Vec::new();
+    let mut inner = Ctx {
+        file,
+        doc: &doc,
+        probe: ctx.probe.clone(),
+        out: &mut rest,
+    };
+    let _ = validate(&raw, &mut inner);
+    report
+        .diagnostics
+        .extend(rest.into_iter().filter(|d| d.field.is_some()));
+}
+
+/// Removes the value at `path` (as printed by [`report_serde_error`]); false if there is none.
+fn remove_path(value: &mut Value, path: &str) -> bool {
+    let (parent, last) = match path.rfind(['.', '[']) {
+        Some(i) => (&path[..i], &path[i..]),
+        None => ("", path),
+    };
+    let mut cur = value;
+    for seg in split_path(parent) {
+        let next = match seg {
+            PathSeg::Key(k) => cur.get_mut(k),
+            PathSeg::Index(i) => cur.get_mut(i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return false,
+        }
+    }
+    match split_path(last).first() {
+        Some(PathSeg::Key(k)) => cur.as_object_mut().is_some_and(|m| m.remove(*k).is_some()),
+        Some(PathSeg::Index(i)) => match cur.as_array_mut() {
+            Some(a) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            _ => false,
+        },
+        None => false,
+    }
+}
+
+enum PathSeg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn split_path(path: &str) -> Vec<PathSeg<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            if i > 0 {
+                out.push(PathSeg::Key(&rest[..i]));
+            }
+            rest = &rest[i..];
+            while let Some(r) = rest.strip_prefix('[') {
+                let end = r.find(']').unwrap_or(r.len());
+                if let Ok(n) = r[..end].parse() {
+                    out.push(PathSeg::Index(n));
+                }
+                rest = r.get(end + 1..).unwrap_or("");
+            }
+        } else {
+            out.push(PathSeg::Key(rest));
+        }
+    }
+    out
+}
+
+/// Places a deserialization error at its field, with a hint for the common ones.
+/// Returns the path of the offending key.
+fn report_serde_error(
+    ctx: &mut Ctx<'_>,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> String {
+    let mut path = String::new();
+    for seg in e.path().iter() {
+        path = match seg {
+            Segment::Seq { index } => join_index(&path, *index),
+            Segment::Map { key } => join_key(&path, key),
+            Segment::Enum { variant } => join_key(&path, variant),
+            Segment::Unknown => path,
+        };
+    }
+    let msg = e.inner().to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    if let Some(field) = backticked(&msg, "unknown field `") {
+        // The path may or may not already end in the unknown key.
+        let at = if path.ends_with(field) {
+            path.clone()
+        } else {
+            join_key(&path, field)
+        };
+        let expected = msg.split(", expected ").nth(1).unwrap_or("");
+        ctx.error_at_key(
+            &at,
+            format!("unknown key `{field}` (a typo?); expected {expected}"),
+        );
+        at
+    } else if let Some(field) = backticked(&msg, "missing field `") {
+        ctx.error(&path, format!("missing required key `{field}`"));
+        // Nothing to remove: the key is absent; report it and stop.
+        String::new()
+    } else {
+        ctx.error(&path, msg);
+        path
+    }
+}
+
+fn backticked<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = msg.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+fn check_unique_names(report: &mut LoadReport) {
+    let mut by_name: HashMap<&str, Vec<&Probe>> = HashMap::new();
+    for p in &report.probes {
+        by_name.entry(&p.name).or_default().push(p);
+    }
+    let mut dups: Vec<String> = Vec::new();
+    for (name, list) in &by_name {
+        if list.len() < 2 {
+            continue;
+        }
+        dups.push(name.to_string());
+        for p in list {
+            let others: Vec<String> = (list.iter())
+                .filter(|o| o.source != p.source)
+                .map(|o| o.source.to_string())
+                .collect();
+            report.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: p.source.file.clone(),
+                pos: Pos {
+                    line: p.source.line,
+                    col: 1,
+                },
+                probe: Some(name.to_string()),
+                field: Some("name".into()),
+                message: format!(
+                    "the name is also used at {}; names must be unique, rename one",
+                    others.join(", ")
+                ),
+            });
+        }
+    }
+    report.probes.retain(|p| !dups.contains(&p.name));
+}
+
+fn warn_missing_env(report: &mut LoadReport) {
+    for p in &report.probes {
+        for (field, t) in p.templates() {
+            for var in t.env_vars() {
+                if std::env::var_os(var).is_none() {
+                    report.diagnostics.push(Diagnostic {
+                        severity: Severity::Warning,
+                        file: p.source.file.clone(),
+                        pos: Pos {
+                            line: p.source.line,
+                            col: 1,
+                        },
+                        probe: Some(p.name.clone()),
+                        field: Some(field.clone()),
+                        message: format!(
+                            "environment variable {var} is not set here; the probe cannot run until it is"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Probe definitions: the file format, loading, and validation.
+//!
+//! `raw` is the format as written (and the source of the JSON Schema),
+//! `yaml` keeps every value's line and column, `probe` holds the validated
+//! types, `load` walks files and collects every problem with its place.
+
+pub mod diag;
+pub mod load;
+pub mod probe;
+pub mod raw;
+pub mod template;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Severity};
+pub use load::{load_paths, LoadReport};
+pub use probe::{Check, Probe, Schedule};

@@ -1,0 +1,661 @@
+//! Validated probe definitions: types that cannot hold an invalid probe.
+//!
+//! `validate` turns a [`RawProbe`] into a [`Probe`], reporting every problem
+//! it finds (not just the first) through a [`Ctx`] that knows where each
+//! field was written.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use regex::Regex;
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+use super::diag::Ctx;
+use super::raw::{RawExpect, RawHeaderValue, RawHttp, RawProbe, RawStatus};
+use super::template::Template;
+
+/// Timeout of a run when the probe does not set one (capped at half the interval).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Body bytes read before a run fails with `body_too_large`.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The shortest interval accepted: shorter ones are a load test, not a probe.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A probe, ready to run.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: String,
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub runbook: Option<String>,
+    pub schedule: Schedule,
+    pub timeout: Duration,
+    pub check: Check,
+    /// Where the probe was defined.
+    pub source: SourceRef,
+    /// Content hash of the definition as written: changes whenever the file's probe changes.
+    pub version: String,
+}
+
+/// File and line of a probe's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// When a probe runs.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Every(Duration),
+    Cron {
+        expr: String,
+        schedule: Box<cron::Schedule>,
+    },
+}
+
+impl Schedule {
+    /// The shortest time between two runs (for cron: over the next 100 firings).
+    pub fn min_interval(&self) -> Duration {
+        match self {
+            Schedule::Every(d) => *d,
+            Schedule::Cron { schedule, .. } => {
+                let times: Vec<_> = schedule.upcoming(chrono::Utc).take(100).collect();
+                times
+                    .windows(2)
+                    .filter_map(|w| (w[1] - w[0]).to_std().ok())
+                    .min()
+                    .unwrap_or(Duration::MAX)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Schedule::Cron { expr, .. } => write!(f, "cron {expr:?}"),
+        }
+    }
+}
+
+/// What a probe does in one run.
+#[derive(Debug, Clone)]
+pub enum Check {
+    Http(HttpCheck),
+}
+
+/// An HTTP request and its expectations.
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    pub request: HttpRequest,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: Method,
+    pub url: Template,
+    pub headers: Vec<HeaderSpec>,
+    pub body: Option<Body>,
+    pub redirects: u32,
+    pub tls_verify: bool,
+    pub keep_alive: bool,
+    pub max_body_bytes: u64,
+}
+
+/// A request header; a secret one never appears in any output.
+#[derive(Clone)]
+pub struct HeaderSpec {
+    pub name: HeaderName,
+    pub value: Template,
+    pub secret: bool,
+}
+
+impl fmt::Debug for HeaderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: &dyn fmt::Debug = if self.secret {
+            &"<redacted>"
+        } else {
+            &self.value
+        };
+        f.debug_struct("HeaderSpec")
+            .field("name", &self.name)
+            .field("value", value)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Text(Template),
+    Json(Template),
+}
+
+/// What a response must look like.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub status: Vec<StatusMatch>,
+    pub max_latency: Option<Duration>,
+    pub body_contains: Vec<String>,
+    pub body_not_contains: Vec<String>,
+    pub body_matches: Vec<Regex>,
+    pub json: Vec<JsonExpect>,
+    pub headers: Vec<HeaderExpect>,
+    pub cert_valid_days: Option<u32>,
+}
+
+/// An accepted status: a code or a class (`2` for `2xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(&self, code: u16) -> bool {
+        match self {
+            StatusMatch::Code(c) => *c == code,
+            StatusMatch::Class(c) => code / 100 == *c,
+        }
+    }
+}
+
+impl fmt::Display for StatusMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusMatch::Code(c) => write!(f, "{c}"),
+            StatusMatch::Class(c) => write!(f, "{c}xx"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JsonExpect {
+    pub path_src: String,
+    pub path: JsonPath,
+    pub check: JsonCheck,
+}
+
+#[derive(Debug, Clone)]
+pub enum JsonCheck {
+    Equals(Value),
+    Exists(bool),
+    Matches(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderExpect {
+    pub name: HeaderName,
+    pub check: TextCheck,
+}
+
+#[derive(Debug, Clone)]
+pub enum TextCheck {
+    Equals(String),
+    Matches(Regex),
+}
+
+impl Probe {
+    /// Values of the secret headers, as sent; used to scrub every output.
+    pub fn secrets(&self) -> Vec<String> {
+        let Check::Http(h) = &self.check;
+        h.request
+            .headers
+            .iter()
+            .filter(|h| h.secret)
+            .filter_map(|h| h.value.render().ok())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// Every template of the probe, with the field it came from.
+    pub fn templates(&self) -> Vec<(String, &Template)> {
+        let Check::Http(h) = &self.check;
+        let r = &h.request;
+        let mut out = vec![("http.url".to_string(), &r.url)];
+        for hd in &r.headers {
+            out.push((format!("http.headers.{}", hd.name), &hd.value));
+        }
+        match &r.body {
+            Some(Body::Text(t)) => out.push(("http.body".into(), t)),
+            Some(Body::Json(t)) => out.push(("http.json".into(), t)),
+            None => {}
+        }
+        out
+    }
+}
+
+// === validation ===
+
+/// Validates one probe, reporting every problem through `ctx`.
+pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
+    let errors_before = ctx.error_count();
+    if raw.name.trim().is_empty() {
+        ctx.error("name", "the name is empty; give the probe a unique name");
+    } else if !raw
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    {
+        ctx.error(
+            "name",
+            format!(
+                "name {:?} has characters other than letters, digits, '-', '_', '.', '/'; it is used in URLs and metrics, so rename it",
+                raw.name
+            ),
+        );
+    }
+    if let Some(rb) = &raw.runbook {
+        check_url(ctx, "runbook", rb);
+    }
+    let schedule = validate_schedule(raw, ctx);
+    let timeout = validate_timeout(raw, schedule.as_ref(), ctx);
+    let check = match &raw.http {
+        Some(http) => validate_http(http, raw.expect.as_ref(), ctx).map(Check::Http),
+        None => {
+            ctx.error(
+                "",
+                "the probe has no check: add an `http:` section with at least a `url`",
+            );
+            None
+        }
+    };
+    if ctx.error_count() > errors_before {
+        return None;
+    }
+    Some(Probe {
+        name: raw.name.clone(),
+        description: raw.description.clone(),
+        labels: raw.labels.clone(),
+        runbook: raw.runbook.clone(),
+        schedule: schedule?,
+        timeout: timeout?,
+        check: check?,
+        source: ctx.source(),
+        version: ctx.version(),
+    })
+}
+
+/// Parses `30s`, `1m30s`, `500ms`; reports a bad one at `field`.
+pub fn parse_duration(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            ctx.error(field, format!("{field} must be greater than zero"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            ctx.error(
+                field,
+                format!("{text:?} is not a duration ({e}); write it like 500ms, 30s, 5m or 1h"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_schedule(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Schedule> {
+    match (&raw.every, &raw.cron) {
+        (Some(_), Some(_)) => {
+            ctx.error(
+                "cron",
+                "both `every` and `cron` are set; keep exactly one of them",
+            );
+            None
+        }
+        (None, None) => {
+            ctx.error(
+                "",
+                "the probe has no schedule; add `every: 30s` or `cron: \"0 */5 * * * *\"`",
+            );
+            None
+        }
+        (Some(every), None) => {
+            let d = parse_duration(ctx, "every", every)?;
+            if d < MIN_INTERVAL {
+                ctx.error(
+                    "every",
+                    format!(
+                        "every {every} is shorter than the minimum of {}; probe less often",
+                        humantime::format_duration(MIN_INTERVAL)
+                    ),
+                );
+                return None;
+            }
+            Some(Schedule::Every(d))
+        }
+        (None, Some(expr)) => match cron::Schedule::from_str(expr) {
+            Ok(s) => Some(Schedule::Cron {
+                expr: expr.clone(),
+                schedule: Box::new(s),
+            }),
+            Err(e) => {
+                ctx.error(
+                    "cron",
+                    format!(
+                        "{expr:?} is not a cron expression ({e}); use six fields with seconds: \"sec min hour day month weekday\", e.g. \"0 */5 * * * *\""
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn validate_timeout(
+    raw: &RawProbe,
+    schedule: Option<&Schedule>,
+    ctx: &mut Ctx<'_>,
+) -> Option<Duration> {
+    let interval = schedule.map(Schedule::min_interval);
+    let Some(text) = &raw.timeout else {
+        let half = interval.map_or(DEFAULT_TIMEOUT, |i| i / 2);
+        return Some(DEFAULT_TIMEOUT.min(half));
+    };
+    let timeout = parse_duration(ctx, "timeout", text)?;
+    if let (Some(interval), Some(schedule)) = (interval, schedule) {
+        if timeout >= interval {
+            ctx.error(
+                "timeout",
+                format!(
+                    "timeout {text} must be shorter than the interval ({schedule}, {} between runs); lower the timeout or run less often",
+                    humantime::format_duration(interval)
+                ),
+            );
+            return None;
+        }
+    }
+    Some(timeout)
+}
+
+fn check_url(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<url::Url> {
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(u) => {
+            ctx.error(
+                field,
+                format!(
+                    "{text:?} is not an http:// or https:// URL with a host (scheme {:?})",
+                    u.scheme()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            ctx.error(field, format!("{text:?} is not a valid URL ({e})"));
+            None
+        }
+    }
+}
+
+fn template(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Template> {
+    match Template::parse(text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            ctx.error(field, e);
+            None
+        }
+    }
+}
+
+fn validate_http(
+    raw: &RawHttp,
+    expect: Option<&RawExpect>,
+    ctx: &mut Ctx<'_>,
+) -> Option<HttpCheck> {
+    let before = ctx.error_count();
+    let method = match &raw.method {
+        None => Some(Method::GET),
+        Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                ctx.error(
+                    "http.method",
+                    format!("{m:?} is not an HTTP method; use GET, POST, PUT, …"),
+                );
+                None
+            }
+        },
+    };
+    let url = template(ctx, "http.url", &raw.url);
+    if let Some(u) = &url {
+        // A URL with env placeholders is checked once rendered, if the variables are set.
+        if let Ok(rendered) = u.render() {
+            check_url(ctx, "http.url", &rendered);
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        let field = format!("http.headers.{name}");
+        let (text, secret) = match value {
+            RawHeaderValue::Plain(v) => (v.as_str(), false),
+            RawHeaderValue::Detailed(d) => (d.value.as_str(), d.secret),
+        };
+        let Ok(hname) = HeaderName::from_bytes(name.as_bytes()) else {
+            ctx.error_at_key(&field, format!("{name:?} is not a valid header name"));
+            continue;
+        };
+        if let Some(value) = template(ctx, &field, text) {
+            headers.push(HeaderSpec {
+                name: hname,
+                value,
+                secret,
+            });
+        }
+    }
+    let body = match (&raw.body, &raw.json) {
+        (Some(_), Some(_)) => {
+            ctx.error("http.json", "both `body` and `json` are set; keep one");
+            None
+        }
+        (Some(b), None) => template(ctx, "http.body", b).map(Body::Text),
+        (None, Some(j)) => template(ctx, "http.json", &j.to_string()).map(Body::Json),
+        (None, None) => None,
+    };
+    if raw.max_body_bytes == Some(0) {
+        ctx.error("http.max_body_bytes", "max_body_bytes must be at least 1");
+    }
+    let expect = validate_expect(expect, ctx);
+    if ctx.error_count() > before {
+        return None;
+    }
+    Some(HttpCheck {
+        request: HttpRequest {
+            method: method?,
+            url: url?,
+            headers,
+            body,
+            redirects: raw.redirects.unwrap_or(0),
+            tls_verify: raw.tls_verify.unwrap_or(true),
+            keep_alive: raw.keep_alive.unwrap_or(false),
+            max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        },
+        expect: expect?,
+    })
+}
+
+fn regex(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Regex> {
+    match Regex::new(text) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let detail = e.to_string().lines().last().unwrap_or_default().to_string();
+            ctx.error(
+                field,
+                format!("{text:?} is not a valid regular expression ({detail})"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect> {
+    let default = RawExpect::default();
+    let raw = raw.unwrap_or(&default);
+    let before = ctx.error_count();
+    let mut status = Vec::new();
+    for (i, s) in raw
+        .status
+        .clone()
+        .map(|s| s.into_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let field = match &raw.status {
+            Some(super::raw::OneOrMany::Many(_)) => format!("expect.status[{i}]"),
+            _ => "expect.status".to_string(),
+        };
+        match s {
+            RawStatus::Code(c) if (100..=599).contains(&c) => status.push(StatusMatch::Code(c)),
+            RawStatus::Code(c) => {
+                ctx.error(&field, format!("{c} is not an HTTP status code (100–599)"))
+            }
+            RawStatus::Class(c) => match parse_class(&c) {
+                Some(m) => status.push(m),
+                None => ctx.error(
+                    &field,
+                    format!("{c:?} is not a status code or class; write 200 or \"2xx\" (1xx–5xx)"),
+                ),
+            },
+        }
+    }
+    if status.is_empty() && ctx.error_count() == before {
+        status.push(StatusMatch::Class(2));
+    }
+    let max_latency = raw
+        .max_latency
+        .as_ref()
+        .and_then(|t| parse_duration(ctx, "expect.max_latency", t));
+    let body_matches = (raw.body_matches.iter().enumerate())
+        .filter_map(|(i, r)| regex(ctx, &format!("expect.body_matches[{i}]"), r))
+        .collect();
+    let mut json = Vec::new();
+    for (i, j) in raw.json.iter().enumerate() {
+        let field = format!("expect.json[{i}]");
+        let path = match JsonPath::parse(&j.path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                ctx.error(
+                    &format!("{field}.path"),
+                    format!(
+                        "{:?} is not a JSON path ({e}); write RFC 9535 paths such as $.status or $.items[0].id",
+                        j.path
+                    ),
+                );
+                None
+            }
+        };
+        let check = match (&j.equals, j.exists, &j.matches) {
+            (Some(v), None, None) => Some(JsonCheck::Equals(v.clone())),
+            (None, Some(e), None) => Some(JsonCheck::Exists(e)),
+            (None, None, Some(r)) => {
+                regex(ctx, &format!("{field}.matches"), r).map(JsonCheck::Matches)
+            }
+            _ => {
+                ctx.error(
+                    &field,
+                    "a JSON check needs exactly one of `equals`, `exists`, `matches`",
+                );
+                None
+            }
+        };
+        if let (Some(path), Some(check)) = (path, check) {
+            json.push(JsonExpect {
+                path_src: j.path.clone(),
+                path,
+                check,
+            });
+        }
+    }
+    let mut headers = Vec::new();
+    for (i, h) in raw.headers.iter().enumerate() {
+        let field = format!("expect.headers[{i}]");
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok();
+        if name.is_none() {
+            ctx.error(
+                &format!("{field}.name"),
+                format!("{:?} is not a valid header name", h.name),
+            );
+        }
+        let check = match (&h.equals, &h.matches) {
+            (Some(v), None) => Some(TextCheck::Equals(v.clone())),
+            (None, Some(r)) => regex(ctx, &format!("{field}.matches"), r).map(TextCheck::Matches),
+            _ => {
+                ctx.error(
+                    &field,
+                    "a header check needs exactly one of `equals`, `matches`",
+                );
+                None
+            }
+        };
+        if let (Some(name), Some(check)) = (name, check) {
+            headers.push(HeaderExpect { name, check });
+        }
+    }
+    if ctx.error_count() > before {
+        return None;
+    }
+    Some(Expect {
+        status,
+        max_latency,
+        body_contains: raw.body_contains.clone(),
+        body_not_contains: raw.body_not_contains.clone(),
+        body_matches,
+        json,
+        headers,
+        cert_valid_days: raw.cert_valid_days,
+    })
+}
+
+fn parse_class(text: &str) -> Option<StatusMatch> {
+    let t = text.trim();
+    if let Ok(code) = t.parse::<u16>() {
+        return (100..=599)
+            .contains(&code)
+            .then_some(StatusMatch::Code(code));
+    }
+    let b = t.as_bytes();
+    if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && b[1..].eq_ignore_ascii_case(b"xx") {
+        return Some(StatusMatch::Class(u16::from(b[0] - b'0')));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_parse_and_match() {
+        assert_eq!(parse_class("2xx"), Some(StatusMatch::Class(2)));
+        assert_eq!(parse_class("5XX"), Some(StatusMatch::Class(5)));
+        assert_eq!(parse_class("204"), Some(StatusMatch::Code(204)));
+        assert_eq!(parse_class("6xx"), None);
+        assert_eq!(parse_class("2x"), None);
+        assert!(StatusMatch::Class(2).matches(204));
+        assert!(!StatusMatch::Class(2).matches(301));
+    }
+
+    #[test]
+    fn secret_header_values_do_not_show_in_debug() {
+        let h = HeaderSpec {
+            name: HeaderName::from_static("authorization"),
+            value: Template::parse("Bearer hunter2").unwrap(),
+            secret: true,
+        };
+        assert!(!format!("{h:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The probe file format exactly as written: plain serde structs.
+//!
+//! These types are the single source of the format: the loader deserializes
+//! into them and `prober schema` derives the JSON Schema from them. They are
+//! "raw": a duration is still a string, a URL is unchecked. `probe.rs` turns a
+//! `RawProbe` into a validated `Probe` that cannot be invalid.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One probe: what to check, how often, and what the answer must look like.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    /// Unique across all probe files; the stable id of the probe in the database, the API and alerts.
+    pub name: String,
+    /// What the probe checks, for people reading a dashboard or an alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Free-form labels such as `team`, `service`, `env`; used for filtering and routing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// URL of the runbook on-call should follow when this probe fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    /// Run at a fixed interval, such as `30s`, `1m`, `5m`. Exactly one of `every` and `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)([0-9]+(ms|s|m|h))*$"))]
+    pub every: Option<String>,
+    /// Run on a cron schedule with seconds: `sec min hour day-of-month month day-of-week`, e.g. `0 */5 * * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// Give up on a run after this long (default 10s, and never longer than the interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// An HTTP request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<RawHttp>,
+    /// What the response must look like for the run to pass. Without it: status 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<RawExpect>,
+}
+
+/// The HTTP request a probe sends.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// HTTP method (default GET).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// `http://` or `https://` URL; `${env:NAME}` is replaced by the environment variable NAME.
+    pub url: String,
+    /// Request headers. A value is a string, or `{value, secret: true}` to keep it out of every output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, RawHeaderValue>,
+    /// A text body. Use `json` instead for a JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// A JSON body, sent with `content-type: application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// Follow up to this many redirects (default 0: the 3xx response is what the probe sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirects: Option<u32>,
+    /// Verify the server's certificate (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// Reuse the connection between runs (default false: a new connection each run, as a new user sees it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<bool>,
+    /// Stop reading the body past this many bytes and fail the run (default 1048576).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+}
+
+/// A header value: plain, or marked secret.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a string, or a mapping `{value: ..., secret: true}`"
+)]
+pub enum RawHeaderValue {
+    Plain(String),
+    Detailed(RawSecretHeader),
+}
+
+/// A header value with options.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretHeader {
+    /// The value; may use `${env:NAME}`.
+    pub value: String,
+    /// Redact the value everywhere the prober prints or stores it.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// Expectations on the response. Every one is checked and reported.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    /// Accepted status codes: numbers such as 200 or classes such as `2xx` (default `2xx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OneOrMany<RawStatus>>,
+    /// Fail the run if it takes longer than this, e.g. `500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency: Option<String>,
+    /// The body must contain each of these strings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_contains: Vec<String>,
+    /// The body must contain none of these strings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_not_contains: Vec<String>,
+    /// The body must match each of these regular expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_matches: Vec<String>,
+    /// Checks on the JSON body, addressed by JSON path (RFC 9535).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<RawJsonExpect>,
+    /// Checks on response headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<RawHeaderExpect>,
+    /// The server certificate must stay valid for at least this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_valid_days: Option<u32>,
+}
+
+/// A status code (200) or class (`2xx`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a status code such as 200 or a class such as \"2xx\""
+)]
+pub enum RawStatus {
+    Code(u16),
+    Class(String),
+}
+
+/// One value or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A check on one JSON path of the body: exactly one of `equals`, `exists`, `matches`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonExpect {
+    /// RFC 9535 JSON path, such as `$.status` or `$.items[0].id`.
+    pub path: String,
+    /// The value found must equal this (any JSON value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Value>,
+    /// Whether the path must match something (true) or nothing (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    /// The value found, as text, must match this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+}
+
+/// A check on one response header: exactly one of `equals`, `matches`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderExpect {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// The header's value must equal this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    /// The header's value must match this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+}
+
+/// The JSON Schema of a probe file: one probe, or a list of probes.
+pub fn json_schema() -> Value {
+    #[derive(JsonSchema)]
+    #[allow(dead_code)]
+    #[schemars(title = "prober probe file")]
+    #[serde(untagged)]
+    enum ProbeFile {
+        One(Box<RawProbe>),
+        Many(Vec<RawProbe>),
+    }
+    serde_json::to_value(schemars::schema_for!(ProbeFile)).unwrap_or(Value::Null)
+}

@@ -1,0 +1,19 @@
+//! prober: end-to-end test probes against production, on a schedule, with
+//! exact latency histograms. A tour of the crate, in the order data flows:
+
+/// Probe definitions: the YAML format, its JSON Schema, loading and validation
+/// with every error placed at file:line:column.
+pub mod config;
+
+/// Running a probe once: the HTTP check with real phase timings, assertions,
+/// and the `Outcome` every run produces (a failure is data, not an error).
+pub mod probe;
+
+/// The command line: `check`, `once`, `schema`, `version`.
+pub mod cli;
+
+/// Logging setup.
+pub mod telemetry;
+
+/// The build's version, recorded with every run.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

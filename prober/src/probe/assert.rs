@@ -1,0 +1,166 @@
+//! Evaluates a probe's expectations against a response. Every expectation is
+//! checked and reported, with what was expected and what was found.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use super::outcome::{AssertionResult, CertInfo};
+use crate::config::probe::{Expect, JsonCheck, TextCheck};
+
+/// Longest excerpt of a body or value shown as `actual`.
+const EXCERPT_CHARS: usize = 200;
+
+/// What the expectations look at.
+pub struct ResponseView<'a> {
+    pub status: u16,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub total: Duration,
+    pub cert: Option<&'a CertInfo>,
+}
+
+fn result(check: String, passed: bool, expected: String, actual: String) -> AssertionResult {
+    AssertionResult {
+        check,
+        passed,
+        expected,
+        actual,
+    }
+}
+
+/// Shortens `s` to a readable excerpt.
+pub fn excerpt(s: &str) -> String {
+    // One line: runs of whitespace (newlines in an HTML body) become one space.
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = flat.chars();
+    let head: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}… ({} bytes)", s.len())
+    } else {
+        head
+    }
+}
+
+/// Checks every expectation; the status check always comes first.
+pub fn evaluate(expect: &Expect, r: &ResponseView<'_>) -> Vec<AssertionResult> {
+    let mut out = Vec::new();
+    let accepted: Vec<String> = expect.status.iter().map(ToString::to_string).collect();
+    out.push(result(
+        "status".into(),
+        expect.status.iter().any(|s| s.matches(r.status)),
+        accepted.join(" or "),
+        r.status.to_string(),
+    ));
+    if let Some(max) = expect.max_latency {
+        out.push(result(
+            "max latency".into(),
+            r.total <= max,
+            format!("<= {}", humantime::format_duration(max)),
+            format!("{:.1}ms", r.total.as_secs_f64() * 1000.0),
+        ));
+    }
+    let body = String::from_utf8_lossy(r.body);
+    for s in &expect.body_contains {
+        let found = body.contains(s.as_str());
+        out.push(body_result("body contains", found, s, &body));
+    }
+    for s in &expect.body_not_contains {
+        let found = body.contains(s.as_str());
+        out.push(body_result("body does not contain", !found, s, &body));
+    }
+    for re in &expect.body_matches {
+        let found = re.is_match(&body);
+        out.push(body_result("body matches", found, re.as_str(), &body));
+    }
+    if !expect.json.is_empty() {
+        evaluate_json(expect, &body, &mut out);
+    }
+    for h in &expect.headers {
+        let values: Vec<&str> = (r.headers.get_all(&h.name).iter())
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let actual = if values.is_empty() {
+            "(header absent)".to_string()
+        } else {
+            values.join(", ")
+        };
+        let (what, expected, passed) = match &h.check {
+            TextCheck::Equals(e) => ("equals", e.clone(), values.iter().any(|v| v == e)),
+            TextCheck::Matches(re) => (
+                "matches",
+                re.as_str().to_string(),
+                values.iter().any(|v| re.is_match(v)),
+            ),
+        };
+        out.push(result(
+            format!("header {} {what}", h.name),
+            passed,
+            expected,
+            actual,
+        ));
+    }
+    if let Some(days) = expect.cert_valid_days {
+        let (passed, actual) = match r.cert {
+            Some(c) => (
+                c.days_left >= i64::from(days),
+                format!("{} days left (expires {})", c.days_left, c.not_after),
+            ),
+            None => (false, "no certificate (not an https:// URL?)".to_string()),
+        };
+        out.push(result(
+            "certificate valid for".into(),
+            passed,
+            format!(">= {days} days"),
+            actual,
+        ));
+    }
+    out
+}
+
+fn body_result(check: &str, passed: bool, expected: &str, body: &str) -> AssertionResult {
+    result(check.into(), passed, format!("{expected:?}"), excerpt(body))
+}
+
+fn evaluate_json(expect: &Expect, body: &str, out: &mut Vec<AssertionResult>) {
+    let doc: Result<Value, _> = serde_json::from_str(body);
+    for j in &expect.json {
+        let (what, expected) = match &j.check {
+            JsonCheck::Equals(v) => ("equals", v.to_string()),
+            JsonCheck::Exists(e) => ("exists", e.to_string()),
+            JsonCheck::Matches(re) => ("matches", re.as_str().to_string()),
+        };
+        let check = format!("json {} {what}", j.path_src);
+        let doc = match &doc {
+            Ok(d) => d,
+            Err(e) => {
+                out.push(result(
+                    check,
+                    false,
+                    expected,
+                    format!("the body is not JSON ({e}): {}", excerpt(body)),
+                ));
+                continue;
+            }
+        };
+        let found: Vec<&Value> = j.path.query(doc).all();
+        let actual = match found.as_slice() {
+            [] => "(no match)".to_string(),
+            [one] => excerpt(&one.to_string()),
+            many => excerpt(&Value::Array(many.iter().map(|v| (*v).clone()).collect()).to_string()),
+        };
+        let passed = match &j.check {
+            JsonCheck::Equals(v) => found.len() == 1 && found[0] == v,
+            JsonCheck::Exists(e) => found.is_empty() != *e,
+            JsonCheck::Matches(re) => {
+                !found.is_empty()
+                    && found.iter().all(|v| match v {
+                        Value::String(s) => re.is_match(s),
+                        other => re.is_match(&other.to_string()),
+                    })
+            }
+        };
+        out.push(result(check, passed, expected, actual));
+    }
+}

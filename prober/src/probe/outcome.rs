@@ -1,0 +1,201 @@
+//! The result of one run: data, never an error.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Why a run failed. The classes are stable: they are stored, graphed and alerted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The host name did not resolve.
+    Dns,
+    /// No TCP connection (refused, unreachable, reset during connect).
+    Connect,
+    /// The TLS handshake failed (untrusted, expired or wrong-host certificate, protocol error).
+    Tls,
+    /// The run did not finish within the probe's timeout.
+    Timeout,
+    /// The status code was not one of those expected.
+    HttpStatus,
+    /// The response broke an expectation other than the status.
+    Assertion,
+    /// The body was longer than `http.max_body_bytes`.
+    BodyTooLarge,
+    /// More redirects than `http.redirects` allows.
+    RedirectLimit,
+    /// The server answered with something that is not valid HTTP, or closed mid-response.
+    InvalidResponse,
+    /// The probe could not be prepared (an environment variable missing at run time).
+    Config,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Dns => "dns",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::HttpStatus => "http_status",
+            ErrorClass::Assertion => "assertion",
+            ErrorClass::BodyTooLarge => "body_too_large",
+            ErrorClass::RedirectLimit => "redirect_limit",
+            ErrorClass::InvalidResponse => "invalid_response",
+            ErrorClass::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed run's class and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+/// Time spent in each phase, in microseconds. A phase not reached is `None`;
+/// a phase that did not apply (DNS for an IP address, TLS for http://) is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    pub dns_us: Option<u64>,
+    pub connect_us: Option<u64>,
+    pub tls_us: Option<u64>,
+    /// From the request written to the first byte of the response.
+    pub first_byte_us: Option<u64>,
+    /// From the first byte of the response to the last byte of the body.
+    pub transfer_us: Option<u64>,
+    /// The whole run, redirects included.
+    pub total_us: u64,
+}
+
+impl Phases {
+    /// Adds another hop's phases (after a redirect) to these.
+    pub fn add(&mut self, other: &Phases) {
+        fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            }
+        }
+        self.dns_us = sum(self.dns_us, other.dns_us);
+        self.connect_us = sum(self.connect_us, other.connect_us);
+        self.tls_us = sum(self.tls_us, other.tls_us);
+        self.first_byte_us = sum(self.first_byte_us, other.first_byte_us);
+        self.transfer_us = sum(self.transfer_us, other.transfer_us);
+    }
+}
+
+/// The server certificate, read even when it failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: DateTime<Utc>,
+    /// Whole days until expiry; negative once expired.
+    pub days_left: i64,
+}
+
+/// One expectation, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionResult {
+    /// What was checked, e.g. `status`, `body contains`, `json $.status equals`.
+    pub check: String,
+    pub passed: bool,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// Everything one run measured. `prober once --json` prints exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub probe: String,
+    /// Content hash of the probe definition that ran.
+    pub probe_version: String,
+    pub started_at: DateTime<Utc>,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeError>,
+    /// The request as sent: method and URL of the last hop.
+    pub request: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub phases: Phases,
+    pub response_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    pub redirects: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<CertInfo>,
+    pub assertions: Vec<AssertionResult>,
+    /// W3C trace id sent in `traceparent`, to find the run in the backend's traces.
+    pub trace_id: String,
+}
+
+impl Outcome {
+    /// Replaces every occurrence of each secret in every text of the outcome.
+    pub fn redact(&mut self, secrets: &[String]) {
+        if secrets.is_empty() {
+            return;
+        }
+        let scrub = |s: &mut String| {
+            for secret in secrets {
+                if s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), "<redacted>");
+                }
+            }
+        };
+        scrub(&mut self.request);
+        if let Some(e) = &mut self.error {
+            scrub(&mut e.message);
+        }
+        for a in &mut self.assertions {
+            scrub(&mut a.expected);
+            scrub(&mut a.actual);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes_serialize_as_their_stable_names() {
+        for c in [
+            ErrorClass::Dns,
+            ErrorClass::HttpStatus,
+            ErrorClass::BodyTooLarge,
+            ErrorClass::RedirectLimit,
+            ErrorClass::InvalidResponse,
+        ] {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+        }
+    }
+
+    #[test]
+    fn redirect_hops_add_up() {
+        let mut a = Phases {
+            dns_us: Some(1),
+            connect_us: Some(2),
+            ..Phases::default()
+        };
+        a.add(&Phases {
+            dns_us: Some(10),
+            tls_us: Some(5),
+            ..Phases::default()
+        });
+        assert_eq!(a.dns_us, Some(11));
+        assert_eq!(a.connect_us, Some(2));
+        assert_eq!(a.tls_us, Some(5));
+        assert_eq!(a.first_byte_us, None);
+    }
+}

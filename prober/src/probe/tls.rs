@@ -1,0 +1,176 @@
+//! TLS for probes: rustls with the system and Mozilla roots, and a verifier
+//! that keeps the server's certificate even when verification fails, so an
+//! expired or untrusted certificate is still reported with its expiry.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::outcome::CertInfo;
+
+/// Shared TLS state: the provider and the verifier, built once.
+pub struct TlsClients {
+    provider: Arc<CryptoProvider>,
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+impl std::fmt::Debug for TlsClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClients")
+    }
+}
+
+static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+
+/// Mozilla's roots plus the system's (so a company CA installed on the host works).
+fn roots() -> Arc<RootCertStore> {
+    ROOTS
+        .get_or_init(|| {
+            let mut store = RootCertStore::empty();
+            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A system certificate rustls cannot parse is skipped, not fatal.
+                let _ = store.add(cert);
+            }
+            Arc::new(store)
+        })
+        .clone()
+}
+
+impl TlsClients {
+    pub fn new() -> Result<TlsClients, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots(), provider.clone())
+            .build()
+            .map_err(|e| format!("cannot build the TLS verifier: {e}"))?;
+        Ok(TlsClients { provider, webpki })
+    }
+
+    /// A client config for one connection, and the slot where it leaves the server's certificate.
+    pub fn for_connection(&self, verify: bool) -> Result<(Arc<ClientConfig>, CertSlot), String> {
+        let slot = CertSlot::default();
+        let verifier = Arc::new(CapturingVerifier {
+            inner: verify.then(|| self.webpki.clone()),
+            provider: self.provider.clone(),
+            slot: slot.clone(),
+        });
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok((Arc::new(config), slot))
+    }
+}
+
+/// Where the verifier leaves the end-entity certificate of one connection.
+#[derive(Clone, Default, Debug)]
+pub struct CertSlot(Arc<Mutex<Option<CertificateDer<'static>>>>);
+
+impl CertSlot {
+    /// The certificate the server presented, parsed.
+    pub fn info(&self, now: DateTime<Utc>) -> Option<CertInfo> {
+        let der = self.0.lock().ok()?.clone()?;
+        cert_info(&der, now)
+    }
+}
+
+/// Reads subject, issuer and expiry from a DER certificate.
+pub fn cert_info(der: &[u8], now: DateTime<Utc>) -> Option<CertInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let not_after = DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)?;
+    Some(CertInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        not_after,
+        days_left: (not_after - now).num_days(),
+    })
+}
+
+#[derive(Debug)]
+struct CapturingVerifier {
+    /// `None` when verification is off for this probe.
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+    slot: CertSlot,
+}
+
+impl ServerCertVerifier for CapturingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut slot) = self.slot.0.lock() {
+            *slot = Some(end_entity.clone().into_owned());
+        }
+        match &self.inner {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Turns a rustls handshake error into advice.
+pub fn explain(err: &std::io::Error, host: &str) -> String {
+    let text = err.to_string();
+    let hint = if text.contains("UnknownIssuer") {
+        "the certificate is not signed by a trusted CA (self-signed or a missing intermediate); fix the chain, or set `http.tls_verify: false` for a test target"
+    } else if text.contains("Expired") {
+        "the certificate has expired; renew it"
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        "the certificate does not cover this host name; check the URL or the certificate's names"
+    } else if text.contains("NotValidYet") {
+        "the certificate is not valid yet; check the server's clock and the certificate"
+    } else {
+        "check that the port speaks TLS and that the server's certificate and protocols are sound"
+    };
+    format!("TLS handshake with {host} failed: {text}; {hint}")
+}

@@ -1,0 +1,298 @@
+//! Fake targets on loopback that misbehave on command, and helpers to build
+//! probes and run the CLI.
+//!
+//! The target speaks HTTP/1.1 by hand over a raw socket, so each test controls
+//! exactly when headers and body bytes leave (a delay before the headers, a
+//! body dripped over time, an endless body, bytes that are not HTTP).
+//! Routes:
+//! - `/ok` → 200 "ok"
+//! - `/delay/{ms}` → waits, then 200
+//! - `/drip/{ms}` → headers now, a 10-chunk body spread over `ms`
+//! - `/status/{code}` → that status
+//! - `/endless` → a chunked body that never ends
+//! - `/redirect/{n}` → 302 to `/redirect/{n-1}`; `/redirect/0` → 200
+//! - `/loop` → 302 to itself
+//! - `/echo` → 200 with the request head as the body
+//! - `/json` → a JSON document
+//! - `/hang` → reads the request and never answers
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prober::config::load::{load_text, LoadReport};
+use prober::config::Probe;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A fake HTTP target on 127.0.0.1, served until the test ends.
+pub struct FakeTarget {
+    pub addr: SocketAddr,
+    scheme: &'static str,
+    host: String,
+}
+
+impl FakeTarget {
+    /// Plain HTTP.
+    pub async fn start() -> FakeTarget {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(sock));
+            }
+        });
+        FakeTarget {
+            addr,
+            scheme: "http",
+            host: "127.0.0.1".into(),
+        }
+    }
+
+    /// HTTPS with the given certificate.
+    pub async fn start_tls(cert: &TestCert) -> FakeTarget {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(sock).await {
+                        serve(tls).await;
+                    }
+                });
+            }
+        });
+        FakeTarget {
+            addr,
+            scheme: "https",
+            host: "localhost".into(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}:{}{path}", self.scheme, self.host, self.addr.port())
+    }
+}
+
+/// A listener that answers every connection with bytes that are not HTTP.
+pub async fn start_garbage() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"SSH-2.0-OpenSSH_9.2\r\nnot http at all\r\n")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A port on loopback where nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// A self-signed certificate and its key.
+pub struct TestCert {
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCert {
+    /// Self-signed for `localhost` and 127.0.0.1, expiring in `days` days (negative: expired).
+    pub fn self_signed(days: i64) -> TestCert {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |secs: i64| epoch + Duration::from_secs(secs as u64);
+        let start = if days < 0 { days - 365 } else { -1 };
+        params.not_before = at(today + start * 86_400);
+        params.not_after = at(today + days * 86_400 + 3_600);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCert {
+            der: cert.der().clone(),
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+}
+
+/// Reads a request head (and discards any body announced by content-length).
+async fn read_head<S: AsyncRead + Unpin>(sock: &mut S) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if sock.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+        if head.len() > 64 * 1024 {
+            return None;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    sock.read_exact(&mut body).await.ok()?;
+    Some(head)
+}
+
+async fn respond<S: AsyncWrite + Unpin>(sock: &mut S, status: &str, extra: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n",
+        body.len()
+    );
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(body).await;
+    let _ = sock.flush().await;
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S) {
+    let Some(head) = read_head(&mut sock).await else {
+        return;
+    };
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let arg = |i: usize| {
+        parts
+            .get(i)
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    match parts[0] {
+        "ok" => respond(&mut sock, "200 OK", "", b"ok").await,
+        "delay" => {
+            tokio::time::sleep(Duration::from_millis(arg(1))).await;
+            respond(&mut sock, "200 OK", "", b"slow but ok").await;
+        }
+        "drip" => {
+            let chunk = b"0123456789";
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\n";
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.flush().await;
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(arg(1) / 10)).await;
+                let _ = sock.write_all(chunk).await;
+                let _ = sock.flush().await;
+            }
+        }
+        "status" => {
+            let code = arg(1);
+            respond(&mut sock, &format!("{code} Whatever"), "", b"status body").await;
+        }
+        "endless" => {
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+            let _ = sock.write_all(head.as_bytes()).await;
+            let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+            // Until the prober hangs up (bounded: it stops reading at its limit).
+            for _ in 0..100_000 {
+                if sock.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        "redirect" => {
+            let n = arg(1);
+            if n == 0 {
+                respond(&mut sock, "200 OK", "", b"arrived").await;
+            } else {
+                let loc = format!("location: /redirect/{}\r\n", n - 1);
+                respond(&mut sock, "302 Found", &loc, b"").await;
+            }
+        }
+        "loop" => respond(&mut sock, "302 Found", "location: /loop\r\n", b"").await,
+        "echo" => respond(&mut sock, "200 OK", "", head.as_bytes()).await,
+        "json" => {
+            let body = br#"{"status":"ok","version":"v1.4.2","items":[{"id":1},{"id":2}]}"#;
+            respond(
+                &mut sock,
+                "200 OK",
+                "content-type: application/json\r\nx-served-by: fake-target\r\n",
+                body,
+            )
+            .await;
+        }
+        "hang" => tokio::time::sleep(Duration::from_secs(3600)).await,
+        _ => respond(&mut sock, "404 Not Found", "", b"no such route").await,
+    }
+}
+
+/// Loads the probes of a YAML text, panicking with the diagnostics if any is an error.
+pub fn probes(yaml: &str) -> Vec<Probe> {
+    let mut report = LoadReport::default();
+    load_text(Path::new("test.yaml"), yaml, &mut report);
+    let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+    assert!(
+        errors.is_empty(),
+        "probe definition has errors: {errors:#?}"
+    );
+    report.probes
+}
+
+/// The one probe of a YAML text.
+pub fn probe(yaml: &str) -> Probe {
+    let mut p = probes(yaml);
+    assert_eq!(p.len(), 1);
+    p.remove(0)
+}
+
+/// A minimal probe of `url` with extra YAML lines under `http:` and at the top level.
+pub fn http_probe(url: &str, http_extra: &str, top_extra: &str) -> Probe {
+    let http_extra = http_extra
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect::<String>();
+    probe(&format!(
+        "name: test\nevery: 10s\ntimeout: 3s\n{top_extra}\nhttp:\n  url: {url}\n{http_extra}"
+    ))
+}
+
+/// Runs the prober CLI with `args` in `dir`, with extra environment variables.
+pub fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prober-cli"));
+    cmd.current_dir(dir).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary: the real prober (library and CLI) against
+//! fake targets that the tests start on loopback.
+
+// Tests say what they expect by unwrapping; a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod check;
+mod helpers;
+mod http_probe;
+mod once;
