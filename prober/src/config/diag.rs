@@ -30,13 +30,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: ",
-            self.file.display(),
-            self.pos.line,
-            self.pos.col
-        )?;
+        // Line 0: the problem is with the file or path itself, not a place in it.
+        match self.pos.line {
+            0 => write!(f, "{}: ", self.file.display())?,
+            line => write!(f, "{}:{line}:{}: ", self.file.display(), self.pos.col)?,
+        }
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;
         }

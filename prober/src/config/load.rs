@@ -55,6 +55,8 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     }
     check_unique_names(&mut report);
     warn_missing_env(&mut report);
+    (report.diagnostics)
+        .sort_by(|a, b| (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col)));
     report
 }
 
@@ -152,27 +154,29 @@ fn load_probe(file: &Path, doc: Document, report: &mut LoadReport) {
         out: &mut report.diagnostics,
     };
     // Report a bad key, drop it, and try again, so one run shows every bad key of the probe.
-    let mut serde_errors = 0;
+    let mut removed: Vec<String> = Vec::new();
     let raw: RawProbe = loop {
         match serde_path_to_error::deserialize(&value) {
             Ok(r) => break r,
             Err(e) => {
-                serde_errors += 1;
-                let path = report_serde_error(&mut ctx, &e);
-                if serde_errors >= MAX_ERRORS_PER_PROBE || !remove_path(&mut value, &path) {
+                let Some(path) = report_serde_error(&mut ctx, &e, &removed) else {
+                    return;
+                };
+                if removed.len() + 1 >= MAX_ERRORS_PER_PROBE || !remove_path(&mut value, &path) {
                     return;
                 }
+                removed.push(path);
             }
         }
     };
-    if serde_errors == 0 {
+    if removed.is_empty() {
         if let Some(p) = validate(&raw, &mut ctx) {
             report.probes.push(p);
         }
         return;
     }
     // The probe is refused already; still check what remains, except complaints about
-    // missing sections, which the removed keys may have caused.
+    // missing sections or about the parents of removed keys, which the removal caused.
     let mut rest = Vec::new();
     let mut inner = Ctx {
         file,
@@ -183,7 +187,20 @@ fn load_probe(file: &Path, doc: Document, report: &mut LoadReport) {
     let _ = validate(&raw, &mut inner);
     report
         .diagnostics
-        .extend(rest.into_iter().filter(|d| d.field.is_some()));
+        .extend(rest.into_iter().filter(|d| match &d.field {
+            None => false,
+            Some(f) => !removed.iter().any(|r| related(r, f)),
+        }));
+}
+
+/// Whether one path is the other or lies under it.
+fn related(a: &str, b: &str) -> bool {
+    let under = |x: &str, base: &str| {
+        x == base
+            || x.strip_prefix(base)
+                .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+    };
+    under(a, b) || under(b, a)
 }
 
 /// Removes the value at `path` (as printed by [`report_serde_error`]); false if there is none.
@@ -245,11 +262,12 @@ fn split_path(path: &str) -> Vec<PathSeg<'_>> {
 }
 
 /// Places a deserialization error at its field, with a hint for the common ones.
-/// Returns the path of the offending key.
+/// Returns the path of the offending key, or `None` when there is nothing to remove and retry.
 fn report_serde_error(
     ctx: &mut Ctx<'_>,
     e: &serde_path_to_error::Error<serde_json::Error>,
-) -> String {
+    removed: &[String],
+) -> Option<String> {
     let mut path = String::new();
     for seg in e.path().iter() {
         path = match seg {
@@ -273,14 +291,23 @@ fn report_serde_error(
             &at,
             format!("unknown key `{field}` (a typo?); expected {expected}"),
         );
-        at
+        Some(at)
     } else if let Some(field) = backticked(&msg, "missing field `") {
-        ctx.error(&path, format!("missing required key `{field}`"));
-        // Nothing to remove: the key is absent; report it and stop.
-        String::new()
+        // A key removed for a bad value is already reported; either way, stop here.
+        if !removed.contains(&join_key(&path, field)) {
+            ctx.error(&path, format!("missing required key `{field}`"));
+        }
+        None
     } else {
-        ctx.error(&path, msg);
-        path
+        let last = path.rsplit('.').next().unwrap_or_default();
+        let hint = match last {
+            "every" | "timeout" | "max_latency" if msg.contains("expected a string") => {
+                "; write a duration with its unit, like 30s"
+            }
+            _ => "",
+        };
+        ctx.error(&path, format!("{msg}{hint}"));
+        Some(path)
     }
 }
 

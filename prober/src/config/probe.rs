@@ -291,6 +291,13 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
 
 /// Parses `30s`, `1m30s`, `500ms`; reports a bad one at `field`.
 pub fn parse_duration(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Duration> {
+    if !is_duration_syntax(text) {
+        ctx.error(
+            field,
+            format!("{text:?} is not a duration; write a number and a unit (ms, s, m, h), like 500ms, 30s, 5m, 1h or 1m30s"),
+        );
+        return None;
+    }
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => {
             ctx.error(field, format!("{field} must be greater than zero"));
@@ -305,6 +312,29 @@ pub fn parse_duration(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Dura
             None
         }
     }
+}
+
+/// `500ms`, `30s`, `1m30s`: digits and a unit, repeated. The JSON Schema says the same.
+pub fn is_duration_syntax(text: &str) -> bool {
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn validate_schedule(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Schedule> {
@@ -338,15 +368,28 @@ fn validate_schedule(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Schedule> {
             Some(Schedule::Every(d))
         }
         (None, Some(expr)) => match cron::Schedule::from_str(expr) {
+            Ok(s) if s.upcoming(chrono::Utc).take(2).count() < 2 => {
+                ctx.error(
+                    "cron",
+                    format!("{expr:?} never fires (or fires only once more); check the day and month fields"),
+                );
+                None
+            }
             Ok(s) => Some(Schedule::Cron {
                 expr: expr.clone(),
                 schedule: Box::new(s),
             }),
-            Err(e) => {
+            Err(_) => {
+                let fields = expr.split_whitespace().count();
+                let hint = if (6..=7).contains(&fields) {
+                    "a field is out of range or malformed".to_string()
+                } else {
+                    format!("it has {fields} fields; prober's cron needs 6 or 7, seconds first")
+                };
                 ctx.error(
                     "cron",
                     format!(
-                        "{expr:?} is not a cron expression ({e}); use six fields with seconds: \"sec min hour day month weekday\", e.g. \"0 */5 * * * *\""
+                        "{expr:?} is not a cron expression ({hint}); write \"sec min hour day month weekday\", e.g. \"0 */5 * * * *\""
                     ),
                 );
                 None
@@ -420,7 +463,20 @@ fn validate_http(
     let method = match &raw.method {
         None => Some(Method::GET),
         Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-            Ok(m) => Some(m),
+            Ok(method) => {
+                const STANDARD: [&str; 9] = [
+                    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+                ];
+                if !STANDARD.contains(&method.as_str()) {
+                    ctx.warning(
+                        "http.method",
+                        format!(
+                            "{m:?} is not a standard HTTP method (a typo?); it is sent as written"
+                        ),
+                    );
+                }
+                Some(method)
+            }
             Err(_) => {
                 ctx.error(
                     "http.method",
@@ -637,6 +693,16 @@ fn parse_class(text: &str) -> Option<StatusMatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_need_a_unit_on_every_number() {
+        for ok in ["500ms", "30s", "5m", "1h", "1m30s"] {
+            assert!(is_duration_syntax(ok), "{ok}");
+        }
+        for bad in ["", "30", "30 seconds", "30 s", "1d", "s", "1.5s", "-1s"] {
+            assert!(!is_duration_syntax(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn status_classes_parse_and_match() {

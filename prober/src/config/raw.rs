@@ -13,7 +13,10 @@ use serde_json::Value;
 
 /// One probe: what to check, how often, and what the answer must look like.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a probe: a mapping with `name`, a schedule and `http`"
+)]
 pub struct RawProbe {
     /// Unique across all probe files; the stable id of the probe in the database, the API and alerts.
     pub name: String,
@@ -46,7 +49,7 @@ pub struct RawProbe {
 
 /// The HTTP request a probe sends.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with at least `url:`")]
 pub struct RawHttp {
     /// HTTP method (default GET).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,14 +80,55 @@ pub struct RawHttp {
 }
 
 /// A header value: plain, or marked secret.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "a string, or a mapping `{value: ..., secret: true}`"
-)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum RawHeaderValue {
     Plain(String),
     Detailed(RawSecretHeader),
+}
+
+// By hand rather than `untagged`, so that a typo inside `{value, secret}` is
+// reported as an unknown key at its line instead of "matched no variant".
+impl<'de> Deserialize<'de> for RawHeaderValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(HeaderValueVisitor)
+    }
+}
+
+struct HeaderValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeaderValueVisitor {
+    type Value = RawHeaderValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string, or a mapping `{value: ..., secret: true}`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(RawHeaderValue::Plain(v.to_string()))
+    }
+
+    // `X-Retries: 3` is a header value too.
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(RawHeaderValue::Plain(v.to_string()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(RawHeaderValue::Plain(v.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(RawHeaderValue::Plain(v.to_string()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(RawHeaderValue::Plain(v.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let de = serde::de::value::MapAccessDeserializer::new(map);
+        RawSecretHeader::deserialize(de).map(RawHeaderValue::Detailed)
+    }
 }
 
 /// A header value with options.
@@ -100,7 +144,10 @@ pub struct RawSecretHeader {
 
 /// Expectations on the response. Every one is checked and reported.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of expectations such as `status:`, `body_contains:`, `json:`"
+)]
 pub struct RawExpect {
     /// Accepted status codes: numbers such as 200 or classes such as `2xx` (default `2xx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,7 +179,7 @@ pub struct RawExpect {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "a status code such as 200 or a class such as \"2xx\""
+    expecting = "expected a status code such as 200 or a class such as \"2xx\""
 )]
 pub enum RawStatus {
     Code(u16),
@@ -140,11 +187,59 @@ pub enum RawStatus {
 }
 
 /// One value or a list of them.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
+}
+
+// By hand rather than `untagged`, so that a bad item of a list is reported
+// at its index with the item's own message.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OneOrManyVisitor(std::marker::PhantomData))
+    }
+}
+
+struct OneOrManyVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneOrManyVisitor<T> {
+    type Value = OneOrMany<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("one value or a list of values")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let de = serde::de::value::SeqAccessDeserializer::new(seq);
+        Vec::<T>::deserialize(de).map(OneOrMany::Many)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let de = serde::de::value::MapAccessDeserializer::new(map);
+        T::deserialize(de).map(OneOrMany::One)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::deserialize(serde::de::value::U64Deserializer::new(v)).map(OneOrMany::One)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        T::deserialize(serde::de::value::I64Deserializer::new(v)).map(OneOrMany::One)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        T::deserialize(serde::de::value::F64Deserializer::new(v)).map(OneOrMany::One)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        T::deserialize(serde::de::value::BoolDeserializer::new(v)).map(OneOrMany::One)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        T::deserialize(serde::de::value::StrDeserializer::new(v)).map(OneOrMany::One)
+    }
 }
 
 impl<T> OneOrMany<T> {
