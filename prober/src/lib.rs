@@ -9,6 +9,21 @@ pub mod config;
 /// and the `Outcome` every run produces (a failure is data, not an error).
 pub mod probe;
 
+/// When probes run: ticks, spread, no overlap, admission control.
+pub mod schedule;
+
+/// Live state in memory: recent runs, status, current-minute histograms.
+pub mod results;
+
+/// Postgres: migrations, the batched idempotent writer, partitions, retention, quantiles.
+pub mod store;
+
+/// `/healthz`, `/readyz` (and the API, later).
+pub mod api;
+
+/// The daemon: wires settings, store, scheduler and HTTP server; shuts down cleanly.
+pub mod daemon;
+
 /// The command line: `check`, `once`, `schema`, `version`.
 pub mod cli;
 

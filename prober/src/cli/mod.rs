@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::settings::{Settings, SettingsArgs};
 use crate::telemetry::{self, LogFormat};
 
 /// Exit code for a probe that failed.
@@ -40,6 +41,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: schedule the probes, record every run in Postgres, serve /healthz and /readyz.
+    Run {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Create the database if missing and run the migrations, then exit.
+    Migrate {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
     /// Validate probe files and report every problem with file:line:column.
     Check {
         /// Probe files or directories (searched recursively for *.yaml, *.yml).
@@ -76,8 +87,27 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    telemetry::init(cli.log_format, "warn");
+    let level = match cli.command {
+        Command::Run { .. } | Command::Migrate { .. } => "info",
+        _ => "warn",
+    };
+    telemetry::init(cli.log_format, level);
     match cli.command {
+        Command::Run { settings } => {
+            with_runtime(settings, |s| async move { crate::daemon::run(s).await })
+        }
+        Command::Migrate { settings } => with_runtime(settings, |s| async move {
+            crate::store::Store::create_database_if_missing(&s.database_url)
+                .await
+                .map_err(|e| e.0)?;
+            let store = crate::store::Store::new(&s.database_url, &s.location).map_err(|e| e.0)?;
+            store.migrate().await.map_err(|e| e.0)?;
+            println!(
+                "migrations applied to {}",
+                crate::store::redact_url(&s.database_url)
+            );
+            Ok(())
+        }),
         Command::Check { paths } => check::run(&paths),
         Command::Once {
             target,
@@ -95,6 +125,38 @@ pub fn main() -> ExitCode {
         Command::Version => {
             println!("prober {}", crate::VERSION);
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Resolves settings, starts a runtime and runs `f`; errors exit 2 with their message.
+fn with_runtime<F, Fut>(args: SettingsArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let settings = match Settings::resolve(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match runtime.block_on(f(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

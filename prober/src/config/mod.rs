@@ -8,6 +8,7 @@ pub mod diag;
 pub mod load;
 pub mod probe;
 pub mod raw;
+pub mod settings;
 pub mod template;
 pub mod yaml;
 

@@ -40,6 +40,8 @@ pub struct Probe {
     pub source: SourceRef,
     /// Content hash of the definition as written: changes whenever the file's probe changes.
     pub version: String,
+    /// The definition as written, with secret header values redacted (stored and shown).
+    pub definition: serde_json::Value,
 }
 
 /// File and line of a probe's definition.
@@ -286,7 +288,30 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         check: check?,
         source: ctx.source(),
         version: ctx.version(),
+        definition: redacted_definition(&ctx.doc.value, raw),
     })
+}
+
+/// The probe's JSON with every secret header value replaced.
+fn redacted_definition(value: &Value, raw: &RawProbe) -> Value {
+    let mut v = value.clone();
+    let secrets = raw
+        .http
+        .iter()
+        .flat_map(|h| &h.headers)
+        .filter_map(|(name, hv)| match hv {
+            RawHeaderValue::Detailed(d) if d.secret => Some(name),
+            _ => None,
+        });
+    for name in secrets {
+        if let Some(slot) = v.pointer_mut(&format!(
+            "/http/headers/{}/value",
+            name.replace('~', "~0").replace('/', "~1")
+        )) {
+            *slot = Value::String("<redacted>".into());
+        }
+    }
+    v
 }
 
 /// Parses `30s`, `1m30s`, `500ms`; reports a bad one at `field`.

@@ -140,6 +140,36 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A run that failed before or outside the check itself.
+    pub fn failed(
+        probe: &str,
+        version: &str,
+        started_at: DateTime<Utc>,
+        class: ErrorClass,
+        message: String,
+        elapsed: std::time::Duration,
+    ) -> Outcome {
+        Outcome {
+            probe: probe.to_string(),
+            probe_version: version.to_string(),
+            started_at,
+            success: false,
+            error: Some(ProbeError { class, message }),
+            request: String::new(),
+            status_code: None,
+            phases: Phases {
+                total_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                ..Phases::default()
+            },
+            response_bytes: 0,
+            remote_addr: None,
+            redirects: 0,
+            cert: None,
+            assertions: Vec::new(),
+            trace_id: String::new(),
+        }
+    }
+
     /// Replaces every occurrence of each secret in every text of the outcome.
     pub fn redact(&mut self, secrets: &[String]) {
         if secrets.is_empty() {

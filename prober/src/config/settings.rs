@@ -1,0 +1,298 @@
+//! Daemon settings: flags > environment (`PROBER_*`, `DATABASE_URL`) > `prober.yaml` > defaults.
+//!
+//! Flags and environment come from clap (each flag names its variable); the
+//! file fills what they left unset; the defaults fill the rest. The defaults
+//! work in a fresh checkout against a local Postgres.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::yaml;
+
+/// Where the daemon keeps its data unless told otherwise.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/prober";
+/// The instance's location when none is set.
+pub const DEFAULT_LOCATION: &str = "local";
+/// `/healthz`, `/readyz` and (later) the API and `/metrics`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9680";
+/// The settings file read when present in the working directory.
+pub const DEFAULT_SETTINGS_FILE: &str = "prober.yaml";
+
+/// Settings as given on the command line or in the environment; `None` = not given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SettingsArgs {
+    /// Settings file (default: prober.yaml, if present).
+    #[arg(long = "config", env = "PROBER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Postgres URL; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The name of this instance's location, recorded with every run (e.g. eu-west-1).
+    #[arg(long, env = "PROBER_LOCATION")]
+    pub location: Option<String>,
+    /// Probe files or directories.
+    #[arg(long = "probes", env = "PROBER_PROBES", value_delimiter = ',')]
+    pub probes: Option<Vec<PathBuf>>,
+    /// Address for /healthz, /readyz.
+    #[arg(long, env = "PROBER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Runs in flight at once, across all probes.
+    #[arg(long, env = "PROBER_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Runs in flight at once against one host.
+    #[arg(long, env = "PROBER_MAX_PER_HOST")]
+    pub max_per_host: Option<usize>,
+    /// Results waiting for Postgres before the oldest are dropped (and counted).
+    #[arg(long, env = "PROBER_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    /// Do not run database migrations at start.
+    #[arg(long, env = "PROBER_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+/// The `prober.yaml` file: every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    database_url: Option<String>,
+    location: Option<String>,
+    probes: Option<Vec<PathBuf>>,
+    listen: Option<SocketAddr>,
+    max_concurrency: Option<usize>,
+    max_per_host: Option<usize>,
+    queue_capacity: Option<usize>,
+    batch_size: Option<usize>,
+    flush_interval: Option<String>,
+    recent_runs: Option<usize>,
+    shutdown_grace: Option<String>,
+    migrate: Option<bool>,
+    retention: Option<RetentionFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    runs: Option<String>,
+    minutes: Option<String>,
+    hours: Option<String>,
+}
+
+/// How long each kind of data is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Raw runs (dropped by whole day partitions).
+    pub runs: Duration,
+    /// Minute histograms and counters.
+    pub minutes: Duration,
+    /// Hour histograms and counters. Day rollups are kept forever.
+    pub hours: Duration,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub location: String,
+    pub probes: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    pub max_concurrency: usize,
+    pub max_per_host: usize,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub recent_runs: usize,
+    pub shutdown_grace: Duration,
+    pub migrate: bool,
+    pub retention: Retention,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            database_url: DEFAULT_DATABASE_URL.to_string(),
+            location: DEFAULT_LOCATION.to_string(),
+            probes: vec![PathBuf::from("probes")],
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(([127, 0, 0, 1], 9680).into()),
+            max_concurrency: 1024,
+            max_per_host: 64,
+            queue_capacity: 200_000,
+            batch_size: 2_000,
+            flush_interval: Duration::from_millis(250),
+            recent_runs: 20,
+            shutdown_grace: Duration::from_secs(10),
+            migrate: true,
+            retention: Retention {
+                runs: 14 * DAY,
+                minutes: 31 * DAY,
+                hours: 400 * DAY,
+            },
+        }
+    }
+}
+
+impl Settings {
+    /// Resolves settings from arguments/environment, the settings file, and defaults.
+    pub fn resolve(args: &SettingsArgs) -> Result<Settings, String> {
+        let (file, file_path) = match &args.config {
+            Some(p) => (read_file(p)?, Some(p.clone())),
+            None if Path::new(DEFAULT_SETTINGS_FILE).exists() => (
+                read_file(Path::new(DEFAULT_SETTINGS_FILE))?,
+                Some(PathBuf::from(DEFAULT_SETTINGS_FILE)),
+            ),
+            None => (SettingsFile::default(), None),
+        };
+        let d = Settings::default();
+        let dur = |field: &str, v: Option<String>, default: Duration| -> Result<Duration, String> {
+            match v {
+                None => Ok(default),
+                Some(text) => humantime::parse_duration(&text).map_err(|e| {
+                    let place = file_path
+                        .as_ref()
+                        .map_or(String::new(), |p| format!("{}: ", p.display()));
+                    format!("{place}{field}: {text:?} is not a duration ({e}); write it like 250ms, 10s, 14d")
+                }),
+            }
+        };
+        let retention = file.retention.clone().unwrap_or_default();
+        let s = Settings {
+            database_url: (args.database_url.clone())
+                .or(file.database_url)
+                .unwrap_or(d.database_url),
+            location: (args.location.clone())
+                .or(file.location)
+                .unwrap_or(d.location),
+            probes: args.probes.clone().or(file.probes).unwrap_or(d.probes),
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            max_concurrency: (args.max_concurrency)
+                .or(file.max_concurrency)
+                .unwrap_or(d.max_concurrency),
+            max_per_host: (args.max_per_host)
+                .or(file.max_per_host)
+                .unwrap_or(d.max_per_host),
+            queue_capacity: (args.queue_capacity)
+                .or(file.queue_capacity)
+                .unwrap_or(d.queue_capacity),
+            batch_size: file.batch_size.unwrap_or(d.batch_size),
+            flush_interval: dur("flush_interval", file.flush_interval, d.flush_interval)?,
+            recent_runs: file.recent_runs.unwrap_or(d.recent_runs),
+            shutdown_grace: dur("shutdown_grace", file.shutdown_grace, d.shutdown_grace)?,
+            migrate: !args.no_migrate && file.migrate.unwrap_or(d.migrate),
+            retention: Retention {
+                runs: dur("retention.runs", retention.runs, d.retention.runs)?,
+                minutes: dur("retention.minutes", retention.minutes, d.retention.minutes)?,
+                hours: dur("retention.hours", retention.hours, d.retention.hours)?,
+            },
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.location.is_empty() || self.location.len() > 64 {
+            problems.push("location must be 1 to 64 characters".to_string());
+        }
+        for (name, v) in [
+            ("max_concurrency", self.max_concurrency),
+            ("max_per_host", self.max_per_host),
+            ("queue_capacity", self.queue_capacity),
+            ("batch_size", self.batch_size),
+            ("recent_runs", self.recent_runs),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        if self.retention.minutes < self.retention.runs.min(DAY) {
+            problems.push("retention.minutes must be at least a day".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("invalid settings: {}", problems.join("; ")))
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<SettingsFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read settings file {}: {e}", path.display()))?;
+    let docs = yaml::parse(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: invalid YAML: {}",
+            path.display(),
+            e.pos.line,
+            e.pos.col,
+            e.message
+        )
+    })?;
+    let Some(doc) = docs.into_iter().next() else {
+        return Ok(SettingsFile::default());
+    };
+    if doc.value.is_null() {
+        return Ok(SettingsFile::default());
+    }
+    serde_path_to_error::deserialize(&doc.value).map_err(|e| {
+        let field = e.path().to_string();
+        let pos = doc.value_pos(&field);
+        format!(
+            "{}:{}:{}: {field}: {}",
+            path.display(),
+            pos.line,
+            pos.col,
+            e.inner()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        std::fs::write(
+            &file,
+            "location: from-file\nmax_per_host: 7\nretention:\n  runs: 3d\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(file),
+            location: Some("from-flag".into()),
+            ..SettingsArgs::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.location, "from-flag");
+        assert_eq!(s.max_per_host, 7);
+        assert_eq!(s.retention.runs, 3 * DAY);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn a_typo_in_the_settings_file_is_an_error_with_its_line() {
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        std::fs::write(&file, "location: x\nmax_concurency: 3\n").unwrap();
+        let args = SettingsArgs {
+            config: Some(file),
+            ..SettingsArgs::default()
+        };
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(err.contains("max_concurency"), "{err}");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("prober-settings-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,202 @@
+//! `prober run`: load the probes, start the store writer, the HTTP server and
+//! the scheduler, and shut down cleanly on SIGTERM/SIGINT: stop scheduling,
+//! let runs in flight finish (up to the grace period), flush every result.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::settings::Settings;
+use crate::config::{load_paths, Probe};
+use crate::probe::Runner;
+use crate::results::LiveState;
+use crate::schedule::{Clock, Executor, Limits, Scheduler, SchedulerStats};
+use crate::store::queue::ResultQueue;
+use crate::store::writer::{self, StoreHealth, WriterConfig};
+use crate::store::{redact_url, Store};
+
+/// How long the final flush may wait for Postgres at shutdown.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// A running daemon's handles, for tests and the benchmark.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub live: Arc<LiveState>,
+    pub queue: Arc<ResultQueue>,
+    pub store_health: Arc<StoreHealth>,
+    pub scheduler_stats: Arc<SchedulerStats>,
+    scheduler: Scheduler,
+    writer: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+    drain: CancellationToken,
+    stop: CancellationToken,
+    grace: Duration,
+}
+
+/// Loads probes or returns every problem, one per line.
+pub fn load_probes(settings: &Settings) -> Result<Vec<Probe>, String> {
+    let report = load_paths(&settings.probes);
+    for w in report.warnings() {
+        tracing::warn!("{w}");
+    }
+    if !report.is_ok() {
+        let lines: Vec<String> = report.errors().map(ToString::to_string).collect();
+        return Err(format!(
+            "{}\nrefusing to start: fix the probe files above (`prober check` shows the same)",
+            lines.join("\n")
+        ));
+    }
+    if report.probes.is_empty() {
+        tracing::warn!(paths = ?settings.probes, "no probes defined; the daemon idles until some are added");
+    }
+    Ok(report.probes)
+}
+
+/// The production executor.
+pub fn http_executor() -> Result<Executor, String> {
+    let runner = Arc::new(Runner::new()?);
+    Ok(Arc::new(move |p: Arc<Probe>| {
+        let runner = runner.clone();
+        Box::pin(async move { runner.run(&p).await })
+    }))
+}
+
+impl Daemon {
+    /// Starts everything; returns once the HTTP server is bound.
+    pub async fn start(
+        settings: &Settings,
+        probes: Vec<Probe>,
+        exec: Executor,
+    ) -> Result<Daemon, String> {
+        let store = Store::new(&settings.database_url, &settings.location).map_err(|e| e.0)?;
+        let queue = Arc::new(ResultQueue::new(settings.queue_capacity));
+        let health = Arc::new(StoreHealth::default());
+        let live = Arc::new(LiveState::new(settings.recent_runs));
+        let stats = Arc::new(SchedulerStats::default());
+        let drain = CancellationToken::new();
+        let stop = CancellationToken::new();
+
+        let writer = tokio::spawn(writer::run(
+            store,
+            queue.clone(),
+            health.clone(),
+            WriterConfig {
+                database_url: settings.database_url.clone(),
+                migrate: settings.migrate,
+                batch_size: settings.batch_size,
+                flush_interval: settings.flush_interval,
+                retention: settings.retention.clone(),
+            },
+            drain.clone(),
+            stop.clone(),
+        ));
+
+        let (addr, listener) = api::bind(settings.listen).await?;
+        let state = AppState {
+            probes: Arc::new(AtomicUsize::new(probes.len())),
+            store: health.clone(),
+            queue: queue.clone(),
+            scheduler: stats.clone(),
+            location: settings.location.clone(),
+        };
+        let server = tokio::spawn(api::serve(listener, state, stop.clone()));
+
+        tracing::info!(
+            probes = probes.len(),
+            %addr,
+            location = %settings.location,
+            database = %redact_url(&settings.database_url),
+            "prober started"
+        );
+        let scheduler = Scheduler::start(
+            probes,
+            exec,
+            live.clone(),
+            queue.clone(),
+            Clock::system(),
+            Limits {
+                global: settings.max_concurrency,
+                per_host: settings.max_per_host,
+            },
+            stats.clone(),
+        );
+        Ok(Daemon {
+            addr,
+            live,
+            queue,
+            store_health: health,
+            scheduler_stats: stats,
+            scheduler,
+            writer,
+            server,
+            drain,
+            stop,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    /// Stops scheduling, waits for runs in flight, flushes the queue, stops the server.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: no new runs; waiting for runs in flight");
+        let unfinished = self.scheduler.shutdown(self.grace).await;
+        self.drain.cancel();
+        let mut writer = self.writer;
+        if tokio::time::timeout(DRAIN_LIMIT, &mut writer)
+            .await
+            .is_err()
+        {
+            self.stop.cancel();
+            let _ = writer.await;
+        }
+        let lost = self.queue.len();
+        if lost > 0 {
+            tracing::error!(
+                results = lost,
+                "Postgres did not come back within the shutdown limit: these results are lost"
+            );
+        }
+        self.stop.cancel();
+        let _ = self.server.await;
+        tracing::info!(
+            written = self.store_health.runs_written.load(Ordering::Relaxed),
+            unfinished_runs = unfinished,
+            unwritten_results = lost,
+            "prober stopped"
+        );
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let probes = load_probes(&settings)?;
+    let daemon = Daemon::start(&settings, probes, http_executor()?).await?;
+    shutdown_signal().await;
+    daemon.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

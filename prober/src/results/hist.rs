@@ -1,0 +1,177 @@
+//! Sparse latency histograms with HdrHistogram's bins.
+//!
+//! A dense `Histogram` per probe and phase is 10+ KiB; 10,000 probes would
+//! blow the memory budget. So one shared HdrHistogram instance only
+//! quantises values (2 significant digits, 1 µs to 1 h: at most ~1% error per
+//! bin), and each histogram keeps just its non-empty bins. The quantile rule
+//! is HdrHistogram's `value_at_quantile`, the same as the SQL function
+//! `prober_quantile` over stored bins.
+
+use std::sync::OnceLock;
+
+use hdrhistogram::Histogram;
+
+/// Highest value tracked exactly by the bins, in µs (1 h); larger values land in the last bin.
+pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
+/// HdrHistogram precision of the bins.
+pub const SIGNIFICANT_DIGITS: u8 = 2;
+
+/// Maps a value to its HdrHistogram bin.
+pub struct Quantiser {
+    h: Histogram<u64>,
+}
+
+static QUANTISER: OnceLock<Quantiser> = OnceLock::new();
+
+impl Quantiser {
+    /// The process-wide quantiser.
+    pub fn get() -> &'static Quantiser {
+        QUANTISER.get_or_init(|| {
+            let h = Histogram::new_with_bounds(1, MAX_TRACKABLE_US, SIGNIFICANT_DIGITS)
+                .unwrap_or_else(|_| unreachable!("constant bounds are valid"));
+            Quantiser { h }
+        })
+    }
+
+    /// The bin holding `us`: its lowest and highest value.
+    pub fn bin(&self, us: u64) -> (u64, u64) {
+        let v = us.min(MAX_TRACKABLE_US);
+        (self.h.lowest_equivalent(v), self.h.highest_equivalent(v))
+    }
+}
+
+/// A histogram of non-empty bins, sorted by the bin's low value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SparseHist {
+    bins: Vec<(u64, u64)>,
+    total: u64,
+}
+
+impl SparseHist {
+    pub fn record(&mut self, us: u64) {
+        let (lo, _) = Quantiser::get().bin(us);
+        self.add_bin(lo, 1);
+    }
+
+    /// Adds `count` to the bin starting at `lo`.
+    pub fn add_bin(&mut self, lo: u64, count: u64) {
+        match self.bins.binary_search_by_key(&lo, |b| b.0) {
+            Ok(i) => self.bins[i].1 += count,
+            Err(i) => self.bins.insert(i, (lo, count)),
+        }
+        self.total += count;
+    }
+
+    pub fn merge(&mut self, other: &SparseHist) {
+        for &(lo, c) in &other.bins {
+            self.add_bin(lo, c);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Non-empty bins as (low, high, count).
+    pub fn bins(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let q = Quantiser::get();
+        self.bins.iter().map(move |&(lo, c)| (lo, q.bin(lo).1, c))
+    }
+
+    /// HdrHistogram's `value_at_quantile`: the high end of the first bin whose
+    /// running count reaches `max(1, ceil(q · total))`.
+    pub fn value_at_quantile(&self, q: f64) -> Option<u64> {
+        if self.total == 0 {
+            return None;
+        }
+        let q = q.clamp(0.0, 1.0);
+        let target = ((q * self.total as f64).ceil() as u64).max(1);
+        let mut running = 0;
+        for (_, hi, c) in self.bins() {
+            running += c;
+            if running >= target {
+                return Some(hi);
+            }
+        }
+        self.bins().last().map(|b| b.1)
+    }
+
+    pub fn max(&self) -> Option<u64> {
+        self.bins().last().map(|b| b.1)
+    }
+
+    /// Bytes this histogram holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.bins.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn quantiles_equal_hdrhistogram_on_the_same_samples() {
+        let mut dense = Histogram::<u64>::new_with_bounds(1, MAX_TRACKABLE_US, 2).unwrap();
+        let mut sparse = SparseHist::default();
+        let mut seed = 42;
+        for i in 0..20_000 {
+            // A long-tailed mix: mostly ~50 ms, some fast, a few very slow.
+            let v = match i % 10 {
+                0 => 1 + lcg(&mut seed) % 2_000,
+                9 => 200_000 + lcg(&mut seed) % 5_000_000,
+                _ => 50_000 + lcg(&mut seed) % 3_000,
+            };
+            dense.record(v).unwrap();
+            sparse.record(v);
+        }
+        for q in [0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                sparse.value_at_quantile(q),
+                Some(dense.value_at_quantile(q)),
+                "q={q}"
+            );
+        }
+        assert_eq!(sparse.total(), dense.len());
+    }
+
+    #[test]
+    fn merging_is_exact() {
+        let (mut a, mut b, mut all) = (
+            SparseHist::default(),
+            SparseHist::default(),
+            SparseHist::default(),
+        );
+        for v in [10, 20, 30, 1_000, 50_000] {
+            a.record(v);
+            all.record(v);
+        }
+        for v in [20, 40, 2_000_000] {
+            b.record(v);
+            all.record(v);
+        }
+        a.merge(&b);
+        assert_eq!(a, all);
+    }
+
+    #[test]
+    fn bins_are_within_one_percent() {
+        let q = Quantiser::get();
+        for v in [1, 99, 255, 256, 1_000, 123_456, 50_000_000] {
+            let (lo, hi) = q.bin(v);
+            assert!(lo <= v && v <= hi);
+            assert!((hi - lo) as f64 <= v as f64 * 0.01 + 1.0, "{v}: {lo}..{hi}");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The store writer: takes batches from the queue and writes them, one
+//! statement per batch. While Postgres is unreachable it keeps retrying with
+//! backoff, reports the store as degraded, and leaves the results queued.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::ResultQueue;
+use super::{Store, StoreError};
+use crate::config::settings::Retention;
+
+/// Longest wait between two attempts while Postgres is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often partitions are created ahead and retention applied.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The store as `/readyz` reports it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StoreState {
+    /// Not connected yet.
+    Starting,
+    Ok,
+    /// Postgres is failing; results wait in the queue.
+    Degraded {
+        since: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+/// Health and counters of the store writer.
+#[derive(Debug)]
+pub struct StoreHealth {
+    state: RwLock<StoreState>,
+    pub runs_written: AtomicU64,
+    pub batches: AtomicU64,
+    pub errors: AtomicU64,
+    /// Sum of batch write times in µs (for the mean in metrics).
+    pub write_us: AtomicU64,
+}
+
+impl Default for StoreHealth {
+    fn default() -> StoreHealth {
+        StoreHealth {
+            state: RwLock::new(StoreState::Starting),
+            runs_written: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            write_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StoreHealth {
+    pub fn state(&self) -> StoreState {
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_ok(&self) {
+        if let Ok(mut s) = self.state.write() {
+            if *s != StoreState::Ok {
+                tracing::info!("Postgres store is available");
+            }
+            *s = StoreState::Ok;
+        }
+    }
+
+    fn set_degraded(&self, e: &StoreError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut s) = self.state.write() {
+            let since = match &*s {
+                StoreState::Degraded { since, .. } => *since,
+                _ => {
+                    tracing::error!(error = %e, "Postgres store unavailable: probing continues and results are queued until it returns");
+                    Utc::now()
+                }
+            };
+            *s = StoreState::Degraded {
+                since,
+                reason: e.to_string(),
+            };
+        }
+    }
+}
+
+/// What the writer needs to know.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub database_url: String,
+    pub migrate: bool,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub retention: Retention,
+}
+
+/// Runs until `drain` is cancelled and the queue is empty, or `stop` is cancelled.
+/// `drain` means: no more results will come, write what is left.
+pub async fn run(
+    store: Store,
+    queue: Arc<ResultQueue>,
+    health: Arc<StoreHealth>,
+    cfg: WriterConfig,
+    drain: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut ready = false;
+    let mut last_maintenance: Option<tokio::time::Instant> = None;
+    loop {
+        if stop.is_cancelled() || (drain.is_cancelled() && queue.is_empty()) {
+            return;
+        }
+        if !ready {
+            match prepare(&store, &cfg).await {
+                Ok(()) => {
+                    ready = true;
+                    last_maintenance = Some(tokio::time::Instant::now());
+                    health.set_ok();
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    health.set_degraded(&e);
+                    sleep_or(&stop, backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
+        if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
+            last_maintenance = Some(tokio::time::Instant::now());
+            maintain(&store, &cfg).await;
+        }
+        match flush(&store, &queue, &health, cfg.batch_size).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                if drain.is_cancelled() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = queue.pushed() => {
+                        // Let a batch gather rather than writing each run alone.
+                        sleep_or(&stop, cfg.flush_interval).await;
+                    }
+                    _ = tokio::time::sleep(cfg.flush_interval) => {}
+                    _ = drain.cancelled() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                health.set_degraded(&e);
+                sleep_or(&stop, backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn sleep_or(stop: &CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Creates the database if needed, migrates, and creates partitions.
+async fn prepare(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
+    if cfg.migrate {
+        Store::create_database_if_missing(&cfg.database_url).await?;
+        store.migrate().await?;
+    } else {
+        store.ping().await?;
+    }
+    store.ensure_partitions_around(Utc::now()).await
+}
+
+async fn maintain(store: &Store, cfg: &WriterConfig) {
+    if let Err(e) = store.ensure_partitions_around(Utc::now()).await {
+        tracing::warn!(error = %e, "could not create partitions ahead; will retry");
+    }
+    match store.apply_retention(Utc::now(), &cfg.retention).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(partitions = n, "retention dropped old partitions"),
+        Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+    }
+}
+
+/// Writes everything queued, batch by batch; a failed batch goes back to the front.
+async fn flush(
+    store: &Store,
+    queue: &ResultQueue,
+    health: &StoreHealth,
+    batch_size: usize,
+) -> Result<(), StoreError> {
+    loop {
+        let batch = queue.take(batch_size);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        match store.write_runs(&batch).await {
+            Ok(_) => {
+                health.batches.fetch_add(1, Ordering::Relaxed);
+                health
+                    .runs_written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                health.write_us.fetch_add(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                health.set_ok();
+            }
+            Err(e) => {
+                queue.put_back(batch);
+                return Err(e);
+            }
+        }
+    }
+}
