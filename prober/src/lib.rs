@@ -27,6 +27,9 @@ pub mod daemon;
 /// The command line: `check`, `once`, `schema`, `version`.
 pub mod cli;
 
+/// `prober bench`: the real daemon against a loopback target, every run persisted; prints the figures.
+pub mod bench;
+
 /// Logging setup.
 pub mod telemetry;
 

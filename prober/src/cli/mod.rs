@@ -68,6 +68,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: the real daemon against a loopback target, every run persisted to a scratch database.
+    Bench(crate::bench::BenchArgs),
     /// Print the JSON Schema of probe files, for editor completion.
     Schema,
     /// Print the version.
@@ -114,6 +116,7 @@ pub fn main() -> ExitCode {
             probes,
             json,
         } => once::run(&target, &probes, json),
+        Command::Bench(args) => crate::bench::main(args),
         Command::Schema => {
             let schema = crate::config::raw::json_schema();
             println!(

@@ -29,11 +29,34 @@ use prober::config::Probe;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Tests that assert on measured timings hold this for writing; tests that load
+/// the CPU (the daemon, bulk store writes) hold it for reading. So a timing
+/// test never shares the machine's two cores with a heavy one.
+pub static TIMING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A fake HTTP target on 127.0.0.1, served until the test ends.
 pub struct FakeTarget {
     pub addr: SocketAddr,
     scheme: &'static str,
     host: String,
+    pub counts: Arc<Counts>,
+}
+
+/// Requests a fake target has read, and responses it has finished writing.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub requests: std::sync::atomic::AtomicUsize,
+    pub responses: std::sync::atomic::AtomicUsize,
+}
+
+impl Counts {
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn responses(&self) -> usize {
+        self.responses.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl FakeTarget {
@@ -41,18 +64,21 @@ impl FakeTarget {
     pub async fn start() -> FakeTarget {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve(sock));
+                tokio::spawn(serve(sock, c.clone()));
             }
         });
         FakeTarget {
             addr,
             scheme: "http",
             host: "127.0.0.1".into(),
+            counts,
         }
     }
 
@@ -69,15 +95,18 @@ impl FakeTarget {
         .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
                 let acceptor = acceptor.clone();
+                let c = c.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(sock).await {
-                        serve(tls).await;
+                        serve(tls, c).await;
                     }
                 });
             }
@@ -86,6 +115,7 @@ impl FakeTarget {
             addr,
             scheme: "https",
             host: "localhost".into(),
+            counts,
         }
     }
 
@@ -187,10 +217,20 @@ async fn respond<S: AsyncWrite + Unpin>(sock: &mut S, status: &str, extra: &str,
     let _ = sock.flush().await;
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, counts: Arc<Counts>) {
     let Some(head) = read_head(&mut sock).await else {
         return;
     };
+    counts
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    route(&mut sock, &head).await;
+    counts
+        .responses
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+async fn route<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, head: &str) {
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let arg = |i: usize| {
@@ -287,12 +327,94 @@ pub fn http_probe(url: &str, http_extra: &str, top_extra: &str) -> Probe {
     ))
 }
 
-/// Runs the prober CLI with `args` in `dir`, with extra environment variables.
-pub fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The prober CLI with `args`, run in `dir`.
+pub fn cli_command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_prober-cli"));
     cmd.current_dir(dir).args(args);
+    cmd
+}
+
+/// Runs the prober CLI with `args` in `dir`, with extra environment variables.
+pub fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = cli_command(dir, args);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
+}
+
+/// A TCP proxy on loopback that the test can cut (dropping every connection
+/// and refusing new ones) and restore: a network outage on command.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (u, c) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !u.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// GET `path` from `addr` over plain HTTP/1.1; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
 }

@@ -3,7 +3,7 @@
 
 use prober::probe::{ErrorClass, Outcome, Runner};
 
-use crate::helpers::{closed_port, http_probe, probe, start_garbage, FakeTarget, TestCert};
+use crate::helpers::{closed_port, http_probe, probe, start_garbage, FakeTarget, TestCert, TIMING};
 
 const MS: u64 = 1000;
 
@@ -17,6 +17,7 @@ fn class(o: &Outcome) -> Option<ErrorClass> {
 
 #[tokio::test]
 async fn first_byte_covers_a_delay_before_the_headers() {
+    let _exclusive = TIMING.write().await;
     let target = FakeTarget::start().await;
     let o = run(&http_probe(&target.url("/delay/50"), "", "")).await;
 
@@ -42,6 +43,7 @@ async fn first_byte_covers_a_delay_before_the_headers() {
 
 #[tokio::test]
 async fn transfer_covers_a_body_dripped_over_time() {
+    let _exclusive = TIMING.write().await;
     let target = FakeTarget::start().await;
     let o = run(&http_probe(&target.url("/drip/100"), "", "")).await;
 
@@ -54,6 +56,7 @@ async fn transfer_covers_a_body_dripped_over_time() {
 
 #[tokio::test]
 async fn a_host_name_is_resolved_and_timed() {
+    let _exclusive = TIMING.write().await;
     let target = FakeTarget::start().await;
     let url = target.url("/ok").replace("127.0.0.1", "localhost");
     let o = run(&http_probe(&url, "", "")).await;

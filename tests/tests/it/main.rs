@@ -5,6 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod check;
+mod daemon;
+mod db;
 mod helpers;
 mod http_probe;
 mod once;
+mod scheduler;
+mod store;

@@ -1,0 +1,189 @@
+//! The real daemon against fake targets and a fresh database: runs land, a
+//! Postgres outage loses nothing, SIGTERM flushes the runs in flight.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use prober::store::writer::StoreState;
+
+use crate::db::TestDb;
+use crate::helpers::{cli_command, http_get, probes, wait_for, FakeTarget, Proxy};
+
+fn settings(database_url: String) -> Settings {
+    Settings {
+        database_url,
+        location: "test-lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+fn probe_yaml(target: &FakeTarget, n: usize, path: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "- name: probe-{i}\n  every: 1s\n  timeout: 900ms\n  http: {{url: \"{}\"}}\n",
+                target.url(path)
+            )
+        })
+        .collect()
+}
+
+async fn count_runs(db: &TestDb) -> (i64, i64) {
+    let pool = db.pool().await;
+    sqlx::query_as("select count(*), count(distinct run_id) from runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_made_during_a_postgres_outage_is_stored_exactly_once() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let daemon = Daemon::start(
+        &settings(db.url_via(proxy.addr)),
+        probes(&probe_yaml(&target, 3, "/ok")),
+        http_executor().unwrap(),
+    )
+    .await
+    .unwrap();
+    let written = || daemon.store_health.runs_written.load(Ordering::SeqCst);
+    assert!(
+        wait_for(Duration::from_secs(15), || written() >= 3).await,
+        "runs are written while Postgres is up"
+    );
+
+    proxy.cut();
+    let before_outage = daemon.scheduler_stats.runs_finished.load(Ordering::SeqCst);
+    let degraded = wait_for(Duration::from_secs(10), || {
+        matches!(daemon.store_health.state(), StoreState::Degraded { .. })
+    })
+    .await;
+    assert!(
+        degraded,
+        "the store reports degraded while Postgres is cut off"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = daemon.scheduler_stats.runs_finished.load(Ordering::SeqCst) - before_outage;
+    assert!(
+        during >= 6,
+        "probing goes on during the outage ({during} runs)"
+    );
+    assert!(!daemon.queue.is_empty(), "results wait in the queue");
+    let (code, body) = http_get(daemon.addr, "/readyz").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"degraded\""), "{body}");
+    let (code, _) = http_get(daemon.addr, "/healthz").await;
+    assert_eq!(code, 200, "healthz stays green: the process is fine");
+
+    proxy.restore();
+    let drained = wait_for(Duration::from_secs(20), || {
+        daemon.queue.is_empty() && daemon.store_health.state() == StoreState::Ok
+    })
+    .await;
+    assert!(drained, "the queue drains once Postgres is back");
+    let stats = daemon.scheduler_stats.clone();
+    let queue = daemon.queue.clone();
+    daemon.shutdown().await;
+
+    let finished = stats.runs_finished.load(Ordering::SeqCst) as i64;
+    let (rows, distinct) = count_runs(&db).await;
+    assert_eq!(queue.dropped(), 0);
+    assert_eq!(rows, finished, "every run is in the database");
+    assert_eq!(distinct, rows, "none twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_land_with_lateness_and_the_daemon_reports_ready() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let daemon = Daemon::start(
+        &settings(db.url.clone()),
+        probes(&probe_yaml(&target, 2, "/delay/20")),
+        http_executor().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || daemon
+            .store_health
+            .runs_written
+            .load(Ordering::SeqCst)
+            >= 4)
+        .await
+    );
+    let (code, body) = http_get(daemon.addr, "/readyz").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"ready\""), "{body}");
+    daemon.shutdown().await;
+
+    let pool = db.pool().await;
+    let rows: Vec<(String, String, i32, Option<i32>, bool)> = sqlx::query_as(
+        "select probe, location, lateness_us, first_byte_us, success from runs_view",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(rows.len() >= 4);
+    for (probe, location, lateness, first_byte, success) in rows {
+        assert!(probe.starts_with("probe-"));
+        assert_eq!(location, "test-lab");
+        assert!((0..1_000_000).contains(&lateness), "lateness {lateness}µs");
+        assert!(first_byte.unwrap() >= 20_000);
+        assert!(success);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_runs_in_flight_finish_and_stores_every_finished_run() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        probe_yaml(&target, 3, "/delay/600"),
+    )
+    .unwrap();
+    let child = cli_command(dir.path(), &["run"])
+        .env("PROBER_PROBES", dir.path())
+        .env("DATABASE_URL", &db.url)
+        .env("PROBER_LISTEN", "127.0.0.1:0")
+        .env("PROBER_LOCATION", "sigterm-test")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until some runs have finished and at least one is in flight (request read, no answer yet).
+    let counts = target.counts.clone();
+    let in_flight = wait_for(Duration::from_secs(20), || {
+        counts.responses() >= 3 && counts.requests() > counts.responses()
+    })
+    .await;
+    assert!(in_flight, "a run is in flight");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (rows, _) = count_runs(&db).await;
+    // Every request the target answered is a finished run, and every finished run is stored.
+    assert_eq!(rows as usize, counts.responses(), "{stderr}");
+    assert_eq!(counts.requests(), counts.responses(), "no run was cut off");
+}

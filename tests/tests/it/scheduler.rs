@@ -1,0 +1,268 @@
+//! The scheduler on paused tokio time: spread, no overlap (skipped ticks
+//! counted), cron firing times, and runs that hang past their timeout.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use prober::config::Probe;
+use prober::probe::{ErrorClass, Outcome};
+use prober::results::{LiveState, RunRecord};
+use prober::schedule::{spread_offset, Clock, Executor, Limits, Scheduler, SchedulerStats};
+use prober::store::queue::ResultQueue;
+
+use crate::helpers::probes;
+
+/// An executor that takes `busy` (virtual time) per run and tracks overlap.
+fn sleeping_executor(
+    busy: Duration,
+    concurrent: Arc<AtomicUsize>,
+    max_seen: Arc<AtomicUsize>,
+) -> Executor {
+    Arc::new(move |p: Arc<Probe>| {
+        let (concurrent, max_seen) = (concurrent.clone(), max_seen.clone());
+        Box::pin(async move {
+            let now = concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+            max_seen.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(busy).await;
+            concurrent.fetch_sub(1, Ordering::SeqCst);
+            let mut o = Outcome::failed(
+                &p.name,
+                &p.version,
+                Utc::now(),
+                ErrorClass::Timeout,
+                String::new(),
+                busy,
+            );
+            o.success = true;
+            o.error = None;
+            o
+        })
+    })
+}
+
+struct Harness {
+    scheduler: Scheduler,
+    queue: Arc<ResultQueue>,
+    stats: Arc<SchedulerStats>,
+    live: Arc<LiveState>,
+}
+
+fn start(yaml: &str, exec: Executor, wall: DateTime<Utc>) -> Harness {
+    let queue = Arc::new(ResultQueue::new(1_000_000));
+    let stats = Arc::new(SchedulerStats::default());
+    let live = Arc::new(LiveState::new(20));
+    let scheduler = Scheduler::start(
+        probes(yaml),
+        exec,
+        live.clone(),
+        queue.clone(),
+        Clock::anchored(wall),
+        Limits {
+            global: 10_000,
+            per_host: 10_000,
+        },
+        stats.clone(),
+    );
+    Harness {
+        scheduler,
+        queue,
+        stats,
+        live,
+    }
+}
+
+impl Harness {
+    async fn stop(self) -> (Vec<RunRecord>, Arc<SchedulerStats>, Arc<LiveState>) {
+        self.scheduler.shutdown(Duration::from_secs(60)).await;
+        (self.queue.take(usize::MAX), self.stats, self.live)
+    }
+}
+
+fn wall() -> DateTime<Utc> {
+    "2026-11-26T10:00:00Z".parse().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_spread_across_the_interval_at_a_phase_stable_across_restarts() {
+    let yaml: String = (0..200)
+        .map(|i| {
+            format!("- name: p{i:03}\n  every: 60s\n  http: {{url: \"http://127.0.0.1:9/\"}}\n")
+        })
+        .collect();
+    let exec = sleeping_executor(
+        Duration::from_millis(5),
+        Default::default(),
+        Default::default(),
+    );
+
+    let h = start(&yaml, exec.clone(), wall());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (runs, _, _) = h.stop().await;
+
+    assert_eq!(runs.len(), 200, "each probe ran once in its first interval");
+    let mut seconds: Vec<u32> = runs.iter().map(|r| r.scheduled_at.second()).collect();
+    seconds.sort_unstable();
+    seconds.dedup();
+    assert!(
+        seconds.len() >= 40,
+        "200 probes should spread over most of the minute, got {} distinct seconds",
+        seconds.len()
+    );
+    for r in &runs {
+        let offset = spread_offset(&r.meta.name, Duration::from_secs(60));
+        let into_minute =
+            Duration::from_micros((r.scheduled_at.timestamp_micros() % 60_000_000) as u64);
+        assert_eq!(
+            into_minute, offset,
+            "{} runs at its stable offset",
+            r.meta.name
+        );
+        // Paused time: lateness is only the timer's rounding to its 1 ms resolution.
+        assert!(
+            (0..1_000).contains(&r.lateness_us),
+            "lateness {}µs",
+            r.lateness_us
+        );
+    }
+
+    // A restart later on keeps every probe at the same phase.
+    let exec = sleeping_executor(
+        Duration::from_millis(5),
+        Default::default(),
+        Default::default(),
+    );
+    let h = start(&yaml, exec, wall() + chrono::TimeDelta::seconds(3_600 + 17));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (again, _, _) = h.stop().await;
+    for r in &again {
+        let offset = spread_offset(&r.meta.name, Duration::from_secs(60));
+        assert_eq!(
+            r.scheduled_at.timestamp_micros() % 60_000_000,
+            offset.as_micros() as i64
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_still_going_at_the_next_tick_skips_that_tick_and_counts_it() {
+    let concurrent = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    // Each run takes 2.5 s of a 1 s interval (the fake ignores its timeout; the guard is timeout + 1 s).
+    let exec = sleeping_executor(
+        Duration::from_millis(1_500),
+        concurrent.clone(),
+        max_seen.clone(),
+    );
+    let h = start(
+        "name: slow\nevery: 1s\ntimeout: 900ms\nhttp: {url: \"http://127.0.0.1:9/\"}\n",
+        exec,
+        wall(),
+    );
+
+    tokio::time::sleep(Duration::from_millis(20_500)).await;
+    let (runs, stats, live) = h.stop().await;
+
+    assert_eq!(
+        max_seen.load(Ordering::SeqCst),
+        1,
+        "runs of one probe never overlap"
+    );
+    let skipped = stats.skipped_ticks.load(Ordering::SeqCst);
+    assert_eq!(
+        runs.len() as u64 + skipped,
+        20,
+        "every tick either ran or was counted as skipped"
+    );
+    assert_eq!(
+        runs.len(),
+        10,
+        "a 1.5 s run every 1 s: every other tick runs"
+    );
+    assert_eq!(live.probe("slow").lock().unwrap().skipped_ticks, skipped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cron_probes_fire_on_their_cron_times() {
+    let exec = sleeping_executor(
+        Duration::from_millis(10),
+        Default::default(),
+        Default::default(),
+    );
+    let h = start(
+        "name: quarter\ncron: \"*/15 * * * * *\"\nhttp: {url: \"http://127.0.0.1:9/\"}\n",
+        exec,
+        wall() + chrono::TimeDelta::milliseconds(500),
+    );
+
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let (runs, _, _) = h.stop().await;
+
+    let times: Vec<String> = runs
+        .iter()
+        .map(|r| r.scheduled_at.format("%H:%M:%S%.3f").to_string())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "10:00:15.000",
+            "10:00:30.000",
+            "10:00:45.000",
+            "10:01:00.000"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_that_hangs_is_recorded_as_a_timeout_and_the_probe_goes_on() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let c = calls.clone();
+    // The first run never returns; later runs answer at once.
+    let exec: Executor = Arc::new(move |p: Arc<Probe>| {
+        let first = {
+            let mut n = c.lock().unwrap();
+            *n += 1;
+            *n == 1
+        };
+        Box::pin(async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            let mut o = Outcome::failed(
+                &p.name,
+                &p.version,
+                Utc::now(),
+                ErrorClass::Timeout,
+                String::new(),
+                Duration::ZERO,
+            );
+            o.success = true;
+            o.error = None;
+            o
+        })
+    });
+    let h = start(
+        "name: hangs\nevery: 5s\ntimeout: 2s\nhttp: {url: \"http://127.0.0.1:9/\"}\n",
+        exec,
+        wall(),
+    );
+
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (runs, stats, _) = h.stop().await;
+
+    assert_eq!(
+        runs.len(),
+        3,
+        "{:?}",
+        runs.iter().map(|r| r.scheduled_at).collect::<Vec<_>>()
+    );
+    let first = &runs[0].outcome;
+    assert_eq!(first.error.as_ref().unwrap().class, ErrorClass::Timeout);
+    assert_eq!(
+        first.phases.total_us, 3_000_000,
+        "recorded at the timeout plus the guard"
+    );
+    assert!(runs[1].outcome.success && runs[2].outcome.success);
+    assert_eq!(stats.skipped_ticks.load(Ordering::SeqCst), 0);
+}

@@ -1,0 +1,281 @@
+//! The Postgres store against a fresh database: runs land whole, writes are
+//! idempotent, and the quantiles the SQL function returns over stored bins
+//! equal HdrHistogram's on the same samples, at minute, hour and day resolution.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use hdrhistogram::Histogram;
+use prober::probe::{ErrorClass, Outcome, Phases, ProbeError};
+use prober::results::{ProbeMeta, RunRecord};
+use prober::store::{Resolution, Store};
+
+use crate::db::TestDb;
+
+fn meta(name: &str) -> Arc<ProbeMeta> {
+    Arc::new(ProbeMeta {
+        name: name.into(),
+        version: "v1hash".into(),
+        definition: serde_json::json!({"name": name}),
+        source: "probes/x.yaml:1".into(),
+    })
+}
+
+fn record(meta: &Arc<ProbeMeta>, at: DateTime<Utc>, total_us: u64, success: bool) -> RunRecord {
+    let mut o = Outcome::failed(
+        &meta.name,
+        &meta.version,
+        at,
+        ErrorClass::Timeout,
+        String::new(),
+        std::time::Duration::from_micros(total_us),
+    );
+    o.success = success;
+    o.error = (!success).then(|| ProbeError {
+        class: ErrorClass::HttpStatus,
+        message: "status: expected 2xx, got 503".into(),
+    });
+    o.status_code = Some(if success { 200 } else { 503 });
+    o.phases = Phases {
+        dns_us: Some(0),
+        connect_us: Some(total_us / 10),
+        tls_us: Some(0),
+        first_byte_us: Some(total_us / 2),
+        transfer_us: Some(total_us / 5),
+        total_us,
+    };
+    RunRecord {
+        run_id: uuid::Uuid::now_v7(),
+        meta: meta.clone(),
+        scheduled_at: at,
+        started_at: at + TimeDelta::microseconds(700),
+        lateness_us: 700,
+        outcome: o,
+    }
+}
+
+/// probe, location, version, build, lateness, success, error class, status, total, first byte, message
+type RunRow = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    bool,
+    Option<String>,
+    Option<i16>,
+    i32,
+    Option<i32>,
+    Option<String>,
+);
+
+async fn migrated_store(db: &TestDb) -> Store {
+    let store = Store::new(&db.url, "test-location").unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+#[tokio::test]
+async fn runs_land_with_phases_version_build_and_lateness() {
+    let db = TestDb::create().await;
+    let store = migrated_store(&db).await;
+    let m = meta("checkout");
+    let at: DateTime<Utc> = "2026-11-26T10:15:30Z".parse().unwrap();
+    let ok = record(&m, at, 52_000, true);
+    let bad = record(&m, at + TimeDelta::seconds(30), 1_200, false);
+
+    let written = store.write_runs(&[ok.clone(), bad.clone()]).await.unwrap();
+
+    assert_eq!(written, 2);
+    let pool = db.pool().await;
+    let rows: Vec<RunRow> = sqlx::query_as(
+        "select probe, location, version, build, lateness_us, success, error_class, status_code,
+                    total_us, first_byte_us, error_message
+             from runs_view order by scheduled_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    let r = &rows[0];
+    assert_eq!(
+        (r.0.as_str(), r.1.as_str(), r.2.as_str()),
+        ("checkout", "test-location", "v1hash")
+    );
+    assert_eq!(r.3, prober::VERSION);
+    assert_eq!((r.4, r.5, r.8, r.9), (700, true, 52_000, Some(26_000)));
+    assert_eq!(rows[1].6.as_deref(), Some("http_status"));
+    assert_eq!(rows[1].7, Some(503));
+    assert!(rows[1].10.as_deref().unwrap().contains("503"));
+    let started: DateTime<Utc> =
+        sqlx::query_scalar("select started_at from runs_view where run_id = $1")
+            .bind(ok.run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(started, ok.started_at);
+}
+
+#[tokio::test]
+async fn a_replayed_batch_is_neither_stored_nor_counted_twice() {
+    let db = TestDb::create().await;
+    let store = migrated_store(&db).await;
+    let m = meta("search");
+    let at: DateTime<Utc> = "2026-11-26T23:59:30Z".parse().unwrap();
+    let batch: Vec<RunRecord> = (0..50)
+        .map(|i| {
+            record(
+                &m,
+                at + TimeDelta::seconds(i),
+                10_000 + i as u64 * 100,
+                i % 7 != 0,
+            )
+        })
+        .collect();
+
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 50);
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 0);
+    assert_eq!(store.write_runs(&batch[10..20]).await.unwrap(), 0);
+
+    let pool = db.pool().await;
+    let runs: i64 = sqlx::query_scalar("select count(*) from runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 50);
+    // The batch crosses midnight: two day partitions, and every counter and bin counts each run once.
+    for table in ["minute_counters", "hour_counters", "day_counters"] {
+        let (n, failures): (i64, i64) = sqlx::query_as(&format!(
+            "select sum(runs)::bigint, sum(failures)::bigint from {table} where phase = 0"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((n, failures), (50, 8), "{table}");
+    }
+    for table in ["minute_bins", "hour_bins", "day_bins"] {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "select sum(count)::bigint from {table} where phase = 0"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(n, 50, "{table}");
+    }
+    let days: i64 = sqlx::query_scalar(
+        "select count(*) from pg_inherits i join pg_class p on p.oid = i.inhparent where p.relname = 'runs'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(days >= 2, "a partition per day");
+}
+
+#[tokio::test]
+async fn sql_quantiles_equal_hdrhistogram_across_hours_and_after_rollup() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let store = migrated_store(&db).await;
+    let m = meta("api");
+    let other = meta("other-probe");
+    // Three hours of runs every 2 s, crossing two hour boundaries, long-tailed latencies.
+    let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    let mut dense = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    let mut seed = 7;
+    let mut batch = Vec::new();
+    for i in 0..5_400 {
+        let us = match i % 20 {
+            0 => 200_000 + lcg(&mut seed) % 3_000_000,
+            1..=3 => 1_000 + lcg(&mut seed) % 5_000,
+            _ => 45_000 + lcg(&mut seed) % 10_000,
+        };
+        dense.record(us).unwrap();
+        batch.push(record(&m, start + TimeDelta::seconds(2 * i), us, true));
+        // Another probe's samples must not leak into this probe's quantiles.
+        batch.push(record(
+            &other,
+            start + TimeDelta::seconds(2 * i),
+            9_000_000,
+            true,
+        ));
+        if batch.len() >= 1_000 {
+            store.write_runs(&batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    store.write_runs(&batch).await.unwrap();
+
+    let end = start + TimeDelta::hours(3);
+    for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
+        let expected = dense.value_at_quantile(q) as i64;
+        for res in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
+            let (from, to) = match res {
+                Resolution::Day => (start - TimeDelta::hours(9), end + TimeDelta::hours(12)),
+                _ => (start, end),
+            };
+            let got = store.quantile("api", 0, res, from, to, q).await.unwrap();
+            assert_eq!(got, Some(expected), "q={q} at {res:?}");
+        }
+    }
+    // A range that starts mid-way still agrees with HdrHistogram on the same samples.
+    let mut second_half = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    let mut seed = 7;
+    for i in 0..5_400 {
+        let us = match i % 20 {
+            0 => 200_000 + lcg(&mut seed) % 3_000_000,
+            1..=3 => 1_000 + lcg(&mut seed) % 5_000,
+            _ => 45_000 + lcg(&mut seed) % 10_000,
+        };
+        if i >= 2_700 {
+            second_half.record(us).unwrap();
+        }
+    }
+    let mid = start + TimeDelta::seconds(5_400);
+    let got = store
+        .quantile("api", 0, Resolution::Minute, mid, end, 0.95)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(second_half.value_at_quantile(0.95) as i64));
+}
+
+#[tokio::test]
+async fn retention_drops_old_partitions_and_keeps_recent_ones() {
+    let db = TestDb::create().await;
+    let store = migrated_store(&db).await;
+    let m = meta("old");
+    let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+    let old = record(&m, now - TimeDelta::days(20), 1_000, true);
+    let recent = record(&m, now - TimeDelta::hours(1), 1_000, true);
+    store.write_runs(&[old, recent]).await.unwrap();
+
+    let retention = prober::config::settings::Retention {
+        runs: std::time::Duration::from_secs(14 * 86_400),
+        minutes: std::time::Duration::from_secs(31 * 86_400),
+        hours: std::time::Duration::from_secs(400 * 86_400),
+    };
+    let dropped = store.apply_retention(now, &retention).await.unwrap();
+
+    assert!(dropped >= 1);
+    let pool = db.pool().await;
+    let runs: i64 = sqlx::query_scalar("select count(*) from runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs, 1,
+        "the 20-day-old run's partition is gone, the recent one stays"
+    );
+    let minutes: i64 =
+        sqlx::query_scalar("select sum(runs)::bigint from minute_counters where phase = 0")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(minutes, 2, "minute data is kept longer than raw runs");
+}
