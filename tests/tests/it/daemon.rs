@@ -101,17 +101,58 @@ async fn every_run_made_during_a_postgres_outage_is_stored_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_land_with_lateness_and_the_daemon_reports_ready() {
+async fn the_daemon_probes_while_postgres_is_unreachable_at_start_and_stores_it_all_later() {
     let _shared = crate::helpers::TIMING.read().await;
     let target = FakeTarget::start().await;
     let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    proxy.cut();
     let daemon = Daemon::start(
-        &settings(db.url.clone()),
-        probes(&probe_yaml(&target, 2, "/delay/20")),
+        &settings(db.url_via(proxy.addr)),
+        probes(&probe_yaml(&target, 2, "/ok")),
         http_executor().unwrap(),
     )
     .await
     .unwrap();
+    let stats = daemon.scheduler_stats.clone();
+    assert!(
+        wait_for(Duration::from_secs(10), || stats
+            .runs_finished
+            .load(Ordering::SeqCst)
+            >= 4)
+        .await
+    );
+    assert!(matches!(
+        daemon.store_health.state(),
+        StoreState::Degraded { .. }
+    ));
+
+    proxy.restore();
+    let drained = wait_for(Duration::from_secs(20), || {
+        daemon.queue.is_empty() && daemon.store_health.state() == StoreState::Ok
+    })
+    .await;
+    assert!(
+        drained,
+        "migrations run and the queue drains once Postgres answers"
+    );
+    daemon.shutdown().await;
+
+    let (rows, distinct) = count_runs(&db).await;
+    assert_eq!(rows, stats.runs_finished.load(Ordering::SeqCst) as i64);
+    assert_eq!(distinct, rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_land_with_lateness_and_the_daemon_reports_ready() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let defined = probes(&probe_yaml(&target, 2, "/delay/20"));
+    let version = defined[0].version.clone();
+    let daemon = Daemon::start(&settings(db.url.clone()), defined, http_executor().unwrap())
+        .await
+        .unwrap();
     assert!(
         wait_for(Duration::from_secs(15), || daemon
             .store_health
@@ -126,15 +167,19 @@ async fn runs_land_with_lateness_and_the_daemon_reports_ready() {
     daemon.shutdown().await;
 
     let pool = db.pool().await;
-    let rows: Vec<(String, String, i32, Option<i32>, bool)> = sqlx::query_as(
-        "select probe, location, lateness_us, first_byte_us, success from runs_view",
+    let rows: Vec<(String, String, i32, Option<i32>, bool, String, String)> = sqlx::query_as(
+        "select probe, location, lateness_us, first_byte_us, success, version, build from runs_view",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
     assert!(rows.len() >= 4);
-    for (probe, location, lateness, first_byte, success) in rows {
+    for (probe, location, lateness, first_byte, success, v, build) in rows {
         assert!(probe.starts_with("probe-"));
+        if probe == "probe-0" {
+            assert_eq!(v, version);
+        }
+        assert_eq!(build, prober::VERSION);
         assert_eq!(location, "test-lab");
         assert!((0..1_000_000).contains(&lateness), "lateness {lateness}µs");
         assert!(first_byte.unwrap() >= 20_000);
