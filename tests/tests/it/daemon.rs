@@ -33,6 +33,9 @@ fn probe_yaml(target: &FakeTarget, n: usize, path: &str) -> String {
         .collect()
 }
 
+/// probe, location, lateness, first byte, success, version, build
+type LandedRun = (String, String, i32, Option<i32>, bool, String, String);
+
 async fn count_runs(db: &TestDb) -> (i64, i64) {
     let pool = db.pool().await;
     sqlx::query_as("select count(*), count(distinct run_id) from runs")
@@ -167,7 +170,7 @@ async fn runs_land_with_lateness_and_the_daemon_reports_ready() {
     daemon.shutdown().await;
 
     let pool = db.pool().await;
-    let rows: Vec<(String, String, i32, Option<i32>, bool, String, String)> = sqlx::query_as(
+    let rows: Vec<LandedRun> = sqlx::query_as(
         "select probe, location, lateness_us, first_byte_us, success, version, build from runs_view",
     )
     .fetch_all(&pool)
