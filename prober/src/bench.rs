@@ -5,8 +5,8 @@
 //! Method, in short (BENCHMARKS.md has the long form):
 //! - the target runs on its own thread with its own current-thread runtime;
 //!   its CPU time is read from `/proc/self/task/<tid>/schedstat` and subtracted;
-//! - counters, CPU and the wall clock are snapshotted after a warm-up and at
-//!   the end of the window; only the difference is reported;
+//! - counters, CPU and the wall clock are snapshotted after a warm-up (2 s by
+//!   default) and at the end of the window; only the difference is reported;
 //! - lateness comes from Postgres (`runs.lateness_us`) for the runs scheduled
 //!   inside the window, so it is what the store holds, not a side channel.
 //!
@@ -36,8 +36,6 @@ use crate::daemon::{http_executor, Daemon};
 
 /// The scratch database the bench drops and recreates.
 pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/prober_bench";
-/// Excluded from the figures: connections, first partitions, caches.
-const WARM_UP: Duration = Duration::from_secs(2);
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
 const USER_HZ: u64 = 100;
 /// The target's answer: small, and the connection closes after it.
@@ -53,9 +51,12 @@ pub struct BenchArgs {
     /// Interval of every probe (at least 1s, whole milliseconds).
     #[arg(long, default_value = "1s", value_parser = parse_every)]
     pub every: Duration,
-    /// Length of the measured window in seconds (after a 2 s warm-up).
+    /// Length of the measured window in seconds.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
+    /// Seconds run before the window, excluded from the figures.
+    #[arg(long, default_value_t = 2)]
+    pub warm_up: u64,
     /// Scratch database, DROPPED and recreated; must be local and have "bench" in its name.
     #[arg(long, default_value = DEFAULT_BENCH_DATABASE_URL)]
     pub database_url: String,
@@ -134,7 +135,7 @@ async fn run_with_target(
 
     let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
     let rate = args.probes as f64 / args.every.as_secs_f64();
-    let expected_runs = rate * (WARM_UP.as_secs_f64() + args.seconds as f64 + 5.0);
+    let expected_runs = rate * (args.warm_up as f64 + args.seconds as f64 + 5.0);
     let settings = Settings {
         database_url: args.database_url.clone(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -145,7 +146,7 @@ async fn run_with_target(
     };
     let daemon = Daemon::start(&settings, probes, http_executor()?).await?;
 
-    tokio::time::sleep(WARM_UP).await;
+    tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
     let pg0 = pg_backend_cpu(&mut admin, db).await;
     let s0 = Snapshot::take(&daemon, target);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -648,7 +649,7 @@ fn render(i: &Inputs<'_>) -> String {
     );
     row(
         "measured window",
-        format!("{secs:.2} s (after {} s warm-up)", WARM_UP.as_secs()),
+        format!("{secs:.2} s (after {} s warm-up)", i.args.warm_up),
     );
     row("runs finished /s", format!("{:.0}", per_sec(finished)));
     row("runs written /s", format!("{:.0}", per_sec(written)));

@@ -3,18 +3,20 @@
 //! let runs in flight finish (up to the grace period), flush every result.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::config::settings::Settings;
 use crate::config::{load_paths, Probe};
 use crate::probe::Runner;
 use crate::results::LiveState;
-use crate::schedule::{Clock, Executor, Limits, Scheduler, SchedulerStats};
+use crate::schedule::{Clock, Diff, Executor, Limits, Scheduler, SchedulerStats};
 use crate::store::queue::ResultQueue;
 use crate::store::writer::{self, StoreHealth, WriterConfig};
 use crate::store::{redact_url, Store};
@@ -22,14 +24,89 @@ use crate::store::{redact_url, Store};
 /// How long the final flush may wait for Postgres at shutdown.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
+/// What the daemon's parts share: the API reads it, reloads change it.
+pub struct Core {
+    pub settings: Settings,
+    pub scheduler: Scheduler,
+    pub live: Arc<LiveState>,
+    pub queue: Arc<ResultQueue>,
+    pub store: Store,
+    pub store_health: Arc<StoreHealth>,
+    pub scheduler_stats: Arc<SchedulerStats>,
+    pub reload: RwLock<ReloadState>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadState {
+    /// Problems of the last attempt (empty when it applied), each with file:line.
+    pub errors: Vec<String>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub succeeded_total: u64,
+    pub failed_total: u64,
+    pub last_diff: Option<Diff>,
+}
+
+impl Core {
+    /// Loads the probe files again and applies them as a diff; an invalid set changes nothing.
+    pub fn reload(&self, trigger: &str) -> Result<Diff, Vec<String>> {
+        let report = load_paths(&self.settings.probes);
+        let now = Utc::now();
+        let mut state = match self.reload.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        state.last_attempt_at = Some(now);
+        if !report.is_ok() {
+            let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+            for e in &errors {
+                tracing::error!(
+                    trigger,
+                    "reload refused, the running probes are unchanged: {e}"
+                );
+            }
+            state.failed_total += 1;
+            state.errors.clone_from(&errors);
+            return Err(errors);
+        }
+        for w in report.warnings() {
+            tracing::warn!("{w}");
+        }
+        let names: Vec<String> = report.probes.iter().map(|p| p.name.clone()).collect();
+        let diff = self.scheduler.apply(report.probes);
+        let keep: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.live.retain(&keep);
+        tracing::info!(
+            trigger,
+            added = ?diff.added, removed = ?diff.removed, changed = ?diff.changed,
+            unchanged = diff.unchanged,
+            "probes reloaded"
+        );
+        state.succeeded_total += 1;
+        state.errors.clear();
+        state.last_success_at = Some(now);
+        state.last_diff = Some(diff.clone());
+        Ok(diff)
+    }
+
+    pub fn reload_state(&self) -> ReloadState {
+        match self.reload.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
 /// A running daemon's handles, for tests and the benchmark.
 pub struct Daemon {
     pub addr: SocketAddr,
+    pub core: Arc<Core>,
     pub live: Arc<LiveState>,
     pub queue: Arc<ResultQueue>,
     pub store_health: Arc<StoreHealth>,
     pub scheduler_stats: Arc<SchedulerStats>,
-    scheduler: Scheduler,
     writer: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
     drain: CancellationToken,
@@ -81,7 +158,7 @@ impl Daemon {
         let stop = CancellationToken::new();
 
         let writer = tokio::spawn(writer::run(
-            store,
+            store.clone(),
             queue.clone(),
             health.clone(),
             WriterConfig {
@@ -96,15 +173,6 @@ impl Daemon {
         ));
 
         let (addr, listener) = api::bind(settings.listen).await?;
-        let state = AppState {
-            probes: Arc::new(AtomicUsize::new(probes.len())),
-            store: health.clone(),
-            queue: queue.clone(),
-            scheduler: stats.clone(),
-            location: settings.location.clone(),
-        };
-        let server = tokio::spawn(api::serve(listener, state, stop.clone()));
-
         tracing::info!(
             probes = probes.len(),
             %addr,
@@ -124,13 +192,29 @@ impl Daemon {
             },
             stats.clone(),
         );
+        let core = Arc::new(Core {
+            settings: settings.clone(),
+            scheduler,
+            live: live.clone(),
+            queue: queue.clone(),
+            store,
+            store_health: health.clone(),
+            scheduler_stats: stats.clone(),
+            reload: RwLock::new(ReloadState {
+                last_success_at: Some(Utc::now()),
+                ..ReloadState::default()
+            }),
+            started_at: Utc::now(),
+        });
+        let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
+        crate::config::watch::spawn(core.clone(), stop.clone());
         Ok(Daemon {
             addr,
+            core,
             live,
             queue,
             store_health: health,
             scheduler_stats: stats,
-            scheduler,
             writer,
             server,
             drain,
@@ -142,7 +226,7 @@ impl Daemon {
     /// Stops scheduling, waits for runs in flight, flushes the queue, stops the server.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: no new runs; waiting for runs in flight");
-        let unfinished = self.scheduler.shutdown(self.grace).await;
+        let unfinished = self.core.scheduler.shutdown(self.grace).await;
         self.drain.cancel();
         let mut writer = self.writer;
         if tokio::time::timeout(DRAIN_LIMIT, &mut writer)

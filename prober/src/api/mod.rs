@@ -1,5 +1,10 @@
-//! The HTTP server: `/healthz` (the process only, fast), `/readyz` (probes
-//! loaded, store state, queue). The JSON API and `/metrics` come next.
+//! The HTTP server: `/healthz` (the process only, fast), `/readyz` (probes,
+//! store, queue, last reload), `/metrics`, and the JSON API under `/api/v1`.
+//! Times are RFC 3339, units are in field names, errors are
+//! `{"error": {"code", "message"}}` with the right status.
+
+mod error;
+mod probes;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -8,31 +13,51 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 
-use crate::schedule::SchedulerStats;
-use crate::store::queue::ResultQueue;
-use crate::store::writer::{StoreHealth, StoreState};
+pub use error::ApiError;
+
+use crate::daemon::Core;
+use crate::store::writer::StoreState;
 
 /// What the handlers read.
-#[derive(Clone)]
-pub struct AppState {
-    pub probes: Arc<std::sync::atomic::AtomicUsize>,
-    pub store: Arc<StoreHealth>,
-    pub queue: Arc<ResultQueue>,
-    pub scheduler: Arc<SchedulerStats>,
-    pub location: String,
-}
+pub type AppState = Arc<Core>;
+
+/// The OpenAPI document, generated from the handlers' types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "prober API", description = "Probes, their runs and exact latency percentiles."),
+    paths(
+        probes::list,
+        probes::detail,
+        probes::runs,
+        probes::latency,
+        probes::run_now,
+        probes::reload,
+    ),
+    tags((name = "probes", description = "Probe definitions, status, history and latency"))
+)]
+pub struct ApiDoc;
 
 /// The router, for the server and for tests.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::telemetry::metrics::handler))
+        .route("/api/v1/probes", get(probes::list))
+        .route("/api/v1/probes/{name}", get(probes::detail))
+        .route("/api/v1/probes/{name}/runs", get(probes::runs))
+        .route("/api/v1/probes/{name}/latency", get(probes::latency))
+        .route("/api/v1/probes/{name}/run", post(probes::run_now))
+        .route("/api/v1/reload", post(probes::reload))
+        .route("/api/v1/openapi.json", get(openapi))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -62,35 +87,40 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when probes are loaded; says `degraded` (still 200: probing goes on) while
-/// Postgres is unavailable, with the reason and the queue's depth.
-async fn readyz(State(s): State<AppState>) -> Response {
-    let store = s.store.state();
-    let probes = s.probes.load(Ordering::Relaxed);
-    let status = match (&store, probes) {
-        (_, 0) => "not_ready",
-        (StoreState::Ok, _) => "ready",
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
+}
+
+/// Ready when probes are loaded; says `degraded` (still 200: probing goes on)
+/// while Postgres is unavailable or the last reload failed, and why.
+async fn readyz(State(core): State<AppState>) -> Response {
+    let store = core.store_health.state();
+    let probes = core.scheduler.probes().len();
+    let reload = core.reload_state();
+    let status = match (&store, reload.errors.is_empty()) {
+        (StoreState::Ok, true) => "ready",
         _ => "degraded",
     };
+    let stats = &core.scheduler_stats;
     let body = json!({
         "status": status,
-        "location": s.location,
+        "location": core.settings.location,
         "probes": probes,
         "store": store,
         "queue": {
-            "depth": s.queue.len(),
-            "capacity": s.queue.capacity(),
-            "dropped_total": s.queue.dropped(),
+            "depth": core.queue.len(),
+            "capacity": core.queue.capacity(),
+            "dropped_total": core.queue.dropped(),
         },
         "scheduler": {
-            "in_flight": s.scheduler.in_flight.load(Ordering::Relaxed),
-            "skipped_ticks_total": s.scheduler.skipped_ticks.load(Ordering::Relaxed),
+            "in_flight": stats.in_flight.load(Ordering::Relaxed),
+            "skipped_ticks_total": stats.skipped_ticks.load(Ordering::Relaxed),
         },
+        "reload": reload,
     });
-    let code = if probes == 0 {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (code, Json(body)).into_response()
+    (StatusCode::OK, Json(body)).into_response()
 }

@@ -10,6 +10,7 @@ pub mod probe;
 pub mod raw;
 pub mod settings;
 pub mod template;
+pub mod watch;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Why a run failed. The classes are stable: they are stored, graphed and alerted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// The host name did not resolve.
@@ -55,7 +55,7 @@ impl fmt::Display for ErrorClass {
 }
 
 /// A failed run's class and a message a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProbeError {
     pub class: ErrorClass,
     pub message: String,
@@ -63,7 +63,7 @@ pub struct ProbeError {
 
 /// Time spent in each phase, in microseconds. A phase not reached is `None`;
 /// a phase that did not apply (DNS for an IP address, TLS for http://) is 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Phases {
     pub dns_us: Option<u64>,
     pub connect_us: Option<u64>,
@@ -94,7 +94,7 @@ impl Phases {
 }
 
 /// The server certificate, read even when it failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertInfo {
     pub subject: String,
     pub issuer: String,
@@ -104,7 +104,7 @@ pub struct CertInfo {
 }
 
 /// One expectation, checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AssertionResult {
     /// What was checked, e.g. `status`, `body contains`, `json $.status equals`.
     pub check: String,
@@ -114,7 +114,7 @@ pub struct AssertionResult {
 }
 
 /// Everything one run measured. `prober once --json` prints exactly this.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub probe: String,
     /// Content hash of the probe definition that ran.

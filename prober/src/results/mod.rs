@@ -53,7 +53,7 @@ pub struct RunRecord {
 }
 
 /// A compact summary of a run, kept in memory.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunSummary {
     pub run_id: Uuid,
     pub scheduled_at: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct RunSummary {
 }
 
 /// Up or down, and since when.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Status {
     pub up: bool,
     pub since: DateTime<Utc>,

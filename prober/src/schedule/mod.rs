@@ -141,10 +141,27 @@ impl Shared {
     }
 }
 
+/// One probe's loop: the version it runs, how to stop it, and its "run in flight" flag.
+struct LoopHandle {
+    probe: Arc<Probe>,
+    stop: CancellationToken,
+    busy: Arc<AtomicBool>,
+}
+
+/// What applying a new probe set changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+}
+
 /// The running scheduler: one loop per probe.
 pub struct Scheduler {
     shared: Arc<Shared>,
-    loops: TaskTracker,
+    loops: Mutex<HashMap<String, LoopHandle>>,
+    tracker: TaskTracker,
     stop: CancellationToken,
 }
 
@@ -169,29 +186,123 @@ impl Scheduler {
             stats,
             runs: TaskTracker::new(),
         });
-        let loops = TaskTracker::new();
-        let stop = CancellationToken::new();
-        for p in probes {
-            let meta = Arc::new(ProbeMeta {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                definition: p.definition.clone(),
-                source: p.source.to_string(),
-            });
-            loops.spawn(probe_loop(Arc::new(p), meta, shared.clone(), stop.clone()));
-        }
-        loops.close();
-        Scheduler {
+        let scheduler = Scheduler {
             shared,
-            loops,
-            stop,
+            loops: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        };
+        scheduler.apply(probes);
+        scheduler
+    }
+
+    fn lock_loops(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoopHandle>> {
+        match self.loops.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         }
     }
 
+    /// Makes `probes` the running set: unchanged probes keep their loop (and so
+    /// their phase and state), removed ones stop, new ones start, changed ones restart.
+    pub fn apply(&self, probes: Vec<Probe>) -> Diff {
+        let mut diff = Diff::default();
+        let mut loops = self.lock_loops();
+        let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
+        let gone: Vec<String> = loops
+            .keys()
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(h) = loops.remove(&name) {
+                h.stop.cancel();
+            }
+            diff.removed.push(name);
+        }
+        for p in probes {
+            let busy = match loops.get(&p.name) {
+                Some(h) if h.probe.version == p.version => {
+                    diff.unchanged += 1;
+                    continue;
+                }
+                Some(h) => {
+                    h.stop.cancel();
+                    diff.changed.push(p.name.clone());
+                    // A run of the old version still in flight keeps the new loop from overlapping it.
+                    h.busy.clone()
+                }
+                None => {
+                    diff.added.push(p.name.clone());
+                    Arc::new(AtomicBool::new(false))
+                }
+            };
+            let probe = Arc::new(p);
+            let stop = self.stop.child_token();
+            let meta = Arc::new(ProbeMeta {
+                name: probe.name.clone(),
+                version: probe.version.clone(),
+                definition: probe.definition.clone(),
+                source: probe.source.to_string(),
+            });
+            self.tracker.spawn(probe_loop(
+                probe.clone(),
+                meta,
+                self.shared.clone(),
+                stop.clone(),
+                busy.clone(),
+            ));
+            loops.insert(probe.name.clone(), LoopHandle { probe, stop, busy });
+        }
+        diff.added.sort();
+        diff.removed.sort();
+        diff.changed.sort();
+        diff
+    }
+
+    /// The probes being scheduled, by name.
+    pub fn probes(&self) -> Vec<Arc<Probe>> {
+        let mut v: Vec<Arc<Probe>> = self
+            .lock_loops()
+            .values()
+            .map(|h| h.probe.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The probe named `name`, if scheduled.
+    pub fn probe(&self, name: &str) -> Option<Arc<Probe>> {
+        self.lock_loops().get(name).map(|h| h.probe.clone())
+    }
+
+    /// Runs a probe now, outside its schedule, recorded like any run.
+    pub async fn run_now(&self, name: &str) -> Option<RunRecord> {
+        let (probe, meta) = {
+            let loops = self.lock_loops();
+            let h = loops.get(name)?;
+            let meta = Arc::new(ProbeMeta {
+                name: h.probe.name.clone(),
+                version: h.probe.version.clone(),
+                definition: h.probe.definition.clone(),
+                source: h.probe.source.to_string(),
+            });
+            (h.probe.clone(), meta)
+        };
+        let host = host_of(&probe);
+        let now = self.shared.clock.now();
+        let task = self
+            .shared
+            .runs
+            .spawn(execute(probe, meta, self.shared.clone(), now, host));
+        task.await.ok()
+    }
+
     /// Stops scheduling and waits up to `grace` for runs in flight; returns how many did not finish.
-    pub async fn shutdown(self, grace: Duration) -> u64 {
+    pub async fn shutdown(&self, grace: Duration) -> u64 {
         self.stop.cancel();
-        self.loops.wait().await;
+        self.tracker.close();
+        self.tracker.wait().await;
         self.shared.runs.close();
         if tokio::time::timeout(grace, self.shared.runs.wait())
             .await
@@ -213,6 +324,7 @@ async fn probe_loop(
     meta: Arc<ProbeMeta>,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    busy: Arc<AtomicBool>,
 ) {
     let interval = probe.schedule.min_interval();
     let offset = match probe.schedule {
@@ -220,7 +332,6 @@ async fn probe_loop(
         Schedule::Cron { .. } => Duration::ZERO,
     };
     let host = host_of(&probe);
-    let busy = Arc::new(AtomicBool::new(false));
     let state = shared.live.probe(&probe.name);
     let mut last = shared.clock.now();
     loop {
@@ -288,6 +399,18 @@ async fn run_one(
     host: String,
     busy: Arc<AtomicBool>,
 ) {
+    execute(probe, meta, shared, scheduled_at, host).await;
+    busy.store(false, Ordering::Release);
+}
+
+/// Runs a probe within the limits, then records the run in live state and the store queue.
+async fn execute(
+    probe: Arc<Probe>,
+    meta: Arc<ProbeMeta>,
+    shared: Arc<Shared>,
+    scheduled_at: DateTime<Utc>,
+    host: String,
+) -> RunRecord {
     shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let global = shared.global.clone().acquire_owned().await;
     let per_host = shared.host_limit(&host).acquire_owned().await;
@@ -319,10 +442,10 @@ async fn run_one(
         outcome,
     };
     shared.live.record(&record);
-    shared.queue.push(record);
+    shared.queue.push(record.clone());
     shared.stats.runs_finished.fetch_add(1, Ordering::Relaxed);
     shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    busy.store(false, Ordering::Release);
+    record
 }
 
 #[cfg(test)]

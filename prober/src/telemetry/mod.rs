@@ -1,5 +1,7 @@
 //! Logging setup, in one place: `tracing` to stderr, filtered by `RUST_LOG`.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.

@@ -1,0 +1,562 @@
+//! `/api/v1/probes…` and `/api/v1/reload`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::probe::Outcome;
+use crate::results::{RunSummary, Status, PHASES};
+use crate::schedule::Diff;
+use crate::store::read::{StoredRun, WindowStats};
+use crate::store::Resolution;
+
+/// Most points one latency request may return.
+pub const MAX_POINTS: i64 = 10_000;
+/// Most runs one history page may return.
+pub const MAX_RUNS_PAGE: i64 = 1_000;
+/// Runs per history page when `limit` is not given.
+pub const DEFAULT_RUNS_PAGE: i64 = 100;
+
+fn ms(us: i64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn parse_time(
+    field: &str,
+    text: Option<&str>,
+    default: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{field}={t:?} is not an RFC 3339 time ({e}), e.g. 2026-11-26T10:00:00Z"
+                ))
+            }),
+    }
+}
+
+fn range(
+    from: Option<&str>,
+    to: Option<&str>,
+    default_span: TimeDelta,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = parse_time("to", to, Utc::now())?;
+    let from = parse_time("from", from, to - default_span)?;
+    if from >= to {
+        return Err(ApiError::bad_request(format!(
+            "from ({from}) must be before to ({to})"
+        )));
+    }
+    Ok((from, to))
+}
+
+// === list ===
+
+/// Counts and percentiles over a window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Window {
+    pub runs: i64,
+    pub failures: i64,
+    /// Successful runs ÷ runs; null without runs.
+    pub availability: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl From<&WindowStats> for Window {
+    fn from(w: &WindowStats) -> Window {
+        Window {
+            runs: w.runs,
+            failures: w.failures,
+            availability: (w.runs > 0).then(|| (w.runs - w.failures) as f64 / w.runs as f64),
+            p50_ms: w.p50_us.map(ms),
+            p95_ms: w.p95_us.map(ms),
+            p99_ms: w.p99_us.map(ms),
+        }
+    }
+}
+
+/// A probe in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProbeSummary {
+    pub name: String,
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub runbook: Option<String>,
+    pub schedule: String,
+    pub version: String,
+    /// Up or down since when; null before the first run.
+    pub status: Option<Status>,
+    pub last_run: Option<RunSummary>,
+    /// The current minute and the 59 before it.
+    pub last_hour: Option<Window>,
+    /// The current hour and the 23 before it.
+    pub last_day: Option<Window>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProbeList {
+    pub probes: Vec<ProbeSummary>,
+    /// `ok`, or why the windows are missing (the history store is unavailable).
+    pub store: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Keep probes with this label, as `key=value`; repeat to require several.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Every probe with its status, last run, and availability and percentiles over the last hour and day.
+#[utoipa::path(get, path = "/api/v1/probes", tag = "probes", params(ListQuery),
+    responses((status = 200, body = ProbeList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(core): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ProbeList>, ApiError> {
+    let filters: Vec<(String, String)> = q
+        .label
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(ApiError::bad_request(format!(
+                "label={l:?}: write it as key=value, e.g. label=team=payments"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    let now = Utc::now();
+    let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+    let hour = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
+    let windows = tokio::try_join!(
+        core.store
+            .windows(Resolution::Minute, minute - TimeDelta::minutes(59)),
+        core.store
+            .windows(Resolution::Hour, hour - TimeDelta::hours(23)),
+    );
+    let (hourly, daily, store) = match windows {
+        Ok((h, d)) => (Some(h), Some(d), "ok".to_string()),
+        Err(e) => (None, None, format!("unavailable: {e}")),
+    };
+    let mut probes = Vec::new();
+    for p in core.scheduler.probes() {
+        if !filters.iter().all(|(k, v)| p.labels.get(k) == Some(v)) {
+            continue;
+        }
+        let (status, last_run) = {
+            let state = core.live.probe(&p.name);
+            let s = state.lock().unwrap_or_else(|e| e.into_inner());
+            (s.status, s.recent.back().cloned())
+        };
+        let window = |m: &Option<std::collections::HashMap<String, WindowStats>>| {
+            m.as_ref()
+                .map(|m| Window::from(m.get(&p.name).unwrap_or(&WindowStats::default())))
+        };
+        probes.push(ProbeSummary {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            labels: p.labels.clone(),
+            runbook: p.runbook.clone(),
+            schedule: p.schedule.to_string(),
+            version: p.version.clone(),
+            status,
+            last_run,
+            last_hour: window(&hourly),
+            last_day: window(&daily),
+        });
+    }
+    Ok(Json(ProbeList { probes, store }))
+}
+
+// === detail ===
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProbeDetail {
+    pub name: String,
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub runbook: Option<String>,
+    pub schedule: String,
+    pub timeout_ms: f64,
+    pub version: String,
+    /// file:line of the definition.
+    pub source: String,
+    /// The definition as written, secret header values redacted.
+    #[schema(value_type = Object)]
+    pub definition: serde_json::Value,
+    pub status: Option<Status>,
+    pub skipped_ticks: u64,
+    /// The most recent runs, oldest first.
+    pub recent_runs: Vec<RunSummary>,
+}
+
+/// A probe's definition (secrets redacted), version and recent runs.
+#[utoipa::path(get, path = "/api/v1/probes/{name}", tag = "probes",
+    params(("name" = String, Path, description = "probe name")),
+    responses((status = 200, body = ProbeDetail), (status = 404, body = ErrorBody)))]
+pub async fn detail(
+    State(core): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ProbeDetail>, ApiError> {
+    let p = core
+        .scheduler
+        .probe(&name)
+        .ok_or_else(|| ApiError::unknown_probe(&name))?;
+    let state = core.live.probe(&p.name);
+    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Json(ProbeDetail {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        labels: p.labels.clone(),
+        runbook: p.runbook.clone(),
+        schedule: p.schedule.to_string(),
+        timeout_ms: p.timeout.as_secs_f64() * 1000.0,
+        version: p.version.clone(),
+        source: p.source.to_string(),
+        definition: p.definition.clone(),
+        status: s.status,
+        skipped_ticks: s.skipped_ticks,
+        recent_runs: s.recent.iter().cloned().collect(),
+    }))
+}
+
+// === runs ===
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RunsQuery {
+    /// RFC 3339; default: 24 hours before `to`.
+    pub from: Option<String>,
+    /// RFC 3339; default: now.
+    pub to: Option<String>,
+    /// Runs per page, 1–1000 (default 100).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Phase timings of a stored run, in milliseconds; null where the phase was not reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhasesMs {
+    pub total_ms: Option<f64>,
+    pub dns_ms: Option<f64>,
+    pub connect_ms: Option<f64>,
+    pub tls_ms: Option<f64>,
+    pub first_byte_ms: Option<f64>,
+    pub transfer_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub run_id: Uuid,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub lateness_ms: f64,
+    pub location: String,
+    pub version: String,
+    pub success: bool,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub status_code: Option<i16>,
+    pub phases: PhasesMs,
+    pub response_bytes: i32,
+}
+
+impl From<StoredRun> for RunView {
+    fn from(r: StoredRun) -> RunView {
+        let p = r.phases_us.map(|v| v.map(|us| ms(i64::from(us))));
+        RunView {
+            run_id: r.run_id,
+            scheduled_at: r.scheduled_at,
+            started_at: r.scheduled_at + TimeDelta::microseconds(i64::from(r.lateness_us)),
+            lateness_ms: ms(i64::from(r.lateness_us)),
+            location: r.location,
+            version: r.version,
+            success: r.success,
+            error_class: r.error_class,
+            error_message: r.error_message,
+            status_code: r.status_code,
+            phases: PhasesMs {
+                total_ms: p[0],
+                dns_ms: p[1],
+                connect_ms: p[2],
+                tls_ms: p[3],
+                first_byte_ms: p[4],
+                transfer_ms: p[5],
+            },
+            response_bytes: r.response_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage {
+    /// Newest first.
+    pub runs: Vec<RunView>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}_{}", at.timestamp_micros(), id.simple())
+}
+
+fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "cursor {c:?} is not a cursor from this API; pass next_cursor unchanged"
+        ))
+    };
+    let (at, id) = c.split_once('_').ok_or_else(bad)?;
+    let at = at
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((at, id))
+}
+
+/// A probe's run history, newest first, with phases and errors; paged by cursor.
+#[utoipa::path(get, path = "/api/v1/probes/{name}/runs", tag = "probes",
+    params(("name" = String, Path, description = "probe name"), RunsQuery),
+    responses((status = 200, body = RunPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn runs(
+    State(core): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    let (from, to) = range(q.from.as_deref(), q.to.as_deref(), TimeDelta::days(1))?;
+    let limit = q.limit.unwrap_or(DEFAULT_RUNS_PAGE);
+    if !(1..=MAX_RUNS_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit={limit} must be between 1 and {MAX_RUNS_PAGE}"
+        )));
+    }
+    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    known_probe(&core, &name).await?;
+    let rows = core.store.runs(&name, from, to, cursor, limit).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| encode_cursor(r.scheduled_at, r.run_id)))
+        .flatten();
+    Ok(Json(RunPage {
+        runs: rows.into_iter().map(RunView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// A probe is known if it is scheduled now or has history.
+async fn known_probe(core: &AppState, name: &str) -> Result<(), ApiError> {
+    if core.scheduler.probe(name).is_some() || core.store.probe_exists(name).await? {
+        Ok(())
+    } else {
+        Err(ApiError::unknown_probe(name))
+    }
+}
+
+// === latency ===
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LatencyQuery {
+    /// RFC 3339; default: 24 hours before `to`.
+    pub from: Option<String>,
+    /// RFC 3339; default: now.
+    pub to: Option<String>,
+    /// A whole number of minutes, hours or days (`1m`, `1h`, `1d`); default: about 300 points.
+    pub step: Option<String>,
+    /// `total` (default), `dns`, `connect`, `tls`, `first_byte`, `transfer`.
+    pub phase: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencyPointView {
+    /// Start of the step.
+    pub time: DateTime<Utc>,
+    pub count: i64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencySeries {
+    pub probe: String,
+    pub phase: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub step_seconds: i64,
+    /// Steps without runs are omitted.
+    pub points: Vec<LatencyPointView>,
+}
+
+fn default_step(span: TimeDelta) -> Duration {
+    let secs = (span.num_seconds() / 300).max(60);
+    let unit = if secs >= 86_400 {
+        86_400
+    } else if secs >= 3_600 {
+        3_600
+    } else {
+        60
+    };
+    Duration::from_secs(((secs + unit - 1) / unit * unit) as u64)
+}
+
+/// Percentiles (exact to the bin, merged from stored bins) and counts per step.
+#[utoipa::path(get, path = "/api/v1/probes/{name}/latency", tag = "probes",
+    params(("name" = String, Path, description = "probe name"), LatencyQuery),
+    responses((status = 200, body = LatencySeries), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn latency(
+    State(core): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LatencyQuery>,
+) -> Result<Json<LatencySeries>, ApiError> {
+    let (from, to) = range(q.from.as_deref(), q.to.as_deref(), TimeDelta::days(1))?;
+    let phase_name = q.phase.as_deref().unwrap_or("total");
+    let phase = PHASES
+        .iter()
+        .position(|p| *p == phase_name)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "phase={phase_name:?} is not one of {}",
+                PHASES.join(", ")
+            ))
+        })?;
+    let step = match q.step.as_deref() {
+        None => default_step(to - from),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            ApiError::bad_request(format!(
+                "step={s:?} is not a duration ({e}); use 1m, 5m, 1h, 1d"
+            ))
+        })?,
+    };
+    if step.as_secs() < 60 || step.as_secs() % 60 != 0 || step.subsec_nanos() != 0 {
+        return Err(ApiError::bad_request(format!(
+            "step={} must be a whole number of minutes (histograms are stored per minute)",
+            humantime::format_duration(step)
+        )));
+    }
+    let step_secs = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
+    let points = (to - from).num_seconds() / step_secs;
+    if points > MAX_POINTS {
+        return Err(ApiError::bad_request(format!(
+            "from–to at step {} is {points} points; at most {MAX_POINTS}: raise the step or narrow the range",
+            humantime::format_duration(step)
+        )));
+    }
+    known_probe(&core, &name).await?;
+    let series = core
+        .store
+        .latency_series(&name, phase as i16, from, to, step)
+        .await?;
+    Ok(Json(LatencySeries {
+        probe: name,
+        phase: phase_name.to_string(),
+        from,
+        to,
+        step_seconds: step_secs,
+        points: series
+            .into_iter()
+            .map(|p| LatencyPointView {
+                time: p.time,
+                count: p.count,
+                p50_ms: p.p50_us.map(ms),
+                p90_ms: p.p90_us.map(ms),
+                p95_ms: p.p95_us.map(ms),
+                p99_ms: p.p99_us.map(ms),
+                max_ms: p.max_us.map(ms),
+            })
+            .collect(),
+    }))
+}
+
+// === run now, reload ===
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunResult {
+    pub run_id: Uuid,
+    pub scheduled_at: DateTime<Utc>,
+    pub outcome: Outcome,
+}
+
+/// Runs the probe now and answers with the outcome; the run is recorded like any other.
+#[utoipa::path(post, path = "/api/v1/probes/{name}/run", tag = "probes",
+    params(("name" = String, Path, description = "probe name")),
+    responses((status = 200, body = RunResult), (status = 404, body = ErrorBody)))]
+pub async fn run_now(
+    State(core): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<RunResult>, ApiError> {
+    let record = core
+        .scheduler
+        .run_now(&name)
+        .await
+        .ok_or_else(|| ApiError::unknown_probe(&name))?;
+    Ok(Json(RunResult {
+        run_id: record.run_id,
+        scheduled_at: record.scheduled_at,
+        outcome: record.outcome,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadResult {
+    pub applied: bool,
+    pub diff: Diff,
+}
+
+/// Loads the probe files again; a valid set applies as a diff, an invalid one changes nothing.
+#[utoipa::path(post, path = "/api/v1/reload", tag = "probes",
+    responses((status = 200, body = ReloadResult), (status = 422, description = "invalid probe files: nothing changed", body = ErrorBody)))]
+pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, ApiError> {
+    match core.reload("api") {
+        Ok(diff) => Ok(Json(ReloadResult { applied: true, diff })),
+        Err(errors) => Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_probes",
+            message: format!(
+                "{} problem(s) in the probe files; nothing was changed, the running probes stay as they were",
+                errors.len()
+            ),
+            details: errors,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let at = DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap();
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        assert!(decode_cursor("garbage").is_err());
+    }
+
+    #[test]
+    fn default_steps_are_whole_units_near_300_points() {
+        assert_eq!(default_step(TimeDelta::hours(1)), Duration::from_secs(60));
+        assert_eq!(default_step(TimeDelta::days(1)), Duration::from_secs(300));
+        assert_eq!(
+            default_step(TimeDelta::days(30)),
+            Duration::from_secs(3 * 3_600)
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! Reads for the API: windows over every probe, run history, latency series.
+//! Percentiles always come from summed bins with `prober_quantile`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{err, Resolution, Store, StoreError};
+
+/// Counts and percentiles of one probe over a window (phase `total`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    pub runs: i64,
+    pub failures: i64,
+    pub p50_us: Option<i64>,
+    pub p95_us: Option<i64>,
+    pub p99_us: Option<i64>,
+}
+
+/// One stored run.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub run_id: Uuid,
+    pub scheduled_at: DateTime<Utc>,
+    pub lateness_us: i32,
+    pub location: String,
+    pub version: String,
+    pub success: bool,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub status_code: Option<i16>,
+    pub phases_us: [Option<i32>; 6],
+    pub response_bytes: i32,
+}
+
+/// One step of a latency series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyPoint {
+    pub time: DateTime<Utc>,
+    pub count: i64,
+    pub p50_us: Option<i64>,
+    pub p90_us: Option<i64>,
+    pub p95_us: Option<i64>,
+    pub p99_us: Option<i64>,
+    pub max_us: Option<i64>,
+}
+
+impl Resolution {
+    /// The coarsest table whose rows fit evenly in `step`.
+    pub fn for_step(step: Duration) -> Resolution {
+        let s = step.as_secs();
+        if s >= 86_400 && s % 86_400 == 0 {
+            Resolution::Day
+        } else if s >= 3_600 && s % 3_600 == 0 {
+            Resolution::Hour
+        } else {
+            Resolution::Minute
+        }
+    }
+}
+
+impl Store {
+    /// Per probe name: runs, failures and p50/p95/p99 of `total` since `from`, at `resolution`.
+    pub async fn windows(
+        &self,
+        resolution: Resolution,
+        from: DateTime<Utc>,
+    ) -> Result<HashMap<String, WindowStats>, StoreError> {
+        let (bins, col) = resolution.table();
+        let counters = bins.replace("_bins", "_counters");
+        let sql = format!(
+            "with c as (
+                 select probe_id, sum(runs)::bigint runs, sum(failures)::bigint failures
+                 from {counters} where phase = 0 and {col} >= $1 group by probe_id),
+             b as (
+                 select probe_id, bin_hi_us hi, sum(count)::bigint n
+                 from {bins} where phase = 0 and {col} >= $1 group by probe_id, bin_hi_us),
+             a as (
+                 select probe_id, array_agg(hi order by hi) his, array_agg(n order by hi) ns
+                 from b group by probe_id)
+             select p.name, c.runs, c.failures,
+                    prober_quantile(0.50, a.his, a.ns) p50,
+                    prober_quantile(0.95, a.his, a.ns) p95,
+                    prober_quantile(0.99, a.his, a.ns) p99
+             from c join probes p on p.id = c.probe_id left join a on a.probe_id = c.probe_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(from)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| err("window query failed", e))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let name: String = r.try_get(0).map_err(|e| err("window query", e))?;
+            out.insert(
+                name,
+                WindowStats {
+                    runs: r.try_get(1).unwrap_or(0),
+                    failures: r.try_get(2).unwrap_or(0),
+                    p50_us: r.try_get(3).unwrap_or(None),
+                    p95_us: r.try_get(4).unwrap_or(None),
+                    p99_us: r.try_get(5).unwrap_or(None),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether the store has ever seen a probe of this name.
+    pub async fn probe_exists(&self, name: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar("select exists (select 1 from probes where name = $1)")
+            .bind(name)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| err("probe lookup failed", e))
+    }
+
+    /// Runs of `probe` in `[from, to)`, newest first, strictly before `before` (a cursor).
+    pub async fn runs(
+        &self,
+        probe: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        before: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        let (cursor_at, cursor_id) = match before {
+            Some((at, id)) => (Some(at), Some(id)),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "select r.run_id, r.scheduled_at, r.lateness_us, l.name, v.version, r.success,
+                    e.name, r.error_message, r.status_code,
+                    r.total_us, r.dns_us, r.connect_us, r.tls_us, r.first_byte_us, r.transfer_us,
+                    r.response_bytes
+             from runs r
+             join probes p on p.id = r.probe_id
+             join probe_versions v on v.id = r.version_id
+             join locations l on l.id = r.location_id
+             left join error_classes e on e.id = r.error_class
+             where p.name = $1 and r.scheduled_at >= $2 and r.scheduled_at < $3
+               and ($4::timestamptz is null or (r.scheduled_at, r.run_id) < ($4, $5))
+             order by r.scheduled_at desc, r.run_id desc
+             limit $6",
+        )
+        .bind(probe)
+        .bind(from)
+        .bind(to)
+        .bind(cursor_at)
+        .bind(cursor_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("run history query failed", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredRun {
+                    run_id: r.try_get(0)?,
+                    scheduled_at: r.try_get(1)?,
+                    lateness_us: r.try_get(2)?,
+                    location: r.try_get(3)?,
+                    version: r.try_get(4)?,
+                    success: r.try_get(5)?,
+                    error_class: r.try_get(6)?,
+                    error_message: r.try_get(7)?,
+                    status_code: r.try_get(8)?,
+                    phases_us: [
+                        Some(r.try_get(9)?),
+                        r.try_get(10)?,
+                        r.try_get(11)?,
+                        r.try_get(12)?,
+                        r.try_get(13)?,
+                        r.try_get(14)?,
+                    ],
+                    response_bytes: r.try_get(15)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| err("run history query failed", e))
+    }
+
+    /// Percentiles and counts of `phase` per `step` in `[from, to)`, merged from bins of
+    /// the coarsest table that fits the step.
+    pub async fn latency_series(
+        &self,
+        probe: &str,
+        phase: i16,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<LatencyPoint>, StoreError> {
+        let (bins, col) = Resolution::for_step(step).table();
+        let step_secs = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
+        let sql = format!(
+            "with b as (
+                 select date_bin(make_interval(secs => $5), b.{col}, $3) t, b.bin_hi_us hi, sum(b.count)::bigint n
+                 from {bins} b join probes p on p.id = b.probe_id
+                 where p.name = $1 and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
+                 group by 1, 2),
+             a as (
+                 select t, sum(n)::bigint total, array_agg(hi order by hi) his, array_agg(n order by hi) ns
+                 from b group by t)
+             select t, total,
+                    prober_quantile(0.50, his, ns), prober_quantile(0.90, his, ns),
+                    prober_quantile(0.95, his, ns), prober_quantile(0.99, his, ns),
+                    prober_quantile(1.0, his, ns)
+             from a order by t"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(probe)
+            .bind(phase)
+            .bind(from)
+            .bind(to)
+            .bind(step_secs as f64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| err("latency query failed", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatencyPoint {
+                    time: r.try_get(0)?,
+                    count: r.try_get(1)?,
+                    p50_us: r.try_get(2)?,
+                    p90_us: r.try_get(3)?,
+                    p95_us: r.try_get(4)?,
+                    p99_us: r.try_get(5)?,
+                    max_us: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| err("latency query failed", e))
+    }
+}
