@@ -4,11 +4,14 @@
 // Tests say what they expect by unwrapping; a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod api;
 mod check;
 mod daemon;
 mod db;
 mod helpers;
 mod http_probe;
+mod metrics;
 mod once;
+mod reload;
 mod scheduler;
 mod store;
