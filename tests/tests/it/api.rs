@@ -1,0 +1,436 @@
+//! The JSON API against the real daemon and a seeded database: values match
+//! what was recorded, percentiles match HdrHistogram on the same samples, bad
+//! parameters get a 4xx with a message.
+
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use hdrhistogram::Histogram;
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use prober::store::Store;
+use serde_json::Value;
+
+use crate::db::TestDb;
+use crate::helpers::{http_get, http_request, probes, wait_for, FakeTarget};
+use crate::store::{lcg, meta, record};
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap()
+}
+
+fn sample(seed: &mut u64, i: i64) -> u64 {
+    match i % 20 {
+        0 => 150_000 + lcg(seed) % 900_000,
+        1 | 2 => 2_000 + lcg(seed) % 4_000,
+        _ => 40_000 + lcg(seed) % 15_000,
+    }
+}
+
+struct Seeded {
+    yesterday: DateTime<Utc>,
+    day: Histogram<u64>,
+    hours: Vec<Histogram<u64>>,
+    recent: Histogram<u64>,
+    recent_failures: i64,
+}
+
+/// A whole UTC day of runs two days ago (one a minute) and 40 runs in the last half hour.
+async fn seed(db: &TestDb) -> Seeded {
+    let store = Store::new(&db.url, "seed-lab").unwrap();
+    store.migrate().await.unwrap();
+    let m = meta("api-seeded");
+    let today = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap();
+    // Two days back, so the recent runs never fall into the seeded day, even just after midnight.
+    let yesterday = today - TimeDelta::days(2);
+    let (mut day, mut hours) = (hist(), vec![hist(); 24]);
+    let mut seed = 11;
+    let mut batch = Vec::new();
+    for i in 0..1_440 {
+        let us = sample(&mut seed, i);
+        day.record(us).unwrap();
+        hours[(i / 60) as usize].record(us).unwrap();
+        batch.push(record(&m, yesterday + TimeDelta::minutes(i), us, true));
+    }
+    store.write_runs(&batch).await.unwrap();
+    let now = Utc::now();
+    let (mut recent, mut failures) = (hist(), 0);
+    let recent_runs: Vec<_> = (0..40)
+        .map(|i| {
+            let us = sample(&mut seed, i);
+            recent.record(us).unwrap();
+            let ok = i % 8 != 0;
+            failures += i64::from(!ok);
+            record(&m, now - TimeDelta::seconds(10 + 40 * i), us, ok)
+        })
+        .collect();
+    store.write_runs(&recent_runs).await.unwrap();
+    Seeded {
+        yesterday,
+        day,
+        hours,
+        recent,
+        recent_failures: failures,
+    }
+}
+
+async fn start(db: &TestDb, target: &FakeTarget) -> Daemon {
+    // The seeded probe never fires during the test (once a year), so its data stays as seeded.
+    let yaml = format!(
+        r#"- name: api-seeded
+  description: seeded history
+  labels: {{team: payments}}
+  cron: "0 0 0 1 1 *"
+  http:
+    url: {}
+    headers:
+      Authorization: {{value: "Bearer sekrit-api-token", secret: true}}
+- name: api-live
+  labels: {{team: search}}
+  every: 1h
+  http: {{url: "{}"}}
+"#,
+        target.url("/ok"),
+        target.url("/ok")
+    );
+    let settings = Settings {
+        database_url: db.url.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        ..Settings::default()
+    };
+    let d = Daemon::start(&settings, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let ready = wait_for(Duration::from_secs(15), || {
+        d.store_health.state() == prober::store::writer::StoreState::Ok
+    })
+    .await;
+    assert!(ready, "the store is migrated and ready");
+    d
+}
+
+async fn get_json(d: &Daemon, path: &str) -> (u16, Value) {
+    let (code, body) = http_get(d.addr, path).await;
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code, v)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latency_endpoint_matches_hdrhistogram_over_a_day_and_per_hour() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let s = seed(&db).await;
+    let d = start(&db, &target).await;
+    let (from, to) = (rfc(s.yesterday), rfc(s.yesterday + TimeDelta::days(1)));
+
+    let (code, day) = get_json(
+        &d,
+        &format!("/api/v1/probes/api-seeded/latency?from={from}&to={to}&step=1d"),
+    )
+    .await;
+    assert_eq!(code, 200, "{day}");
+    let points = day["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0]["count"], 1_440);
+    for (field, q) in [
+        ("p50_ms", 0.5),
+        ("p90_ms", 0.9),
+        ("p95_ms", 0.95),
+        ("p99_ms", 0.99),
+        ("max_ms", 1.0),
+    ] {
+        assert_eq!(
+            points[0][field].as_f64(),
+            Some(ms(s.day.value_at_quantile(q))),
+            "{field}"
+        );
+    }
+
+    let (_, hourly) = get_json(
+        &d,
+        &format!("/api/v1/probes/api-seeded/latency?from={from}&to={to}&step=1h"),
+    )
+    .await;
+    let points = hourly["points"].as_array().unwrap();
+    assert_eq!(points.len(), 24);
+    for (h, p) in points.iter().enumerate() {
+        assert_eq!(p["count"], 60);
+        assert_eq!(
+            p["p95_ms"].as_f64(),
+            Some(ms(s.hours[h].value_at_quantile(0.95))),
+            "hour {h}"
+        );
+    }
+
+    // Minute steps over the same day, merged in 15-minute steps from minute bins.
+    let (_, quarter) = get_json(
+        &d,
+        &format!("/api/v1/probes/api-seeded/latency?from={from}&to={to}&step=15m&phase=total"),
+    )
+    .await;
+    assert_eq!(quarter["points"].as_array().unwrap().len(), 96);
+    assert_eq!(quarter["step_seconds"], 900);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_list_shows_status_windows_and_filters_by_label() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let s = seed(&db).await;
+    let d = start(&db, &target).await;
+
+    let (code, all) = get_json(&d, "/api/v1/probes").await;
+    assert_eq!(code, 200, "{all}");
+    assert_eq!(all["store"], "ok");
+    let names: Vec<&str> = all["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api-live", "api-seeded"]);
+
+    let (_, payments) = get_json(&d, "/api/v1/probes?label=team=payments").await;
+    let list = payments["probes"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    let p = &list[0];
+    assert_eq!(p["labels"]["team"], "payments");
+    let hour = &p["last_hour"];
+    assert_eq!(hour["runs"], 40);
+    assert_eq!(hour["failures"], s.recent_failures);
+    let expected = (40 - s.recent_failures) as f64 / 40.0;
+    assert!((hour["availability"].as_f64().unwrap() - expected).abs() < 1e-9);
+    assert_eq!(
+        hour["p95_ms"].as_f64(),
+        Some(ms(s.recent.value_at_quantile(0.95)))
+    );
+    assert_eq!(
+        hour["p99_ms"].as_f64(),
+        Some(ms(s.recent.value_at_quantile(0.99)))
+    );
+    assert!(p["last_day"]["runs"].as_i64().unwrap() >= 40);
+
+    let (code, bad) = get_json(&d, "/api/v1/probes?label=team").await;
+    assert_eq!(code, 400);
+    assert_eq!(bad["error"]["code"], "bad_request");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_page_by_cursor_and_detail_redacts_secrets() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let s = seed(&db).await;
+    let d = start(&db, &target).await;
+    let (from, to) = (rfc(s.yesterday), rfc(s.yesterday + TimeDelta::hours(1)));
+
+    let (code, first) = get_json(
+        &d,
+        &format!("/api/v1/probes/api-seeded/runs?from={from}&to={to}&limit=25"),
+    )
+    .await;
+    assert_eq!(code, 200, "{first}");
+    let runs = first["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 25);
+    assert_eq!(
+        runs[0]["scheduled_at"],
+        "2026-11-25T00:59:00Z".replace("2026-11-25", &s.yesterday.format("%Y-%m-%d").to_string())
+    );
+    assert_eq!(runs[0]["lateness_ms"], 0.7);
+    assert_eq!(runs[0]["location"], "seed-lab");
+    assert!(runs[0]["phases"]["first_byte_ms"].as_f64().unwrap() > 0.0);
+    let mut seen: Vec<String> = runs
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
+    loop {
+        let (_, page) = get_json(
+            &d,
+            &format!("/api/v1/probes/api-seeded/runs?from={from}&to={to}&limit=25&cursor={cursor}"),
+        )
+        .await;
+        seen.extend(
+            page["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["run_id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        (total, seen.len()),
+        (60, 60),
+        "an hour of runs, each once across pages"
+    );
+
+    let (code, detail) = get_json(&d, "/api/v1/probes/api-seeded").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        detail["definition"]["http"]["headers"]["Authorization"]["value"],
+        "<redacted>"
+    );
+    assert!(!detail.to_string().contains("sekrit-api-token"));
+    assert_eq!(detail["description"], "seeded history");
+    assert!(detail["version"].as_str().unwrap().len() == 16);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_answers_with_the_outcome_and_records_it() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start(&db, &target).await;
+
+    let (code, body) = http_request(d.addr, "POST", "/api/v1/probes/api-live/run").await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(v["outcome"]["success"], true);
+    assert_eq!(v["outcome"]["status_code"], 200);
+    let run_id = v["run_id"].as_str().unwrap().to_string();
+    let stored = wait_for(Duration::from_secs(10), || {
+        d.store_health
+            .runs_written
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    })
+    .await;
+    assert!(stored);
+    let (_, page) = get_json(&d, "/api/v1/probes/api-live/runs").await;
+    assert!(
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["run_id"] == run_id.as_str()),
+        "{page}"
+    );
+    let (_, detail) = get_json(&d, "/api/v1/probes/api-live").await;
+    assert_eq!(detail["recent_runs"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["status"]["up"], true);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_get_a_4xx_with_a_message_never_a_500() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start(&db, &target).await;
+    let cases = [
+        ("GET", "/api/v1/probes/nope", 404, "not_found"),
+        ("GET", "/api/v1/probes/nope/runs", 404, "not_found"),
+        ("POST", "/api/v1/probes/nope/run", 404, "not_found"),
+        (
+            "GET",
+            "/api/v1/probes/api-live/runs?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            400,
+            "must be before",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/api-live/runs?from=yesterday",
+            400,
+            "RFC 3339",
+        ),
+        ("GET", "/api/v1/probes/api-live/runs?limit=0", 400, "limit"),
+        (
+            "GET",
+            "/api/v1/probes/api-live/runs?cursor=xyz",
+            400,
+            "cursor",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/api-live/latency?from=2000-01-01T00:00:00Z&step=1m",
+            400,
+            "at most",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/api-live/latency?step=90s",
+            400,
+            "whole number of minutes",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/api-live/latency?step=soon",
+            400,
+            "not a duration",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/api-live/latency?phase=render",
+            400,
+            "phase",
+        ),
+        ("GET", "/api/v1/nothing-here", 404, "not_found"),
+    ];
+    for (method, path, status, needle) in cases {
+        let (code, body) = http_request(d.addr, method, path).await;
+        assert_eq!(code, status, "{method} {path}: {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert!(v["error"]["message"].as_str().is_some(), "{path}: {body}");
+        assert!(body.contains(needle), "{path}: {body} lacks {needle:?}");
+    }
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_endpoint() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start(&db, &target).await;
+
+    let (code, doc) = get_json(&d, "/api/v1/openapi.json").await;
+
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/probes",
+        "/api/v1/probes/{name}",
+        "/api/v1/probes/{name}/runs",
+        "/api/v1/probes/{name}/latency",
+        "/api/v1/probes/{name}/run",
+        "/api/v1/reload",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    for schema in [
+        "ProbeList",
+        "RunPage",
+        "LatencySeries",
+        "Outcome",
+        "ErrorBody",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+    d.shutdown().await;
+}

@@ -12,7 +12,7 @@ use prober::store::{Resolution, Store};
 
 use crate::db::TestDb;
 
-fn meta(name: &str) -> Arc<ProbeMeta> {
+pub(crate) fn meta(name: &str) -> Arc<ProbeMeta> {
     Arc::new(ProbeMeta {
         name: name.into(),
         version: "v1hash".into(),
@@ -21,7 +21,12 @@ fn meta(name: &str) -> Arc<ProbeMeta> {
     })
 }
 
-fn record(meta: &Arc<ProbeMeta>, at: DateTime<Utc>, total_us: u64, success: bool) -> RunRecord {
+pub(crate) fn record(
+    meta: &Arc<ProbeMeta>,
+    at: DateTime<Utc>,
+    total_us: u64,
+    success: bool,
+) -> RunRecord {
     let mut o = Outcome::failed(
         &meta.name,
         &meta.version,
@@ -75,7 +80,7 @@ async fn migrated_store(db: &TestDb) -> Store {
     store
 }
 
-fn lcg(seed: &mut u64) -> u64 {
+pub(crate) fn lcg(seed: &mut u64) -> u64 {
     *seed = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
