@@ -5,10 +5,12 @@
 //! types, `load` walks files and collects every problem with its place.
 
 pub mod diag;
+pub mod kinds;
 pub mod load;
 pub mod probe;
 pub mod raw;
 pub mod settings;
+pub mod steps;
 pub mod template;
 pub mod watch;
 pub mod yaml;

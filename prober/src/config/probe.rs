@@ -16,6 +16,9 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use super::diag::Ctx;
+pub use super::kinds::{DnsCheck, GrpcCheck, Retry, TcpCheck, TlsCheck};
+pub use super::steps::{Extract, ExtractFrom, Scenario, Step};
+use super::{kinds, steps};
 use super::raw::{RawExpect, RawHeaderValue, RawHttp, RawProbe, RawStatus};
 use super::template::Template;
 
@@ -42,6 +45,8 @@ pub struct Probe {
     pub version: String,
     /// The definition as written, with secret header values redacted (stored and shown).
     pub definition: serde_json::Value,
+    /// Retries of a failed run.
+    pub retry: Option<Retry>,
 }
 
 /// File and line of a probe's definition.
@@ -97,6 +102,11 @@ impl fmt::Display for Schedule {
 #[derive(Debug, Clone)]
 pub enum Check {
     Http(HttpCheck),
+    Steps(Scenario),
+    Tcp(TcpCheck),
+    Dns(DnsCheck),
+    Tls(TlsCheck),
+    Grpc(GrpcCheck),
 }
 
 /// An HTTP request and its expectations.
@@ -151,8 +161,8 @@ pub enum Body {
 pub struct Expect {
     pub status: Vec<StatusMatch>,
     pub max_latency: Option<Duration>,
-    pub body_contains: Vec<String>,
-    pub body_not_contains: Vec<String>,
+    pub body_contains: Vec<Template>,
+    pub body_not_contains: Vec<Template>,
     pub body_matches: Vec<Regex>,
     pub json: Vec<JsonExpect>,
     pub headers: Vec<HeaderExpect>,
@@ -194,6 +204,8 @@ pub struct JsonExpect {
 #[derive(Debug, Clone)]
 pub enum JsonCheck {
     Equals(Value),
+    /// Equals a string, which may hold `${var}`.
+    EqualsText(Template),
     Exists(bool),
     Matches(Regex),
 }
@@ -206,35 +218,60 @@ pub struct HeaderExpect {
 
 #[derive(Debug, Clone)]
 pub enum TextCheck {
-    Equals(String),
+    Equals(Template),
     Matches(Regex),
 }
 
 impl Probe {
+    /// The HTTP requests of the probe, with the field each is written at.
+    pub fn http_requests(&self) -> Vec<(String, &HttpRequest)> {
+        match &self.check {
+            Check::Http(h) => vec![("http".to_string(), &h.request)],
+            Check::Steps(s) => (s.steps.iter().enumerate())
+                .map(|(i, st)| (format!("steps[{i}].http"), &st.check.request))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The host the probe talks to, for the per-host limit ("" when unknown).
+    pub fn target_host(&self) -> String {
+        match &self.check {
+            Check::Tcp(c) => c.host.clone(),
+            Check::Tls(c) => c.host.clone(),
+            Check::Grpc(c) => c.host.clone(),
+            Check::Dns(c) => c.server.map_or_else(|| "dns".to_string(), |s| s.ip().to_string()),
+            Check::Http(_) | Check::Steps(_) => (self.http_requests().first())
+                .and_then(|(_, r)| r.url.render().ok())
+                .and_then(|u| url::Url::parse(&u).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default(),
+        }
+    }
+
     /// Values of the secret headers, as sent; used to scrub every output.
     pub fn secrets(&self) -> Vec<String> {
-        let Check::Http(h) = &self.check;
-        h.request
-            .headers
-            .iter()
+        (self.http_requests().into_iter())
+            .flat_map(|(_, r)| r.headers.iter())
             .filter(|h| h.secret)
             .filter_map(|h| h.value.render().ok())
             .filter(|v| !v.is_empty())
             .collect()
     }
 
-    /// Every template of the probe, with the field it came from.
+    /// Every request template of the probe, with the field it came from.
     pub fn templates(&self) -> Vec<(String, &Template)> {
-        let Check::Http(h) = &self.check;
-        let r = &h.request;
-        let mut out = vec![("http.url".to_string(), &r.url)];
-        for hd in &r.headers {
-            out.push((format!("http.headers.{}", hd.name), &hd.value));
-        }
-        match &r.body {
-            Some(Body::Text(t)) => out.push(("http.body".into(), t)),
-            Some(Body::Json(t)) => out.push(("http.json".into(), t)),
-            None => {}
+        let mut out = Vec::new();
+        for (at, r) in self.http_requests() {
+            out.push((format!("{at}.url"), &r.url));
+            for hd in &r.headers {
+                out.push((format!("{at}.headers.{}", hd.name), &hd.value));
+            }
+            match &r.body {
+                Some(Body::Text(t)) => out.push((format!("{at}.body"), t)),
+                Some(Body::Json(t)) => out.push((format!("{at}.json"), t)),
+                None => {}
+            }
         }
         out
     }
@@ -265,16 +302,8 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
     }
     let schedule = validate_schedule(raw, ctx);
     let timeout = validate_timeout(raw, schedule.as_ref(), ctx);
-    let check = match &raw.http {
-        Some(http) => validate_http(http, raw.expect.as_ref(), ctx).map(Check::Http),
-        None => {
-            ctx.error(
-                "",
-                "the probe has no check: add an `http:` section with at least a `url`",
-            );
-            None
-        }
-    };
+    let check = validate_check(raw, timeout, ctx);
+    let retry = raw.retry.as_ref().and_then(|r| kinds::validate_retry(r, ctx));
     if ctx.error_count() > errors_before {
         return None;
     }
@@ -289,26 +318,83 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         source: ctx.source(),
         version: ctx.version(),
         definition: redacted_definition(&ctx.doc.value, raw),
+        retry,
     })
+}
+
+/// The one check of a probe: exactly one of the kinds.
+fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) -> Option<Check> {
+    let kinds: Vec<&str> = [
+        ("http", raw.http.is_some()),
+        ("steps", raw.steps.is_some()),
+        ("tcp", raw.tcp.is_some()),
+        ("dns", raw.dns.is_some()),
+        ("tls", raw.tls.is_some()),
+        ("grpc", raw.grpc.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    match kinds.as_slice() {
+        [] => {
+            ctx.error(
+                "",
+                "the probe has no check: add one of `http:` (with at least a `url`), `steps:`, `tcp:`, `dns:`, `tls:`, `grpc:`",
+            );
+            return None;
+        }
+        [_] => {}
+        [_, second, ..] => {
+            ctx.error_at_key(
+                second,
+                format!("a probe has one check, and this one also has `{}`; split it into two probes", kinds[0]),
+            );
+            return None;
+        }
+    }
+    if raw.expect.is_some() && raw.http.is_none() {
+        ctx.error_at_key(
+            "expect",
+            "`expect` applies to `http`; a scenario puts `expect` in each step, and tcp/dns/tls/grpc have their own keys",
+        );
+    }
+    if let Some(http) = &raw.http {
+        return validate_http(http, raw.expect.as_ref(), ctx, "http", "expect", &Scope::default())
+            .map(Check::Http);
+    }
+    if let Some(steps) = &raw.steps {
+        return steps::validate_steps(steps, timeout, ctx).map(Check::Steps);
+    }
+    if let Some(t) = &raw.tcp {
+        return kinds::validate_tcp(t, ctx).map(Check::Tcp);
+    }
+    if let Some(d) = &raw.dns {
+        return kinds::validate_dns(d, ctx).map(Check::Dns);
+    }
+    if let Some(t) = &raw.tls {
+        return kinds::validate_tls(t, ctx).map(Check::Tls);
+    }
+    raw.grpc
+        .as_ref()
+        .and_then(|g| kinds::validate_grpc(g, ctx))
+        .map(Check::Grpc)
 }
 
 /// The probe's JSON with every secret header value replaced.
 fn redacted_definition(value: &Value, raw: &RawProbe) -> Value {
     let mut v = value.clone();
-    let secrets = raw
-        .http
-        .iter()
-        .flat_map(|h| &h.headers)
-        .filter_map(|(name, hv)| match hv {
-            RawHeaderValue::Detailed(d) if d.secret => Some(name),
-            _ => None,
-        });
-    for name in secrets {
-        if let Some(slot) = v.pointer_mut(&format!(
-            "/http/headers/{}/value",
-            name.replace('~', "~0").replace('/', "~1")
-        )) {
-            *slot = Value::String("<redacted>".into());
+    let mut requests: Vec<(String, &RawHttp)> = raw.http.iter().map(|h| ("/http".to_string(), h)).collect();
+    for (i, st) in raw.steps.iter().flatten().enumerate() {
+        requests.push((format!("/steps/{i}/http"), &st.http));
+    }
+    for (at, http) in requests {
+        for (name, hv) in &http.headers {
+            if matches!(hv, RawHeaderValue::Detailed(d) if d.secret) {
+                let key = name.replace('~', "~0").replace('/', "~1");
+                if let Some(slot) = v.pointer_mut(&format!("{at}/headers/{key}/value")) {
+                    *slot = Value::String("<redacted>".into());
+                }
+            }
         }
     }
     v
@@ -449,7 +535,7 @@ fn validate_timeout(
     Some(timeout)
 }
 
-fn check_url(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<url::Url> {
+pub(super) fn check_url(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<url::Url> {
     match url::Url::parse(text) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(u) => {
@@ -469,20 +555,57 @@ fn check_url(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<url::Url> {
     }
 }
 
-fn template(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Template> {
-    match Template::parse(text) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            ctx.error(field, e);
-            None
-        }
-    }
+/// Which scenario variables a template may use where it is written.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// `None` outside a scenario; else the variables earlier steps extract.
+    pub defined: Option<Vec<String>>,
 }
 
-fn validate_http(
+/// Parses a template and checks that every variable it uses can exist there.
+pub fn template(ctx: &mut Ctx<'_>, field: &str, text: &str, scope: &Scope) -> Option<Template> {
+    let t = match Template::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.error(field, e);
+            return None;
+        }
+    };
+    let mut ok = true;
+    for var in t.vars() {
+        match &scope.defined {
+            None => {
+                ctx.error(
+                    field,
+                    format!(
+                        "`${{{var}}}` is a scenario variable, but this probe has no `steps:` to extract it; use ${{env:NAME}} for the environment"
+                    ),
+                );
+                ok = false;
+            }
+            Some(defined) if !defined.iter().any(|d| d == var) => {
+                ctx.error(
+                    field,
+                    format!(
+                        "`${{{var}}}` is used before any earlier step extracts it; add `extract: {{{var}: ...}}` to a step above"
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+    }
+    ok.then_some(t)
+}
+
+/// Validates a request written at `at` (`http` or `steps[i].http`) and its expectations at `expect_at`.
+pub fn validate_http(
     raw: &RawHttp,
     expect: Option<&RawExpect>,
     ctx: &mut Ctx<'_>,
+    at: &str,
+    expect_at: &str,
+    scope: &Scope,
 ) -> Option<HttpCheck> {
     let before = ctx.error_count();
     let method = match &raw.method {
@@ -494,7 +617,7 @@ fn validate_http(
                 ];
                 if !STANDARD.contains(&method.as_str()) {
                     ctx.warning(
-                        "http.method",
+                        &format!("{at}.method"),
                         format!(
                             "{m:?} is not a standard HTTP method (a typo?); it is sent as written"
                         ),
@@ -504,23 +627,23 @@ fn validate_http(
             }
             Err(_) => {
                 ctx.error(
-                    "http.method",
+                    &format!("{at}.method"),
                     format!("{m:?} is not an HTTP method; use GET, POST, PUT, …"),
                 );
                 None
             }
         },
     };
-    let url = template(ctx, "http.url", &raw.url);
+    let url = template(ctx, &format!("{at}.url"), &raw.url, scope);
     if let Some(u) = &url {
         // A URL with env placeholders is checked once rendered, if the variables are set.
         if let Ok(rendered) = u.render() {
-            check_url(ctx, "http.url", &rendered);
+            check_url(ctx, &format!("{at}.url"), &rendered);
         }
     }
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
-        let field = format!("http.headers.{name}");
+        let field = format!("{at}.headers.{name}");
         let (text, secret) = match value {
             RawHeaderValue::Plain(v) => (v.as_str(), false),
             RawHeaderValue::Detailed(d) => (d.value.as_str(), d.secret),
@@ -529,7 +652,7 @@ fn validate_http(
             ctx.error_at_key(&field, format!("{name:?} is not a valid header name"));
             continue;
         };
-        if let Some(value) = template(ctx, &field, text) {
+        if let Some(value) = template(ctx, &field, text, scope) {
             headers.push(HeaderSpec {
                 name: hname,
                 value,
@@ -539,17 +662,17 @@ fn validate_http(
     }
     let body = match (&raw.body, &raw.json) {
         (Some(_), Some(_)) => {
-            ctx.error("http.json", "both `body` and `json` are set; keep one");
+            ctx.error(&format!("{at}.json"), "both `body` and `json` are set; keep one");
             None
         }
-        (Some(b), None) => template(ctx, "http.body", b).map(Body::Text),
-        (None, Some(j)) => template(ctx, "http.json", &j.to_string()).map(Body::Json),
+        (Some(b), None) => template(ctx, &format!("{at}.body"), b, scope).map(Body::Text),
+        (None, Some(j)) => template(ctx, &format!("{at}.json"), &j.to_string(), scope).map(Body::Json),
         (None, None) => None,
     };
     if raw.max_body_bytes == Some(0) {
-        ctx.error("http.max_body_bytes", "max_body_bytes must be at least 1");
+        ctx.error(&format!("{at}.max_body_bytes"), "max_body_bytes must be at least 1");
     }
-    let expect = validate_expect(expect, ctx);
+    let expect = validate_expect(expect, ctx, expect_at, scope);
     if ctx.error_count() > before {
         return None;
     }
@@ -568,7 +691,7 @@ fn validate_http(
     })
 }
 
-fn regex(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Regex> {
+pub(super) fn regex(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Regex> {
     match Regex::new(text) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -582,7 +705,12 @@ fn regex(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Regex> {
     }
 }
 
-fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect> {
+fn validate_expect(
+    raw: Option<&RawExpect>,
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    scope: &Scope,
+) -> Option<Expect> {
     let default = RawExpect::default();
     let raw = raw.unwrap_or(&default);
     let before = ctx.error_count();
@@ -596,8 +724,8 @@ fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect>
         .enumerate()
     {
         let field = match &raw.status {
-            Some(super::raw::OneOrMany::Many(_)) => format!("expect.status[{i}]"),
-            _ => "expect.status".to_string(),
+            Some(super::raw::OneOrMany::Many(_)) => format!("{at}.status[{i}]"),
+            _ => format!("{at}.status"),
         };
         match s {
             RawStatus::Code(c) if (100..=599).contains(&c) => status.push(StatusMatch::Code(c)),
@@ -619,13 +747,19 @@ fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect>
     let max_latency = raw
         .max_latency
         .as_ref()
-        .and_then(|t| parse_duration(ctx, "expect.max_latency", t));
+        .and_then(|t| parse_duration(ctx, &format!("{at}.max_latency"), t));
+    let body_contains = (raw.body_contains.iter().enumerate())
+        .filter_map(|(i, t)| template(ctx, &format!("{at}.body_contains[{i}]"), t, scope))
+        .collect();
+    let body_not_contains = (raw.body_not_contains.iter().enumerate())
+        .filter_map(|(i, t)| template(ctx, &format!("{at}.body_not_contains[{i}]"), t, scope))
+        .collect();
     let body_matches = (raw.body_matches.iter().enumerate())
-        .filter_map(|(i, r)| regex(ctx, &format!("expect.body_matches[{i}]"), r))
+        .filter_map(|(i, r)| regex(ctx, &format!("{at}.body_matches[{i}]"), r))
         .collect();
     let mut json = Vec::new();
     for (i, j) in raw.json.iter().enumerate() {
-        let field = format!("expect.json[{i}]");
+        let field = format!("{at}.json[{i}]");
         let path = match JsonPath::parse(&j.path) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -640,6 +774,9 @@ fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect>
             }
         };
         let check = match (&j.equals, j.exists, &j.matches) {
+            (Some(Value::String(t)), None, None) => {
+                template(ctx, &format!("{field}.equals"), t, scope).map(JsonCheck::EqualsText)
+            }
             (Some(v), None, None) => Some(JsonCheck::Equals(v.clone())),
             (None, Some(e), None) => Some(JsonCheck::Exists(e)),
             (None, None, Some(r)) => {
@@ -663,7 +800,7 @@ fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect>
     }
     let mut headers = Vec::new();
     for (i, h) in raw.headers.iter().enumerate() {
-        let field = format!("expect.headers[{i}]");
+        let field = format!("{at}.headers[{i}]");
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok();
         if name.is_none() {
             ctx.error(
@@ -672,7 +809,9 @@ fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect>
             );
         }
         let check = match (&h.equals, &h.matches) {
-            (Some(v), None) => Some(TextCheck::Equals(v.clone())),
+            (Some(v), None) => {
+                template(ctx, &format!("{field}.equals"), v, scope).map(TextCheck::Equals)
+            }
             (None, Some(r)) => regex(ctx, &format!("{field}.matches"), r).map(TextCheck::Matches),
             _ => {
                 ctx.error(
@@ -692,8 +831,8 @@ fn validate_expect(raw: Option<&RawExpect>, ctx: &mut Ctx<'_>) -> Option<Expect>
     Some(Expect {
         status,
         max_latency,
-        body_contains: raw.body_contains.clone(),
-        body_not_contains: raw.body_not_contains.clone(),
+        body_contains,
+        body_not_contains,
         body_matches,
         json,
         headers,

@@ -45,6 +45,154 @@ pub struct RawProbe {
     /// What the response must look like for the run to pass. Without it: status 2xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<RawExpect>,
+    /// A scenario: HTTP requests run in order, sharing variables. Instead of `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<RawStep>>,
+    /// Connect to a TCP port; optionally send bytes and expect a banner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<RawTcp>,
+    /// Query a DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<RawDns>,
+    /// A TLS handshake: certificate expiry, host name match, issuer and chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+    /// The standard gRPC health check (`grpc.health.v1.Health/Check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<RawGrpc>,
+    /// Retry a failed run; every attempt is recorded and the last one decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RawRetry>,
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Names the step in results, histograms and alerts; unique within the probe.
+    pub name: String,
+    /// The request; `${var}` uses a variable extracted by an earlier step.
+    pub http: RawHttp,
+    /// What the response must look like (default: status 2xx). `${var}` works here too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<RawExpect>,
+    /// Variables to take from the response, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extract: BTreeMap<String, RawExtract>,
+    /// Run even after an earlier step failed (cleanup).
+    #[serde(default)]
+    pub always: bool,
+    /// Give up on this step after this long (within the probe's `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// Where a variable's value comes from: exactly one of the keys.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtract {
+    /// An RFC 9535 JSON path into the body; strings are taken as they are, other values as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
+    /// A response header's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A regular expression on the body: the first capture group (or the whole match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<bool>,
+}
+
+/// A TCP check.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub host: String,
+    pub port: u16,
+    /// Bytes to send once connected (`\r\n` escapes as in YAML double quotes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// A regular expression the first bytes received must match (a banner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+/// A DNS check.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// The name to query.
+    pub name: String,
+    /// Record type: A (default), AAAA, CNAME, MX, TXT, NS, SOA, SRV, PTR, CAA.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub record_type: Option<String>,
+    /// `ip` or `ip:port` of the server to ask (default: the first nameserver of /etc/resolv.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// `udp` (default) or `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Expected response code (default NOERROR), e.g. NXDOMAIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    /// Each of these must be among the answers (as text: `1.2.3.4`, `10 mail.example.com.`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
+    /// At least this many answers (default 1 when rcode is NOERROR, else 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_answers: Option<u32>,
+}
+
+/// A TLS check.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub host: String,
+    /// Default 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Name to ask for (SNI) and to match the certificate against (default: `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Verify the chain and host name (default true). Expiry is reported either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// Fail when the certificate expires within this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_valid_days: Option<u32>,
+}
+
+/// A gRPC health check.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpc {
+    /// `host:port` of the server.
+    pub target: String,
+    /// The service to ask about (default: the server as a whole, "").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Use TLS (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Verify the server's certificate when `tls` is on (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+}
+
+/// Retries of a failed run.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all, the first included (2–10).
+    pub attempts: u32,
+    /// Wait between attempts (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// Error classes worth a retry (default: connect, timeout, dns, tls, invalid_response).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
 }
 
 /// The HTTP request a probe sends.

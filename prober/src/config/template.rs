@@ -1,15 +1,46 @@
 //! Strings with `${…}` placeholders, parsed once at load time.
 //!
-//! Only `${env:NAME}` exists for now; any other `${…}` form is refused at
-//! load time, so a typo never reaches a production request. `$${` writes a
-//! literal `${`.
+//! Forms: `${env:NAME}` (the environment), `${name}` (a variable extracted by
+//! an earlier step of a scenario), and the built-ins `${uuid}`, `${now_unix}`,
+//! `${random_int}` (fresh at each use). Anything else is refused at load time,
+//! so a typo never reaches a production request. `$${` writes a literal `${`.
 
+use std::collections::HashMap;
 use std::fmt;
+
+/// Values computed at each use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    Uuid,
+    NowUnix,
+    RandomInt,
+}
+
+impl Builtin {
+    fn parse(name: &str) -> Option<Builtin> {
+        match name {
+            "uuid" => Some(Builtin::Uuid),
+            "now_unix" => Some(Builtin::NowUnix),
+            "random_int" => Some(Builtin::RandomInt),
+            _ => None,
+        }
+    }
+
+    fn value(self) -> String {
+        match self {
+            Builtin::Uuid => uuid::Uuid::new_v4().to_string(),
+            Builtin::NowUnix => chrono::Utc::now().timestamp().to_string(),
+            Builtin::RandomInt => (rand::random::<u32>() % 1_000_000_000).to_string(),
+        }
+    }
+}
 
 #[derive(Clone, PartialEq, Eq)]
 enum Part {
     Lit(String),
     Env(String),
+    Var(String),
+    Builtin(Builtin),
 }
 
 /// A parsed string template.
@@ -19,18 +50,46 @@ pub struct Template {
     parts: Vec<Part>,
 }
 
-/// A variable the template needs and the environment does not have.
+/// Why a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingEnv(pub String);
+pub enum RenderError {
+    /// An environment variable is not set.
+    MissingEnv(String),
+    /// A scenario variable has no value (its step did not run or did not extract it).
+    MissingVar(String),
+    /// A scenario variable was extracted empty.
+    EmptyVar(String),
+}
 
-impl fmt::Display for MissingEnv {
+/// Kept under its old name: most callers only know environment variables.
+pub type MissingEnv = RenderError;
+
+impl fmt::Display for RenderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "environment variable {} is not set (used as ${{env:{}}}); export it before starting the prober",
-            self.0, self.0
-        )
+        match self {
+            RenderError::MissingEnv(n) => write!(
+                f,
+                "environment variable {n} is not set (used as ${{env:{n}}}); export it before starting the prober"
+            ),
+            RenderError::MissingVar(n) => write!(
+                f,
+                "variable ${{{n}}} has no value: the step that extracts it did not run or found nothing"
+            ),
+            RenderError::EmptyVar(n) => write!(
+                f,
+                "variable ${{{n}}} is empty: the step that extracts it matched an empty value"
+            ),
+        }
     }
+}
+
+/// Variables of a scenario run.
+pub type Vars = HashMap<String, String>;
+
+fn is_ident(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl Template {
@@ -50,24 +109,29 @@ impl Template {
                     .find('}')
                     .ok_or_else(|| format!("`${{` without a closing `}}` in {source:?}"))?;
                 let inner = &r[..end];
-                match inner.strip_prefix("env:") {
-                    Some(name) if valid_env_name(name) => {
-                        if !lit.is_empty() {
-                            parts.push(Part::Lit(std::mem::take(&mut lit)));
-                        }
-                        parts.push(Part::Env(name.to_string()));
+                let part = match inner.strip_prefix("env:") {
+                    Some(name) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                        Part::Env(name.to_string())
                     }
                     Some(name) => {
                         return Err(format!(
                             "`${{env:{name}}}` is not a valid environment variable name; use letters, digits and _"
                         ))
                     }
-                    None => {
-                        return Err(format!(
-                            "unknown placeholder `${{{inner}}}`: the supported form is ${{env:NAME}} (write $${{ for a literal ${{)"
-                        ))
-                    }
+                    None => match Builtin::parse(inner) {
+                        Some(b) => Part::Builtin(b),
+                        None if is_ident(inner) => Part::Var(inner.to_string()),
+                        None => {
+                            return Err(format!(
+                                "unknown placeholder `${{{inner}}}`: use ${{env:NAME}}, a scenario variable ${{name}}, or ${{uuid}}, ${{now_unix}}, ${{random_int}} (write $${{ for a literal ${{)"
+                            ))
+                        }
+                    },
+                };
+                if !lit.is_empty() {
+                    parts.push(Part::Lit(std::mem::take(&mut lit)));
                 }
+                parts.push(part);
                 rest = &r[end + 1..];
             } else {
                 lit.push('$');
@@ -98,33 +162,56 @@ impl Template {
     pub fn env_vars(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Env(n) => Some(n.as_str()),
-            Part::Lit(_) => None,
+            _ => None,
         })
     }
 
-    /// Renders with values from `lookup`.
-    pub fn render_with(
+    /// Names of the scenario variables the template reads.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Renders with environment values from `env` and scenario variables from `vars`.
+    pub fn render_full(
         &self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<String, MissingEnv> {
+        env: impl Fn(&str) -> Option<String>,
+        vars: &Vars,
+    ) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.source.len());
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Env(n) => out.push_str(&lookup(n).ok_or_else(|| MissingEnv(n.clone()))?),
+                Part::Env(n) => {
+                    out.push_str(&env(n).ok_or_else(|| RenderError::MissingEnv(n.clone()))?)
+                }
+                Part::Var(n) => match vars.get(n) {
+                    Some(v) if v.is_empty() => return Err(RenderError::EmptyVar(n.clone())),
+                    Some(v) => out.push_str(v),
+                    None => return Err(RenderError::MissingVar(n.clone())),
+                },
+                Part::Builtin(b) => out.push_str(&b.value()),
             }
         }
         Ok(out)
     }
 
-    /// Renders with the process environment.
-    pub fn render(&self) -> Result<String, MissingEnv> {
-        self.render_with(|n| std::env::var(n).ok())
+    /// Renders with values from `lookup` (environment only).
+    pub fn render_with(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, RenderError> {
+        self.render_full(lookup, &Vars::new())
     }
-}
 
-fn valid_env_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    /// Renders with the process environment and the scenario's variables.
+    pub fn render_vars(&self, vars: &Vars) -> Result<String, RenderError> {
+        self.render_full(|n| std::env::var(n).ok(), vars)
+    }
+
+    /// Renders with the process environment.
+    pub fn render(&self) -> Result<String, RenderError> {
+        self.render_vars(&Vars::new())
+    }
 }
 
 impl fmt::Debug for Template {
@@ -147,19 +234,30 @@ mod tests {
         assert_eq!(out.unwrap(), "Bearer abc!");
         assert_eq!(
             t.render_with(|_| None).unwrap_err(),
-            MissingEnv("TOKEN".into())
+            RenderError::MissingEnv("TOKEN".into())
         );
     }
 
     #[test]
+    fn scenario_variables_and_builtins_render() {
+        let t = Template::parse("/orders/${order_id}?t=${now_unix}&r=${random_int}").unwrap();
+        assert_eq!(t.vars().collect::<Vec<_>>(), vec!["order_id"]);
+        let mut vars = Vars::new();
+        assert_eq!(t.render_vars(&vars).unwrap_err(), RenderError::MissingVar("order_id".into()));
+        vars.insert("order_id".into(), String::new());
+        assert_eq!(t.render_vars(&vars).unwrap_err(), RenderError::EmptyVar("order_id".into()));
+        vars.insert("order_id".into(), "42".into());
+        assert!(t.render_vars(&vars).unwrap().starts_with("/orders/42?t="));
+        let u = Template::parse("${uuid}").unwrap();
+        assert_ne!(u.render().unwrap(), u.render().unwrap(), "fresh at each use");
+    }
+
+    #[test]
     fn unknown_forms_and_unclosed_braces_are_refused() {
-        assert!(Template::parse("${token}")
-            .unwrap_err()
-            .contains("unknown placeholder"));
+        assert!(Template::parse("${to-ken}").unwrap_err().contains("unknown placeholder"));
         assert!(Template::parse("${env:A-B}").is_err());
-        assert!(Template::parse("x ${env:A")
-            .unwrap_err()
-            .contains("closing"));
+        assert!(Template::parse("x ${env:A").unwrap_err().contains("closing"));
+        assert!(Template::parse("${1abc}").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::outcome::{AssertionResult, CertInfo};
 use crate::config::probe::{Expect, JsonCheck, TextCheck};
+use crate::config::template::{Template, Vars};
 
 /// Longest excerpt of a body or value shown as `actual`.
 const EXCERPT_CHARS: usize = 200;
@@ -43,8 +44,13 @@ pub fn excerpt(s: &str) -> String {
     }
 }
 
-/// Checks every expectation; the status check always comes first.
-pub fn evaluate(expect: &Expect, r: &ResponseView<'_>) -> Vec<AssertionResult> {
+/// The expected text, or why it could not be rendered (a scenario variable without a value).
+fn expected_text(t: &Template, vars: &Vars) -> Result<String, String> {
+    t.render_vars(vars).map_err(|e| e.to_string())
+}
+
+/// Checks every expectation; the status check always comes first. `vars` fills `${var}`.
+pub fn evaluate(expect: &Expect, r: &ResponseView<'_>, vars: &Vars) -> Vec<AssertionResult> {
     let mut out = Vec::new();
     let accepted: Vec<String> = expect.status.iter().map(ToString::to_string).collect();
     out.push(result(
@@ -62,20 +68,24 @@ pub fn evaluate(expect: &Expect, r: &ResponseView<'_>) -> Vec<AssertionResult> {
         ));
     }
     let body = String::from_utf8_lossy(r.body);
-    for s in &expect.body_contains {
-        let found = body.contains(s.as_str());
-        out.push(body_result("body contains", found, s, &body));
+    for t in &expect.body_contains {
+        out.push(match expected_text(t, vars) {
+            Ok(s) => body_result("body contains", body.contains(s.as_str()), &s, &body),
+            Err(e) => result("body contains".into(), false, t.source().to_string(), e),
+        });
     }
-    for s in &expect.body_not_contains {
-        let found = body.contains(s.as_str());
-        out.push(body_result("body does not contain", !found, s, &body));
+    for t in &expect.body_not_contains {
+        out.push(match expected_text(t, vars) {
+            Ok(s) => body_result("body does not contain", !body.contains(s.as_str()), &s, &body),
+            Err(e) => result("body does not contain".into(), false, t.source().to_string(), e),
+        });
     }
     for re in &expect.body_matches {
         let found = re.is_match(&body);
         out.push(body_result("body matches", found, re.as_str(), &body));
     }
     if !expect.json.is_empty() {
-        evaluate_json(expect, &body, &mut out);
+        evaluate_json(expect, &body, vars, &mut out);
     }
     for h in &expect.headers {
         let values: Vec<&str> = (r.headers.get_all(&h.name).iter())
@@ -87,7 +97,13 @@ pub fn evaluate(expect: &Expect, r: &ResponseView<'_>) -> Vec<AssertionResult> {
             values.join(", ")
         };
         let (what, expected, passed) = match &h.check {
-            TextCheck::Equals(e) => ("equals", e.clone(), values.iter().any(|v| v == e)),
+            TextCheck::Equals(t) => match expected_text(t, vars) {
+                Ok(e) => {
+                    let passed = values.iter().any(|v| *v == e);
+                    ("equals", e, passed)
+                }
+                Err(e) => ("equals", format!("{} ({e})", t.source()), false),
+            },
             TextCheck::Matches(re) => (
                 "matches",
                 re.as_str().to_string(),
@@ -123,13 +139,21 @@ fn body_result(check: &str, passed: bool, expected: &str, body: &str) -> Asserti
     result(check.into(), passed, format!("{expected:?}"), excerpt(body))
 }
 
-fn evaluate_json(expect: &Expect, body: &str, out: &mut Vec<AssertionResult>) {
+fn evaluate_json(expect: &Expect, body: &str, vars: &Vars, out: &mut Vec<AssertionResult>) {
     let doc: Result<Value, _> = serde_json::from_str(body);
     for j in &expect.json {
-        let (what, expected) = match &j.check {
-            JsonCheck::Equals(v) => ("equals", v.to_string()),
-            JsonCheck::Exists(e) => ("exists", e.to_string()),
-            JsonCheck::Matches(re) => ("matches", re.as_str().to_string()),
+        // A string expectation may hold variables: render it to the JSON string it stands for.
+        let text = match &j.check {
+            JsonCheck::EqualsText(t) => Some(expected_text(t, vars).map(Value::String)),
+            _ => None,
+        };
+        let (what, expected) = match (&j.check, &text) {
+            (JsonCheck::EqualsText(t), Some(Err(e))) => ("equals", format!("{} ({e})", t.source())),
+            (JsonCheck::EqualsText(_), Some(Ok(v))) => ("equals", v.to_string()),
+            (JsonCheck::EqualsText(t), None) => ("equals", t.source().to_string()),
+            (JsonCheck::Equals(v), _) => ("equals", v.to_string()),
+            (JsonCheck::Exists(e), _) => ("exists", e.to_string()),
+            (JsonCheck::Matches(re), _) => ("matches", re.as_str().to_string()),
         };
         let check = format!("json {} {what}", j.path_src);
         let doc = match &doc {
@@ -152,6 +176,10 @@ fn evaluate_json(expect: &Expect, body: &str, out: &mut Vec<AssertionResult>) {
         };
         let passed = match &j.check {
             JsonCheck::Equals(v) => found.len() == 1 && found[0] == v,
+            JsonCheck::EqualsText(_) => match &text {
+                Some(Ok(v)) => found.len() == 1 && found[0] == v,
+                _ => false,
+            },
             JsonCheck::Exists(e) => found.is_empty() != *e,
             JsonCheck::Matches(re) => {
                 !found.is_empty()

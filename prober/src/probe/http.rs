@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::assert::{evaluate, ResponseView};
-use super::outcome::{CertInfo, ErrorClass, Outcome, Phases, ProbeError};
+use super::outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
 use super::timing::{TimedIo, WireClock};
 use super::tls::{self, TlsClients};
 use super::USER_AGENT;
 use crate::config::probe::{Body, HttpCheck, HttpRequest};
+use crate::config::template::Vars;
 use crate::config::Probe;
 
 /// What stage a run is in, for the timeout message and the partial phase.
@@ -93,10 +94,11 @@ impl Progress {
 }
 
 /// A response read to its end (or to the size limit).
-struct Response {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -110,33 +112,89 @@ fn fail(class: ErrorClass, message: impl Into<String>) -> ProbeError {
     }
 }
 
+/// A new W3C trace id (32 hex digits, never all zero).
+pub fn new_trace_id() -> String {
+    format!("{:032x}", rand::random::<u128>().max(1))
+}
+
 /// Runs an HTTP check once.
 pub async fn run(probe: &Probe, check: &HttpCheck, tls: &TlsClients) -> Outcome {
     let started_at = Utc::now();
-    let start = Instant::now();
-    let trace_id = format!("{:032x}", rand::random::<u128>().max(1));
-    let mut outcome = Outcome {
-        probe: probe.name.clone(),
-        probe_version: probe.version.clone(),
+    let trace_id = new_trace_id();
+    let x = exchange_check(check, tls, &trace_id, probe.timeout, &Vars::new()).await;
+    let mut outcome = Outcome::failed(
+        &probe.name,
+        &probe.version,
         started_at,
-        success: false,
-        error: None,
+        ErrorClass::Config,
+        String::new(),
+        Duration::ZERO,
+    );
+    outcome.trace_id = trace_id;
+    x.fill(&mut outcome);
+    outcome
+}
+
+/// Everything one request (with its redirects) produced.
+#[derive(Debug)]
+pub struct Exchange {
+    pub request: String,
+    pub phases: Phases,
+    pub status_code: Option<u16>,
+    pub response_bytes: u64,
+    pub remote_addr: Option<String>,
+    pub redirects: u32,
+    pub cert: Option<CertInfo>,
+    pub assertions: Vec<AssertionResult>,
+    pub error: Option<ProbeError>,
+    /// The final response, for extracting variables.
+    pub response: Option<Response>,
+}
+
+impl Exchange {
+    /// Copies the exchange's findings into an outcome.
+    pub fn fill(self, o: &mut Outcome) {
+        o.request = self.request;
+        o.phases = self.phases;
+        o.status_code = self.status_code;
+        o.response_bytes = self.response_bytes;
+        o.remote_addr = self.remote_addr;
+        o.redirects = self.redirects;
+        o.cert = self.cert;
+        o.assertions = self.assertions;
+        o.success = self.error.is_none();
+        o.error = self.error;
+    }
+}
+
+/// Sends a check's request (following redirects as allowed) within `timeout`,
+/// and evaluates its expectations; `vars` fills `${var}` placeholders.
+pub async fn exchange_check(
+    check: &HttpCheck,
+    tls: &TlsClients,
+    trace_id: &str,
+    timeout: Duration,
+    vars: &Vars,
+) -> Exchange {
+    let start = Instant::now();
+    let mut x = Exchange {
         request: format!("{} {}", check.request.method, check.request.url.source()),
-        status_code: None,
         phases: Phases::default(),
+        status_code: None,
         response_bytes: 0,
         remote_addr: None,
         redirects: 0,
         cert: None,
         assertions: Vec::new(),
-        trace_id,
+        error: None,
+        response: None,
     };
-    let url = match render_url(&check.request) {
+    let url = match render_url(&check.request, vars) {
         Ok(u) => u,
         Err(e) => {
-            outcome.error = Some(e);
-            outcome.phases.total_us = micros(start.elapsed());
-            return outcome;
+            x.error = Some(e);
+            x.phases.total_us = micros(start.elapsed());
+            return x;
         }
     };
     let mut progress = Progress {
@@ -153,15 +211,15 @@ pub async fn run(probe: &Probe, check: &HttpCheck, tls: &TlsClients) -> Outcome 
         redirects: 0,
     };
     let result = tokio::time::timeout(
-        probe.timeout,
-        exchange(&check.request, tls, &outcome.trace_id, &mut progress),
+        timeout,
+        exchange(&check.request, tls, trace_id, vars, &mut progress),
     )
     .await;
     let total = start.elapsed();
     let response = match result {
         Ok(Ok(r)) => Some(r),
         Ok(Err(e)) => {
-            outcome.error = Some(e);
+            x.error = Some(e);
             None
         }
         Err(_) => {
@@ -170,11 +228,11 @@ pub async fn run(probe: &Probe, check: &HttpCheck, tls: &TlsClients) -> Outcome 
                 Some(a) => format!("{} ({a})", progress.url),
                 None => progress.url.to_string(),
             };
-            outcome.error = Some(fail(
+            x.error = Some(fail(
                 ErrorClass::Timeout,
                 format!(
                     "no complete response within the timeout of {} (still {} at {where_}); the target is slow or hung — raise `timeout` only if that latency is acceptable",
-                    humantime::format_duration(probe.timeout),
+                    humantime::format_duration(timeout),
                     progress.stage.describe(),
                 ),
             ));
@@ -182,40 +240,41 @@ pub async fn run(probe: &Probe, check: &HttpCheck, tls: &TlsClients) -> Outcome 
         }
     };
     progress.end_hop();
-    outcome.phases = progress.done;
-    outcome.phases.total_us = micros(total);
-    outcome.request = format!("{} {}", progress.method, progress.url);
-    outcome.status_code = progress.status;
-    outcome.response_bytes = progress.response_bytes;
-    outcome.remote_addr = progress.remote_addr.map(|a| a.to_string());
-    outcome.redirects = progress.redirects;
-    outcome.cert = progress.cert;
+    x.phases = progress.done;
+    x.phases.total_us = micros(total);
+    x.request = format!("{} {}", progress.method, progress.url);
+    x.status_code = progress.status;
+    x.response_bytes = progress.response_bytes;
+    x.remote_addr = progress.remote_addr.map(|a| a.to_string());
+    x.redirects = progress.redirects;
+    x.cert = progress.cert;
     if let Some(resp) = response {
-        outcome.assertions = evaluate(
+        x.assertions = evaluate(
             &check.expect,
             &ResponseView {
                 status: resp.status.as_u16(),
                 headers: &resp.headers,
                 body: &resp.body,
                 total,
-                cert: outcome.cert.as_ref(),
+                cert: x.cert.as_ref(),
             },
+            vars,
         );
-        outcome.error = first_failure(&outcome);
+        x.error = first_failure(&x.assertions);
+        x.response = Some(resp);
     }
-    outcome.success = outcome.error.is_none();
-    outcome
+    x
 }
 
 /// The error that decides a run whose response arrived: the status first, then other expectations.
-fn first_failure(outcome: &Outcome) -> Option<ProbeError> {
-    let failed = outcome.assertions.iter().find(|a| !a.passed)?;
+fn first_failure(assertions: &[AssertionResult]) -> Option<ProbeError> {
+    let failed = assertions.iter().find(|a| !a.passed)?;
     let class = if failed.check == "status" {
         ErrorClass::HttpStatus
     } else {
         ErrorClass::Assertion
     };
-    let others = outcome.assertions.iter().filter(|a| !a.passed).count() - 1;
+    let others = assertions.iter().filter(|a| !a.passed).count() - 1;
     let more = if others > 0 {
         format!(" (and {others} more failed)")
     } else {
@@ -230,10 +289,10 @@ fn first_failure(outcome: &Outcome) -> Option<ProbeError> {
     ))
 }
 
-fn render_url(req: &HttpRequest) -> Result<Url, ProbeError> {
+fn render_url(req: &HttpRequest, vars: &Vars) -> Result<Url, ProbeError> {
     let text = req
         .url
-        .render()
+        .render_vars(vars)
         .map_err(|e| fail(ErrorClass::Config, format!("http.url: {e}")))?;
     Url::parse(&text).map_err(|e| {
         fail(
@@ -248,10 +307,11 @@ async fn exchange(
     req: &HttpRequest,
     tls: &TlsClients,
     trace_id: &str,
+    vars: &Vars,
     p: &mut Progress,
 ) -> Result<Response, ProbeError> {
-    let mut headers = render_headers(req, trace_id)?;
-    let mut body = render_body(req)?;
+    let mut headers = render_headers(req, trace_id, vars)?;
+    let mut body = render_body(req, vars)?;
     loop {
         let resp = hop(req, tls, &headers, body.clone(), p).await?;
         let location = resp
@@ -302,7 +362,7 @@ async fn exchange(
     }
 }
 
-fn render_headers(req: &HttpRequest, trace_id: &str) -> Result<HeaderMap, ProbeError> {
+fn render_headers(req: &HttpRequest, trace_id: &str, vars: &Vars) -> Result<HeaderMap, ProbeError> {
     let mut headers = HeaderMap::new();
     headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
@@ -319,7 +379,7 @@ fn render_headers(req: &HttpRequest, trace_id: &str) -> Result<HeaderMap, ProbeE
         let field = format!("http.headers.{}", h.name);
         let value = h
             .value
-            .render()
+            .render_vars(vars)
             .map_err(|e| fail(ErrorClass::Config, format!("{field}: {e}")))?;
         let mut value = HeaderValue::from_str(&value).map_err(|_| {
             fail(
@@ -338,13 +398,13 @@ fn render_headers(req: &HttpRequest, trace_id: &str) -> Result<HeaderMap, ProbeE
     Ok(headers)
 }
 
-fn render_body(req: &HttpRequest) -> Result<Bytes, ProbeError> {
+fn render_body(req: &HttpRequest, vars: &Vars) -> Result<Bytes, ProbeError> {
     let (field, t) = match &req.body {
         None => return Ok(Bytes::new()),
         Some(Body::Text(t)) => ("http.body", t),
         Some(Body::Json(t)) => ("http.json", t),
     };
-    t.render()
+    t.render_vars(vars)
         .map(Bytes::from)
         .map_err(|e| fail(ErrorClass::Config, format!("{field}: {e}")))
 }

@@ -7,12 +7,20 @@
 //! evaluates the expectations.
 
 pub mod assert;
+pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod outcome;
+pub mod steps;
+pub mod tcp;
 pub mod timing;
 pub mod tls;
+pub mod tls_check;
 
-pub use outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
+pub use outcome::{
+    AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError, StepOutcome,
+    StepStatus,
+};
 
 use crate::config::{Check, Probe};
 
@@ -32,12 +40,44 @@ impl Runner {
         })
     }
 
-    /// Runs a probe once, now, and returns what happened, with its secrets scrubbed.
+    /// Runs a probe once, now (with its retries), and returns what happened, secrets scrubbed.
     pub async fn run(&self, probe: &Probe) -> Outcome {
-        let mut outcome = match &probe.check {
-            Check::Http(check) => http::run(probe, check, &self.tls).await,
-        };
+        let mut outcome = self.attempt(probe).await;
+        if let Some(retry) = &probe.retry {
+            let mut attempts = vec![attempt_summary(1, &outcome)];
+            let mut n = 1;
+            while n < retry.attempts
+                && outcome.error.as_ref().is_some_and(|e| retry.on.contains(&e.class))
+            {
+                tokio::time::sleep(retry.delay).await;
+                n += 1;
+                outcome = self.attempt(probe).await;
+                attempts.push(attempt_summary(n, &outcome));
+            }
+            outcome.attempts = attempts;
+        }
         outcome.redact(&probe.secrets());
         outcome
+    }
+
+    /// One attempt of the probe's check.
+    async fn attempt(&self, probe: &Probe) -> Outcome {
+        match &probe.check {
+            Check::Http(check) => http::run(probe, check, &self.tls).await,
+            Check::Steps(scenario) => steps::run(probe, scenario, &self.tls).await,
+            Check::Tcp(check) => tcp::run(probe, check).await,
+            Check::Dns(check) => dns::run(probe, check).await,
+            Check::Tls(check) => tls_check::run(probe, check, &self.tls).await,
+            Check::Grpc(check) => grpc::run(probe, check, &self.tls).await,
+        }
+    }
+}
+
+fn attempt_summary(n: u32, o: &Outcome) -> Attempt {
+    Attempt {
+        attempt: n,
+        success: o.success,
+        error: o.error.clone(),
+        total_us: o.phases.total_us,
     }
 }

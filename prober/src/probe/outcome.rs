@@ -137,6 +137,52 @@ pub struct Outcome {
     pub assertions: Vec<AssertionResult>,
     /// W3C trace id sent in `traceparent`, to find the run in the backend's traces.
     pub trace_id: String,
+    /// A scenario's steps, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepOutcome>,
+    /// With `retry`: every attempt, the last one deciding the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+    /// Kind-specific facts (DNS answers, gRPC status, TLS chain), by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub info: std::collections::BTreeMap<String, String>,
+}
+
+/// How a step of a scenario went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Passed,
+    Failed,
+    /// Not run: an earlier step failed (and this one is not `always`).
+    Skipped,
+}
+
+/// One step of a scenario run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepOutcome {
+    pub name: String,
+    pub status: StepStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeError>,
+    pub request: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub phases: Phases,
+    pub assertions: Vec<AssertionResult>,
+    /// Names of the variables this step extracted (values are not shown: they may be tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extracted: Vec<String>,
+}
+
+/// One attempt of a retried run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeError>,
+    pub total_us: u64,
 }
 
 impl Outcome {
@@ -167,6 +213,9 @@ impl Outcome {
             cert: None,
             assertions: Vec::new(),
             trace_id: String::new(),
+            steps: Vec::new(),
+            attempts: Vec::new(),
+            info: Default::default(),
         }
     }
 
@@ -189,6 +238,24 @@ impl Outcome {
         for a in &mut self.assertions {
             scrub(&mut a.expected);
             scrub(&mut a.actual);
+        }
+        for st in &mut self.steps {
+            scrub(&mut st.request);
+            if let Some(e) = &mut st.error {
+                scrub(&mut e.message);
+            }
+            for a in &mut st.assertions {
+                scrub(&mut a.expected);
+                scrub(&mut a.actual);
+            }
+        }
+        for at in &mut self.attempts {
+            if let Some(e) = &mut at.error {
+                scrub(&mut e.message);
+            }
+        }
+        for v in self.info.values_mut() {
+            scrub(v);
         }
     }
 }

@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::{Check, Probe, Schedule};
+use crate::config::{Probe, Schedule};
 use crate::probe::{ErrorClass, Outcome};
-use crate::results::{LiveState, ProbeMeta, RunRecord};
+use crate::results::{
+    metric_bucket, LiveState, MetricHist, ProbeMeta, RunRecord, METRIC_BUCKETS_US,
+};
 use crate::store::queue::ResultQueue;
 
 /// Extra time past a probe's own timeout before the scheduler gives up on a run
@@ -107,6 +109,28 @@ pub struct SchedulerStats {
     pub runs_finished: AtomicU64,
     pub skipped_ticks: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Lateness of every run, per bucket of [`METRIC_BUCKETS_US`] and then the
+    /// overflow bucket (not cumulative); the count is their sum.
+    pub lateness_buckets: [AtomicU64; METRIC_BUCKETS_US.len() + 1],
+    /// Sum of the lateness of every run, in µs.
+    pub lateness_sum_us: AtomicU64,
+}
+
+impl SchedulerStats {
+    /// Adds one run's lateness (negative counts as 0) to the histogram.
+    pub fn record_lateness(&self, lateness_us: i64) {
+        let us = u64::try_from(lateness_us).unwrap_or(0);
+        self.lateness_buckets[metric_bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.lateness_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The lateness histogram now (each bucket read once; the count is their sum).
+    pub fn lateness(&self) -> MetricHist {
+        MetricHist {
+            buckets: std::array::from_fn(|i| self.lateness_buckets[i].load(Ordering::Relaxed)),
+            sum_us: self.lateness_sum_us.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Limits on runs in flight.
@@ -381,14 +405,7 @@ async fn probe_loop(
 }
 
 fn host_of(probe: &Probe) -> String {
-    let Check::Http(h) = &probe.check;
-    h.request
-        .url
-        .render()
-        .ok()
-        .and_then(|u| url::Url::parse(&u).ok())
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default()
+    probe.target_host()
 }
 
 async fn run_one(
@@ -433,12 +450,14 @@ async fn execute(
     };
     drop((global, per_host));
     let lateness = started_at - scheduled_at;
+    let lateness_us = lateness.num_microseconds().unwrap_or(i64::MAX);
+    shared.stats.record_lateness(lateness_us);
     let record = RunRecord {
         run_id: Uuid::now_v7(),
         meta,
         scheduled_at,
         started_at,
-        lateness_us: lateness.num_microseconds().unwrap_or(i64::MAX),
+        lateness_us,
         outcome,
     };
     shared.live.record(&record);

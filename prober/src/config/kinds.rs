@@ -1,0 +1,215 @@
+//! The probe kinds other than HTTP (tcp, dns, tls, grpc) and retries: their
+//! validated types and validation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::diag::Ctx;
+use super::probe::{parse_duration, regex};
+use super::raw::{RawDns, RawGrpc, RawRetry, RawTcp, RawTls};
+use crate::probe::ErrorClass;
+
+/// DNS record types a `dns` probe may ask for.
+pub const DNS_TYPES: [&str; 10] = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR", "CAA"];
+/// DNS response codes a `dns` probe may expect.
+pub const DNS_RCODES: [&str; 6] = ["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"];
+/// Most attempts a retry may make.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// Wait between attempts when `retry.delay` is not set.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Error classes retried when `retry.on` is not set: the transient ones.
+pub const DEFAULT_RETRY_ON: [ErrorClass; 5] = [
+    ErrorClass::Connect,
+    ErrorClass::Timeout,
+    ErrorClass::Dns,
+    ErrorClass::Tls,
+    ErrorClass::InvalidResponse,
+];
+
+#[derive(Debug, Clone)]
+pub struct TcpCheck {
+    pub host: String,
+    pub port: u16,
+    pub send: Option<String>,
+    pub expect: Option<Regex>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsCheck {
+    pub name: String,
+    /// Upper case, one of [`DNS_TYPES`].
+    pub record_type: String,
+    /// `None`: the first nameserver of the system's resolver configuration.
+    pub server: Option<SocketAddr>,
+    pub tcp: bool,
+    /// Upper case, one of [`DNS_RCODES`].
+    pub rcode: String,
+    pub answers: Vec<String>,
+    pub min_answers: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsCheck {
+    pub host: String,
+    pub port: u16,
+    pub server_name: String,
+    pub verify: bool,
+    pub cert_valid_days: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcCheck {
+    pub host: String,
+    pub port: u16,
+    pub service: String,
+    pub tls: bool,
+    pub tls_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    pub delay: Duration,
+    pub on: Vec<ErrorClass>,
+}
+
+fn host(ctx: &mut Ctx<'_>, field: &str, host: &str) -> bool {
+    let ok = !host.is_empty()
+        && !host.contains(['/', ' ', ':'])
+        || host.parse::<IpAddr>().is_ok();
+    if !ok {
+        ctx.error(field, format!("{host:?} is not a host name or IP address (no scheme, path or port here)"));
+    }
+    ok
+}
+
+pub fn validate_tcp(raw: &RawTcp, ctx: &mut Ctx<'_>) -> Option<TcpCheck> {
+    let before = ctx.error_count();
+    host(ctx, "tcp.host", &raw.host);
+    if raw.port == 0 {
+        ctx.error("tcp.port", "port 0 cannot be connected to; give the service's port");
+    }
+    let expect = raw.expect.as_ref().and_then(|r| regex(ctx, "tcp.expect", r));
+    (ctx.error_count() == before).then(|| TcpCheck {
+        host: raw.host.clone(),
+        port: raw.port,
+        send: raw.send.clone(),
+        expect,
+    })
+}
+
+pub fn validate_dns(raw: &RawDns, ctx: &mut Ctx<'_>) -> Option<DnsCheck> {
+    let before = ctx.error_count();
+    if raw.name.trim().is_empty() || raw.name.contains(' ') {
+        ctx.error("dns.name", format!("{:?} is not a DNS name", raw.name));
+    }
+    let record_type = raw.record_type.as_deref().unwrap_or("A").to_ascii_uppercase();
+    if !DNS_TYPES.contains(&record_type.as_str()) {
+        ctx.error("dns.type", format!("{record_type:?} is not a supported record type; use one of {}", DNS_TYPES.join(", ")));
+    }
+    let server = raw.server.as_ref().and_then(|s| {
+        let parsed = s
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+        if parsed.is_none() {
+            ctx.error("dns.server", format!("{s:?} is not an IP address or ip:port (e.g. 10.0.0.2 or 127.0.0.1:5353; names are not resolved here)"));
+        }
+        parsed
+    });
+    let tcp = match raw.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("udp") => false,
+        Some("tcp") => true,
+        Some(other) => {
+            ctx.error("dns.protocol", format!("{other:?} is not udp or tcp"));
+            false
+        }
+    };
+    let rcode = raw.rcode.as_deref().unwrap_or("NOERROR").to_ascii_uppercase();
+    if !DNS_RCODES.contains(&rcode.as_str()) {
+        ctx.error("dns.rcode", format!("{rcode:?} is not a response code; use one of {}", DNS_RCODES.join(", ")));
+    }
+    let min_answers = raw.min_answers.unwrap_or(u32::from(rcode == "NOERROR"));
+    (ctx.error_count() == before).then(|| DnsCheck {
+        name: raw.name.clone(),
+        record_type,
+        server,
+        tcp,
+        rcode,
+        answers: raw.answers.clone(),
+        min_answers,
+    })
+}
+
+pub fn validate_tls(raw: &RawTls, ctx: &mut Ctx<'_>) -> Option<TlsCheck> {
+    let before = ctx.error_count();
+    host(ctx, "tls.host", &raw.host);
+    let port = raw.port.unwrap_or(443);
+    if port == 0 {
+        ctx.error("tls.port", "port 0 cannot be connected to");
+    }
+    let server_name = raw.server_name.clone().unwrap_or_else(|| raw.host.clone());
+    if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
+        ctx.error("tls.server_name", format!("{server_name:?} is not a valid TLS server name"));
+    }
+    (ctx.error_count() == before).then(|| TlsCheck {
+        host: raw.host.clone(),
+        port,
+        server_name,
+        verify: raw.verify.unwrap_or(true),
+        cert_valid_days: raw.cert_valid_days,
+    })
+}
+
+pub fn validate_grpc(raw: &RawGrpc, ctx: &mut Ctx<'_>) -> Option<GrpcCheck> {
+    let parsed = raw.target.rsplit_once(':').and_then(|(h, p)| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        Some((h.to_string(), p.parse::<u16>().ok().filter(|p| *p > 0)?))
+    });
+    let Some((host, port)) = parsed.filter(|(h, _)| !h.is_empty() && !h.contains('/')) else {
+        ctx.error("grpc.target", format!("{:?} is not host:port (e.g. orders.internal:50051; no scheme)", raw.target));
+        return None;
+    };
+    Some(GrpcCheck {
+        host,
+        port,
+        service: raw.service.clone().unwrap_or_default(),
+        tls: raw.tls.unwrap_or(false),
+        tls_verify: raw.tls_verify.unwrap_or(true),
+    })
+}
+
+pub fn validate_retry(raw: &RawRetry, ctx: &mut Ctx<'_>) -> Option<Retry> {
+    let before = ctx.error_count();
+    if !(2..=MAX_ATTEMPTS).contains(&raw.attempts) {
+        ctx.error("retry.attempts", format!("attempts {} must be 2 to {MAX_ATTEMPTS} (the first attempt included)", raw.attempts));
+    }
+    let delay = match &raw.delay {
+        Some(d) => parse_duration(ctx, "retry.delay", d),
+        None => Some(DEFAULT_RETRY_DELAY),
+    };
+    let mut on = Vec::new();
+    for (i, c) in raw.on.iter().enumerate() {
+        match serde_json::from_value::<ErrorClass>(serde_json::Value::String(c.clone())) {
+            Ok(class) => on.push(class),
+            Err(_) => ctx.error(
+                &format!("retry.on[{i}]"),
+                format!("{c:?} is not an error class; use dns, connect, tls, timeout, http_status, assertion, body_too_large, redirect_limit, invalid_response"),
+            ),
+        }
+    }
+    if on.is_empty() {
+        on = DEFAULT_RETRY_ON.to_vec();
+    }
+    if ctx.error_count() > before {
+        return None;
+    }
+    Some(Retry {
+        attempts: raw.attempts,
+        delay: delay?,
+        on,
+    })
+}
