@@ -11,6 +11,28 @@ use std::process::Command;
 /// A file added to the directory without a row here fails
 /// `check_rejects_the_whole_broken_corpus_in_one_run`.
 const CORPUS: &[(&str, usize, &str)] = &[
+    (
+        "steps_var_before_defined.yaml",
+        12,
+        "${session}` is used before",
+    ),
+    ("steps_duplicate_name.yaml", 7, "steps[1].name"),
+    (
+        "steps_extract_two_sources.yaml",
+        8,
+        "steps[0].extract.token",
+    ),
+    ("steps_timeout_too_long.yaml", 7, "steps[0].timeout"),
+    ("steps_variable_outside_scenario.yaml", 5, "no `steps:`"),
+    ("two_kinds.yaml", 5, "a probe has one check"),
+    ("expect_on_tcp.yaml", 5, "`expect` applies to `http`"),
+    ("tcp_bad_banner_regex.yaml", 7, "tcp.expect"),
+    ("dns_bad_type.yaml", 6, "dns.type"),
+    ("dns_server_is_a_name.yaml", 6, "dns.server"),
+    ("dns_bad_rcode.yaml", 7, "dns.rcode"),
+    ("grpc_target_with_scheme.yaml", 5, "grpc.target"),
+    ("retry_one_attempt.yaml", 4, "retry.attempts"),
+    ("retry_unknown_class.yaml", 6, "retry.on[1]"),
     ("bad_cron_five_fields.yaml", 3, "cron"),
     ("bad_duration_words.yaml", 3, "every"),
     ("bad_env_var_name.yaml", 7, "environment variable name"),
