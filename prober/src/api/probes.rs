@@ -274,6 +274,10 @@ pub struct RunView {
     pub status_code: Option<i16>,
     pub phases: PhasesMs,
     pub response_bytes: i32,
+    /// A scenario's `steps`, a retried run's `attempts`, and kind-specific `info`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
 }
 
 impl From<StoredRun> for RunView {
@@ -299,6 +303,7 @@ impl From<StoredRun> for RunView {
                 transfer_ms: p[5],
             },
             response_bytes: r.response_bytes,
+            detail: r.detail,
         }
     }
 }
@@ -378,7 +383,7 @@ pub struct LatencyQuery {
     pub to: Option<String>,
     /// A whole number of minutes, hours or days (`1m`, `1h`, `1d`); default: about 300 points.
     pub step: Option<String>,
-    /// `total` (default), `dns`, `connect`, `tls`, `first_byte`, `transfer`.
+    /// `total` (default), `dns`, `connect`, `tls`, `first_byte`, `transfer`, or `step:<name>` for a scenario's step.
     pub phase: Option<String>,
 }
 
@@ -428,15 +433,7 @@ pub async fn latency(
 ) -> Result<Json<LatencySeries>, ApiError> {
     let (from, to) = range(q.from.as_deref(), q.to.as_deref(), TimeDelta::days(1))?;
     let phase_name = q.phase.as_deref().unwrap_or("total");
-    let phase = PHASES
-        .iter()
-        .position(|p| *p == phase_name)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "phase={phase_name:?} is not one of {}",
-                PHASES.join(", ")
-            ))
-        })?;
+    let phase = phase_id(&core, &name, phase_name)?;
     let step = match q.step.as_deref() {
         None => default_step(to - from),
         Some(s) => humantime::parse_duration(s).map_err(|e| {
@@ -462,7 +459,7 @@ pub async fn latency(
     known_probe(&core, &name).await?;
     let series = core
         .store
-        .latency_series(&name, phase as i16, from, to, step)
+        .latency_series(&name, phase, from, to, step)
         .await?;
     Ok(Json(LatencySeries {
         probe: name,
@@ -483,6 +480,37 @@ pub async fn latency(
             })
             .collect(),
     }))
+}
+
+/// The stored phase id of `phase`: a fixed phase, or `step:<name>` of the probe's current definition.
+fn phase_id(core: &AppState, probe: &str, phase: &str) -> Result<i16, ApiError> {
+    if let Some(i) = PHASES.iter().position(|p| *p == phase) {
+        return Ok(i as i16);
+    }
+    let Some(step) = phase.strip_prefix("step:") else {
+        return Err(ApiError::bad_request(format!(
+            "phase={phase:?} is not one of {}, or step:<name>",
+            PHASES.join(", ")
+        )));
+    };
+    let steps = match core.scheduler.probe(probe).as_deref().map(|p| &p.check) {
+        Some(crate::config::Check::Steps(s)) => s.steps.iter().map(|s| s.name.clone()).collect(),
+        _ => Vec::new(),
+    };
+    steps
+        .iter()
+        .position(|s| s == step)
+        .map(|i| 100 + i as i16)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "phase={phase:?}: probe {probe:?} has no step named {step:?} (steps: {})",
+                if steps.is_empty() {
+                    "none".to_string()
+                } else {
+                    steps.join(", ")
+                }
+            ))
+        })
 }
 
 // === run now, reload ===
@@ -524,7 +552,17 @@ pub struct ReloadResult {
 #[utoipa::path(post, path = "/api/v1/reload", tag = "probes",
     responses((status = 200, body = ReloadResult), (status = 422, description = "invalid probe files: nothing changed", body = ErrorBody)))]
 pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, ApiError> {
-    match core.reload("api") {
+    // Reading the probe files is blocking I/O: keep it off the async workers.
+    let c = core.clone();
+    let result = tokio::task::spawn_blocking(move || c.reload("api"))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!("the reload task failed: {e}"),
+            details: Vec::new(),
+        })?;
+    match result {
         Ok(diff) => Ok(Json(ReloadResult { applied: true, diff })),
         Err(errors) => Err(ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,

@@ -176,7 +176,8 @@ pub fn render_text(o: &Outcome) -> String {
             c.issuer
         );
     }
-    for a in &o.assertions {
+    // A scenario shows its assertions under each step.
+    for a in o.assertions.iter().filter(|_| o.steps.is_empty()) {
         let mark = if a.passed { "ok  " } else { "FAIL" };
         let _ = writeln!(
             s,
@@ -184,13 +185,61 @@ pub fn render_text(o: &Outcome) -> String {
             a.check, a.expected, a.actual
         );
     }
+    for (i, st) in o.steps.iter().enumerate() {
+        let status = st
+            .status_code
+            .map_or_else(|| "-".to_string(), |c| c.to_string());
+        let verdict = match st.status {
+            crate::probe::StepStatus::Passed => "ok  ",
+            crate::probe::StepStatus::Failed => "FAIL",
+            crate::probe::StepStatus::Skipped => "skip",
+        };
+        let _ = writeln!(
+            s,
+            "  step {} {verdict} {}  {} -> {status}  in {}",
+            i + 1,
+            st.name,
+            st.request,
+            ms(st.phases.total_us)
+        );
+        if st.status != crate::probe::StepStatus::Skipped {
+            let _ = writeln!(s, "         phases {}", phase_line(&st.phases));
+        }
+        for a in st.assertions.iter().filter(|a| !a.passed) {
+            let _ = writeln!(
+                s,
+                "         FAIL {}: expected {}, got {}",
+                a.check, a.expected, a.actual
+            );
+        }
+        if let Some(e) = &st.error {
+            let _ = writeln!(s, "         {}: {}", e.class, e.message);
+        }
+        if !st.extracted.is_empty() {
+            let _ = writeln!(s, "         extracted {}", st.extracted.join(", "));
+        }
+    }
+    for a in &o.attempts {
+        let how = match &a.error {
+            None => "passed".to_string(),
+            Some(e) => format!("{}: {}", e.class, e.message),
+        };
+        let _ = writeln!(s, "  attempt {}   {} in {}", a.attempt, how, ms(a.total_us));
+    }
+    for (k, v) in &o.info {
+        let _ = writeln!(s, "  {k:<11} {v}");
+    }
     if let Some(e) = &o.error {
         let _ = writeln!(s, "  error       {}: {}", e.class, e.message);
     }
-    let _ = writeln!(
-        s,
-        "  trace       {} (probe version {})",
-        o.trace_id, o.probe_version
-    );
+    if o.trace_id.is_empty() {
+        let _ = writeln!(s, "  version     {}", o.probe_version);
+    } else {
+        let _ = writeln!(
+            s,
+            "  trace       {} (probe version {})",
+            o.trace_id, o.probe_version
+        );
+    }
     s
 }

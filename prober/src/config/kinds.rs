@@ -12,9 +12,13 @@ use super::raw::{RawDns, RawGrpc, RawRetry, RawTcp, RawTls};
 use crate::probe::ErrorClass;
 
 /// DNS record types a `dns` probe may ask for.
-pub const DNS_TYPES: [&str; 10] = ["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR", "CAA"];
+pub const DNS_TYPES: [&str; 10] = [
+    "A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR", "CAA",
+];
 /// DNS response codes a `dns` probe may expect.
-pub const DNS_RCODES: [&str; 6] = ["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"];
+pub const DNS_RCODES: [&str; 6] = [
+    "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP",
+];
 /// Most attempts a retry may make.
 pub const MAX_ATTEMPTS: u32 = 10;
 /// Wait between attempts when `retry.delay` is not set.
@@ -77,11 +81,12 @@ pub struct Retry {
 }
 
 fn host(ctx: &mut Ctx<'_>, field: &str, host: &str) -> bool {
-    let ok = !host.is_empty()
-        && !host.contains(['/', ' ', ':'])
-        || host.parse::<IpAddr>().is_ok();
+    let ok = !host.is_empty() && !host.contains(['/', ' ', ':']) || host.parse::<IpAddr>().is_ok();
     if !ok {
-        ctx.error(field, format!("{host:?} is not a host name or IP address (no scheme, path or port here)"));
+        ctx.error(
+            field,
+            format!("{host:?} is not a host name or IP address (no scheme, path or port here)"),
+        );
     }
     ok
 }
@@ -90,9 +95,15 @@ pub fn validate_tcp(raw: &RawTcp, ctx: &mut Ctx<'_>) -> Option<TcpCheck> {
     let before = ctx.error_count();
     host(ctx, "tcp.host", &raw.host);
     if raw.port == 0 {
-        ctx.error("tcp.port", "port 0 cannot be connected to; give the service's port");
+        ctx.error(
+            "tcp.port",
+            "port 0 cannot be connected to; give the service's port",
+        );
     }
-    let expect = raw.expect.as_ref().and_then(|r| regex(ctx, "tcp.expect", r));
+    let expect = raw
+        .expect
+        .as_ref()
+        .and_then(|r| regex(ctx, "tcp.expect", r));
     (ctx.error_count() == before).then(|| TcpCheck {
         host: raw.host.clone(),
         port: raw.port,
@@ -106,9 +117,19 @@ pub fn validate_dns(raw: &RawDns, ctx: &mut Ctx<'_>) -> Option<DnsCheck> {
     if raw.name.trim().is_empty() || raw.name.contains(' ') {
         ctx.error("dns.name", format!("{:?} is not a DNS name", raw.name));
     }
-    let record_type = raw.record_type.as_deref().unwrap_or("A").to_ascii_uppercase();
+    let record_type = raw
+        .record_type
+        .as_deref()
+        .unwrap_or("A")
+        .to_ascii_uppercase();
     if !DNS_TYPES.contains(&record_type.as_str()) {
-        ctx.error("dns.type", format!("{record_type:?} is not a supported record type; use one of {}", DNS_TYPES.join(", ")));
+        ctx.error(
+            "dns.type",
+            format!(
+                "{record_type:?} is not a supported record type; use one of {}",
+                DNS_TYPES.join(", ")
+            ),
+        );
     }
     let server = raw.server.as_ref().and_then(|s| {
         let parsed = s
@@ -120,7 +141,12 @@ pub fn validate_dns(raw: &RawDns, ctx: &mut Ctx<'_>) -> Option<DnsCheck> {
         }
         parsed
     });
-    let tcp = match raw.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let tcp = match raw
+        .protocol
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("udp") => false,
         Some("tcp") => true,
         Some(other) => {
@@ -128,9 +154,19 @@ pub fn validate_dns(raw: &RawDns, ctx: &mut Ctx<'_>) -> Option<DnsCheck> {
             false
         }
     };
-    let rcode = raw.rcode.as_deref().unwrap_or("NOERROR").to_ascii_uppercase();
+    let rcode = raw
+        .rcode
+        .as_deref()
+        .unwrap_or("NOERROR")
+        .to_ascii_uppercase();
     if !DNS_RCODES.contains(&rcode.as_str()) {
-        ctx.error("dns.rcode", format!("{rcode:?} is not a response code; use one of {}", DNS_RCODES.join(", ")));
+        ctx.error(
+            "dns.rcode",
+            format!(
+                "{rcode:?} is not a response code; use one of {}",
+                DNS_RCODES.join(", ")
+            ),
+        );
     }
     let min_answers = raw.min_answers.unwrap_or(u32::from(rcode == "NOERROR"));
     (ctx.error_count() == before).then(|| DnsCheck {
@@ -153,7 +189,10 @@ pub fn validate_tls(raw: &RawTls, ctx: &mut Ctx<'_>) -> Option<TlsCheck> {
     }
     let server_name = raw.server_name.clone().unwrap_or_else(|| raw.host.clone());
     if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
-        ctx.error("tls.server_name", format!("{server_name:?} is not a valid TLS server name"));
+        ctx.error(
+            "tls.server_name",
+            format!("{server_name:?} is not a valid TLS server name"),
+        );
     }
     (ctx.error_count() == before).then(|| TlsCheck {
         host: raw.host.clone(),
@@ -170,7 +209,13 @@ pub fn validate_grpc(raw: &RawGrpc, ctx: &mut Ctx<'_>) -> Option<GrpcCheck> {
         Some((h.to_string(), p.parse::<u16>().ok().filter(|p| *p > 0)?))
     });
     let Some((host, port)) = parsed.filter(|(h, _)| !h.is_empty() && !h.contains('/')) else {
-        ctx.error("grpc.target", format!("{:?} is not host:port (e.g. orders.internal:50051; no scheme)", raw.target));
+        ctx.error(
+            "grpc.target",
+            format!(
+                "{:?} is not host:port (e.g. orders.internal:50051; no scheme)",
+                raw.target
+            ),
+        );
         return None;
     };
     Some(GrpcCheck {
@@ -185,7 +230,13 @@ pub fn validate_grpc(raw: &RawGrpc, ctx: &mut Ctx<'_>) -> Option<GrpcCheck> {
 pub fn validate_retry(raw: &RawRetry, ctx: &mut Ctx<'_>) -> Option<Retry> {
     let before = ctx.error_count();
     if !(2..=MAX_ATTEMPTS).contains(&raw.attempts) {
-        ctx.error("retry.attempts", format!("attempts {} must be 2 to {MAX_ATTEMPTS} (the first attempt included)", raw.attempts));
+        ctx.error(
+            "retry.attempts",
+            format!(
+                "attempts {} must be 2 to {MAX_ATTEMPTS} (the first attempt included)",
+                raw.attempts
+            ),
+        );
     }
     let delay = match &raw.delay {
         Some(d) => parse_duration(ctx, "retry.delay", d),
@@ -197,7 +248,7 @@ pub fn validate_retry(raw: &RawRetry, ctx: &mut Ctx<'_>) -> Option<Retry> {
             Ok(class) => on.push(class),
             Err(_) => ctx.error(
                 &format!("retry.on[{i}]"),
-                format!("{c:?} is not an error class; use dns, connect, tls, timeout, http_status, assertion, body_too_large, redirect_limit, invalid_response"),
+                format!("{c:?} is not an error class; use dns, connect, tls, timeout, http_status, assertion, body_too_large, redirect_limit, invalid_response, config"),
             ),
         }
     }

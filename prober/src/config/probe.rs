@@ -17,10 +17,10 @@ use serde_json_path::JsonPath;
 
 use super::diag::Ctx;
 pub use super::kinds::{DnsCheck, GrpcCheck, Retry, TcpCheck, TlsCheck};
-pub use super::steps::{Extract, ExtractFrom, Scenario, Step};
-use super::{kinds, steps};
 use super::raw::{RawExpect, RawHeaderValue, RawHttp, RawProbe, RawStatus};
+pub use super::steps::{Extract, ExtractFrom, Scenario, Step};
 use super::template::Template;
+use super::{kinds, steps};
 
 /// Timeout of a run when the probe does not set one (capped at half the interval).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,7 +240,9 @@ impl Probe {
             Check::Tcp(c) => c.host.clone(),
             Check::Tls(c) => c.host.clone(),
             Check::Grpc(c) => c.host.clone(),
-            Check::Dns(c) => c.server.map_or_else(|| "dns".to_string(), |s| s.ip().to_string()),
+            Check::Dns(c) => c
+                .server
+                .map_or_else(|| "dns".to_string(), |s| s.ip().to_string()),
             Check::Http(_) | Check::Steps(_) => (self.http_requests().first())
                 .and_then(|(_, r)| r.url.render().ok())
                 .and_then(|u| url::Url::parse(&u).ok())
@@ -303,7 +305,10 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
     let schedule = validate_schedule(raw, ctx);
     let timeout = validate_timeout(raw, schedule.as_ref(), ctx);
     let check = validate_check(raw, timeout, ctx);
-    let retry = raw.retry.as_ref().and_then(|r| kinds::validate_retry(r, ctx));
+    let retry = raw
+        .retry
+        .as_ref()
+        .and_then(|r| kinds::validate_retry(r, ctx));
     if ctx.error_count() > errors_before {
         return None;
     }
@@ -347,7 +352,10 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
         [_, second, ..] => {
             ctx.error_at_key(
                 second,
-                format!("a probe has one check, and this one also has `{}`; split it into two probes", kinds[0]),
+                format!(
+                    "a probe has one check, and this one also has `{}`; split it into two probes",
+                    kinds[0]
+                ),
             );
             return None;
         }
@@ -359,8 +367,15 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
         );
     }
     if let Some(http) = &raw.http {
-        return validate_http(http, raw.expect.as_ref(), ctx, "http", "expect", &Scope::default())
-            .map(Check::Http);
+        return validate_http(
+            http,
+            raw.expect.as_ref(),
+            ctx,
+            "http",
+            "expect",
+            &Scope::default(),
+        )
+        .map(Check::Http);
     }
     if let Some(steps) = &raw.steps {
         return steps::validate_steps(steps, timeout, ctx).map(Check::Steps);
@@ -383,7 +398,8 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
 /// The probe's JSON with every secret header value replaced.
 fn redacted_definition(value: &Value, raw: &RawProbe) -> Value {
     let mut v = value.clone();
-    let mut requests: Vec<(String, &RawHttp)> = raw.http.iter().map(|h| ("/http".to_string(), h)).collect();
+    let mut requests: Vec<(String, &RawHttp)> =
+        raw.http.iter().map(|h| ("/http".to_string(), h)).collect();
     for (i, st) in raw.steps.iter().flatten().enumerate() {
         requests.push((format!("/steps/{i}/http"), &st.http));
     }
@@ -662,15 +678,23 @@ pub fn validate_http(
     }
     let body = match (&raw.body, &raw.json) {
         (Some(_), Some(_)) => {
-            ctx.error(&format!("{at}.json"), "both `body` and `json` are set; keep one");
+            ctx.error(
+                &format!("{at}.json"),
+                "both `body` and `json` are set; keep one",
+            );
             None
         }
         (Some(b), None) => template(ctx, &format!("{at}.body"), b, scope).map(Body::Text),
-        (None, Some(j)) => template(ctx, &format!("{at}.json"), &j.to_string(), scope).map(Body::Json),
+        (None, Some(j)) => {
+            template(ctx, &format!("{at}.json"), &j.to_string(), scope).map(Body::Json)
+        }
         (None, None) => None,
     };
     if raw.max_body_bytes == Some(0) {
-        ctx.error(&format!("{at}.max_body_bytes"), "max_body_bytes must be at least 1");
+        ctx.error(
+            &format!("{at}.max_body_bytes"),
+            "max_body_bytes must be at least 1",
+        );
     }
     let expect = validate_expect(expect, ctx, expect_at, scope);
     if ctx.error_count() > before {

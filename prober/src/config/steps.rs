@@ -62,7 +62,10 @@ pub fn validate_steps(
         return None;
     }
     if raw.len() > MAX_STEPS {
-        ctx.error("steps", format!("a scenario has at most {MAX_STEPS} steps; split it"));
+        ctx.error(
+            "steps",
+            format!("a scenario has at most {MAX_STEPS} steps; split it"),
+        );
         return None;
     }
     let mut defined: Vec<String> = Vec::new();
@@ -71,9 +74,18 @@ pub fn validate_steps(
     for (i, st) in raw.iter().enumerate() {
         let at = format!("steps[{i}]");
         if st.name.trim().is_empty() {
-            ctx.error(&format!("{at}.name"), "the step's name is empty; name it (it labels results and histograms)");
+            ctx.error(
+                &format!("{at}.name"),
+                "the step's name is empty; name it (it labels results and histograms)",
+            );
         } else if names.contains(&st.name.as_str()) {
-            ctx.error(&format!("{at}.name"), format!("step name {:?} is used twice in this probe; names must be unique", st.name));
+            ctx.error(
+                &format!("{at}.name"),
+                format!(
+                    "step name {:?} is used twice in this probe; names must be unique",
+                    st.name
+                ),
+            );
         }
         names.push(&st.name);
         let scope = Scope {
@@ -111,7 +123,10 @@ pub fn validate_steps(
                 continue;
             }
             if let Some(from) = validate_extract(from, &field, ctx) {
-                extract.push(Extract { name: name.clone(), from });
+                extract.push(Extract {
+                    name: name.clone(),
+                    from,
+                });
             }
         }
         // Variables become usable in the steps after this one.
@@ -132,23 +147,37 @@ pub fn validate_steps(
 fn validate_extract(raw: &RawExtract, field: &str, ctx: &mut Ctx<'_>) -> Option<ExtractFrom> {
     match (&raw.json, &raw.header, &raw.regex, raw.status) {
         (Some(p), None, None, None) => match JsonPath::parse(p) {
-            Ok(path) => Some(ExtractFrom::Json { path, source: p.clone() }),
+            Ok(path) => Some(ExtractFrom::Json {
+                path,
+                source: p.clone(),
+            }),
             Err(e) => {
-                ctx.error(&format!("{field}.json"), format!("{p:?} is not a JSON path ({e}); write RFC 9535 paths such as $.token"));
+                ctx.error(
+                    &format!("{field}.json"),
+                    format!("{p:?} is not a JSON path ({e}); write RFC 9535 paths such as $.token"),
+                );
                 None
             }
         },
         (None, Some(h), None, None) => match HeaderName::from_bytes(h.as_bytes()) {
             Ok(n) => Some(ExtractFrom::Header(n)),
             Err(_) => {
-                ctx.error(&format!("{field}.header"), format!("{h:?} is not a valid header name"));
+                ctx.error(
+                    &format!("{field}.header"),
+                    format!("{h:?} is not a valid header name"),
+                );
                 None
             }
         },
-        (None, None, Some(r), None) => regex(ctx, &format!("{field}.regex"), r).map(ExtractFrom::Regex),
+        (None, None, Some(r), None) => {
+            regex(ctx, &format!("{field}.regex"), r).map(ExtractFrom::Regex)
+        }
         (None, None, None, Some(true)) => Some(ExtractFrom::Status),
         _ => {
-            ctx.error(field, "an extraction needs exactly one of `json`, `header`, `regex`, `status: true`");
+            ctx.error(
+                field,
+                "an extraction needs exactly one of `json`, `header`, `regex`, `status: true`",
+            );
             None
         }
     }

@@ -199,7 +199,10 @@ impl Template {
     }
 
     /// Renders with values from `lookup` (environment only).
-    pub fn render_with(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, RenderError> {
+    pub fn render_with(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<String, RenderError> {
         self.render_full(lookup, &Vars::new())
     }
 
@@ -243,20 +246,34 @@ mod tests {
         let t = Template::parse("/orders/${order_id}?t=${now_unix}&r=${random_int}").unwrap();
         assert_eq!(t.vars().collect::<Vec<_>>(), vec!["order_id"]);
         let mut vars = Vars::new();
-        assert_eq!(t.render_vars(&vars).unwrap_err(), RenderError::MissingVar("order_id".into()));
+        assert_eq!(
+            t.render_vars(&vars).unwrap_err(),
+            RenderError::MissingVar("order_id".into())
+        );
         vars.insert("order_id".into(), String::new());
-        assert_eq!(t.render_vars(&vars).unwrap_err(), RenderError::EmptyVar("order_id".into()));
+        assert_eq!(
+            t.render_vars(&vars).unwrap_err(),
+            RenderError::EmptyVar("order_id".into())
+        );
         vars.insert("order_id".into(), "42".into());
         assert!(t.render_vars(&vars).unwrap().starts_with("/orders/42?t="));
         let u = Template::parse("${uuid}").unwrap();
-        assert_ne!(u.render().unwrap(), u.render().unwrap(), "fresh at each use");
+        assert_ne!(
+            u.render().unwrap(),
+            u.render().unwrap(),
+            "fresh at each use"
+        );
     }
 
     #[test]
     fn unknown_forms_and_unclosed_braces_are_refused() {
-        assert!(Template::parse("${to-ken}").unwrap_err().contains("unknown placeholder"));
+        assert!(Template::parse("${to-ken}")
+            .unwrap_err()
+            .contains("unknown placeholder"));
         assert!(Template::parse("${env:A-B}").is_err());
-        assert!(Template::parse("x ${env:A").unwrap_err().contains("closing"));
+        assert!(Template::parse("x ${env:A")
+            .unwrap_err()
+            .contains("closing"));
         assert!(Template::parse("${1abc}").is_err());
     }
 

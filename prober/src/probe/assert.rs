@@ -76,8 +76,18 @@ pub fn evaluate(expect: &Expect, r: &ResponseView<'_>, vars: &Vars) -> Vec<Asser
     }
     for t in &expect.body_not_contains {
         out.push(match expected_text(t, vars) {
-            Ok(s) => body_result("body does not contain", !body.contains(s.as_str()), &s, &body),
-            Err(e) => result("body does not contain".into(), false, t.source().to_string(), e),
+            Ok(s) => body_result(
+                "body does not contain",
+                !body.contains(s.as_str()),
+                &s,
+                &body,
+            ),
+            Err(e) => result(
+                "body does not contain".into(),
+                false,
+                t.source().to_string(),
+                e,
+            ),
         });
     }
     for re in &expect.body_matches {

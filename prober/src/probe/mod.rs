@@ -47,7 +47,10 @@ impl Runner {
             let mut attempts = vec![attempt_summary(1, &outcome)];
             let mut n = 1;
             while n < retry.attempts
-                && outcome.error.as_ref().is_some_and(|e| retry.on.contains(&e.class))
+                && outcome
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| retry.on.contains(&e.class))
             {
                 tokio::time::sleep(retry.delay).await;
                 n += 1;

@@ -71,7 +71,8 @@ fn missing_var(step: &Step, vars: &Vars) -> Option<String> {
     let r = &step.check.request;
     let mut templates = vec![&r.url];
     templates.extend(r.headers.iter().map(|h| &h.value));
-    if let Some(crate::config::probe::Body::Text(t) | crate::config::probe::Body::Json(t)) = &r.body {
+    if let Some(crate::config::probe::Body::Text(t) | crate::config::probe::Body::Json(t)) = &r.body
+    {
         templates.push(t);
     }
     templates
@@ -86,7 +87,11 @@ fn skipped(step: &Step, why: String) -> StepOutcome {
         name: step.name.clone(),
         status: StepStatus::Skipped,
         error: Some(fail(ErrorClass::Config, format!("skipped: {why}"))),
-        request: format!("{} {}", step.check.request.method, step.check.request.url.source()),
+        request: format!(
+            "{} {}",
+            step.check.request.method,
+            step.check.request.url.source()
+        ),
         status_code: None,
         phases: Phases::default(),
         assertions: Vec::new(),
@@ -115,7 +120,11 @@ fn finish_step(step: &Step, x: Exchange, vars: &mut Vars) -> (StepOutcome, Optio
                         extracted.push(ex.name.clone());
                     }
                     found => {
-                        let what = if found.is_some() { "an empty value" } else { "nothing" };
+                        let what = if found.is_some() {
+                            "an empty value"
+                        } else {
+                            "nothing"
+                        };
                         error = Some(fail(
                             ErrorClass::Assertion,
                             format!(
@@ -139,7 +148,11 @@ fn finish_step(step: &Step, x: Exchange, vars: &mut Vars) -> (StepOutcome, Optio
     }
     let outcome = StepOutcome {
         name: step.name.clone(),
-        status: if error.is_none() { StepStatus::Passed } else { StepStatus::Failed },
+        status: if error.is_none() {
+            StepStatus::Passed
+        } else {
+            StepStatus::Failed
+        },
         error: error.clone(),
         request: x.request,
         status_code: x.status_code,
@@ -163,11 +176,17 @@ fn describe(from: &ExtractFrom) -> String {
 fn extract(from: &ExtractFrom, resp: &Response) -> Option<String> {
     match from {
         ExtractFrom::Status => Some(resp.status.as_u16().to_string()),
-        ExtractFrom::Header(h) => resp.headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string),
+        ExtractFrom::Header(h) => resp
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         ExtractFrom::Regex(re) => {
             let body = String::from_utf8_lossy(&resp.body);
             let caps = re.captures(&body)?;
-            caps.get(1).or_else(|| caps.get(0)).map(|m| m.as_str().to_string())
+            caps.get(1)
+                .or_else(|| caps.get(0))
+                .map(|m| m.as_str().to_string())
         }
         ExtractFrom::Json { path, .. } => {
             let doc: Value = serde_json::from_slice(&resp.body).ok()?;
@@ -190,7 +209,14 @@ fn summarize(
     steps: Vec<StepOutcome>,
     failure: Option<(usize, ProbeError)>,
 ) -> Outcome {
-    let mut o = Outcome::failed(&probe.name, &probe.version, started_at, ErrorClass::Config, String::new(), elapsed);
+    let mut o = Outcome::failed(
+        &probe.name,
+        &probe.version,
+        started_at,
+        ErrorClass::Config,
+        String::new(),
+        elapsed,
+    );
     o.trace_id = trace_id;
     let mut phases = Phases::default();
     for st in steps.iter().filter(|s| s.status != StepStatus::Skipped) {

@@ -1,11 +1,294 @@
-//! The TLS check (being written).
+//! The TLS check: resolve, connect, and a TLS handshake with SNI `server_name`
+//! (no ALPN), then report the server's certificate — also, and above all, when
+//! the handshake failed verification (expired, untrusted, wrong host): the
+//! verifier keeps what the server presented.
+//!
+//! Phases: dns (0 for an IP address), connect, tls. The kind has no first byte
+//! or transfer; those stay `None`.
+//!
+//! `info`: `tls.version` and `tls.cipher` (after a handshake), `tls.subject`,
+//! `tls.issuer`, `tls.san`, `tls.hostname_match` (computed here from the SANs,
+//! so it is known with `verify: false` too) and `tls.chain_length`.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use chrono::Utc;
+use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use x509_parser::extensions::GeneralName;
 
-use super::outcome::{ErrorClass, Outcome};
+use super::outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, ProbeError};
+use super::tcp::{connect, fail, host_port, micros, resolve, Progress, Stage};
+use super::tls::{self, TlsClients};
 use crate::config::probe::TlsCheck;
 use crate::config::Probe;
 
-pub async fn run(probe: &Probe, _check: &TlsCheck, _tls: &super::tls::TlsClients) -> Outcome {
-    Outcome::failed(&probe.name, &probe.version, Utc::now(), ErrorClass::Config, "tls probes are not implemented yet".into(), std::time::Duration::ZERO)
+/// A subject alternative name of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum San {
+    Dns(String),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for San {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            San::Dns(d) => f.write_str(d),
+            San::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// What the handshake negotiated, when it completed.
+#[derive(Debug, Default)]
+struct Negotiated {
+    version: Option<String>,
+    cipher: Option<String>,
+}
+
+/// Runs a TLS check once.
+pub async fn run(probe: &Probe, check: &TlsCheck, tls: &TlsClients) -> Outcome {
+    let started_at = Utc::now();
+    let start = Instant::now();
+    let mut o = Outcome::failed(
+        &probe.name,
+        &probe.version,
+        started_at,
+        ErrorClass::Config,
+        String::new(),
+        Duration::ZERO,
+    );
+    let hp = host_port(&check.host, check.port);
+    o.request = if check.server_name == check.host {
+        format!("tls {hp}")
+    } else {
+        format!("tls {hp} (server name {})", check.server_name)
+    };
+    let (config, slot, chain) = match tls.for_inspection(check.verify) {
+        Ok(c) => c,
+        Err(e) => {
+            o.error = Some(fail(ErrorClass::Config, e));
+            o.phases.total_us = micros(start.elapsed());
+            return o;
+        }
+    };
+
+    let mut p = Progress::new(start);
+    let mut negotiated = Negotiated::default();
+    let result = tokio::time::timeout(
+        probe.timeout,
+        handshake(check, config, &mut p, &mut negotiated),
+    )
+    .await;
+    let total = start.elapsed();
+    let mut error = match result {
+        Ok(r) => r.err(),
+        Err(_) => {
+            p.close_partial();
+            let where_ = match p.remote_addr {
+                Some(a) if a.to_string() != hp => format!("{hp} ({a})"),
+                _ => hp.clone(),
+            };
+            let hint = match p.stage {
+                Stage::Tls => "the port may not speak TLS (or waits for a STARTTLS command), or the server is overloaded",
+                Stage::Connect => "the host did not answer the connection attempt; is a firewall dropping packets?",
+                _ => "the target is slow or hung; raise `timeout` only if that latency is acceptable",
+            };
+            Some(fail(
+                ErrorClass::Timeout,
+                format!(
+                    "no TLS handshake within the timeout of {} (still {} at {where_}); {hint}",
+                    humantime::format_duration(probe.timeout),
+                    p.stage.describe(),
+                ),
+            ))
+        }
+    };
+
+    o.phases = p.phases;
+    o.phases.total_us = micros(total);
+    if let Some(addr) = p.remote_addr {
+        o.remote_addr = Some(addr.to_string());
+    }
+    o.cert = slot.info(Utc::now());
+    let presented = chain.certificates();
+    if let Some(v) = negotiated.version {
+        o.info.insert("tls.version".into(), v);
+    }
+    if let Some(c) = negotiated.cipher {
+        o.info.insert("tls.cipher".into(), c);
+    }
+    if let Some(cert) = &o.cert {
+        o.info.insert("tls.subject".into(), cert.subject.clone());
+        o.info.insert("tls.issuer".into(), cert.issuer.clone());
+    }
+    if let Some(end_entity) = presented.first() {
+        let sans = sans(end_entity);
+        let list: Vec<String> = sans.iter().map(ToString::to_string).collect();
+        o.info.insert("tls.san".into(), list.join(", "));
+        o.info.insert(
+            "tls.hostname_match".into(),
+            covers(&sans, &check.server_name).to_string(),
+        );
+        o.info
+            .insert("tls.chain_length".into(), presented.len().to_string());
+    }
+    if let Some(days) = check.cert_valid_days {
+        let a = valid_days_assertion(days, o.cert.as_ref());
+        if !a.passed && error.is_none() {
+            error = Some(fail(
+                ErrorClass::Assertion,
+                format!(
+                    "{}: expected {}, got {}; renew the certificate of {}",
+                    a.check, a.expected, a.actual, check.server_name
+                ),
+            ));
+        }
+        o.assertions.push(a);
+    }
+    o.success = error.is_none();
+    o.error = error;
+    o
+}
+
+async fn handshake(
+    check: &TlsCheck,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    p: &mut Progress,
+    negotiated: &mut Negotiated,
+) -> Result<(), ProbeError> {
+    let name = ServerName::try_from(check.server_name.clone()).map_err(|e| {
+        fail(
+            ErrorClass::Config,
+            format!(
+                "{:?} is not a valid TLS server name ({e})",
+                check.server_name
+            ),
+        )
+    })?;
+    let addrs = resolve(&check.host, check.port, p).await?;
+    let tcp = connect(&addrs, &check.host, check.port, p).await?;
+    p.enter(Stage::Tls);
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let result = connector.connect(name, tcp).await;
+    p.phases.tls_us = Some(micros(p.stage_started.elapsed()));
+    let mut stream = result.map_err(|e| {
+        let advice = tls::explain(&e, &host_port(&check.server_name, check.port))
+            .replace("`http.tls_verify: false`", "`tls.verify: false`");
+        fail(ErrorClass::Tls, advice)
+    })?;
+    let (_, conn) = stream.get_ref();
+    negotiated.version = conn.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
+        other => format!("{other:?}"),
+    });
+    negotiated.cipher = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()));
+    // A polite close_notify; the server's answer does not matter.
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+fn valid_days_assertion(days: u32, cert: Option<&CertInfo>) -> AssertionResult {
+    let (passed, actual) = match cert {
+        Some(c) => (
+            c.days_left >= i64::from(days),
+            format!("{} days left (expires {})", c.days_left, c.not_after),
+        ),
+        None => (
+            false,
+            "no certificate (the server sent none before the handshake stopped)".to_string(),
+        ),
+    };
+    AssertionResult {
+        check: "certificate valid for".into(),
+        passed,
+        expected: format!(">= {days} days"),
+        actual,
+    }
+}
+
+/// The DNS names and IP addresses a DER certificate is for.
+fn sans(der: &[u8]) -> Vec<San> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(San::Dns((*d).to_string())),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| San::Ip(IpAddr::from(a))),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| San::Ip(IpAddr::from(a))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the names cover `server_name`, as a client checks it: an IP address
+/// against the IP entries; a name against the DNS entries, case-insensitively,
+/// `*.` matching exactly one leftmost label. The subject's CN is not consulted
+/// (browsers and rustls ignore it).
+fn covers(sans: &[San], server_name: &str) -> bool {
+    let bare = server_name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return sans.contains(&San::Ip(ip));
+    }
+    let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+    sans.iter().any(|s| {
+        let San::Dns(pattern) = s else {
+            return false;
+        };
+        let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => name
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => pattern == name,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns(s: &str) -> San {
+        San::Dns(s.into())
+    }
+
+    #[test]
+    fn a_wildcard_covers_exactly_one_label() {
+        let sans = [dns("*.example.com")];
+        assert!(covers(&sans, "www.example.com"));
+        assert!(covers(&sans, "WWW.Example.com."));
+        assert!(!covers(&sans, "example.com"));
+        assert!(!covers(&sans, "a.b.example.com"));
+    }
+
+    #[test]
+    fn an_ip_address_is_matched_against_ip_entries_only() {
+        let sans = [
+            dns("127.0.0.1"),
+            San::Ip("::1".parse().unwrap_or(IpAddr::from([0u8; 4]))),
+        ];
+        assert!(!covers(&sans, "127.0.0.1"));
+        assert!(covers(&sans, "::1"));
+        assert!(covers(&[dns("localhost")], "localhost"));
+        assert!(!covers(&[dns("other.example")], "localhost"));
+    }
 }

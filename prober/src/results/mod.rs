@@ -29,6 +29,41 @@ pub fn phase_samples(p: &Phases) -> [Option<u64>; 6] {
     ]
 }
 
+/// Upper bounds (µs) of the fixed histogram buckets exported in `/metrics`
+/// (Prometheus' usual latency buckets, 1 ms to 10 s); a last, implicit
+/// bucket holds everything above.
+pub const METRIC_BUCKETS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// The bucket of [`METRIC_BUCKETS_US`] holding `us` (bounds are inclusive,
+/// as Prometheus' `le`); `METRIC_BUCKETS_US.len()` is the overflow bucket.
+pub fn metric_bucket(us: u64) -> usize {
+    METRIC_BUCKETS_US.partition_point(|&b| b < us)
+}
+
+/// A cumulative fixed-bucket histogram for `/metrics`: 120 bytes, no allocation.
+/// Counts are per bucket (not cumulative); the count is their sum, so it can
+/// never disagree with the buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricHist {
+    /// Per bucket of [`METRIC_BUCKETS_US`], then the overflow bucket.
+    pub buckets: [u64; METRIC_BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+}
+
+impl MetricHist {
+    pub fn record(&mut self, us: u64) {
+        self.buckets[metric_bucket(us)] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 /// Identity of the probe definition a run belongs to.
 #[derive(Debug)]
 pub struct ProbeMeta {
@@ -82,6 +117,10 @@ pub struct ProbeState {
     pub runs: u64,
     pub failures: u64,
     pub skipped_ticks: u64,
+    /// Since the probe's state was created, per phase of [`PHASES`]: for `/metrics`.
+    pub phase_totals: [MetricHist; 6],
+    /// Failures per error class, only for classes that occurred.
+    pub failures_by_class: Vec<(ErrorClass, u64)>,
 }
 
 impl ProbeState {
@@ -95,9 +134,21 @@ impl ProbeState {
             self.minute = Some(minute);
             self.minute_hist = Default::default();
         }
-        for (h, sample) in self.minute_hist.iter_mut().zip(phase_samples(&o.phases)) {
+        let samples = phase_samples(&o.phases);
+        for (h, sample) in self.minute_hist.iter_mut().zip(samples) {
             if let Some(us) = sample {
                 h.record(us);
+            }
+        }
+        for (h, sample) in self.phase_totals.iter_mut().zip(samples) {
+            if let Some(us) = sample {
+                h.record(us);
+            }
+        }
+        if let Some(class) = o.error.as_ref().filter(|_| !o.success).map(|e| e.class) {
+            match self.failures_by_class.iter_mut().find(|(c, _)| *c == class) {
+                Some((_, n)) => *n += 1,
+                None => self.failures_by_class.push((class, 1)),
             }
         }
         if self.status.is_none_or(|s| s.up != o.success) {
@@ -158,13 +209,26 @@ impl LiveState {
         }
     }
 
+    /// Records a run of a probe that is still defined; a late run of a removed probe is not kept.
     pub fn record(&self, r: &RunRecord) {
-        let state = self.probe(&r.meta.name);
+        let Some(state) = self
+            .probes
+            .read()
+            .ok()
+            .and_then(|m| m.get(&r.meta.name).cloned())
+        else {
+            return;
+        };
         let mut s = match state.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         s.record(r, self.keep);
+    }
+
+    /// The state of `name` if it exists (never creates it, unlike [`LiveState::probe`]).
+    pub fn get(&self, name: &str) -> Option<Arc<Mutex<ProbeState>>> {
+        self.probes.read().ok().and_then(|m| m.get(name).cloned())
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -231,6 +231,10 @@ impl Scheduler {
     /// their phase and state), removed ones stop, new ones start, changed ones restart.
     pub fn apply(&self, probes: Vec<Probe>) -> Diff {
         let mut diff = Diff::default();
+        if self.stop.is_cancelled() {
+            // Shutting down: a late reload must not start loops that would exit at once.
+            return diff;
+        }
         let mut loops = self.lock_loops();
         let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
         let gone: Vec<String> = loops

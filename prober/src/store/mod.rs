@@ -306,6 +306,7 @@ impl Store {
             .bind(&cols.s_us)
             .bind(&cols.s_lo)
             .bind(&cols.s_hi)
+            .bind(&cols.detail)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| err(&format!("writing {} runs failed", batch.len()), e))?;
@@ -386,6 +387,7 @@ struct RunColumns {
     error_class: Vec<Option<i16>>,
     success: Vec<bool>,
     error_message: Vec<Option<String>>,
+    detail: Vec<Option<serde_json::Value>>,
     // one entry per (run, phase) sample, with its bin
     s_run_id: Vec<uuid::Uuid>,
     s_phase: Vec<i16>,
@@ -407,17 +409,33 @@ impl RunColumns {
         self.version_id.push(version_id);
         self.lateness_us.push(clamp_i32(r.lateness_us));
         let q = Quantiser::get();
-        for (i, sample) in phase_samples(&o.phases).into_iter().enumerate() {
-            self.phases[i].push(sample.map(|us| clamp_i32(us as i64)));
-            if let Some(us) = sample {
-                let (lo, hi) = q.bin(us);
-                self.s_run_id.push(r.run_id);
-                self.s_phase.push(i as i16);
-                self.s_us.push(us as i64);
-                self.s_lo.push(lo as i64);
-                self.s_hi.push(hi as i64);
+        let mut sample = |phase: i16, us: u64| {
+            let (lo, hi) = q.bin(us);
+            self.s_run_id.push(r.run_id);
+            self.s_phase.push(phase);
+            self.s_us.push(us as i64);
+            self.s_lo.push(lo as i64);
+            self.s_hi.push(hi as i64);
+        };
+        let phases = phase_samples(&o.phases);
+        for (i, us) in phases.iter().enumerate() {
+            if let Some(us) = us {
+                sample(i as i16, *us);
             }
         }
+        // A scenario's steps: phase 100 + the step's index, for the steps that ran.
+        for (i, st) in o.steps.iter().enumerate().take(100) {
+            if st.status != crate::probe::StepStatus::Skipped {
+                sample(100 + i as i16, st.phases.total_us);
+            }
+        }
+        for (i, us) in phases.iter().enumerate() {
+            self.phases[i].push(us.map(|us| clamp_i32(us as i64)));
+        }
+        let has_detail = !(o.steps.is_empty() && o.attempts.is_empty() && o.info.is_empty());
+        self.detail.push(has_detail.then(
+            || serde_json::json!({"steps": o.steps, "attempts": o.attempts, "info": o.info}),
+        ));
         self.response_bytes.push(clamp_i32(o.response_bytes as i64));
         self.status_code.push(o.status_code.map(|c| c as i16));
         self.error_class
@@ -453,18 +471,20 @@ with input as (
     select * from unnest(
         $1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $7::int[],
         $8::int[], $9::int[], $10::int[], $11::int[], $12::int[], $13::int[],
-        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[])
+        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[], $24::jsonb[])
     as t(run_id, scheduled_at, probe_id, version_id, lateness_us,
          total_us, dns_us, connect_us, tls_us, first_byte_us, transfer_us,
-         response_bytes, status_code, error_class, success, error_message)
+         response_bytes, status_code, error_class, success, error_message, detail)
 ),
 ins as (
     insert into runs (run_id, scheduled_at, probe_id, version_id, location_id, build_id,
                       lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
-                      transfer_us, response_bytes, status_code, error_class, success, error_message)
+                      transfer_us, response_bytes, status_code, error_class, success, error_message,
+                      detail)
     select run_id, scheduled_at, probe_id, version_id, $5::int2, $6::int2,
            lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
-           transfer_us, response_bytes, status_code, error_class, success, error_message
+           transfer_us, response_bytes, status_code, error_class, success, error_message,
+           detail
     from input
     on conflict do nothing
     returning run_id, scheduled_at, probe_id, success

@@ -34,6 +34,8 @@ pub struct StoredRun {
     pub status_code: Option<i16>,
     pub phases_us: [Option<i32>; 6],
     pub response_bytes: i32,
+    /// Steps, attempts and kind-specific facts, when the run has them.
+    pub detail: Option<serde_json::Value>,
 }
 
 /// One step of a latency series.
@@ -135,7 +137,7 @@ impl Store {
             "select r.run_id, r.scheduled_at, r.lateness_us, l.name, v.version, r.success,
                     e.name, r.error_message, r.status_code,
                     r.total_us, r.dns_us, r.connect_us, r.tls_us, r.first_byte_us, r.transfer_us,
-                    r.response_bytes
+                    r.response_bytes, r.detail
              from runs r
              join probes p on p.id = r.probe_id
              join probe_versions v on v.id = r.version_id
@@ -176,6 +178,7 @@ impl Store {
                         r.try_get(14)?,
                     ],
                     response_bytes: r.try_get(15)?,
+                    detail: r.try_get(16)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()

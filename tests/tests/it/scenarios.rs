@@ -330,3 +330,69 @@ async fn retries_record_every_attempt_and_the_last_decides() {
         "http_status is not retried by default"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_outcomes_are_stored_and_each_step_has_its_own_histogram() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let app = App::start().await;
+    let db = crate::db::TestDb::create().await;
+    let store = prober::store::Store::new(&db.url, "steps-lab").unwrap();
+    store.migrate().await.unwrap();
+    let p = probe(&scenario(&app.base));
+    let outcome = Runner::new().unwrap().run(&p).await;
+    assert!(outcome.success);
+    let now = chrono::Utc::now();
+    let record = prober::results::RunRecord {
+        run_id: uuid::Uuid::now_v7(),
+        meta: std::sync::Arc::new(prober::results::ProbeMeta {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            definition: p.definition.clone(),
+            source: p.source.to_string(),
+        }),
+        scheduled_at: now,
+        started_at: now,
+        lateness_us: 0,
+        outcome: outcome.clone(),
+    };
+
+    store.write_runs(&[record]).await.unwrap();
+
+    let pool = db.pool().await;
+    let detail: serde_json::Value = sqlx::query_scalar("select detail from runs_view")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let names: Vec<&str> = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["login", "create", "read", "cleanup"]);
+    assert_eq!(detail["steps"][1]["status"], "passed");
+    let (from, to) = (
+        now - chrono::TimeDelta::hours(1),
+        now + chrono::TimeDelta::hours(1),
+    );
+    for (i, st) in outcome.steps.iter().enumerate() {
+        let q = store
+            .quantile(
+                &p.name,
+                100 + i as i16,
+                prober::store::Resolution::Minute,
+                from,
+                to,
+                1.0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let (lo, hi) = prober::results::hist::Quantiser::get().bin(st.phases.total_us);
+        assert!(
+            lo as i64 <= q && q == hi as i64,
+            "step {i}: {q} not the bin of {}",
+            st.phases.total_us
+        );
+    }
+}
