@@ -23,6 +23,7 @@ pub async fn run(probe: &Probe, scenario: &Scenario, tls: &TlsClients) -> Outcom
     let mut vars = Vars::new();
     let mut failure: Option<(usize, ProbeError)> = None;
     let mut steps = Vec::with_capacity(scenario.steps.len());
+    let mut secrets: Vec<String> = Vec::new();
     for (i, step) in scenario.steps.iter().enumerate() {
         if failure.is_some() && !step.always {
             steps.push(skipped(step, "an earlier step failed".into()));
@@ -52,6 +53,13 @@ pub async fn run(probe: &Probe, scenario: &Scenario, tls: &TlsClients) -> Outcom
                 continue;
             }
         }
+        // Secret headers built from variables (a token) are only known now: scrub them too.
+        secrets.extend(
+            (step.check.request.headers.iter())
+                .filter(|h| h.secret)
+                .filter_map(|h| h.value.render_vars(&vars).ok())
+                .filter(|v| !v.is_empty()),
+        );
         let x = exchange_check(&step.check, tls, &trace_id, timeout, &vars).await;
         let (outcome, error) = finish_step(step, x, &mut vars);
         if let Some(e) = error {
@@ -59,7 +67,9 @@ pub async fn run(probe: &Probe, scenario: &Scenario, tls: &TlsClients) -> Outcom
         }
         steps.push(outcome);
     }
-    summarize(probe, started_at, start.elapsed(), trace_id, steps, failure)
+    let mut outcome = summarize(probe, started_at, start.elapsed(), trace_id, steps, failure);
+    outcome.redact(&secrets);
+    outcome
 }
 
 fn fail(class: ErrorClass, message: String) -> ProbeError {

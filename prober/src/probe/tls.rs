@@ -162,7 +162,7 @@ impl ServerCertVerifier for CapturingVerifier {
 pub fn explain(err: &std::io::Error, host: &str) -> String {
     let text = err.to_string();
     let hint = if text.contains("UnknownIssuer") {
-        "the certificate is not signed by a trusted CA (self-signed or a missing intermediate); fix the chain, or set `http.tls_verify: false` for a test target"
+        "the certificate is not signed by a trusted CA (self-signed or a missing intermediate); fix the chain, or turn certificate verification off for a test target (`http.tls_verify: false`)"
     } else if text.contains("Expired") {
         "the certificate has expired; renew it"
     } else if text.contains("NotValidForName") || text.contains("not valid for name") {
