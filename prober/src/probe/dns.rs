@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
+use super::net::{fail, micros};
 use super::outcome::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
 use crate::config::probe::DnsCheck;
 use crate::config::Probe;
@@ -77,17 +78,6 @@ struct Answer {
     rcode: String,
     answers: Vec<String>,
     truncated: bool,
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn fail(class: ErrorClass, message: impl Into<String>) -> ProbeError {
-    ProbeError {
-        class,
-        message: message.into(),
-    }
 }
 
 /// Runs a DNS check once.

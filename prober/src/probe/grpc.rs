@@ -26,6 +26,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use super::net;
+use super::net::{fail, micros};
 use super::outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
 use super::tls::{self, TlsClients};
 use super::USER_AGENT;
@@ -98,17 +100,6 @@ enum Answer {
     Status(ServingStatus),
     /// An error status.
     Error(Status),
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn fail(class: ErrorClass, message: impl Into<String>) -> ProbeError {
-    ProbeError {
-        class,
-        message: message.into(),
-    }
 }
 
 /// `host:port`, with brackets around an IPv6 address.
@@ -338,29 +329,10 @@ async fn health_check(
 
 async fn resolve(host: &str, port: u16, p: &mut Progress) -> Result<Vec<SocketAddr>, ProbeError> {
     p.enter(Stage::Dns);
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        p.phases.dns_us = Some(0);
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let result = tokio::net::lookup_host((host, port)).await;
-    p.phases.dns_us = p.stage_us();
-    match result {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                Err(fail(
-                    ErrorClass::Dns,
-                    format!("{host} resolved to no address; check its DNS records"),
-                ))
-            } else {
-                Ok(addrs)
-            }
-        }
-        Err(e) => Err(fail(
-            ErrorClass::Dns,
-            format!("could not resolve {host} ({e}); check the host in `grpc.target` and the DNS records"),
-        )),
-    }
+    let result = net::resolve(host, port, "`grpc.target`").await;
+    let looked_up = !matches!(result, Ok((_, false)));
+    p.phases.dns_us = if looked_up { p.stage_us() } else { Some(0) };
+    result.map(|(addrs, _)| addrs)
 }
 
 async fn connect(
@@ -369,32 +341,9 @@ async fn connect(
     p: &mut Progress,
 ) -> Result<TcpStream, ProbeError> {
     p.enter(Stage::Connect);
-    let mut last_err = None;
-    for addr in addrs {
-        p.remote_addr = Some(*addr);
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                p.phases.connect_us = p.stage_us();
-                return Ok(s);
-            }
-            Err(e) => last_err = Some((*addr, e)),
-        }
-    }
+    let result = net::connect(addrs, &format!("gRPC target {target}"), &mut p.remote_addr).await;
     p.phases.connect_us = p.stage_us();
-    let (addr, e) = last_err
-        .map(|(a, e)| (a.to_string(), e))
-        .unwrap_or_else(|| ("?".into(), std::io::Error::other("no address")));
-    let hint = match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => {
-            "nothing is listening there; is the service up, and is the port right?"
-        }
-        _ => "check that the host is reachable from the prober (routes, firewalls)",
-    };
-    Err(fail(
-        ErrorClass::Connect,
-        format!("could not connect to {addr} for gRPC target {target}: {e}; {hint}"),
-    ))
+    result
 }
 
 async fn handshake(

@@ -3,7 +3,7 @@
 //! written → first response byte on the wire), transfer (first byte → end of
 //! body). ARCHITECTURE.md says why not reqwest.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use std::time::Duration;
 
@@ -101,16 +101,7 @@ pub struct Response {
     pub body: Bytes,
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn fail(class: ErrorClass, message: impl Into<String>) -> ProbeError {
-    ProbeError {
-        class,
-        message: message.into(),
-    }
-}
+use super::net::{self, fail, micros};
 
 /// A new W3C trace id (32 hex digits, never all zero).
 pub fn new_trace_id() -> String {
@@ -535,32 +526,14 @@ fn build_request(
 
 async fn resolve(host: &str, port: u16, p: &mut Progress) -> Result<Vec<SocketAddr>, ProbeError> {
     p.enter(Stage::Dns);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        p.hop.dns_us = Some(0);
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let result = tokio::net::lookup_host((host, port)).await;
-    p.hop.dns_us = Some(micros(p.stage_started.elapsed()));
-    match result {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                Err(fail(
-                    ErrorClass::Dns,
-                    format!("{host} resolved to no address; check its DNS records"),
-                ))
-            } else {
-                Ok(addrs)
-            }
-        }
-        Err(e) => Err(fail(
-            ErrorClass::Dns,
-            format!(
-                "could not resolve {host} ({e}); check the host name in the URL and the DNS records"
-            ),
-        )),
-    }
+    let result = net::resolve(host, port, "the URL").await;
+    let looked_up = !matches!(result, Ok((_, false)));
+    p.hop.dns_us = Some(if looked_up {
+        micros(p.stage_started.elapsed())
+    } else {
+        0
+    });
+    result.map(|(addrs, _)| addrs)
 }
 
 async fn connect(
@@ -569,32 +542,9 @@ async fn connect(
     p: &mut Progress,
 ) -> Result<TcpStream, ProbeError> {
     p.enter(Stage::Connect);
-    let mut last_err = None;
-    for addr in addrs {
-        p.remote_addr = Some(*addr);
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                p.hop.connect_us = Some(micros(p.stage_started.elapsed()));
-                return Ok(s);
-            }
-            Err(e) => last_err = Some((addr, e)),
-        }
-    }
+    let result = net::connect(addrs, url.as_str(), &mut p.remote_addr).await;
     p.hop.connect_us = Some(micros(p.stage_started.elapsed()));
-    let (addr, e) = last_err
-        .map(|(a, e)| (a.to_string(), e))
-        .unwrap_or_else(|| ("?".into(), std::io::Error::other("no address")));
-    let hint = match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => {
-            "nothing is listening there; is the service up, and is the port right?"
-        }
-        _ => "check that the host is reachable from the prober (routes, firewalls)",
-    };
-    Err(fail(
-        ErrorClass::Connect,
-        format!("could not connect to {addr} for {url}: {e}; {hint}"),
-    ))
+    result
 }
 
 /// The one place that turns hyper's errors into error classes.

@@ -10,6 +10,7 @@ pub mod assert;
 pub mod dns;
 pub mod grpc;
 pub mod http;
+pub mod net;
 pub mod outcome;
 pub mod steps;
 pub mod tcp;

@@ -9,7 +9,7 @@
 //!
 //! Resolving and connecting are shared with the `tls` kind (`tls_check.rs`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::assert::excerpt;
+use super::net;
+pub(crate) use super::net::{fail, micros};
 use super::outcome::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
 use crate::config::probe::TcpCheck;
 use crate::config::Probe;
@@ -107,17 +109,6 @@ impl Progress {
     }
 }
 
-pub(crate) fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-pub(crate) fn fail(class: ErrorClass, message: impl Into<String>) -> ProbeError {
-    ProbeError {
-        class,
-        message: message.into(),
-    }
-}
-
 /// `host:port`, with brackets around an IPv6 address.
 pub(crate) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -143,30 +134,14 @@ pub(crate) async fn resolve(
     p: &mut Progress,
 ) -> Result<Vec<SocketAddr>, ProbeError> {
     p.enter(Stage::Dns);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        p.phases.dns_us = Some(0);
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let result = tokio::net::lookup_host((bare, port)).await;
-    p.phases.dns_us = Some(micros(p.stage_started.elapsed()));
-    match result {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                Err(fail(
-                    ErrorClass::Dns,
-                    format!("{host} resolved to no address; check its DNS records"),
-                ))
-            } else {
-                Ok(addrs)
-            }
-        }
-        Err(e) => Err(fail(
-            ErrorClass::Dns,
-            format!("could not resolve {host} ({e}); check the host name and its DNS records"),
-        )),
-    }
+    let result = net::resolve(host, port, "the probe").await;
+    let looked_up = !matches!(result, Ok((_, false)));
+    p.phases.dns_us = Some(if looked_up {
+        micros(p.stage_started.elapsed())
+    } else {
+        0
+    });
+    result.map(|(addrs, _)| addrs)
 }
 
 /// Connects to the first address that accepts.
@@ -177,33 +152,9 @@ pub(crate) async fn connect(
     p: &mut Progress,
 ) -> Result<TcpStream, ProbeError> {
     p.enter(Stage::Connect);
-    let mut last_err = None;
-    for addr in addrs {
-        p.remote_addr = Some(*addr);
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                p.phases.connect_us = Some(micros(p.stage_started.elapsed()));
-                return Ok(s);
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
+    let result = net::connect(addrs, &host_port(host, port), &mut p.remote_addr).await;
     p.phases.connect_us = Some(micros(p.stage_started.elapsed()));
-    let e = last_err.unwrap_or_else(|| std::io::Error::other("no address"));
-    let hint = match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => {
-            "nothing is listening there; is the service up, and is the port right?"
-        }
-        _ => "check that the host is reachable from the prober (routes, firewalls)",
-    };
-    Err(fail(
-        ErrorClass::Connect,
-        format!(
-            "could not connect to {}: {e}; {hint}",
-            target(host, port, p.remote_addr)
-        ),
-    ))
+    result
 }
 
 /// Runs a TCP check once.
