@@ -71,15 +71,21 @@ impl TlsClients {
     }
 }
 
-/// Where the verifier leaves the end-entity certificate of one connection.
+/// Where the verifier leaves the chain the server presented on one connection
+/// (end-entity first), whether or not it verified.
 #[derive(Clone, Default, Debug)]
-pub struct CertSlot(Arc<Mutex<Option<CertificateDer<'static>>>>);
+pub struct CertSlot(Arc<Mutex<Vec<CertificateDer<'static>>>>);
 
 impl CertSlot {
-    /// The certificate the server presented, parsed.
+    /// The end-entity certificate the server presented, parsed.
     pub fn info(&self, now: DateTime<Utc>) -> Option<CertInfo> {
-        let der = self.0.lock().ok()?.clone()?;
+        let der = self.0.lock().ok()?.first()?.clone();
         cert_info(&der, now)
+    }
+
+    /// The whole presented chain (empty if the server sent no certificate).
+    pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
 
@@ -113,7 +119,10 @@ impl ServerCertVerifier for CapturingVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Ok(mut slot) = self.slot.0.lock() {
-            *slot = Some(end_entity.clone().into_owned());
+            *slot = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
         }
         match &self.inner {
             Some(v) => {
@@ -175,90 +184,14 @@ pub fn explain(err: &std::io::Error, host: &str) -> String {
     format!("TLS handshake with {host} failed: {text}; {hint}")
 }
 
-/// The certificates a server presented on one connection, end entity first;
-/// kept even when verification failed.
-#[derive(Clone, Default, Debug)]
-pub struct ChainSlot(Arc<Mutex<Vec<CertificateDer<'static>>>>);
-
-impl ChainSlot {
-    /// The presented chain (empty if the server sent no certificate).
-    pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
-        self.0.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-}
-
 impl TlsClients {
     /// Like [`TlsClients::for_connection`] (same roots, same verification, same
     /// certificate slot), for inspecting a server rather than speaking HTTP to it:
-    /// no ALPN protocol is offered, and the whole chain the server presented is
-    /// captured too (its length tells a missing intermediate).
-    pub fn for_inspection(
-        &self,
-        verify: bool,
-    ) -> Result<(Arc<ClientConfig>, CertSlot, ChainSlot), String> {
+    /// no ALPN protocol is offered.
+    pub fn for_inspection(&self, verify: bool) -> Result<(Arc<ClientConfig>, CertSlot), String> {
         let (config, slot) = self.for_connection(verify)?;
-        let chain = ChainSlot::default();
         let mut config = ClientConfig::clone(&config);
         config.alpn_protocols.clear();
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(ChainCapturingVerifier {
-                inner: CapturingVerifier {
-                    inner: verify.then(|| self.webpki.clone()),
-                    provider: self.provider.clone(),
-                    slot: slot.clone(),
-                },
-                chain: chain.clone(),
-            }));
-        Ok((Arc::new(config), slot, chain))
-    }
-}
-
-/// A [`CapturingVerifier`] that also keeps the intermediates.
-#[derive(Debug)]
-struct ChainCapturingVerifier {
-    inner: CapturingVerifier,
-    chain: ChainSlot,
-}
-
-impl ServerCertVerifier for ChainCapturingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut chain) = self.chain.0.lock() {
-            *chain = std::iter::once(end_entity)
-                .chain(intermediates)
-                .map(|c| c.clone().into_owned())
-                .collect();
-        }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        Ok((Arc::new(config), slot))
     }
 }

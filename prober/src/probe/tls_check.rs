@@ -66,7 +66,7 @@ pub async fn run(probe: &Probe, check: &TlsCheck, tls: &TlsClients) -> Outcome {
     } else {
         format!("tls {hp} (server name {})", check.server_name)
     };
-    let (config, slot, chain) = match tls.for_inspection(check.verify) {
+    let (config, slot) = match tls.for_inspection(check.verify) {
         Ok(c) => c,
         Err(e) => {
             o.error = Some(fail(ErrorClass::Config, e));
@@ -113,7 +113,7 @@ pub async fn run(probe: &Probe, check: &TlsCheck, tls: &TlsClients) -> Outcome {
         o.remote_addr = Some(addr.to_string());
     }
     o.cert = slot.info(Utc::now());
-    let presented = chain.certificates();
+    let presented = slot.certificates();
     if let Some(v) = negotiated.version {
         o.info.insert("tls.version".into(), v);
     }
