@@ -3,7 +3,9 @@
 //! written → first response byte on the wire), transfer (first byte → end of
 //! body). ARCHITECTURE.md says why not reqwest.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
@@ -103,16 +105,71 @@ pub struct Response {
 
 use super::net::{self, fail, micros};
 
+/// What an HTTP exchange needs besides the request: TLS, the keep-alive pool, and whose it is.
+#[derive(Clone, Copy)]
+pub struct HttpCtx<'a> {
+    pub tls: &'a TlsClients,
+    pub pool: &'a ConnPool,
+    /// The probe's name: keep-alive connections are never shared between probes.
+    pub probe: &'a str,
+}
+
+/// An idle keep-alive connection, and what was measured when it was opened.
+struct Idle {
+    sender: http1::SendRequest<Full<Bytes>>,
+    clock: Arc<WireClock>,
+    remote_addr: Option<SocketAddr>,
+    cert: Option<CertInfo>,
+}
+
+/// Idle connections of probes with `keep_alive: true`: at most one per probe and origin.
+#[derive(Default)]
+pub struct ConnPool {
+    idle: Mutex<HashMap<String, Idle>>,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnPool")
+    }
+}
+
+impl ConnPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Idle>> {
+        match self.idle.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn take(&self, key: &str) -> Option<Idle> {
+        self.lock().remove(key)
+    }
+
+    fn put(&self, key: String, idle: Idle) {
+        self.lock().insert(key, idle);
+    }
+
+    /// Idle connections held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A new W3C trace id (32 hex digits, never all zero).
 pub fn new_trace_id() -> String {
     format!("{:032x}", rand::random::<u128>().max(1))
 }
 
 /// Runs an HTTP check once.
-pub async fn run(probe: &Probe, check: &HttpCheck, tls: &TlsClients) -> Outcome {
+pub async fn run(probe: &Probe, check: &HttpCheck, ctx: HttpCtx<'_>) -> Outcome {
     let started_at = Utc::now();
     let trace_id = new_trace_id();
-    let x = exchange_check(check, tls, &trace_id, probe.timeout, &Vars::new()).await;
+    let x = exchange_check(check, ctx, &trace_id, probe.timeout, &Vars::new()).await;
     let mut outcome = Outcome::failed(
         &probe.name,
         &probe.version,
@@ -162,7 +219,7 @@ impl Exchange {
 /// and evaluates its expectations; `vars` fills `${var}` placeholders.
 pub async fn exchange_check(
     check: &HttpCheck,
-    tls: &TlsClients,
+    ctx: HttpCtx<'_>,
     trace_id: &str,
     timeout: Duration,
     vars: &Vars,
@@ -203,7 +260,7 @@ pub async fn exchange_check(
     };
     let result = tokio::time::timeout(
         timeout,
-        exchange(&check.request, tls, trace_id, vars, &mut progress),
+        exchange(&check.request, ctx, trace_id, vars, &mut progress),
     )
     .await;
     let total = start.elapsed();
@@ -296,7 +353,7 @@ fn render_url(req: &HttpRequest, vars: &Vars) -> Result<Url, ProbeError> {
 /// Sends the request, following redirects as allowed, and reads the final response.
 async fn exchange(
     req: &HttpRequest,
-    tls: &TlsClients,
+    ctx: HttpCtx<'_>,
     trace_id: &str,
     vars: &Vars,
     p: &mut Progress,
@@ -304,7 +361,7 @@ async fn exchange(
     let mut headers = render_headers(req, trace_id, vars)?;
     let mut body = render_body(req, vars)?;
     loop {
-        let resp = hop(req, tls, &headers, body.clone(), p).await?;
+        let resp = hop(req, ctx, &headers, body.clone(), p).await?;
         let location = resp
             .headers
             .get(header::LOCATION)
@@ -407,7 +464,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// One request on a new connection.
 async fn hop(
     req: &HttpRequest,
-    tls: &TlsClients,
+    ctx: HttpCtx<'_>,
     headers: &HeaderMap,
     body: Bytes,
     p: &mut Progress,
@@ -428,12 +485,40 @@ async fn hop(
         }
     };
     let port = url.port_or_known_default().unwrap_or(80);
+    let key = req
+        .keep_alive
+        .then(|| format!("{}|{}", ctx.probe, url.origin().ascii_serialization()));
+    if let Some(idle) = key.as_deref().and_then(|k| ctx.pool.take(k)) {
+        if idle.sender.is_ready() {
+            // A reused connection: no DNS, connect or TLS this time.
+            p.hop.dns_us = Some(0);
+            p.hop.connect_us = Some(0);
+            p.hop.tls_us = Some(0);
+            p.remote_addr = idle.remote_addr;
+            p.cert = idle.cert.clone();
+            idle.clock.reset();
+            p.enter(Stage::FirstByte);
+            return send(
+                req,
+                ctx,
+                headers,
+                body,
+                p,
+                idle.sender,
+                idle.clock,
+                key,
+                &url,
+            )
+            .await;
+        }
+    }
     let addrs = resolve(&host, port, p).await?;
     let tcp = connect(&addrs, &url, p).await?;
     let clock = WireClock::new(Instant::now());
     let stream: Box<dyn Stream> = if https {
         p.enter(Stage::Tls);
-        let (config, slot) = tls
+        let (config, slot) = ctx
+            .tls
             .for_connection(req.tls_verify)
             .map_err(|e| fail(ErrorClass::Tls, e))?;
         let connector = tokio_rustls::TlsConnector::from(config);
@@ -453,13 +538,31 @@ async fn hop(
         Box::new(TimedIo::new(tcp, clock.clone()))
     };
     p.enter(Stage::FirstByte);
-    let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+    let (sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| classify_hyper(&e, &url))?;
     tokio::spawn(async move {
         // The connection's own errors surface through the request future.
         let _ = conn.await;
     });
+    send(req, ctx, headers, body, p, sender, clock, key, &url).await
+}
+
+/// Sends the request on a connection, reads the response, and keeps the
+/// connection for the next run when keep-alive is on and the server allows it.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    req: &HttpRequest,
+    ctx: HttpCtx<'_>,
+    headers: &HeaderMap,
+    body: Bytes,
+    p: &mut Progress,
+    mut sender: http1::SendRequest<Full<Bytes>>,
+    clock: Arc<WireClock>,
+    key: Option<String>,
+    url: &Url,
+) -> Result<Response, ProbeError> {
+    let url = url.clone();
     let request = build_request(&p.method, &url, headers, body)?;
     let response = sender
         .send_request(request)
@@ -491,6 +594,21 @@ async fn hop(
         }
     }
     p.hop.transfer_us = Some(micros(first_byte_at.elapsed()));
+    let server_closes = parts
+        .headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if let (Some(key), false) = (key, server_closes) {
+        ctx.pool.put(
+            key,
+            Idle {
+                sender,
+                clock,
+                remote_addr: p.remote_addr,
+                cert: p.cert.clone(),
+            },
+        );
+    }
     Ok(Response {
         status: parts.status,
         headers: parts.headers,

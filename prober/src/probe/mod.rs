@@ -32,12 +32,14 @@ pub const USER_AGENT: &str = concat!("prober/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug)]
 pub struct Runner {
     tls: tls::TlsClients,
+    pool: http::ConnPool,
 }
 
 impl Runner {
     pub fn new() -> Result<Runner, String> {
         Ok(Runner {
             tls: tls::TlsClients::new()?,
+            pool: http::ConnPool::default(),
         })
     }
 
@@ -64,11 +66,21 @@ impl Runner {
         outcome
     }
 
+    /// Idle keep-alive connections held for probes with `keep_alive: true`.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.len()
+    }
+
     /// One attempt of the probe's check.
     async fn attempt(&self, probe: &Probe) -> Outcome {
+        let ctx = http::HttpCtx {
+            tls: &self.tls,
+            pool: &self.pool,
+            probe: &probe.name,
+        };
         match &probe.check {
-            Check::Http(check) => http::run(probe, check, &self.tls).await,
-            Check::Steps(scenario) => steps::run(probe, scenario, &self.tls).await,
+            Check::Http(check) => http::run(probe, check, ctx).await,
+            Check::Steps(scenario) => steps::run(probe, scenario, ctx).await,
             Check::Tcp(check) => tcp::run(probe, check).await,
             Check::Dns(check) => dns::run(probe, check).await,
             Check::Tls(check) => tls_check::run(probe, check, &self.tls).await,

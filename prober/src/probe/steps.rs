@@ -8,14 +8,13 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::http::{exchange_check, new_trace_id, Exchange, Response};
+use super::http::{exchange_check, new_trace_id, Exchange, HttpCtx, Response};
 use super::outcome::{ErrorClass, Outcome, Phases, ProbeError, StepOutcome, StepStatus};
-use super::tls::TlsClients;
 use crate::config::probe::{ExtractFrom, Scenario, Step};
 use crate::config::template::{RenderError, Vars};
 use crate::config::Probe;
 
-pub async fn run(probe: &Probe, scenario: &Scenario, tls: &TlsClients) -> Outcome {
+pub async fn run(probe: &Probe, scenario: &Scenario, ctx: HttpCtx<'_>) -> Outcome {
     let started_at = Utc::now();
     let start = Instant::now();
     let deadline = start + probe.timeout;
@@ -60,7 +59,7 @@ pub async fn run(probe: &Probe, scenario: &Scenario, tls: &TlsClients) -> Outcom
                 .filter_map(|h| h.value.render_vars(&vars).ok())
                 .filter(|v| !v.is_empty()),
         );
-        let x = exchange_check(&step.check, tls, &trace_id, timeout, &vars).await;
+        let x = exchange_check(&step.check, ctx, &trace_id, timeout, &vars).await;
         let (outcome, error) = finish_step(step, x, &mut vars);
         if let Some(e) = error {
             failure.get_or_insert((i, e));

@@ -303,3 +303,83 @@ async fn secret_values_are_scrubbed_from_the_outcome() {
         "the echo should show where the secret was"
     );
 }
+
+/// A server that keeps connections open; counts connections and requests.
+async fn keep_alive_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (conns.clone(), reqs.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    buf.clear();
+                    while !buf.ends_with(b"\r\n\r\n") {
+                        if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        buf.push(byte[0]);
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let close = String::from_utf8_lossy(&buf).contains("connection: close");
+                    let extra = if close { "connection: close\r\n" } else { "" };
+                    let msg = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{extra}\r\nok");
+                    if sock.write_all(msg.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, reqs)
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_one_connection_across_runs_and_is_off_by_default() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns, reqs) = keep_alive_server().await;
+    let runner = Runner::new().unwrap();
+    let reused = http_probe(&format!("http://{addr}/"), "keep_alive: true", "");
+
+    let runs = [
+        runner.run(&reused).await,
+        runner.run(&reused).await,
+        runner.run(&reused).await,
+    ];
+
+    assert!(runs.iter().all(|o| o.success), "{runs:#?}");
+    assert_eq!(
+        (conns.load(Ordering::SeqCst), reqs.load(Ordering::SeqCst)),
+        (1, 3)
+    );
+    assert!(runs[0].phases.connect_us.unwrap() > 0);
+    assert_eq!(
+        runs[1].phases.connect_us,
+        Some(0),
+        "a reused connection has no connect phase"
+    );
+    assert!(runs[2].phases.first_byte_us.unwrap() > 0);
+    assert_eq!(runner.idle_connections(), 1);
+
+    let fresh = http_probe(&format!("http://{addr}/"), "", "");
+    for _ in 0..2 {
+        assert!(runner.run(&fresh).await.success);
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        3,
+        "without keep_alive every run opens a connection"
+    );
+}
