@@ -389,7 +389,7 @@ pub struct LatencyQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LatencyPointView {
-    /// Start of the step.
+    /// Start of the step (steps are aligned to multiples of the step since the Unix epoch, in UTC).
     pub time: DateTime<Utc>,
     pub count: i64,
     pub p50_ms: Option<f64>,

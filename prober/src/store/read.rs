@@ -199,7 +199,7 @@ impl Store {
         let step_secs = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
         let sql = format!(
             "with b as (
-                 select date_bin(make_interval(secs => $5), b.{col}, $3) t, b.bin_hi_us hi, sum(b.count)::bigint n
+                 select date_bin(make_interval(secs => $5), b.{col}, timestamptz '1970-01-01 00:00:00+00') t, b.bin_hi_us hi, sum(b.count)::bigint n
                  from {bins} b join probes p on p.id = b.probe_id
                  where p.name = $1 and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
                  group by 1, 2),
