@@ -228,7 +228,7 @@ pub async fn detail(
         timeout_ms: p.timeout.as_secs_f64() * 1000.0,
         version: p.version.clone(),
         source: p.source.to_string(),
-        definition: p.definition.clone(),
+        definition: (*p.definition).clone(),
         status: s.status,
         skipped_ticks: s.skipped_ticks,
         recent_runs: s.recent.iter().cloned().collect(),

@@ -44,7 +44,7 @@ pub struct Probe {
     /// Content hash of the definition as written: changes whenever the file's probe changes.
     pub version: String,
     /// The definition as written, with secret header values redacted (stored and shown).
-    pub definition: serde_json::Value,
+    pub definition: std::sync::Arc<serde_json::Value>,
     /// Retries of a failed run.
     pub retry: Option<Retry>,
 }
@@ -322,7 +322,7 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         check: check?,
         source: ctx.source(),
         version: ctx.version(),
-        definition: redacted_definition(&ctx.doc.value, raw),
+        definition: std::sync::Arc::new(redacted_definition(&ctx.doc.value, raw)),
         retry,
     })
 }

@@ -70,7 +70,7 @@ pub struct ProbeMeta {
     pub name: String,
     pub version: String,
     /// The definition as written, secret values redacted.
-    pub definition: serde_json::Value,
+    pub definition: std::sync::Arc<serde_json::Value>,
     pub source: String,
 }
 

@@ -254,7 +254,7 @@ impl Store {
         )
         .bind(probe_id)
         .bind(&meta.version)
-        .bind(&meta.definition)
+        .bind(&*meta.definition)
         .bind(&meta.source)
         .fetch_one(&self.pool)
         .await

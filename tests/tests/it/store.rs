@@ -16,7 +16,7 @@ pub(crate) fn meta(name: &str) -> Arc<ProbeMeta> {
     Arc::new(ProbeMeta {
         name: name.into(),
         version: "v1hash".into(),
-        definition: serde_json::json!({"name": name}),
+        definition: serde_json::json!({"name": name}).into(),
         source: "probes/x.yaml:1".into(),
     })
 }
