@@ -35,6 +35,7 @@ pub struct Core {
     pub scheduler_stats: Arc<SchedulerStats>,
     pub reload: RwLock<ReloadState>,
     pub started_at: DateTime<Utc>,
+    pub alerts: Arc<crate::alert::engine::AlertEngine>,
 }
 
 /// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
@@ -75,6 +76,7 @@ impl Core {
             tracing::warn!("{w}");
         }
         let names: Vec<String> = report.probes.iter().map(|p| p.name.clone()).collect();
+        self.alerts.set_probes(&report.probes);
         let diff = self.scheduler.apply(report.probes);
         let keep: Vec<&str> = names.iter().map(String::as_str).collect();
         self.live.retain(&keep);
@@ -180,6 +182,13 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
+        let alerts = crate::alert::engine::AlertEngine::start(
+            store.clone(),
+            &settings.location,
+            settings.alerting,
+            &probes,
+            stop.clone(),
+        );
         let scheduler = Scheduler::start(
             probes,
             exec,
@@ -192,6 +201,8 @@ impl Daemon {
             },
             stats.clone(),
         );
+        let hook = alerts.clone();
+        scheduler.on_run(Arc::new(move |r| hook.submit(r)));
         let core = Arc::new(Core {
             settings: settings.clone(),
             scheduler,
@@ -205,6 +216,7 @@ impl Daemon {
                 ..ReloadState::default()
             }),
             started_at: Utc::now(),
+            alerts,
         });
         let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
         crate::config::watch::spawn(core.clone(), stop.clone());

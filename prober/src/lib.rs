@@ -18,6 +18,9 @@ pub mod results;
 /// Postgres: migrations, the batched idempotent writer, partitions, retention, quantiles.
 pub mod store;
 
+/// Alerting: the alert state machine, persisted, fed by every run.
+pub mod alert;
+
 /// `/healthz`, `/readyz` (and the API, later).
 pub mod api;
 

@@ -3,6 +3,7 @@
 //! Times are RFC 3339, units are in field names, errors are
 //! `{"error": {"code", "message"}}` with the right status.
 
+mod alerts;
 mod error;
 mod probes;
 
@@ -39,8 +40,13 @@ pub type AppState = Arc<Core>;
         probes::latency,
         probes::run_now,
         probes::reload,
+        alerts::list,
+        alerts::history,
     ),
-    tags((name = "probes", description = "Probe definitions, status, history and latency"))
+    tags(
+        (name = "probes", description = "Probe definitions, status, history and latency"),
+        (name = "alerts", description = "Alert state and history")
+    )
 )]
 pub struct ApiDoc;
 
@@ -56,6 +62,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/probes/{name}/latency", get(probes::latency))
         .route("/api/v1/probes/{name}/run", post(probes::run_now))
         .route("/api/v1/reload", post(probes::reload))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/history", get(alerts::history))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(state)

@@ -264,3 +264,62 @@ pub fn validate_retry(raw: &RawRetry, ctx: &mut Ctx<'_>) -> Option<Retry> {
         on,
     })
 }
+
+/// A probe's alerting overrides; unset fields take the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertOverrides {
+    pub enabled: Option<bool>,
+    pub failures_to_fire: Option<u32>,
+    pub successes_to_resolve: Option<u32>,
+    pub severity: Option<crate::alert::Severity>,
+}
+
+impl AlertOverrides {
+    /// The policy for this probe: the overrides over `default`.
+    pub fn apply(&self, default: crate::alert::Policy) -> crate::alert::Policy {
+        crate::alert::Policy {
+            enabled: self.enabled.unwrap_or(default.enabled),
+            failures_to_fire: self.failures_to_fire.unwrap_or(default.failures_to_fire),
+            successes_to_resolve: self
+                .successes_to_resolve
+                .unwrap_or(default.successes_to_resolve),
+            severity: self.severity.unwrap_or(default.severity),
+        }
+    }
+}
+
+/// Parses a severity name.
+pub fn parse_severity(s: &str) -> Option<crate::alert::Severity> {
+    match s {
+        "page" => Some(crate::alert::Severity::Page),
+        "ticket" => Some(crate::alert::Severity::Ticket),
+        _ => None,
+    }
+}
+
+pub fn validate_alert(raw: &super::raw::RawAlert, ctx: &mut Ctx<'_>) -> AlertOverrides {
+    for (field, v) in [
+        ("alert.failures_to_fire", raw.failures_to_fire),
+        ("alert.successes_to_resolve", raw.successes_to_resolve),
+    ] {
+        if v == Some(0) {
+            ctx.error(field, "must be at least 1");
+        }
+    }
+    let severity = raw.severity.as_deref().and_then(|s| {
+        let parsed = parse_severity(s);
+        if parsed.is_none() {
+            ctx.error(
+                "alert.severity",
+                format!("{s:?} is not a severity; use page or ticket"),
+            );
+        }
+        parsed
+    });
+    AlertOverrides {
+        enabled: raw.enabled,
+        failures_to_fire: raw.failures_to_fire,
+        successes_to_resolve: raw.successes_to_resolve,
+        severity,
+    }
+}

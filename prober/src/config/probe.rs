@@ -16,7 +16,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use super::diag::Ctx;
-pub use super::kinds::{DnsCheck, GrpcCheck, Retry, TcpCheck, TlsCheck};
+pub use super::kinds::{AlertOverrides, DnsCheck, GrpcCheck, Retry, TcpCheck, TlsCheck};
 use super::raw::{RawExpect, RawHeaderValue, RawHttp, RawProbe, RawStatus};
 pub use super::steps::{Extract, ExtractFrom, Scenario, Step};
 use super::template::Template;
@@ -47,6 +47,8 @@ pub struct Probe {
     pub definition: std::sync::Arc<serde_json::Value>,
     /// Retries of a failed run.
     pub retry: Option<Retry>,
+    /// Alerting overrides (over the settings' defaults).
+    pub alert: AlertOverrides,
 }
 
 /// File and line of a probe's definition.
@@ -309,6 +311,11 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         .retry
         .as_ref()
         .and_then(|r| kinds::validate_retry(r, ctx));
+    let alert = raw
+        .alert
+        .as_ref()
+        .map(|a| kinds::validate_alert(a, ctx))
+        .unwrap_or_default();
     if ctx.error_count() > errors_before {
         return None;
     }
@@ -324,6 +331,7 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         version: ctx.version(),
         definition: std::sync::Arc::new(redacted_definition(&ctx.doc.value, raw)),
         retry,
+        alert,
     })
 }
 

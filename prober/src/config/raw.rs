@@ -63,6 +63,27 @@ pub struct RawProbe {
     /// Retry a failed run; every attempt is recorded and the last one decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RawRetry>,
+    /// When this probe's failures alert on-call (defaults come from the settings' `alerting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<RawAlert>,
+}
+
+/// Alerting for one probe; unset keys take the settings' defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    /// Set false to never alert on this probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Consecutive failed runs that fire the alert (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_to_fire: Option<u32>,
+    /// Consecutive successful runs that resolve it (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successes_to_resolve: Option<u32>,
+    /// `page` (default) or `ticket`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 /// One step of a scenario.

@@ -70,6 +70,15 @@ struct SettingsFile {
     shutdown_grace: Option<String>,
     migrate: Option<bool>,
     retention: Option<RetentionFile>,
+    alerting: Option<AlertingFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertingFile {
+    failures_to_fire: Option<u32>,
+    successes_to_resolve: Option<u32>,
+    severity: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,6 +116,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub migrate: bool,
     pub retention: Retention,
+    /// Default alerting policy; probes override it with `alert:`.
+    pub alerting: crate::alert::Policy,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -133,6 +144,7 @@ impl Default for Settings {
                 minutes: 31 * DAY,
                 hours: 400 * DAY,
             },
+            alerting: crate::alert::Policy::default(),
         }
     }
 }
@@ -161,6 +173,25 @@ impl Settings {
             }
         };
         let retention = file.retention.clone().unwrap_or_default();
+        let alerting_file = file.alerting.clone().unwrap_or_default();
+        let severity = match alerting_file.severity.as_deref() {
+            None => d.alerting.severity,
+            Some(s) => super::kinds::parse_severity(s).ok_or_else(|| {
+                format!("alerting.severity: {s:?} is not a severity; use page or ticket")
+            })?,
+        };
+        let alerting = crate::alert::Policy {
+            enabled: true,
+            failures_to_fire: alerting_file
+                .failures_to_fire
+                .unwrap_or(d.alerting.failures_to_fire)
+                .max(1),
+            successes_to_resolve: alerting_file
+                .successes_to_resolve
+                .unwrap_or(d.alerting.successes_to_resolve)
+                .max(1),
+            severity,
+        };
         let s = Settings {
             database_url: (args.database_url.clone())
                 .or(file.database_url)
@@ -189,6 +220,7 @@ impl Settings {
                 minutes: dur("retention.minutes", retention.minutes, d.retention.minutes)?,
                 hours: dur("retention.hours", retention.hours, d.retention.hours)?,
             },
+            alerting,
         };
         s.validate()?;
         Ok(s)

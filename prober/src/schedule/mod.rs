@@ -151,7 +151,12 @@ struct Shared {
     per_host: usize,
     stats: Arc<SchedulerStats>,
     runs: TaskTracker,
+    /// Told of every finished run (the alert engine).
+    on_run: std::sync::OnceLock<RunHook>,
 }
+
+/// A function told of every finished run; it must not wait.
+pub type RunHook = Arc<dyn Fn(&RunRecord) + Send + Sync>;
 
 impl Shared {
     fn host_limit(&self, host: &str) -> Arc<Semaphore> {
@@ -209,6 +214,7 @@ impl Scheduler {
             per_host: limits.per_host.max(1),
             stats,
             runs: TaskTracker::new(),
+            on_run: std::sync::OnceLock::new(),
         });
         let scheduler = Scheduler {
             shared,
@@ -286,6 +292,11 @@ impl Scheduler {
         diff.removed.sort();
         diff.changed.sort();
         diff
+    }
+
+    /// Sets the function told of every finished run (once).
+    pub fn on_run(&self, hook: RunHook) {
+        let _ = self.shared.on_run.set(hook);
     }
 
     /// The probes being scheduled, by name.
@@ -465,6 +476,9 @@ async fn execute(
         outcome,
     };
     shared.live.record(&record);
+    if let Some(hook) = shared.on_run.get() {
+        hook(&record);
+    }
     shared.queue.push(record.clone());
     shared.stats.runs_finished.fetch_add(1, Ordering::Relaxed);
     shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@ use std::process::Command;
 /// A file added to the directory without a row here fails
 /// `check_rejects_the_whole_broken_corpus_in_one_run`.
 const CORPUS: &[(&str, usize, &str)] = &[
+    ("alert_bad_severity.yaml", 6, "alert.severity"),
     (
         "steps_var_before_defined.yaml",
         12,

@@ -1,0 +1,281 @@
+//! Alerting for on-call: the alert state machine (ok → pending → firing →
+//! resolved), persisted in Postgres with every transition, fed by every run.
+//!
+//! This first part fires on consecutive failures and resolves on consecutive
+//! successes, per probe and location. Notifiers, silences, latency and
+//! burn-rate rules build on the transitions recorded here.
+
+pub mod engine;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::probe::ProbeError;
+
+/// The states of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Ok,
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        match s {
+            "ok" => Some(State::Ok),
+            "pending" => Some(State::Pending),
+            "firing" => Some(State::Firing),
+            "resolved" => Some(State::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// `page` wakes someone; `ticket` waits for working hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Page,
+    Ticket,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Page => "page",
+            Severity::Ticket => "ticket",
+        }
+    }
+}
+
+/// When the `failing` rule fires and resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub enabled: bool,
+    pub failures_to_fire: u32,
+    pub successes_to_resolve: u32,
+    pub severity: Severity,
+}
+
+/// Consecutive failures that fire an alert when nothing else is set.
+pub const DEFAULT_FAILURES_TO_FIRE: u32 = 3;
+/// Consecutive successes that resolve it.
+pub const DEFAULT_SUCCESSES_TO_RESOLVE: u32 = 2;
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            enabled: true,
+            failures_to_fire: DEFAULT_FAILURES_TO_FIRE,
+            successes_to_resolve: DEFAULT_SUCCESSES_TO_RESOLVE,
+            severity: Severity::Page,
+        }
+    }
+}
+
+/// One alert: a rule of a probe at a location.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Alert {
+    /// `probe/rule/location`: stable across restarts; the dedup key for receivers.
+    pub key: String,
+    pub probe: String,
+    pub rule: String,
+    pub location: String,
+    pub severity: Severity,
+    pub state: State,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    /// When the current state began.
+    pub since: DateTime<Utc>,
+    pub fired_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub last_error: Option<ProbeError>,
+}
+
+/// A change of state, recorded in the alert history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Transition {
+    pub key: String,
+    pub from: State,
+    pub to: State,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+impl Alert {
+    /// A new alert in state ok.
+    pub fn new(
+        probe: &str,
+        rule: &str,
+        location: &str,
+        severity: Severity,
+        at: DateTime<Utc>,
+    ) -> Alert {
+        Alert {
+            key: format!("{probe}/{rule}/{location}"),
+            probe: probe.to_string(),
+            rule: rule.to_string(),
+            location: location.to_string(),
+            severity,
+            state: State::Ok,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            since: at,
+            fired_at: None,
+            resolved_at: None,
+            last_error: None,
+        }
+    }
+
+    /// Takes one run into account; returns the transition it caused, if any.
+    pub fn observe(
+        &mut self,
+        error: Option<&ProbeError>,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<Transition> {
+        self.severity = policy.severity;
+        let to = match error {
+            Some(e) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.consecutive_successes = 0;
+                self.last_error = Some(e.clone());
+                let enough = self.consecutive_failures >= policy.failures_to_fire.max(1);
+                match (self.state, enough) {
+                    (State::Ok | State::Resolved | State::Pending, true) => State::Firing,
+                    (State::Ok | State::Resolved, false) => State::Pending,
+                    (s, _) => s,
+                }
+            }
+            None => {
+                self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+                self.consecutive_failures = 0;
+                let enough = self.consecutive_successes >= policy.successes_to_resolve.max(1);
+                match (self.state, enough) {
+                    (State::Pending, _) => State::Ok,
+                    (State::Firing, true) => State::Resolved,
+                    (s, _) => s,
+                }
+            }
+        };
+        if to == self.state {
+            return None;
+        }
+        let reason = match (to, error) {
+            (State::Firing, Some(e)) => format!(
+                "{} consecutive failed runs; last: {}: {}",
+                self.consecutive_failures, e.class, e.message
+            ),
+            (State::Pending, Some(e)) => format!("a failed run ({}: {})", e.class, e.message),
+            (State::Resolved, _) => {
+                format!("{} consecutive successful runs", self.consecutive_successes)
+            }
+            (State::Ok, _) => "recovered before firing".to_string(),
+            _ => String::new(),
+        };
+        let t = Transition {
+            key: self.key.clone(),
+            from: self.state,
+            to,
+            at,
+            reason,
+        };
+        self.state = to;
+        self.since = at;
+        match to {
+            State::Firing => {
+                self.fired_at = Some(at);
+                self.resolved_at = None;
+            }
+            State::Resolved => self.resolved_at = Some(at),
+            _ => {}
+        }
+        Some(t)
+    }
+
+    /// Whether the alert needs a row: anything but a quiet ok.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, State::Pending | State::Firing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ErrorClass;
+
+    fn err() -> ProbeError {
+        ProbeError {
+            class: ErrorClass::HttpStatus,
+            message: "status: expected 2xx, got 503".into(),
+        }
+    }
+
+    fn run(a: &mut Alert, fails: &[bool]) -> Vec<(State, State)> {
+        let p = Policy::default();
+        let e = err();
+        fails
+            .iter()
+            .filter_map(|f| a.observe(f.then_some(&e), Utc::now(), &p))
+            .map(|t| (t.from, t.to))
+            .collect()
+    }
+
+    #[test]
+    fn three_failures_fire_and_two_successes_resolve() {
+        let mut a = Alert::new("api", "failing", "local", Severity::Page, Utc::now());
+        let t = run(&mut a, &[true, true, true, true, false, false]);
+        assert_eq!(
+            t,
+            [
+                (State::Ok, State::Pending),
+                (State::Pending, State::Firing),
+                (State::Firing, State::Resolved)
+            ]
+        );
+        assert!(a.fired_at.is_some() && a.resolved_at.is_some());
+    }
+
+    #[test]
+    fn a_blip_never_fires() {
+        let mut a = Alert::new("api", "failing", "local", Severity::Page, Utc::now());
+        let t = run(&mut a, &[true, false, true, true, false, false, true]);
+        assert!(t.iter().all(|(_, to)| *to != State::Firing), "{t:?}");
+        assert_eq!(a.state, State::Pending);
+    }
+
+    #[test]
+    fn a_failure_between_successes_keeps_it_firing() {
+        let mut a = Alert::new("api", "failing", "local", Severity::Page, Utc::now());
+        let t = run(&mut a, &[true, true, true, false, true, false]);
+        assert_eq!(t.last(), Some(&(State::Pending, State::Firing)));
+        assert_eq!(a.state, State::Firing);
+    }
+
+    #[test]
+    fn after_resolving_the_next_failures_start_a_new_incident() {
+        let mut a = Alert::new("api", "failing", "local", Severity::Page, Utc::now());
+        run(&mut a, &[true, true, true, false, false]);
+        let t = run(&mut a, &[true, true, true]);
+        assert_eq!(
+            t,
+            [
+                (State::Resolved, State::Pending),
+                (State::Pending, State::Firing)
+            ]
+        );
+    }
+}

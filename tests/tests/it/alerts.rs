@@ -1,0 +1,144 @@
+//! Alerts against the real daemon: fire after consecutive failures, resolve
+//! after consecutive successes, and continue across a restart without a
+//! duplicate transition.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::db::TestDb;
+use crate::helpers::{http_get, probes, wait_for};
+
+/// A target whose status code the test sets.
+async fn switchable() -> (String, Arc<AtomicU16>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let status = Arc::new(AtomicU16::new(200));
+    let s = status.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let code = s.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let msg =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(msg.as_bytes()).await;
+            });
+        }
+    });
+    (url, status)
+}
+
+async fn start(db: &TestDb, url: &str) -> Daemon {
+    let yaml = format!(
+        "name: checkout\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 3, successes_to_resolve: 2, severity: page}}\nhttp: {{url: \"{url}\"}}\n"
+    );
+    let settings = Settings {
+        database_url: db.url.clone(),
+        location: "lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        ..Settings::default()
+    };
+    Daemon::start(&settings, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn get(d: &Daemon, path: &str) -> Value {
+    let (code, body) = http_get(d.addr, path).await;
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn transitions(d: &Daemon) -> Vec<(String, String)> {
+    let h = get(d, "/api/v1/alerts/history?probe=checkout").await;
+    let mut v: Vec<(String, String)> = h["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["from"].as_str().unwrap().to_string(),
+                t["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.reverse();
+    v
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_fires_resolves_and_continues_across_a_restart_without_duplicates() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let (url, status) = switchable().await;
+    status.store(503, Ordering::SeqCst);
+    let d = start(&db, &url).await;
+
+    let engine = d.core.alerts.clone();
+    let fired = wait_for(Duration::from_secs(15), || {
+        engine
+            .active()
+            .iter()
+            .any(|a| a.state == prober::alert::State::Firing)
+    })
+    .await;
+    assert!(fired, "three failed runs fire the alert");
+    let list = get(&d, "/api/v1/alerts").await;
+    let a = &list["alerts"][0];
+    assert_eq!(a["key"], "checkout/failing/lab");
+    assert_eq!(a["state"], "firing");
+    assert_eq!(a["severity"], "page");
+    assert_eq!(a["last_error"]["class"], "http_status");
+    // Saving happens right after the change (or within a second): give it that second.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        transitions(&d).await,
+        pairs(&[("ok", "pending"), ("pending", "firing")])
+    );
+    d.shutdown().await;
+
+    // A restart while the target still fails: the alert is still firing, and fires no second time.
+    let d = start(&db, &url).await;
+    let engine = d.core.alerts.clone();
+    assert!(
+        wait_for(Duration::from_secs(10), || engine
+            .loaded
+            .load(Ordering::SeqCst))
+        .await
+    );
+    assert_eq!(engine.active()[0].state, prober::alert::State::Firing);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        transitions(&d).await,
+        pairs(&[("ok", "pending"), ("pending", "firing")])
+    );
+
+    // Two successful runs resolve it, once.
+    status.store(200, Ordering::SeqCst);
+    let resolved = wait_for(Duration::from_secs(10), || engine.active().is_empty()).await;
+    assert!(resolved, "two successful runs resolve the alert");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        transitions(&d).await,
+        pairs(&[
+            ("ok", "pending"),
+            ("pending", "firing"),
+            ("firing", "resolved")
+        ])
+    );
+    d.shutdown().await;
+}
