@@ -145,15 +145,9 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(f(settings)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,4 +156,15 @@ where
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// The multi-threaded runtime of the commands that do I/O; a failure is reported and exits 2.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
 }

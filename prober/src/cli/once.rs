@@ -31,15 +31,9 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
         }
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let outcomes = runtime.block_on(async {
         let runner = Runner::new()?;
