@@ -111,6 +111,7 @@ pub struct Daemon {
     pub scheduler_stats: Arc<SchedulerStats>,
     writer: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
     drain: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
@@ -187,8 +188,14 @@ impl Daemon {
             &settings.location,
             settings.alerting,
             &probes,
+            crate::alert::engine::NotifySettings {
+                receivers: settings.receivers.clone(),
+                dashboard_url: settings.dashboard_url.clone(),
+            },
             stop.clone(),
         );
+        let notifier =
+            crate::notify::worker::start(store.clone(), settings.receivers.clone(), stop.clone());
         let scheduler = Scheduler::start(
             probes,
             exec,
@@ -229,6 +236,7 @@ impl Daemon {
             scheduler_stats: stats,
             writer,
             server,
+            notifier,
             drain,
             stop,
             grace: settings.shutdown_grace,
@@ -257,6 +265,7 @@ impl Daemon {
         }
         self.stop.cancel();
         let _ = self.server.await;
+        let _ = self.notifier.await;
         tracing::info!(
             written = self.store_health.runs_written.load(Ordering::Relaxed),
             unfinished_runs = unfinished,

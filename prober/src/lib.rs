@@ -21,6 +21,9 @@ pub mod store;
 /// Alerting: the alert state machine, persisted, fed by every run.
 pub mod alert;
 
+/// Notifications of alerts: receivers, the outbox worker.
+pub mod notify;
+
 /// `/healthz`, `/readyz` (and the API, later).
 pub mod api;
 

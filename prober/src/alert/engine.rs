@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Alert, Policy, State, Transition};
 use crate::config::Probe;
+use crate::notify::{self, Event, LastFailure, NewNotification, ProbeInfo, Receiver};
 use crate::results::RunRecord;
 use crate::store::Store;
 
@@ -21,9 +22,37 @@ pub const QUEUE: usize = 65_536;
 /// The one rule evaluated so far.
 pub const RULE_FAILING: &str = "failing";
 
+/// What the engine knows of a probe: its policy, and labels, runbook and
+/// description for routing and the content of notifications.
+#[derive(Debug, Clone, Default)]
+struct ProbeEntry {
+    policy: Policy,
+    info: ProbeInfo,
+}
+
+/// Where notifications go.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySettings {
+    pub receivers: Vec<Receiver>,
+    /// `{probe}` is replaced by the probe's name.
+    pub dashboard_url: Option<String>,
+}
+
+/// The last failure of an alert and the failed runs of its incident (in memory only).
+#[derive(Debug, Clone, Default)]
+struct Incident {
+    last: Option<LastFailure>,
+    failures: u32,
+}
+
+/// A change to save: the alert, its transition, the notifications it causes.
+type Change = (Alert, Option<Transition>, Vec<NewNotification>);
+
 pub struct AlertEngine {
     alerts: Mutex<HashMap<String, Alert>>,
-    policies: RwLock<HashMap<String, Policy>>,
+    incidents: Mutex<HashMap<String, Incident>>,
+    policies: RwLock<HashMap<String, Arc<ProbeEntry>>>,
+    notify: NotifySettings,
     default: Policy,
     location: String,
     store: Store,
@@ -54,12 +83,15 @@ impl AlertEngine {
         location: &str,
         default: Policy,
         probes: &[Probe],
+        notify: NotifySettings,
         stop: CancellationToken,
     ) -> Arc<AlertEngine> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let engine = Arc::new(AlertEngine {
             alerts: Mutex::new(HashMap::new()),
+            incidents: Mutex::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
+            notify,
             default,
             location: location.to_string(),
             store,
@@ -72,11 +104,24 @@ impl AlertEngine {
         engine
     }
 
-    /// The policies of the probes now defined (after a reload too).
+    /// The policies, labels, runbooks and descriptions of the probes now
+    /// defined (after a reload too).
     pub fn set_probes(&self, probes: &[Probe]) {
         let map = probes
             .iter()
-            .map(|p| (p.name.clone(), p.alert.apply(self.default)))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Arc::new(ProbeEntry {
+                        policy: p.alert.apply(self.default),
+                        info: ProbeInfo {
+                            labels: p.labels.clone(),
+                            runbook: p.runbook.clone(),
+                            description: p.description.clone(),
+                        },
+                    }),
+                )
+            })
             .collect();
         if let Ok(mut w) = self.policies.write() {
             *w = map;
@@ -110,18 +155,19 @@ impl AlertEngine {
         v
     }
 
-    fn observe(&self, r: &RunRecord) -> Option<(Alert, Option<Transition>)> {
-        let policy = self
+    fn observe(&self, r: &RunRecord) -> Option<Change> {
+        let entry = self
             .policies
             .read()
             .ok()
-            .and_then(|p| p.get(&r.meta.name).copied())?;
+            .and_then(|p| p.get(&r.meta.name).cloned())?;
+        let policy = entry.policy;
         if !policy.enabled {
             return None;
         }
         let key = format!("{}/{RULE_FAILING}/{}", r.meta.name, self.location);
         let mut alerts = lock(&self.alerts);
-        let alert = alerts.entry(key).or_insert_with(|| {
+        let alert = alerts.entry(key.clone()).or_insert_with(|| {
             Alert::new(
                 &r.meta.name,
                 RULE_FAILING,
@@ -135,8 +181,80 @@ impl AlertEngine {
         if let Some(t) = &t {
             tracing::warn!(alert = %t.key, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "alert changed state");
         }
+        // The incident's failed runs and last failure, kept while it lasts.
+        let notes = {
+            let mut incidents = lock(&self.incidents);
+            let starts = |t: &Transition| {
+                t.to == State::Pending || (t.to == State::Firing && t.from != State::Pending)
+            };
+            if t.as_ref().is_some_and(starts) {
+                incidents.remove(&key);
+            }
+            if let Some(e) = r.outcome.error.as_ref() {
+                let i = incidents.entry(key.clone()).or_default();
+                i.failures = i.failures.saturating_add(1);
+                i.last = Some(LastFailure::of(r, e));
+            }
+            match &t {
+                Some(t) => {
+                    let incident = incidents.get(&key).cloned().unwrap_or_default();
+                    if matches!(t.to, State::Ok | State::Resolved) {
+                        incidents.remove(&key);
+                    }
+                    self.notifications(alert, t, &incident, &entry.info)
+                }
+                None => Vec::new(),
+            }
+        };
         // Quiet ok alerts cost nothing; active ones and changes are saved.
-        (t.is_some() || was_active || alert.is_active()).then(|| (alert.clone(), t))
+        (t.is_some() || was_active || alert.is_active()).then(|| (alert.clone(), t, notes))
+    }
+
+    /// The notifications a transition causes: one per routed receiver when
+    /// the alert fires, and when it resolves.
+    fn notifications(
+        &self,
+        a: &Alert,
+        t: &Transition,
+        incident: &Incident,
+        info: &ProbeInfo,
+    ) -> Vec<NewNotification> {
+        let event = match (t.from, t.to) {
+            (_, State::Firing) => Event::Trigger,
+            (State::Firing, State::Resolved) => Event::Resolve,
+            _ => return Vec::new(),
+        };
+        let failed_runs = incident.failures.max(match event {
+            Event::Trigger => a.consecutive_failures,
+            Event::Resolve => 0,
+        });
+        let content = notify::content(
+            a,
+            event,
+            &t.reason,
+            failed_runs,
+            incident.last.as_ref(),
+            info,
+            self.notify.dashboard_url.as_deref(),
+        );
+        let payload = match serde_json::to_value(&content) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(alert = %a.key, error = %e, "cannot encode a notification; it is not sent (a prober bug)");
+                return Vec::new();
+            }
+        };
+        self.notify
+            .receivers
+            .iter()
+            .filter(|r| r.routes(&info.labels))
+            .map(|r| NewNotification {
+                receiver: r.name.clone(),
+                event,
+                dedup_key: content.dedup_key.clone(),
+                payload: payload.clone(),
+            })
+            .collect()
     }
 }
 
@@ -165,7 +283,7 @@ async fn run(engine: Arc<AlertEngine>, mut rx: mpsc::Receiver<RunRecord>, stop: 
             }
         }
     }
-    let mut unsaved: VecDeque<(Alert, Option<Transition>)> = VecDeque::new();
+    let mut unsaved: VecDeque<Change> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -188,9 +306,9 @@ async fn run(engine: Arc<AlertEngine>, mut rx: mpsc::Receiver<RunRecord>, stop: 
 }
 
 /// Saves changes in order; stops at the first failure and keeps the rest for later.
-async fn save(store: &Store, unsaved: &mut VecDeque<(Alert, Option<Transition>)>) {
-    while let Some((alert, t)) = unsaved.front() {
-        match store.save_alert(alert, t.as_ref()).await {
+async fn save(store: &Store, unsaved: &mut VecDeque<Change>) {
+    while let Some((alert, t, notes)) = unsaved.front() {
+        match store.save_alert(alert, t.as_ref(), notes).await {
             Ok(()) => {
                 unsaved.pop_front();
             }

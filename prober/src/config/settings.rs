@@ -71,6 +71,20 @@ struct SettingsFile {
     migrate: Option<bool>,
     retention: Option<RetentionFile>,
     alerting: Option<AlertingFile>,
+    receivers: Option<Vec<ReceiverFile>>,
+    dashboard_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiverFile {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    url: Option<String>,
+    secret: Option<String>,
+    routing_key: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +132,10 @@ pub struct Settings {
     pub retention: Retention,
     /// Default alerting policy; probes override it with `alert:`.
     pub alerting: crate::alert::Policy,
+    /// Where notifications of firing and resolved alerts go.
+    pub receivers: Vec<crate::notify::Receiver>,
+    /// Link to a probe's dashboard; `{probe}` is replaced by its name.
+    pub dashboard_url: Option<String>,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -145,6 +163,8 @@ impl Default for Settings {
                 hours: 400 * DAY,
             },
             alerting: crate::alert::Policy::default(),
+            receivers: Vec::new(),
+            dashboard_url: None,
         }
     }
 }
@@ -192,6 +212,7 @@ impl Settings {
                 .max(1),
             severity,
         };
+        let receivers = receivers(file.receivers.clone().unwrap_or_default())?;
         let s = Settings {
             database_url: (args.database_url.clone())
                 .or(file.database_url)
@@ -221,6 +242,8 @@ impl Settings {
                 hours: dur("retention.hours", retention.hours, d.retention.hours)?,
             },
             alerting,
+            receivers,
+            dashboard_url: file.dashboard_url.clone(),
         };
         s.validate()?;
         Ok(s)
@@ -250,6 +273,81 @@ impl Settings {
         } else {
             Err(format!("invalid settings: {}", problems.join("; ")))
         }
+    }
+}
+
+/// Checks the receivers and substitutes `${env:NAME}` in their url, secret and routing key.
+fn receivers(files: Vec<ReceiverFile>) -> Result<Vec<crate::notify::Receiver>, String> {
+    use crate::notify::{expand_env, Receiver, ReceiverKind, PAGERDUTY_URL};
+    let mut out: Vec<Receiver> = Vec::new();
+    let mut problems = Vec::new();
+    for (i, f) in files.into_iter().enumerate() {
+        let at = format!("receivers[{i}]");
+        if f.name.is_empty() {
+            problems.push(format!("{at}.name must not be empty"));
+        }
+        if out.iter().any(|r| r.name == f.name) {
+            problems.push(format!(
+                "{at}.name: {:?} is used by another receiver; names must be unique",
+                f.name
+            ));
+        }
+        let Some(kind) = ReceiverKind::parse(&f.kind) else {
+            problems.push(format!(
+                "{at}.type: {:?} is not a receiver type; use webhook, slack, pagerduty or alertmanager",
+                f.kind
+            ));
+            continue;
+        };
+        let expand = |field: &str, v: Option<String>| -> Result<Option<String>, String> {
+            v.map(|v| expand_env(&format!("{at}.{field}"), &v))
+                .transpose()
+        };
+        let (url, secret, routing_key) = match (
+            expand("url", f.url),
+            expand("secret", f.secret),
+            expand("routing_key", f.routing_key),
+        ) {
+            (Ok(u), Ok(s), Ok(k)) => (u, s, k),
+            (u, s, k) => {
+                problems.extend([u.err(), s.err(), k.err()].into_iter().flatten());
+                continue;
+            }
+        };
+        let url = match (url, kind) {
+            (Some(u), _) => u,
+            (None, ReceiverKind::PagerDuty) => PAGERDUTY_URL.to_string(),
+            (None, _) => {
+                problems.push(format!(
+                    "{at}.url is required for a {} receiver",
+                    kind.as_str()
+                ));
+                continue;
+            }
+        };
+        if !matches!(url::Url::parse(&url), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
+        {
+            problems.push(format!("{at}.url: not an http(s) URL"));
+        }
+        if kind == ReceiverKind::PagerDuty && routing_key.as_deref().is_none_or(str::is_empty) {
+            problems.push(format!("{at}.routing_key is required for a pagerduty receiver (the integration key of the PagerDuty service)"));
+        }
+        if kind == ReceiverKind::Webhook && secret.as_deref() == Some("") {
+            problems.push(format!("{at}.secret is empty; remove it or set a key"));
+        }
+        out.push(Receiver {
+            name: f.name,
+            kind,
+            url,
+            secret,
+            routing_key,
+            labels: f.labels.unwrap_or_default(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!("invalid receivers: {}", problems.join("; ")))
     }
 }
 
@@ -320,6 +418,52 @@ mod tests {
         };
         let err = Settings::resolve(&args).unwrap_err();
         assert!(err.contains("max_concurency"), "{err}");
+    }
+
+    #[test]
+    fn receivers_are_read_checked_and_unknown_keys_refused() {
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        std::env::set_var("PROBER_TEST_SETTINGS_KEY", "k3y");
+        std::fs::write(
+            &file,
+            "dashboard_url: https://grafana.example/d/x?var-probe={probe}\nreceivers:\n  - {name: hook, type: webhook, url: \"http://127.0.0.1:9/h\", secret: \"${env:PROBER_TEST_SETTINGS_KEY}\", labels: {team: pay}}\n  - {name: pd, type: pagerduty, routing_key: abc}\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(file.clone()),
+            ..SettingsArgs::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.receivers.len(), 2);
+        assert_eq!(s.receivers[0].secret.as_deref(), Some("k3y"));
+        assert_eq!(
+            s.receivers[0].labels.get("team").map(String::as_str),
+            Some("pay")
+        );
+        assert_eq!(s.receivers[1].endpoint(), crate::notify::PAGERDUTY_URL);
+        assert!(
+            !format!("{s:?}").contains("k3y"),
+            "secrets stay out of logs"
+        );
+
+        std::fs::write(
+            &file,
+            "receivers:\n  - {name: pd, type: pagerduty, routng_key: abc}\n",
+        )
+        .unwrap();
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(err.contains("routng_key"), "{err}");
+        std::fs::write(&file, "receivers:\n  - {name: pd, type: pagerduty}\n").unwrap();
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(err.contains("routing_key is required"), "{err}");
+        std::fs::write(
+            &file,
+            "receivers:\n  - {name: x, type: email, url: \"http://a/\"}\n",
+        )
+        .unwrap();
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(err.contains("not a receiver type"), "{err}");
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::{err, Store, StoreError};
 use crate::alert::{Alert, Severity, State, Transition};
+use crate::notify::NewNotification;
 use crate::probe::{ErrorClass, ProbeError};
 
 impl Store {
@@ -56,8 +57,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves an alert's state and, in the same transaction, the transition that changed it.
-    pub async fn save_alert(&self, a: &Alert, t: Option<&Transition>) -> Result<(), StoreError> {
+    /// Saves an alert's state and, in the same transaction, the transition that
+    /// changed it and the notifications it causes (recorded before they are sent).
+    pub async fn save_alert(
+        &self,
+        a: &Alert,
+        t: Option<&Transition>,
+        notes: &[NewNotification],
+    ) -> Result<(), StoreError> {
         let mut tx = self
             .pool()
             .begin()
@@ -106,6 +113,7 @@ impl Store {
             .await
             .map_err(|e| err("cannot save alert transition", e))?;
         }
+        super::notify::insert(&mut tx, &a.key, notes).await?;
         tx.commit().await.map_err(|e| err("cannot save alert", e))
     }
 

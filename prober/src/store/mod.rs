@@ -4,6 +4,7 @@
 //! The store knows nothing of HTTP probing: it takes [`RunRecord`]s.
 
 pub mod alerts;
+pub mod notify;
 pub mod queue;
 pub mod read;
 pub mod writer;

@@ -14,6 +14,7 @@ mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
 mod metrics;
+mod notify;
 mod once;
 mod reload;
 mod scenarios;

@@ -1,0 +1,356 @@
+//! The delivery worker: claims due notifications from the outbox, sends
+//! them, and marks each delivered, due again later (exponential backoff with
+//! jitter, 1 s … 5 min, or the receiver's `Retry-After`), or failed (a
+//! permanent rejection, or still failing 24 h after it was recorded).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+use super::{render, Content, Receiver, ReceiverKind};
+use crate::store::notify::Claimed;
+use crate::store::Store;
+
+/// The first retry waits about this long.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Retries never wait longer (unless the receiver asks with `Retry-After`).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A notification still failing this long after it was recorded is given up.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(86_400);
+/// How long one send may take.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// A claim lasts this long; a worker that died mid-send frees its rows after it.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// How often the outbox is polled when it is idle.
+pub const POLL: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` honoured.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(3_600);
+
+/// The header carrying the webhook's HMAC-SHA256 signature of the body.
+pub const SIGNATURE_HEADER: &str = "X-Prober-Signature";
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Try again, after this long if the receiver said.
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Do not try again.
+    Fail(String),
+}
+
+/// `sha256=<hex>`: the webhook signature of a body.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this branch is never taken.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let mut hex = String::with_capacity(7 + bytes.len() * 2);
+    hex.push_str("sha256=");
+    for b in bytes {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+/// The wait before attempt `attempts + 1`: 1 s doubling to 5 min, ±25 % jitter.
+pub fn backoff(attempts: i32) -> Duration {
+    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    let base = BACKOFF_MIN
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(BACKOFF_MAX);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    base.mul_f64(jitter).clamp(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let wait = at.with_timezone(&Utc) - Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO).min(RETRY_AFTER_MAX))
+}
+
+/// Sends one notification to one receiver.
+pub async fn send(client: &reqwest::Client, r: &Receiver, c: &Content) -> Verdict {
+    let body = render::body(r, c);
+    let bytes = match serde_json::to_vec(&body) {
+        Ok(b) => b,
+        Err(e) => return Verdict::Fail(format!("cannot encode the notification: {e}")),
+    };
+    let url = r.endpoint();
+    let mut req = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .timeout(SEND_TIMEOUT);
+    if let (ReceiverKind::Webhook, Some(secret)) = (r.kind, &r.secret) {
+        req = req.header(SIGNATURE_HEADER, signature(secret, &bytes));
+    }
+    // Only the origin: webhook URLs (Slack's) carry their secret in the path.
+    let shown = super::origin(&url);
+    let resp = match req.body(bytes).send().await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let e = e.without_url();
+            let what = if e.is_timeout() {
+                format!("no answer within {}s", SEND_TIMEOUT.as_secs())
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                "request failed".to_string()
+            };
+            return Verdict::Retry {
+                error: format!(
+                    "{what} to {shown} ({e}); will retry: check that the receiver is up and reachable from the prober"
+                ),
+                after: None,
+            };
+        }
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Verdict::Delivered;
+    }
+    let after = retry_after(resp.headers());
+    let text: String = resp
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let code = status.as_u16();
+    let permanent =
+        code == 400 && matches!(r.kind, ReceiverKind::PagerDuty | ReceiverKind::Alertmanager);
+    if permanent {
+        return Verdict::Fail(format!(
+            "{shown} rejected the notification as invalid (HTTP 400: {text}); not retried: fix the receiver's settings (routing_key, url) or report the body as a prober bug"
+        ));
+    }
+    let hint = match code {
+        429 => "rate limited; will retry after the receiver's Retry-After",
+        401 | 403 => "will retry: check the receiver's credentials (url, routing_key, token)",
+        404 => "will retry: check the receiver's url",
+        _ if status.is_server_error() => {
+            "the receiver failed; will retry: check the receiver's service if this persists"
+        }
+        _ => "will retry: check the receiver's settings",
+    };
+    Verdict::Retry {
+        error: format!("{shown} answered HTTP {code} ({text}); {hint}"),
+        after: if matches!(code, 429 | 503) {
+            after
+        } else {
+            None
+        },
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("prober/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Starts the worker; it stops when `stop` is cancelled (claimed but unsent
+/// notifications are given back).
+pub fn start(
+    store: Store,
+    receivers: Vec<Receiver>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(store, Arc::new(receivers), stop))
+}
+
+async fn run(store: Store, receivers: Arc<Vec<Receiver>>, stop: CancellationToken) {
+    let by_name: HashMap<&str, &Receiver> =
+        receivers.iter().map(|r| (r.name.as_str(), r)).collect();
+    let client = client();
+    let mut warned = false;
+    let resends = receivers
+        .iter()
+        .any(|r| r.kind == ReceiverKind::Alertmanager);
+    let mut last_resend = tokio::time::Instant::now();
+    loop {
+        if resends && last_resend.elapsed() >= render::ALERTMANAGER_RESEND {
+            last_resend = tokio::time::Instant::now();
+            tokio::select! {
+                _ = resend(&store, &client, &by_name) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+        let claimed = match store.claim_notifications(16, LEASE).await {
+            Ok(c) => {
+                warned = false;
+                c
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot read the notification outbox; notifications wait until Postgres is back");
+                    warned = true;
+                }
+                Vec::new()
+            }
+        };
+        let idle = claimed.is_empty();
+        let mut pending: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+        for c in &claimed {
+            let verdict = tokio::select! {
+                v = attempt(&client, by_name.get(c.receiver.as_str()).copied(), c) => v,
+                _ = stop.cancelled() => {
+                    if let Err(e) = store.release_notifications(&pending).await {
+                        tracing::warn!(error = %e, "cannot give back claimed notifications; they are due again after the lease");
+                    }
+                    return;
+                }
+            };
+            pending.retain(|id| *id != c.id);
+            settle(&store, c, verdict).await;
+        }
+        if idle {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.cancelled() => return,
+            }
+        } else if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Sends the alerts still firing to Alertmanager again, so that it keeps
+/// them active (it ends an alert at its `endsAt`). Best effort: a failure
+/// waits for the next round.
+async fn resend(store: &Store, client: &reqwest::Client, by_name: &HashMap<&str, &Receiver>) {
+    let firing = match store.firing_triggers().await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-send firing alerts to Alertmanager this round");
+            return;
+        }
+    };
+    for (name, payload) in firing {
+        let Some(r) = by_name.get(name.as_str()) else {
+            continue;
+        };
+        if r.kind != ReceiverKind::Alertmanager {
+            continue;
+        }
+        let Ok(content) = serde_json::from_value::<Content>(payload) else {
+            continue;
+        };
+        if let Verdict::Retry { error, .. } | Verdict::Fail(error) = send(client, r, &content).await
+        {
+            tracing::warn!(receiver = %r.name, alert = %content.alert_key, "cannot re-send a firing alert to Alertmanager (it ends the alert 4 minutes after the last receipt); next try in a minute: {error}");
+        }
+    }
+}
+
+async fn attempt(client: &reqwest::Client, r: Option<&Receiver>, c: &Claimed) -> Verdict {
+    let Some(r) = r else {
+        return Verdict::Fail(format!(
+            "receiver {:?} is no longer in the settings; not sent: add it back to prober.yaml to deliver new notifications",
+            c.receiver
+        ));
+    };
+    let content: Content = match serde_json::from_value(c.payload.clone()) {
+        Ok(content) => content,
+        Err(e) => {
+            return Verdict::Fail(format!(
+                "the stored notification cannot be read ({e}); not sent: this is a prober bug, please report it"
+            ))
+        }
+    };
+    send(client, r, &content).await
+}
+
+/// The reason to give up a failing notification recorded `age` ago, if it is time.
+pub fn give_up(receiver: &str, error: &str, attempts: i32, age: Duration) -> Option<String> {
+    (age >= GIVE_UP_AFTER).then(|| {
+        format!(
+            "receiver {receiver}: {error}; given up after {attempts} attempts over 24 h: tell on-call by hand, then fix the receiver"
+        )
+    })
+}
+
+async fn settle(store: &Store, c: &Claimed, verdict: Verdict) {
+    let result = match verdict {
+        Verdict::Delivered => {
+            tracing::info!(receiver = %c.receiver, event = c.event.as_str(), alert = %c.alert_key, attempts = c.attempts, "notification delivered");
+            store.notification_delivered(c.id).await
+        }
+        Verdict::Fail(error) => {
+            let error = format!("receiver {}: {error}", c.receiver);
+            tracing::error!(alert = %c.alert_key, event = c.event.as_str(), attempts = c.attempts, "notification given up: {error}");
+            store.notification_failed(c.id, &error).await
+        }
+        Verdict::Retry { error, after } => {
+            let age = (Utc::now() - c.created_at)
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            if let Some(error) = give_up(&c.receiver, &error, c.attempts, age) {
+                tracing::error!(alert = %c.alert_key, event = c.event.as_str(), "notification given up: {error}");
+                store.notification_failed(c.id, &error).await
+            } else {
+                let wait = after.unwrap_or_else(|| backoff(c.attempts));
+                let error = format!("receiver {}: {error}", c.receiver);
+                tracing::warn!(alert = %c.alert_key, event = c.event.as_str(), attempts = c.attempts, retry_in_ms = wait.as_millis() as u64, "notification not delivered: {error}");
+                let at = Utc::now()
+                    + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
+                store.notification_retry(c.id, at, &error).await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, receiver = %c.receiver, "cannot record the notification's outcome; it is due again after the lease (a receiver may see it twice)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_from_a_second_to_five_minutes() {
+        for _ in 0..50 {
+            let first = backoff(1);
+            assert!(first >= BACKOFF_MIN && first <= Duration::from_millis(1_250));
+            let late = backoff(30);
+            assert!(late >= Duration::from_secs(225) && late <= BACKOFF_MAX);
+        }
+    }
+
+    #[test]
+    fn a_notification_failing_for_24_hours_is_given_up_with_the_reason() {
+        assert_eq!(give_up("pd", "x", 3, Duration::from_secs(3_600)), None);
+        let why = give_up("pd", "cannot connect", 300, GIVE_UP_AFTER).unwrap_or_default();
+        assert!(
+            why.contains("receiver pd") && why.contains("cannot connect") && why.contains("24 h"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_signature_is_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,593 @@
+//! Notifications against the real daemon: fake receivers on loopback record
+//! what they are sent and answer as the test says (failures, 429 with
+//! Retry-After); the outbox delivers each notification exactly once, also
+//! across a restart; and, when Debian's `prometheus-alertmanager` is
+//! installed, the real Alertmanager shows the alert and its resolution.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use prober::notify::{Receiver, ReceiverKind};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::db::TestDb;
+use crate::helpers::{probes, wait_for};
+
+const KEY: &str = "checkout/failing/lab";
+const SECRET: &str = "hook-secret";
+
+/// A probe target whose status code the test sets.
+async fn switchable() -> (String, Arc<AtomicU16>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let status = Arc::new(AtomicU16::new(200));
+    let s = status.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let code = s.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let msg =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(msg.as_bytes()).await;
+            });
+        }
+    });
+    (url, status)
+}
+
+/// A request a fake receiver got, and the status it answered.
+#[derive(Debug, Clone)]
+struct Recorded {
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+    answered: u16,
+    at: Instant,
+}
+
+impl Recorded {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A scripted answer: status and extra headers.
+type Answer = (u16, Vec<(String, String)>);
+
+/// A receiver on loopback: records requests; answers from a script, then `status`.
+#[derive(Clone)]
+struct FakeReceiver {
+    url: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    status: Arc<AtomicU16>,
+}
+
+impl FakeReceiver {
+    async fn start(status: u16) -> FakeReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = FakeReceiver {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            requests: Arc::default(),
+            script: Arc::default(),
+            status: Arc::new(AtomicU16::new(status)),
+        };
+        let me = r.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.serve(sock).await });
+            }
+        });
+        r
+    }
+
+    async fn serve(&self, mut sock: tokio::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let path = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or_default()
+            .to_string();
+        let headers: BTreeMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_end..head_end + len].to_vec();
+        let (code, extra) = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| (self.status.load(Ordering::SeqCst), Vec::new()));
+        self.requests.lock().unwrap().push(Recorded {
+            path,
+            headers,
+            body,
+            answered: code,
+            at: Instant::now(),
+        });
+        let mut msg = format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\nconnection: close\r\n");
+        for (k, v) in extra {
+            msg.push_str(&format!("{k}: {v}\r\n"));
+        }
+        msg.push_str("\r\nok");
+        let _ = sock.write_all(msg.as_bytes()).await;
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests answered with 2xx.
+    fn accepted(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.answered))
+            .collect()
+    }
+
+    fn answer_next(&self, code: u16, headers: &[(&str, &str)]) {
+        self.script.lock().unwrap().push_back((
+            code,
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+    }
+}
+
+fn receiver(name: &str, kind: ReceiverKind, url: &str) -> Receiver {
+    Receiver {
+        name: name.into(),
+        kind,
+        url: url.into(),
+        secret: (kind == ReceiverKind::Webhook).then(|| SECRET.to_string()),
+        routing_key: (kind == ReceiverKind::PagerDuty).then(|| "R0UT1NG".to_string()),
+        labels: BTreeMap::new(),
+    }
+}
+
+async fn start(db: &TestDb, target: &str, receivers: Vec<Receiver>) -> Daemon {
+    let yaml = format!(
+        "name: checkout\nevery: 1s\ntimeout: 500ms\ndescription: The checkout page\nrunbook: https://runbooks.example/checkout\nlabels: {{team: payments}}\nalert: {{failures_to_fire: 2, successes_to_resolve: 2, severity: page}}\nhttp: {{url: \"{target}\"}}\n"
+    );
+    let settings = Settings {
+        database_url: db.url.clone(),
+        location: "lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        receivers,
+        dashboard_url: Some("https://grafana.example/d/probes?var-probe={probe}".into()),
+        ..Settings::default()
+    };
+    Daemon::start(&settings, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The outbox rows of the test alert: (receiver, event, attempts, delivered).
+async fn outbox(d: &Daemon) -> Vec<(String, String, i32, bool)> {
+    d.core
+        .store
+        .notifications(KEY)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.receiver, r.event, r.attempts, r.delivered_at.is_some()))
+        .collect()
+}
+
+async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    wait_for(limit, &mut cond).await
+}
+
+fn firing(d: &Daemon) -> bool {
+    d.core
+        .alerts
+        .active()
+        .iter()
+        .any(|a| a.state == prober::alert::State::Firing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alert_reaches_every_receiver_once_and_so_does_its_resolution() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let (target, status) = switchable().await;
+    let hook = FakeReceiver::start(200).await;
+    let slack = FakeReceiver::start(200).await;
+    let pd = FakeReceiver::start(202).await;
+    let other_team = FakeReceiver::start(200).await;
+    let mut elsewhere = receiver("other-team", ReceiverKind::Webhook, &other_team.url);
+    elsewhere.labels = [("team".to_string(), "search".to_string())].into();
+    status.store(503, Ordering::SeqCst);
+    let d = start(
+        &db,
+        &target,
+        vec![
+            receiver("hook", ReceiverKind::Webhook, &format!("{}/hook", hook.url)),
+            receiver(
+                "slack",
+                ReceiverKind::Slack,
+                &format!("{}/slack", slack.url),
+            ),
+            receiver("pd", ReceiverKind::PagerDuty, &pd.url),
+            elsewhere,
+        ],
+    )
+    .await;
+
+    let all = [&hook, &slack, &pd];
+    assert!(
+        wait_until(Duration::from_secs(15), || all
+            .iter()
+            .all(|r| !r.requests().is_empty()))
+        .await,
+        "each receiver gets the trigger"
+    );
+    // Still failing for a while: no second trigger.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for r in all {
+        assert_eq!(r.requests().len(), 1, "{:?}", r.requests());
+    }
+    assert!(other_team.requests().is_empty(), "routing by labels");
+
+    // The webhook: signed JSON with what on-call needs.
+    let h = &hook.requests()[0];
+    assert_eq!(h.path, "/hook");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&h.body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        h.headers.get("x-prober-signature"),
+        Some(&format!("sha256={hex}"))
+    );
+    let w = h.json();
+    assert_eq!(w["event"], "trigger");
+    assert_eq!(w["probe"], "checkout");
+    assert_eq!(w["location"], "lab");
+    assert_eq!(w["severity"], "page");
+    assert_eq!(w["state"], "firing");
+    assert!(w["failed_runs"].as_u64().unwrap() >= 2, "{w}");
+    assert_eq!(w["last_failure"]["error_class"], "http_status");
+    assert!(
+        w["last_failure"]["error"].as_str().unwrap().contains("503"),
+        "{w}"
+    );
+    assert!(w["last_failure"]["phases"]["total_us"].is_u64(), "{w}");
+    assert!(w["last_failure"]["trace_id"].is_string(), "{w}");
+    assert_eq!(w["runbook_url"], "https://runbooks.example/checkout");
+    assert_eq!(
+        w["dashboard_url"],
+        "https://grafana.example/d/probes?var-probe=checkout"
+    );
+    let dedup = w["dedup_key"].as_str().unwrap().to_string();
+    assert!(dedup.starts_with("checkout/failing/lab@"), "{dedup}");
+
+    // PagerDuty Events v2.
+    let p = &pd.requests()[0];
+    assert_eq!(p.path, "/v2/enqueue");
+    let b = p.json();
+    assert_eq!(b["routing_key"], "R0UT1NG");
+    assert_eq!(b["event_action"], "trigger");
+    assert_eq!(b["dedup_key"], dedup.as_str());
+    assert_eq!(b["payload"]["severity"], "critical");
+    assert!(b["payload"]["source"].is_string());
+    let summary = b["payload"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("checkout") && summary.len() <= 1024,
+        "{summary}"
+    );
+    assert_eq!(b["links"][0]["href"], "https://runbooks.example/checkout");
+
+    // Slack.
+    let s = slack.requests()[0].json();
+    assert!(s["text"].as_str().unwrap().contains("checkout"), "{s}");
+    assert!(!s["blocks"].as_array().unwrap().is_empty());
+
+    // Recovery: one resolve each, same dedup key.
+    status.store(200, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(15), || all
+            .iter()
+            .all(|r| r.requests().len() >= 2))
+        .await,
+        "each receiver gets the resolve"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for r in all {
+        assert_eq!(r.requests().len(), 2);
+    }
+    let w = hook.requests()[1].json();
+    assert_eq!(w["event"], "resolve");
+    assert_eq!(w["state"], "resolved");
+    assert_eq!(w["dedup_key"], dedup.as_str());
+    let b = pd.requests()[1].json();
+    assert_eq!(b["event_action"], "resolve");
+    assert_eq!(b["dedup_key"], dedup.as_str());
+    assert!(other_team.requests().is_empty());
+    let rows = outbox(&d).await;
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert!(rows.iter().all(|r| r.3 && r.2 == 1), "{rows:?}");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_it_after_retries_and_retry_after_is_honoured() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let (target, status) = switchable().await;
+    let flaky = FakeReceiver::start(200).await;
+    flaky.answer_next(500, &[]);
+    flaky.answer_next(500, &[]);
+    let limited = FakeReceiver::start(200).await;
+    limited.answer_next(429, &[("Retry-After", "1")]);
+    let am = FakeReceiver::start(200).await;
+    am.answer_next(400, &[]);
+    status.store(503, Ordering::SeqCst);
+    let d = start(
+        &db,
+        &target,
+        vec![
+            receiver("flaky", ReceiverKind::Webhook, &flaky.url),
+            receiver("limited", ReceiverKind::Slack, &limited.url),
+            receiver("am", ReceiverKind::Alertmanager, &am.url),
+        ],
+    )
+    .await;
+    assert!(wait_until(Duration::from_secs(15), || flaky.accepted().len() == 1).await);
+    assert!(wait_until(Duration::from_secs(10), || limited.accepted().len() == 1).await);
+    let f = flaky.requests();
+    assert_eq!(f.len(), 3, "500, 500, then 200");
+    // Backoff: about 1 s, then about 2 s (±25 %).
+    assert!(f[1].at - f[0].at >= Duration::from_millis(700));
+    assert!(f[2].at - f[1].at >= Duration::from_millis(1_400));
+    let l = limited.requests();
+    assert_eq!(l.len(), 2, "429 then 200");
+    assert!(
+        l[1].at - l[0].at >= Duration::from_millis(950),
+        "Retry-After: 1"
+    );
+    // Alertmanager's 400 is not retried: failed, with the reason.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(am.requests().len(), 1);
+    assert_eq!(am.requests()[0].path, "/api/v2/alerts");
+
+    let rows = d.core.store.notifications(KEY).await.unwrap();
+    let by = |n: &str| rows.iter().find(|r| r.receiver == n).unwrap().clone();
+    let flaky_row = by("flaky");
+    assert_eq!(flaky_row.attempts, 3);
+    assert!(flaky_row.delivered_at.is_some());
+    let limited_row = by("limited");
+    assert_eq!(limited_row.attempts, 2);
+    assert!(limited_row.delivered_at.is_some());
+    let am_row = by("am");
+    assert!(am_row.failed_at.is_some() && am_row.delivered_at.is_none());
+    let why = am_row.last_error.unwrap();
+    assert!(
+        why.contains("receiver am") && why.contains("400") && why.contains("not retried"),
+        "{why}"
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_firing_and_delivery_delivers_exactly_once() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let (target, status) = switchable().await;
+    let hook = FakeReceiver::start(503).await;
+    status.store(503, Ordering::SeqCst);
+    let receivers = vec![receiver("hook", ReceiverKind::Webhook, &hook.url)];
+    let d = start(&db, &target, receivers.clone()).await;
+    assert!(wait_until(Duration::from_secs(15), || firing(&d)).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || !hook.requests().is_empty()).await,
+        "the worker tried"
+    );
+    d.shutdown().await;
+    let rows = outbox_rows(&db).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(!rows[0].3, "not delivered while the receiver is down");
+
+    // Restart while the target still fails; then the receiver comes up.
+    let d = start(&db, &target, receivers).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    hook.status.store(200, Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(20), || hook.accepted().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(hook.accepted().len(), 1, "delivered exactly once");
+    let rows = outbox(&d).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "no second trigger after the restart: {rows:?}"
+    );
+    assert!(rows[0].3);
+    assert!(rows[0].2 >= 2, "attempts are recorded: {rows:?}");
+    d.shutdown().await;
+}
+
+async fn outbox_rows(db: &TestDb) -> Vec<(String, String, i32, bool)> {
+    let pool = db.pool().await;
+    let rows: Vec<(String, String, i32, bool)> = sqlx::query_as(
+        "select receiver, event, attempts, delivered_at is not null from notifications order by id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// The real Alertmanager (Debian's prometheus-alertmanager), when installed.
+struct RealAlertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealAlertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn real_alertmanager() -> Option<RealAlertmanager> {
+    let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = std::process::Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let am = RealAlertmanager {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Some(am);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("alertmanager did not start on {addr}");
+}
+
+async fn am_alerts(am: &RealAlertmanager) -> Vec<Value> {
+    let addr: std::net::SocketAddr = am.url.trim_start_matches("http://").parse().unwrap();
+    let (code, body) = crate::helpers::http_get(addr, "/api/v2/alerts").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["probe"] == "checkout")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_alertmanager_shows_the_alert_and_its_resolution() {
+    let Some(am) = real_alertmanager().await else {
+        eprintln!("prometheus-alertmanager is not installed: skipped (apt-get install prometheus-alertmanager)");
+        return;
+    };
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let (target, status) = switchable().await;
+    status.store(503, Ordering::SeqCst);
+    let d = start(
+        &db,
+        &target,
+        vec![receiver("am", ReceiverKind::Alertmanager, &am.url)],
+    )
+    .await;
+    let mut shown = Vec::new();
+    for _ in 0..150 {
+        shown = am_alerts(&am).await;
+        if !shown.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown.len(), 1, "the firing alert is in Alertmanager");
+    let a = &shown[0];
+    assert_eq!(a["labels"]["alertname"], "ProbeFailing");
+    assert_eq!(a["labels"]["location"], "lab");
+    assert_eq!(a["labels"]["severity"], "page");
+    assert_eq!(a["status"]["state"], "active");
+    let ends = chrono::DateTime::parse_from_rfc3339(a["endsAt"].as_str().unwrap()).unwrap();
+    assert!(
+        ends > chrono::Utc::now() + chrono::Duration::minutes(3),
+        "a firing alert ends minutes ahead unless re-sent: {a}"
+    );
+    assert_eq!(a["annotations"]["error_class"], "http_status");
+    assert_eq!(
+        a["annotations"]["runbook_url"],
+        "https://runbooks.example/checkout"
+    );
+
+    status.store(200, Ordering::SeqCst);
+    let mut resolved = false;
+    for _ in 0..150 {
+        let now = chrono::Utc::now();
+        let list = am_alerts(&am).await;
+        // Alertmanager drops resolved alerts from the list (or shows them ended).
+        if list.is_empty()
+            || list.iter().all(|a| {
+                a["endsAt"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t <= now)
+            })
+        {
+            resolved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resolved, "the resolve reaches Alertmanager");
+    let rows = outbox(&d).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.3), "{rows:?}");
+    d.shutdown().await;
+}
