@@ -284,3 +284,34 @@ async fn retention_drops_old_partitions_and_keeps_recent_ones() {
             .unwrap();
     assert_eq!(minutes, 2, "minute data is kept longer than raw runs");
 }
+
+#[tokio::test]
+async fn a_batch_of_thousands_of_new_probes_registers_them_all_at_once() {
+    let db = TestDb::create().await;
+    let store = migrated_store(&db).await;
+    let at: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
+    let metas: Vec<Arc<ProbeMeta>> = (0..3_000).map(|i| meta(&format!("bulk-{i:05}"))).collect();
+    let batch: Vec<RunRecord> = metas.iter().map(|m| record(m, at, 1_000, true)).collect();
+
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 3_000);
+
+    let pool = db.pool().await;
+    let (probes, versions, runs): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from probes), (select count(*) from probe_versions),
+                (select count(distinct probe_id) from runs)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((probes, versions, runs), (3_000, 3_000, 3_000));
+    let names_match: i64 = sqlx::query_scalar(
+        "select count(*) from runs_view where probe like 'bulk-%' and version = 'v1hash'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        names_match, 3_000,
+        "every run points at its own probe and version"
+    );
+}
