@@ -123,9 +123,9 @@ pub fn load_text(file: &Path, text: &str, report: &mut LoadReport) {
         match &doc.value {
             Value::Null => {}
             Value::Object(_) => load_probe(file, doc.clone(), report),
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    load_probe(file, doc.sub(&join_index("", i), item.clone()), report);
+            Value::Array(_) => {
+                for item in doc.items() {
+                    load_probe(file, item, report);
                 }
             }
             _ => report.diagnostics.push(file_error(
