@@ -228,6 +228,11 @@ fn yaml_duration(d: Duration) -> String {
     }
 }
 
+/// Probes per generated YAML text: loading a list costs O(items²) today
+/// (`yaml::Document::sub` re-roots the whole position index for every item),
+/// so 10,000 probes in one text take minutes; chunks keep it linear.
+const PROBES_PER_TEXT: usize = 250;
+
 /// The probes, built by the real loader from generated YAML.
 fn build_probes(
     n: usize,
@@ -235,16 +240,21 @@ fn build_probes(
     timeout: Duration,
     target: SocketAddr,
 ) -> Result<Vec<crate::config::Probe>, String> {
-    let mut yaml = String::with_capacity(n * 100);
-    for i in 1..=n {
-        yaml.push_str(&format!(
-            "- name: bench-{i:05}\n  every: {}\n  timeout: {}\n  http:\n    url: http://{target}/\n",
-            yaml_duration(every),
-            yaml_duration(timeout)
-        ));
-    }
     let mut report = LoadReport::default();
-    load_text(std::path::Path::new("<bench>"), &yaml, &mut report);
+    let mut first = 1;
+    while first <= n {
+        let last = (first + PROBES_PER_TEXT - 1).min(n);
+        let mut yaml = String::with_capacity(PROBES_PER_TEXT * 100);
+        for i in first..=last {
+            yaml.push_str(&format!(
+                "- name: bench-{i:05}\n  every: {}\n  timeout: {}\n  http:\n    url: http://{target}/\n",
+                yaml_duration(every),
+                yaml_duration(timeout)
+            ));
+        }
+        load_text(std::path::Path::new("<bench>"), &yaml, &mut report);
+        first = last + 1;
+    }
     if !report.is_ok() {
         let errors: Vec<String> = report.errors().take(5).map(ToString::to_string).collect();
         return Err(format!(
@@ -855,5 +865,17 @@ mod tests {
         .unwrap();
         assert_eq!(probes.len(), 3);
         assert_eq!(probes[2].name, "bench-00003");
+        let many = build_probes(
+            PROBES_PER_TEXT + 2,
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )
+        .unwrap();
+        assert_eq!(many.len(), PROBES_PER_TEXT + 2);
+        assert_eq!(
+            many[PROBES_PER_TEXT].name,
+            format!("bench-{:05}", PROBES_PER_TEXT + 1)
+        );
     }
 }
