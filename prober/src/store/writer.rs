@@ -192,7 +192,9 @@ async fn maintain(store: &Store, cfg: &WriterConfig) {
     }
 }
 
-/// Writes everything queued, batch by batch; a failed batch goes back to the front.
+/// Writes what is queued: full batches while there are, then one partial batch;
+/// the next partial batch waits for `flush_interval`, so batches fill up instead
+/// of following the write latency. A failed batch goes back to the front.
 async fn flush(
     store: &Store,
     queue: &ResultQueue,
@@ -216,6 +218,9 @@ async fn flush(
                     Ordering::Relaxed,
                 );
                 health.set_ok();
+                if queue.len() < batch_size {
+                    return Ok(());
+                }
             }
             Err(e) => {
                 queue.put_back(batch);
