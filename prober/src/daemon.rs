@@ -185,13 +185,8 @@ impl Daemon {
         );
         let alerts = crate::alert::engine::AlertEngine::start(
             store.clone(),
-            &settings.location,
-            settings.alerting,
+            crate::alert::engine::EngineSettings::from_settings(settings),
             &probes,
-            crate::alert::engine::NotifySettings {
-                receivers: settings.receivers.clone(),
-                dashboard_url: settings.dashboard_url.clone(),
-            },
             stop.clone(),
         );
         let notifier =

@@ -1,11 +1,16 @@
 //! Alerting for on-call: the alert state machine (ok → pending → firing →
 //! resolved), persisted in Postgres with every transition, fed by every run.
 //!
-//! This first part fires on consecutive failures and resolves on consecutive
-//! successes, per probe and location. Notifiers, silences, latency and
-//! burn-rate rules build on the transitions recorded here.
+//! Rules: `failing` (consecutive failed runs, per location) and
+//! `cert_expiry` (per run, per location) are evaluated on every run;
+//! `latency` (a quantile over a window from merged bins) and the SLO
+//! burn-rate rules `slo_page`/`slo_ticket` are evaluated periodically from
+//! Postgres across all locations, by the one replica holding the evaluator
+//! lock. Silences and `depends_on` hold back notifications, never state.
 
+pub mod burn;
 pub mod engine;
+pub mod silence;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -61,14 +66,49 @@ impl Severity {
     }
 }
 
-/// When the `failing` rule fires and resolves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A probe's alerting rules: when each fires and resolves.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     pub enabled: bool,
+    /// `failing`: consecutive failed runs that fire.
     pub failures_to_fire: u32,
+    /// `failing`: consecutive successful runs that resolve.
     pub successes_to_resolve: u32,
+    /// Severity of `failing`.
+    pub severity: Severity,
+    /// `latency`: a quantile over a window above a threshold.
+    pub latency: Option<LatencyRule>,
+    /// `slo_page`/`slo_ticket`: availability objective and burn-rate pairs.
+    pub slo: Option<SloRule>,
+    /// `cert_expiry` (ticket): fires when a run sees a certificate with fewer days left; 0 = off.
+    pub cert_expiry_days: u32,
+}
+
+/// Fires when the quantile of the total latency over the last `over` exceeds `above`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyRule {
+    /// 0 < quantile < 1, e.g. 0.99.
+    pub quantile: f64,
+    pub above: std::time::Duration,
+    /// The window, whole minutes (the bins' step).
+    pub over: std::time::Duration,
     pub severity: Severity,
 }
+
+/// An availability objective over 30 days, alerted on by burn rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloRule {
+    /// The objective as a fraction, e.g. 0.999.
+    pub objective: f64,
+    /// Failed runs the long window of a pair must hold before it can fire,
+    /// so a single failure at a low probe rate cannot page.
+    pub min_failures: u32,
+}
+
+/// Days before expiry at which `cert_expiry` fires when nothing else is set.
+pub const DEFAULT_CERT_EXPIRY_DAYS: u32 = 14;
+/// Failed runs a burn-rate window needs before it fires when nothing else is set.
+pub const DEFAULT_SLO_MIN_FAILURES: u32 = 5;
 
 /// Consecutive failures that fire an alert when nothing else is set.
 pub const DEFAULT_FAILURES_TO_FIRE: u32 = 3;
@@ -82,6 +122,9 @@ impl Default for Policy {
             failures_to_fire: DEFAULT_FAILURES_TO_FIRE,
             successes_to_resolve: DEFAULT_SUCCESSES_TO_RESOLVE,
             severity: Severity::Page,
+            latency: None,
+            slo: None,
+            cert_expiry_days: DEFAULT_CERT_EXPIRY_DAYS,
         }
     }
 }
@@ -103,6 +146,16 @@ pub struct Alert {
     pub fired_at: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub last_error: Option<ProbeError>,
+    /// Failed runs of the probe (at this location) since the incident began.
+    pub failed_runs: u32,
+    /// The incident's last failed run.
+    pub last_failure: Option<crate::notify::LastFailure>,
+    /// Whether a trigger was recorded for the current incident (a resolve follows only then).
+    pub notified: bool,
+    /// Why the trigger is held back (a silence, a firing upstream); it is sent when that ends.
+    pub suppressed: Option<String>,
+    /// When the trigger or the last reminder was recorded.
+    pub last_notified_at: Option<DateTime<Utc>>,
 }
 
 /// A change of state, recorded in the alert history.
@@ -137,10 +190,16 @@ impl Alert {
             fired_at: None,
             resolved_at: None,
             last_error: None,
+            failed_runs: 0,
+            last_failure: None,
+            notified: false,
+            suppressed: None,
+            last_notified_at: None,
         }
     }
 
-    /// Takes one run into account; returns the transition it caused, if any.
+    /// Takes one run into account for the `failing` rule; returns the
+    /// transition it caused, if any.
     pub fn observe(
         &mut self,
         error: Option<&ProbeError>,
@@ -148,32 +207,12 @@ impl Alert {
         policy: &Policy,
     ) -> Option<Transition> {
         self.severity = policy.severity;
-        let to = match error {
-            Some(e) => {
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.consecutive_successes = 0;
-                self.last_error = Some(e.clone());
-                let enough = self.consecutive_failures >= policy.failures_to_fire.max(1);
-                match (self.state, enough) {
-                    (State::Ok | State::Resolved | State::Pending, true) => State::Firing,
-                    (State::Ok | State::Resolved, false) => State::Pending,
-                    (s, _) => s,
-                }
-            }
-            None => {
-                self.consecutive_successes = self.consecutive_successes.saturating_add(1);
-                self.consecutive_failures = 0;
-                let enough = self.consecutive_successes >= policy.successes_to_resolve.max(1);
-                match (self.state, enough) {
-                    (State::Pending, _) => State::Ok,
-                    (State::Firing, true) => State::Resolved,
-                    (s, _) => s,
-                }
-            }
-        };
-        if to == self.state {
-            return None;
+        if let Some(e) = error {
+            self.last_error = Some(e.clone());
         }
+        let fire = policy.failures_to_fire;
+        let resolve = policy.successes_to_resolve;
+        let to = self.next_state(error.is_some(), fire, resolve)?;
         let reason = match (to, error) {
             (State::Firing, Some(e)) => format!(
                 "{} consecutive failed runs; last: {}: {}",
@@ -186,6 +225,60 @@ impl Alert {
             (State::Ok, _) => "recovered before firing".to_string(),
             _ => String::new(),
         };
+        Some(self.enter(to, at, policy.severity, reason))
+    }
+
+    /// Takes one evaluation of a condition into account (`bad` holds the
+    /// reason when it is met): fires after `fire` bad evaluations in a row,
+    /// resolves after `resolve` good ones.
+    pub fn evaluate(
+        &mut self,
+        bad: Option<&str>,
+        good_reason: &str,
+        at: DateTime<Utc>,
+        severity: Severity,
+        (fire, resolve): (u32, u32),
+    ) -> Option<Transition> {
+        let to = self.next_state(bad.is_some(), fire, resolve)?;
+        let reason = match (to, bad) {
+            (State::Firing | State::Pending, Some(r)) => r.to_string(),
+            _ => good_reason.to_string(),
+        };
+        Some(self.enter(to, at, severity, reason))
+    }
+
+    /// Counts one observation; returns the state it leads to, if it changes.
+    fn next_state(&mut self, bad: bool, fire: u32, resolve: u32) -> Option<State> {
+        let to = if bad {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            self.consecutive_successes = 0;
+            let enough = self.consecutive_failures >= fire.max(1);
+            match (self.state, enough) {
+                (State::Ok | State::Resolved | State::Pending, true) => State::Firing,
+                (State::Ok | State::Resolved, false) => State::Pending,
+                (s, _) => s,
+            }
+        } else {
+            self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+            self.consecutive_failures = 0;
+            let enough = self.consecutive_successes >= resolve.max(1);
+            match (self.state, enough) {
+                (State::Pending, _) => State::Ok,
+                (State::Firing, true) => State::Resolved,
+                (s, _) => s,
+            }
+        };
+        (to != self.state).then_some(to)
+    }
+
+    fn enter(
+        &mut self,
+        to: State,
+        at: DateTime<Utc>,
+        severity: Severity,
+        reason: String,
+    ) -> Transition {
+        self.severity = severity;
         let t = Transition {
             key: self.key.clone(),
             from: self.state,
@@ -203,7 +296,7 @@ impl Alert {
             State::Resolved => self.resolved_at = Some(at),
             _ => {}
         }
-        Some(t)
+        t
     }
 
     /// Whether the alert needs a row: anything but a quiet ok.

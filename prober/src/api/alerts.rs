@@ -1,6 +1,11 @@
-//! `/api/v1/alerts` and `/api/v1/alerts/history`.
+//! `/api/v1/alerts`, `/api/v1/alerts/history` and `/api/v1/silences`.
 
-use axum::extract::{Query, State};
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::alert::silence::Silence;
 use crate::alert::{Alert, State as AlertState};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,5 +81,207 @@ pub async fn history(
                 reason: t.reason,
             })
             .collect(),
+    }))
+}
+
+/// Checks the `Authorization: Bearer <api_token>` header of a write request.
+fn authorize(core: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(token) = core.settings.api_token.as_deref() else {
+        return Err(ApiError::forbidden(
+            "silences cannot be changed through the API while no token is set: set api_token in prober.yaml or PROBER_API_TOKEN, then send Authorization: Bearer <token>",
+        ));
+    };
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api".to_string()),
+        Some(_) => Err(ApiError::unauthorized(
+            "the bearer token does not match api_token; check the token you send",
+        )),
+        None => Err(ApiError::unauthorized(
+            "send Authorization: Bearer <api_token> to change silences",
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SilenceQuery {
+    /// Include silences that have ended (API ones keep their rows as history).
+    pub all: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilenceView {
+    #[serde(flatten)]
+    pub silence: Silence,
+    /// Whether it holds back notifications right now.
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilenceList {
+    /// Silences from prober.yaml first, then those from the API, newest first.
+    pub silences: Vec<SilenceView>,
+}
+
+/// A new silence or maintenance window.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// All must equal: `probe`, `rule`, `location`, `severity`, or a probe label.
+    pub matchers: BTreeMap<String, String>,
+    /// Default: now.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// The end; or give `duration` instead.
+    pub ends_at: Option<DateTime<Utc>>,
+    /// How long from `starts_at`, like `2h` (instead of `ends_at`).
+    pub duration: Option<String>,
+    /// A recurring window: opens at each time of this cron expression (seconds first, UTC) ...
+    pub cron: Option<String>,
+    /// ... for this long, like `30m`.
+    pub window: Option<String>,
+    /// Why: shown with every held-back alert.
+    pub comment: String,
+    /// Who: shown with every held-back alert.
+    pub created_by: String,
+}
+
+/// Silences and maintenance windows (token-protected, like every silence endpoint).
+#[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", params(SilenceQuery),
+    responses((status = 200, body = SilenceList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn silences(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<SilenceQuery>,
+) -> Result<Json<SilenceList>, ApiError> {
+    authorize(&core, &headers)?;
+    let now = Utc::now();
+    let from_api = core
+        .store
+        .silences((!q.all.unwrap_or(false)).then_some(now))
+        .await?;
+    let silences = core
+        .alerts
+        .file_silences()
+        .iter()
+        .cloned()
+        .chain(from_api)
+        .map(|s| SilenceView {
+            active: s.active_at(now),
+            silence: s,
+        })
+        .collect();
+    Ok(Json(SilenceList { silences }))
+}
+
+fn parse_duration(field: &str, text: &str) -> Result<std::time::Duration, ApiError> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{field}: {text:?} is not a duration; write it like 30m, 2h or 1d"
+            ))
+        })
+}
+
+/// Creates a silence: matching alerts still change state and are recorded, but do not notify.
+#[utoipa::path(post, path = "/api/v1/silences", tag = "alerts", request_body = NewSilence,
+    responses((status = 201, body = Silence), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_silence(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<NewSilence>, JsonRejection>,
+) -> Result<(StatusCode, Json<Silence>), ApiError> {
+    authorize(&core, &headers)?;
+    let Json(n) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not a silence: {}; send JSON like {{\"matchers\": {{\"probe\": \"checkout\"}}, \"duration\": \"2h\", \"comment\": \"deploy\", \"created_by\": \"alice\"}}",
+            e.body_text()
+        ))
+    })?;
+    let starts_at = n.starts_at.unwrap_or_else(Utc::now);
+    let ends_at =
+        match (n.ends_at, &n.duration) {
+            (Some(e), None) => e,
+            (None, Some(d)) => {
+                starts_at
+                    + chrono::Duration::from_std(parse_duration("duration", d)?)
+                        .map_err(|_| ApiError::bad_request("duration: too long"))?
+            }
+            (None, None) if n.cron.is_some() => DateTime::<Utc>::MAX_UTC,
+            _ => return Err(ApiError::bad_request(
+                "give exactly one of ends_at and duration (a recurring window may give neither)",
+            )),
+        };
+    let duration_ms = match &n.window {
+        Some(w) => {
+            Some(u64::try_from(parse_duration("window", w)?.as_millis()).unwrap_or(u64::MAX))
+        }
+        None => None,
+    };
+    let id = uuid::Uuid::new_v4();
+    let s = Silence {
+        id: id.to_string(),
+        matchers: n.matchers,
+        starts_at,
+        ends_at,
+        cron: n.cron,
+        duration_ms,
+        comment: n.comment,
+        created_by: n.created_by,
+        source: "api".into(),
+    };
+    s.validate().map_err(ApiError::bad_request)?;
+    core.store.insert_silence(&s, id).await?;
+    core.alerts.evaluate_soon();
+    tracing::info!(silence = %s.id, matchers = ?s.matchers, by = %s.created_by, "silence created");
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SilenceEnded {
+    pub id: String,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// Ends a silence now; held-back alerts that still fire notify at the next evaluation.
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts",
+    params(("id" = String, Path, description = "The silence's id")),
+    responses((status = 200, body = SilenceEnded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_silence(
+    State(core): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SilenceEnded>, ApiError> {
+    authorize(&core, &headers)?;
+    if id.starts_with("file:") {
+        return Err(ApiError::bad_request(format!(
+            "silence {id} comes from prober.yaml; remove it there and restart"
+        )));
+    }
+    let uuid = uuid::Uuid::parse_str(&id).map_err(|_| {
+        ApiError::bad_request(format!(
+            "{id:?} is not a silence id; GET /api/v1/silences lists them"
+        ))
+    })?;
+    if !core.store.expire_silence(uuid).await? {
+        return Err(ApiError::not_found(format!(
+            "no active silence {id}; GET /api/v1/silences?all=true lists ended ones too"
+        )));
+    }
+    core.alerts.evaluate_soon();
+    tracing::info!(silence = %id, "silence ended");
+    Ok(Json(SilenceEnded {
+        id,
+        ended_at: Utc::now(),
     }))
 }

@@ -25,7 +25,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `not_found`, `bad_request`, `invalid_probes`, `store_unavailable`.
+    /// Stable, machine-readable: `not_found`, `bad_request`, `unauthorized`, `forbidden`, `invalid_probes`, `store_unavailable`.
     pub code: String,
     /// What happened and what to do.
     pub message: String,
@@ -39,6 +39,24 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
             message: message.into(),
             details: Vec::new(),
         }

@@ -42,6 +42,9 @@ pub type AppState = Arc<Core>;
         probes::reload,
         alerts::list,
         alerts::history,
+        alerts::silences,
+        alerts::create_silence,
+        alerts::delete_silence,
     ),
     tags(
         (name = "probes", description = "Probe definitions, status, history and latency"),
@@ -64,6 +67,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/reload", post(probes::reload))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/history", get(alerts::history))
+        .route(
+            "/api/v1/silences",
+            get(alerts::silences).post(alerts::create_silence),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(alerts::delete_silence),
+        )
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(state)

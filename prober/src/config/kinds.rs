@@ -266,12 +266,15 @@ pub fn validate_retry(raw: &RawRetry, ctx: &mut Ctx<'_>) -> Option<Retry> {
 }
 
 /// A probe's alerting overrides; unset fields take the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AlertOverrides {
     pub enabled: Option<bool>,
     pub failures_to_fire: Option<u32>,
     pub successes_to_resolve: Option<u32>,
     pub severity: Option<crate::alert::Severity>,
+    pub latency: Option<crate::alert::LatencyRule>,
+    pub slo: Option<crate::alert::SloRule>,
+    pub cert_expiry_days: Option<u32>,
 }
 
 impl AlertOverrides {
@@ -284,8 +287,128 @@ impl AlertOverrides {
                 .successes_to_resolve
                 .unwrap_or(default.successes_to_resolve),
             severity: self.severity.unwrap_or(default.severity),
+            latency: self.latency.or(default.latency),
+            slo: self.slo.or(default.slo),
+            cert_expiry_days: self.cert_expiry_days.unwrap_or(default.cert_expiry_days),
         }
     }
+}
+
+/// Default window of a latency rule.
+pub const DEFAULT_LATENCY_WINDOW: Duration = Duration::from_secs(300);
+
+/// Reads an `alert:` block (of a probe, or of `alerting.by_label` in the
+/// settings); returns the overrides and each problem as (field, message).
+pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(String, String)>) {
+    let mut problems: Vec<(String, String)> = Vec::new();
+    for (field, v) in [
+        ("alert.failures_to_fire", raw.failures_to_fire),
+        ("alert.successes_to_resolve", raw.successes_to_resolve),
+    ] {
+        if v == Some(0) {
+            problems.push((field.into(), "must be at least 1".into()));
+        }
+    }
+    let severity = severity_at(&mut problems, "alert.severity", raw.severity.as_deref());
+    let latency_severity = raw.latency.as_ref().and_then(|l| {
+        severity_at(
+            &mut problems,
+            "alert.latency.severity",
+            l.severity.as_deref(),
+        )
+    });
+    let latency = raw.latency.as_ref().and_then(|l| {
+        let above = duration_at(&mut problems, "alert.latency.above", &l.above);
+        let over = match &l.over {
+            Some(t) => duration_at(&mut problems, "alert.latency.over", t),
+            None => Some(DEFAULT_LATENCY_WINDOW),
+        };
+        let mut ok = true;
+        if !(l.quantile > 0.0 && l.quantile < 1.0) {
+            problems.push((
+                "alert.latency.quantile".into(),
+                format!("{} is not a quantile; write a number between 0 and 1, like 0.95 or 0.99", l.quantile),
+            ));
+            ok = false;
+        }
+        if let Some(o) = over {
+            if o.as_secs() % 60 != 0 || o.subsec_nanos() != 0 || o > Duration::from_secs(86_400) {
+                problems.push((
+                    "alert.latency.over".into(),
+                    "must be whole minutes up to 24h (the histograms are kept per minute), like 5m or 1h".into(),
+                ));
+                ok = false;
+            }
+        }
+        Some(crate::alert::LatencyRule {
+            quantile: l.quantile,
+            above: above?,
+            over: over?,
+            severity: latency_severity.unwrap_or(crate::alert::Severity::Ticket),
+        })
+        .filter(|_| ok)
+    });
+    let slo = raw.slo.as_ref().and_then(|s| {
+        if !(s.objective > 0.0 && s.objective < 100.0) {
+            problems.push((
+                "alert.slo.objective".into(),
+                format!("{} is not an objective; write the percent of runs that must succeed, between 0 and 100, like 99.9", s.objective),
+            ));
+            return None;
+        }
+        if s.min_failures == Some(0) {
+            problems.push(("alert.slo.min_failures".into(), "must be at least 1".into()));
+            return None;
+        }
+        Some(crate::alert::SloRule {
+            objective: s.objective / 100.0,
+            min_failures: s
+                .min_failures
+                .unwrap_or(crate::alert::DEFAULT_SLO_MIN_FAILURES),
+        })
+    });
+    (
+        AlertOverrides {
+            enabled: raw.enabled,
+            failures_to_fire: raw.failures_to_fire,
+            successes_to_resolve: raw.successes_to_resolve,
+            severity,
+            latency,
+            slo,
+            cert_expiry_days: raw.cert_expiry_days,
+        },
+        problems,
+    )
+}
+
+fn severity_at(
+    problems: &mut Vec<(String, String)>,
+    field: &str,
+    s: Option<&str>,
+) -> Option<crate::alert::Severity> {
+    let s = s?;
+    let parsed = parse_severity(s);
+    if parsed.is_none() {
+        problems.push((
+            field.into(),
+            format!("{s:?} is not a severity; use page or ticket"),
+        ));
+    }
+    parsed
+}
+
+fn duration_at(problems: &mut Vec<(String, String)>, field: &str, text: &str) -> Option<Duration> {
+    let d = super::probe::is_duration_syntax(text)
+        .then(|| humantime::parse_duration(text).ok())
+        .flatten()
+        .filter(|d| !d.is_zero());
+    if d.is_none() {
+        problems.push((
+            field.into(),
+            format!("{text:?} is not a duration; write a number and a unit (ms, s, m, h), like 800ms or 10m"),
+        ));
+    }
+    d
 }
 
 /// Parses a severity name.
@@ -298,28 +421,9 @@ pub fn parse_severity(s: &str) -> Option<crate::alert::Severity> {
 }
 
 pub fn validate_alert(raw: &super::raw::RawAlert, ctx: &mut Ctx<'_>) -> AlertOverrides {
-    for (field, v) in [
-        ("alert.failures_to_fire", raw.failures_to_fire),
-        ("alert.successes_to_resolve", raw.successes_to_resolve),
-    ] {
-        if v == Some(0) {
-            ctx.error(field, "must be at least 1");
-        }
+    let (overrides, problems) = alert_overrides(raw);
+    for (field, message) in problems {
+        ctx.error(&field, message);
     }
-    let severity = raw.severity.as_deref().and_then(|s| {
-        let parsed = parse_severity(s);
-        if parsed.is_none() {
-            ctx.error(
-                "alert.severity",
-                format!("{s:?} is not a severity; use page or ticket"),
-            );
-        }
-        parsed
-    });
-    AlertOverrides {
-        enabled: raw.enabled,
-        failures_to_fire: raw.failures_to_fire,
-        successes_to_resolve: raw.successes_to_resolve,
-        severity,
-    }
+    overrides
 }

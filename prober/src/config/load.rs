@@ -54,6 +54,7 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
         }
     }
     check_unique_names(&mut report);
+    check_dependencies(&mut report);
     warn_missing_env(&mut report);
     (report.diagnostics)
         .sort_by(|a, b| (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col)));
@@ -349,6 +350,60 @@ fn check_unique_names(report: &mut LoadReport) {
         }
     }
     report.probes.retain(|p| !dups.contains(&p.name));
+}
+
+/// `depends_on`: a name that is not in the set is a warning (it may be
+/// loaded from elsewhere); a cycle is an error, since the probes of a cycle
+/// would hold back each other's pages while all of them fire.
+fn check_dependencies(report: &mut LoadReport) {
+    let by_name: HashMap<&str, &Probe> =
+        report.probes.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut bad: Vec<String> = Vec::new();
+    for p in &report.probes {
+        let at = |message: String, severity: Severity| Diagnostic {
+            severity,
+            file: p.source.file.clone(),
+            pos: Pos {
+                line: p.source.line,
+                col: 1,
+            },
+            probe: Some(p.name.clone()),
+            field: Some("depends_on".into()),
+            message,
+        };
+        for d in &p.depends_on {
+            if !by_name.contains_key(d.as_str()) {
+                report.diagnostics.push(at(
+                    format!("depends_on: no probe named {d:?} is loaded; its alerts cannot hold back this probe's until it is"),
+                    Severity::Warning,
+                ));
+            }
+        }
+        // Follow the dependencies; coming back to p is a cycle.
+        let mut path = vec![p.name.as_str()];
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<(&str, usize)> = vec![(p.name.as_str(), 0)];
+        while let Some((name, i)) = stack.pop() {
+            let deps = by_name.get(name).map_or(&[][..], |q| &q.depends_on[..]);
+            path.truncate(stack.len() + 1);
+            let Some(next) = deps.get(i) else { continue };
+            stack.push((name, i + 1));
+            if next == &p.name {
+                path.push(next);
+                report.diagnostics.push(at(
+                    format!("depends_on makes a cycle: {}; a cycle would hold back every page of its probes, remove one dependency", path.join(" → ")),
+                    Severity::Error,
+                ));
+                bad.push(p.name.clone());
+                break;
+            }
+            if seen.insert(next.as_str()) {
+                path.push(next);
+                stack.push((next, 0));
+            }
+        }
+    }
+    report.probes.retain(|p| !bad.contains(&p.name));
 }
 
 fn warn_missing_env(report: &mut LoadReport) {

@@ -49,6 +49,8 @@ pub struct Probe {
     pub retry: Option<Retry>,
     /// Alerting overrides (over the settings' defaults).
     pub alert: AlertOverrides,
+    /// Probes whose firing alerts hold back this probe's notifications.
+    pub depends_on: Vec<String>,
 }
 
 /// File and line of a probe's definition.
@@ -316,6 +318,14 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         .as_ref()
         .map(|a| kinds::validate_alert(a, ctx))
         .unwrap_or_default();
+    for (i, d) in raw.depends_on.iter().enumerate() {
+        if d == &raw.name {
+            ctx.error(
+                &format!("depends_on[{i}]"),
+                "a probe cannot depend on itself; name the probes it needs (e.g. a database or login probe)",
+            );
+        }
+    }
     if ctx.error_count() > errors_before {
         return None;
     }
@@ -332,6 +342,7 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         definition: std::sync::Arc::new(redacted_definition(&ctx.doc.value, raw)),
         retry,
         alert,
+        depends_on: raw.depends_on.clone(),
     })
 }
 

@@ -66,6 +66,9 @@ pub struct RawProbe {
     /// When this probe's failures alert on-call (defaults come from the settings' `alerting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<RawAlert>,
+    /// Probes this one depends on: while one of them fires, this probe's alerts do not notify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 /// Alerting for one probe; unset keys take the settings' defaults.
@@ -84,6 +87,43 @@ pub struct RawAlert {
     /// `page` (default) or `ticket`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
+    /// Alert when a latency quantile over a window is above a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<RawLatencyRule>,
+    /// An availability objective over 30 days, alerted on by burn rate
+    /// (the SRE Workbook's multi-window pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<RawSlo>,
+    /// Open a ticket when a run sees a certificate with fewer days left (default 14; 0 = off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expiry_days: Option<u32>,
+}
+
+/// `latency:` — e.g. `{quantile: 0.99, above: 800ms, over: 10m}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyRule {
+    /// Between 0 and 1, e.g. 0.95 or 0.99.
+    pub quantile: f64,
+    /// The threshold, e.g. `800ms`.
+    pub above: String,
+    /// The window, whole minutes (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<String>,
+    /// `page` or `ticket` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+}
+
+/// `slo:` — e.g. `{objective: 99.9}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlo {
+    /// Percent of runs that must succeed over 30 days, e.g. 99.9.
+    pub objective: f64,
+    /// Failed runs a burn-rate window must hold before it fires (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_failures: Option<u32>,
 }
 
 /// One step of a scenario.

@@ -51,6 +51,9 @@ pub struct SettingsArgs {
     /// Do not run database migrations at start.
     #[arg(long, env = "PROBER_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// Bearer token for the API's write endpoints (silences); unset = they are refused.
+    #[arg(long, env = "PROBER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 /// The `prober.yaml` file: every key optional.
@@ -73,6 +76,36 @@ struct SettingsFile {
     alerting: Option<AlertingFile>,
     receivers: Option<Vec<ReceiverFile>>,
     dashboard_url: Option<String>,
+    silences: Option<Vec<SilenceFile>>,
+    api_token: Option<String>,
+}
+
+/// A silence or maintenance window in `prober.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceFile {
+    matchers: std::collections::BTreeMap<String, String>,
+    starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    ends_at: Option<chrono::DateTime<chrono::Utc>>,
+    cron: Option<String>,
+    duration: Option<String>,
+    comment: String,
+    created_by: Option<String>,
+}
+
+/// `alerting.by_label`: overrides for the probes that carry all these labels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByLabelFile {
+    labels: std::collections::BTreeMap<String, String>,
+    alert: super::raw::RawAlert,
+}
+
+/// Alerting overrides for the probes that carry every one of `labels`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelOverride {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub alert: super::kinds::AlertOverrides,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -93,6 +126,11 @@ struct AlertingFile {
     failures_to_fire: Option<u32>,
     successes_to_resolve: Option<u32>,
     severity: Option<String>,
+    slo: Option<super::raw::RawSlo>,
+    cert_expiry_days: Option<u32>,
+    evaluate_every: Option<String>,
+    remind_every: Option<String>,
+    by_label: Option<Vec<ByLabelFile>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -136,7 +174,20 @@ pub struct Settings {
     pub receivers: Vec<crate::notify::Receiver>,
     /// Link to a probe's dashboard; `{probe}` is replaced by its name.
     pub dashboard_url: Option<String>,
+    /// Alerting overrides by label, applied in order between the defaults and a probe's own `alert:`.
+    pub alerting_by_label: Vec<LabelOverride>,
+    /// How often the periodic rules (latency, SLO burn rate), reminders and silences are evaluated.
+    pub evaluate_every: Duration,
+    /// Re-notify while an alert keeps firing; `None` = never.
+    pub remind_every: Option<Duration>,
+    /// Silences and maintenance windows from the settings file.
+    pub silences: Vec<crate::alert::silence::Silence>,
+    /// Bearer token of the API's write endpoints.
+    pub api_token: Option<String>,
 }
+
+/// Default period of the periodic alert evaluation.
+pub const DEFAULT_EVALUATE_EVERY: Duration = Duration::from_secs(30);
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -165,6 +216,11 @@ impl Default for Settings {
             alerting: crate::alert::Policy::default(),
             receivers: Vec::new(),
             dashboard_url: None,
+            alerting_by_label: Vec::new(),
+            evaluate_every: DEFAULT_EVALUATE_EVERY,
+            remind_every: None,
+            silences: Vec::new(),
+            api_token: None,
         }
     }
 }
@@ -194,23 +250,30 @@ impl Settings {
         };
         let retention = file.retention.clone().unwrap_or_default();
         let alerting_file = file.alerting.clone().unwrap_or_default();
-        let severity = match alerting_file.severity.as_deref() {
-            None => d.alerting.severity,
-            Some(s) => super::kinds::parse_severity(s).ok_or_else(|| {
-                format!("alerting.severity: {s:?} is not a severity; use page or ticket")
-            })?,
+        let defaults = super::raw::RawAlert {
+            enabled: None,
+            failures_to_fire: alerting_file.failures_to_fire,
+            successes_to_resolve: alerting_file.successes_to_resolve,
+            severity: alerting_file.severity.clone(),
+            latency: None,
+            slo: alerting_file.slo.clone(),
+            cert_expiry_days: alerting_file.cert_expiry_days,
         };
-        let alerting = crate::alert::Policy {
-            enabled: true,
-            failures_to_fire: alerting_file
-                .failures_to_fire
-                .unwrap_or(d.alerting.failures_to_fire)
-                .max(1),
-            successes_to_resolve: alerting_file
-                .successes_to_resolve
-                .unwrap_or(d.alerting.successes_to_resolve)
-                .max(1),
-            severity,
+        let alerting = overrides_at("alerting", &defaults)?.apply(d.alerting);
+        let mut alerting_by_label = Vec::new();
+        for (i, b) in alerting_file.by_label.iter().flatten().enumerate() {
+            if b.labels.is_empty() {
+                return Err(format!("alerting.by_label[{i}].labels: give at least one label; defaults for every probe go in alerting itself"));
+            }
+            alerting_by_label.push(LabelOverride {
+                labels: b.labels.clone(),
+                alert: overrides_at(&format!("alerting.by_label[{i}]"), &b.alert)?,
+            });
+        }
+        let silences = silences(file.silences.clone().unwrap_or_default(), &dur)?;
+        let api_token = match args.api_token.clone().or(file.api_token.clone()) {
+            Some(t) => Some(crate::notify::expand_env("api_token", &t)?).filter(|t| !t.is_empty()),
+            None => None,
         };
         let receivers = receivers(file.receivers.clone().unwrap_or_default())?;
         let s = Settings {
@@ -244,6 +307,18 @@ impl Settings {
             alerting,
             receivers,
             dashboard_url: file.dashboard_url.clone(),
+            alerting_by_label,
+            evaluate_every: dur(
+                "alerting.evaluate_every",
+                alerting_file.evaluate_every.clone(),
+                d.evaluate_every,
+            )?,
+            remind_every: match alerting_file.remind_every.clone() {
+                None => None,
+                Some(t) => Some(dur("alerting.remind_every", Some(t), Duration::ZERO)?),
+            },
+            silences,
+            api_token,
         };
         s.validate()?;
         Ok(s)
@@ -265,6 +340,15 @@ impl Settings {
                 problems.push(format!("{name} must be at least 1"));
             }
         }
+        if self.evaluate_every < Duration::from_secs(1) {
+            problems.push("alerting.evaluate_every must be at least 1s".into());
+        }
+        if self
+            .remind_every
+            .is_some_and(|r| r < Duration::from_secs(1))
+        {
+            problems.push("alerting.remind_every must be at least 1s".into());
+        }
         if self.retention.minutes < self.retention.runs.min(DAY) {
             problems.push("retention.minutes must be at least a day".into());
         }
@@ -274,6 +358,58 @@ impl Settings {
             Err(format!("invalid settings: {}", problems.join("; ")))
         }
     }
+}
+
+/// Reads an `alert:`-shaped block of the settings; problems name `at`.
+fn overrides_at(
+    at: &str,
+    raw: &super::raw::RawAlert,
+) -> Result<super::kinds::AlertOverrides, String> {
+    let (o, problems) = super::kinds::alert_overrides(raw);
+    if problems.is_empty() {
+        return Ok(o);
+    }
+    let list: Vec<String> = problems
+        .iter()
+        .map(|(f, m)| format!("{at}.{}: {m}", f.trim_start_matches("alert.")))
+        .collect();
+    Err(format!("invalid settings: {}", list.join("; ")))
+}
+
+/// Checks the silences of the settings file.
+fn silences(
+    files: Vec<SilenceFile>,
+    dur: &dyn Fn(&str, Option<String>, Duration) -> Result<Duration, String>,
+) -> Result<Vec<crate::alert::silence::Silence>, String> {
+    use chrono::{DateTime, Utc};
+    let mut out = Vec::new();
+    for (i, f) in files.into_iter().enumerate() {
+        let at = format!("silences[{i}]");
+        if f.ends_at.is_none() && f.cron.is_none() {
+            return Err(format!("{at}: give ends_at (a one-off silence) or cron and duration (a recurring maintenance window)"));
+        }
+        let duration_ms = match f.duration {
+            Some(t) => Some(
+                u64::try_from(dur(&format!("{at}.duration"), Some(t), Duration::ZERO)?.as_millis())
+                    .unwrap_or(u64::MAX),
+            ),
+            None => None,
+        };
+        let s = crate::alert::silence::Silence {
+            id: format!("file:{i}"),
+            matchers: f.matchers,
+            starts_at: f.starts_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+            ends_at: f.ends_at.unwrap_or(DateTime::<Utc>::MAX_UTC),
+            cron: f.cron,
+            duration_ms,
+            comment: f.comment,
+            created_by: f.created_by.unwrap_or_else(|| "prober.yaml".into()),
+            source: "file".into(),
+        };
+        s.validate().map_err(|e| format!("{at}: {e}"))?;
+        out.push(s);
+    }
+    Ok(out)
 }
 
 /// Checks the receivers and substitutes `${env:NAME}` in their url, secret and routing key.

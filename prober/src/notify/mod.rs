@@ -131,12 +131,14 @@ pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `trigger` when an alert fires, `resolve` when it resolves.
+/// `trigger` when an alert fires, `resolve` when it resolves, `remind`
+/// while it keeps firing (`alerting.remind_every`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     Trigger,
     Resolve,
+    Remind,
 }
 
 impl Event {
@@ -144,6 +146,16 @@ impl Event {
         match self {
             Event::Trigger => "trigger",
             Event::Resolve => "resolve",
+            Event::Remind => "remind",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Event> {
+        match s {
+            "trigger" => Some(Event::Trigger),
+            "resolve" => Some(Event::Resolve),
+            "remind" => Some(Event::Remind),
+            _ => None,
         }
     }
 }
@@ -154,10 +166,14 @@ pub struct ProbeInfo {
     pub labels: BTreeMap<String, String>,
     pub runbook: Option<String>,
     pub description: Option<String>,
+    /// Probes this one depends on (`depends_on`).
+    pub depends_on: Vec<String>,
+    /// Probes that depend on this one.
+    pub dependents: Vec<String>,
 }
 
 /// The last failed run of an alert: what on-call needs to start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastFailure {
     pub at: DateTime<Utc>,
     pub run_id: String,
@@ -220,6 +236,9 @@ pub struct Content {
     pub dashboard_url: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Probes that declare `depends_on` this one: their alerts are held back while this fires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed_dependents: Vec<String>,
 }
 
 /// A notification to record with an alert's state change.
@@ -253,8 +272,6 @@ pub fn content(
     a: &Alert,
     event: Event,
     reason: &str,
-    failed_runs: u32,
-    last: Option<&LastFailure>,
     info: &ProbeInfo,
     dashboard_url: Option<&str>,
 ) -> Content {
@@ -272,13 +289,14 @@ pub fn content(
         resolved_at: (a.state == State::Resolved)
             .then_some(a.resolved_at)
             .flatten(),
-        failed_runs,
+        failed_runs: a.failed_runs,
         reason: reason.to_string(),
-        last_failure: last.cloned(),
+        last_failure: a.last_failure.clone(),
         description: info.description.clone(),
         runbook_url: info.runbook.clone(),
         dashboard_url: dashboard(dashboard_url, &a.probe),
         labels: info.labels.clone(),
+        suppressed_dependents: info.dependents.clone(),
     }
 }
 

@@ -22,19 +22,51 @@ pub fn body(r: &Receiver, c: &Content) -> Value {
     }
 }
 
+/// What a rule's firing means, in words.
+fn rule_text(rule: &str) -> &str {
+    match rule {
+        "failing" => "failing",
+        "latency" => "slow",
+        "slo_page" | "slo_ticket" => "burning its error budget",
+        "cert_expiry" => "certificate expiring",
+        other => other,
+    }
+}
+
+/// The Alertmanager `alertname` of a rule.
+fn alertname(rule: &str) -> &'static str {
+    match rule {
+        "latency" => "ProbeSlow",
+        "slo_page" | "slo_ticket" => "ProbeErrorBudgetBurn",
+        "cert_expiry" => "ProbeCertificateExpiring",
+        _ => "ProbeFailing",
+    }
+}
+
 /// One line: what is wrong, where, and the error.
 pub fn summary(c: &Content) -> String {
+    let what = rule_text(&c.rule);
     let head = match c.event {
         Event::Trigger => format!(
-            "[{}] probe {} failing at {}",
+            "[{}] probe {} {what} at {}",
             c.severity.to_uppercase(),
             c.probe,
             c.location
         ),
-        Event::Resolve => format!("[RESOLVED] probe {} recovered at {}", c.probe, c.location),
+        Event::Remind => format!(
+            "[{} REMINDER] probe {} still {what} at {} (since {})",
+            c.severity.to_uppercase(),
+            c.probe,
+            c.location,
+            c.fired_at.unwrap_or(c.since).to_rfc3339()
+        ),
+        Event::Resolve => format!(
+            "[RESOLVED] probe {} no longer {what} at {}",
+            c.probe, c.location
+        ),
     };
     match (&c.last_failure, c.event) {
-        (Some(f), Event::Trigger) => format!(
+        (Some(f), Event::Trigger | Event::Remind) if c.rule == "failing" => format!(
             "{head}: {} failed runs; {}: {}",
             c.failed_runs, f.error_class, f.error
         ),
@@ -86,7 +118,7 @@ fn slack(c: &Content) -> Value {
         json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", c.severity)}),
         json!({"type": "mrkdwn", "text": format!("*State*\n{} since {}", c.state, c.since.to_rfc3339())}),
     ];
-    if c.event == Event::Trigger {
+    if c.event != Event::Resolve {
         fields.push(json!({"type": "mrkdwn", "text": format!("*Failed runs*\n{}", c.failed_runs)}));
     }
     let mut blocks = vec![
@@ -157,7 +189,11 @@ fn pagerduty(c: &Content, routing_key: &str) -> Value {
     }
     let mut body = json!({
         "routing_key": routing_key,
-        "event_action": c.event.as_str(),
+        // A reminder is a trigger with the same dedup key: PagerDuty folds it into the incident.
+        "event_action": match c.event {
+            Event::Resolve => "resolve",
+            Event::Trigger | Event::Remind => "trigger",
+        },
         "dedup_key": truncate(&c.dedup_key, 255),
         "payload": {
             "summary": truncate(&summary(c), PAGERDUTY_SUMMARY_MAX),
@@ -211,8 +247,9 @@ fn alertmanager(c: &Content) -> Value {
     }
     let mut alert = json!({
         "labels": {
-            "alertname": "ProbeFailing",
+            "alertname": alertname(&c.rule),
             "probe": c.probe,
+            "rule": c.rule,
             "location": c.location,
             "severity": c.severity,
         },
@@ -224,7 +261,7 @@ fn alertmanager(c: &Content) -> Value {
         // unless re-sent (so it resolves if the prober dies); a resolve ends it.
         let ends = match c.event {
             Event::Resolve => c.resolved_at.unwrap_or(c.since),
-            Event::Trigger => {
+            Event::Trigger | Event::Remind => {
                 chrono::Utc::now()
                     + chrono::Duration::from_std(ALERTMANAGER_RESEND * 4)
                         .unwrap_or(chrono::Duration::minutes(4))

@@ -1,9 +1,13 @@
 //! Alert state and history in Postgres.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{err, Store, StoreError};
+use crate::alert::burn::Counts;
+use crate::alert::silence::Silence;
 use crate::alert::{Alert, Severity, State, Transition};
 use crate::notify::NewNotification;
 use crate::probe::{ErrorClass, ProbeError};
@@ -13,7 +17,8 @@ impl Store {
     pub async fn load_alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let rows = sqlx::query(
             "select alert_key, probe, rule, location, severity, state, consecutive_failures,
-                    consecutive_successes, since, fired_at, resolved_at, last_error_class, last_error_message
+                    consecutive_successes, since, fired_at, resolved_at, last_error_class, last_error_message,
+                    failed_runs, last_failure, notified, suppressed, last_notified_at
              from alerts where state <> 'ok'",
         )
         .fetch_all(self.pool())
@@ -26,7 +31,13 @@ impl Store {
             let message: Option<String> = r.try_get(12).map_err(get)?;
             let state: String = r.try_get(5).map_err(get)?;
             let severity: String = r.try_get(4).map_err(get)?;
+            let last_failure: Option<serde_json::Value> = r.try_get(14).map_err(get)?;
             out.push(Alert {
+                failed_runs: u32::try_from(r.try_get::<i32, _>(13).map_err(get)?).unwrap_or(0),
+                last_failure: last_failure.and_then(|v| serde_json::from_value(v).ok()),
+                notified: r.try_get(15).map_err(get)?,
+                suppressed: r.try_get(16).map_err(get)?,
+                last_notified_at: r.try_get(17).map_err(get)?,
                 key: r.try_get(0).map_err(get)?,
                 probe: r.try_get(1).map_err(get)?,
                 rule: r.try_get(2).map_err(get)?,
@@ -73,15 +84,19 @@ impl Store {
         sqlx::query(
             "insert into alerts (alert_key, probe, rule, location, severity, state, consecutive_failures,
                                  consecutive_successes, since, fired_at, resolved_at, last_error_class,
-                                 last_error_message, updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
+                                 last_error_message, failed_runs, last_failure, notified, suppressed,
+                                 last_notified_at, updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, now())
              on conflict (alert_key) do update set
                  severity = excluded.severity, state = excluded.state,
                  consecutive_failures = excluded.consecutive_failures,
                  consecutive_successes = excluded.consecutive_successes,
                  since = excluded.since, fired_at = excluded.fired_at, resolved_at = excluded.resolved_at,
                  last_error_class = excluded.last_error_class,
-                 last_error_message = excluded.last_error_message, updated_at = now()",
+                 last_error_message = excluded.last_error_message,
+                 failed_runs = excluded.failed_runs, last_failure = excluded.last_failure,
+                 notified = excluded.notified, suppressed = excluded.suppressed,
+                 last_notified_at = excluded.last_notified_at, updated_at = now()",
         )
         .bind(&a.key)
         .bind(&a.probe)
@@ -96,6 +111,15 @@ impl Store {
         .bind(a.resolved_at)
         .bind(a.last_error.as_ref().map(|e| e.class.as_str()))
         .bind(a.last_error.as_ref().map(|e| e.message.as_str()))
+        .bind(i32::try_from(a.failed_runs).unwrap_or(i32::MAX))
+        .bind(
+            a.last_failure
+                .as_ref()
+                .and_then(|f| serde_json::to_value(f).ok()),
+        )
+        .bind(a.notified)
+        .bind(&a.suppressed)
+        .bind(a.last_notified_at)
         .execute(&mut *tx)
         .await
         .map_err(|e| err("cannot save alert", e))?;
@@ -152,5 +176,144 @@ impl Store {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| err("alert history query failed", e))
+    }
+}
+
+/// Silences from the API.
+impl Store {
+    /// Silences that have not ended (recurring ones may be closed right now).
+    pub async fn active_silences(&self, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+        self.silences(Some(now)).await
+    }
+
+    /// Silences, newest first; with `now`, only those not ended by then.
+    pub async fn silences(&self, now: Option<DateTime<Utc>>) -> Result<Vec<Silence>, StoreError> {
+        let rows = sqlx::query(
+            "select id, matchers, starts_at, ends_at, cron, duration_ms, comment, created_by
+             from silences where ($1::timestamptz is null or ends_at > $1)
+             order by created_at desc, id limit 1000",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("cannot read silences", e))?;
+        rows.iter()
+            .map(|r| {
+                let id: uuid::Uuid = r.try_get(0)?;
+                let matchers: serde_json::Value = r.try_get(1)?;
+                let duration_ms: Option<i64> = r.try_get(5)?;
+                Ok(Silence {
+                    id: id.to_string(),
+                    matchers: serde_json::from_value(matchers).unwrap_or_default(),
+                    starts_at: r.try_get(2)?,
+                    ends_at: r.try_get(3)?,
+                    cron: r.try_get(4)?,
+                    duration_ms: duration_ms.and_then(|d| u64::try_from(d).ok()),
+                    comment: r.try_get(6)?,
+                    created_by: r.try_get(7)?,
+                    source: "api".into(),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| err("cannot read silences", e))
+    }
+
+    /// Stores a new silence (already validated).
+    pub async fn insert_silence(&self, s: &Silence, id: uuid::Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into silences (id, matchers, starts_at, ends_at, cron, duration_ms, comment, created_by)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(serde_json::to_value(&s.matchers).unwrap_or_default())
+        .bind(s.starts_at)
+        .bind(s.ends_at)
+        .bind(&s.cron)
+        .bind(s.duration_ms.and_then(|d| i64::try_from(d).ok()))
+        .bind(&s.comment)
+        .bind(&s.created_by)
+        .execute(self.pool())
+        .await
+        .map(|_| ())
+        .map_err(|e| err("cannot save the silence", e))
+    }
+
+    /// Ends a silence now; false if there is no such silence or it had ended.
+    pub async fn expire_silence(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "update silences set ends_at = greatest(now(), starts_at + interval '1 microsecond')
+             where id = $1 and ends_at > now()",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(|e| err("cannot end the silence", e))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Runs and failed runs (phase total, every location) of each probe over
+    /// each window ending now. Windows up to 2 h read minute counters (whole
+    /// minutes, the current one included); longer ones read hour counters
+    /// (whole hours, the current one included).
+    pub async fn window_counts(
+        &self,
+        probes: &[String],
+        windows: &[std::time::Duration],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, Vec<Counts>>, StoreError> {
+        let mut out: HashMap<String, Vec<Counts>> = probes
+            .iter()
+            .map(|p| (p.clone(), vec![Counts::default(); windows.len()]))
+            .collect();
+        for (table, col, trunc, short) in [
+            ("minute_counters", "minute", "minute", true),
+            ("hour_counters", "hour", "hour", false),
+        ] {
+            let picked: Vec<(usize, i64)> = windows
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| (w.as_secs() <= 7_200) == short)
+                .map(|(i, w)| (i, i64::try_from(w.as_secs()).unwrap_or(i64::MAX)))
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            let idx: Vec<i32> = picked.iter().map(|(i, _)| *i as i32).collect();
+            let secs: Vec<i64> = picked.iter().map(|(_, s)| *s).collect();
+            let sql = format!(
+                "select p.name, w.i, coalesce(sum(c.runs), 0)::bigint, coalesce(sum(c.failures), 0)::bigint
+                 from probes p
+                 cross join unnest($2::int[], $3::bigint[]) as w(i, secs)
+                 join {table} c on c.probe_id = p.id and c.phase = 0
+                      and c.{col} >= date_trunc('{trunc}', $4::timestamptz - make_interval(secs => w.secs))
+                 where p.name = any($1)
+                 group by p.name, w.i"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(probes)
+                .bind(&idx)
+                .bind(&secs)
+                .bind(now)
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| err("cannot count runs for burn rates", e))?;
+            for r in rows {
+                let get = |e: sqlx::Error| err("cannot count runs for burn rates", e);
+                let name: String = r.try_get(0).map_err(get)?;
+                let i: i32 = r.try_get(1).map_err(get)?;
+                let runs: i64 = r.try_get(2).map_err(get)?;
+                let failures: i64 = r.try_get(3).map_err(get)?;
+                if let Some(slot) = out
+                    .get_mut(&name)
+                    .and_then(|v| v.get_mut(usize::try_from(i).unwrap_or(usize::MAX)))
+                {
+                    *slot = Counts {
+                        runs: u64::try_from(runs).unwrap_or(0),
+                        failures: u64::try_from(failures).unwrap_or(0),
+                    };
+                }
+            }
+        }
+        Ok(out)
     }
 }

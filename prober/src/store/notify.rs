@@ -48,7 +48,7 @@ pub(super) async fn insert(
              where $3 = 'trigger' or exists (
                  select 1 from notifications t
                  where t.receiver = $2 and t.dedup_key = $4 and t.event = 'trigger')
-             on conflict (receiver, dedup_key, event) do nothing",
+             on conflict (receiver, dedup_key, event) where event <> 'remind' do nothing",
         )
         .bind(alert_key)
         .bind(&n.receiver)
@@ -102,11 +102,7 @@ impl Store {
                 id: r.try_get(0).map_err(get)?,
                 alert_key: r.try_get(1).map_err(get)?,
                 receiver: r.try_get(2).map_err(get)?,
-                event: if event == "resolve" {
-                    Event::Resolve
-                } else {
-                    Event::Trigger
-                },
+                event: Event::parse(&event).unwrap_or(Event::Trigger),
                 dedup_key: r.try_get(4).map_err(get)?,
                 payload: r.try_get(5).map_err(get)?,
                 created_at: r.try_get(6).map_err(get)?,
