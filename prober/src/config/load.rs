@@ -390,6 +390,10 @@ fn check_dependencies(report: &mut LoadReport) {
             stack.push((name, i + 1));
             if next == &p.name {
                 path.push(next);
+                // One report per cycle: at the probe with the smallest name in it.
+                if path.iter().any(|n| *n < p.name.as_str()) {
+                    break;
+                }
                 report.diagnostics.push(at(
                     format!("depends_on makes a cycle: {}; a cycle would hold back every page of its probes, remove one dependency", path.join(" → ")),
                     Severity::Error,

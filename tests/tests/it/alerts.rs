@@ -12,28 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::db::TestDb;
-use crate::helpers::{http_get, probes, wait_for};
-
-/// A target whose status code the test sets.
-async fn switchable() -> (String, Arc<AtomicU16>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let status = Arc::new(AtomicU16::new(200));
-    let s = status.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let code = s.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = sock.read(&mut buf).await;
-                let msg =
-                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = sock.write_all(msg.as_bytes()).await;
-            });
-        }
-    });
-    (url, status)
-}
+use crate::helpers::{http_get, probes, switchable_target as switchable, wait_for};
 
 async fn start(db: &TestDb, url: &str) -> Daemon {
     let yaml = format!(

@@ -12,6 +12,10 @@ use std::process::Command;
 /// `check_rejects_the_whole_broken_corpus_in_one_run`.
 const CORPUS: &[(&str, usize, &str)] = &[
     ("alert_bad_severity.yaml", 6, "alert.severity"),
+    ("alert_latency_quantile.yaml", 6, "between 0 and 1"),
+    ("alert_slo_objective.yaml", 5, "alert.slo.objective"),
+    ("depends_on_cycle.yaml", 2, "cycle-a → cycle-b → cycle-a"),
+    ("depends_on_itself.yaml", 5, "cannot depend on itself"),
     (
         "steps_var_before_defined.yaml",
         12,

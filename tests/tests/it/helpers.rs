@@ -425,3 +425,27 @@ pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// An HTTP target whose status code the test sets (200 at first); every
+/// answer closes the connection.
+pub async fn switchable_target() -> (String, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let status = std::sync::Arc::new(AtomicU16::new(200));
+    let s = status.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let code = s.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let msg =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(msg.as_bytes()).await;
+            });
+        }
+    });
+    (url, status)
+}

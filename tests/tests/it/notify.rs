@@ -18,35 +18,14 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::db::TestDb;
-use crate::helpers::{probes, wait_for};
+use crate::helpers::{probes, switchable_target as switchable, wait_for};
 
 const KEY: &str = "checkout/failing/lab";
 const SECRET: &str = "hook-secret";
 
-/// A probe target whose status code the test sets.
-async fn switchable() -> (String, Arc<AtomicU16>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let status = Arc::new(AtomicU16::new(200));
-    let s = status.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let code = s.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = sock.read(&mut buf).await;
-                let msg =
-                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = sock.write_all(msg.as_bytes()).await;
-            });
-        }
-    });
-    (url, status)
-}
-
 /// A request a fake receiver got, and the status it answered.
 #[derive(Debug, Clone)]
-struct Recorded {
+pub(crate) struct Recorded {
     path: String,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
@@ -55,7 +34,7 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
@@ -65,15 +44,15 @@ type Answer = (u16, Vec<(String, String)>);
 
 /// A receiver on loopback: records requests; answers from a script, then `status`.
 #[derive(Clone)]
-struct FakeReceiver {
-    url: String,
+pub(crate) struct FakeReceiver {
+    pub(crate) url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<Answer>>>,
     status: Arc<AtomicU16>,
 }
 
 impl FakeReceiver {
-    async fn start(status: u16) -> FakeReceiver {
+    pub(crate) async fn start(status: u16) -> FakeReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let r = FakeReceiver {
             url: format!("http://{}", listener.local_addr().unwrap()),
@@ -146,12 +125,12 @@ impl FakeReceiver {
         let _ = sock.write_all(msg.as_bytes()).await;
     }
 
-    fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
 
     /// Requests answered with 2xx.
-    fn accepted(&self) -> Vec<Recorded> {
+    pub(crate) fn accepted(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
             .filter(|r| (200..300).contains(&r.answered))
@@ -169,7 +148,7 @@ impl FakeReceiver {
     }
 }
 
-fn receiver(name: &str, kind: ReceiverKind, url: &str) -> Receiver {
+pub(crate) fn receiver(name: &str, kind: ReceiverKind, url: &str) -> Receiver {
     Receiver {
         name: name.into(),
         kind,

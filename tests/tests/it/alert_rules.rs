@@ -1,0 +1,493 @@
+//! Alert rules beyond consecutive failures, against the real daemon and a
+//! fake webhook receiver: silences (from the token-protected API), depends_on,
+//! SLO burn rate and latency from the stored bins, certificate expiry,
+//! reminders, and one evaluator among replicas.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prober::alert::State;
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use prober::notify::ReceiverKind;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::db::TestDb;
+use crate::helpers::{probes, switchable_target, wait_for, FakeTarget, TestCert};
+use crate::notify::{receiver, FakeReceiver};
+
+const TOKEN: &str = "s1lence-t0ken";
+
+fn settings(db: &TestDb, hook: &FakeReceiver) -> Settings {
+    Settings {
+        database_url: db.url.clone(),
+        location: "lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        receivers: vec![receiver("hook", ReceiverKind::Webhook, &hook.url)],
+        evaluate_every: Duration::from_millis(500),
+        api_token: Some(TOKEN.into()),
+        ..Settings::default()
+    }
+}
+
+async fn start(settings: &Settings, yaml: &str) -> Daemon {
+    Daemon::start(settings, probes(yaml), http_executor().unwrap())
+        .await
+        .unwrap()
+}
+
+/// An API request with an optional bearer token and JSON body.
+async fn api(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn alert(d: &Daemon, key: &str) -> Option<prober::alert::Alert> {
+    d.core.alerts.active().into_iter().find(|a| a.key == key)
+}
+
+fn firing(d: &Daemon, key: &str) -> bool {
+    alert(d, key).is_some_and(|a| a.state == State::Firing)
+}
+
+/// Webhook bodies the receiver accepted for an alert key: (event, body).
+fn received(hook: &FakeReceiver, key: &str) -> Vec<(String, Value)> {
+    hook.accepted()
+        .into_iter()
+        .map(|r| r.json())
+        .filter(|j| j["alert_key"] == key)
+        .map(|j| (j["event"].as_str().unwrap().to_string(), j))
+        .collect()
+}
+
+async fn history(d: &Daemon, probe: &str) -> Vec<(String, String, String)> {
+    let rows = d.core.store.alert_history(Some(probe), 100).await.unwrap();
+    let mut v: Vec<_> = rows
+        .into_iter()
+        .map(|(t, _)| {
+            (
+                t.key,
+                t.from.as_str().to_string(),
+                t.to.as_str().to_string(),
+            )
+        })
+        .collect();
+    v.reverse();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_holds_back_the_page_records_the_state_and_releases_it_when_deleted() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    let d = start(
+        &settings(&db, &hook),
+        &format!("name: checkout\nevery: 1s\ntimeout: 500ms\nlabels: {{team: pay}}\nalert: {{failures_to_fire: 2}}\nhttp: {{url: \"{url}\"}}\n"),
+    )
+    .await;
+    let key = "checkout/failing/lab";
+    // The store migrates in the background; the engine loads its state after that.
+    let engine = d.core.alerts.clone();
+    assert!(
+        wait_for(Duration::from_secs(10), || engine
+            .loaded
+            .load(Ordering::SeqCst))
+        .await
+    );
+
+    // The silence API refuses a request without the token, or with a wrong one, or a bad silence.
+    let body = r#"{"matchers": {"team": "pay"}, "duration": "1h", "comment": "db upgrade", "created_by": "alice"}"#;
+    let (code, e) = api(&d, "POST", "/api/v1/silences", None, body).await;
+    assert_eq!(code, 401, "{e}");
+    let (code, _) = api(&d, "POST", "/api/v1/silences", Some("wrong"), body).await;
+    assert_eq!(code, 401);
+    let (code, _) = api(&d, "GET", "/api/v1/silences", None, "").await;
+    assert_eq!(code, 401);
+    let (code, e) = api(
+        &d,
+        "POST",
+        "/api/v1/silences",
+        Some(TOKEN),
+        r#"{"matchers": {}, "duration": "1h", "comment": "x", "created_by": "a"}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one"),
+        "{e}"
+    );
+
+    let (code, s) = api(&d, "POST", "/api/v1/silences", Some(TOKEN), body).await;
+    assert_eq!(code, 201, "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    let (code, list) = api(&d, "GET", "/api/v1/silences", Some(TOKEN), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(list["silences"][0]["id"], id.as_str());
+    assert_eq!(list["silences"][0]["active"], true);
+
+    // The target fails: the alert fires and is recorded, but nothing is sent.
+    status.store(503, Ordering::SeqCst);
+    assert!(
+        wait_for(Duration::from_secs(15), || firing(&d, key)).await,
+        "the alert fires"
+    );
+    let a = alert(&d, key).unwrap();
+    assert!(!a.notified);
+    let why = a.suppressed.unwrap();
+    assert!(why.contains(&id) && why.contains("db upgrade"), "{why}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        history(&d, "checkout").await,
+        [
+            (key.to_string(), "ok".into(), "pending".into()),
+            (key.to_string(), "pending".into(), "firing".into())
+        ]
+    );
+    assert!(
+        d.core.store.notifications(key).await.unwrap().is_empty(),
+        "no notification is recorded while silenced"
+    );
+    assert!(received(&hook, key).is_empty());
+
+    // Ending the silence releases the trigger of the alert that still fires.
+    let (code, ended) = api(
+        &d,
+        "DELETE",
+        &format!("/api/v1/silences/{id}"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{ended}");
+    let (code, _) = api(
+        &d,
+        "DELETE",
+        &format!("/api/v1/silences/{id}"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(code, 404, "an ended silence cannot end twice");
+    assert!(
+        wait_for(Duration::from_secs(10), || received(&hook, key).len() == 1).await,
+        "the held-back trigger is sent once the silence ends"
+    );
+    let (event, body) = &received(&hook, key)[0];
+    assert_eq!(event, "trigger");
+    assert!(body["failed_runs"].as_u64().unwrap() >= 2, "{body}");
+
+    // Recovery sends the resolve.
+    status.store(200, Ordering::SeqCst);
+    assert!(wait_for(Duration::from_secs(10), || received(&hook, key).len() == 2).await);
+    assert_eq!(received(&hook, key)[1].0, "resolve");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependents_alert_is_held_back_while_its_upstream_fires() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (db_url, db_status) = switchable_target().await;
+    let (app_url, app_status) = switchable_target().await;
+    let yaml = format!(
+        "name: database\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 2}}\nhttp: {{url: \"{db_url}\"}}\n---\n\
+         name: app\nevery: 1s\ntimeout: 500ms\ndepends_on: [database]\nalert: {{failures_to_fire: 4}}\nhttp: {{url: \"{app_url}\"}}\n"
+    );
+    db_status.store(503, Ordering::SeqCst);
+    app_status.store(503, Ordering::SeqCst);
+    let d = start(&settings(&db, &hook), &yaml).await;
+
+    assert!(wait_for(Duration::from_secs(15), || firing(&d, "app/failing/lab")).await);
+    assert!(firing(&d, "database/failing/lab"));
+    let app = alert(&d, "app/failing/lab").unwrap();
+    assert!(
+        app.suppressed
+            .as_deref()
+            .unwrap()
+            .contains("upstream probe database is firing"),
+        "{app:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || received(
+            &hook,
+            "database/failing/lab"
+        )
+        .len()
+            == 1)
+        .await
+    );
+    let (_, upstream) = &received(&hook, "database/failing/lab")[0];
+    assert_eq!(
+        upstream["suppressed_dependents"],
+        serde_json::json!(["app"]),
+        "the upstream's page names what it holds back"
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        received(&hook, "app/failing/lab").is_empty(),
+        "the dependent does not page"
+    );
+
+    // The upstream recovers, the dependent still fails: now it pages.
+    db_status.store(200, Ordering::SeqCst);
+    assert!(
+        wait_for(Duration::from_secs(10), || received(
+            &hook,
+            "app/failing/lab"
+        )
+        .len()
+            == 1)
+        .await,
+        "the dependent notifies once its upstream stops firing"
+    );
+    assert_eq!(received(&hook, "app/failing/lab")[0].0, "trigger");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_burn_rate_pages_from_the_stored_counts_and_only_one_replica_evaluates() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    status.store(500, Ordering::SeqCst);
+    let yaml = format!(
+        "name: orders\nevery: 1s\ntimeout: 500ms\nalert: {{enabled: true, failures_to_fire: 100, slo: {{objective: 99.9, min_failures: 3}}}}\nhttp: {{url: \"{url}\"}}\n"
+    );
+    // Two replicas at two locations over one database.
+    let s1 = settings(&db, &hook);
+    let mut s2 = settings(&db, &hook);
+    s2.location = "lab2".into();
+    let d1 = start(&s1, &yaml).await;
+    let d2 = start(&s2, &yaml).await;
+    let key = "orders/slo_page/all";
+
+    assert!(
+        wait_for(Duration::from_secs(20), || firing(&d1, key)
+            || firing(&d2, key))
+        .await,
+        "three failed runs burn a 99.9% budget far above 14.4x in 1h and 5m"
+    );
+    let leaders = [&d1, &d2]
+        .iter()
+        .filter(|d| d.core.alerts.leader.load(Ordering::SeqCst))
+        .count();
+    assert_eq!(leaders, 1, "exactly one replica holds the evaluator lock");
+    let leader = if d1.core.alerts.leader.load(Ordering::SeqCst) {
+        &d1
+    } else {
+        &d2
+    };
+    let a = alert(leader, key).unwrap();
+    assert_eq!(a.severity, prober::alert::Severity::Page);
+    assert!(a.failed_runs >= 3, "{a:?}");
+    // The ticket pair (1d and 2h at 3x) burns too.
+    assert!(
+        wait_for(Duration::from_secs(5), || firing(
+            leader,
+            "orders/slo_ticket/all"
+        ))
+        .await
+    );
+
+    assert!(wait_for(Duration::from_secs(5), || received(&hook, key).len() == 1).await);
+    let (_, body) = &received(&hook, key)[0];
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("error budget burning") && reason.contains("objective 99.9%"),
+        "{reason}"
+    );
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("burning its error budget"),
+        "{body}"
+    );
+    assert_eq!(body["last_failure"]["error_class"], "http_status", "{body}");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let fired: Vec<_> = history(&d1, "orders")
+        .await
+        .into_iter()
+        .filter(|(k, _, to)| k == key && to == "firing")
+        .collect();
+    assert_eq!(
+        fired.len(),
+        1,
+        "one replica records the transition: {fired:?}"
+    );
+    assert_eq!(received(&hook, key).len(), 1, "and one page is sent");
+    d1.shutdown().await;
+    d2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_quantile_above_its_threshold_fires_and_resolves() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let target = FakeTarget::start().await;
+    let yaml = format!(
+        "name: search\nevery: 1s\ntimeout: 900ms\nalert: {{latency: {{quantile: 0.95, above: 150ms, over: 1m, severity: page}}}}\nhttp: {{url: \"{}\"}}\n",
+        target.url("/delay/250")
+    );
+    let d = start(&settings(&db, &hook), &yaml).await;
+    let key = "search/latency/all";
+    assert!(
+        wait_for(Duration::from_secs(15), || firing(&d, key)).await,
+        "p95 of ~250 ms is above 150 ms"
+    );
+    let a = alert(&d, key).unwrap();
+    assert_eq!(a.severity, prober::alert::Severity::Page);
+    assert!(wait_for(Duration::from_secs(5), || received(&hook, key).len() == 1).await);
+    let reason = received(&hook, key)[0].1["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("p95 of the total latency over the last 1m")
+            && reason.contains("above 150ms"),
+        "{reason}"
+    );
+    assert!(received(&hook, key)[0].1["summary"]
+        .as_str()
+        .unwrap()
+        .contains("slow"));
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_close_to_expiry_opens_a_ticket() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let target = FakeTarget::start_tls(&TestCert::self_signed(5)).await;
+    let yaml = format!(
+        "name: edge-cert\nevery: 1s\ntimeout: 900ms\nalert: {{cert_expiry_days: 14}}\ntls: {{host: 127.0.0.1, port: {}, server_name: localhost, verify: false}}\n",
+        target.addr.port()
+    );
+    let d = start(&settings(&db, &hook), &yaml).await;
+    let key = "edge-cert/cert_expiry/lab";
+    assert!(wait_for(Duration::from_secs(15), || firing(&d, key)).await);
+    let a = alert(&d, key).unwrap();
+    assert_eq!(a.severity, prober::alert::Severity::Ticket);
+    assert!(
+        d.core.alerts.active().iter().all(|a| a.rule != "failing"),
+        "the run itself passes: only the expiry rule fires"
+    );
+    assert!(wait_for(Duration::from_secs(5), || received(&hook, key).len() == 1).await);
+    let body = &received(&hook, key)[0].1;
+    assert_eq!(body["severity"], "ticket");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("days left") && reason.contains("fewer than 14"),
+        "{reason}"
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_repeat_while_an_alert_fires_and_stop_when_it_resolves() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    status.store(503, Ordering::SeqCst);
+    let mut s = settings(&db, &hook);
+    s.remind_every = Some(Duration::from_secs(1));
+    let d = start(
+        &s,
+        &format!("name: api\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 2}}\nhttp: {{url: \"{url}\"}}\n"),
+    )
+    .await;
+    let key = "api/failing/lab";
+    let reminders = |hook: &FakeReceiver| {
+        received(hook, key)
+            .into_iter()
+            .filter(|(e, _)| e == "remind")
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || reminders(&hook) >= 2).await,
+        "reminders repeat"
+    );
+    let events: Vec<String> = received(&hook, key).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(events[0], "trigger", "{events:?}");
+    let r = received(&hook, key)
+        .into_iter()
+        .find(|(e, _)| e == "remind")
+        .unwrap()
+        .1;
+    assert_eq!(
+        r["dedup_key"],
+        received(&hook, key)[0].1["dedup_key"],
+        "a reminder keeps the incident's dedup key"
+    );
+    assert!(r["summary"].as_str().unwrap().contains("REMINDER"), "{r}");
+
+    status.store(200, Ordering::SeqCst);
+    assert!(
+        wait_for(Duration::from_secs(10), || received(&hook, key)
+            .iter()
+            .any(|(e, _)| e == "resolve"))
+        .await
+    );
+    let after = reminders(&hook);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(reminders(&hook), after, "no reminder after the resolve");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_after_a_restart_still_counts_the_incidents_failed_runs() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    status.store(503, Ordering::SeqCst);
+    let s = settings(&db, &hook);
+    let yaml = format!("name: pay\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 3}}\nhttp: {{url: \"{url}\"}}\n");
+    let key = "pay/failing/lab";
+    let d = start(&s, &yaml).await;
+    assert!(wait_for(Duration::from_secs(15), || received(&hook, key).len() == 1).await);
+    d.shutdown().await;
+    let before = received(&hook, key)[0].1["failed_runs"].as_u64().unwrap();
+    assert!(before >= 3);
+
+    status.store(200, Ordering::SeqCst);
+    let d = start(&s, &yaml).await;
+    assert!(wait_for(Duration::from_secs(15), || received(&hook, key).len() == 2).await);
+    let resolve = &received(&hook, key)[1].1;
+    assert_eq!(resolve["event"], "resolve");
+    assert!(
+        resolve["failed_runs"].as_u64().unwrap() >= before,
+        "{resolve}"
+    );
+    assert_eq!(resolve["last_failure"]["error_class"], "http_status");
+    d.shutdown().await;
+}
