@@ -260,7 +260,7 @@ impl AlertEngine {
             alert.last_failure = Some(LastFailure::of(r, e));
         }
         let notes = match &t {
-            Some(t) => self.on_transition(&alerts, &mut alert, t, &entry.info, at),
+            Some(t) => self.on_transition(&alerts, &mut alert, t, &entry, at),
             None => Vec::new(),
         };
         if t.is_some() || was_active || alert.is_active() {
@@ -293,7 +293,7 @@ impl AlertEngine {
             );
             let t = alert.evaluate(bad.as_deref(), &good, at, Severity::Ticket, (1, 1));
             let notes = match &t {
-                Some(t) => self.on_transition(&alerts, &mut alert, t, &entry.info, at),
+                Some(t) => self.on_transition(&alerts, &mut alert, t, &entry, at),
                 None => Vec::new(),
             };
             if t.is_some() || was_active || alert.is_active() {
@@ -310,9 +310,17 @@ impl AlertEngine {
         &self,
         alerts: &HashMap<String, Alert>,
         a: &Alert,
-        info: &ProbeInfo,
+        entry: &ProbeEntry,
         now: DateTime<Utc>,
     ) -> Option<String> {
+        let info = &entry.info;
+        let k = entry.policy.min_locations;
+        if k > 1 && a.rule == RULE_FAILING && a.location != ALL_LOCATIONS {
+            return Some(format!(
+                "pages only when {k} locations fail at once (min_locations); {}/{RULE_FAILING}/{ALL_LOCATIONS} notifies",
+                a.probe
+            ));
+        }
         let api = self.api_silences.read().ok();
         let silenced = self
             .settings
@@ -339,13 +347,14 @@ impl AlertEngine {
         alerts: &HashMap<String, Alert>,
         a: &mut Alert,
         t: &Transition,
-        info: &ProbeInfo,
+        entry: &ProbeEntry,
         now: DateTime<Utc>,
     ) -> Vec<NewNotification> {
+        let info = &entry.info;
         tracing::warn!(alert = %t.key, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "alert changed state");
         match t.to {
             State::Firing => {
-                if let Some(why) = self.suppression(alerts, a, info, now) {
+                if let Some(why) = self.suppression(alerts, a, entry, now) {
                     tracing::info!(alert = %a.key, reason = %why, "alert fires; its notification is held back");
                     a.notified = false;
                     a.suppressed = Some(why);
@@ -423,13 +432,11 @@ impl AlertEngine {
             let Some(mut a) = alerts.remove(&key) else {
                 continue;
             };
-            let info = self
-                .entry(&a.probe)
-                .map(|e| e.info.clone())
-                .unwrap_or_default();
+            let entry = self.entry(&a.probe).unwrap_or_default();
+            let info = &entry.info;
             let mut notes = Vec::new();
             if !a.notified {
-                let why = self.suppression(&alerts, &a, &info, now);
+                let why = self.suppression(&alerts, &a, &entry, now);
                 if why.is_none() {
                     a.notified = true;
                     a.suppressed = None;
@@ -441,7 +448,7 @@ impl AlertEngine {
                             e.class, e.message
                         ))
                     );
-                    notes = self.notifications(&a, Event::Trigger, &reason, &info);
+                    notes = self.notifications(&a, Event::Trigger, &reason, info);
                     tracing::warn!(alert = %a.key, "held-back alert released: notifying");
                     changes.push((a.clone(), None, notes));
                 } else if why != a.suppressed {
@@ -456,7 +463,7 @@ impl AlertEngine {
                     a.last_notified_at = Some(now);
                     let since = a.fired_at.unwrap_or(a.since);
                     let reason = format!("still firing since {}", since.to_rfc3339());
-                    notes = self.notifications(&a, Event::Remind, &reason, &info);
+                    notes = self.notifications(&a, Event::Remind, &reason, info);
                     changes.push((a.clone(), None, notes));
                 }
             }
@@ -471,7 +478,10 @@ impl AlertEngine {
             Ok(p) => p
                 .iter()
                 .filter(|(_, e)| {
-                    e.policy.enabled && (e.policy.latency.is_some() || e.policy.slo.is_some())
+                    e.policy.enabled
+                        && (e.policy.latency.is_some()
+                            || e.policy.slo.is_some()
+                            || e.policy.min_locations > 1)
                 })
                 .map(|(n, e)| (n.clone(), e.clone()))
                 .collect(),
@@ -494,6 +504,23 @@ impl AlertEngine {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read run counts for SLO burn rates; will retry at the next evaluation");
+                    return Vec::new();
+                }
+            }
+        };
+        // Locations where each k-of-n probe's `failing` alert fires.
+        let kn_names: Vec<String> = entries
+            .iter()
+            .filter(|(_, e)| e.policy.min_locations > 1)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let failing_at = if kn_names.is_empty() {
+            HashMap::new()
+        } else {
+            match self.store.firing_locations(&kn_names, RULE_FAILING).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read which locations fail; will retry at the next evaluation");
                     return Vec::new();
                 }
             }
@@ -538,7 +565,7 @@ impl AlertEngine {
                     a.last_failure = latest_failure(alerts, name);
                 }
                 let notes = match &t {
-                    Some(t) => self.on_transition(alerts, &mut a, t, &entry.info, now),
+                    Some(t) => self.on_transition(alerts, &mut a, t, entry, now),
                     None => Vec::new(),
                 };
                 if t.is_some() || was_active || a.is_active() {
@@ -569,6 +596,25 @@ impl AlertEngine {
                         failed,
                     );
                 }
+            }
+            let k = entry.policy.min_locations;
+            if k > 1 {
+                let locations = failing_at.get(name).cloned().unwrap_or_default();
+                let n = u32::try_from(locations.len()).unwrap_or(u32::MAX);
+                let text = format!(
+                    "failing at {n} location(s){}{}; pages at {k}",
+                    if locations.is_empty() { "" } else { ": " },
+                    locations.join(", ")
+                );
+                let failed = (n >= k).then_some(n);
+                step(
+                    &mut alerts,
+                    RULE_FAILING,
+                    entry.policy.severity,
+                    (n >= k).then(|| text.clone()),
+                    &text,
+                    failed,
+                );
             }
             if let (Some(l), Some(Some(q_us))) = (entry.policy.latency, quantiles.get(name)) {
                 let above_us = i64::try_from(l.above.as_micros()).unwrap_or(i64::MAX);
@@ -733,4 +779,59 @@ async fn save(store: &Store, unsaved: &mut VecDeque<Change>) {
 /// Whether a state is one on-call hears about.
 pub fn notifies(s: State) -> bool {
     matches!(s, State::Firing | State::Resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::kinds::AlertOverrides;
+
+    fn probe(yaml: &str) -> Probe {
+        let mut report = crate::config::load::LoadReport::default();
+        crate::config::load::load_text(std::path::Path::new("t.yaml"), yaml, &mut report);
+        assert!(report.is_ok(), "{:?}", report.diagnostics);
+        report.probes.remove(0)
+    }
+
+    #[test]
+    fn label_overrides_apply_in_order_between_the_defaults_and_the_probe() {
+        let by_label = vec![
+            LabelOverride {
+                labels: [("team".to_string(), "pay".to_string())].into(),
+                alert: AlertOverrides {
+                    failures_to_fire: Some(5),
+                    severity: Some(Severity::Ticket),
+                    ..AlertOverrides::default()
+                },
+            },
+            LabelOverride {
+                labels: [("tier".to_string(), "1".to_string())].into(),
+                alert: AlertOverrides {
+                    severity: Some(Severity::Page),
+                    ..AlertOverrides::default()
+                },
+            },
+        ];
+        let d = Policy::default();
+        let pay =
+            probe("name: a\nevery: 1m\nlabels: {team: pay}\nhttp: {url: \"http://127.0.0.1/\"}\n");
+        let p = policy_for(&pay, d, &by_label);
+        assert_eq!((p.failures_to_fire, p.severity), (5, Severity::Ticket));
+        let pay_tier1 = probe("name: b\nevery: 1m\nlabels: {team: pay, tier: \"1\"}\nhttp: {url: \"http://127.0.0.1/\"}\n");
+        let p = policy_for(&pay_tier1, d, &by_label);
+        assert_eq!(
+            (p.failures_to_fire, p.severity),
+            (5, Severity::Page),
+            "later entries win"
+        );
+        let own = probe("name: c\nevery: 1m\nlabels: {team: pay}\nalert: {failures_to_fire: 7}\nhttp: {url: \"http://127.0.0.1/\"}\n");
+        assert_eq!(
+            policy_for(&own, d, &by_label).failures_to_fire,
+            7,
+            "the probe's own alert: wins"
+        );
+        let other =
+            probe("name: e\nevery: 1m\nlabels: {team: web}\nhttp: {url: \"http://127.0.0.1/\"}\n");
+        assert_eq!(policy_for(&other, d, &by_label), d);
+    }
 }

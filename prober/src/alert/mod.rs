@@ -82,6 +82,10 @@ pub struct Policy {
     pub slo: Option<SloRule>,
     /// `cert_expiry` (ticket): fires when a run sees a certificate with fewer days left; 0 = off.
     pub cert_expiry_days: u32,
+    /// `failing` pages only when this many locations fail at once (k of n). With
+    /// more than 1, each location's `failing` alert is recorded without notifying,
+    /// and `<probe>/failing/all` notifies.
+    pub min_locations: u32,
 }
 
 /// Fires when the quantile of the total latency over the last `over` exceeds `above`.
@@ -125,6 +129,7 @@ impl Default for Policy {
             latency: None,
             slo: None,
             cert_expiry_days: DEFAULT_CERT_EXPIRY_DAYS,
+            min_locations: 1,
         }
     }
 }

@@ -86,7 +86,7 @@ pub async fn history(
 
 /// Checks the `Authorization: Bearer <api_token>` header of a write request.
 fn authorize(core: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(token) = core.settings.api_token.as_deref() else {
+    let Some(token) = core.settings.api_token.as_ref().map(|t| t.0.as_str()) else {
         return Err(ApiError::forbidden(
             "silences cannot be changed through the API while no token is set: set api_token in prober.yaml or PROBER_API_TOKEN, then send Authorization: Bearer <token>",
         ));

@@ -275,6 +275,7 @@ pub struct AlertOverrides {
     pub latency: Option<crate::alert::LatencyRule>,
     pub slo: Option<crate::alert::SloRule>,
     pub cert_expiry_days: Option<u32>,
+    pub min_locations: Option<u32>,
 }
 
 impl AlertOverrides {
@@ -290,6 +291,7 @@ impl AlertOverrides {
             latency: self.latency.or(default.latency),
             slo: self.slo.or(default.slo),
             cert_expiry_days: self.cert_expiry_days.unwrap_or(default.cert_expiry_days),
+            min_locations: self.min_locations.unwrap_or(default.min_locations),
         }
     }
 }
@@ -304,6 +306,7 @@ pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(Stri
     for (field, v) in [
         ("alert.failures_to_fire", raw.failures_to_fire),
         ("alert.successes_to_resolve", raw.successes_to_resolve),
+        ("alert.min_locations", raw.min_locations),
     ] {
         if v == Some(0) {
             problems.push((field.into(), "must be at least 1".into()));
@@ -376,6 +379,7 @@ pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(Stri
             latency,
             slo,
             cert_expiry_days: raw.cert_expiry_days,
+            min_locations: raw.min_locations,
         },
         problems,
     )

@@ -97,6 +97,9 @@ pub struct RawAlert {
     /// Open a ticket when a run sees a certificate with fewer days left (default 14; 0 = off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_expiry_days: Option<u32>,
+    /// Page only when at least this many locations fail at once (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_locations: Option<u32>,
 }
 
 /// `latency:` — e.g. `{quantile: 0.99, above: 800ms, over: 10m}`.

@@ -182,8 +182,18 @@ pub struct Settings {
     pub remind_every: Option<Duration>,
     /// Silences and maintenance windows from the settings file.
     pub silences: Vec<crate::alert::silence::Silence>,
-    /// Bearer token of the API's write endpoints.
-    pub api_token: Option<String>,
+    /// Bearer token of the silence endpoints.
+    pub api_token: Option<ApiToken>,
+}
+
+/// The API token: shown as `<redacted>` wherever settings are printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(pub String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Default period of the periodic alert evaluation.
@@ -258,6 +268,7 @@ impl Settings {
             latency: None,
             slo: alerting_file.slo.clone(),
             cert_expiry_days: alerting_file.cert_expiry_days,
+            min_locations: None,
         };
         let alerting = overrides_at("alerting", &defaults)?.apply(d.alerting);
         let mut alerting_by_label = Vec::new();
@@ -272,7 +283,9 @@ impl Settings {
         }
         let silences = silences(file.silences.clone().unwrap_or_default(), &dur)?;
         let api_token = match args.api_token.clone().or(file.api_token.clone()) {
-            Some(t) => Some(crate::notify::expand_env("api_token", &t)?).filter(|t| !t.is_empty()),
+            Some(t) => Some(crate::notify::expand_env("api_token", &t)?)
+                .filter(|t| !t.is_empty())
+                .map(ApiToken),
             None => None,
         };
         let receivers = receivers(file.receivers.clone().unwrap_or_default())?;
@@ -600,6 +613,47 @@ mod tests {
         .unwrap();
         let err = Settings::resolve(&args).unwrap_err();
         assert!(err.contains("not a receiver type"), "{err}");
+    }
+
+    #[test]
+    fn alerting_label_overrides_silences_and_the_token_are_read_and_checked() {
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        std::env::set_var("PROBER_TEST_API_TOKEN", "t0k");
+        std::fs::write(
+            &file,
+            "api_token: \"${env:PROBER_TEST_API_TOKEN}\"\nalerting:\n  failures_to_fire: 4\n  slo: {objective: 99.5}\n  remind_every: 4h\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: ticket, min_locations: 2}\nsilences:\n  - matchers: {team: pay}\n    cron: \"0 0 2 * * Sun\"\n    duration: 2h\n    comment: weekly maintenance\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(file.clone()),
+            ..SettingsArgs::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.alerting.failures_to_fire, 4);
+        assert_eq!(s.alerting.slo.map(|o| o.objective), Some(0.995));
+        assert_eq!(s.remind_every, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(s.alerting_by_label.len(), 1);
+        assert_eq!(s.alerting_by_label[0].alert.min_locations, Some(2));
+        assert_eq!(s.silences[0].duration_ms, Some(2 * 3600 * 1000));
+        assert_eq!(s.silences[0].id, "file:0");
+        assert_eq!(s.api_token, Some(ApiToken("t0k".into())));
+        assert!(
+            !format!("{s:?}").contains("t0k"),
+            "the token stays out of logs"
+        );
+
+        for (text, needle) in [
+            ("silences:\n  - matchers: {team: pay}\n    comment: x\n", "give ends_at"),
+            ("silences:\n  - matchers: {team: pay}\n    cron: \"nope\"\n    duration: 1h\n    comment: x\n", "not a cron expression"),
+            ("alerting:\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: loud}\n", "alerting.by_label[0].severity"),
+            ("alerting:\n  slo: {objective: 120}\n", "alerting.slo.objective"),
+            ("alerting:\n  evaluate_every: 10ms\n", "evaluate_every must be at least 1s"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Settings::resolve(&args).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 
     fn tempfile_dir() -> PathBuf {

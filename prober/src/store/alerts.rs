@@ -251,6 +251,28 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Per probe, the locations (not `all`) where its `rule` alert fires, as every replica saved them.
+    pub async fn firing_locations(
+        &self,
+        probes: &[String],
+        rule: &str,
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        let rows = sqlx::query(
+            "select probe, array_agg(location order by location) from alerts
+             where probe = any($1) and rule = $2 and state = 'firing' and location <> 'all'
+             group by probe",
+        )
+        .bind(probes)
+        .bind(rule)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("cannot read firing locations", e))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<HashMap<_, _>, sqlx::Error>>()
+            .map_err(|e| err("cannot read firing locations", e))
+    }
+
     /// Runs and failed runs (phase total, every location) of each probe over
     /// each window ending now. Windows up to 2 h read minute counters (whole
     /// minutes, the current one included); longer ones read hour counters

@@ -27,7 +27,7 @@ fn settings(db: &TestDb, hook: &FakeReceiver) -> Settings {
         flush_interval: Duration::from_millis(50),
         receivers: vec![receiver("hook", ReceiverKind::Webhook, &hook.url)],
         evaluate_every: Duration::from_millis(500),
-        api_token: Some(TOKEN.into()),
+        api_token: Some(prober::config::settings::ApiToken(TOKEN.into())),
         ..Settings::default()
     }
 }
@@ -347,7 +347,7 @@ async fn slo_burn_rate_pages_from_the_stored_counts_and_only_one_replica_evaluat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_latency_quantile_above_its_threshold_fires_and_resolves() {
+async fn a_latency_quantile_above_its_threshold_fires_a_page() {
     let _shared = crate::helpers::TIMING.read().await;
     let db = TestDb::create().await;
     let hook = FakeReceiver::start(200).await;
@@ -490,4 +490,57 @@ async fn a_resolve_after_a_restart_still_counts_the_incidents_failed_runs() {
     );
     assert_eq!(resolve["last_failure"]["error_class"], "http_status");
     d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_of_n_pages_only_when_enough_locations_fail() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    status.store(503, Ordering::SeqCst);
+    let yaml = format!(
+        "name: login\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 2, min_locations: 2}}\nhttp: {{url: \"{url}\"}}\n"
+    );
+    let s1 = settings(&db, &hook);
+    let mut s2 = settings(&db, &hook);
+    s2.location = "lab2".into();
+
+    // One location fails: its own alert fires and is recorded, nobody is paged.
+    let d1 = start(&s1, &yaml).await;
+    assert!(wait_for(Duration::from_secs(15), || firing(&d1, "login/failing/lab")).await);
+    let a = alert(&d1, "login/failing/lab").unwrap();
+    assert!(
+        a.suppressed.as_deref().unwrap().contains("min_locations"),
+        "{a:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        !firing(&d1, "login/failing/all"),
+        "1 of 2 locations is not enough"
+    );
+    assert!(hook.accepted().is_empty(), "no page for one location");
+
+    // A second location fails too: the all-locations alert pages, once.
+    let d2 = start(&s2, &yaml).await;
+    assert!(
+        wait_for(Duration::from_secs(15), || received(
+            &hook,
+            "login/failing/all"
+        )
+        .len()
+            == 1)
+        .await,
+        "2 of 2 locations page"
+    );
+    let body = &received(&hook, "login/failing/all")[0].1;
+    assert_eq!(body["location"], "all");
+    assert!(
+        body["reason"].as_str().unwrap().contains("lab, lab2"),
+        "{body}"
+    );
+    assert!(received(&hook, "login/failing/lab").is_empty());
+    assert!(received(&hook, "login/failing/lab2").is_empty());
+    d1.shutdown().await;
+    d2.shutdown().await;
 }
