@@ -4,6 +4,7 @@
 // Tests say what they expect by unwrapping; a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod alert_rules;
 mod alerts;
 mod api;
 mod check;
