@@ -1,6 +1,7 @@
 //! The command line. Exit codes: 0 ok, 1 a probe or check failed, 2 usage or configuration error.
 
 mod check;
+pub mod healthcheck;
 mod once;
 
 use std::path::PathBuf;
@@ -70,6 +71,14 @@ enum Command {
     },
     /// Benchmark: the real daemon against a loopback target, every run persisted to a scratch database.
     Bench(crate::bench::BenchArgs),
+    /// Exit 0 if the local daemon's /healthz answers 200 (for container health checks), else 1.
+    Healthcheck {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// How long to wait for the connection and for each read and write.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print the JSON Schema of probe files, for editor completion.
     Schema,
     /// Print the version.
@@ -117,6 +126,7 @@ pub fn main() -> ExitCode {
             json,
         } => once::run(&target, &probes, json),
         Command::Bench(args) => crate::bench::main(args),
+        Command::Healthcheck { settings, timeout } => healthcheck::run(&settings, timeout),
         Command::Schema => {
             let schema = crate::config::raw::json_schema();
             println!(

@@ -389,10 +389,13 @@ fn overrides_at(
     Err(format!("invalid settings: {}", list.join("; ")))
 }
 
+/// Reads a duration setting: (field, text if given, default).
+type DurationField<'a> = dyn Fn(&str, Option<String>, Duration) -> Result<Duration, String> + 'a;
+
 /// Checks the silences of the settings file.
 fn silences(
     files: Vec<SilenceFile>,
-    dur: &dyn Fn(&str, Option<String>, Duration) -> Result<Duration, String>,
+    dur: &DurationField<'_>,
 ) -> Result<Vec<crate::alert::silence::Silence>, String> {
     use chrono::{DateTime, Utc};
     let mut out = Vec::new();

@@ -2,14 +2,12 @@
 //! after consecutive successes, and continue across a restart without a
 //! duplicate transition.
 
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::db::TestDb;
 use crate::helpers::{http_get, probes, switchable_target as switchable, wait_for};
