@@ -544,3 +544,100 @@ async fn k_of_n_pages_only_when_enough_locations_fail() {
     d1.shutdown().await;
     d2.shutdown().await;
 }
+
+/// A target that answers each request with the next status of a script, then 200.
+async fn scripted_target(
+    script: &[u16],
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let left = std::sync::Arc::new(std::sync::Mutex::new(
+        script
+            .iter()
+            .copied()
+            .collect::<std::collections::VecDeque<u16>>(),
+    ));
+    let l = left.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let code = l.lock().unwrap().pop_front().unwrap_or(200);
+                let msg =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(msg.as_bytes()).await;
+            });
+        }
+    });
+    (url, left)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_of_blip_outage_flapping_and_recovery_sends_exactly_one_trigger_and_one_resolve() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    const F: u16 = 503;
+    const OK: u16 = 200;
+    let script = [
+        OK, OK, F, OK, OK, // a blip: pending, back to ok, no page
+        F, F, F, F, // a sustained outage: fires on the third failure
+        OK, F, OK, F, // flapping while firing: stays firing, nothing sent
+        OK, OK, // recovery: resolves
+        F, OK, F, OK, F, OK, // flapping while ok: never three in a row, no page
+    ];
+    let (url, left) = scripted_target(&script).await;
+    let d = start(
+        &settings(&db, &hook),
+        &format!("name: shop\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 3, successes_to_resolve: 2}}\nhttp: {{url: \"{url}\"}}\n"),
+    )
+    .await;
+    let key = "shop/failing/lab";
+    let done = wait_for(Duration::from_secs(40), || left.lock().unwrap().is_empty()).await;
+    assert!(done, "the script ran");
+    // Two more runs (200) and a moment for saving and delivery.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+
+    let t: Vec<(String, String)> = history(&d, "shop")
+        .await
+        .into_iter()
+        .map(|(_, from, to)| (from, to))
+        .collect();
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        t,
+        [
+            p("ok", "pending"), // blip
+            p("pending", "ok"),
+            p("ok", "pending"), // outage
+            p("pending", "firing"),
+            p("firing", "resolved"),  // recovery
+            p("resolved", "pending"), // flapping while ok
+            p("pending", "ok"),
+            p("ok", "pending"),
+            p("pending", "ok"),
+            p("ok", "pending"),
+            p("pending", "ok"),
+        ]
+    );
+    let got = received(&hook, key);
+    let events: Vec<&str> = got.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        events,
+        ["trigger", "resolve"],
+        "exactly one page and its resolve, none for the blip or the flapping"
+    );
+    assert_eq!(got[0].1["dedup_key"], got[1].1["dedup_key"]);
+    assert_eq!(got[0].1["failed_runs"], 3);
+    assert!(
+        got[1].1["failed_runs"].as_u64().unwrap() >= 5,
+        "the resolve counts the incident's failed runs: {}",
+        got[1].1
+    );
+    d.shutdown().await;
+}
