@@ -36,6 +36,7 @@ pub struct Core {
     pub reload: RwLock<ReloadState>,
     pub started_at: DateTime<Utc>,
     pub alerts: Arc<crate::alert::engine::AlertEngine>,
+    pub notify_stats: Arc<crate::notify::worker::NotifyStats>,
 }
 
 /// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
@@ -189,8 +190,13 @@ impl Daemon {
             &probes,
             stop.clone(),
         );
-        let notifier =
-            crate::notify::worker::start(store.clone(), settings.receivers.clone(), stop.clone());
+        let notify_stats = Arc::new(crate::notify::worker::NotifyStats::default());
+        let notifier = crate::notify::worker::start(
+            store.clone(),
+            settings.receivers.clone(),
+            notify_stats.clone(),
+            stop.clone(),
+        );
         let scheduler = Scheduler::start(
             probes,
             exec,
@@ -219,6 +225,7 @@ impl Daemon {
             }),
             started_at: Utc::now(),
             alerts,
+            notify_stats,
         });
         let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
         crate::config::watch::spawn(core.clone(), stop.clone());

@@ -167,17 +167,34 @@ fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// What the worker did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    /// Notifications a receiver accepted.
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub retried: std::sync::atomic::AtomicU64,
+    /// Notifications given up (permanent error, or 24 h of failures): on-call was not told.
+    pub given_up: std::sync::atomic::AtomicU64,
+}
+
 /// Starts the worker; it stops when `stop` is cancelled (claimed but unsent
 /// notifications are given back).
 pub fn start(
     store: Store,
     receivers: Vec<Receiver>,
+    stats: Arc<NotifyStats>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(store, Arc::new(receivers), stop))
+    tokio::spawn(run(store, Arc::new(receivers), stats, stop))
 }
 
-async fn run(store: Store, receivers: Arc<Vec<Receiver>>, stop: CancellationToken) {
+async fn run(
+    store: Store,
+    receivers: Arc<Vec<Receiver>>,
+    stats: Arc<NotifyStats>,
+    stop: CancellationToken,
+) {
     let by_name: HashMap<&str, &Receiver> =
         receivers.iter().map(|r| (r.name.as_str(), r)).collect();
     let client = client();
@@ -220,7 +237,7 @@ async fn run(store: Store, receivers: Arc<Vec<Receiver>>, stop: CancellationToke
                 }
             };
             pending.retain(|id| *id != c.id);
-            settle(&store, c, verdict).await;
+            settle(&store, c, verdict, &stats).await;
         }
         if idle {
             tokio::select! {
@@ -288,13 +305,16 @@ pub fn give_up(receiver: &str, error: &str, attempts: i32, age: Duration) -> Opt
     })
 }
 
-async fn settle(store: &Store, c: &Claimed, verdict: Verdict) {
+async fn settle(store: &Store, c: &Claimed, verdict: Verdict, stats: &NotifyStats) {
+    use std::sync::atomic::Ordering::Relaxed;
     let result = match verdict {
         Verdict::Delivered => {
+            stats.delivered.fetch_add(1, Relaxed);
             tracing::info!(receiver = %c.receiver, event = c.event.as_str(), alert = %c.alert_key, attempts = c.attempts, "notification delivered");
             store.notification_delivered(c.id).await
         }
         Verdict::Fail(error) => {
+            stats.given_up.fetch_add(1, Relaxed);
             let error = format!("receiver {}: {error}", c.receiver);
             tracing::error!(alert = %c.alert_key, event = c.event.as_str(), attempts = c.attempts, "notification given up: {error}");
             store.notification_failed(c.id, &error).await
@@ -304,9 +324,11 @@ async fn settle(store: &Store, c: &Claimed, verdict: Verdict) {
                 .to_std()
                 .unwrap_or(Duration::ZERO);
             if let Some(error) = give_up(&c.receiver, &error, c.attempts, age) {
+                stats.given_up.fetch_add(1, Relaxed);
                 tracing::error!(alert = %c.alert_key, event = c.event.as_str(), "notification given up: {error}");
                 store.notification_failed(c.id, &error).await
             } else {
+                stats.retried.fetch_add(1, Relaxed);
                 let wait = after.unwrap_or_else(|| backoff(c.attempts));
                 let error = format!("receiver {}: {error}", c.receiver);
                 tracing::warn!(alert = %c.alert_key, event = c.event.as_str(), attempts = c.attempts, retry_in_ms = wait.as_millis() as u64, "notification not delivered: {error}");

@@ -367,6 +367,78 @@ impl Collector for DaemonCollector {
             )?;
         }
 
+        // Alerts and notifications.
+        let active = core.alerts.active();
+        let mut m = enc.encode_descriptor(
+            "prober_alerts",
+            "Alerts pending or firing now, by state and severity (suppressed: held back by a silence, an upstream or k-of-n).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in [crate::alert::State::Pending, crate::alert::State::Firing] {
+            for severity in [crate::alert::Severity::Page, crate::alert::Severity::Ticket] {
+                for suppressed in [false, true] {
+                    let n = active
+                        .iter()
+                        .filter(|a| a.state == state && a.severity == severity)
+                        .filter(|a| a.suppressed.is_some() == suppressed)
+                        .count();
+                    gauge_with(
+                        &mut m,
+                        &[
+                            ("state", state.as_str()),
+                            ("severity", severity.as_str()),
+                            ("suppressed", if suppressed { "true" } else { "false" }),
+                        ],
+                        n as u64,
+                    )?;
+                }
+            }
+        }
+        counter(
+            &mut enc,
+            "prober_alert_runs_dropped",
+            "Runs not evaluated for alerts because the alert engine's queue was full.",
+            None,
+            core.alerts.dropped.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "prober_alert_evaluations",
+            "Periodic alert evaluations (silences, reminders; latency and SLO rules on the evaluator).",
+            None,
+            core.alerts.evaluations.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "prober_alert_evaluator",
+            "Whether this replica holds the evaluator lock and evaluates the all-locations rules (1) or not (0).",
+            None,
+            u64::from(core.alerts.leader.load(Ordering::Relaxed)),
+        )?;
+        let ns = &core.notify_stats;
+        let mut m = enc.encode_descriptor(
+            "prober_notifications",
+            "Notification attempts by outcome: delivered, retried (will try again), given_up (on-call was not told).",
+            None,
+            MetricType::Counter,
+        )?;
+        counter_with(
+            &mut m,
+            &[("outcome", "delivered")],
+            ns.delivered.load(Ordering::Relaxed),
+        )?;
+        counter_with(
+            &mut m,
+            &[("outcome", "retried")],
+            ns.retried.load(Ordering::Relaxed),
+        )?;
+        counter_with(
+            &mut m,
+            &[("outcome", "given_up")],
+            ns.given_up.load(Ordering::Relaxed),
+        )?;
+
         // Process.
         gauge(
             &mut enc,

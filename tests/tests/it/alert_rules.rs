@@ -172,6 +172,11 @@ async fn a_silence_holds_back_the_page_records_the_state_and_releases_it_when_de
         "no notification is recorded while silenced"
     );
     assert!(received(&hook, key).is_empty());
+    let (_, page) = crate::helpers::http_get(d.addr, "/metrics").await;
+    assert!(
+        page.contains(r#"prober_alerts{state="firing",severity="page",suppressed="true"} 1"#),
+        "the held-back alert shows in /metrics"
+    );
 
     // Ending the silence releases the trigger of the alert that still fires.
     let (code, ended) = api(
@@ -204,6 +209,15 @@ async fn a_silence_holds_back_the_page_records_the_state_and_releases_it_when_de
     status.store(200, Ordering::SeqCst);
     assert!(wait_for(Duration::from_secs(10), || received(&hook, key).len() == 2).await);
     assert_eq!(received(&hook, key)[1].0, "resolve");
+    let (_, page) = crate::helpers::http_get(d.addr, "/metrics").await;
+    assert!(
+        page.contains(r#"prober_notifications_total{outcome="delivered"} 2"#),
+        "{}",
+        page.lines()
+            .filter(|l| l.starts_with("prober_notifications"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     d.shutdown().await;
 }
 
