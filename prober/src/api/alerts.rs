@@ -285,3 +285,45 @@ pub async fn delete_silence(
         ended_at: Utc::now(),
     }))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OutboxQuery {
+    /// Only this alert's notifications (its key, e.g. `checkout/failing/eu-west-1`).
+    pub alert_key: Option<String>,
+    /// Only those not delivered: waiting, retrying, or given up.
+    pub undelivered: Option<bool>,
+    /// Rows to return, 1–1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Outbox {
+    /// Newest first.
+    pub notifications: Vec<crate::store::notify::OutboxRow>,
+}
+
+/// The notification outbox: what was sent to which receiver, what is retrying and why.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "alerts", params(OutboxQuery),
+    responses((status = 200, body = Outbox), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn notifications(
+    State(core): State<AppState>,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<Outbox>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit={limit} must be between 1 and 1000"
+        )));
+    }
+    let rows = core
+        .store
+        .outbox(
+            q.alert_key.as_deref(),
+            q.undelivered.unwrap_or(false),
+            limit,
+        )
+        .await?;
+    Ok(Json(Outbox {
+        notifications: rows,
+    }))
+}

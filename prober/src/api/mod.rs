@@ -45,6 +45,7 @@ pub type AppState = Arc<Core>;
         alerts::silences,
         alerts::create_silence,
         alerts::delete_silence,
+        alerts::notifications,
     ),
     tags(
         (name = "probes", description = "Probe definitions, status, history and latency"),
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/reload", post(probes::reload))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/history", get(alerts::history))
+        .route("/api/v1/notifications", get(alerts::notifications))
         .route(
             "/api/v1/silences",
             get(alerts::silences).post(alerts::create_silence),

@@ -22,9 +22,10 @@ pub struct Claimed {
 }
 
 /// A row of the outbox, as tests and the API read it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct OutboxRow {
     pub id: i64,
+    pub alert_key: String,
     pub receiver: String,
     pub event: String,
     pub dedup_key: String,
@@ -32,6 +33,27 @@ pub struct OutboxRow {
     pub delivered_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// When the next attempt is due (while neither delivered nor given up).
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+const OUTBOX_COLUMNS: &str = "id, alert_key, receiver, event, dedup_key, attempts, delivered_at, failed_at, last_error, created_at, next_attempt_at";
+
+fn outbox_row(r: &sqlx::postgres::PgRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        id: r.try_get(0)?,
+        alert_key: r.try_get(1)?,
+        receiver: r.try_get(2)?,
+        event: r.try_get(3)?,
+        dedup_key: r.try_get(4)?,
+        attempts: r.try_get(5)?,
+        delivered_at: r.try_get(6)?,
+        failed_at: r.try_get(7)?,
+        last_error: r.try_get(8)?,
+        created_at: r.try_get(9)?,
+        next_attempt_at: r.try_get(10)?,
+    })
 }
 
 /// Inserts notifications in the transaction of an alert change. A resolve is
@@ -191,27 +213,40 @@ impl Store {
 
     /// The outbox rows of an alert, oldest first.
     pub async fn notifications(&self, alert_key: &str) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "select id, receiver, event, dedup_key, attempts, delivered_at, failed_at, last_error
-             from notifications where alert_key = $1 order by id",
-        )
+        let rows = sqlx::query(&format!(
+            "select {OUTBOX_COLUMNS} from notifications where alert_key = $1 order by id"
+        ))
         .bind(alert_key)
         .fetch_all(self.pool())
         .await
         .map_err(|e| err("cannot read notifications", e))?;
         rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get(0)?,
-                    receiver: r.try_get(1)?,
-                    event: r.try_get(2)?,
-                    dedup_key: r.try_get(3)?,
-                    attempts: r.try_get(4)?,
-                    delivered_at: r.try_get(5)?,
-                    failed_at: r.try_get(6)?,
-                    last_error: r.try_get(7)?,
-                })
-            })
+            .map(outbox_row)
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| err("cannot read notifications", e))
+    }
+
+    /// The outbox, newest first: optionally of one alert, optionally only what
+    /// is not delivered yet (waiting, retrying or given up).
+    pub async fn outbox(
+        &self,
+        alert_key: Option<&str>,
+        undelivered: bool,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {OUTBOX_COLUMNS} from notifications
+             where ($1::text is null or alert_key = $1) and (not $2 or delivered_at is null)
+             order by id desc limit $3"
+        ))
+        .bind(alert_key)
+        .bind(undelivered)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("cannot read notifications", e))?;
+        rows.iter()
+            .map(outbox_row)
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| err("cannot read notifications", e))
     }

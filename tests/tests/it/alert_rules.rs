@@ -203,6 +203,17 @@ async fn a_silence_holds_back_the_page_records_the_state_and_releases_it_when_de
     );
     let (event, body) = &received(&hook, key)[0];
     assert_eq!(event, "trigger");
+    let (code, outbox) = api(
+        &d,
+        "GET",
+        &format!("/api/v1/notifications?alert_key={key}"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{outbox}");
+    assert_eq!(outbox["notifications"][0]["receiver"], "hook");
+    assert_eq!(outbox["notifications"][0]["event"], "trigger");
     assert!(body["failed_runs"].as_u64().unwrap() >= 2, "{body}");
 
     // Recovery sends the resolve.

@@ -356,6 +356,10 @@ async fn bad_parameters_get_a_4xx_with_a_message_never_a_500() {
             "RFC 3339",
         ),
         ("GET", "/api/v1/probes/api-live/runs?limit=0", 400, "limit"),
+        ("GET", "/api/v1/notifications?limit=0", 400, "limit"),
+        ("GET", "/api/v1/alerts/history?limit=5000", 400, "limit"),
+        ("POST", "/api/v1/silences", 403, "api_token"),
+        ("DELETE", "/api/v1/silences/x", 403, "api_token"),
         (
             "GET",
             "/api/v1/probes/api-live/runs?cursor=xyz",
@@ -417,6 +421,11 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/api/v1/probes/{name}/latency",
         "/api/v1/probes/{name}/run",
         "/api/v1/reload",
+        "/api/v1/alerts",
+        "/api/v1/alerts/history",
+        "/api/v1/notifications",
+        "/api/v1/silences",
+        "/api/v1/silences/{id}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
