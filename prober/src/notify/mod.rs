@@ -182,6 +182,12 @@ pub struct LastFailure {
     /// The scenario step that failed, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// The first expectation that failed (of the failed step in a scenario): expected vs actual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<crate::probe::AssertionResult>,
+    /// What was requested (method and URL; secrets are never part of it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request: String,
     pub phases: Phases,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -190,16 +196,16 @@ pub struct LastFailure {
 impl LastFailure {
     pub fn of(r: &crate::results::RunRecord, e: &ProbeError) -> LastFailure {
         let o = &r.outcome;
+        let failed_step = o.steps.iter().find(|s| s.error.is_some());
+        let assertions = failed_step.map_or(&o.assertions, |s| &s.assertions);
         LastFailure {
+            assertion: assertions.iter().find(|a| !a.passed).cloned(),
+            request: failed_step.map_or(o.request.clone(), |s| s.request.clone()),
             at: r.started_at,
             run_id: r.run_id.to_string(),
             error_class: e.class.as_str().to_string(),
             error: e.message.clone(),
-            step: o
-                .steps
-                .iter()
-                .find(|s| s.error.is_some())
-                .map(|s| s.name.clone()),
+            step: failed_step.map(|s| s.name.clone()),
             phases: o.phases,
             trace_id: (!o.trace_id.is_empty()).then(|| o.trace_id.clone()),
         }

@@ -130,6 +130,15 @@ fn slack(c: &Content) -> Value {
         if let Some(s) = &f.step {
             detail.push_str(&format!("\nstep: `{s}`"));
         }
+        if !f.request.is_empty() {
+            detail.push_str(&format!("\nrequest: `{}`", f.request));
+        }
+        if let Some(a) = &f.assertion {
+            detail.push_str(&format!(
+                "\n{}: expected `{}`, got `{}`",
+                a.check, a.expected, a.actual
+            ));
+        }
         if let Some(p) = phases_text(c) {
             detail.push_str(&format!("\n{p}"));
         }
@@ -180,6 +189,12 @@ fn pagerduty(c: &Content, routing_key: &str) -> Value {
         details.insert("error_class".into(), json!(f.error_class));
         details.insert("error".into(), json!(f.error));
         details.insert("failed_step".into(), json!(f.step));
+        details.insert("request".into(), json!(f.request));
+        if let Some(a) = &f.assertion {
+            details.insert("failed_check".into(), json!(a.check));
+            details.insert("expected".into(), json!(a.expected));
+            details.insert("actual".into(), json!(a.actual));
+        }
         details.insert("phases_us".into(), json!(f.phases));
         details.insert("trace_id".into(), json!(f.trace_id));
         details.insert("run_id".into(), json!(f.run_id));
@@ -228,6 +243,15 @@ fn alertmanager(c: &Content) -> Value {
         annotations.insert("error".into(), json!(f.error));
         if let Some(s) = &f.step {
             annotations.insert("failed_step".into(), json!(s));
+        }
+        if let Some(a) = &f.assertion {
+            annotations.insert(
+                "failed_check".into(),
+                json!(format!(
+                    "{}: expected {}, got {}",
+                    a.check, a.expected, a.actual
+                )),
+            );
         }
         if let Some(p) = phases_text(c) {
             annotations.insert("phases".into(), json!(p));

@@ -659,6 +659,23 @@ async fn a_script_of_blip_outage_flapping_and_recovery_sends_exactly_one_trigger
     );
     assert_eq!(got[0].1["dedup_key"], got[1].1["dedup_key"]);
     assert_eq!(got[0].1["failed_runs"], 3);
+    let last = &got[0].1["last_failure"];
+    assert_eq!(last["assertion"]["check"], "status", "{last}");
+    assert!(
+        last["assertion"]["actual"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{last}"
+    );
+    assert!(
+        last["request"]
+            .as_str()
+            .unwrap()
+            .starts_with("GET http://127.0.0.1:"),
+        "{last}"
+    );
+    assert_eq!(last["trace_id"].as_str().unwrap().len(), 32, "{last}");
     assert!(
         got[1].1["failed_runs"].as_u64().unwrap() >= 5,
         "the resolve counts the incident's failed runs: {}",
