@@ -259,14 +259,16 @@ impl AlertEngine {
             alert.failed_runs = alert.failed_runs.saturating_add(1);
             alert.last_failure = Some(LastFailure::of(r, e));
         }
-        let notes = match &t {
-            Some(t) => self.on_transition(&alerts, &mut alert, t, &entry, at),
-            None => Vec::new(),
-        };
-        if t.is_some() || was_active || alert.is_active() {
-            changes.push((alert.clone(), t, notes));
-        }
-        alerts.insert(key, alert);
+        self.settle(
+            &mut alerts,
+            key,
+            alert,
+            t,
+            was_active,
+            &entry,
+            at,
+            &mut changes,
+        );
 
         if let (Some(days), Some(cert)) = (
             (policy.cert_expiry_days > 0).then_some(policy.cert_expiry_days),
@@ -292,16 +294,42 @@ impl AlertEngine {
                 cert.days_left
             );
             let t = alert.evaluate(bad.as_deref(), &good, at, Severity::Ticket, (1, 1));
-            let notes = match &t {
-                Some(t) => self.on_transition(&alerts, &mut alert, t, &entry, at),
-                None => Vec::new(),
-            };
-            if t.is_some() || was_active || alert.is_active() {
-                changes.push((alert.clone(), t, notes));
-            }
-            alerts.insert(key, alert);
+            self.settle(
+                &mut alerts,
+                key,
+                alert,
+                t,
+                was_active,
+                &entry,
+                at,
+                &mut changes,
+            );
         }
         changes
+    }
+
+    /// After an observation: the notifications of its transition, a change to
+    /// save unless the alert is and was a quiet ok, and the alert back in the map.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        alerts: &mut HashMap<String, Alert>,
+        key: String,
+        mut alert: Alert,
+        t: Option<Transition>,
+        was_active: bool,
+        entry: &ProbeEntry,
+        now: DateTime<Utc>,
+        changes: &mut Vec<Change>,
+    ) {
+        let notes = match &t {
+            Some(t) => self.on_transition(alerts, &mut alert, t, entry, now),
+            None => Vec::new(),
+        };
+        if t.is_some() || was_active || alert.is_active() {
+            changes.push((alert.clone(), t, notes));
+        }
+        alerts.insert(key, alert);
     }
 
     /// Why notifications of this alert are held back now, if they are: an
@@ -564,14 +592,7 @@ impl AlertEngine {
                     a.failed_runs = f;
                     a.last_failure = latest_failure(alerts, name);
                 }
-                let notes = match &t {
-                    Some(t) => self.on_transition(alerts, &mut a, t, entry, now),
-                    None => Vec::new(),
-                };
-                if t.is_some() || was_active || a.is_active() {
-                    changes.push((a.clone(), t, notes));
-                }
-                alerts.insert(key, a);
+                self.settle(alerts, key, a, t, was_active, entry, now, &mut changes);
             };
             if let Some(slo) = entry.policy.slo {
                 let of = |w: Duration| {

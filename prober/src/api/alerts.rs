@@ -62,12 +62,7 @@ pub async fn history(
     State(core): State<AppState>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<AlertHistory>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit={limit} must be between 1 and 1000"
-        )));
-    }
+    let limit = limit(q.limit)?;
     let rows = core.store.alert_history(q.probe.as_deref(), limit).await?;
     Ok(Json(AlertHistory {
         transitions: rows
@@ -82,6 +77,18 @@ pub async fn history(
             })
             .collect(),
     }))
+}
+
+/// A list's `limit`: 1–1000, 100 unless given.
+fn limit(given: Option<i64>) -> Result<i64, ApiError> {
+    let limit = given.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "limit={limit} must be between 1 and 1000"
+        )))
+    }
 }
 
 /// Checks the `Authorization: Bearer <api_token>` header of a write request.
@@ -309,12 +316,7 @@ pub async fn notifications(
     State(core): State<AppState>,
     Query(q): Query<OutboxQuery>,
 ) -> Result<Json<Outbox>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit={limit} must be between 1 and 1000"
-        )));
-    }
+    let limit = limit(q.limit)?;
     let rows = core
         .store
         .outbox(

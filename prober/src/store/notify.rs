@@ -213,17 +213,9 @@ impl Store {
 
     /// The outbox rows of an alert, oldest first.
     pub async fn notifications(&self, alert_key: &str) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "select {OUTBOX_COLUMNS} from notifications where alert_key = $1 order by id"
-        ))
-        .bind(alert_key)
-        .fetch_all(self.pool())
-        .await
-        .map_err(|e| err("cannot read notifications", e))?;
-        rows.iter()
-            .map(outbox_row)
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| err("cannot read notifications", e))
+        let mut rows = self.outbox(Some(alert_key), false, i64::MAX).await?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// The outbox, newest first: optionally of one alert, optionally only what

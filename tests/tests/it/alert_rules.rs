@@ -32,6 +32,14 @@ fn settings(db: &TestDb, hook: &FakeReceiver) -> Settings {
     }
 }
 
+/// Two replicas at two locations (`lab`, `lab2`) over one database.
+async fn two_replicas(db: &TestDb, hook: &FakeReceiver, yaml: &str) -> (Daemon, Daemon) {
+    let s1 = settings(db, hook);
+    let mut s2 = settings(db, hook);
+    s2.location = "lab2".into();
+    (start(&s1, yaml).await, start(&s2, yaml).await)
+}
+
 async fn start(settings: &Settings, yaml: &str) -> Daemon {
     Daemon::start(settings, probes(yaml), http_executor().unwrap())
         .await
@@ -304,12 +312,7 @@ async fn slo_burn_rate_pages_from_the_stored_counts_and_only_one_replica_evaluat
     let yaml = format!(
         "name: orders\nevery: 1s\ntimeout: 500ms\nalert: {{enabled: true, failures_to_fire: 100, slo: {{objective: 99.9, min_failures: 3}}}}\nhttp: {{url: \"{url}\"}}\n"
     );
-    // Two replicas at two locations over one database.
-    let s1 = settings(&db, &hook);
-    let mut s2 = settings(&db, &hook);
-    s2.location = "lab2".into();
-    let d1 = start(&s1, &yaml).await;
-    let d2 = start(&s2, &yaml).await;
+    let (d1, d2) = two_replicas(&db, &hook, &yaml).await;
     let key = "orders/slo_page/all";
 
     assert!(
