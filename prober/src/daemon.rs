@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::engine::EngineSettings;
 use crate::api;
 use crate::config::settings::Settings;
 use crate::config::{load_paths, Probe};
@@ -37,6 +38,8 @@ pub struct Core {
     pub started_at: DateTime<Utc>,
     pub alerts: Arc<crate::alert::engine::AlertEngine>,
     pub notify_stats: Arc<crate::notify::worker::NotifyStats>,
+    /// The receivers the notification worker sends to (replaced on reload).
+    pub receivers: crate::notify::worker::Receivers,
 }
 
 /// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
@@ -52,17 +55,36 @@ pub struct ReloadState {
 }
 
 impl Core {
-    /// Loads the probe files again and applies them as a diff; an invalid set changes nothing.
+    /// Loads the probe files (and the alerting parts of the settings file the
+    /// daemon started with) again and applies them; an invalid set changes nothing.
     pub fn reload(&self, trigger: &str) -> Result<Diff, Vec<String>> {
         let report = load_paths(&self.settings.probes);
+        let settings = self.settings.file.as_ref().map(|path| {
+            Settings::resolve(&crate::config::settings::SettingsArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+            .map_err(|e| {
+                let e = e
+                    .trim_start_matches(&format!("{}: ", path.display()))
+                    .to_string();
+                format!(
+                    "{}: {e}; fix the settings file and reload again",
+                    path.display()
+                )
+            })
+        });
         let now = Utc::now();
         let mut state = match self.reload.write() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
         state.last_attempt_at = Some(now);
-        if !report.is_ok() {
-            let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+        let mut errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+        if let Some(Err(e)) = &settings {
+            errors.push(e.clone());
+        }
+        if !errors.is_empty() {
             for e in &errors {
                 tracing::error!(
                     trigger,
@@ -75,6 +97,19 @@ impl Core {
         }
         for w in report.warnings() {
             tracing::warn!("{w}");
+        }
+        if let Some(Ok(new)) = settings {
+            // Alerting only: the rest (database, listen address, limits) needs a restart.
+            self.alerts
+                .set_settings(EngineSettings::from_settings(&new));
+            if let Ok(mut r) = self.receivers.write() {
+                *r = Arc::new(new.receivers.clone());
+            }
+            tracing::info!(
+                receivers = new.receivers.len(),
+                silences = new.silences.len(),
+                "alerting settings reloaded"
+            );
         }
         let names: Vec<String> = report.probes.iter().map(|p| p.name.clone()).collect();
         self.alerts.set_probes(&report.probes);
@@ -191,9 +226,10 @@ impl Daemon {
             stop.clone(),
         );
         let notify_stats = Arc::new(crate::notify::worker::NotifyStats::default());
+        let receivers = crate::notify::worker::receivers(settings.receivers.clone());
         let notifier = crate::notify::worker::start(
             store.clone(),
-            settings.receivers.clone(),
+            receivers.clone(),
             notify_stats.clone(),
             stop.clone(),
         );
@@ -226,6 +262,7 @@ impl Daemon {
             started_at: Utc::now(),
             alerts,
             notify_stats,
+            receivers,
         });
         let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
         crate::config::watch::spawn(core.clone(), stop.clone());

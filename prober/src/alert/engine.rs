@@ -91,7 +91,8 @@ type Change = (Alert, Option<Transition>, Vec<NewNotification>);
 pub struct AlertEngine {
     alerts: Mutex<HashMap<String, Alert>>,
     probes: RwLock<HashMap<String, Arc<ProbeEntry>>>,
-    settings: EngineSettings,
+    /// Replaced when prober.yaml is reloaded (see [`AlertEngine::set_settings`]).
+    settings: RwLock<Arc<EngineSettings>>,
     api_silences: RwLock<Vec<Silence>>,
     store: Store,
     tx: mpsc::Sender<RunRecord>,
@@ -143,7 +144,7 @@ impl AlertEngine {
         let engine = Arc::new(AlertEngine {
             alerts: Mutex::new(HashMap::new()),
             probes: RwLock::new(HashMap::new()),
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             api_silences: RwLock::new(Vec::new()),
             store,
             tx,
@@ -158,9 +159,35 @@ impl AlertEngine {
         engine
     }
 
+    /// The settings now in force.
+    fn cfg(&self) -> Arc<EngineSettings> {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// New alerting settings (a reloaded prober.yaml): defaults, label
+    /// overrides, receivers, silences, reminders. The location and
+    /// `evaluate_every` stay as they were (they need a restart). Call
+    /// [`AlertEngine::set_probes`] after it so the policies follow.
+    pub fn set_settings(&self, mut new: EngineSettings) {
+        let old = self.cfg();
+        new.location.clone_from(&old.location);
+        if new.evaluate_every != old.evaluate_every {
+            tracing::warn!("alerting.evaluate_every changed; it applies after a restart");
+        }
+        new.evaluate_every = old.evaluate_every;
+        if let Ok(mut w) = self.settings.write() {
+            *w = Arc::new(new);
+        }
+        self.wake.notify_one();
+    }
+
     /// The policies, labels, runbooks, descriptions and dependencies of the
     /// probes now defined (after a reload too).
     pub fn set_probes(&self, probes: &[Probe]) {
+        let cfg = self.cfg();
         let mut dependents: HashMap<&str, Vec<String>> = HashMap::new();
         for p in probes {
             for d in &p.depends_on {
@@ -175,7 +202,7 @@ impl AlertEngine {
                 (
                     p.name.clone(),
                     Arc::new(ProbeEntry {
-                        policy: policy_for(p, self.settings.default, &self.settings.by_label),
+                        policy: policy_for(p, cfg.default, &cfg.by_label),
                         info: ProbeInfo {
                             labels: p.labels.clone(),
                             runbook: p.runbook.clone(),
@@ -222,8 +249,8 @@ impl AlertEngine {
     }
 
     /// The silences from the settings file.
-    pub fn file_silences(&self) -> &[Silence] {
-        &self.settings.silences
+    pub fn file_silences(&self) -> Vec<Silence> {
+        self.cfg().silences.clone()
     }
 
     fn entry(&self, probe: &str) -> Option<Arc<ProbeEntry>> {
@@ -240,7 +267,8 @@ impl AlertEngine {
             return Vec::new();
         }
         let at = r.started_at;
-        let loc = self.settings.location.as_str();
+        let cfg = self.cfg();
+        let loc = cfg.location.as_str();
         let mut alerts = lock(&self.alerts);
         let mut changes = Vec::new();
 
@@ -350,8 +378,8 @@ impl AlertEngine {
             ));
         }
         let api = self.api_silences.read().ok();
-        let silenced = self
-            .settings
+        let cfg = self.cfg();
+        let silenced = cfg
             .silences
             .iter()
             .chain(api.iter().flat_map(|s| s.iter()))
@@ -415,13 +443,8 @@ impl AlertEngine {
         reason: &str,
         info: &ProbeInfo,
     ) -> Vec<NewNotification> {
-        let content = notify::content(
-            a,
-            event,
-            reason,
-            info,
-            self.settings.dashboard_url.as_deref(),
-        );
+        let cfg = self.cfg();
+        let content = notify::content(a, event, reason, info, cfg.dashboard_url.as_deref());
         let payload = match serde_json::to_value(&content) {
             Ok(v) => v,
             Err(e) => {
@@ -429,8 +452,7 @@ impl AlertEngine {
                 return Vec::new();
             }
         };
-        self.settings
-            .receivers
+        cfg.receivers
             .iter()
             .filter(|r| r.routes(&info.labels))
             .map(|r| NewNotification {
@@ -445,14 +467,13 @@ impl AlertEngine {
     /// Held-back triggers whose reason ended, and reminders, for the alerts
     /// this replica owns (its location; `all` too while it is the evaluator).
     fn release_and_remind(&self, now: DateTime<Utc>) -> Vec<Change> {
+        let cfg = self.cfg();
         let leader = self.leader.load(Ordering::SeqCst);
         let mut alerts = lock(&self.alerts);
         let keys: Vec<String> = alerts
             .values()
             .filter(|a| a.state == State::Firing)
-            .filter(|a| {
-                a.location == self.settings.location || (leader && a.location == ALL_LOCATIONS)
-            })
+            .filter(|a| a.location == cfg.location || (leader && a.location == ALL_LOCATIONS))
             .map(|a| a.key.clone())
             .collect();
         let mut changes = Vec::new();
@@ -483,7 +504,7 @@ impl AlertEngine {
                     a.suppressed = why;
                     changes.push((a.clone(), None, notes));
                 }
-            } else if let Some(every) = self.settings.remind_every {
+            } else if let Some(every) = cfg.remind_every {
                 let due = a.last_notified_at.is_none_or(|last| {
                     now - last >= chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX)
                 });
@@ -726,7 +747,7 @@ async fn run(engine: Arc<AlertEngine>, mut rx: mpsc::Receiver<RunRecord>, stop: 
     }
     let mut unsaved: VecDeque<Change> = VecDeque::new();
     let mut save_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut evaluate = tokio::time::interval(engine.settings.evaluate_every);
+    let mut evaluate = tokio::time::interval(engine.cfg().evaluate_every);
     evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leadership = Leadership { conn: None };
     loop {

@@ -178,8 +178,7 @@ pub async fn silences(
     let silences = core
         .alerts
         .file_silences()
-        .iter()
-        .cloned()
+        .into_iter()
         .chain(from_api)
         .map(|s| SilenceView {
             active: s.active_at(now),

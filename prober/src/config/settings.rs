@@ -184,6 +184,8 @@ pub struct Settings {
     pub silences: Vec<crate::alert::silence::Silence>,
     /// Bearer token of the silence endpoints.
     pub api_token: Option<ApiToken>,
+    /// The settings file read, if any: a reload reads its alerting parts again.
+    pub file: Option<PathBuf>,
 }
 
 /// The API token: shown as `<redacted>` wherever settings are printed.
@@ -231,6 +233,7 @@ impl Default for Settings {
             remind_every: None,
             silences: Vec::new(),
             api_token: None,
+            file: None,
         }
     }
 }
@@ -332,6 +335,7 @@ impl Settings {
             },
             silences,
             api_token,
+            file: file_path.clone(),
         };
         s.validate()?;
         Ok(s)

@@ -182,28 +182,35 @@ pub struct NotifyStats {
 /// notifications are given back).
 pub fn start(
     store: Store,
-    receivers: Vec<Receiver>,
+    receivers: Receivers,
     stats: Arc<NotifyStats>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(store, Arc::new(receivers), stats, stop))
+    tokio::spawn(run(store, receivers, stats, stop))
 }
 
-async fn run(
-    store: Store,
-    receivers: Arc<Vec<Receiver>>,
-    stats: Arc<NotifyStats>,
-    stop: CancellationToken,
-) {
-    let by_name: HashMap<&str, &Receiver> =
-        receivers.iter().map(|r| (r.name.as_str(), r)).collect();
+/// The receivers the worker sends to; replaced when prober.yaml is reloaded.
+pub type Receivers = Arc<std::sync::RwLock<Arc<Vec<Receiver>>>>;
+
+/// A new handle on a set of receivers.
+pub fn receivers(list: Vec<Receiver>) -> Receivers {
+    Arc::new(std::sync::RwLock::new(Arc::new(list)))
+}
+
+async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: CancellationToken) {
     let client = client();
     let mut warned = false;
-    let resends = receivers
-        .iter()
-        .any(|r| r.kind == ReceiverKind::Alertmanager);
     let mut last_resend = tokio::time::Instant::now();
     loop {
+        let receivers = match shared.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let by_name: HashMap<&str, &Receiver> =
+            receivers.iter().map(|r| (r.name.as_str(), r)).collect();
+        let resends = receivers
+            .iter()
+            .any(|r| r.kind == ReceiverKind::Alertmanager);
         if resends && last_resend.elapsed() >= render::ALERTMANAGER_RESEND {
             last_resend = tokio::time::Instant::now();
             tokio::select! {

@@ -686,3 +686,83 @@ async fn a_script_of_blip_outage_flapping_and_recovery_sends_exactly_one_trigger
     );
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_receivers_and_silences_from_the_settings_file_and_refuses_a_broken_one(
+) {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let first = FakeReceiver::start(200).await;
+    let second = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let probes_dir = dir.path().join("probes");
+    std::fs::create_dir(&probes_dir).unwrap();
+    std::fs::write(
+        probes_dir.join("p.yaml"),
+        format!("name: cart\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 2}}\nhttp: {{url: \"{url}\"}}\n"),
+    )
+    .unwrap();
+    let file = dir.path().join("prober.yaml");
+    let write = |receiver: &str, extra: &str| {
+        std::fs::write(
+            &file,
+            format!("alerting: {{evaluate_every: 1s}}\nreceivers:\n  - {{name: hook, type: webhook, url: \"{receiver}\"}}\n{extra}"),
+        )
+        .unwrap();
+    };
+    write(&first.url, "");
+    let args = prober::config::settings::SettingsArgs {
+        config: Some(file.clone()),
+        database_url: Some(db.url.clone()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        probes: Some(vec![probes_dir.clone()]),
+        location: Some("lab".into()),
+        ..Default::default()
+    };
+    let s = Settings::resolve(&args).unwrap();
+    let report = prober::config::load_paths(&s.probes);
+    let d = Daemon::start(&s, report.probes, http_executor().unwrap())
+        .await
+        .unwrap();
+    let key = "cart/failing/lab";
+
+    // A broken settings file: the reload is refused and names the file.
+    std::fs::write(&file, "receivers:\n  - {name: hook, type: email}\n").unwrap();
+    let (code, body) = crate::helpers::http_request(d.addr, "POST", "/api/v1/reload").await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("prober.yaml") && body.contains("not a receiver type"),
+        "{body}"
+    );
+
+    // Another receiver and a silence of this probe: applied by the reload.
+    write(
+        &second.url,
+        "silences:\n  - {matchers: {probe: cart}, ends_at: \"2999-01-01T00:00:00Z\", comment: moving the cart service}\n",
+    );
+    let (code, body) = crate::helpers::http_request(d.addr, "POST", "/api/v1/reload").await;
+    assert_eq!(code, 200, "{body}");
+    status.store(503, Ordering::SeqCst);
+    assert!(wait_for(Duration::from_secs(15), || firing(&d, key)).await);
+    let a = alert(&d, key).unwrap();
+    assert!(
+        a.suppressed
+            .as_deref()
+            .unwrap()
+            .contains("moving the cart service"),
+        "{a:?}"
+    );
+
+    // Without the silence: the held-back trigger goes to the new receiver only.
+    write(&second.url, "");
+    let (code, _) = crate::helpers::http_request(d.addr, "POST", "/api/v1/reload").await;
+    assert_eq!(code, 200);
+    assert!(
+        wait_for(Duration::from_secs(10), || received(&second, key).len()
+            == 1)
+        .await
+    );
+    assert!(first.accepted().is_empty(), "the old receiver is gone");
+    d.shutdown().await;
+}
