@@ -24,11 +24,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+mod blackbox;
+mod history;
+mod side;
 
 use crate::config::load::{load_text, LoadReport};
 use crate::config::settings::Settings;
@@ -63,6 +69,18 @@ pub struct BenchArgs {
     /// The target waits this long before answering.
     #[arg(long, default_value_t = 0)]
     pub target_delay_ms: u64,
+    /// Concurrent runs allowed per target host (the daemon's `max_per_host`; default: its default).
+    #[arg(long)]
+    pub max_per_host: Option<usize>,
+    /// Print the figures as one JSON object instead of the table (used by `--side-by-side`).
+    #[arg(long)]
+    pub json: bool,
+    /// Run the whole side-by-side comparison with blackbox_exporter (each prober
+    /// phase is a child `prober bench --json`) and print one table.
+    #[arg(long)]
+    pub side_by_side: bool,
+    #[command(flatten)]
+    pub side: side::SideArgs,
 }
 
 fn parse_every(text: &str) -> Result<Duration, String> {
@@ -88,6 +106,18 @@ pub fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::from(crate::cli::EXIT_CONFIG);
         }
     };
+    if args.side_by_side {
+        return match runtime.block_on(side::run(&args)) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::from(crate::cli::EXIT_CONFIG)
+            }
+        };
+    }
     match runtime.block_on(run(&args)) {
         Ok(report) => {
             print!("{report}");
@@ -142,6 +172,9 @@ async fn run_with_target(
         queue_capacity: Settings::default()
             .queue_capacity
             .max(expected_runs.ceil() as usize),
+        max_per_host: args
+            .max_per_host
+            .unwrap_or(Settings::default().max_per_host),
         ..Settings::default()
     };
     let daemon = Daemon::start(&settings, probes, http_executor()?).await?;
@@ -166,7 +199,7 @@ async fn run_with_target(
     let _ = admin.close().await;
 
     let stored = query_window(&args.database_url, s0.wall, s1.wall).await?;
-    Ok(render(&Inputs {
+    let inputs = Inputs {
         args,
         timeout,
         rate,
@@ -176,7 +209,14 @@ async fn run_with_target(
         pg: pg_delta(&pg0, &pg1),
         stored: &stored,
         totals: &totals,
-    }))
+    };
+    if args.json {
+        let figures = Figures::from_inputs(&inputs);
+        return serde_json::to_string(&figures)
+            .map(|j| j + "\n")
+            .map_err(|e| format!("cannot encode the figures: {e}"));
+    }
+    Ok(render(&inputs))
 }
 
 /// Refuses anything but a local database with "bench" in its name; returns the name.
@@ -276,6 +316,9 @@ struct Target {
     addr: SocketAddr,
     tid: Option<u32>,
     served: Arc<AtomicU64>,
+    /// How long each answer actually took after the request head was read, µs
+    /// (the "truth" for accuracy: the timer rounds the nominal delay up).
+    delays: Arc<std::sync::Mutex<Histogram<u64>>>,
     stop: CancellationToken,
     thread: std::thread::JoinHandle<()>,
 }
@@ -285,12 +328,14 @@ impl Target {
         let (tx, rx) = std::sync::mpsc::channel::<Result<(SocketAddr, Option<u32>), String>>();
         let stop = CancellationToken::new();
         let served = Arc::new(AtomicU64::new(0));
+        let delays = Arc::new(std::sync::Mutex::new(new_histogram()?));
         let thread = std::thread::Builder::new()
             .name("bench-target".into())
             .spawn({
                 let stop = stop.clone();
                 let served = served.clone();
-                move || target_thread(delay, stop, served, tx)
+                let delays = delays.clone();
+                move || target_thread(delay, stop, Served { served, delays }, tx)
             })
             .map_err(|e| format!("cannot start the target thread: {e}"))?;
         let (addr, tid) = rx
@@ -300,9 +345,18 @@ impl Target {
             addr,
             tid,
             served,
+            delays,
             stop,
             thread,
         })
+    }
+
+    /// A copy of the answer-delay histogram so far.
+    fn delays(&self) -> Histogram<u64> {
+        match self.delays.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// CPU time of the target thread in µs, if the kernel tells.
@@ -319,10 +373,22 @@ impl Target {
     }
 }
 
+/// What the target counts: answers, and how long each took.
+#[derive(Clone)]
+struct Served {
+    served: Arc<AtomicU64>,
+    delays: Arc<std::sync::Mutex<Histogram<u64>>>,
+}
+
+/// A histogram of µs from 1 µs to an hour, 3 significant digits.
+fn new_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| format!("histogram: {e}"))
+}
+
 fn target_thread(
     delay: Duration,
     stop: CancellationToken,
-    served: Arc<AtomicU64>,
+    served: Served,
     ready: std::sync::mpsc::Sender<Result<(SocketAddr, Option<u32>), String>>,
 ) {
     let tid = std::fs::read_link("/proc/thread-self")
@@ -373,7 +439,7 @@ fn target_thread(
 }
 
 /// Reads the request head, waits `delay`, answers 200 and closes.
-async fn serve(mut sock: TcpStream, delay: Duration, served: Arc<AtomicU64>) {
+async fn serve(mut sock: TcpStream, delay: Duration, served: Served) {
     let mut buf = [0u8; 4096];
     let mut len = 0;
     loop {
@@ -391,12 +457,17 @@ async fn serve(mut sock: TcpStream, delay: Duration, served: Arc<AtomicU64>) {
             }
         }
     }
+    let head_read = Instant::now();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     if sock.write_all(RESPONSE).await.is_ok() {
+        let took = head_read.elapsed().as_micros();
+        if let Ok(mut h) = served.delays.lock() {
+            let _ = h.record(u64::try_from(took).unwrap_or(u64::MAX).max(1));
+        }
         let _ = sock.shutdown().await;
-        served.fetch_add(1, Ordering::Relaxed);
+        served.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -413,6 +484,9 @@ struct Snapshot {
     write_us: u64,
     dropped: u64,
     served: u64,
+    queued: u64,
+    rss_kib: Option<u64>,
+    delays: Histogram<u64>,
     process_cpu_us: Option<u64>,
     target_cpu_us: Option<u64>,
     machine: Option<(u64, u64)>,
@@ -436,6 +510,9 @@ impl Snapshot {
             write_us: h.write_us.load(Ordering::Relaxed),
             dropped: d.queue.dropped(),
             served: t.served.load(Ordering::Relaxed),
+            queued: d.queue.len() as u64,
+            rss_kib: status_kib("VmRSS:"),
+            delays: t.delays(),
             process_cpu_us,
             target_cpu_us,
             machine: machine_jiffies(),
@@ -479,8 +556,13 @@ fn machine_jiffies() -> Option<(u64, u64)> {
 
 /// Peak resident set size in KiB (`VmHWM`, what `ru_maxrss` reports).
 fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// A KiB field of `/proc/self/status`.
+fn status_kib(field: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -603,6 +685,93 @@ struct Inputs<'a> {
     pg: Option<(u64, usize, usize)>,
     stored: &'a Stored,
     totals: &'a Totals,
+}
+
+/// The figures of one `prober bench` run, as `--json` prints them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Figures {
+    pub probes: usize,
+    pub rate: f64,
+    pub window_s: f64,
+    pub finished_per_s: f64,
+    pub written_per_s: f64,
+    /// Process CPU minus the target thread's, per run finished, µs.
+    pub cpu_us_per_probe: Option<f64>,
+    pub pg_cpu_us_per_probe: Option<f64>,
+    pub machine_busy_pct: Option<f64>,
+    /// Start lateness p50, p99, max, µs (from `runs`).
+    pub lateness_us: [Option<i32>; 3],
+    pub skipped: u64,
+    /// Recorded total latency p50, p99, µs (from `runs`).
+    pub total_us: [Option<i32>; 2],
+    /// The target's actual answer delay p50, p99, µs, over the window.
+    pub target_delay_us: [Option<u64>; 2],
+    pub runs_stored: i64,
+    pub runs_expected: f64,
+    pub failed: i64,
+    pub peak_rss_kib: Option<u64>,
+    /// `VmRSS` at the end of the window (the peak may be the loading of the probes).
+    #[serde(default)]
+    pub rss_at_end_kib: Option<u64>,
+    /// Results waiting in the queue at the end of the window.
+    pub queued_at_end: u64,
+    pub in_flight_at_end: u64,
+    /// After shutdown: finished = written = rows, nothing dropped.
+    pub all_persisted: bool,
+}
+
+impl Figures {
+    fn from_inputs(i: &Inputs<'_>) -> Figures {
+        let (s0, s1) = (i.s0, i.s1);
+        let secs = s1.at.duration_since(s0.at).as_secs_f64().max(1e-9);
+        let d = |a: u64, b: u64| b.saturating_sub(a);
+        let finished = d(s0.finished, s1.finished);
+        let per_run = |us: u64| (finished > 0).then(|| us as f64 / finished as f64);
+        let process = s0
+            .process_cpu_us
+            .zip(s1.process_cpu_us)
+            .map(|(a, b)| d(a, b));
+        let target = s0.target_cpu_us.zip(s1.target_cpu_us).map(|(a, b)| d(a, b));
+        let mut delays = s1.delays.clone();
+        let delays_ok = delays.subtract(&s0.delays).is_ok() && !delays.is_empty();
+        let t = i.totals;
+        Figures {
+            probes: i.args.probes,
+            rate: i.rate,
+            window_s: secs,
+            finished_per_s: finished as f64 / secs,
+            written_per_s: d(s0.written, s1.written) as f64 / secs,
+            cpu_us_per_probe: process
+                .zip(target)
+                .and_then(|(p, t)| per_run(p.saturating_sub(t))),
+            pg_cpu_us_per_probe: i.pg.and_then(|(us, _, _)| per_run(us)),
+            machine_busy_pct: s0
+                .machine
+                .zip(s1.machine)
+                .map(|((b0, t0), (b1, t1))| d(b0, b1) as f64 / d(t0, t1).max(1) as f64 * 100.0),
+            lateness_us: i.stored.lateness,
+            skipped: d(s0.skipped, s1.skipped),
+            total_us: i.stored.total,
+            target_delay_us: if delays_ok {
+                [
+                    Some(delays.value_at_quantile(0.5)),
+                    Some(delays.value_at_quantile(0.99)),
+                ]
+            } else {
+                [None, None]
+            },
+            runs_stored: i.stored.runs,
+            runs_expected: i.rate * secs,
+            failed: i.stored.failed,
+            peak_rss_kib: peak_rss_kib(),
+            rss_at_end_kib: s1.rss_kib,
+            queued_at_end: s1.queued,
+            in_flight_at_end: d(s1.finished, s1.started),
+            all_persisted: t.finished == t.written
+                && i64::try_from(t.written).is_ok_and(|w| w == i.stored.all_rows)
+                && t.dropped == 0,
+        }
+    }
 }
 
 fn machine_line() -> String {

@@ -28,6 +28,8 @@ use crate::results::{
 };
 use crate::store::queue::ResultQueue;
 
+mod precise;
+
 /// Extra time past a probe's own timeout before the scheduler gives up on a run
 /// (the run enforces its timeout itself; this only guards against a stuck executor).
 const TIMEOUT_GUARD: Duration = Duration::from_secs(1);
@@ -37,12 +39,18 @@ const TIMEOUT_GUARD: Duration = Duration::from_secs(1);
 pub struct Clock {
     wall: DateTime<Utc>,
     mono: Instant,
+    /// Wait for ticks with sub-millisecond precision (the system clock only:
+    /// paused tokio time in tests has no precision to gain).
+    precise: bool,
 }
 
 impl Clock {
     /// Anchored at the system's wall clock now.
     pub fn system() -> Clock {
-        Clock::anchored(Utc::now())
+        Clock {
+            precise: true,
+            ..Clock::anchored(Utc::now())
+        }
     }
 
     /// Anchored at `wall` now (tests: a fixed wall time with paused tokio time).
@@ -50,11 +58,22 @@ impl Clock {
         Clock {
             wall,
             mono: Instant::now(),
+            precise: false,
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.wall + TimeDelta::from_std(self.mono.elapsed()).unwrap_or_default()
+    }
+
+    /// Sleeps until the wall clock reads `at`.
+    pub async fn sleep_until(&self, at: DateTime<Utc>) {
+        let instant = self.instant_at(at);
+        if self.precise {
+            precise::sleep_until(instant).await;
+        } else {
+            tokio::time::sleep_until(instant).await;
+        }
     }
 
     /// The tokio instant at which the wall clock reads `at` (now, if `at` is past).
@@ -379,7 +398,7 @@ async fn probe_loop(
             return;
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(shared.clock.instant_at(tick)) => {}
+            _ = shared.clock.sleep_until(tick) => {}
             _ = stop.cancelled() => return,
         }
         last = tick;

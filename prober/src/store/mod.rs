@@ -69,8 +69,11 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
             redact_url(url)
         ))
     })?;
+    // JIT compilation costs 90–150 ms on the API's window queries (their row
+    // estimates cross `jit_above_cost`) and saves less than it costs: measured
+    // in BENCHMARKS.md (history phase).
     Ok(opts
-        .options([("timezone", "UTC")])
+        .options([("timezone", "UTC"), ("jit", "off")])
         .log_statements(tracing::log::LevelFilter::Debug)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
 }

@@ -9,6 +9,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{err, Resolution, Store, StoreError};
+use crate::results::hist::SparseHist;
 
 /// Counts and percentiles of one probe over a window (phase `total`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,21 +74,21 @@ impl Store {
     ) -> Result<HashMap<String, WindowStats>, StoreError> {
         let (bins, col) = resolution.table();
         let counters = bins.replace("_bins", "_counters");
+        // One range scan of each primary key per probe (probe_id, phase, time, …)
+        // instead of a scan of the whole window across probes; the quantiles are
+        // taken here from the merged bins (`SparseHist`, the same rule as
+        // `prober_quantile`), which costs less than three SQL calls per probe.
         let sql = format!(
-            "with c as (
-                 select probe_id, sum(runs)::bigint runs, sum(failures)::bigint failures
-                 from {counters} where phase = 0 and {col} >= $1 group by probe_id),
-             b as (
-                 select probe_id, bin_hi_us hi, sum(count)::bigint n
-                 from {bins} where phase = 0 and {col} >= $1 group by probe_id, bin_hi_us),
-             a as (
-                 select probe_id, array_agg(hi order by hi) his, array_agg(n order by hi) ns
-                 from b group by probe_id)
-             select p.name, c.runs, c.failures,
-                    prober_quantile(0.50, a.his, a.ns) p50,
-                    prober_quantile(0.95, a.his, a.ns) p95,
-                    prober_quantile(0.99, a.his, a.ns) p99
-             from c join probes p on p.id = c.probe_id left join a on a.probe_id = c.probe_id"
+            "select p.name, c.runs, c.failures, b.los, b.ns
+             from probes p
+             cross join lateral (
+                 select sum(runs)::bigint runs, sum(failures)::bigint failures
+                 from {counters} where probe_id = p.id and phase = 0 and {col} >= $1) c
+             left join lateral (
+                 select array_agg(lo order by lo) los, array_agg(n order by lo) ns
+                 from (select bin_lo_us lo, sum(count)::bigint n from {bins}
+                       where probe_id = p.id and phase = 0 and {col} >= $1 group by 1) g) b on true
+             where c.runs is not null"
         );
         let rows = sqlx::query(&sql)
             .bind(from)
@@ -97,14 +98,31 @@ impl Store {
         let mut out = HashMap::new();
         for r in rows {
             let name: String = r.try_get(0).map_err(|e| err("window query", e))?;
+            let los: Option<Vec<i64>> = r.try_get(3).unwrap_or(None);
+            let ns: Option<Vec<i64>> = r.try_get(4).unwrap_or(None);
+            let mut hist = SparseHist::default();
+            for (lo, n) in los
+                .unwrap_or_default()
+                .into_iter()
+                .zip(ns.unwrap_or_default())
+            {
+                hist.add_bin(
+                    u64::try_from(lo).unwrap_or(0),
+                    u64::try_from(n).unwrap_or(0),
+                );
+            }
+            let q = |q: f64| {
+                hist.value_at_quantile(q)
+                    .and_then(|v| i64::try_from(v).ok())
+            };
             out.insert(
                 name,
                 WindowStats {
                     runs: r.try_get(1).unwrap_or(0),
                     failures: r.try_get(2).unwrap_or(0),
-                    p50_us: r.try_get(3).unwrap_or(None),
-                    p95_us: r.try_get(4).unwrap_or(None),
-                    p99_us: r.try_get(5).unwrap_or(None),
+                    p50_us: q(0.50),
+                    p95_us: q(0.95),
+                    p99_us: q(0.99),
                 },
             );
         }

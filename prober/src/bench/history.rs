@@ -1,0 +1,345 @@
+//! History queries: seeds `days` of minute data for `probes` probes (phase
+//! `total` only, one run a minute) with `generate_series` into the real tables,
+//! rolls it up into hour and day bins as the writer would, then times the API's
+//! heaviest reads through a running daemon's HTTP API.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection};
+
+use super::{build_probes, check_database_url, recreate_database, Target};
+use crate::config::settings::Settings;
+use crate::daemon::{http_executor, Daemon};
+use crate::results::hist::Quantiser;
+
+/// Distinct latencies the seeded bins are drawn from.
+const SAMPLES: usize = 1000;
+/// Timed requests per endpoint (after two untimed ones).
+const REPEAT: usize = 20;
+
+/// Figures of the history phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryFigures {
+    pub probes: usize,
+    pub days: u32,
+    /// Seconds spent seeding; None when an existing seed was reused.
+    pub seed_s: Option<f64>,
+    pub minute_rows: i64,
+    pub hour_rows: i64,
+    pub database_mib: f64,
+    /// `GET /api/v1/probes` (every probe, last hour and last day windows): p50, max ms.
+    pub overview_ms: [f64; 2],
+    /// One probe's percentiles over 30 days in one step (`step=30d`, day bins): p50, max ms.
+    pub p95_30d_ms: [f64; 2],
+    /// One probe over 30 days at the default step (3 h, hour bins): p50, max ms.
+    pub series_30d_ms: [f64; 2],
+    /// The same at `step=1h` (720 points from hour bins): p50, max ms.
+    pub series_30d_1h_ms: [f64; 2],
+}
+
+/// The seeded latency of sample `i` of `SAMPLES`: ≈ 45–55 ms with a tail to ≈ 250 ms.
+fn sample_us(i: usize) -> u64 {
+    let x = (i as f64 + 0.5) / SAMPLES as f64;
+    (45_000.0 + 10_000.0 * x + 200_000.0 * x.powi(40)) as u64
+}
+
+/// Seeds (or reuses) the database and times the reads.
+pub async fn measure(
+    url: &str,
+    probes: usize,
+    days: u32,
+    keep: bool,
+    target: &Target,
+) -> Result<HistoryFigures, String> {
+    let db = check_database_url(url)?;
+    let mut figures = HistoryFigures {
+        probes,
+        days,
+        ..HistoryFigures::default()
+    };
+    let reuse = keep && seeded_probes(url).await.is_some_and(|n| n >= probes as i64);
+    if !reuse {
+        let started = Instant::now();
+        let admin = recreate_database(url, &db).await?;
+        let _ = admin.close().await;
+        let store = crate::store::Store::new(url, "local").map_err(|e| e.0)?;
+        store.migrate().await.map_err(|e| e.0)?;
+        drop(store);
+        seed(url, probes, days).await?;
+        figures.seed_s = Some(started.elapsed().as_secs_f64());
+    }
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {db}: {e}"))?;
+    figures.minute_rows = sqlx::query_scalar("select count(*) from minute_bins")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("count: {e}"))?;
+    figures.hour_rows = sqlx::query_scalar("select count(*) from hour_bins")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("count: {e}"))?;
+    let bytes: i64 = sqlx::query_scalar("select pg_database_size(current_database())")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("size: {e}"))?;
+    figures.database_mib = bytes as f64 / 1024.0 / 1024.0;
+    let _ = conn.close().await;
+
+    time_api(url, probes, target, &mut figures).await?;
+    Ok(figures)
+}
+
+async fn seeded_probes(url: &str) -> Option<i64> {
+    let mut conn = PgConnection::connect(url).await.ok()?;
+    let n = sqlx::query_scalar("select count(*) from minute_counters")
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+        .filter(|n: &i64| *n > 0)
+        .and(
+            sqlx::query_scalar("select count(*) from probes")
+                .fetch_one(&mut conn)
+                .await
+                .ok(),
+        );
+    let _ = conn.close().await;
+    n
+}
+
+/// Inserts the probes, then each UTC day's minute bins and counters and their
+/// hour and day rollups, two days at a time (one connection per core).
+async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("seed: {e}"))?;
+    sqlx::query(
+        "insert into probes (name) select 'bench-' || lpad(i::text, 5, '0') from generate_series(1, $1) i",
+    )
+    .bind(probes as i32)
+    .execute(&mut conn)
+    .await
+    .map_err(|e| format!("seed probes: {e}"))?;
+    let location: i16 = sqlx::query_scalar(
+        "insert into locations (name) values ('local') on conflict (name) do update set name = excluded.name returning id",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| format!("seed location: {e}"))?;
+    let _ = conn.close().await;
+
+    let now = Utc::now();
+    let end = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+    let start = end - TimeDelta::days(i64::from(days));
+    let mut day = start.duration_trunc(TimeDelta::days(1)).unwrap_or(start);
+    let mut spans = Vec::new();
+    while day < end {
+        let next = day + TimeDelta::days(1);
+        spans.push((day.max(start), next.min(end), day));
+        day = next;
+    }
+    let (los, his): (Vec<i64>, Vec<i64>) = (0..SAMPLES)
+        .map(|i| {
+            let (lo, hi) = Quantiser::get().bin(sample_us(i));
+            (lo as i64, hi as i64)
+        })
+        .unzip();
+    // Partitions first: creating one locks its parent against the other worker's inserts.
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("seed: {e}"))?;
+    for (_, _, day) in &spans {
+        for table in ["minute_bins", "minute_counters"] {
+            sqlx::query("select prober_ensure_partition($1, $2::date)")
+                .bind(table)
+                .bind(day.date_naive())
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("seed partition: {e}"))?;
+        }
+    }
+    let _ = conn.close().await;
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(spans));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (url, spans, los, his) = (url.to_string(), spans.clone(), los.clone(), his.clone());
+        workers.spawn(async move {
+            let mut conn = PgConnection::connect(&url)
+                .await
+                .map_err(|e| format!("seed: {e}"))?;
+            sqlx::query("set time zone 'UTC'")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("seed: {e}"))?;
+            loop {
+                let next = spans.lock().ok().and_then(|mut s| s.pop());
+                let Some((from, to, day)) = next else { break };
+                seed_day(&mut conn, from, to, day, location, &los, &his).await?;
+            }
+            let _ = conn.close().await;
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r.map_err(|e| format!("seed worker: {e}"))??;
+    }
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("seed: {e}"))?;
+    sqlx::query("vacuum (analyze) minute_bins, minute_counters, hour_bins, hour_counters, day_bins, day_counters, probes")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("seed vacuum: {e}"))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// One day: minute bins and counters from `generate_series`, then the hour and
+/// day rollups summed from them (what the writer's increments add up to).
+async fn seed_day(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    day: DateTime<Utc>,
+    location: i16,
+    los: &[i64],
+    his: &[i64],
+) -> Result<(), String> {
+    let started = Instant::now();
+    let statements = [
+        // Every probe, every minute: one run, in the bin of a pseudo-random sample.
+        "with s as (
+             select m, p.id pid,
+                    1 + ((p.id::bigint * 7919 + (extract(epoch from m)::bigint / 60) * 104729) % $5)::int k
+             from probes p, generate_series($1::timestamptz, $2::timestamptz - interval '1 minute', interval '1 minute') m),
+         b as (
+             insert into minute_bins (minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
+             select m, pid, $6, 0, ($3::bigint[])[k], ($4::bigint[])[k], 1 from s order by pid, m)
+         insert into minute_counters (minute, probe_id, location_id, phase, runs, failures, sum_us)
+         select m, pid, $6, 0, 1, (k % 200 = 0)::int, ($4::bigint[])[k] from s order by pid, m",
+        "insert into hour_bins (hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
+         select date_trunc('hour', minute), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
+         from minute_bins where minute >= $1 and minute < $2
+         group by 1, 2, 3, 4, 5, 6 order by 2, 1",
+        "insert into hour_counters (hour, probe_id, location_id, phase, runs, failures, sum_us)
+         select date_trunc('hour', minute), probe_id, location_id, phase, sum(runs), sum(failures), sum(sum_us)
+         from minute_counters where minute >= $1 and minute < $2
+         group by 1, 2, 3, 4 order by 2, 1",
+        "insert into day_bins (day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
+         select date_trunc('day', minute), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
+         from minute_bins where minute >= $1 and minute < $2
+         group by 1, 2, 3, 4, 5, 6",
+        "insert into day_counters (day, probe_id, location_id, phase, runs, failures, sum_us)
+         select date_trunc('day', minute), probe_id, location_id, phase, sum(runs), sum(failures), sum(sum_us)
+         from minute_counters where minute >= $1 and minute < $2
+         group by 1, 2, 3, 4",
+    ];
+    for sql in statements {
+        sqlx::query(sql)
+            .bind(from)
+            .bind(to)
+            .bind(los)
+            .bind(his)
+            .bind(los.len() as i64)
+            .bind(location)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| format!("seed {}: {e}", day.date_naive()))?;
+    }
+    eprintln!(
+        "bench: seeded {} in {:.1} s",
+        day.date_naive(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Starts the daemon on the seeded database (probes every hour, so it barely
+/// runs any) and times the API's reads.
+async fn time_api(
+    url: &str,
+    probes: usize,
+    target: &Target,
+    figures: &mut HistoryFigures,
+) -> Result<(), String> {
+    let defs = build_probes(
+        probes,
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+        target.addr,
+    )?;
+    let settings = Settings {
+        database_url: url.to_string(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Settings::default()
+    };
+    let daemon = Daemon::start(&settings, defs, http_executor()?).await?;
+    let base = format!("http://{}", daemon.addr);
+    let result = time_requests(&base, probes).await;
+    daemon.shutdown().await;
+    let [overview, p95, series, hourly] = result?;
+    figures.overview_ms = overview;
+    figures.p95_30d_ms = p95;
+    figures.series_30d_ms = series;
+    figures.series_30d_1h_ms = hourly;
+    Ok(())
+}
+
+async fn time_requests(base: &str, probes: usize) -> Result<[[f64; 2]; 4], String> {
+    let client = reqwest::Client::new();
+    let to = Utc::now();
+    let from = to - TimeDelta::days(30);
+    let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let probe = format!("bench-{:05}", probes.div_ceil(2));
+    let latency = |step: &str| {
+        format!(
+            "{base}/api/v1/probes/{probe}/latency?from={}&to={}{step}",
+            rfc(from),
+            rfc(to)
+        )
+    };
+    let urls = [
+        format!("{base}/api/v1/probes"),
+        latency("&step=30d"),
+        latency(""),
+        latency("&step=1h"),
+    ];
+    let mut out = [[0.0; 2]; 4];
+    for (i, url) in urls.iter().enumerate() {
+        let mut times = Vec::with_capacity(REPEAT);
+        for n in 0..REPEAT + 2 {
+            let started = Instant::now();
+            let r = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            let status = r.status();
+            let body = r.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+            let took = started.elapsed().as_secs_f64() * 1000.0;
+            if !status.is_success() {
+                return Err(format!("GET {url}: {status}: {body}"));
+            }
+            if n >= 2 {
+                times.push(took);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        out[i] = [times[times.len() / 2], times[times.len() - 1]];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_latencies_centre_on_50_ms_with_a_tail() {
+        assert!((45_000..46_000).contains(&sample_us(0)));
+        assert!((49_000..51_000).contains(&sample_us(SAMPLES / 2)));
+        assert!(sample_us(SAMPLES - 1) > 200_000);
+    }
+}
