@@ -818,11 +818,6 @@ async fn save(store: &Store, unsaved: &mut VecDeque<Change>) {
     }
 }
 
-/// Whether a state is one on-call hears about.
-pub fn notifies(s: State) -> bool {
-    matches!(s, State::Firing | State::Resolved)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,13 @@ fn settings(db: &TestDb, hook: &FakeReceiver) -> Settings {
     }
 }
 
+/// A target that answers 503 until the test sets another status.
+async fn failing_target() -> (String, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    let (url, status) = switchable_target().await;
+    status.store(503, Ordering::SeqCst);
+    (url, status)
+}
+
 /// Two replicas at two locations (`lab`, `lab2`) over one database.
 async fn two_replicas(db: &TestDb, hook: &FakeReceiver, yaml: &str) -> (Daemon, Daemon) {
     let s1 = settings(db, hook);
@@ -307,8 +314,7 @@ async fn slo_burn_rate_pages_from_the_stored_counts_and_only_one_replica_evaluat
     let _shared = crate::helpers::TIMING.read().await;
     let db = TestDb::create().await;
     let hook = FakeReceiver::start(200).await;
-    let (url, status) = switchable_target().await;
-    status.store(500, Ordering::SeqCst);
+    let (url, _status) = failing_target().await;
     let yaml = format!(
         "name: orders\nevery: 1s\ntimeout: 500ms\nalert: {{enabled: true, failures_to_fire: 100, slo: {{objective: 99.9, min_failures: 3}}}}\nhttp: {{url: \"{url}\"}}\n"
     );
@@ -444,8 +450,7 @@ async fn reminders_repeat_while_an_alert_fires_and_stop_when_it_resolves() {
     let _shared = crate::helpers::TIMING.read().await;
     let db = TestDb::create().await;
     let hook = FakeReceiver::start(200).await;
-    let (url, status) = switchable_target().await;
-    status.store(503, Ordering::SeqCst);
+    let (url, status) = failing_target().await;
     let mut s = settings(&db, &hook);
     s.remind_every = Some(Duration::from_secs(1));
     let d = start(
@@ -496,8 +501,7 @@ async fn a_resolve_after_a_restart_still_counts_the_incidents_failed_runs() {
     let _shared = crate::helpers::TIMING.read().await;
     let db = TestDb::create().await;
     let hook = FakeReceiver::start(200).await;
-    let (url, status) = switchable_target().await;
-    status.store(503, Ordering::SeqCst);
+    let (url, status) = failing_target().await;
     let s = settings(&db, &hook);
     let yaml = format!("name: pay\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 3}}\nhttp: {{url: \"{url}\"}}\n");
     let key = "pay/failing/lab";
@@ -525,8 +529,7 @@ async fn k_of_n_pages_only_when_enough_locations_fail() {
     let _shared = crate::helpers::TIMING.read().await;
     let db = TestDb::create().await;
     let hook = FakeReceiver::start(200).await;
-    let (url, status) = switchable_target().await;
-    status.store(503, Ordering::SeqCst);
+    let (url, _status) = failing_target().await;
     let yaml = format!(
         "name: login\nevery: 1s\ntimeout: 500ms\nalert: {{failures_to_fire: 2, min_locations: 2}}\nhttp: {{url: \"{url}\"}}\n"
     );
