@@ -289,7 +289,7 @@ impl Store {
             .collect();
         for (table, col, trunc, short) in [
             ("minute_counters", "minute", "minute", true),
-            ("hour_counters", "hour", "hour", false),
+            ("hour_counters_live", "hour", "hour", false),
         ] {
             let picked: Vec<(usize, i64)> = windows
                 .iter()

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod notify;
 pub mod queue;
 pub mod read;
+pub mod rollup;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -443,8 +444,8 @@ impl Resolution {
     fn table(self) -> (&'static str, &'static str) {
         match self {
             Resolution::Minute => ("minute_bins", "minute"),
-            Resolution::Hour => ("hour_bins", "hour"),
-            Resolution::Day => ("day_bins", "day"),
+            Resolution::Hour => ("hour_bins_live", "hour"),
+            Resolution::Day => ("day_bins_live", "day"),
         }
     }
 }
@@ -540,8 +541,9 @@ pub fn error_class_id(c: crate::probe::ErrorClass) -> i16 {
 }
 
 /// One statement, one round trip: insert the runs (skipping known run ids),
-/// then add the samples of the runs actually inserted to the minute, hour and
-/// day bins and counters.
+/// then add the samples of the runs actually inserted to the minute bins and
+/// counters, and to the hour and day ones when their minute is already rolled
+/// up (or the location has no rollup mark): see `rollup.rs`.
 const INSERT_RUNS: &str = r#"
 with input as (
     select * from unnest(
@@ -581,6 +583,17 @@ counters as (
            count(*) filter (where not success) as failures, sum(us) as sum_us
     from samples group by minute, probe_id, phase
 ),
+-- The location's rollup mark (migration 0008): samples of minutes before it
+-- go to the hour and day tables here; later ones wait for the rollup.
+mark as materialized (
+    select rolled_through from rollup_marks where location_id = $5::int2 for share
+),
+late_bins as (
+    select * from bins b where not exists (select 1 from mark where b.minute >= mark.rolled_through)
+),
+late_counters as (
+    select * from counters c where not exists (select 1 from mark where c.minute >= mark.rolled_through)
+),
 mb as (
     insert into minute_bins as t (minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
     select minute, probe_id, $5::int2, phase, lo, hi, n from bins
@@ -589,14 +602,14 @@ mb as (
 ),
 hb as (
     insert into hour_bins as t (hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-    select date_trunc('hour', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from bins
+    select date_trunc('hour', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from late_bins
     group by 1, 2, 4, 5, 6
     on conflict (probe_id, phase, hour, location_id, bin_lo_us)
     do update set count = t.count + excluded.count
 ),
 db as (
     insert into day_bins as t (day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-    select date_trunc('day', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from bins
+    select date_trunc('day', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from late_bins
     group by 1, 2, 4, 5, 6
     on conflict (probe_id, phase, day, location_id, bin_lo_us)
     do update set count = t.count + excluded.count
@@ -611,7 +624,7 @@ mc as (
 hc as (
     insert into hour_counters as t (hour, probe_id, location_id, phase, runs, failures, sum_us)
     select date_trunc('hour', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
-    from counters group by 1, 2, 4
+    from late_counters group by 1, 2, 4
     on conflict (probe_id, phase, hour, location_id)
     do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
                   sum_us = t.sum_us + excluded.sum_us
@@ -619,7 +632,7 @@ hc as (
 dc as (
     insert into day_counters as t (day, probe_id, location_id, phase, runs, failures, sum_us)
     select date_trunc('day', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
-    from counters group by 1, 2, 4
+    from late_counters group by 1, 2, 4
     on conflict (probe_id, phase, day, location_id)
     do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
                   sum_us = t.sum_us + excluded.sum_us

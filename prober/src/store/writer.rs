@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::ResultQueue;
+use super::rollup::ROLLUP_EVERY;
 use super::{Store, StoreError};
 use crate::config::settings::Retention;
 
@@ -42,6 +43,9 @@ pub struct StoreHealth {
     pub errors: AtomicU64,
     /// Sum of batch write times in µs (for the mean in metrics).
     pub write_us: AtomicU64,
+    /// Rollups of closed minutes into hours and days, done and failed.
+    pub rollups: AtomicU64,
+    pub rollup_errors: AtomicU64,
 }
 
 impl Default for StoreHealth {
@@ -52,6 +56,8 @@ impl Default for StoreHealth {
             batches: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
+            rollups: AtomicU64::new(0),
+            rollup_errors: AtomicU64::new(0),
         }
     }
 }
@@ -114,6 +120,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut ready = false;
     let mut last_maintenance: Option<tokio::time::Instant> = None;
+    let mut last_rollup = tokio::time::Instant::now();
     loop {
         if stop.is_cancelled() || (drain.is_cancelled() && queue.is_empty()) {
             return;
@@ -137,6 +144,10 @@ pub async fn run(
         if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
             last_maintenance = Some(tokio::time::Instant::now());
             maintain(&store, &cfg).await;
+        }
+        if last_rollup.elapsed() >= ROLLUP_EVERY {
+            last_rollup = tokio::time::Instant::now();
+            roll_up(&store, &health).await;
         }
         match flush(&store, &queue, &health, cfg.batch_size).await {
             Ok(()) => {
@@ -178,7 +189,31 @@ async fn prepare(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
     } else {
         store.ping().await?;
     }
-    store.ensure_partitions_around(Utc::now()).await
+    store.ensure_partitions_around(Utc::now()).await?;
+    store.start_rollups(Utc::now()).await
+}
+
+/// Rolls closed minutes up into the hour and day tables. A failure loses
+/// nothing: the minutes stay readable through the live views and the next
+/// rollup takes them.
+async fn roll_up(store: &Store, health: &StoreHealth) {
+    let started = std::time::Instant::now();
+    match store.rollup(Utc::now()).await {
+        Ok(Some(r)) => {
+            health.rollups.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                upserted = r.upserted,
+                through = %r.through,
+                ms = started.elapsed().as_millis() as u64,
+                "rolled minutes up into hours and days"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            health.rollup_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "hour and day rollup failed; the minutes stay readable and the next rollup retries");
+        }
+    }
 }
 
 async fn maintain(store: &Store, cfg: &WriterConfig) {

@@ -332,6 +332,20 @@ impl Collector for DaemonCollector {
             Some(&Unit::Seconds),
             micros_to_seconds(health.write_us.load(Ordering::Relaxed)),
         )?;
+        counter(
+            &mut enc,
+            "prober_store_rollups",
+            "Rollups of closed minutes into the hour and day tables (one a minute).",
+            None,
+            health.rollups.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "prober_store_rollup_errors",
+            "Failed rollups; the minutes stay readable and the next rollup retries.",
+            None,
+            health.rollup_errors.load(Ordering::Relaxed),
+        )?;
         gauge(
             &mut enc,
             "prober_store_up",

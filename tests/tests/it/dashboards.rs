@@ -618,7 +618,9 @@ impl Ctx {
         frame
     }
 
-    /// The tables a query's plan reads, of the three bin tables.
+    /// The tables a query's plan reads, of the three bin tables. The hour and
+    /// day views also read the minutes not rolled up yet (`minute_bins` joined
+    /// to `rollup_marks`, migration 0008): that branch shows as `pending minutes`.
     async fn bin_tables_read(&self, uid: &str, key: &str, env: &Env) -> Vec<&'static str> {
         let sql = expand(&self.query(uid, key).sql, env);
         let plan: Vec<String> = sqlx::query_scalar(&format!("explain {sql}"))
@@ -626,9 +628,14 @@ impl Ctx {
             .await
             .unwrap();
         let plan = plan.join("\n");
-        ["minute_bins", "hour_bins", "day_bins"]
+        let pending = plan.contains("rollup_marks");
+        ["minute_bins", "hour_bins", "day_bins", "pending minutes"]
             .into_iter()
-            .filter(|t| plan.contains(t))
+            .filter(|t| match *t {
+                "minute_bins" => !pending && plan.contains(t),
+                "pending minutes" => pending,
+                _ => plan.contains(t),
+            })
             .collect()
     }
 }
@@ -1042,7 +1049,12 @@ async fn check(ctx: &Ctx, uid: &str, key: &str) {
                 let env = ctx
                     .env(uid, from, to, interval, &[("probe", Sel::Only(&["checkout"])), ("location", Sel::Only(eu))])
                     .await;
-                assert_eq!(ctx.bin_tables_read(uid, key, &env).await, [table], "interval {interval}s reads {table} only");
+                let read = ctx.bin_tables_read(uid, key, &env).await;
+                if table == "minute_bins" {
+                    assert_eq!(read, [table], "interval {interval}s reads {table} only");
+                } else {
+                    assert_eq!(read, [table, "pending minutes"], "interval {interval}s reads {table} and the minutes not rolled up yet");
+                }
                 let mut want: BTreeMap<i64, Histogram<u64>> = BTreeMap::new();
                 for s in seed.of(Some("checkout"), eu) {
                     if let Some(g) = stored_group(&env, s) {

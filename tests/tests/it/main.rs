@@ -20,6 +20,7 @@ mod metrics;
 mod notify;
 mod once;
 mod reload;
+mod rollup;
 mod scenarios;
 mod scheduler;
 mod store;

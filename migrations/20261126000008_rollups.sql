@@ -1,0 +1,92 @@
+-- Hour and day histograms rolled up from minute data in bulk, not per run.
+--
+-- Until now every run upserted its samples into the minute, hour and day
+-- tables in the statement that inserted it: about 24 rows per HTTP run, and
+-- the hour and day upserts were over half of Postgres's cost per run
+-- (BENCHMARKS.md). Now, per location:
+--
+-- * `rollup_marks.rolled_through` (T): minute rows before T are in the hour
+--   and day tables; minute rows at or after T are not yet.
+-- * The writer adds a run's samples to the minute tables, and to the hour and
+--   day tables only when its minute is before T (a late run, e.g. one queued
+--   while Postgres was away). It reads T `for share`, so it never interleaves
+--   with a rollup.
+-- * The rollup (the writer, every minute) locks T `for update`, adds the
+--   minute rows of [T, T') to the hour and day tables in one statement each,
+--   and moves T to T'. Each minute row is therefore counted in the hour and
+--   day tables exactly once.
+-- * Without a mark, a location's runs go to all three tables at once (the
+--   previous behaviour): a store used without the daemon's writer, and the
+--   daemon's first minutes.
+--
+-- Readers use the `*_live` views: the rolled-up rows plus the minute rows not
+-- yet rolled up, so answers are exact at every moment.
+
+create table rollup_marks (
+    location_id    smallint primary key references locations (id),
+    rolled_through timestamptz not null
+);
+
+-- The rollup reads minute rows by time across probes: BRIN keeps that cheap
+-- (rows arrive in time order) at almost no cost per write.
+create index minute_bins_minute on minute_bins using brin (minute);
+create index minute_counters_minute on minute_counters using brin (minute);
+
+create view hour_bins_live as
+select hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
+from hour_bins
+union all
+select date_trunc('hour', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
+       m.bin_lo_us, m.bin_hi_us, m.count
+from minute_bins m
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+
+create view day_bins_live as
+select day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
+from day_bins
+union all
+select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
+       m.bin_lo_us, m.bin_hi_us, m.count
+from minute_bins m
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+
+create view hour_counters_live as
+select hour, probe_id, location_id, phase, runs, failures, sum_us
+from hour_counters
+union all
+select date_trunc('hour', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
+       m.runs, m.failures, m.sum_us
+from minute_counters m
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+
+create view day_counters_live as
+select day, probe_id, location_id, phase, runs, failures, sum_us
+from day_counters
+union all
+select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
+       m.runs, m.failures, m.sum_us
+from minute_counters m
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+
+-- The dashboards' relations read the live views (same columns as before).
+create or replace view all_bins as
+select 'minute'::text as resolution, minute as t, probe_id, location_id, phase,
+       bin_lo_us, bin_hi_us, count
+from minute_bins
+union all
+select 'hour', hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
+from hour_bins_live
+union all
+select 'day', day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
+from day_bins_live;
+
+create or replace view all_counters as
+select 'minute'::text as resolution, minute as t, probe_id, location_id, phase,
+       runs, failures, sum_us
+from minute_counters
+union all
+select 'hour', hour, probe_id, location_id, phase, runs, failures, sum_us
+from hour_counters_live
+union all
+select 'day', day, probe_id, location_id, phase, runs, failures, sum_us
+from day_counters_live;
