@@ -88,8 +88,12 @@ impl EngineSettings {
 /// A change to save: the alert, its transition, the notifications it causes.
 type Change = (Alert, Option<Transition>, Vec<NewNotification>);
 
+/// The alerts by key. Boxed: an [`Alert`] is ~0.5 KiB and a map holds up to
+/// twice its length in slots, so inline values would cost ~1.4 KiB per probe.
+type AlertMap = HashMap<String, Box<Alert>>;
+
 pub struct AlertEngine {
-    alerts: Mutex<HashMap<String, Alert>>,
+    alerts: Mutex<AlertMap>,
     probes: RwLock<HashMap<String, Arc<ProbeEntry>>>,
     /// Replaced when prober.yaml is reloaded (see [`AlertEngine::set_settings`]).
     settings: RwLock<Arc<EngineSettings>>,
@@ -242,7 +246,7 @@ impl AlertEngine {
         let mut v: Vec<Alert> = lock(&self.alerts)
             .values()
             .filter(|a| a.is_active())
-            .cloned()
+            .map(|a| Alert::clone(a))
             .collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
@@ -273,9 +277,15 @@ impl AlertEngine {
         let mut changes = Vec::new();
 
         let key = format!("{}/{RULE_FAILING}/{loc}", r.meta.name);
-        let mut alert = alerts
-            .remove(&key)
-            .unwrap_or_else(|| Alert::new(&r.meta.name, RULE_FAILING, loc, policy.severity, at));
+        let mut alert = alerts.remove(&key).unwrap_or_else(|| {
+            Box::new(Alert::new(
+                &r.meta.name,
+                RULE_FAILING,
+                loc,
+                policy.severity,
+                at,
+            ))
+        });
         let was_active = alert.is_active();
         let error = r.outcome.error.as_ref();
         let t = alert.observe(error, at, &policy);
@@ -285,7 +295,7 @@ impl AlertEngine {
         }
         if let Some(e) = error {
             alert.failed_runs = alert.failed_runs.saturating_add(1);
-            alert.last_failure = Some(LastFailure::of(r, e));
+            alert.last_failure = Some(Box::new(LastFailure::of(r, e)));
         }
         self.settle(
             &mut alerts,
@@ -304,7 +314,13 @@ impl AlertEngine {
         ) {
             let key = format!("{}/{RULE_CERT_EXPIRY}/{loc}", r.meta.name);
             let mut alert = alerts.remove(&key).unwrap_or_else(|| {
-                Alert::new(&r.meta.name, RULE_CERT_EXPIRY, loc, Severity::Ticket, at)
+                Box::new(Alert::new(
+                    &r.meta.name,
+                    RULE_CERT_EXPIRY,
+                    loc,
+                    Severity::Ticket,
+                    at,
+                ))
             });
             let was_active = alert.is_active();
             let bad = (cert.days_left < i64::from(days)).then(|| {
@@ -341,9 +357,9 @@ impl AlertEngine {
     #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
-        alerts: &mut HashMap<String, Alert>,
+        alerts: &mut AlertMap,
         key: String,
-        mut alert: Alert,
+        mut alert: Box<Alert>,
         t: Option<Transition>,
         was_active: bool,
         entry: &ProbeEntry,
@@ -355,7 +371,7 @@ impl AlertEngine {
             None => Vec::new(),
         };
         if t.is_some() || was_active || alert.is_active() {
-            changes.push((alert.clone(), t, notes));
+            changes.push((Alert::clone(&alert), t, notes));
         }
         alerts.insert(key, alert);
     }
@@ -364,7 +380,7 @@ impl AlertEngine {
     /// active silence that matches it, or an upstream (`depends_on`) firing.
     fn suppression(
         &self,
-        alerts: &HashMap<String, Alert>,
+        alerts: &AlertMap,
         a: &Alert,
         entry: &ProbeEntry,
         now: DateTime<Utc>,
@@ -400,7 +416,7 @@ impl AlertEngine {
     /// trigger that was recorded.
     fn on_transition(
         &self,
-        alerts: &HashMap<String, Alert>,
+        alerts: &AlertMap,
         a: &mut Alert,
         t: &Transition,
         entry: &ProbeEntry,
@@ -499,10 +515,10 @@ impl AlertEngine {
                     );
                     notes = self.notifications(&a, Event::Trigger, &reason, info);
                     tracing::warn!(alert = %a.key, "held-back alert released: notifying");
-                    changes.push((a.clone(), None, notes));
+                    changes.push((Alert::clone(&a), None, notes));
                 } else if why != a.suppressed {
                     a.suppressed = why;
-                    changes.push((a.clone(), None, notes));
+                    changes.push((Alert::clone(&a), None, notes));
                 }
             } else if let Some(every) = cfg.remind_every {
                 let due = a.last_notified_at.is_none_or(|last| {
@@ -513,7 +529,7 @@ impl AlertEngine {
                     let since = a.fired_at.unwrap_or(a.since);
                     let reason = format!("still firing since {}", since.to_rfc3339());
                     notes = self.notifications(&a, Event::Remind, &reason, info);
-                    changes.push((a.clone(), None, notes));
+                    changes.push((Alert::clone(&a), None, notes));
                 }
             }
             alerts.insert(key, a);
@@ -597,16 +613,16 @@ impl AlertEngine {
         let mut alerts = lock(&self.alerts);
         let mut changes = Vec::new();
         for (name, entry) in &entries {
-            let mut step = |alerts: &mut HashMap<String, Alert>,
+            let mut step = |alerts: &mut AlertMap,
                             rule: &str,
                             severity: Severity,
                             bad: Option<String>,
                             good: &str,
                             failed: Option<u32>| {
                 let key = format!("{name}/{rule}/{ALL_LOCATIONS}");
-                let mut a = alerts
-                    .remove(&key)
-                    .unwrap_or_else(|| Alert::new(name, rule, ALL_LOCATIONS, severity, now));
+                let mut a = alerts.remove(&key).unwrap_or_else(|| {
+                    Box::new(Alert::new(name, rule, ALL_LOCATIONS, severity, now))
+                });
                 let was_active = a.is_active();
                 let t = a.evaluate(bad.as_deref(), good, now, severity, (1, 1));
                 if let Some(f) = failed {
@@ -682,7 +698,7 @@ fn starts_incident(t: &Transition) -> bool {
 }
 
 /// The newest last failure among a probe's `failing` alerts (any location).
-fn latest_failure(alerts: &HashMap<String, Alert>, probe: &str) -> Option<LastFailure> {
+fn latest_failure(alerts: &AlertMap, probe: &str) -> Option<Box<LastFailure>> {
     alerts
         .values()
         .filter(|a| a.probe == probe && a.rule == RULE_FAILING)
@@ -730,7 +746,7 @@ async fn run(engine: Arc<AlertEngine>, mut rx: mpsc::Receiver<RunRecord>, stop: 
             Ok(saved) => {
                 let mut alerts = lock(&engine.alerts);
                 for a in saved {
-                    alerts.insert(a.key.clone(), a);
+                    alerts.insert(a.key.clone(), Box::new(a));
                 }
                 engine.loaded.store(true, Ordering::SeqCst);
                 break;
@@ -792,7 +808,7 @@ async fn periodic(
             let mut alerts = lock(&engine.alerts);
             alerts.retain(|_, a| a.location != ALL_LOCATIONS);
             for a in saved.into_iter().filter(|a| a.location == ALL_LOCATIONS) {
-                alerts.insert(a.key.clone(), a);
+                alerts.insert(a.key.clone(), Box::new(a));
             }
         }
     }

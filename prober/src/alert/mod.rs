@@ -154,7 +154,8 @@ pub struct Alert {
     /// Failed runs of the probe (at this location) since the incident began.
     pub failed_runs: u32,
     /// The incident's last failed run.
-    pub last_failure: Option<crate::notify::LastFailure>,
+    /// Boxed: ~0.3 KiB that only an alert with a failure holds.
+    pub last_failure: Option<Box<crate::notify::LastFailure>>,
     /// Whether a trigger was recorded for the current incident (a resolve follows only then).
     pub notified: bool,
     /// Why the trigger is held back (a silence, a firing upstream); it is sent when that ends.

@@ -297,7 +297,7 @@ pub fn content(
             .flatten(),
         failed_runs: a.failed_runs,
         reason: reason.to_string(),
-        last_failure: a.last_failure.clone(),
+        last_failure: a.last_failure.as_deref().cloned(),
         description: info.description.clone(),
         runbook_url: info.runbook.clone(),
         dashboard_url: dashboard(dashboard_url, &a.probe),

@@ -1,18 +1,18 @@
 //! Live state in memory: per probe the last runs, the current status (up or
-//! down, since when) and the current minute's histogram per phase. Kept small
-//! (compact run summaries, sparse histograms) so 10,000 probes fit the budget.
+//! down, since when) and the `/metrics` histograms per phase. Kept small
+//! (compact run summaries, a ring allocated once at its length, histograms
+//! allocated at the first run) so 10,000 probes fit the budget.
 
 pub mod hist;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::probe::{ErrorClass, Outcome, Phases};
-use hist::SparseHist;
 
 /// The phases kept as histograms, in their stored order (the `phase` column).
 pub const PHASES: [&str; 6] = ["total", "dns", "connect", "tls", "first_byte", "transfer"];
@@ -111,14 +111,12 @@ pub struct Status {
 pub struct ProbeState {
     pub recent: VecDeque<RunSummary>,
     pub status: Option<Status>,
-    /// Start of the minute `minute_hist` covers.
-    pub minute: Option<DateTime<Utc>>,
-    pub minute_hist: [SparseHist; 6],
     pub runs: u64,
     pub failures: u64,
     pub skipped_ticks: u64,
     /// Since the probe's state was created, per phase of [`PHASES`]: for `/metrics`.
-    pub phase_totals: [MetricHist; 6],
+    /// Allocated at the first run (720 bytes), so a probe that has not run yet costs nothing here.
+    pub phase_totals: Option<Box<[MetricHist; 6]>>,
     /// Failures per error class, only for classes that occurred.
     pub failures_by_class: Vec<(ErrorClass, u64)>,
 }
@@ -126,21 +124,9 @@ pub struct ProbeState {
 impl ProbeState {
     fn record(&mut self, r: &RunRecord, keep: usize) {
         let o = &r.outcome;
-        let minute = r
-            .scheduled_at
-            .duration_trunc(TimeDelta::minutes(1))
-            .unwrap_or(r.scheduled_at);
-        if self.minute != Some(minute) {
-            self.minute = Some(minute);
-            self.minute_hist = Default::default();
-        }
         let samples = phase_samples(&o.phases);
-        for (h, sample) in self.minute_hist.iter_mut().zip(samples) {
-            if let Some(us) = sample {
-                h.record(us);
-            }
-        }
-        for (h, sample) in self.phase_totals.iter_mut().zip(samples) {
+        let totals = self.phase_totals.get_or_insert_with(Default::default);
+        for (h, sample) in totals.iter_mut().zip(samples) {
             if let Some(us) = sample {
                 h.record(us);
             }
@@ -159,6 +145,11 @@ impl ProbeState {
         }
         self.runs += 1;
         self.failures += u64::from(!o.success);
+        let len = self.recent.len();
+        if len == self.recent.capacity() && len < keep {
+            // Doubling, but never past `keep`: 4, 8, 16, 20 slots rather than 32 for 20 runs.
+            self.recent.reserve_exact(len.max(4).min(keep - len));
+        }
         if self.recent.len() >= keep {
             self.recent.pop_front();
         }

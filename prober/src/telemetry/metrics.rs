@@ -173,7 +173,7 @@ impl DaemonCollector {
                     snap.runs = s.runs;
                     snap.failures = s.failures;
                     snap.up = s.status.map(|st| st.up);
-                    snap.phases = s.phase_totals;
+                    snap.phases = s.phase_totals.as_deref().copied().unwrap_or_default();
                     snap.failures_by_class.clone_from(&s.failures_by_class);
                 }
                 snap.failures_by_class.sort_by_key(|(c, _)| c.as_str());
