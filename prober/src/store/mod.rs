@@ -49,6 +49,8 @@ fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
 pub struct Store {
     pool: PgPool,
     ids: std::sync::Arc<Mutex<Ids>>,
+    /// The overview's closed hours (`read.rs`).
+    closed_hours: read::ClosedHoursCache,
     location: String,
     build: String,
 }
@@ -101,6 +103,7 @@ impl Store {
         Ok(Store {
             pool,
             ids: Default::default(),
+            closed_hours: Default::default(),
             location: location.to_string(),
             build: crate::VERSION.to_string(),
         })

@@ -2,9 +2,10 @@
 //! Percentiles always come from summed bins with `prober_quantile`.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -19,6 +20,42 @@ pub struct WindowStats {
     pub p50_us: Option<i64>,
     pub p95_us: Option<i64>,
     pub p99_us: Option<i64>,
+}
+
+/// How long the closed hours of the overview's day window are reused. A run
+/// written late into a closed hour (queued while Postgres was away, or a
+/// replica's late batch) shows in the overview within this time.
+pub const CLOSED_HOURS_TTL: Duration = Duration::from_secs(60);
+
+/// Runs, failures and merged bins of one probe over a window.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Merged {
+    runs: i64,
+    failures: i64,
+    hist: SparseHist,
+}
+
+impl Merged {
+    fn add(&mut self, other: &Merged) {
+        self.runs += other.runs;
+        self.failures += other.failures;
+        self.hist.merge(&other.hist);
+    }
+}
+
+/// The cached closed hours of the overview's day window.
+#[derive(Debug)]
+pub(super) struct ClosedHours {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    read_at: std::time::Instant,
+    windows: Arc<HashMap<String, Merged>>,
+}
+
+pub(super) type ClosedHoursCache = Arc<Mutex<Option<ClosedHours>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One stored run.
@@ -67,31 +104,108 @@ impl Resolution {
 
 impl Store {
     /// Per probe name: runs, failures and p50/p95/p99 of `total` since `from`, at `resolution`.
+    ///
+    /// An hour-resolution window longer than the current hour is read in two
+    /// parts: the closed hours, kept for [`CLOSED_HOURS_TTL`] (the fleet
+    /// overview asks for the same 23 closed hours on every refresh, and they
+    /// are most of its rows), and the current hour, read every time.
     pub async fn windows(
         &self,
         resolution: Resolution,
         from: DateTime<Utc>,
     ) -> Result<HashMap<String, WindowStats>, StoreError> {
+        let now = Utc::now();
+        let hour = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
+        let mut merged = if resolution == Resolution::Hour && from < hour {
+            let closed = self.closed_hours(from, hour).await?;
+            let mut current = self.merged_window(resolution, hour, None).await?;
+            for (name, part) in closed.iter() {
+                current.entry(name.clone()).or_default().add(part);
+            }
+            current
+        } else {
+            self.merged_window(resolution, from, None).await?
+        };
+        Ok(merged
+            .drain()
+            .map(|(name, m)| {
+                let q = |q: f64| {
+                    m.hist
+                        .value_at_quantile(q)
+                        .and_then(|v| i64::try_from(v).ok())
+                };
+                let stats = WindowStats {
+                    runs: m.runs,
+                    failures: m.failures,
+                    p50_us: q(0.50),
+                    p95_us: q(0.95),
+                    p99_us: q(0.99),
+                };
+                (name, stats)
+            })
+            .collect())
+    }
+
+    /// The merged window `[from, to)` of the hour tables, from the cache when
+    /// it holds that window and is younger than [`CLOSED_HOURS_TTL`].
+    async fn closed_hours(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
+        {
+            let cache = lock(&self.closed_hours);
+            if let Some(c) = cache.as_ref() {
+                if c.from == from && c.to == to && c.read_at.elapsed() < CLOSED_HOURS_TTL {
+                    return Ok(c.windows.clone());
+                }
+            }
+        }
+        let windows = Arc::new(self.merged_window(Resolution::Hour, from, Some(to)).await?);
+        *lock(&self.closed_hours) = Some(ClosedHours {
+            from,
+            to,
+            read_at: std::time::Instant::now(),
+            windows: windows.clone(),
+        });
+        Ok(windows)
+    }
+
+    /// Per probe: runs, failures and merged bins of `total` in `[from, to)`.
+    async fn merged_window(
+        &self,
+        resolution: Resolution,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<HashMap<String, Merged>, StoreError> {
         let (bins, col) = resolution.table();
         let counters = bins.replace("_bins", "_counters");
+        let until = if to.is_some() {
+            format!("and {col} < $2")
+        } else {
+            String::new()
+        };
         // One range scan of each primary key per probe (probe_id, phase, time, …)
         // instead of a scan of the whole window across probes; the quantiles are
-        // taken here from the merged bins (`SparseHist`, the same rule as
+        // taken in Rust from the merged bins (`SparseHist`, the same rule as
         // `prober_quantile`), which costs less than three SQL calls per probe.
         let sql = format!(
             "select p.name, c.runs, c.failures, b.los, b.ns
              from probes p
              cross join lateral (
                  select sum(runs)::bigint runs, sum(failures)::bigint failures
-                 from {counters} where probe_id = p.id and phase = 0 and {col} >= $1) c
+                 from {counters} where probe_id = p.id and phase = 0 and {col} >= $1 {until}) c
              left join lateral (
                  select array_agg(lo order by lo) los, array_agg(n order by lo) ns
                  from (select bin_lo_us lo, sum(count)::bigint n from {bins}
-                       where probe_id = p.id and phase = 0 and {col} >= $1 group by 1) g) b on true
+                       where probe_id = p.id and phase = 0 and {col} >= $1 {until} group by 1) g) b on true
              where c.runs is not null"
         );
-        let rows = sqlx::query(&sql)
-            .bind(from)
+        let mut query = sqlx::query(&sql).bind(from);
+        if let Some(to) = to {
+            query = query.bind(to);
+        }
+        let rows = query
             .fetch_all(self.pool())
             .await
             .map_err(|e| err("window query failed", e))?;
@@ -100,31 +214,22 @@ impl Store {
             let name: String = r.try_get(0).map_err(|e| err("window query", e))?;
             let los: Option<Vec<i64>> = r.try_get(3).unwrap_or(None);
             let ns: Option<Vec<i64>> = r.try_get(4).unwrap_or(None);
-            let mut hist = SparseHist::default();
+            let mut m = Merged {
+                runs: r.try_get(1).unwrap_or(0),
+                failures: r.try_get(2).unwrap_or(0),
+                hist: SparseHist::default(),
+            };
             for (lo, n) in los
                 .unwrap_or_default()
                 .into_iter()
                 .zip(ns.unwrap_or_default())
             {
-                hist.add_bin(
+                m.hist.add_bin(
                     u64::try_from(lo).unwrap_or(0),
                     u64::try_from(n).unwrap_or(0),
                 );
             }
-            let q = |q: f64| {
-                hist.value_at_quantile(q)
-                    .and_then(|v| i64::try_from(v).ok())
-            };
-            out.insert(
-                name,
-                WindowStats {
-                    runs: r.try_get(1).unwrap_or(0),
-                    failures: r.try_get(2).unwrap_or(0),
-                    p50_us: q(0.50),
-                    p95_us: q(0.95),
-                    p99_us: q(0.99),
-                },
-            );
+            out.insert(name, m);
         }
         Ok(out)
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use hdrhistogram::Histogram;
 use prober::probe::{ErrorClass, Outcome, Phases, ProbeError};
 use prober::results::{ProbeMeta, RunRecord};
@@ -314,4 +314,58 @@ async fn a_batch_of_thousands_of_new_probes_registers_them_all_at_once() {
         names_match, 3_000,
         "every run points at its own probe and version"
     );
+}
+
+#[tokio::test]
+async fn the_day_window_merges_cached_closed_hours_with_the_current_hour_exactly() {
+    let db = TestDb::create().await;
+    let store = migrated_store(&db).await;
+    let m = meta("api");
+    let now = Utc::now();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    let mut seed = 3;
+    let mut runs = |at: DateTime<Utc>, n: i64, hist: &mut Histogram<u64>| -> Vec<RunRecord> {
+        (0..n)
+            .map(|i| {
+                let us = 2_000 + lcg(&mut seed) % 400_000;
+                hist.record(us).unwrap();
+                record(&m, at + TimeDelta::milliseconds(i), us, i % 4 != 0)
+            })
+            .collect()
+    };
+    let hour = now.duration_trunc(TimeDelta::hours(1)).unwrap();
+    let from = hour - TimeDelta::hours(23);
+    // Closed hours (one outside the window), and the current hour.
+    let outside = runs(
+        from - TimeDelta::minutes(30),
+        50,
+        &mut Histogram::new(2).unwrap(),
+    );
+    store.write_runs(&outside).await.unwrap();
+    store
+        .write_runs(&runs(from + TimeDelta::minutes(10), 200, &mut hist))
+        .await
+        .unwrap();
+    store
+        .write_runs(&runs(hour - TimeDelta::minutes(50), 300, &mut hist))
+        .await
+        .unwrap();
+    store.write_runs(&runs(hour, 100, &mut hist)).await.unwrap();
+    let check = |w: &prober::store::read::WindowStats, hist: &Histogram<u64>| {
+        assert_eq!(w.runs, hist.len() as i64);
+        // Every batch is a multiple of 100 runs, a quarter of them failed.
+        assert_eq!(w.failures, hist.len() as i64 / 4);
+        for (got, q) in [(w.p50_us, 0.5), (w.p95_us, 0.95), (w.p99_us, 0.99)] {
+            assert_eq!(got, Some(hist.value_at_quantile(q) as i64), "p{q}");
+        }
+    };
+    let first = store.windows(Resolution::Hour, from).await.unwrap();
+    check(&first["api"], &hist);
+    // The closed hours now come from the cache; new runs of the current hour still count.
+    store
+        .write_runs(&runs(hour + TimeDelta::seconds(1), 100, &mut hist))
+        .await
+        .unwrap();
+    let second = store.windows(Resolution::Hour, from).await.unwrap();
+    check(&second["api"], &hist);
 }
