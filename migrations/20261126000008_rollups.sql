@@ -20,7 +20,11 @@
 --   daemon's first minutes.
 --
 -- Readers use the `*_live` views: the rolled-up rows plus the minute rows not
--- yet rolled up, so answers are exact at every moment.
+-- yet rolled up, so answers are exact at every moment. The views' condition on
+-- the oldest mark is what lets a read use the minute tables' keys and skip
+-- their older partitions (the per-location join alone cannot); any replica's
+-- rollup advances every location's mark, so a location that stopped writing
+-- does not hold the oldest mark back.
 
 create table rollup_marks (
     location_id    smallint primary key references locations (id),
@@ -39,7 +43,8 @@ union all
 select date_trunc('hour', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.bin_lo_us, m.bin_hi_us, m.count
 from minute_bins m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
+where m.minute >= (select min(rolled_through) from rollup_marks);
 
 create view day_bins_live as
 select day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
@@ -48,7 +53,8 @@ union all
 select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.bin_lo_us, m.bin_hi_us, m.count
 from minute_bins m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
+where m.minute >= (select min(rolled_through) from rollup_marks);
 
 create view hour_counters_live as
 select hour, probe_id, location_id, phase, runs, failures, sum_us
@@ -57,7 +63,8 @@ union all
 select date_trunc('hour', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.runs, m.failures, m.sum_us
 from minute_counters m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
+where m.minute >= (select min(rolled_through) from rollup_marks);
 
 create view day_counters_live as
 select day, probe_id, location_id, phase, runs, failures, sum_us
@@ -66,7 +73,8 @@ union all
 select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.runs, m.failures, m.sum_us
 from minute_counters m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through;
+join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
+where m.minute >= (select min(rolled_through) from rollup_marks);
 
 -- The dashboards' relations read the live views (same columns as before).
 create or replace view all_bins as

@@ -29,7 +29,7 @@ const CLOSE_AFTER: TimeDelta = TimeDelta::minutes(2);
 pub struct Rolled {
     /// Rows added to or updated in the hour and day tables.
     pub upserted: u64,
-    /// The mark after the rollup.
+    /// The oldest mark after the rollup.
     pub through: DateTime<Utc>,
 }
 
@@ -74,58 +74,58 @@ impl Store {
         Ok(())
     }
 
-    /// Adds this location's minutes that closed by `now` (less [`CLOSE_AFTER`])
-    /// and are not rolled up yet to the hour and day tables, and moves the mark,
-    /// in one transaction. `None` when rollups have not been started.
+    /// Adds the minutes that closed by `now` (less [`CLOSE_AFTER`]) and are not
+    /// rolled up yet to the hour and day tables and moves the marks, in one
+    /// transaction, for **every** location with a mark: a location whose
+    /// replicas stopped must not hold the oldest mark (and so the live views'
+    /// scans) back. Marks are locked in location order, so replicas rolling up
+    /// at once wait for each other instead of deadlocking. `None` when no
+    /// location has started rollups.
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
-        let (location_id, _) = self.dimension_ids().await?;
         let fail = |e: sqlx::Error| err("rolling up minutes into hours and days failed", e);
         let mut tx = self.pool().begin().await.map_err(fail)?;
-        let from: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "select rolled_through from rollup_marks where location_id = $1 for update",
+        let marks: Vec<(i16, DateTime<Utc>)> = sqlx::query_as(
+            "select location_id, rolled_through from rollup_marks order by location_id for update",
         )
-        .bind(location_id)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(fail)?;
-        let Some(from) = from else {
+        if marks.is_empty() {
             return Ok(None);
-        };
-        let to = floor_minute(now - CLOSE_AFTER);
-        if to <= from {
-            return Ok(Some(Rolled {
-                upserted: 0,
-                through: from,
-            }));
         }
+        let to = floor_minute(now - CLOSE_AFTER);
         let mut upserted = 0;
-        for (template, table, col) in [
-            (ROLL_BINS, "hour_bins", "hour"),
-            (ROLL_BINS, "day_bins", "day"),
-            (ROLL_COUNTERS, "hour_counters", "hour"),
-            (ROLL_COUNTERS, "day_counters", "day"),
-        ] {
-            let sql = template.replace("{table}", table).replace("{col}", col);
-            let done = sqlx::query(&sql)
+        let mut through = to;
+        for (location_id, from) in marks {
+            if to <= from {
+                through = through.min(from);
+                continue;
+            }
+            for (template, table, col) in [
+                (ROLL_BINS, "hour_bins", "hour"),
+                (ROLL_BINS, "day_bins", "day"),
+                (ROLL_COUNTERS, "hour_counters", "hour"),
+                (ROLL_COUNTERS, "day_counters", "day"),
+            ] {
+                let sql = template.replace("{table}", table).replace("{col}", col);
+                let done = sqlx::query(&sql)
+                    .bind(location_id)
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                upserted += done.rows_affected();
+            }
+            sqlx::query("update rollup_marks set rolled_through = $2 where location_id = $1")
                 .bind(location_id)
-                .bind(from)
                 .bind(to)
                 .execute(&mut *tx)
                 .await
                 .map_err(fail)?;
-            upserted += done.rows_affected();
         }
-        sqlx::query("update rollup_marks set rolled_through = $2 where location_id = $1")
-            .bind(location_id)
-            .bind(to)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
-        Ok(Some(Rolled {
-            upserted,
-            through: to,
-        }))
+        Ok(Some(Rolled { upserted, through }))
     }
 }
 

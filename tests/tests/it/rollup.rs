@@ -225,3 +225,44 @@ async fn concurrent_batches_and_rollups_count_every_sample_once() {
     assert_eq!(totals(&pool, "day_counters").await.0, 1_200);
     assert_exact(&store, &pool, &hist, 0).await;
 }
+
+#[tokio::test]
+async fn one_replicas_rollup_advances_every_locations_mark() {
+    let db = TestDb::create().await;
+    let eu = store(&db).await;
+    let us = Store::new(&db.url, "us-east").unwrap();
+    let pool = db.pool().await;
+    let m = meta("api");
+    let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    eu.start_rollups(start).await.unwrap();
+    us.start_rollups(start).await.unwrap();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    for (i, s) in [&eu, &us].into_iter().enumerate() {
+        let batch: Vec<_> = (0..60)
+            .map(|k| {
+                let us = 5_000 + 1_000 * (k + i as i64 * 60) as u64;
+                hist.record(us).unwrap();
+                record(&m, start + TimeDelta::seconds(10 * k), us, true)
+            })
+            .collect();
+        s.write_runs(&batch).await.unwrap();
+    }
+    assert_eq!(totals(&pool, "hour_bins").await.0, 0, "both locations wait");
+    assert_exact(&eu, &pool, &hist, 0).await;
+
+    // Only eu rolls up (us stopped): both locations' minutes move, both marks advance.
+    let rolled = eu
+        .rollup(start + TimeDelta::minutes(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rolled.through, start + TimeDelta::minutes(28));
+    let marks: Vec<DateTime<Utc>> =
+        sqlx::query_scalar("select rolled_through from rollup_marks order by location_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(marks, [rolled.through, rolled.through]);
+    assert_eq!(totals(&pool, "hour_bins").await.0, 120);
+    assert_exact(&eu, &pool, &hist, 0).await;
+}
