@@ -133,7 +133,10 @@ pub fn policy_for(p: &Probe, default: Policy, by_label: &[LabelOverride]) -> Pol
             policy = o.alert.apply(policy);
         }
     }
-    p.alert.apply(policy)
+    match &p.alert {
+        Some(own) => own.apply(policy),
+        None => policy,
+    }
 }
 
 impl AlertEngine {

@@ -198,7 +198,7 @@ pub struct ProbeDetail {
     pub source: String,
     /// The definition as written, secret header values redacted.
     #[schema(value_type = Object)]
-    pub definition: serde_json::Value,
+    pub definition: Box<serde_json::value::RawValue>,
     pub status: Option<Status>,
     pub skipped_ticks: u64,
     /// The most recent runs, oldest first.
@@ -228,7 +228,7 @@ pub async fn detail(
         timeout_ms: p.timeout.as_secs_f64() * 1000.0,
         version: p.version.clone(),
         source: p.source.to_string(),
-        definition: (*p.definition).clone(),
+        definition: p.definition.as_ref().to_owned(),
         status: s.status,
         skipped_ticks: s.skipped_ticks,
         recent_runs: s.recent.iter().cloned().collect(),

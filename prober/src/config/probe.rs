@@ -43,12 +43,14 @@ pub struct Probe {
     pub source: SourceRef,
     /// Content hash of the definition as written: changes whenever the file's probe changes.
     pub version: String,
-    /// The definition as written, with secret header values redacted (stored and shown).
-    pub definition: std::sync::Arc<serde_json::Value>,
-    /// Retries of a failed run.
-    pub retry: Option<Retry>,
-    /// Alerting overrides (over the settings' defaults).
-    pub alert: AlertOverrides,
+    /// The definition as written, with secret header values redacted (stored and shown),
+    /// as compact JSON text: one allocation instead of a tree of values.
+    pub definition: std::sync::Arc<serde_json::value::RawValue>,
+    /// Retries of a failed run (boxed: most probes have none).
+    pub retry: Option<Box<Retry>>,
+    /// Alerting overrides (over the settings' defaults); `None` when the probe sets none
+    /// (boxed: most probes have none).
+    pub alert: Option<Box<AlertOverrides>>,
     /// Probes whose firing alerts hold back this probe's notifications.
     pub depends_on: Vec<String>,
 }
@@ -312,12 +314,14 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
     let retry = raw
         .retry
         .as_ref()
-        .and_then(|r| kinds::validate_retry(r, ctx));
+        .and_then(|r| kinds::validate_retry(r, ctx))
+        .map(Box::new);
     let alert = raw
         .alert
         .as_ref()
         .map(|a| kinds::validate_alert(a, ctx))
-        .unwrap_or_default();
+        .filter(|a| *a != AlertOverrides::default())
+        .map(Box::new);
     for (i, d) in raw.depends_on.iter().enumerate() {
         if d == &raw.name {
             ctx.error(
@@ -329,6 +333,17 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
     if ctx.error_count() > errors_before {
         return None;
     }
+    let definition =
+        match serde_json::value::to_raw_value(&redacted_definition(&ctx.doc.value, raw)) {
+            Ok(d) => std::sync::Arc::from(d),
+            Err(e) => {
+                ctx.error(
+                    "",
+                    format!("the definition cannot be written as JSON ({e})"),
+                );
+                return None;
+            }
+        };
     Some(Probe {
         name: raw.name.clone(),
         description: raw.description.clone(),
@@ -339,7 +354,7 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         check: check?,
         source: ctx.source(),
         version: ctx.version(),
-        definition: std::sync::Arc::new(redacted_definition(&ctx.doc.value, raw)),
+        definition,
         retry,
         alert,
         depends_on: raw.depends_on.clone(),

@@ -69,8 +69,8 @@ impl MetricHist {
 pub struct ProbeMeta {
     pub name: String,
     pub version: String,
-    /// The definition as written, secret values redacted.
-    pub definition: std::sync::Arc<serde_json::Value>,
+    /// The definition as written, secret values redacted, as compact JSON text.
+    pub definition: std::sync::Arc<serde_json::value::RawValue>,
     pub source: String,
 }
 

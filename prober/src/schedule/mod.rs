@@ -6,7 +6,7 @@
 //! Time comes from a [`Clock`] that derives the wall clock from tokio's
 //! monotonic clock, so tests run the scheduler on paused time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -260,37 +260,43 @@ impl Scheduler {
             // Shutting down: a late reload must not start loops that would exit at once.
             return diff;
         }
+        // Each probe moves into its `Arc` first and the `Vec<Probe>` (len × the size of a
+        // probe, and up to twice that in capacity) is freed before the loops, their tasks
+        // and metas are allocated.
+        let mut shared_probes: Vec<Arc<Probe>> = Vec::with_capacity(probes.len());
+        shared_probes.extend(probes.into_iter().map(Arc::new));
         let mut loops = self.lock_loops();
-        let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
-        let gone: Vec<String> = loops
-            .keys()
-            .filter(|k| !names.contains(k))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = {
+            let names: HashSet<&str> = shared_probes.iter().map(|p| p.name.as_str()).collect();
+            loops
+                .keys()
+                .filter(|k| !names.contains(k.as_str()))
+                .cloned()
+                .collect()
+        };
         for name in gone {
             if let Some(h) = loops.remove(&name) {
                 h.stop.cancel();
             }
             diff.removed.push(name);
         }
-        for p in probes {
-            let busy = match loops.get(&p.name) {
-                Some(h) if h.probe.version == p.version => {
+        for probe in shared_probes {
+            let busy = match loops.get(&probe.name) {
+                Some(h) if h.probe.version == probe.version => {
                     diff.unchanged += 1;
                     continue;
                 }
                 Some(h) => {
                     h.stop.cancel();
-                    diff.changed.push(p.name.clone());
+                    diff.changed.push(probe.name.clone());
                     // A run of the old version still in flight keeps the new loop from overlapping it.
                     h.busy.clone()
                 }
                 None => {
-                    diff.added.push(p.name.clone());
+                    diff.added.push(probe.name.clone());
                     Arc::new(AtomicBool::new(false))
                 }
             };
-            let probe = Arc::new(p);
             let stop = self.stop.child_token();
             let meta = Arc::new(ProbeMeta {
                 name: probe.name.clone(),

@@ -266,7 +266,10 @@ impl Store {
         }
         let names: Vec<&str> = new.iter().map(|m| m.name.as_str()).collect();
         let versions: Vec<&str> = new.iter().map(|m| m.version.as_str()).collect();
-        let definitions: Vec<&serde_json::Value> = new.iter().map(|m| &*m.definition).collect();
+        let definitions: Vec<sqlx::types::Json<&serde_json::value::RawValue>> = new
+            .iter()
+            .map(|m| sqlx::types::Json(&*m.definition))
+            .collect();
         let sources: Vec<&str> = new.iter().map(|m| m.source.as_str()).collect();
         let fail = |e: sqlx::Error| {
             err(
@@ -332,7 +335,7 @@ impl Store {
         )
         .bind(probe_id)
         .bind(&meta.version)
-        .bind(&*meta.definition)
+        .bind(sqlx::types::Json(&*meta.definition))
         .bind(&meta.source)
         .fetch_one(&self.pool)
         .await

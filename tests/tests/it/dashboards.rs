@@ -716,8 +716,11 @@ fn meta(name: &str, version: &str, labels: Value) -> Arc<ProbeMeta> {
     Arc::new(ProbeMeta {
         name: name.into(),
         version: version.into(),
-        definition: json!({"name": name, "labels": labels, "runbook": format!("https://runbooks.example/{name}")})
-            .into(),
+        definition: serde_json::value::to_raw_value(
+            &json!({"name": name, "labels": labels, "runbook": format!("https://runbooks.example/{name}")}),
+        )
+        .unwrap()
+        .into(),
         source: format!("probes/{name}.yaml:1"),
     })
 }

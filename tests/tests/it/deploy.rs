@@ -214,7 +214,7 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(report.probes.len() >= 2);
     for p in &report.probes {
-        let d = &*p.definition;
+        let d: serde_json::Value = serde_json::from_str(p.definition.get()).unwrap();
         let target = d["http"]["url"].as_str().or(d["tcp"]["host"].as_str());
         assert!(
             target.is_some_and(|t| !t.contains("localhost")),

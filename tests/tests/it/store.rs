@@ -16,7 +16,9 @@ pub(crate) fn meta(name: &str) -> Arc<ProbeMeta> {
     Arc::new(ProbeMeta {
         name: name.into(),
         version: "v1hash".into(),
-        definition: serde_json::json!({"name": name}).into(),
+        definition: serde_json::value::to_raw_value(&serde_json::json!({"name": name}))
+            .unwrap()
+            .into(),
         source: "probes/x.yaml:1".into(),
     })
 }
