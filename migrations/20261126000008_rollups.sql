@@ -3,31 +3,31 @@
 -- Until now every run upserted its samples into the minute, hour and day
 -- tables in the statement that inserted it: about 24 rows per HTTP run, and
 -- the hour and day upserts were over half of Postgres's cost per run
--- (BENCHMARKS.md). Now, per location:
+-- (BENCHMARKS.md). Now:
 --
--- * `rollup_marks.rolled_through` (T): minute rows before T are in the hour
---   and day tables; minute rows at or after T are not yet.
+-- * `rollup_mark.rolled_through` (T, one row for the database): minute rows
+--   before T are in the hour and day tables; minute rows at or after T are
+--   not yet.
 -- * The writer adds a run's samples to the minute tables, and to the hour and
 --   day tables only when its minute is before T (a late run, e.g. one queued
 --   while Postgres was away). It reads T `for share`, so it never interleaves
 --   with a rollup.
--- * The rollup (the writer, every minute) locks T `for update`, adds the
---   minute rows of [T, T') to the hour and day tables in one statement each,
---   and moves T to T'. Each minute row is therefore counted in the hour and
---   day tables exactly once.
--- * Without a mark, a location's runs go to all three tables at once (the
---   previous behaviour): a store used without the daemon's writer, and the
---   daemon's first minutes.
+-- * The rollup (any replica's writer, every minute) locks T `for update`, adds
+--   the minute rows of [T, T') of every location to the hour and day tables in
+--   one statement each, and moves T to T'. Each minute row is therefore
+--   counted in the hour and day tables exactly once.
+-- * Without a mark every run goes to all three tables at once (the previous
+--   behaviour): a store used without the daemon's writer, and the daemon's
+--   first minute. Every replica must run a version that knows the mark.
 --
 -- Readers use the `*_live` views: the rolled-up rows plus the minute rows not
--- yet rolled up, so answers are exact at every moment. The views' condition on
--- the oldest mark is what lets a read use the minute tables' keys and skip
--- their older partitions (the per-location join alone cannot); any replica's
--- rollup advances every location's mark, so a location that stopped writing
--- does not hold the oldest mark back.
+-- yet rolled up, so answers are exact at every moment. Each view branch reads
+-- one table with a condition on T, so the planner can push a reader's
+-- conditions (probe, phase) into the minute tables' keys and skip their older
+-- partitions.
 
-create table rollup_marks (
-    location_id    smallint primary key references locations (id),
+create table rollup_mark (
+    only_row       boolean primary key default true check (only_row),
     rolled_through timestamptz not null
 );
 
@@ -43,8 +43,7 @@ union all
 select date_trunc('hour', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.bin_lo_us, m.bin_hi_us, m.count
 from minute_bins m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
-where m.minute >= (select min(rolled_through) from rollup_marks);
+where m.minute >= (select rolled_through from rollup_mark);
 
 create view day_bins_live as
 select day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
@@ -53,8 +52,7 @@ union all
 select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.bin_lo_us, m.bin_hi_us, m.count
 from minute_bins m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
-where m.minute >= (select min(rolled_through) from rollup_marks);
+where m.minute >= (select rolled_through from rollup_mark);
 
 create view hour_counters_live as
 select hour, probe_id, location_id, phase, runs, failures, sum_us
@@ -63,8 +61,7 @@ union all
 select date_trunc('hour', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.runs, m.failures, m.sum_us
 from minute_counters m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
-where m.minute >= (select min(rolled_through) from rollup_marks);
+where m.minute >= (select rolled_through from rollup_mark);
 
 create view day_counters_live as
 select day, probe_id, location_id, phase, runs, failures, sum_us
@@ -73,8 +70,7 @@ union all
 select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase,
        m.runs, m.failures, m.sum_us
 from minute_counters m
-join rollup_marks w on w.location_id = m.location_id and m.minute >= w.rolled_through
-where m.minute >= (select min(rolled_through) from rollup_marks);
+where m.minute >= (select rolled_through from rollup_mark);
 
 -- The dashboards' relations read the live views (same columns as before).
 create or replace view all_bins as

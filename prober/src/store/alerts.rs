@@ -303,13 +303,15 @@ impl Store {
             let idx: Vec<i32> = picked.iter().map(|(i, _)| *i as i32).collect();
             let secs: Vec<i64> = picked.iter().map(|(_, s)| *s).collect();
             let sql = format!(
-                "select p.name, w.i, coalesce(sum(c.runs), 0)::bigint, coalesce(sum(c.failures), 0)::bigint
+                "select p.name, w.i, c.runs, c.failures
                  from probes p
                  cross join unnest($2::int[], $3::bigint[]) as w(i, secs)
-                 join {table} c on c.probe_id = p.id and c.phase = 0
-                      and c.{col} >= date_trunc('{trunc}', $4::timestamptz - make_interval(secs => w.secs))
-                 where p.name = any($1)
-                 group by p.name, w.i"
+                 cross join lateral (
+                     select coalesce(sum(runs), 0)::bigint runs, coalesce(sum(failures), 0)::bigint failures
+                     from {table}
+                     where probe_id = p.id and phase = 0
+                       and {col} >= date_trunc('{trunc}', $4::timestamptz - make_interval(secs => w.secs))) c
+                 where p.name = any($1)"
             );
             let rows = sqlx::query(&sql)
                 .bind(probes)

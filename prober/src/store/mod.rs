@@ -417,11 +417,14 @@ impl Store {
         q: f64,
     ) -> Result<Option<i64>, StoreError> {
         let (table, col) = resolution.table();
+        // The probe's id as a value, not a join: the live views' minute branch
+        // takes only restrictions, not join conditions (see `Resolution::table`).
         let sql = format!(
             "select prober_quantile($5, array_agg(hi order by hi), array_agg(n order by hi))
              from (select b.bin_hi_us hi, sum(b.count)::bigint n
-                   from {table} b join probes p on p.id = b.probe_id
-                   where p.name = $1 and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
+                   from {table} b
+                   where b.probe_id = (select id from probes where name = $1)
+                     and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
                    group by 1) s"
         );
         let row = sqlx::query(&sql)
@@ -447,6 +450,10 @@ pub enum Resolution {
 }
 
 impl Resolution {
+    /// The relation to read and its time column. Hour and day read the live
+    /// views (migration 0008); Postgres pushes a reader's conditions into
+    /// their minute branch only as restrictions (`probe_id = <value>`, or a
+    /// lateral reference), never from a join, so readers filter that way.
     fn table(self) -> (&'static str, &'static str) {
         match self {
             Resolution::Minute => ("minute_bins", "minute"),
@@ -589,10 +596,10 @@ counters as (
            count(*) filter (where not success) as failures, sum(us) as sum_us
     from samples group by minute, probe_id, phase
 ),
--- The location's rollup mark (migration 0008): samples of minutes before it
--- go to the hour and day tables here; later ones wait for the rollup.
+-- The rollup mark (migration 0008): samples of minutes before it go to the
+-- hour and day tables here; later ones wait for the rollup.
 mark as materialized (
-    select rolled_through from rollup_marks where location_id = $5::int2 for share
+    select rolled_through from rollup_mark for share
 ),
 late_bins as (
     select * from bins b where not exists (select 1 from mark where b.minute >= mark.rolled_through)

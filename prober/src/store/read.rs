@@ -323,8 +323,9 @@ impl Store {
         let sql = format!(
             "with b as (
                  select date_bin(make_interval(secs => $5), b.{col}, timestamptz '1970-01-01 00:00:00+00') t, b.bin_hi_us hi, sum(b.count)::bigint n
-                 from {bins} b join probes p on p.id = b.probe_id
-                 where p.name = $1 and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
+                 from {bins} b
+                 where b.probe_id = (select id from probes where name = $1)
+                   and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
                  group by 1, 2),
              a as (
                  select t, sum(n)::bigint total, array_agg(hi order by hi) his, array_agg(n order by hi) ns

@@ -3,8 +3,8 @@
 //! The writer adds a run's samples to the minute tables; the hour and day
 //! tables receive the same samples once a minute has closed, summed over every
 //! run of that minute (a probe every second: 60 runs become one row per bin).
-//! Per location, `rollup_marks.rolled_through` (T) says where the minute rows
-//! stop being counted in the hour and day tables. A run whose minute is before
+//! One mark for the database, `rollup_mark.rolled_through` (T), says where the
+//! minute rows stop being counted in the hour and day tables. A run whose minute is before
 //! T (late: queued while Postgres was away) is added to all three tables by
 //! the writer itself. Readers use the `*_live` views, which add the minute
 //! rows from T on, so every answer is exact whatever T is. Migration 0008
@@ -29,7 +29,7 @@ const CLOSE_AFTER: TimeDelta = TimeDelta::minutes(2);
 pub struct Rolled {
     /// Rows added to or updated in the hour and day tables.
     pub upserted: u64,
-    /// The oldest mark after the rollup.
+    /// The mark after the rollup.
     pub through: DateTime<Utc>,
 }
 
@@ -37,7 +37,7 @@ const ROLL_BINS: &str = r#"
 insert into {table} as t ({col}, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
 select date_trunc('{col}', minute, 'UTC'), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
 from minute_bins
-where location_id = $1 and minute >= $2 and minute < $3
+where minute >= $1 and minute < $2
 group by 1, 2, 3, 4, 5, 6
 on conflict (probe_id, phase, {col}, location_id, bin_lo_us)
 do update set count = t.count + excluded.count
@@ -48,7 +48,7 @@ insert into {table} as t ({col}, probe_id, location_id, phase, runs, failures, s
 select date_trunc('{col}', minute, 'UTC'), probe_id, location_id, phase,
        sum(runs), sum(failures), sum(sum_us)
 from minute_counters
-where location_id = $1 and minute >= $2 and minute < $3
+where minute >= $1 and minute < $2
 group by 1, 2, 3, 4
 on conflict (probe_id, phase, {col}, location_id)
 do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
@@ -56,76 +56,70 @@ do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.fa
 "#;
 
 impl Store {
-    /// Starts rolling up this location's minutes from `at` on (rounded up to a
-    /// minute): earlier minutes are in the hour and day tables already, as the
-    /// writer put them there. Keeps an existing mark.
+    /// Starts rolling up minutes from `at` on (rounded up to a minute): earlier
+    /// minutes are in the hour and day tables already, as writers put them
+    /// there while there was no mark. Keeps an existing mark (another replica,
+    /// or this one before a restart, started rollups already).
     pub async fn start_rollups(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let (location_id, _) = self.dimension_ids().await?;
-        let at = ceil_minute(at);
         sqlx::query(
-            "insert into rollup_marks (location_id, rolled_through) values ($1, $2)
-             on conflict (location_id) do nothing",
+            "insert into rollup_mark (rolled_through) values ($1) on conflict (only_row) do nothing",
         )
-        .bind(location_id)
-        .bind(at)
+        .bind(ceil_minute(at))
         .execute(self.pool())
         .await
         .map_err(|e| err("cannot start the hour and day rollups", e))?;
         Ok(())
     }
 
-    /// Adds the minutes that closed by `now` (less [`CLOSE_AFTER`]) and are not
-    /// rolled up yet to the hour and day tables and moves the marks, in one
-    /// transaction, for **every** location with a mark: a location whose
-    /// replicas stopped must not hold the oldest mark (and so the live views'
-    /// scans) back. Marks are locked in location order, so replicas rolling up
-    /// at once wait for each other instead of deadlocking. `None` when no
-    /// location has started rollups.
+    /// Adds the minutes (of every location) that closed by `now` (less
+    /// [`CLOSE_AFTER`]) and are not rolled up yet to the hour and day tables,
+    /// and moves the mark, in one transaction. Replicas rolling up at once
+    /// queue on the mark's row lock; the later finds nothing left to do.
+    /// `None` when rollups have not been started.
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
         let fail = |e: sqlx::Error| err("rolling up minutes into hours and days failed", e);
         let mut tx = self.pool().begin().await.map_err(fail)?;
-        let marks: Vec<(i16, DateTime<Utc>)> = sqlx::query_as(
-            "select location_id, rolled_through from rollup_marks order by location_id for update",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-        if marks.is_empty() {
+        let from: Option<DateTime<Utc>> =
+            sqlx::query_scalar("select rolled_through from rollup_mark for update")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        let Some(from) = from else {
             return Ok(None);
-        }
+        };
         let to = floor_minute(now - CLOSE_AFTER);
+        if to <= from {
+            return Ok(Some(Rolled {
+                upserted: 0,
+                through: from,
+            }));
+        }
         let mut upserted = 0;
-        let mut through = to;
-        for (location_id, from) in marks {
-            if to <= from {
-                through = through.min(from);
-                continue;
-            }
-            for (template, table, col) in [
-                (ROLL_BINS, "hour_bins", "hour"),
-                (ROLL_BINS, "day_bins", "day"),
-                (ROLL_COUNTERS, "hour_counters", "hour"),
-                (ROLL_COUNTERS, "day_counters", "day"),
-            ] {
-                let sql = template.replace("{table}", table).replace("{col}", col);
-                let done = sqlx::query(&sql)
-                    .bind(location_id)
-                    .bind(from)
-                    .bind(to)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail)?;
-                upserted += done.rows_affected();
-            }
-            sqlx::query("update rollup_marks set rolled_through = $2 where location_id = $1")
-                .bind(location_id)
+        for (template, table, col) in [
+            (ROLL_BINS, "hour_bins", "hour"),
+            (ROLL_BINS, "day_bins", "day"),
+            (ROLL_COUNTERS, "hour_counters", "hour"),
+            (ROLL_COUNTERS, "day_counters", "day"),
+        ] {
+            let sql = template.replace("{table}", table).replace("{col}", col);
+            let done = sqlx::query(&sql)
+                .bind(from)
                 .bind(to)
                 .execute(&mut *tx)
                 .await
                 .map_err(fail)?;
+            upserted += done.rows_affected();
         }
+        sqlx::query("update rollup_mark set rolled_through = $1")
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
-        Ok(Some(Rolled { upserted, through }))
+        Ok(Some(Rolled {
+            upserted,
+            through: to,
+        }))
     }
 }
 

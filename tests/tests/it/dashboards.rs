@@ -619,8 +619,8 @@ impl Ctx {
     }
 
     /// The tables a query's plan reads, of the three bin tables. The hour and
-    /// day views also read the minutes not rolled up yet (`minute_bins` joined
-    /// to `rollup_marks`, migration 0008): that branch shows as `pending minutes`.
+    /// day views also read the minutes not rolled up yet (`minute_bins` past
+    /// to the mark in `rollup_mark`, migration 0008): that branch shows as `pending minutes`.
     async fn bin_tables_read(&self, uid: &str, key: &str, env: &Env) -> Vec<&'static str> {
         let sql = expand(&self.query(uid, key).sql, env);
         let plan: Vec<String> = sqlx::query_scalar(&format!("explain {sql}"))
@@ -628,7 +628,7 @@ impl Ctx {
             .await
             .unwrap();
         let plan = plan.join("\n");
-        let pending = plan.contains("rollup_marks");
+        let pending = plan.contains("rollup_mark");
         ["minute_bins", "hour_bins", "day_bins", "pending minutes"]
             .into_iter()
             .filter(|t| match *t {
