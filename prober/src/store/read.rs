@@ -22,9 +22,10 @@ pub struct WindowStats {
     pub p99_us: Option<i64>,
 }
 
-/// How long the closed hours of the overview's day window are reused. A run
-/// written late into a closed hour (queued while Postgres was away, or a
-/// replica's late batch) shows in the overview within this time.
+/// How long the closed hours of the overview's day window are reused before a
+/// background read replaces them. A run written late into a closed hour
+/// (queued while Postgres was away, or a replica's late batch) shows in the
+/// overview within about this time.
 pub const CLOSED_HOURS_TTL: Duration = Duration::from_secs(60);
 
 /// Runs, failures and merged bins of one probe over a window.
@@ -49,6 +50,8 @@ pub(super) struct ClosedHours {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     read_at: std::time::Instant,
+    /// A background read is replacing this one.
+    refreshing: bool,
     windows: Arc<HashMap<String, Merged>>,
 }
 
@@ -146,26 +149,55 @@ impl Store {
             .collect())
     }
 
-    /// The merged window `[from, to)` of the hour tables, from the cache when
-    /// it holds that window and is younger than [`CLOSED_HOURS_TTL`].
+    /// The merged window `[from, to)` of the hour tables. From the cache when
+    /// it holds that window; once the cache is older than [`CLOSED_HOURS_TTL`]
+    /// it is still answered from, and one background read replaces it, so a
+    /// request waits for Postgres only when the window moves (once an hour).
     async fn closed_hours(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
-        {
-            let cache = lock(&self.closed_hours);
-            if let Some(c) = cache.as_ref() {
-                if c.from == from && c.to == to && c.read_at.elapsed() < CLOSED_HOURS_TTL {
-                    return Ok(c.windows.clone());
+        let stale = {
+            let mut cache = lock(&self.closed_hours);
+            match cache.as_mut() {
+                Some(c) if c.from == from && c.to == to => {
+                    let stale = c.read_at.elapsed() >= CLOSED_HOURS_TTL && !c.refreshing;
+                    c.refreshing |= stale;
+                    Some((c.windows.clone(), stale))
                 }
+                _ => None,
             }
+        };
+        match stale {
+            Some((windows, false)) => Ok(windows),
+            Some((windows, true)) => {
+                let store = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.read_closed_hours(from, to).await {
+                        tracing::warn!(error = %e, "refreshing the overview's closed hours failed; the previous read is kept and retried at the next request");
+                        if let Some(c) = lock(&store.closed_hours).as_mut() {
+                            c.refreshing = false;
+                        }
+                    }
+                });
+                Ok(windows)
+            }
+            None => self.read_closed_hours(from, to).await,
         }
+    }
+
+    async fn read_closed_hours(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
         let windows = Arc::new(self.merged_window(Resolution::Hour, from, Some(to)).await?);
         *lock(&self.closed_hours) = Some(ClosedHours {
             from,
             to,
             read_at: std::time::Instant::now(),
+            refreshing: false,
             windows: windows.clone(),
         });
         Ok(windows)
