@@ -929,6 +929,11 @@ async fn seeded() -> Ctx {
     };
     at_eu.push((s, r));
 
+    // Every state of the hour and day rollups at once (migration 0008): runs
+    // before h0+1h go to all three resolutions as they are written, those of
+    // [h0+1h, h0+2h) are rolled up below, and later ones stay pending, read
+    // through the live views.
+    eu.start_rollups(h0 + TimeDelta::hours(1)).await.unwrap();
     let mut samples = Vec::new();
     for (store, batch) in [(&eu, at_eu), (&us, at_us)] {
         for chunk in batch.chunks(1_000) {
@@ -940,6 +945,11 @@ async fn seeded() -> Ctx {
         }
         samples.extend(batch.into_iter().map(|(s, _)| s));
     }
+    let rolled = eu
+        .rollup(h0 + TimeDelta::hours(2) + TimeDelta::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(rolled.map(|r| r.through), Some(h0 + TimeDelta::hours(2)));
 
     // Alert state as the alert engine keeps it: checkout firing at eu, search resolved at us.
     let pool = db.pool().await;
