@@ -389,7 +389,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             })
             .collect();
         t.row([
-            "**B. maximum sustained rate, every run persisted**",
+            "**B. maximum sustained rate, every run persisted** (windows too short to hold an hour/day rollup: see \"The rollup's cost\" in BENCHMARKS.md)",
             &r.max
                 .map_or("below the first step".into(), |m| format!("{m}/s")),
             "not measured (stores nothing)",
