@@ -599,13 +599,19 @@ counters as (
 -- The rollup mark (migration 0008): samples of minutes before it go to the
 -- hour and day tables here; later ones wait for the rollup.
 mark as materialized (
-    select rolled_through from rollup_mark for share
+    select rolled_through, day_rolled_through from rollup_mark for share
 ),
 late_bins as (
     select * from bins b where not exists (select 1 from mark where b.minute >= mark.rolled_through)
 ),
 late_counters as (
     select * from counters c where not exists (select 1 from mark where c.minute >= mark.rolled_through)
+),
+day_late_bins as (
+    select * from bins b where not exists (select 1 from mark where b.minute >= mark.day_rolled_through)
+),
+day_late_counters as (
+    select * from counters c where not exists (select 1 from mark where c.minute >= mark.day_rolled_through)
 ),
 mb as (
     insert into minute_bins as t (minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
@@ -622,7 +628,7 @@ hb as (
 ),
 db as (
     insert into day_bins as t (day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-    select date_trunc('day', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from late_bins
+    select date_trunc('day', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from day_late_bins
     group by 1, 2, 4, 5, 6
     on conflict (probe_id, phase, day, location_id, bin_lo_us)
     do update set count = t.count + excluded.count
@@ -645,7 +651,7 @@ hc as (
 dc as (
     insert into day_counters as t (day, probe_id, location_id, phase, runs, failures, sum_us)
     select date_trunc('day', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
-    from late_counters group by 1, 2, 4
+    from day_late_counters group by 1, 2, 4
     on conflict (probe_id, phase, day, location_id)
     do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
                   sum_us = t.sum_us + excluded.sum_us

@@ -1,13 +1,16 @@
 //! Hour and day histograms rolled up from minute data in bulk.
 //!
-//! The writer adds a run's samples to the minute tables; the hour and day
-//! tables receive the same samples once a minute has closed, summed over every
-//! run of that minute (a probe every second: 60 runs become one row per bin).
-//! One mark for the database, `rollup_mark.rolled_through` (T), says where the
-//! minute rows stop being counted in the hour and day tables. A run whose minute is before
-//! T (late: queued while Postgres was away) is added to all three tables by
-//! the writer itself. Readers use the `*_live` views, which add the minute
-//! rows from T on, so every answer is exact whatever T is. Migration 0008
+//! The writer adds a run's samples to the minute tables. Once a minute, the
+//! minutes closed since the last time are summed into the hour tables (a
+//! probe every second: 60 runs become one row per bin); once an hour, the
+//! closed hour's rows are summed into the day tables. One row,
+//! `rollup_mark`, holds the two marks: `rolled_through` (T, minutes before it
+//! are in the hour tables) and `day_rolled_through` (D, hours before it are in
+//! the day tables). A run whose minute is before T (late: queued while
+//! Postgres was away) is added to the hour tables by the writer itself, and
+//! to the day tables when before D. Readers use the `*_live` views, which add
+//! what is not rolled up yet, so every answer is exact whatever T and D are.
+//! Migration 0008
 //! explains the locking.
 
 use std::time::Duration;
@@ -35,9 +38,9 @@ pub struct Rolled {
 
 const ROLL_BINS: &str = r#"
 insert into {table} as t ({col}, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-select date_trunc('{col}', minute, 'UTC'), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
-from minute_bins
-where minute >= $1 and minute < $2
+select date_trunc('{col}', {src_col}, 'UTC'), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
+from {src}_bins
+where {src_col} >= $1 and {src_col} < $2
 group by 1, 2, 3, 4, 5, 6
 on conflict (probe_id, phase, {col}, location_id, bin_lo_us)
 do update set count = t.count + excluded.count
@@ -45,10 +48,10 @@ do update set count = t.count + excluded.count
 
 const ROLL_COUNTERS: &str = r#"
 insert into {table} as t ({col}, probe_id, location_id, phase, runs, failures, sum_us)
-select date_trunc('{col}', minute, 'UTC'), probe_id, location_id, phase,
+select date_trunc('{col}', {src_col}, 'UTC'), probe_id, location_id, phase,
        sum(runs), sum(failures), sum(sum_us)
-from minute_counters
-where minute >= $1 and minute < $2
+from {src}_counters
+where {src_col} >= $1 and {src_col} < $2
 group by 1, 2, 3, 4
 on conflict (probe_id, phase, {col}, location_id)
 do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
@@ -56,15 +59,18 @@ do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.fa
 "#;
 
 impl Store {
-    /// Starts rolling up minutes from `at` on (rounded up to a minute): earlier
-    /// minutes are in the hour and day tables already, as writers put them
-    /// there while there was no mark. Keeps an existing mark (another replica,
-    /// or this one before a restart, started rollups already).
+    /// Starts rolling up minutes into hours from `at` on (rounded up to a
+    /// minute) and hours into days from the hour after `at`: earlier data is
+    /// in the hour and day tables already, as writers put it there while there
+    /// was no mark. Keeps an existing mark (another replica, or this one
+    /// before a restart, started rollups already).
     pub async fn start_rollups(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
-            "insert into rollup_mark (rolled_through) values ($1) on conflict (only_row) do nothing",
+            "insert into rollup_mark (rolled_through, day_rolled_through) values ($1, $2)
+             on conflict (only_row) do nothing",
         )
         .bind(ceil_minute(at))
+        .bind(ceil_hour(at))
         .execute(self.pool())
         .await
         .map_err(|e| err("cannot start the hour and day rollups", e))?;
@@ -72,46 +78,69 @@ impl Store {
     }
 
     /// Adds the minutes (of every location) that closed by `now` (less
-    /// [`CLOSE_AFTER`]) and are not rolled up yet to the hour and day tables,
-    /// and moves the mark, in one transaction. Replicas rolling up at once
-    /// queue on the mark's row lock; the later finds nothing left to do.
-    /// `None` when rollups have not been started.
+    /// [`CLOSE_AFTER`]) and are not rolled up yet to the hour tables, then the
+    /// hours wholly rolled up and not yet in the day tables to those, and
+    /// moves the marks, in one transaction. Replicas rolling up at once queue
+    /// on the mark's row lock; the later finds nothing left to do. `None` when
+    /// rollups have not been started.
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
         let fail = |e: sqlx::Error| err("rolling up minutes into hours and days failed", e);
         let mut tx = self.pool().begin().await.map_err(fail)?;
-        let from: Option<DateTime<Utc>> =
-            sqlx::query_scalar("select rolled_through from rollup_mark for update")
+        let marks: Option<(DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as("select rolled_through, day_rolled_through from rollup_mark for update")
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(fail)?;
-        let Some(from) = from else {
+        let Some((from, day_from)) = marks else {
             return Ok(None);
         };
-        let to = floor_minute(now - CLOSE_AFTER);
-        if to <= from {
-            return Ok(Some(Rolled {
-                upserted: 0,
-                through: from,
-            }));
-        }
+        let to = floor_minute(now - CLOSE_AFTER).max(from);
+        // Only hours whose every minute is in the hour tables.
+        let day_to = floor_hour(to).max(day_from);
         let mut upserted = 0;
-        for (template, table, col) in [
-            (ROLL_BINS, "hour_bins", "hour"),
-            (ROLL_BINS, "day_bins", "day"),
-            (ROLL_COUNTERS, "hour_counters", "hour"),
-            (ROLL_COUNTERS, "day_counters", "day"),
+        for (template, table, col, src, src_col, lo, hi) in [
+            (ROLL_BINS, "hour_bins", "hour", "minute", "minute", from, to),
+            (
+                ROLL_COUNTERS,
+                "hour_counters",
+                "hour",
+                "minute",
+                "minute",
+                from,
+                to,
+            ),
+            (
+                ROLL_BINS, "day_bins", "day", "hour", "hour", day_from, day_to,
+            ),
+            (
+                ROLL_COUNTERS,
+                "day_counters",
+                "day",
+                "hour",
+                "hour",
+                day_from,
+                day_to,
+            ),
         ] {
-            let sql = template.replace("{table}", table).replace("{col}", col);
+            if hi <= lo {
+                continue;
+            }
+            let sql = template
+                .replace("{table}", table)
+                .replace("{col}", col)
+                .replace("{src}", src)
+                .replace("{src_col}", src_col);
             let done = sqlx::query(&sql)
-                .bind(from)
-                .bind(to)
+                .bind(lo)
+                .bind(hi)
                 .execute(&mut *tx)
                 .await
                 .map_err(fail)?;
             upserted += done.rows_affected();
         }
-        sqlx::query("update rollup_mark set rolled_through = $1")
+        sqlx::query("update rollup_mark set rolled_through = $1, day_rolled_through = $2")
             .bind(to)
+            .bind(day_to)
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
@@ -125,6 +154,19 @@ impl Store {
 
 fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+}
+
+fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
+}
+
+fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_hour(t);
+    if floor == t {
+        t
+    } else {
+        floor + TimeDelta::hours(1)
+    }
 }
 
 fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -147,5 +189,9 @@ mod tests {
         assert_eq!(floor_minute(t), m);
         assert_eq!(ceil_minute(t), m + TimeDelta::minutes(1));
         assert_eq!(ceil_minute(m), m);
+        let h: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
+        assert_eq!(floor_hour(t), h);
+        assert_eq!(ceil_hour(t), h + TimeDelta::hours(1));
+        assert_eq!(ceil_hour(h), h);
     }
 }

@@ -1063,10 +1063,14 @@ async fn check(ctx: &Ctx, uid: &str, key: &str) {
                     .env(uid, from, to, interval, &[("probe", Sel::Only(&["checkout"])), ("location", Sel::Only(eu))])
                     .await;
                 let read = ctx.bin_tables_read(uid, key, &env).await;
-                if table == "minute_bins" {
-                    assert_eq!(read, [table], "interval {interval}s reads {table} only");
-                } else {
-                    assert_eq!(read, [table, "pending minutes"], "interval {interval}s reads {table} and the minutes not rolled up yet");
+                match table {
+                    "minute_bins" => assert_eq!(read, [table], "interval {interval}s reads {table} only"),
+                    "hour_bins" => assert_eq!(read, [table, "pending minutes"], "interval {interval}s reads {table} and the minutes not rolled up yet"),
+                    _ => assert_eq!(
+                        read,
+                        ["hour_bins", table, "pending minutes"],
+                        "interval {interval}s reads {table} and the hours and minutes not rolled up yet"
+                    ),
                 }
                 let mut want: BTreeMap<i64, Histogram<u64>> = BTreeMap::new();
                 for s in seed.of(Some("checkout"), eu) {

@@ -114,7 +114,8 @@ async fn closed_minutes_move_to_hours_and_days_once_and_reads_stay_exact() {
         .collect();
     store.write_runs(&later).await.unwrap();
     assert_eq!(totals(&pool, "hour_bins").await.0, 120, "09:00–09:10 only");
-    assert_eq!(totals(&pool, "day_counters").await.0, 120);
+    // Days roll up from 10:00 on: every run so far went to the day tables at once.
+    assert_eq!(totals(&pool, "day_counters").await.0, 360);
     assert_exact(&store, &pool, &hist, failures).await;
 
     // Minutes closed two minutes before `now` are rolled up: 09:10–09:19.
@@ -126,7 +127,7 @@ async fn closed_minutes_move_to_hours_and_days_once_and_reads_stay_exact() {
     assert_eq!(rolled.through, start + TimeDelta::minutes(19));
     assert!(rolled.upserted > 0);
     assert_eq!(totals(&pool, "hour_bins").await.0, 19 * 12);
-    assert_eq!(totals(&pool, "day_bins").await.0, 19 * 12);
+    assert_eq!(totals(&pool, "day_bins").await.0, 360);
     assert_exact(&store, &pool, &hist, failures).await;
 
     // Again with the same clock: nothing to do, nothing counted twice.
@@ -222,7 +223,14 @@ async fn concurrent_batches_and_rollups_count_every_sample_once() {
         .unwrap()
         .unwrap();
     assert_eq!(totals(&pool, "hour_bins").await.0, 1_200);
+    // Days came from the closed hours (09:00–10:00), partly while batches ran.
     assert_eq!(totals(&pool, "day_counters").await.0, 1_200);
+    assert_eq!(totals(&pool, "day_bins").await.0, 1_200);
+    let day_mark: DateTime<Utc> = sqlx::query_scalar("select day_rolled_through from rollup_mark")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(day_mark, start + TimeDelta::hours(2));
     assert_exact(&store, &pool, &hist, 0).await;
 }
 
