@@ -18,6 +18,8 @@ use crate::results::hist::Quantiser;
 const SAMPLES: usize = 1000;
 /// Timed requests per endpoint (after two untimed ones).
 const REPEAT: usize = 20;
+/// Timed runs of each dashboard query (after one untimed).
+const DASHBOARD_REPEAT: usize = 5;
 
 /// Figures of the history phase.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -37,6 +39,14 @@ pub struct HistoryFigures {
     pub series_30d_ms: [f64; 2],
     /// The same at `step=1h` (720 points from hour bins): p50, max ms.
     pub series_30d_1h_ms: [f64; 2],
+    /// The fleet dashboard's "Probes" table over every probe (its SQL from
+    /// `dashboards/fleet-overview.json`): p50, max ms.
+    #[serde(default)]
+    pub fleet_table_ms: [f64; 2],
+    /// The probe dashboard's "Latency percentiles (total)" over 30 days at a
+    /// 1h interval (hour bins): p50, max ms.
+    #[serde(default)]
+    pub probe_percentiles_30d_ms: [f64; 2],
 }
 
 /// The seeded latency of sample `i` of `SAMPLES`: ≈ 45–55 ms with a tail to ≈ 250 ms.
@@ -89,7 +99,102 @@ pub async fn measure(
     let _ = conn.close().await;
 
     time_api(url, probes, target, &mut figures).await?;
+    time_dashboards(url, probes, &mut figures).await?;
     Ok(figures)
+}
+
+/// Times the dashboards' heaviest queries, their SQL taken from the
+/// dashboards' JSON with Grafana's macros expanded for every probe (team,
+/// service and location filters true) and, for the probe panel, 30 days at a
+/// 1h interval. Run after the daemon registered the probes (`probe_info`).
+async fn time_dashboards(
+    url: &str,
+    probes: usize,
+    figures: &mut HistoryFigures,
+) -> Result<(), String> {
+    let panel_sql = |json: &str, title: &str| -> Result<String, String> {
+        let d: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("dashboard JSON: {e}"))?;
+        fn find(v: &serde_json::Value, title: &str) -> Option<String> {
+            let panels = v.get("panels")?.as_array()?;
+            panels.iter().find_map(|p| {
+                if p.get("title").and_then(|t| t.as_str()) == Some(title) {
+                    p.pointer("/targets/0/rawSql")?.as_str().map(str::to_string)
+                } else {
+                    find(p, title)
+                }
+            })
+        }
+        find(&d, title).ok_or_else(|| format!("no panel {title:?} in the dashboard"))
+    };
+    let to = Utc::now();
+    let from = to - TimeDelta::days(30);
+    let fleet = panel_sql(
+        include_str!("../../../dashboards/fleet-overview.json"),
+        "Probes",
+    )?
+    // The daemon registers a probe's version at its first run, and these run
+    // hourly: most seeded probes have no row in `probe_info` yet, so every
+    // probe stands in for it (no labels: team and service `none`).
+    .replace(
+        "from probe_info",
+        "from (select id as probe_id, name as probe, 'none'::text as team, 'none'::text as service, null::text as runbook from probes) probe_info",
+    )
+    .replace("team in ($team)", "true")
+    .replace("service in ($service)", "true")
+    .replace("name in ($location)", "true")
+    .replace("location in ($location)", "true")
+    .replace("$objective", "99.9");
+    let percentiles = panel_sql(
+        include_str!("../../../dashboards/probe-detail.json"),
+        "Latency percentiles (total)",
+    )?
+    .replace(
+        "$__timeGroupAlias(b.t, $__interval)",
+        "floor(extract(epoch from b.t) / 3600) * 3600 as \"time\"",
+    )
+    .replace(
+        "$__timeFilter(b.t)",
+        &format!(
+            "b.t between '{}' and '{}'",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        ),
+    )
+    .replace("$__interval_ms", "3600000")
+    .replace("$probe", &format!("bench-{:05}", probes.div_ceil(2)))
+    .replace("name in ($location)", "true");
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    // As the store's connections (and Grafana's JIT-less plans) run them.
+    sqlx::query("set jit = off")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("set jit: {e}"))?;
+    let mut out = [[0.0; 2]; 2];
+    for (i, sql) in [fleet, percentiles].iter().enumerate() {
+        let mut times = Vec::new();
+        for n in 0..DASHBOARD_REPEAT + 1 {
+            let started = Instant::now();
+            let rows = sqlx::query(sql)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| format!("dashboard query failed: {e}\n{sql}"))?;
+            if rows.is_empty() {
+                return Err(format!("dashboard query returned no rows:\n{sql}"));
+            }
+            if n >= 1 {
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        out[i] = [times[times.len() / 2], times[times.len() - 1]];
+    }
+    let _ = conn.close().await;
+    figures.fleet_table_ms = out[0];
+    figures.probe_percentiles_30d_ms = out[1];
+    Ok(())
 }
 
 async fn seeded_probes(url: &str) -> Option<i64> {
