@@ -49,6 +49,15 @@ pub struct HistoryFigures {
     pub probe_percentiles_30d_ms: [f64; 2],
 }
 
+/// The median and the maximum of timings (ms); zeros when there are none.
+fn median_and_max(mut times: Vec<f64>) -> [f64; 2] {
+    times.sort_by(f64::total_cmp);
+    match times.last() {
+        Some(max) => [times[times.len() / 2], *max],
+        None => [0.0; 2],
+    }
+}
+
 /// The seeded latency of sample `i` of `SAMPLES`: ≈ 45–55 ms with a tail to ≈ 250 ms.
 fn sample_us(i: usize) -> u64 {
     let x = (i as f64 + 0.5) / SAMPLES as f64;
@@ -188,8 +197,7 @@ async fn time_dashboards(
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
             }
         }
-        times.sort_by(f64::total_cmp);
-        out[i] = [times[times.len() / 2], times[times.len() - 1]];
+        out[i] = median_and_max(times);
     }
     let _ = conn.close().await;
     figures.fleet_table_ms = out[0];
@@ -431,8 +439,7 @@ async fn time_requests(base: &str, probes: usize) -> Result<[[f64; 2]; 4], Strin
                 times.push(took);
             }
         }
-        times.sort_by(f64::total_cmp);
-        out[i] = [times[times.len() / 2], times[times.len() - 1]];
+        out[i] = median_and_max(times);
     }
     Ok(out)
 }

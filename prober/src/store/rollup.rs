@@ -69,8 +69,8 @@ impl Store {
             "insert into rollup_mark (rolled_through, day_rolled_through) values ($1, $2)
              on conflict (only_row) do nothing",
         )
-        .bind(ceil_minute(at))
-        .bind(ceil_hour(at))
+        .bind(ceil(at, MINUTE))
+        .bind(ceil(at, HOUR))
         .execute(self.pool())
         .await
         .map_err(|e| err("cannot start the hour and day rollups", e))?;
@@ -94,9 +94,9 @@ impl Store {
         let Some((from, day_from)) = marks else {
             return Ok(None);
         };
-        let to = floor_minute(now - CLOSE_AFTER).max(from);
+        let to = floor(now - CLOSE_AFTER, MINUTE).max(from);
         // Only hours whose every minute is in the hour tables.
-        let day_to = floor_hour(to).max(day_from);
+        let day_to = floor(to, HOUR).max(day_from);
         let mut upserted = 0;
         for (template, table, col, src, src_col, lo, hi) in [
             (ROLL_BINS, "hour_bins", "hour", "minute", "minute", from, to),
@@ -152,31 +152,23 @@ impl Store {
     }
 }
 
-fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::minutes(1)).unwrap_or(t)
+/// `t` rounded down to a multiple of `step` (a minute or an hour).
+fn floor(t: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
+    t.duration_trunc(step).unwrap_or(t)
 }
 
-fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
-}
-
-fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = floor_hour(t);
-    if floor == t {
+/// `t` rounded up to a multiple of `step`.
+fn ceil(t: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
+    let down = floor(t, step);
+    if down == t {
         t
     } else {
-        floor + TimeDelta::hours(1)
+        down + step
     }
 }
 
-fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = floor_minute(t);
-    if floor == t {
-        t
-    } else {
-        floor + TimeDelta::minutes(1)
-    }
-}
+const MINUTE: TimeDelta = TimeDelta::minutes(1);
+const HOUR: TimeDelta = TimeDelta::hours(1);
 
 #[cfg(test)]
 mod tests {
@@ -186,12 +178,12 @@ mod tests {
     fn minutes_round_as_documented() {
         let t: DateTime<Utc> = "2026-11-26T10:15:42.5Z".parse().unwrap();
         let m: DateTime<Utc> = "2026-11-26T10:15:00Z".parse().unwrap();
-        assert_eq!(floor_minute(t), m);
-        assert_eq!(ceil_minute(t), m + TimeDelta::minutes(1));
-        assert_eq!(ceil_minute(m), m);
+        assert_eq!(floor(t, MINUTE), m);
+        assert_eq!(ceil(t, MINUTE), m + TimeDelta::minutes(1));
+        assert_eq!(ceil(m, MINUTE), m);
         let h: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
-        assert_eq!(floor_hour(t), h);
-        assert_eq!(ceil_hour(t), h + TimeDelta::hours(1));
-        assert_eq!(ceil_hour(h), h);
+        assert_eq!(floor(t, HOUR), h);
+        assert_eq!(ceil(t, HOUR), h + TimeDelta::hours(1));
+        assert_eq!(ceil(h, HOUR), h);
     }
 }
