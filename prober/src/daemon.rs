@@ -223,6 +223,7 @@ impl Daemon {
             store.clone(),
             crate::alert::engine::EngineSettings::from_settings(settings),
             &probes,
+            health.clone(),
             stop.clone(),
         );
         let notify_stats = Arc::new(crate::notify::worker::NotifyStats::default());
@@ -231,6 +232,7 @@ impl Daemon {
             store.clone(),
             receivers.clone(),
             notify_stats.clone(),
+            health.clone(),
             stop.clone(),
         );
         let scheduler = Scheduler::start(

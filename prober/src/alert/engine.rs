@@ -145,6 +145,7 @@ impl AlertEngine {
         store: Store,
         settings: EngineSettings,
         probes: &[Probe],
+        store_ready: Arc<crate::store::writer::StoreHealth>,
         stop: CancellationToken,
     ) -> Arc<AlertEngine> {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -162,7 +163,14 @@ impl AlertEngine {
             evaluations: Default::default(),
         });
         engine.set_probes(probes);
-        tokio::spawn(run(engine.clone(), rx, stop));
+        let task = engine.clone();
+        tokio::spawn(async move {
+            // Nothing to read before the writer has created and migrated the database.
+            tokio::select! {
+                () = store_ready.wait_prepared() => run(task, rx, stop).await,
+                () = stop.cancelled() => {}
+            }
+        });
         engine
     }
 

@@ -116,14 +116,27 @@ pub async fn measure(
 /// dashboards' JSON with Grafana's macros expanded for every probe (team,
 /// service and location filters true) and, for the probe panel, 30 days at a
 /// 1h interval. Run after the daemon registered the probes (`probe_info`).
+/// Where the dashboards' JSON is read from, relative to the working directory.
+const DASHBOARDS_DIR: &str = "dashboards";
+
 async fn time_dashboards(
     url: &str,
     probes: usize,
     figures: &mut HistoryFigures,
 ) -> Result<(), String> {
-    let panel_sql = |json: &str, title: &str| -> Result<String, String> {
-        let d: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("dashboard JSON: {e}"))?;
+    // Read at run time from the repository (the bench runs from its root, as
+    // bench/side-by-side.sh does): the product binary embeds no file outside
+    // the Docker build context.
+    let panel_sql = |file: &str, title: &str| -> Result<String, String> {
+        let path = std::path::Path::new(DASHBOARDS_DIR).join(file);
+        let json = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "cannot read {}: {e}; run the bench from the repository's root, where dashboards/ is",
+                path.display()
+            )
+        })?;
+        let d: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| format!("{}: not valid dashboard JSON: {e}", path.display()))?;
         fn find(v: &serde_json::Value, title: &str) -> Option<String> {
             let panels = v.get("panels")?.as_array()?;
             panels.iter().find_map(|p| {
@@ -139,7 +152,7 @@ async fn time_dashboards(
     let to = Utc::now();
     let from = to - TimeDelta::days(30);
     let fleet = panel_sql(
-        include_str!("../../../dashboards/fleet-overview.json"),
+        "fleet-overview.json",
         "Probes",
     )?
     // The daemon registers a probe's version at its first run, and these run
@@ -154,25 +167,22 @@ async fn time_dashboards(
     .replace("name in ($location)", "true")
     .replace("location in ($location)", "true")
     .replace("$objective", "99.9");
-    let percentiles = panel_sql(
-        include_str!("../../../dashboards/probe-detail.json"),
-        "Latency percentiles (total)",
-    )?
-    .replace(
-        "$__timeGroupAlias(b.t, $__interval)",
-        "floor(extract(epoch from b.t) / 3600) * 3600 as \"time\"",
-    )
-    .replace(
-        "$__timeFilter(b.t)",
-        &format!(
-            "b.t between '{}' and '{}'",
-            from.to_rfc3339(),
-            to.to_rfc3339()
-        ),
-    )
-    .replace("$__interval_ms", "3600000")
-    .replace("$probe", &format!("bench-{:05}", probes.div_ceil(2)))
-    .replace("name in ($location)", "true");
+    let percentiles = panel_sql("probe-detail.json", "Latency percentiles (total)")?
+        .replace(
+            "$__timeGroupAlias(b.t, $__interval)",
+            "floor(extract(epoch from b.t) / 3600) * 3600 as \"time\"",
+        )
+        .replace(
+            "$__timeFilter(b.t)",
+            &format!(
+                "b.t between '{}' and '{}'",
+                from.to_rfc3339(),
+                to.to_rfc3339()
+            ),
+        )
+        .replace("$__interval_ms", "3600000")
+        .replace("$probe", &format!("bench-{:05}", probes.div_ceil(2)))
+        .replace("name in ($location)", "true");
     let mut conn = PgConnection::connect(url)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;

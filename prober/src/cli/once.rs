@@ -4,42 +4,30 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::check::print_diagnostics;
 use super::{EXIT_CONFIG, EXIT_FAILED};
 use crate::config::{load_paths, Probe};
-use crate::probe::{Outcome, Phases, Runner};
+use crate::probe::{Outcome, Phases};
 
 pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
     let probes = match select(target, probe_paths) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let missing: Vec<String> = probes
-        .iter()
-        .flat_map(|p| {
-            p.templates().into_iter().flat_map(move |(field, t)| {
-                t.render()
-                    .err()
-                    .map(|e| format!("{}: probe {:?}: {field}: {e}", p.source, p.name))
-            })
-        })
-        .collect();
-    if !missing.is_empty() {
-        for m in &missing {
-            eprintln!("{m}");
-        }
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
+    // The daemon's own executor and guard, so a run here is a scheduled run:
+    // variables and environment resolved at run time, retries, timeouts.
     let outcomes = runtime.block_on(async {
-        let runner = Runner::new()?;
+        let exec = crate::daemon::http_executor()?;
         let mut out = Vec::new();
-        for p in &probes {
-            out.push(runner.run(p).await);
+        for p in probes {
+            let started_at = chrono::Utc::now();
+            out.push(crate::schedule::run_guarded(&exec, Arc::new(p), started_at).await);
         }
         Ok::<_, String>(out)
     });
@@ -141,12 +129,16 @@ fn phase_line(p: &Phases) -> String {
 pub fn render_text(o: &Outcome) -> String {
     let mut s = String::new();
     let verdict = if o.success { "PASS" } else { "FAIL" };
-    let status = o
-        .status_code
-        .map_or_else(|| "no response".to_string(), |c| c.to_string());
+    // A status only where there is one (HTTP, gRPC); a kind without one
+    // (TCP, DNS, TLS) that passed says nothing about a response it never had.
+    let status = match (o.status_code, o.success) {
+        (Some(c), _) => format!(" -> {c}"),
+        (None, true) => String::new(),
+        (None, false) => " -> no response".to_string(),
+    };
     let _ = writeln!(
         s,
-        "{verdict} {}  {} -> {status}  in {}",
+        "{verdict} {}  {}{status}  in {}",
         o.probe,
         o.request,
         ms(o.phases.total_us)

@@ -229,6 +229,18 @@ pub enum TextCheck {
 }
 
 impl Probe {
+    /// The longest a run may take: every attempt's timeout and the delays
+    /// between attempts. The scheduler and `once` give up on a run only past it.
+    pub fn run_budget(&self) -> Duration {
+        match &self.retry {
+            Some(r) => {
+                let attempts = r.attempts.max(1);
+                self.timeout * attempts + r.delay * (attempts - 1)
+            }
+            None => self.timeout,
+        }
+    }
+
     /// The HTTP requests of the probe, with the field each is written at.
     pub fn http_requests(&self) -> Vec<(String, &HttpRequest)> {
         match &self.check {

@@ -184,9 +184,16 @@ pub fn start(
     store: Store,
     receivers: Receivers,
     stats: Arc<NotifyStats>,
+    store_ready: Arc<crate::store::writer::StoreHealth>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(store, receivers, stats, stop))
+    tokio::spawn(async move {
+        // The outbox exists only once the writer has created and migrated the database.
+        tokio::select! {
+            () = store_ready.wait_prepared() => run(store, receivers, stats, stop).await,
+            () = stop.cancelled() => {}
+        }
+    })
 }
 
 /// The receivers the worker sends to; replaced when prober.yaml is reloaded.

@@ -121,6 +121,28 @@ pub fn next_tick(
 pub type Executor =
     Arc<dyn Fn(Arc<Probe>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
+/// Runs a probe once through `exec`, as every scheduled run does (and `prober
+/// once`): the run enforces its own timeouts; this gives up only on a stuck
+/// executor, past the whole run budget (every attempt and retry delay) and a
+/// guard, and records that as a timeout.
+pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTime<Utc>) -> Outcome {
+    let limit = probe.run_budget() + TIMEOUT_GUARD;
+    match tokio::time::timeout(limit, exec(probe.clone())).await {
+        Ok(o) => o,
+        Err(_) => Outcome::failed(
+            &probe.name,
+            &probe.version,
+            started_at,
+            ErrorClass::Timeout,
+            format!(
+                "the run did not end within its budget of {} (every attempt's timeout and the retry delays)",
+                humantime::format_duration(probe.run_budget())
+            ),
+            limit,
+        ),
+    }
+}
+
 /// Counters of the scheduler, for metrics and the benchmark.
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
@@ -473,21 +495,7 @@ async fn execute(
     let per_host = shared.host_limit(&host).acquire_owned().await;
     let started_at = shared.clock.now();
     shared.stats.runs_started.fetch_add(1, Ordering::Relaxed);
-    let limit = probe.timeout + TIMEOUT_GUARD;
-    let outcome = match tokio::time::timeout(limit, (shared.exec)(probe.clone())).await {
-        Ok(o) => o,
-        Err(_) => Outcome::failed(
-            &probe.name,
-            &probe.version,
-            started_at,
-            ErrorClass::Timeout,
-            format!(
-                "the run did not end within its timeout of {}",
-                humantime::format_duration(probe.timeout)
-            ),
-            limit,
-        ),
-    };
+    let outcome = run_guarded(&shared.exec, probe.clone(), started_at).await;
     drop((global, per_host));
     let lateness = started_at - scheduled_at;
     let lateness_us = lateness.num_microseconds().unwrap_or(i64::MAX);

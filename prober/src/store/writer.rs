@@ -46,6 +46,10 @@ pub struct StoreHealth {
     /// Rollups of closed minutes into hours and days, done and failed.
     pub rollups: AtomicU64,
     pub rollup_errors: AtomicU64,
+    /// Set once the database has been prepared (created, migrated) the first
+    /// time; the alert engine and the notifier wait for it, so a fresh start
+    /// logs no "database does not exist" before the writer has created it.
+    prepared: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for StoreHealth {
@@ -58,6 +62,7 @@ impl Default for StoreHealth {
             write_us: AtomicU64::new(0),
             rollups: AtomicU64::new(0),
             rollup_errors: AtomicU64::new(0),
+            prepared: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -70,7 +75,16 @@ impl StoreHealth {
         }
     }
 
+    /// Waits until the writer has prepared the database once (returns at once after that).
+    pub async fn wait_prepared(&self) {
+        let mut rx = self.prepared.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|p| *p).await;
+    }
+
     fn set_ok(&self) {
+        self.prepared
+            .send_if_modified(|p| !std::mem::replace(p, true));
         if let Ok(mut s) = self.state.write() {
             if *s != StoreState::Ok {
                 tracing::info!("Postgres store is available");

@@ -12,6 +12,7 @@ mod daemon;
 mod dashboards;
 mod db;
 mod deploy;
+mod docker_context;
 mod helpers;
 mod http_probe;
 mod kinds_dns_grpc;
