@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use super::check::print_diagnostics;
 use super::{EXIT_CONFIG, EXIT_FAILED};
+use crate::config::template::RenderError;
 use crate::config::{load_paths, Probe};
 use crate::probe::{Outcome, Phases, Runner};
 
@@ -19,8 +20,11 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
         .iter()
         .flat_map(|p| {
             p.templates().into_iter().flat_map(move |(field, t)| {
+                // Only the environment is known before the run; a scenario's
+                // variables get their values from its earlier steps.
                 t.render()
                     .err()
+                    .filter(|e| matches!(e, RenderError::MissingEnv(_)))
                     .map(|e| format!("{}: probe {:?}: {field}: {e}", p.source, p.name))
             })
         })
