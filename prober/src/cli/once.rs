@@ -16,19 +16,7 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let missing: Vec<String> = probes
-        .iter()
-        .flat_map(|p| {
-            p.templates().into_iter().flat_map(move |(field, t)| {
-                // Only the environment is known before the run; a scenario's
-                // variables get their values from its earlier steps.
-                t.render()
-                    .err()
-                    .filter(|e| matches!(e, RenderError::MissingEnv(_)))
-                    .map(|e| format!("{}: probe {:?}: {field}: {e}", p.source, p.name))
-            })
-        })
-        .collect();
+    let missing = missing_env(&probes);
     if !missing.is_empty() {
         for m in &missing {
             eprintln!("{m}");
@@ -74,6 +62,23 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
 }
 
 /// The probes `target` names: a file or directory of probes, or a probe's name.
+/// The environment variables the probes use that are not set, one message each.
+/// Only the environment is known before a run: a scenario's `${name}` gets its
+/// value from an earlier step.
+fn missing_env(probes: &[Probe]) -> Vec<String> {
+    probes
+        .iter()
+        .flat_map(|p| {
+            p.templates().into_iter().flat_map(move |(field, t)| {
+                t.render()
+                    .err()
+                    .filter(|e| matches!(e, RenderError::MissingEnv(_)))
+                    .map(|e| format!("{}: probe {:?}: {field}: {e}", p.source, p.name))
+            })
+        })
+        .collect()
+}
+
 fn select(target: &str, probe_paths: &[PathBuf]) -> Result<Vec<Probe>, ExitCode> {
     let as_path = Path::new(target);
     let by_path = as_path.exists();
@@ -240,4 +245,27 @@ pub fn render_text(o: &Outcome) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::{load_text, LoadReport};
+
+    #[test]
+    fn a_scenario_s_variables_are_not_missing_but_an_unset_environment_variable_is() {
+        let yaml = "name: flow\nevery: 1m\nsteps:\n\
+          - {name: login, http: {url: \"http://localhost:9681/\"}, extract: {token: {header: x-token}}}\n\
+          - {name: read, http: {url: \"http://localhost:9681/${token}\", headers: {X-Key: \"${env:PROBER_TEST_SURELY_UNSET}\"}}}\n";
+        let mut report = LoadReport::default();
+        load_text(Path::new("flow.yaml"), yaml, &mut report);
+        assert!(report.is_ok(), "{:?}", report.errors().collect::<Vec<_>>());
+        let missing = missing_env(&report.probes);
+        assert_eq!(missing.len(), 1, "{missing:#?}");
+        assert!(
+            missing[0].contains("PROBER_TEST_SURELY_UNSET"),
+            "{}",
+            missing[0]
+        );
+    }
 }

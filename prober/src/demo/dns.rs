@@ -33,6 +33,26 @@ pub type Answer = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 /// The longest DNS message read (UDP datagram or TCP message); longer ones are dropped.
 pub const MAX_MESSAGE: usize = 4096;
 
+/// A DNS server started by [`spawn`]; dropping it stops it.
+pub struct DnsServer {
+    stop: CancellationToken,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Serves `answer` on `udp` and `tcp` until the returned server is dropped.
+pub fn spawn(udp: UdpSocket, tcp: TcpListener, answer: Answer) -> DnsServer {
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(serve_udp(udp, answer.clone(), stop.clone()));
+    tasks.spawn(serve_tcp(tcp, answer, stop.clone(), tasks.clone()));
+    DnsServer { stop }
+}
+
 /// Answers datagrams on `socket` until `stop`.
 pub async fn serve_udp(socket: UdpSocket, answer: Answer, stop: CancellationToken) {
     let mut buf = vec![0u8; MAX_MESSAGE];

@@ -1,5 +1,5 @@
 //! `prober demo` against the shipped examples: every probe of `probes/` passes
-//! against the demo targets (with the real runner and with `prober once`), a
+//! against the demo targets (with the real runner), a
 //! second demo cannot take the ports and says which, and the fail switch fires
 //! exactly one alert in the real daemon — the home page's — which resolves
 //! after `/control/ok`.
@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::db::TestDb;
-use crate::helpers::{cli, wait_for};
+use crate::helpers::wait_for;
 
 /// Held by every test that starts the demo targets on their fixed ports.
 pub static DEMO_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -28,10 +28,15 @@ pub static DEMO_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(()
 /// The demo targets on 127.0.0.1, with the lock that makes them this test's.
 pub async fn demo_targets() -> (tokio::sync::MutexGuard<'static, ()>, DemoHandle) {
     let guard = DEMO_PORTS.lock().await;
-    let handle = demo::start(demo::DEFAULT_BIND)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    (guard, handle)
+    // A test that panicked dropped its targets; their tasks may take a moment to free the ports.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match demo::start(demo::DEFAULT_BIND).await {
+            Ok(handle) => return (guard, handle),
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 fn shipped_probes() -> PathBuf {
@@ -96,25 +101,6 @@ async fn every_shipped_example_passes_against_the_demo_targets() {
         failed.len(),
         report.probes.len(),
         failed.join("\n")
-    );
-
-    // The commands of probes/README.md, as a user types them at the repo root.
-    let root = shipped_probes().join("..");
-    let (check, once) = tokio::task::spawn_blocking(move || {
-        (
-            cli(&root, &["check", "probes"], &[]),
-            cli(&root, &["once", "order-flow"], &[]),
-        )
-    })
-    .await
-    .unwrap();
-    assert_eq!(check.status.code(), Some(0), "{check:?}");
-    let text = String::from_utf8_lossy(&once.stdout);
-    assert_eq!(once.status.code(), Some(0), "{text}{once:?}");
-    assert!(text.starts_with("PASS order-flow"), "{text}");
-    assert!(
-        text.contains("extracted token") && text.contains("extracted order_id"),
-        "{text}"
     );
 
     // A second demo cannot have the ports, and says which and what to do.
