@@ -1,6 +1,7 @@
 //! The command line. Exit codes: 0 ok, 1 a probe or check failed, 2 usage or configuration error.
 
 mod check;
+mod demo;
 pub mod healthcheck;
 mod once;
 
@@ -46,6 +47,13 @@ enum Command {
     Run {
         #[command(flatten)]
         settings: SettingsArgs,
+    },
+    /// Start demo targets on loopback (ports 9681-9685) that the shipped probes/ check, then run the daemon.
+    Demo {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        demo: demo::DemoArgs,
     },
     /// Create the database if missing and run the migrations, then exit.
     Migrate {
@@ -99,7 +107,7 @@ pub fn main() -> ExitCode {
         }
     };
     let level = match cli.command {
-        Command::Run { .. } | Command::Migrate { .. } => "info",
+        Command::Run { .. } | Command::Demo { .. } | Command::Migrate { .. } => "info",
         _ => "warn",
     };
     telemetry::init(cli.log_format, level);
@@ -107,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Run { settings } => {
             with_runtime(settings, |s| async move { crate::daemon::run(s).await })
         }
+        Command::Demo { settings, demo } => demo::run(settings, demo),
         Command::Migrate { settings } => with_runtime(settings, |s| async move {
             crate::store::Store::create_database_if_missing(&s.database_url)
                 .await

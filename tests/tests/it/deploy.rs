@@ -186,9 +186,24 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
             .trim_end_matches(":ro")
             .to_string()
     };
+    // The prober runs `prober demo` with the shipped examples (which `demo.rs`
+    // shows pass against the demo targets), the targets reachable from the
+    // host, and the shop's port published for its fail switch.
+    assert_eq!(prober["command"][0], "demo");
     assert_eq!(
         env["PROBER_PROBES"].as_str(),
-        Some(mounted("./deploy/compose/probes").as_str())
+        Some(mounted("./probes").as_str())
+    );
+    assert_eq!(env["PROBER_DEMO_BIND"], "0.0.0.0");
+    let shop = format!("{0}:{0}", prober::demo::HTTP_PORT);
+    assert!(
+        prober["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str() == Some(shop.as_str())),
+        "the demo shop's port {shop} is published: {}",
+        prober["ports"]
     );
     assert_eq!(
         env["PROBER_CONFIG"].as_str(),
@@ -209,19 +224,14 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
     );
     assert!(compose["services"]["alertmanager"].is_object());
 
-    let report = prober::config::load_paths(&[repo().join("deploy/compose/probes")]);
+    let report = prober::config::load_paths(&[repo().join("probes")]);
     let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(report.probes.len() >= 2);
-    for p in &report.probes {
-        let d: serde_json::Value = serde_json::from_str(p.definition.get()).unwrap();
-        let target = d["http"]["url"].as_str().or(d["tcp"]["host"].as_str());
-        assert!(
-            target.is_some_and(|t| !t.contains("localhost")),
-            "{}: compose probes aim at the stack's services, not localhost ({target:?})",
-            p.name
-        );
-    }
+    assert!(
+        compose["services"].get("demo").is_none(),
+        "the demo targets run in the prober (`prober demo`), not in a service of their own"
+    );
 
     let grafana = &compose["services"]["grafana"]["volumes"];
     let text = grafana.to_string();

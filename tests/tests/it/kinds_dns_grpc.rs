@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, MX};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use prober::demo::dns::DnsServer;
 use prober::probe::{ErrorClass, Outcome, Runner};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::transport::Server;
@@ -46,58 +47,36 @@ struct FakeDns {
     udp: SocketAddr,
     tcp: SocketAddr,
     queries: Arc<AtomicUsize>,
+    _server: DnsServer,
 }
 
 impl FakeDns {
+    /// `answer` below, over the demo's DNS transports (UDP, and TCP with length prefixes).
     async fn start() -> FakeDns {
         let queries = Arc::new(AtomicUsize::new(0));
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let udp = socket.local_addr().unwrap();
-        let q = queries.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65535];
-            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                q.fetch_add(1, Ordering::SeqCst);
-                if let Some(reply) = answer(&buf[..n]) {
-                    let _ = socket.send_to(&reply, from).await;
-                }
-            }
-        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap();
         let q = queries.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(serve_dns_tcp(sock, q.clone()));
-            }
-        });
-        FakeDns { udp, tcp, queries }
+        let server = prober::demo::dns::spawn(
+            socket,
+            listener,
+            Arc::new(move |query: &[u8]| {
+                q.fetch_add(1, Ordering::SeqCst);
+                answer(query)
+            }),
+        );
+        FakeDns {
+            udp,
+            tcp,
+            queries,
+            _server: server,
+        }
     }
 
     fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
-    }
-}
-
-async fn serve_dns_tcp(mut sock: TcpStream, queries: Arc<AtomicUsize>) {
-    loop {
-        let mut len = [0u8; 2];
-        if sock.read_exact(&mut len).await.is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        if sock.read_exact(&mut buf).await.is_err() {
-            return;
-        }
-        queries.fetch_add(1, Ordering::SeqCst);
-        let Some(reply) = answer(&buf) else {
-            continue; // silent: the client times out
-        };
-        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&reply);
-        if sock.write_all(&framed).await.is_err() {
-            return;
-        }
     }
 }
 

@@ -11,6 +11,7 @@ mod check;
 mod daemon;
 mod dashboards;
 mod db;
+mod demo;
 mod deploy;
 mod docker_context;
 mod helpers;
