@@ -14,6 +14,7 @@ mod db;
 mod demo;
 mod deploy;
 mod docker_context;
+mod docs;
 mod helpers;
 mod http_probe;
 mod kinds_dns_grpc;
