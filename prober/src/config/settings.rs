@@ -837,7 +837,12 @@ fn silences(
                 _ => (at.clone(), e),
             };
             // One line per problem (the cron crate's message points at the text with a caret line).
-            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            let message = (message.lines())
+                .filter(|l| l.trim() != "^")
+                .flat_map(str::split_whitespace)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(" )", ")");
             sink.error(&field, message);
             continue;
         }
@@ -965,13 +970,13 @@ pub fn receiver_field_problems(
     if routing_key && kind != ReceiverKind::PagerDuty {
         out.push((
             "routing_key",
-            format!("only a pagerduty receiver uses it, not a {name} one; remove it"),
+            format!("only a pagerduty receiver uses it, not a {name} receiver; remove it"),
         ));
     }
     if secret && kind != ReceiverKind::Webhook {
         out.push((
             "secret",
-            format!("only a webhook receiver signs with it, not a {name} one; remove it"),
+            format!("only a webhook receiver signs with it, not a {name} receiver; remove it"),
         ));
     }
     out
@@ -1167,6 +1172,130 @@ mod tests {
             let err = Settings::resolve(&args).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn receiver_urls_must_be_http_or_https_with_a_host() {
+        for ok in [
+            "http://alertmanager:9093",
+            "https://hooks.slack.com/services/T/B/x",
+        ] {
+            assert_eq!(check_receiver_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, words) in [
+            ("hooks.example.com/prober", "not a URL"),
+            ("ftp://hooks.example.com/", "the scheme is ftp:"),
+            ("mailto:oncall@example.com", "the scheme is mailto:"),
+            ("http://:9093/", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            let e = check_receiver_url(bad).unwrap_err();
+            assert!(e.contains(words), "{bad:?}: {e}");
+        }
+        let e = check_receiver_url("https://hooks.slack.com/services/T0/B0/SECRET-PATH x").err();
+        assert!(
+            e.is_none_or(|e| !e.contains("SECRET-PATH")),
+            "the URL is not echoed"
+        );
+    }
+
+    #[test]
+    fn each_receiver_type_has_its_required_fields_and_no_foreign_ones() {
+        use crate::notify::ReceiverKind::*;
+        let fields = |k, url, secret, key| -> Vec<&str> {
+            receiver_field_problems(k, url, secret, key)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert_eq!(fields(PagerDuty, false, false, true), Vec::<&str>::new());
+        assert_eq!(fields(PagerDuty, false, false, false), ["routing_key"]);
+        assert_eq!(fields(PagerDuty, true, true, true), ["secret"]);
+        for k in [Webhook, Slack, Alertmanager] {
+            assert_eq!(fields(k, false, false, false), ["url"], "{k:?}");
+            assert_eq!(fields(k, true, false, true), ["routing_key"], "{k:?}");
+        }
+        assert_eq!(fields(Webhook, true, true, false), Vec::<&str>::new());
+        assert_eq!(fields(Slack, true, true, false), ["secret"]);
+    }
+
+    #[test]
+    fn dashboard_urls_take_only_the_probe_placeholder() {
+        assert_eq!(
+            check_dashboard_url("https://g.example/d/p?var-probe={probe}"),
+            Ok(())
+        );
+        assert_eq!(check_dashboard_url("https://g.example/d/p"), Ok(()));
+        for (bad, words) in [
+            (
+                "https://g.example/d/p?var-probe={name}",
+                "unknown placeholder {name}",
+            ),
+            (
+                "https://g.example/d/p?var-probe={probe",
+                "without a closing",
+            ),
+            ("g.example/d/{probe}", "not a URL"),
+            ("file:///d/{probe}", "http or https"),
+        ] {
+            let e = check_dashboard_url(bad).unwrap_err();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_labels_are_prometheus_names_not_reserved_not_repeated_and_few() {
+        let labels = |l: &[&str]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert!(metrics_label_problems(&labels(&["team", "service", "_x1"])).is_empty());
+        let p = metrics_label_problems(&labels(&[
+            "team", "probe", "__name__", "9x", "a-b", "team", "le",
+        ]));
+        let at: Vec<Option<usize>> = p.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            at,
+            [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)],
+            "{p:?}"
+        );
+        let many: Vec<String> = (0..=MAX_METRICS_LABELS).map(|i| format!("l{i}")).collect();
+        assert_eq!(metrics_label_problems(&many)[0].0, None);
+    }
+
+    #[test]
+    fn env_references_in_settings_are_only_env_and_well_formed() {
+        assert_eq!(env_refs("a${env:X_1}b${env:Y}"), Ok(vec!["X_1", "Y"]));
+        assert_eq!(env_refs("plain"), Ok(vec![]));
+        assert!(env_refs("${env:X").unwrap_err().contains("closing"));
+        assert!(env_refs("${uuid}")
+            .unwrap_err()
+            .contains("only ${env:NAME}"));
+        assert!(env_refs("${env:A-B}").unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn an_unset_variable_is_a_warning_for_check_and_an_error_for_the_daemon() {
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        std::fs::write(
+            &file,
+            "receivers:\n  - {name: pd, type: pagerduty, routing_key: \"${env:PROBER_TEST_SURELY_UNSET_KEY}\"}\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(file),
+            ..SettingsArgs::default()
+        };
+        let warn = Settings::check(&args, EnvMode::Warn);
+        assert!(warn.settings.is_some());
+        let w: Vec<String> = warn.warnings().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains(":2:46: warning: receivers[0].routing_key: receiver \"pd\": environment variable PROBER_TEST_SURELY_UNSET_KEY"), "{w:?}");
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(
+            err.contains(
+                "receiver \"pd\": environment variable PROBER_TEST_SURELY_UNSET_KEY is not set"
+            ),
+            "{err}"
+        );
     }
 
     fn tempfile_dir() -> PathBuf {

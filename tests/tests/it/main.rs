@@ -23,4 +23,5 @@ mod reload;
 mod rollup;
 mod scenarios;
 mod scheduler;
+mod settings;
 mod store;
