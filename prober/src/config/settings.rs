@@ -264,6 +264,8 @@ pub enum EnvMode {
 /// Most probe labels `/metrics` adds to per-probe series: each one multiplies nothing
 /// (one value per probe) but lengthens every line of a page that can reach 85 MB.
 pub const MAX_METRICS_LABELS: usize = 10;
+/// Longest value of a probe label on `/metrics`, in bytes; longer values are cut.
+pub const MAX_METRICS_LABEL_VALUE: usize = 128;
 /// Label names `/metrics` uses itself (or Prometheus reserves); a probe label cannot take them.
 pub const RESERVED_METRICS_LABELS: &[&str] = &[
     "probe",
