@@ -59,20 +59,19 @@ impl Core {
     /// daemon started with) again and applies them; an invalid set changes nothing.
     pub fn reload(&self, trigger: &str) -> Result<Diff, Vec<String>> {
         let report = load_paths(&self.settings.probes);
+        // The same checks as at start: every problem of the file, each at its line.
         let settings = self.settings.file.as_ref().map(|path| {
-            Settings::resolve(&crate::config::settings::SettingsArgs {
-                config: Some(path.clone()),
-                ..Default::default()
-            })
-            .map_err(|e| {
-                let e = e
-                    .trim_start_matches(&format!("{}: ", path.display()))
-                    .to_string();
-                format!(
-                    "{}: {e}; fix the settings file and reload again",
-                    path.display()
-                )
-            })
+            let check = Settings::check(
+                &crate::config::settings::SettingsArgs {
+                    config: Some(path.clone()),
+                    ..Default::default()
+                },
+                crate::config::settings::EnvMode::Require,
+            );
+            let errors: Vec<String> = (check.errors())
+                .map(|d| format!("{d}; fix the settings file and reload again"))
+                .collect();
+            check.settings.ok_or(errors)
         });
         let now = Utc::now();
         let mut state = match self.reload.write() {
@@ -82,7 +81,7 @@ impl Core {
         state.last_attempt_at = Some(now);
         let mut errors: Vec<String> = report.errors().map(ToString::to_string).collect();
         if let Some(Err(e)) = &settings {
-            errors.push(e.clone());
+            errors.extend(e.iter().cloned());
         }
         if !errors.is_empty() {
             for e in &errors {

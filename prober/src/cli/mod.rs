@@ -60,11 +60,14 @@ enum Command {
         #[command(flatten)]
         settings: SettingsArgs,
     },
-    /// Validate probe files and report every problem with file:line:column.
+    /// Validate the settings and probe files offline; report every problem with file:line:column.
     Check {
-        /// Probe files or directories (searched recursively for *.yaml, *.yml).
-        #[arg(default_value = DEFAULT_PROBES_DIR)]
+        /// Probe files or directories (searched recursively for *.yaml, *.yml);
+        /// default: the settings' `probes`, else probes/.
         paths: Vec<PathBuf>,
+        /// Settings file to check too (default: prober.yaml, if present, as `run` reads it).
+        #[arg(long = "config", env = "PROBER_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Run probes once, now, and print what a scheduled run would record.
     Once {
@@ -128,7 +131,7 @@ pub fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Check { paths } => check::run(&paths),
+        Command::Check { paths, config } => check::run(&paths, config),
         Command::Once {
             target,
             probes,

@@ -147,29 +147,18 @@ fn load_probe(file: &Path, doc: Document, report: &mut LoadReport) {
         .get("name")
         .and_then(Value::as_str)
         .map(String::from);
-    let mut value = doc.value.clone();
     let mut ctx = Ctx {
         file,
         doc: &doc,
         probe: name,
         out: &mut report.diagnostics,
     };
-    // Report a bad key, drop it, and try again, so one run shows every bad key of the probe.
-    let mut removed: Vec<String> = Vec::new();
-    let raw: RawProbe = loop {
-        match serde_path_to_error::deserialize(&value) {
-            Ok(r) => break r,
-            Err(e) => {
-                let Some(path) = report_serde_error(&mut ctx, &e, &removed) else {
-                    return;
-                };
-                if removed.len() + 1 >= MAX_ERRORS_PER_PROBE || !remove_path(&mut value, &path) {
-                    return;
-                }
-                removed.push(path);
-            }
-        }
+    let retry = Retry {
+        max_errors: MAX_ERRORS_PER_PROBE,
+        keep_list_slots: false,
     };
+    let (raw, removed) = deserialize_all::<RawProbe>(&mut ctx, doc.value.clone(), retry);
+    let Some(raw) = raw else { return };
     if removed.is_empty() {
         if let Some(p) = validate(&raw, &mut ctx) {
             report.probes.push(p);
@@ -194,8 +183,70 @@ fn load_probe(file: &Path, doc: Document, report: &mut LoadReport) {
         }));
 }
 
+/// How [`deserialize_all`] recovers from a bad key.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Problems reported before giving up on the value.
+    pub max_errors: usize,
+    /// A bad list item (or an item missing a required key) is replaced by
+    /// `null` rather than removed, so the items after it keep their index and
+    /// later problems keep their place; the target's lists must then hold
+    /// `Option`s. Without it, a missing required key ends the attempt.
+    pub keep_list_slots: bool,
+}
+
+/// Deserializes `value` as a `T`, reporting every bad key through `ctx`: a
+/// bad key is reported, removed, and deserialization tried again, so one run
+/// shows every bad key. Returns the value (`None` if it could not be made
+/// whole) and the paths removed (complaints about them are already reported).
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(
+    ctx: &mut Ctx<'_>,
+    mut value: Value,
+    retry: Retry,
+) -> (Option<T>, Vec<String>) {
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize(&value) {
+            Ok(r) => return (Some(r), removed),
+            Err(e) => {
+                let path = match report_serde_error(ctx, &e, &removed) {
+                    Some(path) => path,
+                    // A missing key: drop the incomplete item when its slot can be kept.
+                    None if retry.keep_list_slots && missing_in_list_item(&e) => serde_path(&e),
+                    None => return (None, removed),
+                };
+                if removed.len() + 1 >= retry.max_errors
+                    || !remove_path(&mut value, &path, retry.keep_list_slots)
+                {
+                    return (None, removed);
+                }
+                removed.push(path);
+            }
+        }
+    }
+}
+
+/// Whether a "missing field" error is inside a list item (which can be dropped).
+fn missing_in_list_item(e: &serde_path_to_error::Error<serde_json::Error>) -> bool {
+    matches!(e.path().iter().next_back(), Some(Segment::Seq { .. }))
+}
+
+/// The path of a deserialization error, as the position index spells it.
+fn serde_path(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let mut path = String::new();
+    for seg in e.path().iter() {
+        path = match seg {
+            Segment::Seq { index } => join_index(&path, *index),
+            Segment::Map { key } => join_key(&path, key),
+            Segment::Enum { variant } => join_key(&path, variant),
+            Segment::Unknown => path,
+        };
+    }
+    path
+}
+
 /// Whether one path is the other or lies under it.
-fn related(a: &str, b: &str) -> bool {
+pub fn related(a: &str, b: &str) -> bool {
     let under = |x: &str, base: &str| {
         x == base
             || x.strip_prefix(base)
@@ -205,7 +256,8 @@ fn related(a: &str, b: &str) -> bool {
 }
 
 /// Removes the value at `path` (as printed by [`report_serde_error`]); false if there is none.
-fn remove_path(value: &mut Value, path: &str) -> bool {
+/// With `keep_list_slots`, a list item becomes `null` (removed if it already is).
+fn remove_path(value: &mut Value, path: &str, keep_list_slots: bool) -> bool {
     let (parent, last) = match path.rfind(['.', '[']) {
         Some(i) => (&path[..i], &path[i..]),
         None => ("", path),
@@ -225,7 +277,11 @@ fn remove_path(value: &mut Value, path: &str) -> bool {
         Some(PathSeg::Key(k)) => cur.as_object_mut().is_some_and(|m| m.remove(*k).is_some()),
         Some(PathSeg::Index(i)) => match cur.as_array_mut() {
             Some(a) if *i < a.len() => {
-                a.remove(*i);
+                if keep_list_slots && !a[*i].is_null() {
+                    a[*i] = Value::Null;
+                } else {
+                    a.remove(*i);
+                }
                 true
             }
             _ => false,
@@ -269,15 +325,7 @@ fn report_serde_error(
     e: &serde_path_to_error::Error<serde_json::Error>,
     removed: &[String],
 ) -> Option<String> {
-    let mut path = String::new();
-    for seg in e.path().iter() {
-        path = match seg {
-            Segment::Seq { index } => join_index(&path, *index),
-            Segment::Map { key } => join_key(&path, key),
-            Segment::Enum { variant } => join_key(&path, variant),
-            Segment::Unknown => path,
-        };
-    }
+    let path = serde_path(e);
     let msg = e.inner().to_string();
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
     if let Some(field) = backticked(&msg, "unknown field `") {
@@ -302,14 +350,38 @@ fn report_serde_error(
     } else {
         let last = path.rsplit('.').next().unwrap_or_default();
         let hint = match last {
-            "every" | "timeout" | "max_latency" if msg.contains("expected a string") => {
+            "every" | "timeout" | "max_latency" | "flush_interval" | "shutdown_grace"
+            | "evaluate_every" | "remind_every" | "duration" | "runs" | "minutes" | "hours"
+                if msg.contains("expected a string") =>
+            {
                 "; write a duration with its unit, like 30s"
             }
+            "listen" => "; write an address and port, like 127.0.0.1:9680",
+            "starts_at" | "ends_at" => "; write an RFC 3339 time, like 2030-01-31T02:00:00Z",
             _ => "",
         };
-        ctx.error(&path, format!("{msg}{hint}"));
+        ctx.error(&path, format!("{}{hint}", plain_words(&msg)));
         Some(path)
     }
+}
+
+/// serde's type names in words a reader of a YAML file uses.
+fn plain_words(msg: &str) -> String {
+    let Some((head, expected)) = msg.split_once(", expected ") else {
+        return msg.to_string();
+    };
+    let head = head.replace("invalid type: ", "found ");
+    let words = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
+        "i64" | "i32" => "a whole number",
+        "f64" | "f32" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "a list",
+        "a map" => "a mapping (key: value)",
+        e if e.starts_with("struct ") => "a mapping (key: value)",
+        e => e,
+    };
+    format!("{head}, expected {words}")
 }
 
 fn backticked<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::yaml;
+use super::diag::{Ctx, Diagnostic, Severity};
+use super::yaml::{self, Document, Pos};
 
 /// Where the daemon keeps its data unless told otherwise.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/prober";
@@ -54,6 +55,13 @@ pub struct SettingsArgs {
     /// Bearer token for the API's write endpoints (silences); unset = they are refused.
     #[arg(long, env = "PROBER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Probe labels added to every per-probe series of /metrics (comma-separated, e.g. team,service).
+    #[arg(
+        long = "metrics-labels",
+        env = "PROBER_METRICS_LABELS",
+        value_delimiter = ','
+    )]
+    pub metrics_labels: Option<Vec<String>>,
 }
 
 /// The `prober.yaml` file: every key optional.
@@ -74,10 +82,13 @@ struct SettingsFile {
     migrate: Option<bool>,
     retention: Option<RetentionFile>,
     alerting: Option<AlertingFile>,
-    receivers: Option<Vec<ReceiverFile>>,
+    // Lists of entries hold `Option`s: a broken entry is reported and becomes
+    // `null`, so the entries after it keep their index (and their place).
+    receivers: Option<Vec<Option<ReceiverFile>>>,
     dashboard_url: Option<String>,
-    silences: Option<Vec<SilenceFile>>,
+    silences: Option<Vec<Option<SilenceFile>>>,
     api_token: Option<String>,
+    metrics_labels: Option<Vec<String>>,
 }
 
 /// A silence or maintenance window in `prober.yaml`.
@@ -130,7 +141,7 @@ struct AlertingFile {
     cert_expiry_days: Option<u32>,
     evaluate_every: Option<String>,
     remind_every: Option<String>,
-    by_label: Option<Vec<ByLabelFile>>,
+    by_label: Option<Vec<Option<ByLabelFile>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -186,6 +197,8 @@ pub struct Settings {
     pub api_token: Option<ApiToken>,
     /// The settings file read, if any: a reload reads its alerting parts again.
     pub file: Option<PathBuf>,
+    /// Probe labels added to every per-probe series of `/metrics` (a probe without one gets "").
+    pub metrics_labels: Vec<String>,
 }
 
 /// The API token: shown as `<redacted>` wherever settings are printed.
@@ -234,187 +247,576 @@ impl Default for Settings {
             silences: Vec::new(),
             api_token: None,
             file: None,
+            metrics_labels: Vec::new(),
         }
+    }
+}
+
+/// How an unset `${env:NAME}` is treated: an error when the daemon starts
+/// (it cannot send without the value), a warning for `prober check`, which
+/// runs where the daemon's environment is usually not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvMode {
+    Require,
+    Warn,
+}
+
+/// Most probe labels `/metrics` adds to per-probe series: each one multiplies nothing
+/// (one value per probe) but lengthens every line of a page that can reach 85 MB.
+pub const MAX_METRICS_LABELS: usize = 10;
+/// Longest value of a probe label on `/metrics`, in bytes; longer values are cut.
+pub const MAX_METRICS_LABEL_VALUE: usize = 128;
+/// Label names `/metrics` uses itself (or Prometheus reserves); a probe label cannot take them.
+pub const RESERVED_METRICS_LABELS: &[&str] = &[
+    "probe",
+    "location",
+    "le",
+    "result",
+    "phase",
+    "error_class",
+    "job",
+    "instance",
+];
+
+/// Where settings given as flags or environment variables are reported.
+const FROM_FLAGS: &str = "(flags or environment)";
+/// The most problems reported for one settings file.
+const MAX_FILE_ERRORS: usize = 100;
+
+/// The settings read and checked: what `prober check --config` prints and
+/// what the daemon refuses to start (or reload) with.
+#[derive(Debug, Default)]
+pub struct SettingsCheck {
+    /// The settings, when there is no error.
+    pub settings: Option<Settings>,
+    /// Every problem, placed at `file:line:column` of the settings file (or naming the flag).
+    pub diagnostics: Vec<Diagnostic>,
+    /// The settings file read, if any.
+    pub file: Option<PathBuf>,
+    /// The probe paths the daemon would load (flag, file or default), known even with errors.
+    pub probes: Vec<PathBuf>,
+}
+
+impl SettingsCheck {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        (self.diagnostics.iter()).filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        (self.diagnostics.iter()).filter(|d| d.severity == Severity::Warning)
     }
 }
 
 impl Settings {
-    /// Resolves settings from arguments/environment, the settings file, and defaults.
+    /// Resolves settings from arguments/environment, the settings file, and
+    /// defaults. The error lists every problem, one per line, each with its place.
     pub fn resolve(args: &SettingsArgs) -> Result<Settings, String> {
-        let (file, file_path) = match &args.config {
-            Some(p) => (read_file(p)?, Some(p.clone())),
-            None if Path::new(DEFAULT_SETTINGS_FILE).exists() => (
-                read_file(Path::new(DEFAULT_SETTINGS_FILE))?,
-                Some(PathBuf::from(DEFAULT_SETTINGS_FILE)),
-            ),
-            None => (SettingsFile::default(), None),
-        };
-        let d = Settings::default();
-        let dur = |field: &str, v: Option<String>, default: Duration| -> Result<Duration, String> {
-            match v {
-                None => Ok(default),
-                Some(text) => humantime::parse_duration(&text).map_err(|e| {
-                    let place = file_path
-                        .as_ref()
-                        .map_or(String::new(), |p| format!("{}: ", p.display()));
-                    format!("{place}{field}: {text:?} is not a duration ({e}); write it like 250ms, 10s, 14d")
-                }),
-            }
-        };
-        let retention = file.retention.clone().unwrap_or_default();
-        let alerting_file = file.alerting.clone().unwrap_or_default();
-        let defaults = super::raw::RawAlert {
-            enabled: None,
-            failures_to_fire: alerting_file.failures_to_fire,
-            successes_to_resolve: alerting_file.successes_to_resolve,
-            severity: alerting_file.severity.clone(),
-            latency: None,
-            slo: alerting_file.slo.clone(),
-            cert_expiry_days: alerting_file.cert_expiry_days,
-            min_locations: None,
-        };
-        let alerting = overrides_at("alerting", &defaults)?.apply(d.alerting);
-        let mut alerting_by_label = Vec::new();
-        for (i, b) in alerting_file.by_label.iter().flatten().enumerate() {
-            if b.labels.is_empty() {
-                return Err(format!("alerting.by_label[{i}].labels: give at least one label; defaults for every probe go in alerting itself"));
-            }
-            alerting_by_label.push(LabelOverride {
-                labels: b.labels.clone(),
-                alert: overrides_at(&format!("alerting.by_label[{i}]"), &b.alert)?,
-            });
+        let check = Settings::check(args, EnvMode::Require);
+        for w in check.warnings() {
+            tracing::warn!("{w}");
         }
-        let silences = silences(file.silences.clone().unwrap_or_default(), &dur)?;
-        let api_token = match args.api_token.clone().or(file.api_token.clone()) {
-            Some(t) => Some(crate::notify::expand_env("api_token", &t)?)
-                .filter(|t| !t.is_empty())
-                .map(ApiToken),
+        match check.settings {
+            Some(s) => Ok(s),
+            None => {
+                let mut lines: Vec<String> = check.errors().map(ToString::to_string).collect();
+                let n = lines.len();
+                let how = match &check.file {
+                    Some(f) => format!("`prober check --config {}` checks it offline", f.display()),
+                    None => "see README.md, Settings".to_string(),
+                };
+                lines.push(format!(
+                    "{n} error(s) in the settings; fix them and start again ({how})"
+                ));
+                Err(lines.join("\n"))
+            }
+        }
+    }
+
+    /// Reads the settings file (`--config`, or `prober.yaml` in the working
+    /// directory if present) and checks it with the flags and environment,
+    /// reporting every problem. Neither the database nor the network is touched.
+    pub fn check(args: &SettingsArgs, mode: EnvMode) -> SettingsCheck {
+        let path = match &args.config {
+            Some(p) => Some(p.clone()),
+            None if Path::new(DEFAULT_SETTINGS_FILE).exists() => {
+                Some(PathBuf::from(DEFAULT_SETTINGS_FILE))
+            }
             None => None,
         };
-        let receivers = receivers(file.receivers.clone().unwrap_or_default())?;
-        let s = Settings {
-            database_url: (args.database_url.clone())
-                .or(file.database_url)
-                .unwrap_or(d.database_url),
-            location: (args.location.clone())
-                .or(file.location)
-                .unwrap_or(d.location),
-            probes: args.probes.clone().or(file.probes).unwrap_or(d.probes),
-            listen: args.listen.or(file.listen).unwrap_or(d.listen),
-            max_concurrency: (args.max_concurrency)
-                .or(file.max_concurrency)
-                .unwrap_or(d.max_concurrency),
-            max_per_host: (args.max_per_host)
-                .or(file.max_per_host)
-                .unwrap_or(d.max_per_host),
-            queue_capacity: (args.queue_capacity)
-                .or(file.queue_capacity)
-                .unwrap_or(d.queue_capacity),
-            batch_size: file.batch_size.unwrap_or(d.batch_size),
-            flush_interval: dur("flush_interval", file.flush_interval, d.flush_interval)?,
-            recent_runs: file.recent_runs.unwrap_or(d.recent_runs),
-            shutdown_grace: dur("shutdown_grace", file.shutdown_grace, d.shutdown_grace)?,
-            migrate: !args.no_migrate && file.migrate.unwrap_or(d.migrate),
-            retention: Retention {
-                runs: dur("retention.runs", retention.runs, d.retention.runs)?,
-                minutes: dur("retention.minutes", retention.minutes, d.retention.minutes)?,
-                hours: dur("retention.hours", retention.hours, d.retention.hours)?,
-            },
-            alerting,
-            receivers,
-            dashboard_url: file.dashboard_url.clone(),
-            alerting_by_label,
-            evaluate_every: dur(
-                "alerting.evaluate_every",
-                alerting_file.evaluate_every.clone(),
-                d.evaluate_every,
-            )?,
-            remind_every: match alerting_file.remind_every.clone() {
-                None => None,
-                Some(t) => Some(dur("alerting.remind_every", Some(t), Duration::ZERO)?),
-            },
-            silences,
-            api_token,
-            file: file_path.clone(),
+        let mut sink = Sink {
+            file: path.clone().unwrap_or_else(|| PathBuf::from(FROM_FLAGS)),
+            doc: empty_document(),
+            out: Vec::new(),
+            mode,
         };
-        s.validate()?;
-        Ok(s)
+        let file = match &path {
+            Some(p) => read_file(p, &mut sink),
+            None => Some((SettingsFile::default(), Vec::new())),
+        };
+        let Some((file, removed)) = file else {
+            return SettingsCheck {
+                settings: None,
+                diagnostics: sink.out,
+                probes: args
+                    .probes
+                    .clone()
+                    .unwrap_or_else(|| Settings::default().probes),
+                file: path,
+            };
+        };
+        let from_file = sink.out.len();
+        let mut settings = build(args, file, &mut sink);
+        settings.file.clone_from(&path);
+        // A key removed for a bad value is reported already: drop complaints its removal caused.
+        let tail = sink.out.split_off(from_file);
+        sink.out.extend(tail.into_iter().filter(|d| match &d.field {
+            Some(f) => !removed.iter().any(|r| super::load::related(r, f)),
+            None => true,
+        }));
+        (sink.out).sort_by_key(|d| (d.file != sink.file, d.pos.line, d.pos.col));
+        let ok = !sink.out.iter().any(|d| d.severity == Severity::Error);
+        SettingsCheck {
+            probes: settings.probes.clone(),
+            settings: ok.then_some(settings),
+            diagnostics: sink.out,
+            file: path,
+        }
+    }
+}
+
+/// Where problems of the settings go: placed in the file by path, or at the flag.
+struct Sink {
+    file: PathBuf,
+    doc: Document,
+    out: Vec<Diagnostic>,
+    mode: EnvMode,
+}
+
+impl Sink {
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            file: &self.file,
+            doc: &self.doc,
+            probe: None,
+            out: &mut self.out,
+        }
     }
 
-    fn validate(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if self.location.is_empty() || self.location.len() > 64 {
-            problems.push("location must be 1 to 64 characters".to_string());
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.ctx().error(field, message);
+    }
+
+    fn warning(&mut self, field: &str, message: impl Into<String>) {
+        self.ctx().warning(field, message);
+    }
+
+    /// A problem with a value that came from `flag` (or its variable) rather than the file.
+    fn flag_error(&mut self, flag: &str, field: &str, message: impl Into<String>) {
+        self.out.push(Diagnostic {
+            severity: Severity::Error,
+            file: PathBuf::from(flag),
+            pos: Pos::default(),
+            probe: None,
+            field: Some(field.to_string()),
+            message: message.into(),
+        });
+    }
+
+    /// A problem with a value that came from `flag` when `from_flag`, else from the file.
+    fn place(&mut self, from_flag: bool, flag: &str, field: &str, message: impl Into<String>) {
+        if from_flag {
+            self.flag_error(flag, field, message);
+        } else {
+            self.error(field, message);
         }
-        for (name, v) in [
-            ("max_concurrency", self.max_concurrency),
-            ("max_per_host", self.max_per_host),
-            ("queue_capacity", self.queue_capacity),
-            ("batch_size", self.batch_size),
-            ("recent_runs", self.recent_runs),
-        ] {
-            if v == 0 {
-                problems.push(format!("{name} must be at least 1"));
+    }
+
+    /// A duration setting: its value, or the default when absent (or bad, reported).
+    fn duration(&mut self, field: &str, text: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        humantime::parse_duration(text).unwrap_or_else(|e| {
+            self.error(
+                field,
+                format!("{text:?} is not a duration ({e}); write it with its unit, like 250ms, 10s, 14d"),
+            );
+            default
+        })
+    }
+
+    /// `value` with `${env:NAME}` substituted; `None` when it cannot be known
+    /// here: a malformed reference (an error) or an unset variable (an error
+    /// when the daemon starts, a warning for `prober check`). `whose` names the
+    /// setting's owner, such as `receiver "chat"`.
+    fn expand(&mut self, field: &str, value: &str, whose: &str) -> Option<String> {
+        let vars = match env_refs(value) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error(field, e);
+                return None;
+            }
+        };
+        let unset: Vec<&str> = (vars.iter().copied())
+            .filter(|v| std::env::var_os(v).is_none())
+            .collect();
+        if unset.is_empty() {
+            return match crate::notify::expand_env(field, value) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.error(field, e);
+                    None
+                }
+            };
+        }
+        for var in unset {
+            match self.mode {
+                EnvMode::Require => self.error(
+                    field,
+                    format!("{whose}: environment variable {var} is not set (used as ${{env:{var}}}); export it before starting the prober, or write the value in the file"),
+                ),
+                EnvMode::Warn => self.warning(
+                    field,
+                    format!("{whose}: environment variable {var} is not set here; the daemon refuses to start until it is"),
+                ),
             }
         }
-        if self.evaluate_every < Duration::from_secs(1) {
-            problems.push("alerting.evaluate_every must be at least 1s".into());
-        }
-        if self
-            .remind_every
-            .is_some_and(|r| r < Duration::from_secs(1))
-        {
-            problems.push("alerting.remind_every must be at least 1s".into());
-        }
-        if self.retention.minutes < self.retention.runs.min(DAY) {
-            problems.push("retention.minutes must be at least a day".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("invalid settings: {}", problems.join("; ")))
-        }
+        None
     }
 }
 
-/// Reads an `alert:`-shaped block of the settings; problems name `at`.
+fn empty_document() -> Document {
+    Document {
+        value: serde_json::Value::Null,
+        values: std::collections::HashMap::new(),
+        keys: std::collections::HashMap::new(),
+    }
+}
+
+/// The variables `${env:NAME}` of `value` refers to; a malformed reference is an error.
+fn env_refs(value: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("`${` without a closing `}`; write it like ${env:NAME}".into());
+        };
+        let inner = &after[..end];
+        let Some(name) = inner.strip_prefix("env:") else {
+            return Err(format!(
+                "`${{{inner}}}` is not a setting placeholder; only ${{env:NAME}} (an environment variable) is replaced here"
+            ));
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "`${{env:{name}}}` is not a valid environment variable name; use letters, digits and _"
+            ));
+        }
+        out.push(name);
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// Reads, parses and deserializes the settings file, reporting every bad key.
+/// `None` when nothing more can be checked (unreadable, not YAML, not a mapping).
+fn read_file(path: &Path, sink: &mut Sink) -> Option<(SettingsFile, Vec<String>)> {
+    let fatal = |sink: &mut Sink, pos: Pos, message: String| {
+        sink.out.push(Diagnostic {
+            severity: Severity::Error,
+            file: path.to_path_buf(),
+            pos,
+            probe: None,
+            field: None,
+            message,
+        });
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            let hint = "pass the settings file with --config (or PROBER_CONFIG), or remove the option to use the defaults";
+            fatal(
+                sink,
+                Pos::default(),
+                format!("cannot read the settings file: {e}; {hint}"),
+            );
+            return None;
+        }
+    };
+    let docs = match yaml::parse(&text) {
+        Ok(d) => d,
+        Err(e) => {
+            fatal(sink, e.pos, format!("invalid YAML: {}", e.message));
+            return None;
+        }
+    };
+    let mut docs = docs.into_iter();
+    let Some(doc) = docs.next() else {
+        return Some((SettingsFile::default(), Vec::new()));
+    };
+    if let Some(extra) = docs.next() {
+        let pos = extra.value_pos("");
+        fatal(sink, pos, "a settings file holds one YAML document; remove this `---` and what follows, or merge it into the first".into());
+    }
+    match &doc.value {
+        serde_json::Value::Null => return Some((SettingsFile::default(), Vec::new())),
+        serde_json::Value::Object(_) => {}
+        _ => {
+            let pos = doc.value_pos("");
+            fatal(sink, pos, "the settings file is a mapping of settings (`location: eu-west-1`, …); see README.md, Settings".into());
+            return None;
+        }
+    }
+    let value = doc.value.clone();
+    sink.doc = doc;
+    let retry = super::load::Retry {
+        max_errors: MAX_FILE_ERRORS,
+        keep_list_slots: true,
+    };
+    let (file, removed) =
+        super::load::deserialize_all::<SettingsFile>(&mut sink.ctx(), value, retry);
+    file.map(|f| (f, removed))
+}
+
+/// Turns the file and the flags into settings, reporting every problem in `sink`.
+fn build(args: &SettingsArgs, file: SettingsFile, sink: &mut Sink) -> Settings {
+    let d = Settings::default();
+    let retention = file.retention.clone().unwrap_or_default();
+    let alerting_file = file.alerting.clone().unwrap_or_default();
+    let defaults = super::raw::RawAlert {
+        enabled: None,
+        failures_to_fire: alerting_file.failures_to_fire,
+        successes_to_resolve: alerting_file.successes_to_resolve,
+        severity: alerting_file.severity.clone(),
+        latency: None,
+        slo: alerting_file.slo.clone(),
+        cert_expiry_days: alerting_file.cert_expiry_days,
+        min_locations: None,
+    };
+    let alerting = overrides_at(sink, "alerting", &defaults).apply(d.alerting);
+    let alerting_by_label = by_label(sink, alerting_file.by_label.as_deref().unwrap_or(&[]));
+    let silences = silences(sink, file.silences.unwrap_or_default());
+    let api_token = match (&args.api_token, &file.api_token) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(t)) => sink.expand("api_token", t, "the API token"),
+        (None, None) => None,
+    }
+    .filter(|t| !t.is_empty())
+    .map(ApiToken);
+    let receivers = receivers(sink, file.receivers.unwrap_or_default());
+    if let Some(t) = &file.dashboard_url {
+        if let Err(e) = check_dashboard_url(t) {
+            sink.error("dashboard_url", e);
+        }
+    }
+    let metrics_labels = match (&args.metrics_labels, file.metrics_labels) {
+        (Some(l), _) => {
+            let l: Vec<String> = l
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            for (_, m) in metrics_label_problems(&l) {
+                sink.flag_error(
+                    "--metrics-labels / PROBER_METRICS_LABELS",
+                    "metrics_labels",
+                    m,
+                );
+            }
+            l
+        }
+        (None, Some(l)) => {
+            for (i, m) in metrics_label_problems(&l) {
+                let field = i.map_or("metrics_labels".to_string(), |i| {
+                    format!("metrics_labels[{i}]")
+                });
+                sink.error(&field, m);
+            }
+            l
+        }
+        (None, None) => Vec::new(),
+    };
+    let s = Settings {
+        database_url: (args.database_url.clone())
+            .or(file.database_url)
+            .unwrap_or(d.database_url),
+        location: (args.location.clone())
+            .or(file.location)
+            .unwrap_or(d.location),
+        probes: args.probes.clone().or(file.probes).unwrap_or(d.probes),
+        listen: args.listen.or(file.listen).unwrap_or(d.listen),
+        max_concurrency: (args.max_concurrency)
+            .or(file.max_concurrency)
+            .unwrap_or(d.max_concurrency),
+        max_per_host: (args.max_per_host)
+            .or(file.max_per_host)
+            .unwrap_or(d.max_per_host),
+        queue_capacity: (args.queue_capacity)
+            .or(file.queue_capacity)
+            .unwrap_or(d.queue_capacity),
+        batch_size: file.batch_size.unwrap_or(d.batch_size),
+        flush_interval: sink.duration(
+            "flush_interval",
+            file.flush_interval.as_deref(),
+            d.flush_interval,
+        ),
+        recent_runs: file.recent_runs.unwrap_or(d.recent_runs),
+        shutdown_grace: sink.duration(
+            "shutdown_grace",
+            file.shutdown_grace.as_deref(),
+            d.shutdown_grace,
+        ),
+        migrate: !args.no_migrate && file.migrate.unwrap_or(d.migrate),
+        retention: Retention {
+            runs: sink.duration(
+                "retention.runs",
+                retention.runs.as_deref(),
+                d.retention.runs,
+            ),
+            minutes: sink.duration(
+                "retention.minutes",
+                retention.minutes.as_deref(),
+                d.retention.minutes,
+            ),
+            hours: sink.duration(
+                "retention.hours",
+                retention.hours.as_deref(),
+                d.retention.hours,
+            ),
+        },
+        alerting,
+        receivers,
+        dashboard_url: file.dashboard_url.clone(),
+        alerting_by_label,
+        evaluate_every: sink.duration(
+            "alerting.evaluate_every",
+            alerting_file.evaluate_every.as_deref(),
+            d.evaluate_every,
+        ),
+        remind_every: alerting_file
+            .remind_every
+            .as_deref()
+            .map(|t| sink.duration("alerting.remind_every", Some(t), Duration::from_secs(1))),
+        silences,
+        api_token,
+        file: None,
+        metrics_labels,
+    };
+    check_values(args, &s, sink);
+    s
+}
+
+/// Checks resolved values, reporting each where it was set.
+fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
+    if s.location.is_empty() || s.location.len() > 64 {
+        sink.place(
+            args.location.is_some(),
+            "--location / PROBER_LOCATION",
+            "location",
+            "must be 1 to 64 characters (it is recorded with every run)",
+        );
+    }
+    for (field, v, flag) in [
+        (
+            "max_concurrency",
+            s.max_concurrency,
+            args.max_concurrency
+                .is_some()
+                .then_some("--max-concurrency / PROBER_MAX_CONCURRENCY"),
+        ),
+        (
+            "max_per_host",
+            s.max_per_host,
+            args.max_per_host
+                .is_some()
+                .then_some("--max-per-host / PROBER_MAX_PER_HOST"),
+        ),
+        (
+            "queue_capacity",
+            s.queue_capacity,
+            args.queue_capacity
+                .is_some()
+                .then_some("--queue-capacity / PROBER_QUEUE_CAPACITY"),
+        ),
+        ("batch_size", s.batch_size, None),
+        ("recent_runs", s.recent_runs, None),
+    ] {
+        if v == 0 {
+            sink.place(
+                flag.is_some(),
+                flag.unwrap_or_default(),
+                field,
+                "must be at least 1",
+            );
+        }
+    }
+    if s.evaluate_every < Duration::from_secs(1) {
+        sink.error("alerting.evaluate_every", "must be at least 1s");
+    }
+    if s.remind_every.is_some_and(|r| r < Duration::from_secs(1)) {
+        sink.error("alerting.remind_every", "must be at least 1s");
+    }
+    if s.retention.minutes < s.retention.runs.min(DAY) {
+        sink.error("retention.minutes", "must be at least a day");
+    }
+}
+
+/// Reads an `alert:`-shaped block of the settings at `at`, reporting its problems there.
 fn overrides_at(
+    sink: &mut Sink,
     at: &str,
     raw: &super::raw::RawAlert,
-) -> Result<super::kinds::AlertOverrides, String> {
+) -> super::kinds::AlertOverrides {
     let (o, problems) = super::kinds::alert_overrides(raw);
-    if problems.is_empty() {
-        return Ok(o);
+    for (f, m) in problems {
+        sink.error(&format!("{at}.{}", f.trim_start_matches("alert.")), m);
     }
-    let list: Vec<String> = problems
-        .iter()
-        .map(|(f, m)| format!("{at}.{}: {m}", f.trim_start_matches("alert.")))
-        .collect();
-    Err(format!("invalid settings: {}", list.join("; ")))
+    o
 }
 
-/// Reads a duration setting: (field, text if given, default).
-type DurationField<'a> = dyn Fn(&str, Option<String>, Duration) -> Result<Duration, String> + 'a;
+/// `alerting.by_label`: each entry's labels and overrides.
+fn by_label(sink: &mut Sink, entries: &[Option<ByLabelFile>]) -> Vec<LabelOverride> {
+    let mut out = Vec::new();
+    for (i, b) in entries.iter().enumerate() {
+        let at = format!("alerting.by_label[{i}]");
+        let Some(b) = b else {
+            sink.error(&at, "an empty entry; give labels and alert, or remove it");
+            continue;
+        };
+        if b.labels.is_empty() {
+            sink.error(
+                &format!("{at}.labels"),
+                "give at least one label; defaults for every probe go in alerting itself",
+            );
+        }
+        out.push(LabelOverride {
+            labels: b.labels.clone(),
+            alert: overrides_at(sink, &format!("{at}.alert"), &b.alert),
+        });
+    }
+    out
+}
 
 /// Checks the silences of the settings file.
 fn silences(
-    files: Vec<SilenceFile>,
-    dur: &DurationField<'_>,
-) -> Result<Vec<crate::alert::silence::Silence>, String> {
+    sink: &mut Sink,
+    files: Vec<Option<SilenceFile>>,
+) -> Vec<crate::alert::silence::Silence> {
     use chrono::{DateTime, Utc};
     let mut out = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
         let at = format!("silences[{i}]");
-        if f.ends_at.is_none() && f.cron.is_none() {
-            return Err(format!("{at}: give ends_at (a one-off silence) or cron and duration (a recurring maintenance window)"));
-        }
-        let duration_ms = match f.duration {
-            Some(t) => Some(
-                u64::try_from(dur(&format!("{at}.duration"), Some(t), Duration::ZERO)?.as_millis())
-                    .unwrap_or(u64::MAX),
-            ),
-            None => None,
+        let Some(f) = f else {
+            sink.error(&at, "an empty entry; give matchers, a time or a cron window, and a comment, or remove it");
+            continue;
         };
+        if f.ends_at.is_none() && f.cron.is_none() {
+            sink.error(&at, "give ends_at (a one-off silence) or cron and duration (a recurring maintenance window)");
+            continue;
+        }
+        let duration_ms = f.duration.as_deref().map(|t| {
+            let d = sink.duration(&format!("{at}.duration"), Some(t), Duration::from_secs(1));
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        });
         let s = crate::alert::silence::Silence {
             id: format!("file:{i}"),
             matchers: f.matchers,
@@ -426,118 +828,229 @@ fn silences(
             created_by: f.created_by.unwrap_or_else(|| "prober.yaml".into()),
             source: "file".into(),
         };
-        s.validate().map_err(|e| format!("{at}: {e}"))?;
+        if let Err(e) = s.validate() {
+            // The message starts with the field it is about (`cron: …`): place it there.
+            let (field, message) = match e.split_once(": ") {
+                Some((f, m)) if ["matchers", "comment", "cron"].contains(&f) => {
+                    (format!("{at}.{f}"), m.to_string())
+                }
+                _ if e.starts_with("ends_at") => (format!("{at}.ends_at"), e),
+                _ if e.starts_with("cron and duration") => (format!("{at}.duration"), e),
+                _ => (at.clone(), e),
+            };
+            // One line per problem (the cron crate's message points at the text with a caret line).
+            let message = (message.lines())
+                .filter(|l| l.trim() != "^")
+                .flat_map(str::split_whitespace)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(" )", ")");
+            sink.error(&field, message);
+            continue;
+        }
         out.push(s);
     }
-    Ok(out)
+    out
 }
 
 /// Checks the receivers and substitutes `${env:NAME}` in their url, secret and routing key.
-fn receivers(files: Vec<ReceiverFile>) -> Result<Vec<crate::notify::Receiver>, String> {
-    use crate::notify::{expand_env, Receiver, ReceiverKind, PAGERDUTY_URL};
+fn receivers(sink: &mut Sink, files: Vec<Option<ReceiverFile>>) -> Vec<crate::notify::Receiver> {
+    use crate::notify::{Receiver, ReceiverKind, PAGERDUTY_URL};
     let mut out: Vec<Receiver> = Vec::new();
-    let mut problems = Vec::new();
+    let mut names: Vec<(String, usize)> = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
         let at = format!("receivers[{i}]");
-        if f.name.is_empty() {
-            problems.push(format!("{at}.name must not be empty"));
-        }
-        if out.iter().any(|r| r.name == f.name) {
-            problems.push(format!(
-                "{at}.name: {:?} is used by another receiver; names must be unique",
-                f.name
-            ));
-        }
-        let Some(kind) = ReceiverKind::parse(&f.kind) else {
-            problems.push(format!(
-                "{at}.type: {:?} is not a receiver type; use webhook, slack, pagerduty or alertmanager",
-                f.kind
-            ));
+        let Some(f) = f else {
+            sink.error(
+                &at,
+                "an empty entry; give name, type and the type's fields, or remove it",
+            );
             continue;
         };
-        let expand = |field: &str, v: Option<String>| -> Result<Option<String>, String> {
-            v.map(|v| expand_env(&format!("{at}.{field}"), &v))
-                .transpose()
+        let whose = format!("receiver {:?}", f.name);
+        if f.name.trim().is_empty() {
+            sink.error(
+                &format!("{at}.name"),
+                "must not be empty; notifications name their receiver",
+            );
+        } else if let Some((_, j)) = names.iter().find(|(n, _)| *n == f.name) {
+            let line = sink.doc.value_pos(&format!("receivers[{j}].name")).line;
+            sink.error(
+                &format!("{at}.name"),
+                format!("{:?} is also the name of receivers[{j}] (line {line}); names must be unique, rename one", f.name),
+            );
+        }
+        names.push((f.name.clone(), i));
+        let Some(kind) = ReceiverKind::parse(&f.kind) else {
+            sink.error(
+                &format!("{at}.type"),
+                format!(
+                    "{:?} is not a receiver type; use webhook, slack, pagerduty or alertmanager",
+                    f.kind
+                ),
+            );
+            continue;
         };
-        let (url, secret, routing_key) = match (
-            expand("url", f.url),
-            expand("secret", f.secret),
-            expand("routing_key", f.routing_key),
-        ) {
-            (Ok(u), Ok(s), Ok(k)) => (u, s, k),
-            (u, s, k) => {
-                problems.extend([u.err(), s.err(), k.err()].into_iter().flatten());
-                continue;
+        let problems = receiver_field_problems(
+            kind,
+            f.url.is_some(),
+            f.secret.is_some(),
+            f.routing_key.is_some(),
+        );
+        for (field, m) in &problems {
+            sink.error(&format!("{at}.{field}"), m.clone());
+        }
+        let mut expand = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|v| sink.expand(&format!("{at}.{field}"), v, &whose))
+        };
+        let url = expand("url", &f.url);
+        let secret = expand("secret", &f.secret);
+        let routing_key = expand("routing_key", &f.routing_key);
+        if let Some(Some(u)) = &url {
+            if let Err(e) = check_receiver_url(u) {
+                sink.error(&format!("{at}.url"), e);
             }
-        };
-        let url = match (url, kind) {
-            (Some(u), _) => u,
-            (None, ReceiverKind::PagerDuty) => PAGERDUTY_URL.to_string(),
-            (None, _) => {
-                problems.push(format!(
-                    "{at}.url is required for a {} receiver",
-                    kind.as_str()
-                ));
-                continue;
-            }
-        };
-        if !matches!(url::Url::parse(&url), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
+        }
+        if matches!(&secret, Some(Some(s)) if s.is_empty()) {
+            sink.error(&format!("{at}.secret"), "is empty; remove it or set a key");
+        }
+        if matches!(&routing_key, Some(Some(s)) if s.is_empty()) {
+            sink.error(
+                &format!("{at}.routing_key"),
+                "is empty; set the integration key of the PagerDuty service",
+            );
+        }
+        if let Some((k, _)) = f
+            .labels
+            .iter()
+            .flatten()
+            .find(|(k, v)| k.is_empty() || v.is_empty())
         {
-            problems.push(format!("{at}.url: not an http(s) URL"));
+            sink.error(
+                &format!("{at}.labels"),
+                format!("{k:?} has an empty name or value"),
+            );
         }
-        if kind == ReceiverKind::PagerDuty && routing_key.as_deref().is_none_or(str::is_empty) {
-            problems.push(format!("{at}.routing_key is required for a pagerduty receiver (the integration key of the PagerDuty service)"));
-        }
-        if kind == ReceiverKind::Webhook && secret.as_deref() == Some("") {
-            problems.push(format!("{at}.secret is empty; remove it or set a key"));
-        }
+        // Unknown here (an unset variable under `prober check`): keep the text as written.
+        let known = |v: Option<Option<String>>, raw: &Option<String>| {
+            v.map(|x| x.unwrap_or_else(|| raw.clone().unwrap_or_default()))
+        };
         out.push(Receiver {
             name: f.name,
             kind,
-            url,
-            secret,
-            routing_key,
+            url: known(url, &f.url).unwrap_or_else(|| PAGERDUTY_URL.to_string()),
+            secret: known(secret, &f.secret),
+            routing_key: known(routing_key, &f.routing_key),
             labels: f.labels.unwrap_or_default(),
         });
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!("invalid receivers: {}", problems.join("; ")))
-    }
+    out
 }
 
-fn read_file(path: &Path) -> Result<SettingsFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read settings file {}: {e}", path.display()))?;
-    let docs = yaml::parse(&text).map_err(|e| {
-        format!(
-            "{}:{}:{}: invalid YAML: {}",
-            path.display(),
-            e.pos.line,
-            e.pos.col,
-            e.message
-        )
+/// What a receiver of `kind` must have and must not have: (field, problem).
+pub fn receiver_field_problems(
+    kind: crate::notify::ReceiverKind,
+    url: bool,
+    secret: bool,
+    routing_key: bool,
+) -> Vec<(&'static str, String)> {
+    use crate::notify::ReceiverKind;
+    let mut out = Vec::new();
+    let name = kind.as_str();
+    match kind {
+        ReceiverKind::PagerDuty if !routing_key => out.push((
+            "routing_key",
+            "is required for a pagerduty receiver (the integration key of the PagerDuty service)"
+                .to_string(),
+        )),
+        ReceiverKind::Webhook | ReceiverKind::Slack | ReceiverKind::Alertmanager if !url => {
+            out.push(("url", format!("is required for a {name} receiver")));
+        }
+        _ => {}
+    }
+    if routing_key && kind != ReceiverKind::PagerDuty {
+        out.push((
+            "routing_key",
+            format!("only a pagerduty receiver uses it, not a {name} receiver; remove it"),
+        ));
+    }
+    if secret && kind != ReceiverKind::Webhook {
+        out.push((
+            "secret",
+            format!("only a webhook receiver signs with it, not a {name} receiver; remove it"),
+        ));
+    }
+    out
+}
+
+/// A receiver's URL must be http or https with a host. The URL is not
+/// repeated in the message: a Slack webhook's path is its secret.
+pub fn check_receiver_url(url: &str) -> Result<(), String> {
+    let u = url::Url::parse(url).map_err(|e| {
+        format!("not a URL ({e}); write it whole, like https://hooks.example.com/prober")
     })?;
-    let Some(doc) = docs.into_iter().next() else {
-        return Ok(SettingsFile::default());
-    };
-    if doc.value.is_null() {
-        return Ok(SettingsFile::default());
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(format!(
+            "the scheme is {}:; receivers are reached over http or https",
+            u.scheme()
+        ));
     }
-    serde_path_to_error::deserialize(&doc.value).map_err(|e| {
-        let field = e.path().to_string();
-        let pos = doc.value_pos(&field);
-        format!(
-            "{}:{}:{}: {field}: {}",
-            path.display(),
-            pos.line,
-            pos.col,
-            e.inner()
-        )
-    })
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host; write it like https://hooks.example.com/prober".into());
+    }
+    Ok(())
 }
 
+/// `dashboard_url`: an http(s) URL in which `{probe}` is the only placeholder.
+pub fn check_dashboard_url(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        let end = after.find('}').ok_or_else(|| {
+            "`{` without a closing `}`; the only placeholder is {probe}".to_string()
+        })?;
+        let name = &after[..end];
+        if name != "probe" {
+            return Err(format!(
+                "unknown placeholder {{{name}}}; the only placeholder is {{probe}} (the probe's name)"
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    let u = url::Url::parse(&template.replace("{probe}", "p"))
+        .map_err(|e| format!("not a URL ({e}); write it like https://grafana.example.com/d/probe?var-probe={{probe}}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        return Err("must be an http or https URL with a host".into());
+    }
+    Ok(())
+}
+
+/// Problems of `metrics_labels`: (index, problem); `None` = the list as a whole.
+pub fn metrics_label_problems(labels: &[String]) -> Vec<(Option<usize>, String)> {
+    let mut out = Vec::new();
+    if labels.len() > MAX_METRICS_LABELS {
+        out.push((None, format!("{} labels; at most {MAX_METRICS_LABELS} (each one lengthens every per-probe line of /metrics)", labels.len())));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        let mut chars = l.chars();
+        let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            out.push((Some(i), format!("{l:?} is not a Prometheus label name; use letters, digits and _, not starting with a digit")));
+        } else if l.starts_with("__") {
+            out.push((
+                Some(i),
+                format!("{l:?}: names starting with __ are reserved by Prometheus"),
+            ));
+        } else if RESERVED_METRICS_LABELS.contains(&l.as_str()) {
+            out.push((Some(i), format!("{l:?} is a label /metrics (or Prometheus) sets itself; name another probe label")));
+        } else if labels[..i].contains(l) {
+            out.push((Some(i), format!("{l:?} is listed twice")));
+        }
+    }
+    out
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,7 +1125,7 @@ mod tests {
         assert!(err.contains("routng_key"), "{err}");
         std::fs::write(&file, "receivers:\n  - {name: pd, type: pagerduty}\n").unwrap();
         let err = Settings::resolve(&args).unwrap_err();
-        assert!(err.contains("routing_key is required"), "{err}");
+        assert!(err.contains("routing_key: is required"), "{err}");
         std::fs::write(
             &file,
             "receivers:\n  - {name: x, type: email, url: \"http://a/\"}\n",
@@ -653,14 +1166,138 @@ mod tests {
         for (text, needle) in [
             ("silences:\n  - matchers: {team: pay}\n    comment: x\n", "give ends_at"),
             ("silences:\n  - matchers: {team: pay}\n    cron: \"nope\"\n    duration: 1h\n    comment: x\n", "not a cron expression"),
-            ("alerting:\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: loud}\n", "alerting.by_label[0].severity"),
+            ("alerting:\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: loud}\n", "alerting.by_label[0].alert.severity"),
             ("alerting:\n  slo: {objective: 120}\n", "alerting.slo.objective"),
-            ("alerting:\n  evaluate_every: 10ms\n", "evaluate_every must be at least 1s"),
+            ("alerting:\n  evaluate_every: 10ms\n", "alerting.evaluate_every: must be at least 1s"),
         ] {
             std::fs::write(&file, text).unwrap();
             let err = Settings::resolve(&args).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn receiver_urls_must_be_http_or_https_with_a_host() {
+        for ok in [
+            "http://alertmanager:9093",
+            "https://hooks.slack.com/services/T/B/x",
+        ] {
+            assert_eq!(check_receiver_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, words) in [
+            ("hooks.example.com/prober", "not a URL"),
+            ("ftp://hooks.example.com/", "the scheme is ftp:"),
+            ("mailto:oncall@example.com", "the scheme is mailto:"),
+            ("http://:9093/", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            let e = check_receiver_url(bad).unwrap_err();
+            assert!(e.contains(words), "{bad:?}: {e}");
+        }
+        let e = check_receiver_url("https://hooks.slack.com/services/T0/B0/SECRET-PATH x").err();
+        assert!(
+            e.is_none_or(|e| !e.contains("SECRET-PATH")),
+            "the URL is not echoed"
+        );
+    }
+
+    #[test]
+    fn each_receiver_type_has_its_required_fields_and_no_foreign_ones() {
+        use crate::notify::ReceiverKind::*;
+        let fields = |k, url, secret, key| -> Vec<&str> {
+            receiver_field_problems(k, url, secret, key)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert_eq!(fields(PagerDuty, false, false, true), Vec::<&str>::new());
+        assert_eq!(fields(PagerDuty, false, false, false), ["routing_key"]);
+        assert_eq!(fields(PagerDuty, true, true, true), ["secret"]);
+        for k in [Webhook, Slack, Alertmanager] {
+            assert_eq!(fields(k, false, false, false), ["url"], "{k:?}");
+            assert_eq!(fields(k, true, false, true), ["routing_key"], "{k:?}");
+        }
+        assert_eq!(fields(Webhook, true, true, false), Vec::<&str>::new());
+        assert_eq!(fields(Slack, true, true, false), ["secret"]);
+    }
+
+    #[test]
+    fn dashboard_urls_take_only_the_probe_placeholder() {
+        assert_eq!(
+            check_dashboard_url("https://g.example/d/p?var-probe={probe}"),
+            Ok(())
+        );
+        assert_eq!(check_dashboard_url("https://g.example/d/p"), Ok(()));
+        for (bad, words) in [
+            (
+                "https://g.example/d/p?var-probe={name}",
+                "unknown placeholder {name}",
+            ),
+            (
+                "https://g.example/d/p?var-probe={probe",
+                "without a closing",
+            ),
+            ("g.example/d/{probe}", "not a URL"),
+            ("file:///d/{probe}", "http or https"),
+        ] {
+            let e = check_dashboard_url(bad).unwrap_err();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_labels_are_prometheus_names_not_reserved_not_repeated_and_few() {
+        let labels = |l: &[&str]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert!(metrics_label_problems(&labels(&["team", "service", "_x1"])).is_empty());
+        let p = metrics_label_problems(&labels(&[
+            "team", "probe", "__name__", "9x", "a-b", "team", "le",
+        ]));
+        let at: Vec<Option<usize>> = p.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            at,
+            [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)],
+            "{p:?}"
+        );
+        let many: Vec<String> = (0..=MAX_METRICS_LABELS).map(|i| format!("l{i}")).collect();
+        assert_eq!(metrics_label_problems(&many)[0].0, None);
+    }
+
+    #[test]
+    fn env_references_in_settings_are_only_env_and_well_formed() {
+        assert_eq!(env_refs("a${env:X_1}b${env:Y}"), Ok(vec!["X_1", "Y"]));
+        assert_eq!(env_refs("plain"), Ok(vec![]));
+        assert!(env_refs("${env:X").unwrap_err().contains("closing"));
+        assert!(env_refs("${uuid}")
+            .unwrap_err()
+            .contains("only ${env:NAME}"));
+        assert!(env_refs("${env:A-B}").unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn an_unset_variable_is_a_warning_for_check_and_an_error_for_the_daemon() {
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        std::fs::write(
+            &file,
+            "receivers:\n  - {name: pd, type: pagerduty, routing_key: \"${env:PROBER_TEST_SURELY_UNSET_KEY}\"}\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(file),
+            ..SettingsArgs::default()
+        };
+        let warn = Settings::check(&args, EnvMode::Warn);
+        assert!(warn.settings.is_some());
+        let w: Vec<String> = warn.warnings().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains(":2:46: warning: receivers[0].routing_key: receiver \"pd\": environment variable PROBER_TEST_SURELY_UNSET_KEY"), "{w:?}");
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(
+            err.contains(
+                "receiver \"pd\": environment variable PROBER_TEST_SURELY_UNSET_KEY is not set"
+            ),
+            "{err}"
+        );
     }
 
     fn tempfile_dir() -> PathBuf {

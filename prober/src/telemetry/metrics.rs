@@ -40,6 +40,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::mpsc;
 
+use crate::config::settings::MAX_METRICS_LABEL_VALUE;
 use crate::daemon::Core;
 use crate::probe::ErrorClass;
 use crate::results::{MetricHist, METRIC_BUCKETS_US, PHASES};
@@ -142,12 +143,34 @@ impl fmt::Debug for DaemonCollector {
 /// across families (runs = histogram count of phase `total`).
 struct ProbeSnapshot {
     name: String,
+    /// The probe's values of `metrics_labels` ("" where it has none), in that order.
+    extra: Vec<(String, String)>,
     runs: u64,
     failures: u64,
     /// Success of the last run; `None` before the first.
     up: Option<bool>,
     phases: [MetricHist; 6],
     failures_by_class: Vec<(ErrorClass, u64)>,
+}
+
+impl ProbeSnapshot {
+    /// The series' labels: `probe`, then `own`, then the `metrics_labels`.
+    fn labels<'a>(&'a self, own: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut l = Vec::with_capacity(1 + own.len() + self.extra.len());
+        l.push(("probe", self.name.as_str()));
+        l.extend_from_slice(own);
+        l.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        l
+    }
+}
+
+/// A label value cut to [`MAX_METRICS_LABEL_VALUE`] bytes (on a character boundary).
+fn bounded(v: &str) -> &str {
+    let mut end = v.len().min(MAX_METRICS_LABEL_VALUE);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
 }
 
 impl DaemonCollector {
@@ -159,6 +182,12 @@ impl DaemonCollector {
             .map(|p| {
                 let mut snap = ProbeSnapshot {
                     name: p.name.clone(),
+                    extra: (core.settings.metrics_labels.iter())
+                        .map(|l| {
+                            let v = p.labels.get(l).map_or("", |v| bounded(v));
+                            (l.clone(), v.to_string())
+                        })
+                        .collect(),
                     runs: 0,
                     failures: 0,
                     up: None,
@@ -197,12 +226,8 @@ impl Collector for DaemonCollector {
         )?;
         for p in &probes {
             let ok = p.runs.saturating_sub(p.failures);
-            counter_with(&mut m, &[("probe", &*p.name), ("result", "success")], ok)?;
-            counter_with(
-                &mut m,
-                &[("probe", &*p.name), ("result", "failure")],
-                p.failures,
-            )?;
+            counter_with(&mut m, &p.labels(&[("result", "success")]), ok)?;
+            counter_with(&mut m, &p.labels(&[("result", "failure")]), p.failures)?;
         }
         if probes.iter().any(|p| !p.failures_by_class.is_empty()) {
             let mut m = enc.encode_descriptor(
@@ -213,11 +238,7 @@ impl Collector for DaemonCollector {
             )?;
             for p in &probes {
                 for (class, n) in &p.failures_by_class {
-                    counter_with(
-                        &mut m,
-                        &[("probe", &*p.name), ("error_class", class.as_str())],
-                        *n,
-                    )?;
+                    counter_with(&mut m, &p.labels(&[("error_class", class.as_str())]), *n)?;
                 }
             }
         }
@@ -230,7 +251,7 @@ impl Collector for DaemonCollector {
             )?;
             for p in &probes {
                 if let Some(up) = p.up {
-                    gauge_with(&mut m, &[("probe", &*p.name)], u64::from(up))?;
+                    gauge_with(&mut m, &p.labels(&[]), u64::from(up))?;
                 }
             }
         }
@@ -245,7 +266,7 @@ impl Collector for DaemonCollector {
             for (i, (phase, h)) in PHASES.iter().zip(&p.phases).enumerate() {
                 // Phase total always, so every probe has its run count; others once observed.
                 if i == 0 || h.count() > 0 {
-                    histogram_with(&mut m, &[("probe", &*p.name), ("phase", *phase)], h)?;
+                    histogram_with(&mut m, &p.labels(&[("phase", *phase)]), h)?;
                 }
             }
         }
@@ -569,6 +590,15 @@ mod tests {
         assert!(chunks.len() > 3, "{} chunks", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= CHUNK + line.len()));
         assert_eq!(chunks.concat(), line.repeat(10_000).as_bytes());
+    }
+
+    #[test]
+    fn label_values_are_cut_to_the_bound_on_a_character_boundary() {
+        assert_eq!(bounded("payments"), "payments");
+        let long = "é".repeat(MAX_METRICS_LABEL_VALUE);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_METRICS_LABEL_VALUE && cut.len() >= MAX_METRICS_LABEL_VALUE - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 
     #[test]

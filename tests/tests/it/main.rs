@@ -26,4 +26,5 @@ mod reload;
 mod rollup;
 mod scenarios;
 mod scheduler;
+mod settings;
 mod store;

@@ -122,6 +122,36 @@ fn total(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     samples(page, name, labels).iter().map(|s| s.1).sum()
 }
 
+/// Asserts `promtool check metrics` accepts `page`.
+fn promtool_accepts(page: &str) {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot run promtool ({e}): it must be on PATH; .ci/run installs Debian's `prometheus` package, which has it"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the page ({}):\n{}{}\n--- page ---\n{page}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_a_live_metrics_page() {
     let _shared = crate::helpers::TIMING.read().await;
@@ -150,32 +180,7 @@ async fn promtool_accepts_a_live_metrics_page() {
     ] {
         assert!(!samples(&page, name, &[]).is_empty(), "{name} in:\n{page}");
     }
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "cannot run promtool ({e}): it must be on PATH; .ci/run installs Debian's `prometheus` package, which has it"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the page ({}):\n{}{}\n--- page ---\n{page}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    promtool_accepts(&page);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,4 +312,79 @@ async fn metrics_count_what_the_daemon_ran() {
     assert_eq!(value(&page, "prober_reload_errors", &[]), 0.0);
     assert!(value(&page, "prober_start_time_seconds", &[]) > 1.7e9);
     assert_eq!(value(&page, "prober_store_queue_dropped_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_labels_add_probe_labels_to_every_per_probe_series() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prober.yaml");
+    std::fs::write(&file, "metrics_labels: [team, service]\n").unwrap();
+    let s = Settings::resolve(&prober::config::settings::SettingsArgs {
+        config: Some(file),
+        database_url: Some(db.url.clone()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.metrics_labels, ["team", "service"]);
+    // `passing` has the team label (with a value that needs escaping), `failing` has none.
+    let yaml = format!(
+        "- name: passing\n  labels: {{team: payments, tier: \"1\"}}\n  every: 1s\n  timeout: 900ms\n  http: {{url: \"{}\"}}\n\
+         - name: failing\n  every: 1s\n  timeout: 900ms\n  http: {{url: \"{}\"}}\n",
+        target.url("/ok"),
+        target.url("/status/503"),
+    );
+    let daemon = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    wait_for_runs(&daemon, 2).await;
+    let (_, page) = get(daemon.addr, "/metrics").await;
+    daemon.shutdown().await;
+
+    for name in [
+        "prober_probe_runs_total",
+        "prober_probe_success",
+        "prober_probe_duration_seconds_bucket",
+        "prober_probe_duration_seconds_count",
+    ] {
+        let paying = [("probe", "passing"), ("team", "payments"), ("service", "")];
+        let unlabelled = [("probe", "failing"), ("team", ""), ("service", "")];
+        assert!(
+            !samples(&page, name, &paying).is_empty(),
+            "{name} with team=\"payments\" in:\n{page}"
+        );
+        assert!(
+            !samples(&page, name, &unlabelled).is_empty(),
+            "{name} with team=\"\" in:\n{page}"
+        );
+        assert_eq!(
+            samples(&page, name, &[]).len(),
+            samples(&page, name, &[("team", "payments")]).len()
+                + samples(&page, name, &[("team", "")]).len(),
+            "every {name} series has the label"
+        );
+    }
+    assert!(
+        !page.contains("tier="),
+        "labels not asked for stay off the page"
+    );
+    let failures = samples(
+        &page,
+        "prober_probe_failures_total",
+        &[("probe", "failing")],
+    );
+    assert!(
+        failures.iter().all(|(l, _)| l.contains("team=\"\"")),
+        "{failures:?}"
+    );
+    assert!(
+        samples(&page, "prober_store_queue_depth", &[])[0]
+            .0
+            .is_empty(),
+        "process-wide series get no probe labels"
+    );
+    promtool_accepts(&page);
 }
