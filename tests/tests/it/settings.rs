@@ -210,15 +210,10 @@ fn repo() -> PathBuf {
 }
 
 #[test]
-fn check_config_passes_on_the_compose_stack_s_settings_and_probes() {
+fn check_config_passes_on_the_compose_stack_s_settings_and_the_shipped_probes() {
     let out = cli(
         &repo(),
-        &[
-            "check",
-            "--config",
-            "deploy/compose/prober.yaml",
-            "deploy/compose/probes",
-        ],
+        &["check", "--config", "deploy/compose/prober.yaml", "probes"],
         &[],
     );
 
