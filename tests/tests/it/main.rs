@@ -15,6 +15,7 @@ mod demo;
 mod deploy;
 mod docker_context;
 mod docs;
+mod examples;
 mod helpers;
 mod http_probe;
 mod kinds_dns_grpc;
