@@ -190,3 +190,40 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             ExitCode::from(EXIT_CONFIG)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+    use crate::config::settings::Settings;
+
+    /// `run --help` states every default, and they are the defaults in force.
+    #[test]
+    fn run_help_shows_the_defaults_in_force_and_the_endpoints_listen_serves() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_long_help()
+            .to_string();
+        let d = Settings::default();
+        for default in [
+            d.database_url.clone(),
+            d.location.clone(),
+            d.probes[0].display().to_string(),
+            d.listen.to_string(),
+            d.max_concurrency.to_string(),
+            d.max_per_host.to_string(),
+            d.queue_capacity.to_string(),
+        ] {
+            assert!(
+                help.contains(&format!("default: {default}")),
+                "`run --help` does not show the default {default}:\n{help}"
+            );
+        }
+        for endpoint in ["/healthz", "/readyz", "/metrics", "/api/v1"] {
+            assert!(help.contains(endpoint), "{endpoint}:\n{help}");
+        }
+    }
+}

@@ -25,37 +25,37 @@ pub const DEFAULT_SETTINGS_FILE: &str = "prober.yaml";
 /// Settings as given on the command line or in the environment; `None` = not given.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SettingsArgs {
-    /// Settings file (default: prober.yaml, if present).
+    /// Settings file [default: prober.yaml in the working directory, if present].
     #[arg(long = "config", env = "PROBER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Postgres URL; the database is created if missing.
+    /// Postgres URL; the database is created if missing [default: postgres://postgres@127.0.0.1:5432/prober].
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// The name of this instance's location, recorded with every run (e.g. eu-west-1).
+    /// The name of this instance's location, recorded with every run, e.g. eu-west-1 [default: local].
     #[arg(long, env = "PROBER_LOCATION")]
     pub location: Option<String>,
-    /// Probe files or directories.
+    /// Probe files or directories, comma-separated [default: probes].
     #[arg(long = "probes", env = "PROBER_PROBES", value_delimiter = ',')]
     pub probes: Option<Vec<PathBuf>>,
-    /// Address for /healthz, /readyz.
+    /// Address of the HTTP server: /healthz, /readyz, /metrics and the API /api/v1/… [default: 127.0.0.1:9680].
     #[arg(long, env = "PROBER_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Runs in flight at once, across all probes.
+    /// Runs in flight at once, across all probes [default: 1024].
     #[arg(long, env = "PROBER_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
-    /// Runs in flight at once against one host.
+    /// Runs in flight at once against one host [default: 64].
     #[arg(long, env = "PROBER_MAX_PER_HOST")]
     pub max_per_host: Option<usize>,
-    /// Results waiting for Postgres before the oldest are dropped (and counted).
+    /// Results waiting for Postgres before the oldest are dropped and counted [default: 200000].
     #[arg(long, env = "PROBER_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
-    /// Do not run database migrations at start.
+    /// Do not run database migrations at start [default: they run].
     #[arg(long, env = "PROBER_NO_MIGRATE")]
     pub no_migrate: bool,
-    /// Bearer token for the API's write endpoints (silences); unset = they are refused.
+    /// Bearer token for the API's write endpoints (POST and DELETE /api/v1/silences) [default: none; they are refused].
     #[arg(long, env = "PROBER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Probe labels added to every per-probe series of /metrics (comma-separated, e.g. team,service).
+    /// Probe labels added to every per-probe series of /metrics, comma-separated, e.g. team,service [default: none].
     #[arg(
         long = "metrics-labels",
         env = "PROBER_METRICS_LABELS",
