@@ -27,6 +27,9 @@ async fn once_prints_phases_and_exits_0_when_the_probe_passes() {
     for phase in ["dns", "connect", "tls", "first byte", "transfer", "total"] {
         assert!(stdout.contains(phase), "missing {phase}: {stdout}");
     }
+    // http:// to an IP address: no TLS and no DNS happened, so neither shows a time.
+    assert!(stdout.contains("| tls - |"), "{stdout}");
+    assert!(stdout.contains("dns - |"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,7 +56,15 @@ async fn once_finds_a_probe_by_name_in_the_probes_directory() {
     let outcome: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(outcome["error"]["class"], "http_status");
     assert_eq!(outcome["status_code"], 500);
-    assert!(outcome["phases"]["total_us"].as_u64().unwrap() > 0);
+    // The runs API's units and names: milliseconds, `*_ms`; null for a phase that did not happen.
+    let phases = &outcome["phases"];
+    assert!(phases["total_ms"].as_f64().unwrap() > 0.0, "{phases}");
+    assert!(phases["first_byte_ms"].as_f64().is_some(), "{phases}");
+    assert!(
+        phases["tls_ms"].is_null(),
+        "http:// has no TLS phase: {phases}"
+    );
+    assert!(phases.get("total_us").is_none(), "{phases}");
     assert_eq!(unknown.status.code(), Some(2));
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(
