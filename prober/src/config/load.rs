@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use serde_path_to_error::Segment;
 
-use super::diag::{Ctx, Diagnostic, Severity};
+use super::diag::{plain_serde_message, Ctx, Diagnostic, Severity};
 use super::probe::{validate, Probe};
 use super::raw::RawProbe;
 use super::yaml::{self, join_index, join_key, Document, Pos};
@@ -120,21 +120,42 @@ pub fn load_text(file: &Path, text: &str, report: &mut LoadReport) {
             return;
         }
     };
+    let mut entries = 0;
     for doc in &docs {
         match &doc.value {
             Value::Null => {}
-            Value::Object(_) => load_probe(file, doc.clone(), report),
+            Value::Object(_) => {
+                entries += 1;
+                load_probe(file, doc.clone(), report);
+            }
             Value::Array(_) => {
                 for item in doc.items() {
+                    entries += 1;
                     load_probe(file, item, report);
                 }
             }
-            _ => report.diagnostics.push(file_error(
-                file,
-                doc.value_pos(""),
-                "a probe file holds one probe (a mapping with `name:`) or a list of probes".into(),
-            )),
+            _ => {
+                entries += 1;
+                report.diagnostics.push(file_error(
+                    file,
+                    doc.value_pos(""),
+                    "a probe file holds one probe (a mapping with `name:`) or a list of probes"
+                        .into(),
+                ))
+            }
         }
+    }
+    if entries == 0 {
+        // Empty, only comments, or an empty list: most likely a file not finished or
+        // emptied by mistake. A warning, not an error, so a placeholder file still loads.
+        report.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            ..file_error(
+                file,
+                Pos { line: 1, col: 1 },
+                "the file holds no probe (it is empty or only comments); add a probe (see probes/README.md) or remove the file".into(),
+            )
+        });
     }
 }
 
@@ -307,7 +328,7 @@ fn report_serde_error(
             }
             _ => "",
         };
-        ctx.error(&path, format!("{msg}{hint}"));
+        ctx.error(&path, format!("{}{hint}", plain_serde_message(&msg)));
         Some(path)
     }
 }
