@@ -426,7 +426,8 @@ pub struct LatencySeries {
     pub phase: String,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    pub step_seconds: i64,
+    /// The step, in milliseconds like every duration of the API (60000 for `1m`).
+    pub step_ms: i64,
     /// Steps without runs are omitted.
     pub points: Vec<LatencyPointView>,
 }
@@ -487,7 +488,7 @@ pub async fn latency(
         phase: phase_name.to_string(),
         from,
         to,
-        step_seconds: step_secs,
+        step_ms: step_secs.saturating_mul(1000),
         points: series
             .into_iter()
             .map(|p| LatencyPointView {

@@ -535,3 +535,53 @@ fn check_warns_about_a_file_that_holds_no_probe_and_sums_up() {
         "ok: 1 probe(s) in 3 file(s), 2 warning(s)"
     );
 }
+
+#[test]
+fn schema_requires_exactly_one_schedule_and_one_kind_as_check_does() {
+    // Arrange: what `check` enforces (tests/fixtures/broken: every_and_cron, two_kinds, no_schedule).
+    let schedule: BTreeSet<String> = ["every", "cron"].map(String::from).into();
+    let kinds: BTreeSet<String> = ["http", "steps", "tcp", "dns", "tls", "grpc"]
+        .map(String::from)
+        .into();
+
+    // Act
+    let run = prober(&["schema"]);
+
+    // Assert: the probe requires `oneOf` each group's keys, one `required` key per branch,
+    // so a document with two (or none) of them is invalid.
+    let schema: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let probe = &schema["$defs"]["RawProbe"];
+    let groups: Vec<BTreeSet<String>> = probe["allOf"]
+        .as_array()
+        .expect("the probe schema has allOf")
+        .iter()
+        .map(|g| {
+            let branches = g["oneOf"].as_array().expect("each group is a oneOf");
+            branches
+                .iter()
+                .map(|b| {
+                    let required = b["required"].as_array().expect("a required key");
+                    assert_eq!(required.len(), 1, "one key per branch: {b}");
+                    required[0].as_str().unwrap().to_string()
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(groups, vec![schedule, kinds.clone()]);
+    for key in groups.iter().flatten() {
+        assert!(
+            probe["properties"][key].is_object(),
+            "{key} is not a property"
+        );
+    }
+    // Neither group is also plainly required (that would contradict oneOf).
+    let required: Vec<&str> = (probe["required"].as_array().into_iter().flatten())
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        required
+            .iter()
+            .all(|r| !kinds.contains(*r) && *r != "every" && *r != "cron"),
+        "{required:?}"
+    );
+}
