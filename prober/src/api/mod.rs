@@ -32,7 +32,7 @@ pub type AppState = Arc<Core>;
 /// The OpenAPI document, generated from the handlers' types.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "prober API", description = "Probes, their runs and exact latency percentiles."),
+    info(title = "prober API", description = "Probes, their runs and exact latency percentiles. Every duration is in milliseconds, a number named `*_ms` (e.g. `total_ms: 13.812`); a phase that did not happen is null. Every list of runs is newest first."),
     paths(
         probes::list,
         probes::detail,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::probe::Outcome;
+use crate::probe::{Outcome, Phases};
 use crate::results::{RunSummary, Status, PHASES};
 use crate::schedule::Diff;
 use crate::store::read::{StoredRun, WindowStats};
@@ -28,6 +28,37 @@ pub const DEFAULT_RUNS_PAGE: i64 = 100;
 
 fn ms(us: i64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// Microseconds (as stored) to [`Phases`]' whole microseconds; a negative value (never written) counts as 0.
+fn stored_us(us: i32) -> u64 {
+    u64::try_from(us).unwrap_or(0)
+}
+
+/// A stored `detail` with every duration in milliseconds: rows written before
+/// the API settled on milliseconds hold `phases.*_us` and `total_us`.
+fn detail_in_ms(mut detail: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    if let Some(steps) = detail.get_mut("steps").and_then(Value::as_array_mut) {
+        for phases in steps.iter_mut().filter_map(|s| s.get_mut("phases")) {
+            if let Ok(p) = serde_json::from_value::<Phases>(phases.clone()) {
+                if let Ok(v) = serde_json::to_value(p) {
+                    *phases = v;
+                }
+            }
+        }
+    }
+    if let Some(attempts) = detail.get_mut("attempts").and_then(Value::as_array_mut) {
+        for a in attempts.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(us) = a.remove("total_us").and_then(|v| v.as_u64()) {
+                a.insert(
+                    "total_ms".into(),
+                    serde_json::json!(crate::probe::ms::of(us)),
+                );
+            }
+        }
+    }
+    detail
 }
 
 fn parse_time(
@@ -201,11 +232,11 @@ pub struct ProbeDetail {
     pub definition: Box<serde_json::value::RawValue>,
     pub status: Option<Status>,
     pub skipped_ticks: u64,
-    /// The most recent runs, oldest first.
+    /// The most recent runs kept in memory, newest first.
     pub recent_runs: Vec<RunSummary>,
 }
 
-/// A probe's definition (secrets redacted), version and recent runs.
+/// A probe's definition (secrets redacted), version and recent runs, newest first.
 #[utoipa::path(get, path = "/api/v1/probes/{name}", tag = "probes",
     params(("name" = String, Path, description = "probe name")),
     responses((status = 200, body = ProbeDetail), (status = 404, body = ErrorBody)))]
@@ -231,7 +262,7 @@ pub async fn detail(
         definition: p.definition.as_ref().to_owned(),
         status: s.status,
         skipped_ticks: s.skipped_ticks,
-        recent_runs: s.recent.iter().cloned().collect(),
+        recent_runs: s.recent.iter().rev().cloned().collect(),
     }))
 }
 
@@ -249,17 +280,6 @@ pub struct RunsQuery {
     pub cursor: Option<String>,
 }
 
-/// Phase timings of a stored run, in milliseconds; null where the phase was not reached.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PhasesMs {
-    pub total_ms: Option<f64>,
-    pub dns_ms: Option<f64>,
-    pub connect_ms: Option<f64>,
-    pub tls_ms: Option<f64>,
-    pub first_byte_ms: Option<f64>,
-    pub transfer_ms: Option<f64>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
     pub run_id: Uuid,
@@ -272,7 +292,8 @@ pub struct RunView {
     pub error_class: Option<String>,
     pub error_message: Option<String>,
     pub status_code: Option<i16>,
-    pub phases: PhasesMs,
+    /// In milliseconds, the same object as an outcome's `phases`; null for a phase that did not happen.
+    pub phases: Phases,
     pub response_bytes: i32,
     /// A scenario's `steps`, a retried run's `attempts`, and kind-specific `info`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,7 +303,7 @@ pub struct RunView {
 
 impl From<StoredRun> for RunView {
     fn from(r: StoredRun) -> RunView {
-        let p = r.phases_us.map(|v| v.map(|us| ms(i64::from(us))));
+        let p = r.phases_us.map(|v| v.map(stored_us));
         RunView {
             run_id: r.run_id,
             scheduled_at: r.scheduled_at,
@@ -294,16 +315,16 @@ impl From<StoredRun> for RunView {
             error_class: r.error_class,
             error_message: r.error_message,
             status_code: r.status_code,
-            phases: PhasesMs {
-                total_ms: p[0],
-                dns_ms: p[1],
-                connect_ms: p[2],
-                tls_ms: p[3],
-                first_byte_ms: p[4],
-                transfer_ms: p[5],
+            phases: Phases {
+                total_us: p[0].unwrap_or(0),
+                dns_us: p[1],
+                connect_us: p[2],
+                tls_us: p[3],
+                first_byte_us: p[4],
+                transfer_us: p[5],
             },
             response_bytes: r.response_bytes,
-            detail: r.detail,
+            detail: r.detail.map(detail_in_ms),
         }
     }
 }
@@ -405,7 +426,8 @@ pub struct LatencySeries {
     pub phase: String,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    pub step_seconds: i64,
+    /// The step, in milliseconds like every duration of the API (60000 for `1m`).
+    pub step_ms: i64,
     /// Steps without runs are omitted.
     pub points: Vec<LatencyPointView>,
 }
@@ -466,7 +488,7 @@ pub async fn latency(
         phase: phase_name.to_string(),
         from,
         to,
-        step_seconds: step_secs,
+        step_ms: step_secs.saturating_mul(1000),
         points: series
             .into_iter()
             .map(|p| LatencyPointView {
@@ -586,6 +608,25 @@ mod tests {
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
         assert!(decode_cursor("garbage").is_err());
+    }
+
+    #[test]
+    fn a_detail_stored_in_microseconds_is_given_in_milliseconds() {
+        let old = serde_json::json!({
+            "steps": [{"name": "login", "phases": {"dns_us": null, "connect_us": 1500, "tls_us": null,
+                "first_byte_us": 2000, "transfer_us": 10, "total_us": 4000}}],
+            "attempts": [{"attempt": 1, "success": false, "total_us": 2500}],
+            "info": {}
+        });
+        let new = detail_in_ms(old);
+        assert_eq!(new["steps"][0]["phases"]["total_ms"], 4.0);
+        assert_eq!(new["steps"][0]["phases"]["connect_ms"], 1.5);
+        assert!(new["steps"][0]["phases"]["tls_ms"].is_null());
+        assert!(new["steps"][0]["phases"].get("total_us").is_none());
+        assert_eq!(new["attempts"][0]["total_ms"], 2.5);
+        assert!(new["attempts"][0].get("total_us").is_none());
+        // Already in milliseconds: unchanged.
+        assert_eq!(detail_in_ms(new.clone()), new);
     }
 
     #[test]

@@ -106,3 +106,143 @@ impl Ctx<'_> {
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+/// serde's message for a value of the wrong type or range, in the words of the
+/// file format: serde names Rust types (`expected u16`, `a sequence`,
+/// `struct RawHttp`), a person writing YAML reads "a whole number from 0 to
+/// 65535", "a list", "a mapping". The one place these words are chosen;
+/// messages it does not recognise pass through unchanged.
+pub fn plain_serde_message(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            // The found value comes first and may be any text: split at the last ", expected ".
+            if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+                return format!(
+                    "expected {}, got {}",
+                    expected_words(expected),
+                    found_words(found)
+                );
+            }
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid length ") {
+        if let Some((n, expected)) = rest.split_once(", expected ") {
+            return format!("expected {}, got {n} item(s)", expected_words(expected));
+        }
+    }
+    if msg.starts_with("data did not match any variant of untagged enum ") {
+        return "this value has none of the accepted forms; see `prober schema` for what to write here".into();
+    }
+    msg.to_string()
+}
+
+/// What serde expected (a Rust type's name or a visitor's `expecting`), in plain words.
+fn expected_words(expected: &str) -> String {
+    let words = match expected {
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" | "a borrowed string" => "text (a string)",
+        "a character" => "a single character",
+        "a sequence" => "a list",
+        "a map" => "a mapping (key: value)",
+        "unit" => "nothing (null)",
+        "option" => "a value",
+        e if e.starts_with("struct ") => "a mapping (key: value)",
+        e if e.starts_with("enum ") => "one of the accepted values (see `prober schema`)",
+        e if e.starts_with("tuple struct ") || e.starts_with("a tuple of size ") => "a list",
+        other => other,
+    };
+    words.to_string()
+}
+
+/// What serde found in the file (`Unexpected`'s wording), in plain words.
+fn found_words(found: &str) -> String {
+    let between = |prefix: &str| {
+        found
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('`'))
+            .and_then(|r| r.strip_suffix('`'))
+            .map(str::to_string)
+    };
+    if let Some(v) = between("integer ")
+        .or_else(|| between("floating point "))
+        .or_else(|| between("boolean "))
+    {
+        return v;
+    }
+    if let Some(s) = found.strip_prefix("string ") {
+        return s.to_string();
+    }
+    match found {
+        "sequence" => "a list",
+        "map" => "a mapping",
+        "unit value" => "nothing (null)",
+        "Option value" => "a value",
+        other => other,
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod plain_words_tests {
+    use super::plain_serde_message as plain;
+
+    #[test]
+    fn serde_messages_say_what_to_write_in_the_words_of_the_format() {
+        let cases = [
+            (
+                "invalid value: integer `70000`, expected u16",
+                "expected a whole number from 0 to 65535, got 70000",
+            ),
+            (
+                "invalid type: string \"abc\", expected u32",
+                "expected a whole number from 0 to 4294967295, got \"abc\"",
+            ),
+            (
+                "invalid type: string \"yes\", expected a boolean",
+                "expected true or false, got \"yes\"",
+            ),
+            (
+                "invalid type: sequence, expected a map",
+                "expected a mapping (key: value), got a list",
+            ),
+            (
+                "invalid type: map, expected a sequence",
+                "expected a list, got a mapping",
+            ),
+            (
+                "invalid type: string \"x\", expected struct RawRetry",
+                "expected a mapping (key: value), got \"x\"",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64",
+                "expected a whole number, 0 or more, got 1.5",
+            ),
+            (
+                "invalid type: unit value, expected f64",
+                "expected a number, got nothing (null)",
+            ),
+            (
+                "invalid type: string \"a, expected u8\", expected u8",
+                "expected a whole number from 0 to 255, got \"a, expected u8\"",
+            ),
+            // Our own `expecting` texts and other messages pass through.
+            (
+                "expected a status code such as 200",
+                "expected a status code such as 200",
+            ),
+        ];
+        for (serde, want) in cases {
+            assert_eq!(plain(serde), want, "{serde}");
+        }
+        assert!(
+            !plain("data did not match any variant of untagged enum RawStatus")
+                .contains("RawStatus")
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use serde_path_to_error::Segment;
 
-use super::diag::{Ctx, Diagnostic, Severity};
+use super::diag::{plain_serde_message, Ctx, Diagnostic, Severity};
 use super::probe::{validate, Probe};
 use super::raw::RawProbe;
 use super::yaml::{self, join_index, join_key, Document, Pos};
@@ -120,21 +120,42 @@ pub fn load_text(file: &Path, text: &str, report: &mut LoadReport) {
             return;
         }
     };
+    let mut entries = 0;
     for doc in &docs {
         match &doc.value {
             Value::Null => {}
-            Value::Object(_) => load_probe(file, doc.clone(), report),
+            Value::Object(_) => {
+                entries += 1;
+                load_probe(file, doc.clone(), report);
+            }
             Value::Array(_) => {
                 for item in doc.items() {
+                    entries += 1;
                     load_probe(file, item, report);
                 }
             }
-            _ => report.diagnostics.push(file_error(
-                file,
-                doc.value_pos(""),
-                "a probe file holds one probe (a mapping with `name:`) or a list of probes".into(),
-            )),
+            _ => {
+                entries += 1;
+                report.diagnostics.push(file_error(
+                    file,
+                    doc.value_pos(""),
+                    "a probe file holds one probe (a mapping with `name:`) or a list of probes"
+                        .into(),
+                ))
+            }
         }
+    }
+    if entries == 0 {
+        // Empty, only comments, or an empty list: most likely a file not finished or
+        // emptied by mistake. A warning, not an error, so a placeholder file still loads.
+        report.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            ..file_error(
+                file,
+                Pos { line: 1, col: 1 },
+                "the file holds no probe (it is empty or only comments); add a probe (see probes/README.md) or remove the file".into(),
+            )
+        });
     }
 }
 
@@ -360,28 +381,9 @@ fn report_serde_error(
             "starts_at" | "ends_at" => "; write an RFC 3339 time, like 2030-01-31T02:00:00Z",
             _ => "",
         };
-        ctx.error(&path, format!("{}{hint}", plain_words(&msg)));
+        ctx.error(&path, format!("{}{hint}", plain_serde_message(&msg)));
         Some(path)
     }
-}
-
-/// serde's type names in words a reader of a YAML file uses.
-fn plain_words(msg: &str) -> String {
-    let Some((head, expected)) = msg.split_once(", expected ") else {
-        return msg.to_string();
-    };
-    let head = head.replace("invalid type: ", "found ");
-    let words = match expected {
-        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
-        "i64" | "i32" => "a whole number",
-        "f64" | "f32" => "a number",
-        "a boolean" => "true or false",
-        "a sequence" => "a list",
-        "a map" => "a mapping (key: value)",
-        e if e.starts_with("struct ") => "a mapping (key: value)",
-        e => e,
-    };
-    format!("{head}, expected {words}")
 }
 
 fn backticked<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {

@@ -17,6 +17,15 @@ use serde_json::Value;
     deny_unknown_fields,
     expecting = "a probe: a mapping with `name`, a schedule and `http`"
 )]
+// What `check` enforces after parsing, said in the schema too, so an editor
+// flags it: exactly one of `every` and `cron`, exactly one kind of check.
+#[schemars(extend("allOf" = [
+    {"oneOf": [{"required": ["every"]}, {"required": ["cron"]}]},
+    {"oneOf": [
+        {"required": ["http"]}, {"required": ["steps"]}, {"required": ["tcp"]},
+        {"required": ["dns"]}, {"required": ["tls"]}, {"required": ["grpc"]}
+    ]}
+]))]
 pub struct RawProbe {
     /// Unique across all probe files; the stable id of the probe in the database, the API and alerts.
     pub name: String,

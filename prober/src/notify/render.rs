@@ -195,7 +195,7 @@ fn pagerduty(c: &Content, routing_key: &str) -> Value {
             details.insert("expected".into(), json!(a.expected));
             details.insert("actual".into(), json!(a.actual));
         }
-        details.insert("phases_us".into(), json!(f.phases));
+        details.insert("phases".into(), json!(f.phases));
         details.insert("trace_id".into(), json!(f.trace_id));
         details.insert("run_id".into(), json!(f.run_id));
     }

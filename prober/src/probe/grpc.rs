@@ -277,7 +277,7 @@ async fn health_check(
     let stream: Box<dyn Stream> = if check.tls {
         Box::new(handshake(check, tls, tcp, p).await?)
     } else {
-        p.phases.tls_us = Some(0);
+        // Plaintext: no TLS phase (None, not 0).
         Box::new(tcp)
     };
     p.enter(Stage::Http2);
@@ -331,7 +331,8 @@ async fn resolve(host: &str, port: u16, p: &mut Progress) -> Result<Vec<SocketAd
     p.enter(Stage::Dns);
     let result = net::resolve(host, port, "`grpc.target`").await;
     let looked_up = !matches!(result, Ok((_, false)));
-    p.phases.dns_us = if looked_up { p.stage_us() } else { Some(0) };
+    // An IP address is not looked up: no DNS phase (None, not 0).
+    p.phases.dns_us = if looked_up { p.stage_us() } else { None };
     result.map(|(addrs, _)| addrs)
 }
 

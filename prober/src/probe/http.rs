@@ -490,10 +490,8 @@ async fn hop(
         .then(|| format!("{}|{}", ctx.probe, url.origin().ascii_serialization()));
     if let Some(idle) = key.as_deref().and_then(|k| ctx.pool.take(k)) {
         if idle.sender.is_ready() {
-            // A reused connection: no DNS, connect or TLS this time.
-            p.hop.dns_us = Some(0);
-            p.hop.connect_us = Some(0);
-            p.hop.tls_us = Some(0);
+            // A reused connection: no DNS, connect or TLS this time, so those
+            // phases stay None (nothing measured, nothing added to their histograms).
             p.remote_addr = idle.remote_addr;
             p.cert = idle.cert.clone();
             idle.clock.reset();
@@ -534,7 +532,7 @@ async fn hop(
         p.hop.tls_us = Some(micros(p.stage_started.elapsed()));
         Box::new(TimedIo::new(tls_stream, clock.clone()))
     } else {
-        p.hop.tls_us = Some(0);
+        // http://: no TLS phase (None, not 0).
         Box::new(TimedIo::new(tcp, clock.clone()))
     };
     p.enter(Stage::FirstByte);
@@ -646,11 +644,8 @@ async fn resolve(host: &str, port: u16, p: &mut Progress) -> Result<Vec<SocketAd
     p.enter(Stage::Dns);
     let result = net::resolve(host, port, "the URL").await;
     let looked_up = !matches!(result, Ok((_, false)));
-    p.hop.dns_us = Some(if looked_up {
-        micros(p.stage_started.elapsed())
-    } else {
-        0
-    });
+    // An IP address is not looked up: no DNS phase (None, not 0).
+    p.hop.dns_us = looked_up.then(|| micros(p.stage_started.elapsed()));
     result.map(|(addrs, _)| addrs)
 }
 

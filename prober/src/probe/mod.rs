@@ -19,7 +19,7 @@ pub mod tls;
 pub mod tls_check;
 
 pub use outcome::{
-    AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError, StepOutcome,
+    ms, AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError, StepOutcome,
     StepStatus,
 };
 

@@ -61,19 +61,112 @@ pub struct ProbeError {
     pub message: String,
 }
 
-/// Time spent in each phase, in microseconds. A phase not reached is `None`;
-/// a phase that did not apply (DNS for an IP address, TLS for http://) is 0.
+/// Time spent in each phase, in microseconds. A phase that did not happen is
+/// `None`: not reached (the run failed or timed out before it), or not part
+/// of this run (DNS for an IP address, TLS for `http://`, connect on a reused
+/// connection). So a phase's histogram only ever counts real measurements.
+///
+/// In JSON (the API, `prober once --json`, notifications, `runs.detail`) the
+/// phases are milliseconds as numbers, `dns_ms` … `total_ms`, like every
+/// duration the API gives; `null` for a phase that did not happen. Reading
+/// accepts the older microsecond form (`dns_us` …) too, as stored before.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(from = "PhasesWire")]
 pub struct Phases {
+    #[serde(rename = "dns_ms", serialize_with = "ms::opt")]
+    #[schema(value_type = Option<f64>)]
     pub dns_us: Option<u64>,
+    #[serde(rename = "connect_ms", serialize_with = "ms::opt")]
+    #[schema(value_type = Option<f64>)]
     pub connect_us: Option<u64>,
+    #[serde(rename = "tls_ms", serialize_with = "ms::opt")]
+    #[schema(value_type = Option<f64>)]
     pub tls_us: Option<u64>,
     /// From the request written to the first byte of the response.
+    #[serde(rename = "first_byte_ms", serialize_with = "ms::opt")]
+    #[schema(value_type = Option<f64>)]
     pub first_byte_us: Option<u64>,
     /// From the first byte of the response to the last byte of the body.
+    #[serde(rename = "transfer_ms", serialize_with = "ms::opt")]
+    #[schema(value_type = Option<f64>)]
     pub transfer_us: Option<u64>,
     /// The whole run, redirects included.
+    #[serde(rename = "total_ms", serialize_with = "ms::one")]
+    #[schema(value_type = f64)]
     pub total_us: u64,
+}
+
+/// Microseconds written as milliseconds: the one conversion of every
+/// duration the JSON API gives (`serialize_with` helpers and the plain function).
+pub mod ms {
+    use serde::Serializer;
+
+    /// `us` in milliseconds (13812 µs → 13.812).
+    pub fn of(us: u64) -> f64 {
+        us as f64 / 1000.0
+    }
+
+    /// Milliseconds back to whole microseconds (negative and NaN → 0).
+    pub fn to_us(ms: f64) -> u64 {
+        let us = (ms * 1000.0).round();
+        if us.is_finite() && us > 0.0 {
+            us as u64
+        } else {
+            0
+        }
+    }
+
+    pub fn one<S: Serializer>(us: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(of(*us))
+    }
+
+    pub fn signed<S: Serializer>(us: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(*us as f64 / 1000.0)
+    }
+
+    pub fn de_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        <f64 as serde::Deserialize>::deserialize(d).map(to_us)
+    }
+
+    pub fn opt<S: Serializer>(us: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match us {
+            Some(us) => s.serialize_f64(of(*us)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// [`Phases`] as read from JSON: milliseconds, or the microseconds of
+/// documents written before the API settled on milliseconds (alerts'
+/// `last_failure`, `runs.detail`).
+#[derive(Deserialize)]
+struct PhasesWire {
+    dns_ms: Option<f64>,
+    connect_ms: Option<f64>,
+    tls_ms: Option<f64>,
+    first_byte_ms: Option<f64>,
+    transfer_ms: Option<f64>,
+    total_ms: Option<f64>,
+    dns_us: Option<u64>,
+    connect_us: Option<u64>,
+    tls_us: Option<u64>,
+    first_byte_us: Option<u64>,
+    transfer_us: Option<u64>,
+    total_us: Option<u64>,
+}
+
+impl From<PhasesWire> for Phases {
+    fn from(w: PhasesWire) -> Phases {
+        let pick = |ms: Option<f64>, us: Option<u64>| ms.map(ms::to_us).or(us);
+        Phases {
+            dns_us: pick(w.dns_ms, w.dns_us),
+            connect_us: pick(w.connect_ms, w.connect_us),
+            tls_us: pick(w.tls_ms, w.tls_us),
+            first_byte_us: pick(w.first_byte_ms, w.first_byte_us),
+            transfer_us: pick(w.transfer_ms, w.transfer_us),
+            total_us: pick(w.total_ms, w.total_us).unwrap_or(0),
+        }
+    }
 }
 
 impl Phases {
@@ -182,6 +275,12 @@ pub struct Attempt {
     pub success: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ProbeError>,
+    #[serde(
+        rename = "total_ms",
+        serialize_with = "ms::one",
+        deserialize_with = "ms::de_one"
+    )]
+    #[schema(value_type = f64)]
     pub total_us: u64,
 }
 
@@ -276,6 +375,37 @@ mod tests {
             let json = serde_json::to_string(&c).unwrap();
             assert_eq!(json, format!("\"{}\"", c.as_str()));
         }
+    }
+
+    #[test]
+    fn phases_are_milliseconds_in_json_and_null_where_they_did_not_happen() {
+        let p = Phases {
+            dns_us: None,
+            connect_us: Some(900),
+            tls_us: None,
+            first_byte_us: Some(10_250),
+            transfer_us: Some(1),
+            total_us: 13_812,
+        };
+        let json = serde_json::to_value(p).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"dns_ms": null, "connect_ms": 0.9, "tls_ms": null,
+                "first_byte_ms": 10.25, "transfer_ms": 0.001, "total_ms": 13.812})
+        );
+        assert_eq!(serde_json::from_value::<Phases>(json).unwrap(), p);
+    }
+
+    #[test]
+    fn phases_stored_in_microseconds_still_read() {
+        let old = serde_json::json!({"dns_us": 5, "connect_us": 900, "tls_us": null,
+            "first_byte_us": 10_250, "transfer_us": null, "total_us": 13_812});
+        let p: Phases = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (p.dns_us, p.connect_us, p.tls_us),
+            (Some(5), Some(900), None)
+        );
+        assert_eq!(p.total_us, 13_812);
     }
 
     #[test]

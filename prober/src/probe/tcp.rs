@@ -136,11 +136,8 @@ pub(crate) async fn resolve(
     p.enter(Stage::Dns);
     let result = net::resolve(host, port, "the probe").await;
     let looked_up = !matches!(result, Ok((_, false)));
-    p.phases.dns_us = Some(if looked_up {
-        micros(p.stage_started.elapsed())
-    } else {
-        0
-    });
+    // An IP address is not looked up: no DNS phase (None, not 0).
+    p.phases.dns_us = looked_up.then(|| micros(p.stage_started.elapsed()));
     result.map(|(addrs, _)| addrs)
 }
 

@@ -89,13 +89,18 @@ pub struct RunRecord {
 
 /// A compact summary of a run, kept in memory.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// Kept in microseconds; in JSON, milliseconds (`lateness_ms`, `total_ms`) like every API duration.
 pub struct RunSummary {
     pub run_id: Uuid,
     pub scheduled_at: DateTime<Utc>,
+    #[serde(rename = "lateness_ms", serialize_with = "crate::probe::ms::signed")]
+    #[schema(value_type = f64)]
     pub lateness_us: i64,
     pub success: bool,
     pub error_class: Option<ErrorClass>,
     pub status_code: Option<u16>,
+    #[serde(rename = "total_ms", serialize_with = "crate::probe::ms::one")]
+    #[schema(value_type = f64)]
     pub total_us: u64,
 }
 

@@ -179,7 +179,7 @@ async fn the_latency_endpoint_matches_hdrhistogram_over_a_day_and_per_hour() {
     )
     .await;
     assert_eq!(quarter["points"].as_array().unwrap().len(), 96);
-    assert_eq!(quarter["step_seconds"], 900);
+    assert_eq!(quarter["step_ms"], 900_000);
     d.shutdown().await;
 }
 
@@ -441,5 +441,140 @@ async fn the_openapi_document_describes_every_endpoint() {
             "{schema} missing"
         );
     }
+    d.shutdown().await;
+}
+
+/// Every key of `v` (at any depth) that names a duration in another unit than ms, with its path.
+fn non_ms_duration_keys(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k.ends_with("_us") || k.ends_with("_seconds") || k.ends_with("_secs") {
+                    out.push(format!("{path}.{k}"));
+                }
+                non_ms_duration_keys(x, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                non_ms_duration_keys(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_duration_is_in_milliseconds_and_every_run_list_is_newest_first() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start(&db, &target).await;
+    let mut posted = Vec::new();
+    for _ in 0..3 {
+        let (code, body) = http_request(d.addr, "POST", "/api/v1/probes/api-live/run").await;
+        assert_eq!(code, 200, "{body}");
+        posted.push(serde_json::from_str::<Value>(&body).unwrap());
+    }
+    let stored = wait_for(Duration::from_secs(10), || {
+        d.store_health
+            .runs_written
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 3
+    })
+    .await;
+    assert!(stored);
+    let newest_first: Vec<&Value> = posted.iter().rev().map(|p| &p["run_id"]).collect();
+
+    let (_, detail) = get_json(&d, "/api/v1/probes/api-live").await;
+    let (_, page) = get_json(&d, "/api/v1/probes/api-live/runs").await;
+    let (_, list) = get_json(&d, "/api/v1/probes").await;
+
+    let recent = detail["recent_runs"].as_array().unwrap();
+    let runs = page["runs"].as_array().unwrap();
+    assert_eq!(
+        recent.iter().map(|r| &r["run_id"]).collect::<Vec<_>>(),
+        newest_first,
+        "the detail's recent runs are newest first, like /runs"
+    );
+    assert_eq!(
+        runs.iter().map(|r| &r["run_id"]).collect::<Vec<_>>(),
+        newest_first
+    );
+    // The same run, in the same unit, wherever it appears.
+    let last = &posted[2]["outcome"]["phases"];
+    assert_eq!(
+        recent[0]["total_ms"], last["total_ms"],
+        "{recent:?} vs {last}"
+    );
+    assert_eq!(runs[0]["phases"]["total_ms"], last["total_ms"]);
+    assert_eq!(runs[0]["phases"]["first_byte_ms"], last["first_byte_ms"]);
+    assert!(recent[0]["lateness_ms"].is_number(), "{}", recent[0]);
+    assert!(last["total_ms"].as_f64().unwrap() > 0.0, "{last}");
+    // One phase object: the runs API and the outcome (`POST …/run`, `prober once --json`).
+    assert_eq!(keys(&runs[0]["phases"]), keys(last));
+    // http:// to an IP address: neither TLS nor DNS happened.
+    for phases in [&runs[0]["phases"], last] {
+        assert!(phases["tls_ms"].is_null(), "{phases}");
+        assert!(phases["dns_ms"].is_null(), "{phases}");
+        assert!(phases["connect_ms"].is_f64(), "{phases}");
+    }
+    let live = list["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "api-live")
+        .unwrap();
+    assert_eq!(live["last_run"]["run_id"], *newest_first[0]);
+
+    let (_, latency) = get_json(&d, "/api/v1/probes/api-live/latency?phase=tls").await;
+    assert!(
+        latency["points"].as_array().unwrap().is_empty(),
+        "no TLS phase happened, so no TLS sample was counted: {latency}"
+    );
+    let (_, total) = get_json(&d, "/api/v1/probes/api-live/latency").await;
+    let counted: i64 = total["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 3);
+    let (_, alerts) = get_json(&d, "/api/v1/alerts").await;
+    let (_, doc) = get_json(&d, "/api/v1/openapi.json").await;
+    let mut found = Vec::new();
+    for (name, v) in [
+        ("detail", &detail),
+        ("runs", &page),
+        ("list", &list),
+        ("latency", &total),
+        ("alerts", &alerts),
+        ("openapi", &doc),
+    ] {
+        non_ms_duration_keys(v, name, &mut found);
+    }
+    for p in &posted {
+        non_ms_duration_keys(p, "run", &mut found);
+    }
+    assert!(found.is_empty(), "durations not in ms: {found:?}");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Phases"]["properties"]["total_ms"]["type"],
+        "number"
+    );
+    assert_eq!(
+        schemas["RunSummary"]["properties"]["total_ms"]["type"],
+        "number"
+    );
+    assert!(doc["info"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("newest first"));
     d.shutdown().await;
 }

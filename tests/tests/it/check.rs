@@ -419,3 +419,169 @@ fn schema_prints_a_json_schema_of_the_probe_keys() {
         );
     }
 }
+
+/// Writes `files` (name, text) into a new temporary directory.
+fn temp_probes(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("the file is written");
+    }
+    dir
+}
+
+#[test]
+fn check_says_what_to_write_in_plain_words_not_rust_type_names() {
+    // Arrange: values of the wrong type or range, one file each: (file, text, words its message must hold).
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "port_too_big.yaml",
+            "name: db\nevery: 30s\ntcp:\n  host: 127.0.0.1\n  port: 70000\n",
+            "tcp.port: expected a whole number from 0 to 65535, got 70000",
+        ),
+        (
+            "port_is_text.yaml",
+            "name: db\nevery: 30s\ntcp:\n  host: 127.0.0.1\n  port: postgres\n",
+            "tcp.port: expected a whole number from 0 to 65535, got \"postgres\"",
+        ),
+        (
+            "keep_alive_yes.yaml",
+            "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\n  keep_alive: \"yes\"\n",
+            "http.keep_alive: expected true or false, got \"yes\"",
+        ),
+        (
+            "redirects_negative.yaml",
+            "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\n  redirects: -1\n",
+            "http.redirects: expected a whole number from 0 to 4294967295, got -1",
+        ),
+        (
+            "retry_is_text.yaml",
+            "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\nretry: twice\n",
+            "retry: expected a mapping (key: value), got \"twice\"",
+        ),
+        (
+            "depends_on_is_a_mapping.yaml",
+            "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\ndepends_on: {db: yes}\n",
+            "depends_on: expected a list, got a mapping",
+        ),
+    ];
+    let files: Vec<(&str, &str)> = cases.iter().map(|(f, t, _)| (*f, *t)).collect();
+    let dir = temp_probes(&files);
+
+    // Act
+    let run = prober(&[OsStr::new("check"), dir.path().as_os_str()]);
+
+    // Assert
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    for (file, _, words) in cases {
+        let problems = problems_of(&run.stderr, &dir.path().join(file));
+        assert!(
+            problems.iter().any(|(_, l)| l.contains(words)),
+            "{file}: no problem says {words:?}; stderr:\n{}",
+            run.stderr
+        );
+    }
+    let rust_words = [
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "usize",
+        "i64",
+        "f64",
+        "a sequence",
+        "a map,",
+        "struct ",
+        "enum ",
+        "a boolean",
+    ];
+    let leaks: Vec<&str> = (run.stderr.lines())
+        .filter(|l| rust_words.iter().any(|w| l.contains(w)))
+        .collect();
+    assert!(leaks.is_empty(), "Rust type names: {leaks:#?}");
+}
+
+#[test]
+fn check_warns_about_a_file_that_holds_no_probe_and_sums_up() {
+    // Arrange
+    let dir = temp_probes(&[
+        ("empty.yaml", ""),
+        (
+            "comments.yaml",
+            "# the payments probes, to come\n# name: pay\n",
+        ),
+        (
+            "web.yaml",
+            "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\n",
+        ),
+    ]);
+
+    // Act
+    let run = prober(&[OsStr::new("check"), dir.path().as_os_str()]);
+
+    // Assert: still valid (a warning), each empty file named, and the summary counts them.
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    for file in ["empty.yaml", "comments.yaml"] {
+        let problems = problems_of(&run.stderr, &dir.path().join(file));
+        assert!(
+            problems
+                .iter()
+                .any(|(line, l)| *line == 1 && l.contains("warning: the file holds no probe")),
+            "{file}: stderr:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        run.stdout.trim(),
+        "ok: 1 probe(s) in 3 file(s), 2 warning(s)"
+    );
+}
+
+#[test]
+fn schema_requires_exactly_one_schedule_and_one_kind_as_check_does() {
+    // Arrange: what `check` enforces (tests/fixtures/broken: every_and_cron, two_kinds, no_schedule).
+    let schedule: BTreeSet<String> = ["every", "cron"].map(String::from).into();
+    let kinds: BTreeSet<String> = ["http", "steps", "tcp", "dns", "tls", "grpc"]
+        .map(String::from)
+        .into();
+
+    // Act
+    let run = prober(&["schema"]);
+
+    // Assert: the probe requires `oneOf` each group's keys, one `required` key per branch,
+    // so a document with two (or none) of them is invalid.
+    let schema: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let probe = &schema["$defs"]["RawProbe"];
+    let groups: Vec<BTreeSet<String>> = probe["allOf"]
+        .as_array()
+        .expect("the probe schema has allOf")
+        .iter()
+        .map(|g| {
+            let branches = g["oneOf"].as_array().expect("each group is a oneOf");
+            branches
+                .iter()
+                .map(|b| {
+                    let required = b["required"].as_array().expect("a required key");
+                    assert_eq!(required.len(), 1, "one key per branch: {b}");
+                    required[0].as_str().unwrap().to_string()
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(groups, vec![schedule, kinds.clone()]);
+    for key in groups.iter().flatten() {
+        assert!(
+            probe["properties"][key].is_object(),
+            "{key} is not a property"
+        );
+    }
+    // Neither group is also plainly required (that would contradict oneOf).
+    let required: Vec<&str> = (probe["required"].as_array().into_iter().flatten())
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        required
+            .iter()
+            .all(|r| !kinds.contains(*r) && *r != "every" && *r != "cron"),
+        "{required:?}"
+    );
+}

@@ -271,7 +271,7 @@ async fn a_firing_alert_reaches_every_receiver_once_and_so_does_its_resolution()
         w["last_failure"]["error"].as_str().unwrap().contains("503"),
         "{w}"
     );
-    assert!(w["last_failure"]["phases"]["total_us"].is_u64(), "{w}");
+    assert!(w["last_failure"]["phases"]["total_ms"].is_f64(), "{w}");
     assert!(w["last_failure"]["trace_id"].is_string(), "{w}");
     assert_eq!(w["runbook_url"], "https://runbooks.example/checkout");
     assert_eq!(

@@ -27,6 +27,9 @@ async fn once_prints_phases_and_exits_0_when_the_probe_passes() {
     for phase in ["dns", "connect", "tls", "first byte", "transfer", "total"] {
         assert!(stdout.contains(phase), "missing {phase}: {stdout}");
     }
+    // http:// to an IP address: no TLS and no DNS happened, so neither shows a time.
+    assert!(stdout.contains("| tls - |"), "{stdout}");
+    assert!(stdout.contains("dns - |"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,7 +56,15 @@ async fn once_finds_a_probe_by_name_in_the_probes_directory() {
     let outcome: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(outcome["error"]["class"], "http_status");
     assert_eq!(outcome["status_code"], 500);
-    assert!(outcome["phases"]["total_us"].as_u64().unwrap() > 0);
+    // The runs API's units and names: milliseconds, `*_ms`; null for a phase that did not happen.
+    let phases = &outcome["phases"];
+    assert!(phases["total_ms"].as_f64().unwrap() > 0.0, "{phases}");
+    assert!(phases["first_byte_ms"].as_f64().is_some(), "{phases}");
+    assert!(
+        phases["tls_ms"].is_null(),
+        "http:// has no TLS phase: {phases}"
+    );
+    assert!(phases.get("total_us").is_none(), "{phases}");
     assert_eq!(unknown.status.code(), Some(2));
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(
@@ -80,7 +91,7 @@ async fn once_refuses_a_broken_file_with_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn once_names_a_missing_environment_variable() {
+async fn once_records_a_missing_environment_variable_as_the_daemon_does() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -89,10 +100,12 @@ async fn once_names_a_missing_environment_variable() {
     );
 
     let out = cli(dir.path(), &["once", "p.yaml"], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
 
-    assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("PROBER_TEST_UNSET_VAR"), "{err}");
+    // As the daemon records it: a failed run of class `config`, naming the variable.
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("config"), "{text}");
+    assert!(text.contains("PROBER_TEST_UNSET_VAR"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

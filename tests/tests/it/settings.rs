@@ -41,7 +41,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("2:1", "max_concurency: unknown key"),
     (
         "3:17",
-        "flush_interval: found integer `250`, expected a string; write a duration",
+        "flush_interval: expected text (a string), got 250; write a duration",
     ),
     ("5:9", "retention.runs: \"7 days please\" is not a duration"),
     ("7:13", "alerting.severity: \"loud\" is not a severity"),
