@@ -11,14 +11,8 @@ use crate::config::{load_paths, LoadReport};
 /// Checks the settings file (`config`, or `prober.yaml` in the working
 /// directory if present, as `run` would read it) and the probe files under
 /// `paths` (default: the paths the settings name, as `run` would load them).
-pub fn run(paths: &[PathBuf], config: Option<PathBuf>) -> ExitCode {
-    let settings = Settings::check(
-        &SettingsArgs {
-            config,
-            ..SettingsArgs::default()
-        },
-        EnvMode::Warn,
-    );
+pub fn run(paths: &[PathBuf], args: SettingsArgs) -> ExitCode {
+    let settings = Settings::check(&args, EnvMode::Warn);
     let paths = if paths.is_empty() {
         settings.probes.clone()
     } else {

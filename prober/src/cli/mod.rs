@@ -63,11 +63,11 @@ enum Command {
     /// Validate the settings and probe files offline; report every problem with file:line:column.
     Check {
         /// Probe files or directories (searched recursively for *.yaml, *.yml);
-        /// default: the settings' `probes`, else probes/.
+        /// default: the probes `run` would load (`--probes`, PROBER_PROBES, the settings' `probes`, else probes/).
         paths: Vec<PathBuf>,
-        /// Settings file to check too (default: prober.yaml, if present, as `run` reads it).
-        #[arg(long = "config", env = "PROBER_CONFIG")]
-        config: Option<PathBuf>,
+        /// The settings `run` would use, checked too (the file: `--config`, else prober.yaml if present).
+        #[command(flatten)]
+        settings: SettingsArgs,
     },
     /// Run probes once, now, and print what a scheduled run would record.
     Once {
@@ -131,7 +131,7 @@ pub fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Check { paths, config } => check::run(&paths, config),
+        Command::Check { paths, settings } => check::run(&paths, settings),
         Command::Once {
             target,
             probes,
@@ -141,16 +141,23 @@ pub fn main() -> ExitCode {
         Command::Healthcheck { settings, timeout } => healthcheck::run(&settings, timeout),
         Command::Schema => {
             let schema = crate::config::raw::json_schema();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+            print_out(&serde_json::to_string_pretty(&schema).unwrap_or_default())
         }
-        Command::Version => {
-            println!("prober {}", crate::VERSION);
-            ExitCode::SUCCESS
+        Command::Version => print_out(&format!("prober {}", crate::VERSION)),
+    }
+}
+
+/// Prints `text` and a newline on stdout; a closed pipe (`prober schema | head`)
+/// ends the output quietly instead of panicking as `println!` does.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("cannot write to stdout: {e}");
+            ExitCode::from(EXIT_FAILED)
         }
+        _ => ExitCode::SUCCESS,
     }
 }
 

@@ -585,3 +585,19 @@ fn schema_requires_exactly_one_schedule_and_one_kind_as_check_does() {
         "{required:?}"
     );
 }
+
+/// `prober schema | head`: a closed pipe ends the output, with no panic. The
+/// pipe's reading end is closed before the prober starts, so every write fails.
+#[test]
+fn schema_into_a_closed_pipe_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_prober-cli"))
+        .arg("schema")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -154,6 +154,29 @@ fn check_loads_the_probe_paths_the_settings_name_when_none_are_given() {
     );
 }
 
+/// `check` loads what `run` would: PROBER_PROBES (and `--probes`) win over the file's `probes`.
+#[test]
+fn check_loads_the_probes_of_prober_probes_as_run_would() {
+    let dir = workdir("probes: [elsewhere]\n");
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::write(dir.path().join("mine/broken.yaml"), "name: y\n").unwrap();
+
+    let out = cli(dir.path(), &["check"], &[("PROBER_PROBES", "mine")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mine/broken.yaml:1:1"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cli(
+        dir.path(),
+        &["check", "--probes", "probes"],
+        &[("PROBER_PROBES", "mine")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 #[test]
 fn run_with_a_broken_settings_file_exits_2_with_every_problem_before_touching_anything() {
     let dir = workdir(BROKEN);
