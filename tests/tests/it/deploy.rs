@@ -420,3 +420,45 @@ fn kubernetes_configmap_probes_and_settings_pass_the_prober_s_own_checks() {
     })
     .unwrap_or_else(|e| panic!("the settings ConfigMap's {key}: {e}"));
 }
+
+/// The Deployment runs hardened (non-root, read-only root, no capabilities,
+/// no service-account token, memory bounded), and the example NetworkPolicy
+/// selects its pods and lets in only the port the prober serves.
+#[test]
+fn kubernetes_deployment_is_hardened_and_the_network_policy_fits_it() {
+    let docs = manifests();
+    let deployment = find(&docs, "Deployment", "prober");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    let policy = &yaml("deploy/kubernetes/networkpolicy.example.yaml")[0];
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+    let port = &c["ports"][0]["containerPort"];
+    let ingress_ports: Vec<&Value> = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap().iter().map(|p| &p["port"]))
+        .collect();
+    assert_eq!(ingress_ports, [port]);
+    let egress_ports: Vec<i64> = policy["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap().iter())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert!(egress_ports.contains(&5432), "Postgres reachable");
+    assert!(egress_ports.contains(&53), "DNS reachable");
+}

@@ -23,6 +23,7 @@ mod kinds_tcp_tls;
 mod metrics;
 mod notify;
 mod once;
+mod pg_tls;
 mod reload;
 mod rollup;
 mod scenarios;
