@@ -195,7 +195,7 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
         Some(mounted("./probes").as_str())
     );
     assert_eq!(env["PROBER_DEMO_BIND"], "0.0.0.0");
-    let shop = format!("{0}:{0}", prober::demo::HTTP_PORT);
+    let shop = format!("127.0.0.1:{0}:{0}", prober::demo::HTTP_PORT);
     assert!(
         prober["ports"]
             .as_array()
@@ -209,6 +209,15 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
         env["PROBER_CONFIG"].as_str(),
         Some(mounted("./deploy/compose/prober.yaml").as_str())
     );
+    // Hardened: loopback-only ports, read-only root, no capabilities.
+    for p in prober["ports"].as_array().unwrap() {
+        assert!(
+            p.as_str().unwrap().starts_with("127.0.0.1:"),
+            "{p} is published on every interface"
+        );
+    }
+    assert_eq!(prober["read_only"], true);
+    assert_eq!(prober["cap_drop"][0], "ALL");
 
     let settings = Settings::resolve(&SettingsArgs {
         config: Some(repo().join("deploy/compose/prober.yaml")),
