@@ -16,6 +16,7 @@ mod deploy;
 mod docker_context;
 mod docs;
 mod examples;
+mod fuzz;
 mod helpers;
 mod http_probe;
 mod kinds_dns_grpc;
