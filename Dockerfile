@@ -3,15 +3,20 @@
 # that holds only the binary, CA certificates and the example probes.
 #
 #   docker build -t prober .
-#   docker run --rm -p 9680:9680 -e DATABASE_URL=postgres://user:pass@db:5432/prober \
-#     -v "$PWD/probes:/etc/prober/probes:ro" prober
+#   docker run --rm -p 127.0.0.1:9680:9680 -e DATABASE_URL=postgres://user:pass@db:5432/prober \
+#     -v "$PWD/my-probes:/etc/prober/probes:ro" prober
+#
+# The example probes in the image target `prober demo`'s own targets: `... prober demo`
+# (instead of the default `run`) shows them green without mounting anything.
 #
 # The build step is the command the tests and CI build the release binary with
 # (`cargo build --release --locked -p prober`), on the toolchain CI uses, from
-# the same Cargo.lock; `.ci/run` checks the compose file with `docker-compose
-# config` and a test (tests/tests/it/deploy.rs) checks this file's build command,
-# user and health check. No Docker engine runs in CI, so the image itself is
-# not built there.
+# the same Cargo.lock. No Docker engine runs in CI, so the image itself is not
+# built there; instead tests/tests/it/docker_context.rs assembles this file's
+# build context exactly as Docker would (.dockerignore, the COPYs) and runs its
+# `cargo build` in it, `.ci/run` checks the compose file with `docker-compose
+# config`, and tests/tests/it/deploy.rs checks the build command, user and
+# health check.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
