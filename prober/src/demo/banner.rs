@@ -3,15 +3,12 @@
 //! are capped at [`MAX_LINE`] bytes, a connection at [`MAX_LINES`] lines and
 //! [`super::IDLE_TIMEOUT`] of silence.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{IDLE_TIMEOUT, MAX_CONNECTIONS};
+use super::IDLE_TIMEOUT;
 
 /// The greeting, sent as soon as a client connects.
 pub const BANNER: &str = "220 prober demo ready\r\n";
@@ -19,27 +16,10 @@ const MAX_LINE: u64 = 1024;
 const MAX_LINES: usize = 32;
 
 pub(crate) async fn serve(listener: TcpListener, stop: CancellationToken, tasks: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let sock = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((sock, _)) => sock,
-                Err(_) => continue,
-            },
-        };
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = converse(sock) => {}
-            }
-        });
-    }
+    super::accept_each(listener, stop, tasks, |sock| async move {
+        let _ = converse(sock).await;
+    })
+    .await;
 }
 
 async fn converse(mut sock: TcpStream) -> std::io::Result<()> {

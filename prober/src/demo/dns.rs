@@ -21,11 +21,10 @@ use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{IDLE_TIMEOUT, MAX_CONNECTIONS};
+use super::IDLE_TIMEOUT;
 
 /// Turns a query's bytes into a response's, or `None` to stay silent.
 pub type Answer = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
@@ -77,27 +76,10 @@ pub async fn serve_tcp(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let sock = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((sock, _)) => sock,
-                Err(_) => continue,
-            },
-        };
-        let (answer, stop) = (answer.clone(), stop.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = tcp_connection(sock, answer) => {}
-            }
-        });
-    }
+    super::accept_each(listener, stop, tasks, move |sock| {
+        tcp_connection(sock, answer.clone())
+    })
+    .await;
 }
 
 async fn tcp_connection(mut sock: TcpStream, answer: Answer) {

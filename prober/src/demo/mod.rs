@@ -64,6 +64,45 @@ pub struct DemoAddrs {
     pub grpc: SocketAddr,
 }
 
+/// Accepts connections on `listener` until `stop`, at most [`MAX_CONNECTIONS`]
+/// at once, each served by `serve` in `tasks` and dropped when `stop` fires.
+/// A failed accept (out of descriptors, say) is logged and retried after a pause.
+pub(crate) async fn accept_each<F, Fut>(
+    listener: TcpListener,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let sock = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    tracing::warn!(error = %e, "demo: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (conn, stop) = (serve(sock), stop.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = conn => {}
+            }
+        });
+    }
+}
+
 /// The `/control/…` switches, shared by the shop and the handle.
 #[derive(Debug, Default)]
 pub(crate) struct Switches {

@@ -22,12 +22,11 @@ use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Switches, IDLE_TIMEOUT, MAX_CONNECTIONS};
+use super::{Switches, IDLE_TIMEOUT};
 
 /// Most bytes of a request head (hyper's smallest allowed buffer is 8 KiB).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -339,31 +338,10 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let sock = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((sock, _)) => sock,
-                Err(e) => {
-                    tracing::warn!(error = %e, "demo: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = connection(sock, router, tls) => {}
-            }
-        });
-    }
+    super::accept_each(listener, stop, tasks, move |sock| {
+        connection(sock, router.clone(), tls.clone())
+    })
+    .await;
 }
 
 async fn connection(sock: TcpStream, router: Router, tls: Option<TlsAcceptor>) {
