@@ -44,13 +44,13 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     files.dedup();
     report.files = files.len();
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match yaml::read_bounded(f) {
             Ok(text) => load_text(f, &text, &mut report),
-            Err(e) => report.diagnostics.push(file_error(
-                f,
-                Pos::default(),
-                format!("cannot read the file: {e}"),
-            )),
+            Err(message) => {
+                report
+                    .diagnostics
+                    .push(file_error(f, Pos { line: 1, col: 1 }, message))
+            }
         }
     }
     check_unique_names(&mut report);

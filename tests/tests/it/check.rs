@@ -12,6 +12,9 @@ use std::process::Command;
 /// `check_rejects_the_whole_broken_corpus_in_one_run`.
 const CORPUS: &[(&str, usize, &str)] = &[
     ("alert_bad_severity.yaml", 6, "alert.severity"),
+    ("alias_bomb_7_levels.yaml", 6, "an alias bomb?"),
+    ("alias_bomb_9_levels.yaml", 6, "an alias bomb?"),
+    ("nested_too_deep.yaml", 67, "nested more than 64 deep"),
     ("alert_latency_quantile.yaml", 6, "between 0 and 1"),
     ("alert_slo_objective.yaml", 5, "alert.slo.objective"),
     ("depends_on_cycle.yaml", 2, "cycle-a → cycle-b → cycle-a"),

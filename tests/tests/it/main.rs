@@ -17,6 +17,7 @@ mod docker_context;
 mod docs;
 mod examples;
 mod helpers;
+mod hostile;
 mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
