@@ -299,21 +299,52 @@ impl Probe {
 
 // === validation ===
 
+/// The longest probe name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`: safe as a URL path segment, a file name and
+/// a metric label value (no `/`, never `.` or `..`, no leading `-`).
+pub fn is_safe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A safe name close to `name`, for the error message.
+fn suggest_name(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut out: String = trimmed.chars().take(MAX_NAME_LEN).collect();
+    if out.is_empty() {
+        out = "probe-1".into();
+    }
+    out
+}
+
 /// Validates one probe, reporting every problem through `ctx`.
 pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
     let errors_before = ctx.error_count();
     if raw.name.trim().is_empty() {
         ctx.error("name", "the name is empty; give the probe a unique name");
-    } else if !raw
-        .name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-    {
+    } else if !is_safe_name(&raw.name) {
         ctx.error(
             "name",
             format!(
-                "name {:?} has characters other than letters, digits, '-', '_', '.', '/'; it is used in URLs and metrics, so rename it",
-                raw.name
+                "name {:?} is not allowed: a name starts with a letter or digit and holds only \
+                 letters, digits, '.', '_' and '-' ({MAX_NAME_LEN} at most); it is a path segment \
+                 of the API and a metric label, so rename the probe (e.g. {:?})",
+                raw.name,
+                suggest_name(&raw.name)
             ),
         );
     }
@@ -927,6 +958,43 @@ fn parse_class(text: &str) -> Option<StatusMatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_limited_to_a_safe_set() {
+        for ok in [
+            "a",
+            "checkout-health",
+            "api.v2_login",
+            "9",
+            &"x".repeat(128),
+        ] {
+            assert!(is_safe_name(ok), "{ok}");
+        }
+        for bad in [
+            ".",
+            "..",
+            "/",
+            "a//b",
+            "../etc/passwd",
+            "a/b",
+            "-a",
+            ".hidden",
+            "_a",
+            "a b",
+            "é",
+            "a?b",
+            "a%2Fb",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_safe_name(bad), "{bad}");
+            assert!(
+                is_safe_name(&suggest_name(bad)),
+                "{bad} → {}",
+                suggest_name(bad)
+            );
+        }
+        assert_eq!(suggest_name("../etc/passwd"), "etc-passwd");
+    }
 
     #[test]
     fn durations_need_a_unit_on_every_number() {

@@ -78,6 +78,12 @@ const CORPUS: &[(&str, usize, &str)] = &[
     ("missing_name.yaml", 2, "`name`"),
     ("missing_url.yaml", 5, "`url`"),
     ("name_is_a_number.yaml", 2, "name"),
+    (
+        "name_is_a_path.yaml",
+        2,
+        "name \"../etc/passwd\" is not allowed",
+    ),
+    ("name_is_a_dot.yaml", 2, "name \".\" is not allowed"),
     ("no_schedule.yaml", 2, "no schedule"),
     ("second_document_bad.yaml", 7, "shop cart"),
     ("several_problems.yaml", 6, "tls_verfy"),
