@@ -269,14 +269,44 @@ impl Probe {
         }
     }
 
-    /// Values of the secret headers, as sent; used to scrub every output.
+    /// Values of the secret headers as sent, and of every `${secret:NAME}`
+    /// (wherever it is used); used to scrub every output. Values extracted with
+    /// `secret: true` are only known during a run; the scenario adds them.
     pub fn secrets(&self) -> Vec<String> {
-        (self.http_requests().into_iter())
+        let headers = (self.http_requests().into_iter())
             .flat_map(|(_, r)| r.headers.iter())
             .filter(|h| h.secret)
-            .filter_map(|h| h.value.render().ok())
-            .filter(|v| !v.is_empty())
-            .collect()
+            .filter_map(|h| h.value.render().ok());
+        let mut out: Vec<String> = headers.collect();
+        for t in self.all_templates() {
+            out.extend(t.secret_vars().filter_map(|n| std::env::var(n).ok()));
+        }
+        out.retain(|v| !v.is_empty());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every template of the probe: requests and expectations.
+    fn all_templates(&self) -> Vec<&Template> {
+        let mut out: Vec<&Template> = self.templates().into_iter().map(|(_, t)| t).collect();
+        let expects: Vec<&Expect> = match &self.check {
+            Check::Http(h) => vec![&h.expect],
+            Check::Steps(s) => s.steps.iter().map(|st| &st.check.expect).collect(),
+            _ => Vec::new(),
+        };
+        for e in expects {
+            out.extend(e.body_contains.iter().chain(&e.body_not_contains));
+            out.extend(e.json.iter().filter_map(|j| match &j.check {
+                JsonCheck::EqualsText(t) => Some(t),
+                _ => None,
+            }));
+            out.extend(e.headers.iter().filter_map(|h| match &h.check {
+                TextCheck::Equals(t) => Some(t),
+                TextCheck::Matches(_) => None,
+            }));
+        }
+        out
     }
 
     /// Every request template of the probe, with the field it came from.
@@ -729,8 +759,9 @@ pub fn validate_http(
     };
     let url = template(ctx, &format!("{at}.url"), &raw.url, scope);
     if let Some(u) = &url {
-        // A URL with env placeholders is checked once rendered, if the variables are set.
-        if let Ok(rendered) = u.render() {
+        // A URL with env placeholders is checked once rendered, if the variables are set
+        // (secrets masked: the message may quote the URL).
+        if let Ok(rendered) = u.render_masked() {
             check_url(ctx, &format!("{at}.url"), &rendered);
         }
     }

@@ -28,5 +28,6 @@ mod reload;
 mod rollup;
 mod scenarios;
 mod scheduler;
+mod secrets;
 mod settings;
 mod store;
