@@ -16,6 +16,7 @@ mod deploy;
 mod docker_context;
 mod docs;
 mod examples;
+mod fuzz;
 mod helpers;
 mod hostile;
 mod http_probe;
