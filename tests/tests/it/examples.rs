@@ -132,6 +132,14 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
         .await
         .unwrap();
     let pool = db.pool().await;
+    // The writer creates the tables; the runs are read from them below.
+    assert!(
+        crate::helpers::wait_for(Duration::from_secs(30), || {
+            d.store_health.state() == prober::store::writer::StoreState::Ok
+        })
+        .await,
+        "the daemon's store is ready"
+    );
 
     let by_once = once("probes").await;
     assert_eq!(
