@@ -110,9 +110,11 @@ impl Core {
                 "alerting settings reloaded"
             );
         }
-        let names: Vec<String> = report.probes.iter().map(|p| p.name.clone()).collect();
-        self.alerts.set_probes(&report.probes);
-        let diff = self.scheduler.apply(report.probes);
+        let mut probes = report.probes;
+        keep_probes_of_emptied_files(&self.scheduler.probes(), &report.empty_files, &mut probes);
+        let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
+        self.alerts.set_probes(&probes);
+        let diff = self.scheduler.apply(probes);
         let keep: Vec<&str> = names.iter().map(String::as_str).collect();
         self.live.retain(&keep);
         tracing::info!(
@@ -133,6 +135,37 @@ impl Core {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+}
+
+/// A probe file that had probes and now holds none (emptied, or only comments) is
+/// most likely being rewritten in place (truncate, then write: `cat >`, `scp`, many
+/// tools), so its running probes stay; removing them takes deleting the file.
+/// A probe of the file that is now defined elsewhere is not kept twice.
+fn keep_probes_of_emptied_files(
+    running: &[Arc<Probe>],
+    empty_files: &[std::path::PathBuf],
+    probes: &mut Vec<Probe>,
+) {
+    for file in empty_files {
+        let kept: Vec<Probe> = running
+            .iter()
+            .filter(|p| p.source.file == *file)
+            .filter(|p| !probes.iter().any(|n| n.name == p.name))
+            .map(|p| Probe::clone(p))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = kept.iter().map(|p| p.name.as_str()).collect();
+        tracing::warn!(
+            file = %file.display(),
+            probes = ?names,
+            "the probe file holds no probe now; its {} probe(s) keep running, since an empty \
+             file is most likely being written; to remove them, delete the file",
+            kept.len()
+        );
+        probes.extend(kept);
     }
 }
 

@@ -17,6 +17,9 @@ pub struct LoadReport {
     pub probes: Vec<Probe>,
     pub diagnostics: Vec<Diagnostic>,
     pub files: usize,
+    /// Files that hold no probe (empty, only comments, an empty list): a reload keeps
+    /// the probes such a file had, since it is most likely being written.
+    pub empty_files: Vec<PathBuf>,
 }
 
 impl LoadReport {
@@ -44,13 +47,13 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     files.dedup();
     report.files = files.len();
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match yaml::read_bounded(f) {
             Ok(text) => load_text(f, &text, &mut report),
-            Err(e) => report.diagnostics.push(file_error(
-                f,
-                Pos::default(),
-                format!("cannot read the file: {e}"),
-            )),
+            Err(message) => {
+                report
+                    .diagnostics
+                    .push(file_error(f, Pos { line: 1, col: 1 }, message))
+            }
         }
     }
     check_unique_names(&mut report);
@@ -59,6 +62,17 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     (report.diagnostics)
         .sort_by(|a, b| (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col)));
     report
+}
+
+/// The probe files under `paths`, as [`load_paths`] finds them (unreadable paths are skipped).
+pub fn probe_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut Vec::new());
+    }
+    files.sort();
+    files.dedup();
+    files
 }
 
 fn file_error(file: &Path, pos: Pos, message: String) -> Diagnostic {
@@ -146,6 +160,7 @@ pub fn load_text(file: &Path, text: &str, report: &mut LoadReport) {
         }
     }
     if entries == 0 {
+        report.empty_files.push(file.to_path_buf());
         // Empty, only comments, or an empty list: most likely a file not finished or
         // emptied by mistake. A warning, not an error, so a placeholder file still loads.
         report.diagnostics.push(Diagnostic {

@@ -269,14 +269,44 @@ impl Probe {
         }
     }
 
-    /// Values of the secret headers, as sent; used to scrub every output.
+    /// Values of the secret headers as sent, and of every `${secret:NAME}`
+    /// (wherever it is used); used to scrub every output. Values extracted with
+    /// `secret: true` are only known during a run; the scenario adds them.
     pub fn secrets(&self) -> Vec<String> {
-        (self.http_requests().into_iter())
+        let headers = (self.http_requests().into_iter())
             .flat_map(|(_, r)| r.headers.iter())
             .filter(|h| h.secret)
-            .filter_map(|h| h.value.render().ok())
-            .filter(|v| !v.is_empty())
-            .collect()
+            .filter_map(|h| h.value.render().ok());
+        let mut out: Vec<String> = headers.collect();
+        for t in self.all_templates() {
+            out.extend(t.secret_vars().filter_map(|n| std::env::var(n).ok()));
+        }
+        out.retain(|v| !v.is_empty());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every template of the probe: requests and expectations.
+    fn all_templates(&self) -> Vec<&Template> {
+        let mut out: Vec<&Template> = self.templates().into_iter().map(|(_, t)| t).collect();
+        let expects: Vec<&Expect> = match &self.check {
+            Check::Http(h) => vec![&h.expect],
+            Check::Steps(s) => s.steps.iter().map(|st| &st.check.expect).collect(),
+            _ => Vec::new(),
+        };
+        for e in expects {
+            out.extend(e.body_contains.iter().chain(&e.body_not_contains));
+            out.extend(e.json.iter().filter_map(|j| match &j.check {
+                JsonCheck::EqualsText(t) => Some(t),
+                _ => None,
+            }));
+            out.extend(e.headers.iter().filter_map(|h| match &h.check {
+                TextCheck::Equals(t) => Some(t),
+                TextCheck::Matches(_) => None,
+            }));
+        }
+        out
     }
 
     /// Every request template of the probe, with the field it came from.
@@ -299,21 +329,52 @@ impl Probe {
 
 // === validation ===
 
+/// The longest probe name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`: safe as a URL path segment, a file name and
+/// a metric label value (no `/`, never `.` or `..`, no leading `-`).
+pub fn is_safe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A safe name close to `name`, for the error message.
+fn suggest_name(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut out: String = trimmed.chars().take(MAX_NAME_LEN).collect();
+    if out.is_empty() {
+        out = "probe-1".into();
+    }
+    out
+}
+
 /// Validates one probe, reporting every problem through `ctx`.
 pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
     let errors_before = ctx.error_count();
     if raw.name.trim().is_empty() {
         ctx.error("name", "the name is empty; give the probe a unique name");
-    } else if !raw
-        .name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-    {
+    } else if !is_safe_name(&raw.name) {
         ctx.error(
             "name",
             format!(
-                "name {:?} has characters other than letters, digits, '-', '_', '.', '/'; it is used in URLs and metrics, so rename it",
-                raw.name
+                "name {:?} is not allowed: a name starts with a letter or digit and holds only \
+                 letters, digits, '.', '_' and '-' ({MAX_NAME_LEN} at most); it is a path segment \
+                 of the API and a metric label, so rename the probe (e.g. {:?})",
+                raw.name,
+                suggest_name(&raw.name)
             ),
         );
     }
@@ -698,8 +759,9 @@ pub fn validate_http(
     };
     let url = template(ctx, &format!("{at}.url"), &raw.url, scope);
     if let Some(u) = &url {
-        // A URL with env placeholders is checked once rendered, if the variables are set.
-        if let Ok(rendered) = u.render() {
+        // A URL with env placeholders is checked once rendered, if the variables are set
+        // (secrets masked: the message may quote the URL).
+        if let Ok(rendered) = u.render_masked() {
             check_url(ctx, &format!("{at}.url"), &rendered);
         }
     }
@@ -927,6 +989,43 @@ fn parse_class(text: &str) -> Option<StatusMatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_limited_to_a_safe_set() {
+        for ok in [
+            "a",
+            "checkout-health",
+            "api.v2_login",
+            "9",
+            &"x".repeat(128),
+        ] {
+            assert!(is_safe_name(ok), "{ok}");
+        }
+        for bad in [
+            ".",
+            "..",
+            "/",
+            "a//b",
+            "../etc/passwd",
+            "a/b",
+            "-a",
+            ".hidden",
+            "_a",
+            "a b",
+            "é",
+            "a?b",
+            "a%2Fb",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_safe_name(bad), "{bad}");
+            assert!(
+                is_safe_name(&suggest_name(bad)),
+                "{bad} → {}",
+                suggest_name(bad)
+            );
+        }
+        assert_eq!(suggest_name("../etc/passwd"), "etc-passwd");
+    }
 
     #[test]
     fn durations_need_a_unit_on_every_number() {

@@ -176,6 +176,10 @@ pub struct RawExtract {
     /// The status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<bool>,
+    /// The value is secret: redacted from every output of the run (requests,
+    /// errors, assertions, the database, the API, logs, notifications).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// A TCP check.

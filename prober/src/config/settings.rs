@@ -530,15 +530,20 @@ fn read_file(path: &Path, sink: &mut Sink) -> Option<(SettingsFile, Vec<String>)
             message,
         });
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match yaml::read_bounded(path) {
         Ok(t) => t,
-        Err(e) => {
+        Err(e) if !path.exists() || e.starts_with("cannot read") => {
             let hint = "pass the settings file with --config (or PROBER_CONFIG), or remove the option to use the defaults";
+            let e = e.strip_prefix("cannot read the file: ").unwrap_or(&e);
             fatal(
                 sink,
                 Pos::default(),
                 format!("cannot read the settings file: {e}; {hint}"),
             );
+            return None;
+        }
+        Err(e) => {
+            fatal(sink, Pos { line: 1, col: 1 }, e);
             return None;
         }
     };

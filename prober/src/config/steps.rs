@@ -34,6 +34,8 @@ pub struct Step {
 pub struct Extract {
     pub name: String,
     pub from: ExtractFrom,
+    /// `secret: true`: the value joins the run's redaction set.
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,10 +124,12 @@ pub fn validate_steps(
                 ctx.error_at_key(&field, format!("{name:?} is not a usable variable name: use letters, digits and _, not starting with a digit, and not uuid/now_unix/random_int"));
                 continue;
             }
+            let secret = from.secret;
             if let Some(from) = validate_extract(from, &field, ctx) {
                 extract.push(Extract {
                     name: name.clone(),
                     from,
+                    secret,
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! Strings with `${…}` placeholders, parsed once at load time.
 //!
-//! Forms: `${env:NAME}` (the environment), `${name}` (a variable extracted by
+//! Forms: `${env:NAME}` (the environment), `${secret:NAME}` (the environment,
+//! and the value is redacted from every output), `${name}` (a variable extracted by
 //! an earlier step of a scenario), and the built-ins `${uuid}`, `${now_unix}`,
 //! `${random_int}` (fresh at each use). Anything else is refused at load time,
 //! so a typo never reaches a production request. `$${` writes a literal `${`.
@@ -39,6 +40,8 @@ impl Builtin {
 enum Part {
     Lit(String),
     Env(String),
+    /// An environment variable whose value is secret.
+    Secret(String),
     Var(String),
     Builtin(Builtin),
 }
@@ -109,13 +112,19 @@ impl Template {
                     .find('}')
                     .ok_or_else(|| format!("`${{` without a closing `}}` in {source:?}"))?;
                 let inner = &r[..end];
-                let part = match inner.strip_prefix("env:") {
-                    Some(name) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                        Part::Env(name.to_string())
+                let env = (inner.strip_prefix("env:").map(|n| ("env", n)))
+                    .or_else(|| inner.strip_prefix("secret:").map(|n| ("secret", n)));
+                let part = match env {
+                    Some((form, name)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                        if form == "env" {
+                            Part::Env(name.to_string())
+                        } else {
+                            Part::Secret(name.to_string())
+                        }
                     }
-                    Some(name) => {
+                    Some((form, name)) => {
                         return Err(format!(
-                            "`${{env:{name}}}` is not a valid environment variable name; use letters, digits and _"
+                            "`${{{form}:{name}}}` is not a valid environment variable name; use letters, digits and _"
                         ))
                     }
                     None => match Builtin::parse(inner) {
@@ -123,7 +132,7 @@ impl Template {
                         None if is_ident(inner) => Part::Var(inner.to_string()),
                         None => {
                             return Err(format!(
-                                "unknown placeholder `${{{inner}}}`: use ${{env:NAME}}, a scenario variable ${{name}}, or ${{uuid}}, ${{now_unix}}, ${{random_int}} (write $${{ for a literal ${{)"
+                                "unknown placeholder `${{{inner}}}`: use ${{env:NAME}}, ${{secret:NAME}}, a scenario variable ${{name}}, or ${{uuid}}, ${{now_unix}}, ${{random_int}} (write $${{ for a literal ${{)"
                             ))
                         }
                     },
@@ -158,10 +167,18 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
-    /// Names of the environment variables the template reads.
+    /// Names of the environment variables the template reads (`env:` and `secret:`).
     pub fn env_vars(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Env(n) => Some(n.as_str()),
+            Part::Env(n) | Part::Secret(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Names of the environment variables the template reads as `${secret:NAME}`.
+    pub fn secret_vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Secret(n) => Some(n.as_str()),
             _ => None,
         })
     }
@@ -184,7 +201,7 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Env(n) => {
+                Part::Env(n) | Part::Secret(n) => {
                     out.push_str(&env(n).ok_or_else(|| RenderError::MissingEnv(n.clone()))?)
                 }
                 Part::Var(n) => match vars.get(n) {
@@ -196,6 +213,19 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// Renders with the process environment, each `${secret:NAME}` written as
+    /// `redacted`: for checks whose messages may quote the text.
+    pub fn render_masked(&self) -> Result<String, RenderError> {
+        let secrets: Vec<&str> = self.secret_vars().collect();
+        self.render_with(|n| {
+            if secrets.contains(&n) {
+                Some("redacted".to_string())
+            } else {
+                std::env::var(n).ok()
+            }
+        })
     }
 
     /// Renders with values from `lookup` (environment only).
@@ -275,6 +305,24 @@ mod tests {
             .unwrap_err()
             .contains("closing"));
         assert!(Template::parse("${1abc}").is_err());
+    }
+
+    #[test]
+    fn secret_placeholders_read_the_environment_and_are_known_as_secret() {
+        let t = Template::parse("/v1?api_key=${secret:API_KEY}&u=${env:USER_ID}").unwrap();
+        assert_eq!(t.env_vars().collect::<Vec<_>>(), vec!["API_KEY", "USER_ID"]);
+        assert_eq!(t.secret_vars().collect::<Vec<_>>(), vec!["API_KEY"]);
+        let out = t.render_with(|n| Some(format!("<{n}>"))).unwrap();
+        assert_eq!(out, "/v1?api_key=<API_KEY>&u=<USER_ID>");
+        assert_eq!(
+            format!("{t:?}"),
+            format!("{:?}", t.source()),
+            "Debug shows the source"
+        );
+        assert!(Template::parse("${secret:}").is_err());
+        assert!(Template::parse("${secret:A-B}")
+            .unwrap_err()
+            .contains("`${secret:A-B}`"));
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! files, anything not `.yaml`/`.yml`, and plain reads are ignored; new, removed
 //! and renamed directories count) and debounced: editors save in several steps,
 //! so a reload waits for [`QUIET`] without a notification (at most [`MAX_DELAY`]
-//! after the first). A probe path that cannot be watched (missing, inotify limit)
+//! after the first). Then the files must have *settled*: their sizes and modification
+//! times are read twice, [`QUIET`] apart, and the reload waits until both readings
+//! agree (at most [`SETTLE_LIMIT`]), so a file still being written is not applied
+//! half-written. A file emptied in place (truncate, then write) is handled by
+//! [`Core::reload`], which keeps the probes of a file that holds none until the file
+//! is deleted. A probe path that cannot be watched (missing, inotify limit)
 //! is reported once and tried again every [`RETRY`]; SIGHUP and
 //! `POST /api/v1/reload` work whatever the watcher's state.
 
@@ -30,6 +35,8 @@ use crate::daemon::Core;
 pub const QUIET: Duration = Duration::from_millis(300);
 /// Longest a stream of notifications can put a reload off.
 pub const MAX_DELAY: Duration = Duration::from_secs(3);
+/// Longest the files may keep changing before a reload applies them as they are.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// How often a probe path that cannot be watched is tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
 
@@ -396,6 +403,55 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
+/// The size and modification time of every probe file: what changes while one is written.
+type Fingerprint = Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)>;
+
+async fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    let paths = paths.to_vec();
+    let read = move || {
+        crate::config::load::probe_files(&paths)
+            .into_iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f).ok();
+                let stamp = meta.and_then(|m| Some((m.len(), m.modified().ok()?)));
+                (f, stamp)
+            })
+            .collect()
+    };
+    tokio::task::spawn_blocking(read).await.unwrap_or_default()
+}
+
+/// Whether the files settled since the last look; remembers this look for the next.
+#[derive(Default)]
+struct Settle {
+    /// The last reading, and when the files were first seen changing.
+    last: Option<(Fingerprint, Instant)>,
+}
+
+impl Settle {
+    /// True when `now`'s reading equals the last one, or the files changed for [`SETTLE_LIMIT`].
+    fn settled(&mut self, reading: Fingerprint, now: Instant) -> bool {
+        match self.last.take() {
+            Some((prev, _)) if prev == reading => true,
+            Some((_, since)) if now.duration_since(since) >= SETTLE_LIMIT => {
+                tracing::warn!(
+                    "the probe files kept changing for {}s; reloading them as they are now",
+                    SETTLE_LIMIT.as_secs()
+                );
+                true
+            }
+            Some((_, since)) => {
+                self.last = Some((reading, since));
+                false
+            }
+            None => {
+                self.last = Some((reading, now));
+                false
+            }
+        }
+    }
+}
+
 async fn watch_loop(
     core: Arc<Core>,
     mut watch: Watch,
@@ -403,6 +459,7 @@ async fn watch_loop(
     stop: CancellationToken,
 ) {
     let mut debounce = Debounce::new(QUIET, MAX_DELAY);
+    let mut settle = Settle::default();
     let mut retry = tokio::time::interval_at(Instant::now() + RETRY, RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -420,7 +477,13 @@ async fn watch_loop(
             },
             () = sleep_until(due) => {
                 debounce.clear();
-                reload(&core, "file-change").await;
+                let reading = fingerprint(&core.settings.probes).await;
+                if settle.settled(reading, Instant::now()) {
+                    reload(&core, "file-change").await;
+                } else {
+                    // Look again after another quiet time.
+                    debounce.poke(Instant::now());
+                }
             }
             _ = retry.tick(), if unwatched => {
                 if watch.retry() {
@@ -584,6 +647,37 @@ mod tests {
             "/nonexistent/probes/x",
         );
         assert_eq!(gone(&watched, &child), None);
+    }
+
+    #[test]
+    fn a_reload_waits_for_two_equal_readings_or_the_settle_limit() {
+        let t0 = Instant::now();
+        let reading = |len: u64| -> Fingerprint {
+            vec![(
+                PathBuf::from("/p/a.yaml"),
+                Some((len, std::time::SystemTime::UNIX_EPOCH)),
+            )]
+        };
+        let mut s = Settle::default();
+        assert!(
+            !s.settled(reading(0), t0),
+            "a first reading is never enough"
+        );
+        assert!(!s.settled(reading(10), t0 + QUIET), "still growing");
+        assert!(s.settled(reading(10), t0 + QUIET * 2), "unchanged: settled");
+        // Changing all the time: applied at the limit, counted from the first change.
+        assert!(!s.settled(reading(1), t0));
+        let mut applied_at = None;
+        for i in 2..200u64 {
+            let now = t0 + QUIET * i as u32;
+            let settled = s.settled(reading(i), now);
+            assert_eq!(settled, now - t0 >= SETTLE_LIMIT, "{i}");
+            if settled {
+                applied_at = Some(now - t0);
+                break;
+            }
+        }
+        assert_eq!(applied_at, Some(SETTLE_LIMIT));
     }
 
     #[test]

@@ -8,8 +8,16 @@
 //! `expect.status[1]`) to its line and column. The typed structs are then
 //! deserialized from the JSON value, and every error, whenever it is found,
 //! is placed by looking its path up in the index.
+//!
+//! Hostile input is bounded before it costs memory: a file is read up to
+//! [`MAX_FILE_BYTES`] (never slurped whole), nesting stops at [`MAX_DEPTH`], and
+//! the nodes that aliases repeat are counted against [`MAX_ALIAS_NODES`] *before*
+//! they are copied, so a "billion laughs" file is refused at its first
+//! expensive alias, in microseconds, with its line.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -28,6 +36,36 @@ impl Pos {
             col: span.start.col() + 1,
         }
     }
+}
+
+/// The largest probe or settings file read, in bytes (1 MiB; a probe is ~200 bytes).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The deepest nesting of lists and mappings (a probe needs 6).
+pub const MAX_DEPTH: usize = 64;
+/// How many nodes (values, keys, lists, mappings) aliases may repeat in one file.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// Reads a probe or settings file of at most [`MAX_FILE_BYTES`], reading no
+/// more than that (a 100 MB file, or a device, is refused after 1 MiB + 1 byte).
+pub fn read_bounded(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than {} KiB, the limit for a probe or settings file; \
+             split it into several files (a directory of probe files loads them all)",
+            MAX_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read the file: it is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// One YAML document: its value and where each part of it is.
@@ -163,11 +201,22 @@ pub fn parse(text: &str) -> Result<Vec<Document>, SyntaxError> {
                 line: e.marker().line(),
                 col: e.marker().col() + 1,
             },
-            message: e.info().to_string(),
+            // The scanner's own limit on `[` and `{` nesting (deeper than ours).
+            message: match e.info() {
+                "recursion limit exceeded" => too_deep(),
+                info => info.to_string(),
+            },
         })?;
         builder.on_event(event, &span)?;
     }
     Ok(builder.docs)
+}
+
+fn too_deep() -> String {
+    format!(
+        "lists and mappings are nested more than {MAX_DEPTH} deep here; a probe needs a \
+         handful of levels, flatten this value"
+    )
 }
 
 /// A container being filled while events arrive.
@@ -175,11 +224,14 @@ enum Frame {
     Seq {
         items: Vec<Value>,
         anchor: usize,
+        /// `Builder::nodes` when the container started (its size is the difference at its end).
+        first_node: usize,
     },
     Map {
         map: Map<String, Value>,
         pending_key: Option<String>,
         anchor: usize,
+        first_node: usize,
     },
 }
 
@@ -188,7 +240,12 @@ struct Builder {
     docs: Vec<Document>,
     stack: Vec<(Frame, String)>,
     current: Option<Document>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchor's value and how many nodes it holds.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Nodes built so far in the file, each repeated one counted again.
+    nodes: usize,
+    /// Nodes repeated by aliases so far in the file.
+    alias_nodes: usize,
 }
 
 impl Builder {
@@ -232,52 +289,74 @@ impl Builder {
                             doc.keys.insert(key_path, Pos::of(span));
                         }
                         *pending_key = Some(key);
+                        self.nodes += 1;
                         return Ok(());
                     }
                 }
+                self.nodes += 1;
                 if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), 1));
                 }
                 self.push_value(value, span);
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let unknown = || SyntaxError {
                     pos: Pos::of(span),
                     message: "alias to an unknown anchor".into(),
-                })?;
+                };
+                let size = self.anchors.get(&id).ok_or_else(unknown)?.1;
+                // Counted before the copy is made: the copy is what costs memory.
+                self.charge(size, span, "this alias")?;
+                let value = self.anchors.get(&id).ok_or_else(unknown)?.0.clone();
+                self.nodes = self.nodes.saturating_add(size);
                 self.push_value(value, span);
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        pos: Pos::of(span),
+                        message: too_deep(),
+                    });
+                }
                 let path = self.child_path();
                 self.record_value_pos(&path, span);
-                self.stack.push((
+                let first_node = self.nodes;
+                self.nodes += 1;
+                let frame = if matches!(event, Event::SequenceStart(..)) {
                     Frame::Seq {
                         items: Vec::new(),
                         anchor,
-                    },
-                    path,
-                ));
-            }
-            Event::MappingStart(anchor, _) => {
-                let path = self.child_path();
-                self.record_value_pos(&path, span);
-                self.stack.push((
+                        first_node,
+                    }
+                } else {
                     Frame::Map {
                         map: Map::new(),
                         pending_key: None,
                         anchor,
-                    },
-                    path,
-                ));
+                        first_node,
+                    }
+                };
+                self.stack.push((frame, path));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((frame, _)) = self.stack.pop() {
-                    let (value, anchor) = match frame {
-                        Frame::Seq { items, anchor } => (Value::Array(items), anchor),
-                        Frame::Map { map, anchor, .. } => (Value::Object(map), anchor),
+                    let (value, anchor, first_node) = match frame {
+                        Frame::Seq {
+                            items,
+                            anchor,
+                            first_node,
+                        } => (Value::Array(items), anchor, first_node),
+                        Frame::Map {
+                            map,
+                            anchor,
+                            first_node,
+                            ..
+                        } => (Value::Object(map), anchor, first_node),
                     };
                     if anchor > 0 {
-                        self.anchors.insert(anchor, value.clone());
+                        let size = self.nodes - first_node;
+                        self.charge(size, span, "this anchor")?;
+                        self.anchors.insert(anchor, (value.clone(), size));
                     }
                     self.attach(value);
                 }
@@ -285,6 +364,23 @@ impl Builder {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Counts `size` nodes copied for an anchor or an alias against [`MAX_ALIAS_NODES`],
+    /// before the copy is made (nested anchors copy their values once per level).
+    fn charge(&mut self, size: usize, span: &Span, what: &str) -> Result<(), SyntaxError> {
+        self.alias_nodes = self.alias_nodes.saturating_add(size);
+        if self.alias_nodes <= MAX_ALIAS_NODES {
+            return Ok(());
+        }
+        Err(SyntaxError {
+            pos: Pos::of(span),
+            message: format!(
+                "anchors and aliases repeat more than {MAX_ALIAS_NODES} values in this file \
+                 ({what} alone repeats {size}: an alias bomb?); write the values out, or use \
+                 fewer and smaller anchors"
+            ),
+        })
     }
 
     /// The path the next value will have.
@@ -404,6 +500,79 @@ mod tests {
     fn syntax_errors_have_a_line() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    /// A "billion laughs" document of `levels` levels, each alias repeated 9 times.
+    fn alias_bomb(levels: usize) -> String {
+        let mut s = String::from(
+            "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for i in 1..levels {
+            let refs = vec![format!("*a{}", i - 1); 9].join(",");
+            s.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_at_the_alias_that_crosses_the_budget() {
+        for levels in [7, 9] {
+            let text = alias_bomb(levels);
+            assert!(text.len() < 450, "{}", text.len());
+            let err = parse(&text).unwrap_err();
+            assert!(err.message.contains("alias bomb"), "{err:?}");
+            assert!(err.pos.line >= 5 && err.pos.line <= 7, "{err:?}");
+        }
+        // Ordinary anchors stay fine.
+        let ok = "d: &d {every: 30s, timeout: 5s}\nprobes:\n- *d\n- *d\n";
+        assert_eq!(parse(ok).unwrap()[0].value["probes"][1]["every"], "30s");
+    }
+
+    #[test]
+    fn nested_anchors_count_their_copies_too() {
+        // Each anchor copies what it holds: 60 nested anchors over 2,000 values.
+        let mut text = String::new();
+        for i in 0..60 {
+            text.push_str(&format!("&n{i} ["));
+        }
+        text.push_str(&vec!["x"; 2_000].join(","));
+        text.push_str(&"]".repeat(60));
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("this anchor"), "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_place() {
+        // Block style: one level per line.
+        let deep: String = (0..10_000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
+        let err = parse(&deep).unwrap_err();
+        assert!(err.message.contains("nested more than 64"), "{err:?}");
+        assert_eq!(err.pos.line, 65, "{err:?}");
+        // Flow style: the scanner stops first, with the same words.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse(&deep).unwrap_err();
+        assert!(err.message.contains("nested more than 64"), "{err:?}");
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn large_files_are_refused_after_reading_the_limit() {
+        let dir = std::env::temp_dir().join(format!("prober-yaml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(100 << 20).unwrap(); // sparse: 100 MB of zeros on no disk
+        let err = read_bounded(&big).unwrap_err();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+        let ok = dir.join("ok.yaml");
+        std::fs::write(&ok, "name: a\n").unwrap();
+        assert_eq!(read_bounded(&ok).unwrap(), "name: a\n");
+        std::fs::write(&ok, b"name: \xff\n").unwrap();
+        assert!(read_bounded(&ok).unwrap_err().contains("not UTF-8"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

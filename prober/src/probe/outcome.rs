@@ -319,10 +319,12 @@ impl Outcome {
     }
 
     /// Replaces every occurrence of each secret in every text of the outcome.
+    /// A secret is also looked for as a URL would carry it (percent-encoded).
     pub fn redact(&mut self, secrets: &[String]) {
         if secrets.is_empty() {
             return;
         }
+        let secrets = &secret_forms(secrets);
         let scrub = |s: &mut String| {
             for secret in secrets {
                 if s.contains(secret.as_str()) {
@@ -359,9 +361,44 @@ impl Outcome {
     }
 }
 
+/// Each secret as written and percent-encoded (`+` or `%20` for a space), longest
+/// first, so a secret that holds another is replaced whole.
+fn secret_forms(secrets: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(secrets.len());
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out.push(s.clone());
+        let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+        if encoded != *s {
+            out.push(encoded.replace('+', "%20"));
+            out.push(encoded);
+        }
+    }
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_finds_secrets_as_written_and_as_a_url_carries_them() {
+        let mut o = Outcome::failed(
+            "p",
+            "v",
+            Utc::now(),
+            ErrorClass::Assertion,
+            "x".into(),
+            std::time::Duration::ZERO,
+        );
+        o.request = "GET http://h/?k=s3cr%2Ft%20v&l=s3cr/t+v&m=s3cr%2Ft+v".into();
+        o.redact(&["s3cr/t v".to_string()]);
+        assert_eq!(
+            o.request,
+            "GET http://h/?k=<redacted>&l=s3cr/t+v&m=<redacted>"
+        );
+    }
 
     #[test]
     fn error_classes_serialize_as_their_stable_names() {

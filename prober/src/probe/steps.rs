@@ -60,7 +60,7 @@ pub async fn run(probe: &Probe, scenario: &Scenario, ctx: HttpCtx<'_>) -> Outcom
                 .filter(|v| !v.is_empty()),
         );
         let x = exchange_check(&step.check, ctx, &trace_id, timeout, &vars).await;
-        let (outcome, error) = finish_step(step, x, &mut vars);
+        let (outcome, error) = finish_step(step, x, &mut vars, &mut secrets);
         if let Some(e) = error {
             failure.get_or_insert((i, e));
         }
@@ -117,7 +117,12 @@ fn failed_without_request(step: &Step, e: ProbeError) -> StepOutcome {
 }
 
 /// Turns an exchange into the step's outcome, extracting variables when it passed.
-fn finish_step(step: &Step, x: Exchange, vars: &mut Vars) -> (StepOutcome, Option<ProbeError>) {
+fn finish_step(
+    step: &Step,
+    x: Exchange,
+    vars: &mut Vars,
+    secrets: &mut Vec<String>,
+) -> (StepOutcome, Option<ProbeError>) {
     let mut error = x.error.clone();
     let mut extracted = Vec::new();
     if error.is_none() {
@@ -125,6 +130,9 @@ fn finish_step(step: &Step, x: Exchange, vars: &mut Vars) -> (StepOutcome, Optio
             for ex in &step.extract {
                 match extract(&ex.from, resp) {
                     Some(v) if !v.is_empty() => {
+                        if ex.secret {
+                            secrets.push(v.clone());
+                        }
                         vars.insert(ex.name.clone(), v);
                         extracted.push(ex.name.clone());
                     }

@@ -12,6 +12,9 @@ use std::process::Command;
 /// `check_rejects_the_whole_broken_corpus_in_one_run`.
 const CORPUS: &[(&str, usize, &str)] = &[
     ("alert_bad_severity.yaml", 6, "alert.severity"),
+    ("alias_bomb_7_levels.yaml", 6, "an alias bomb?"),
+    ("alias_bomb_9_levels.yaml", 6, "an alias bomb?"),
+    ("nested_too_deep.yaml", 67, "nested more than 64 deep"),
     ("alert_latency_quantile.yaml", 6, "between 0 and 1"),
     ("alert_slo_objective.yaml", 5, "alert.slo.objective"),
     ("depends_on_cycle.yaml", 2, "cycle-a → cycle-b → cycle-a"),
@@ -75,6 +78,12 @@ const CORPUS: &[(&str, usize, &str)] = &[
     ("missing_name.yaml", 2, "`name`"),
     ("missing_url.yaml", 5, "`url`"),
     ("name_is_a_number.yaml", 2, "name"),
+    (
+        "name_is_a_path.yaml",
+        2,
+        "name \"../etc/passwd\" is not allowed",
+    ),
+    ("name_is_a_dot.yaml", 2, "name \".\" is not allowed"),
     ("no_schedule.yaml", 2, "no schedule"),
     ("second_document_bad.yaml", 7, "shop cart"),
     ("several_problems.yaml", 6, "tls_verfy"),

@@ -477,3 +477,117 @@ async fn sighup_reloads_the_running_binary() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_file_rewritten_in_place_loses_no_probe_and_no_tick() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let probes_dir = dir.path().join("probes");
+    std::fs::create_dir(&probes_dir).unwrap();
+    let file = probes_dir.join("many.yaml");
+    let list = |last_path: &str| -> String {
+        ["x", "y", "z"]
+            .iter()
+            .map(|n| {
+                let path = if *n == "z" { last_path } else { "/ok" };
+                format!(
+                    "- name: {n}\n  every: 1s\n  timeout: 900ms\n  http:\n    url: \"{}\"\n",
+                    target.url(path)
+                )
+            })
+            .collect()
+    };
+    std::fs::write(&file, list("/ok")).unwrap();
+    let settings = Settings {
+        recent_runs: 100, // every run of the test stays in view
+        ..settings(db.url.clone(), &probes_dir)
+    };
+    let d = Daemon::start(
+        &settings,
+        load_probes(&settings).unwrap(),
+        http_executor().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || ["x", "y", "z"]
+            .iter()
+            .all(|n| scheduled(&d, n).len() >= 2))
+        .await,
+        "x, y and z run"
+    );
+    let first_x = scheduled(&d, "x")[0];
+
+    // Every reload applied from now on, as seen by a watcher of the daemon's state.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Diff>::new()));
+    let watching = keep_going();
+    let poller = {
+        let seen = seen.clone();
+        let watching = watching.clone();
+        let core = d.core.clone();
+        tokio::spawn(async move {
+            let mut last = core.reload_state().succeeded_total;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let state = core.reload_state();
+                if state.succeeded_total != last {
+                    last = state.succeeded_total;
+                    seen.lock().unwrap().extend(state.last_diff);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // Rewritten in place, the way `cat >` or scp does: truncate, a pause, the new text.
+    let mut f = std::fs::File::create(&file).unwrap();
+    f.flush().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    f.write_all(list("/json").as_bytes()).unwrap();
+    f.flush().unwrap();
+    drop(f);
+    wait_for_diff(&d, "the rewritten file", |diff| {
+        diff.changed == names(&["z"])
+    })
+    .await;
+    // A few more ticks after it.
+    let settled_at = *scheduled(&d, "x").last().unwrap();
+    assert!(
+        wait_for(APPLIED, || scheduled(&d, "x")
+            .iter()
+            .filter(|t| **t > settled_at)
+            .count()
+            >= 2)
+        .await
+    );
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    poller.await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|diff| diff.removed.is_empty()),
+        "no reload removed a probe while the file was being written: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|diff| diff.changed == names(&["z"])),
+        "{seen:#?}"
+    );
+    // x ran on every tick: its history was never reset and has no gap.
+    let x = scheduled(&d, "x");
+    assert_eq!(x[0], first_x, "x's history was kept: {x:?}");
+    for pair in x.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::TimeDelta::seconds(1),
+            "x lost a tick between {} and {}: {x:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    d.shutdown().await;
+}
+
+fn keep_going() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true))
+}
