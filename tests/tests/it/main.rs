@@ -29,3 +29,4 @@ mod scenarios;
 mod scheduler;
 mod settings;
 mod store;
+mod write_faults;
