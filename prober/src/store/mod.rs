@@ -30,6 +30,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const STATEMENT_TIMEOUT_SETTING: &str = "30s";
 
+/// How long a caller waits for a pooled connection (opening one included).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Longest `runs.error_message` stored, in bytes (longer ones are cut, marked `…`).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
 /// Longest string stored inside `runs.detail` (a step's message, an
@@ -110,6 +113,15 @@ fn err<E: std::fmt::Display + 'static>(context: &str, e: E) -> StoreError {
     });
     let code = match sql {
         Some(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        Some(sqlx::Error::PoolTimedOut) => {
+            return StoreError::new(
+                format!(
+                    "{context}: no connection to Postgres within {} s: it does not answer (a hung server or network path) or every connection is busy with a slow statement",
+                    ACQUIRE_TIMEOUT.as_secs()
+                ),
+                Cause::Timeout,
+            )
+        }
         _ => None,
     };
     StoreError::new(
@@ -181,7 +193,7 @@ impl Store {
         let opts = connect_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(opts);
         Ok(Store {
             pool,
