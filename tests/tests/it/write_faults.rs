@@ -316,3 +316,54 @@ async fn a_database_dropped_and_created_again_empty_is_prepared_again_and_writte
     assert_eq!(view, rows);
     assert_eq!(probes, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_on_postgres_is_reported_with_its_reason_and_lands_once_it_can() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let daemon = Daemon::start(
+        &settings(db.url.clone()),
+        probes(&ok_probes(&target, 2)),
+        http_executor().unwrap(),
+    )
+    .await
+    .unwrap();
+    let health = daemon.store_health.clone();
+    assert!(
+        wait_for(Duration::from_secs(15), || health
+            .runs_written
+            .load(Ordering::SeqCst)
+            >= 2)
+        .await
+    );
+
+    // A lock held elsewhere: the writer's statement is sent and gets no answer.
+    let pool = db.pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("lock table runs in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let stalled = wait_for(Duration::from_secs(30), || {
+        matches!(&health.state(), StoreState::Degraded { reason, .. } if reason.contains("has not finished for 10 s"))
+    })
+    .await;
+    assert!(stalled, "state {:?}", health.state());
+    let (code, body) = http_get(daemon.addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    let (_, page) = http_get(daemon.addr, "/metrics").await;
+    assert!(page.lines().any(|l| l == "prober_store_up 0"), "{page}");
+
+    tx.rollback().await.unwrap();
+    let drained = wait_for(Duration::from_secs(30), || {
+        daemon.queue.is_empty() && health.state() == StoreState::Ok
+    })
+    .await;
+    assert!(drained, "the write finishes once the lock is gone");
+    let stats = daemon.scheduler_stats.clone();
+    daemon.shutdown().await;
+    let (rows, distinct) = count_runs(&db).await;
+    assert_eq!(rows, stats.runs_finished.load(Ordering::SeqCst) as i64);
+    assert_eq!(distinct, rows);
+}
