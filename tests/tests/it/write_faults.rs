@@ -180,6 +180,15 @@ async fn nul_bytes_and_refused_runs_never_stop_the_writer_and_every_run_is_store
     .await
     .unwrap();
     assert_eq!(steps, per_probe[3].1, "every nul-steps run has its detail");
+    // The alert of the failing probe was saved too, its message cleaned.
+    let alert: Option<String> = sqlx::query_scalar(
+        "select last_error_message from alerts where probe = 'nul-text' and rule = 'failing'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    let alert = alert.expect("the nul-text alert is saved");
+    assert!(alert.contains('\u{FFFD}'), "{alert}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
