@@ -157,7 +157,11 @@ pub async fn run(
             return;
         }
         if !ready {
-            match bounded(&health, prepare(&store, &cfg)).await {
+            let prepared = tokio::select! {
+                r = bounded(&health, prepare(&store, &cfg)) => r,
+                _ = stop.cancelled() => return,
+            };
+            match prepared {
                 Ok(()) => {
                     ready = true;
                     last_maintenance = Some(tokio::time::Instant::now());
@@ -185,7 +189,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "hour and day rollup did not finish; the next rollup retries");
             }
         }
-        match flush(&store, &queue, &health, cfg.batch_size).await {
+        match flush(&store, &queue, &health, cfg.batch_size, &stop).await {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
                 if drain.is_cancelled() {
@@ -311,6 +315,7 @@ async fn flush(
     queue: &ResultQueue,
     health: &StoreHealth,
     batch_size: usize,
+    stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     loop {
         let batch = queue.take(batch_size);
@@ -318,7 +323,17 @@ async fn flush(
             return Ok(());
         }
         let started = std::time::Instant::now();
-        match write_isolating(store, health, &batch).await {
+        // On `stop` (the shutdown limit passed) the write is abandoned and the
+        // batch goes back, so the daemon counts it among the unwritten results.
+        let written = tokio::select! {
+            r = write_isolating(store, health, &batch) => Some(r),
+            _ = stop.cancelled() => None,
+        };
+        let Some(written) = written else {
+            queue.put_back(batch);
+            return Ok(());
+        };
+        match written {
             Ok(()) => {
                 health.batches.fetch_add(1, Ordering::Relaxed);
                 health
