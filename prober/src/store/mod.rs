@@ -237,11 +237,22 @@ impl Store {
     }
 
     /// Runs the embedded migrations.
+    /// On a connection of its own without `statement_timeout`: a migration
+    /// may rightly take longer than a write.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+        let opts = (*self.pool.connect_options())
+            .clone()
+            .options([("statement_timeout", "0")]);
+        let mut conn = opts
+            .connect()
             .await
-            .map_err(|e| err("database migration failed", e))
+            .map_err(|e| err("database migration failed: cannot connect", e))?;
+        let done = MIGRATOR
+            .run_direct(&mut conn)
+            .await
+            .map_err(|e| err("database migration failed", e));
+        let _ = sqlx::Connection::close(conn).await;
+        done
     }
 
     /// Creates day partitions from yesterday to a few days ahead.

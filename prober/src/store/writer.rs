@@ -25,6 +25,11 @@ pub const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 /// ([`super::STATEMENT_TIMEOUT`]) plus 5 s for it to answer, so this fires
 /// only when no answer comes at all (a dead connection, replies withheld).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(35);
+/// Longest wait for the database to be prepared (migrations may be long).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest wait for a rollup or partition maintenance (the rollup's own
+/// `statement_timeout` is 10 min).
+const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(660);
 /// How often partitions are created ahead and retention applied.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -158,7 +163,7 @@ pub async fn run(
         }
         if !ready {
             let prepared = tokio::select! {
-                r = bounded(&health, prepare(&store, &cfg)) => r,
+                r = bounded(&health, PREPARE_TIMEOUT, prepare(&store, &cfg)) => r,
                 _ = stop.cancelled() => return,
             };
             match prepared {
@@ -178,15 +183,27 @@ pub async fn run(
         }
         if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
             last_maintenance = Some(tokio::time::Instant::now());
-            if let Err(e) = bounded(&health, maintain(&store, &cfg)).await {
-                tracing::warn!(error = %e, "partition maintenance did not finish; will retry");
+            if tokio::time::timeout(MAINTENANCE_TIMEOUT, maintain(&store, &cfg))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "partition maintenance got no answer from Postgres for {} s; abandoned, will retry",
+                    MAINTENANCE_TIMEOUT.as_secs()
+                );
             }
         }
         if last_rollup.elapsed() >= ROLLUP_EVERY {
             last_rollup = tokio::time::Instant::now();
-            if let Err(e) = bounded(&health, roll_up(&store, &health)).await {
+            if tokio::time::timeout(MAINTENANCE_TIMEOUT, roll_up(&store, &health))
+                .await
+                .is_err()
+            {
                 health.rollup_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "hour and day rollup did not finish; the next rollup retries");
+                tracing::warn!(
+                    "hour and day rollup got no answer from Postgres for {} s; abandoned, the next rollup retries",
+                    MAINTENANCE_TIMEOUT.as_secs()
+                );
             }
         }
         match flush(&store, &queue, &health, cfg.batch_size, &stop).await {
@@ -219,10 +236,11 @@ pub async fn run(
     }
 }
 
-/// Runs a store call, marking the store degraded while it takes longer than
-/// [`STALL_REPORT_AFTER`] and abandoning it after [`WRITE_TIMEOUT`].
+/// Runs a store call results wait for, marking the store degraded while it
+/// takes longer than [`STALL_REPORT_AFTER`] and abandoning it after `limit`.
 async fn bounded<T>(
     health: &StoreHealth,
+    limit: Duration,
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     let started = Utc::now();
@@ -235,15 +253,15 @@ async fn bounded<T>(
         format!(
             "a write to Postgres has not finished for {} s; results wait in the queue (abandoned and retried after {} s)",
             STALL_REPORT_AFTER.as_secs(),
-            WRITE_TIMEOUT.as_secs()
+            limit.as_secs()
         ),
     );
-    match tokio::time::timeout(WRITE_TIMEOUT.saturating_sub(STALL_REPORT_AFTER), call).await {
+    match tokio::time::timeout(limit.saturating_sub(STALL_REPORT_AFTER), call).await {
         Ok(r) => r,
         Err(_) => Err(StoreError::new(
             format!(
                 "a write to Postgres did not finish within {} s: no answer on its connection, which is dropped; the write is retried on a new one (check the network path to Postgres and its load)",
-                WRITE_TIMEOUT.as_secs()
+                limit.as_secs()
             ),
             Cause::Timeout,
         )),
@@ -273,7 +291,7 @@ async fn prepare(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
 /// Rolls closed minutes up into the hour and day tables. A failure loses
 /// nothing: the minutes stay readable through the live views and the next
 /// rollup takes them.
-async fn roll_up(store: &Store, health: &StoreHealth) -> Result<(), StoreError> {
+async fn roll_up(store: &Store, health: &StoreHealth) {
     let started = std::time::Instant::now();
     match store.rollup(Utc::now()).await {
         Ok(Some(r)) => {
@@ -291,10 +309,9 @@ async fn roll_up(store: &Store, health: &StoreHealth) -> Result<(), StoreError> 
             tracing::warn!(error = %e, "hour and day rollup failed; the minutes stay readable and the next rollup retries");
         }
     }
-    Ok(())
 }
 
-async fn maintain(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
+async fn maintain(store: &Store, cfg: &WriterConfig) {
     if let Err(e) = store.ensure_partitions_around(Utc::now()).await {
         tracing::warn!(error = %e, "could not create partitions ahead; will retry");
     }
@@ -303,7 +320,6 @@ async fn maintain(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
         Ok(n) => tracing::info!(partitions = n, "retention dropped old partitions"),
         Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
     }
-    Ok(())
 }
 
 /// Writes what is queued: full batches while there are, then one partial batch;
@@ -370,7 +386,7 @@ async fn write_isolating(
 ) -> Result<(), StoreError> {
     let mut parts = vec![batch];
     while let Some(part) = parts.pop() {
-        let e = match bounded(health, store.write_runs(part)).await {
+        let e = match bounded(health, WRITE_TIMEOUT, store.write_runs(part)).await {
             Ok(_) => continue,
             Err(e) if e.cause() == Cause::Content => e,
             Err(e) => return Err(e),
@@ -401,7 +417,13 @@ async fn write_reduced(
         .error
         .as_ref()
         .map(|e| clean_text(&e.message, MAX_ERROR_MESSAGE_BYTES).into_owned());
-    match bounded(health, store.write_runs_as(one, Form::Reduced)).await {
+    match bounded(
+        health,
+        WRITE_TIMEOUT,
+        store.write_runs_as(one, Form::Reduced),
+    )
+    .await
+    {
         Ok(_) => {
             health.rows_reduced.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
