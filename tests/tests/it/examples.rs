@@ -131,6 +131,10 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
     let d = Daemon::start(&settings, report.probes, http_executor().unwrap())
         .await
         .unwrap();
+    // `runs_view` exists once the writer has migrated the fresh database.
+    tokio::time::timeout(Duration::from_secs(30), d.store_health.wait_prepared())
+        .await
+        .expect("the writer prepares the database");
     let pool = db.pool().await;
 
     let by_once = once("probes").await;
