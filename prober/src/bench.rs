@@ -159,15 +159,15 @@ async fn run_with_target(
     timeout: Duration,
 ) -> Result<String, String> {
     let mut admin = recreate_database(&args.database_url, db).await?;
-    let store = crate::store::Store::new(&args.database_url, "local").map_err(|e| e.0)?;
-    store.migrate().await.map_err(|e| e.0)?;
+    let store = crate::store::Store::new(&args.database_url, "local").map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
     // Measure the steady state of a daemon that has run for more than a
     // minute: its runs wait for the rollup instead of upserting hour and day
     // rows (a fresh daemon does that only until its first whole minute).
     store
         .start_rollups(chrono::Utc::now() - chrono::TimeDelta::hours(1))
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| e.to_string())?;
     drop(store);
 
     let probes = build_probes(args.probes, args.every, timeout, target.addr)?;

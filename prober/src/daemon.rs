@@ -220,7 +220,8 @@ impl Daemon {
         probes: Vec<Probe>,
         exec: Executor,
     ) -> Result<Daemon, String> {
-        let store = Store::new(&settings.database_url, &settings.location).map_err(|e| e.0)?;
+        let store =
+            Store::new(&settings.database_url, &settings.location).map_err(|e| e.to_string())?;
         let queue = Arc::new(ResultQueue::new(settings.queue_capacity));
         let health = Arc::new(StoreHealth::default());
         let live = Arc::new(LiveState::new(settings.recent_runs));

@@ -116,8 +116,10 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
 }
 
-/// Ready when probes are loaded; says `degraded` (still 200: probing goes on)
-/// while Postgres is unavailable or the last reload failed, and why.
+/// Ready (200) when results reach Postgres; 503 while they do not (the store
+/// starting or degraded: probing goes on, results wait in the queue), with
+/// the reason, since when and for how long. A failed reload says `degraded`
+/// with its errors but stays 200: the last good probe set still runs and is stored.
 async fn readyz(State(core): State<AppState>) -> Response {
     let store = core.store_health.state();
     let probes = core.scheduler.probes().len();
@@ -126,12 +128,25 @@ async fn readyz(State(core): State<AppState>) -> Response {
         (StoreState::Ok, true) => "ready",
         _ => "degraded",
     };
+    // Not ready while results are not reaching Postgres: a load balancer or
+    // Kubernetes should know, and the body says why and since when.
+    let code = match &store {
+        StoreState::Ok => StatusCode::OK,
+        StoreState::Starting | StoreState::Degraded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let degraded_for_s = match &store {
+        StoreState::Degraded { since, .. } => {
+            Some((chrono::Utc::now() - *since).num_seconds().max(0))
+        }
+        _ => None,
+    };
     let stats = &core.scheduler_stats;
     let body = json!({
         "status": status,
         "location": core.settings.location,
         "probes": probes,
         "store": store,
+        "store_degraded_for_s": degraded_for_s,
         "queue": {
             "depth": core.queue.len(),
             "capacity": core.queue.capacity(),
@@ -143,5 +158,5 @@ async fn readyz(State(core): State<AppState>) -> Response {
         },
         "reload": reload,
     });
-    (StatusCode::OK, Json(body)).into_response()
+    (code, Json(body)).into_response()
 }

@@ -83,8 +83,8 @@ pub async fn measure(
         let started = Instant::now();
         let admin = recreate_database(url, &db).await?;
         let _ = admin.close().await;
-        let store = crate::store::Store::new(url, "local").map_err(|e| e.0)?;
-        store.migrate().await.map_err(|e| e.0)?;
+        let store = crate::store::Store::new(url, "local").map_err(|e| e.to_string())?;
+        store.migrate().await.map_err(|e| e.to_string())?;
         drop(store);
         seed(url, probes, days).await?;
         figures.seed_s = Some(started.elapsed().as_secs_f64());

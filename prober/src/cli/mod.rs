@@ -122,9 +122,10 @@ pub fn main() -> ExitCode {
         Command::Migrate { settings } => with_runtime(settings, |s| async move {
             crate::store::Store::create_database_if_missing(&s.database_url)
                 .await
-                .map_err(|e| e.0)?;
-            let store = crate::store::Store::new(&s.database_url, &s.location).map_err(|e| e.0)?;
-            store.migrate().await.map_err(|e| e.0)?;
+                .map_err(|e| e.to_string())?;
+            let store = crate::store::Store::new(&s.database_url, &s.location)
+                .map_err(|e| e.to_string())?;
+            store.migrate().await.map_err(|e| e.to_string())?;
             println!(
                 "migrations applied to {}",
                 crate::store::redact_url(&s.database_url)

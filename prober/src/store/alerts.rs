@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{err, Store, StoreError};
+use super::{clean_json, clean_text, err, Store, StoreError, MAX_ERROR_MESSAGE_BYTES};
 use crate::alert::burn::Counts;
 use crate::alert::silence::Silence;
 use crate::alert::{Alert, Severity, State, Transition};
@@ -110,12 +110,22 @@ impl Store {
         .bind(a.fired_at)
         .bind(a.resolved_at)
         .bind(a.last_error.as_ref().map(|e| e.class.as_str()))
-        .bind(a.last_error.as_ref().map(|e| e.message.as_str()))
+        // Cleaned like a run's message: a NUL from a target's body must not
+        // make every later save of this alert fail.
+        .bind(
+            a.last_error
+                .as_ref()
+                .map(|e| clean_text(&e.message, MAX_ERROR_MESSAGE_BYTES)),
+        )
         .bind(i32::try_from(a.failed_runs).unwrap_or(i32::MAX))
         .bind(
             a.last_failure
                 .as_ref()
-                .and_then(|f| serde_json::to_value(f).ok()),
+                .and_then(|f| serde_json::to_value(f).ok())
+                .map(|mut v| {
+                    clean_json(&mut v, MAX_ERROR_MESSAGE_BYTES);
+                    v
+                }),
         )
         .bind(a.notified)
         .bind(&a.suppressed)
@@ -132,7 +142,7 @@ impl Store {
             .bind(t.from.as_str())
             .bind(t.to.as_str())
             .bind(t.at)
-            .bind(&t.reason)
+            .bind(clean_text(&t.reason, MAX_ERROR_MESSAGE_BYTES))
             .execute(&mut *tx)
             .await
             .map_err(|e| err("cannot save alert transition", e))?;

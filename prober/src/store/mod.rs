@@ -25,23 +25,109 @@ use crate::results::{phase_samples, ProbeMeta, RunRecord};
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// Postgres ends any statement of the store's connections that runs longer
+/// (`statement_timeout`, set on every connection).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+const STATEMENT_TIMEOUT_SETTING: &str = "30s";
+
+/// How long a caller waits for a pooled connection (opening one included).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest `runs.error_message` stored, in bytes (longer ones are cut, marked `…`).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+/// Longest string stored inside `runs.detail` (a step's message, an
+/// assertion's actual value, a request line), in bytes.
+pub const MAX_DETAIL_STRING_BYTES: usize = 2 * 1024;
+/// Largest `runs.detail` stored, in bytes of JSON; a larger one is replaced
+/// by a note saying how large it was.
+pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
+
 /// Tables partitioned by day.
 const PARTITIONED: [&str; 3] = ["runs", "minute_bins", "minute_counters"];
 
 /// A store error with what to do about it.
 #[derive(Debug, Clone)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    message: String,
+    cause: Cause,
+}
+
+/// Why a store call failed, as far as the writer acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Postgres refused the data itself (SQLSTATE class 22 data exception,
+    /// 23 integrity, 54 too large): retrying the same rows fails the same way.
+    Content,
+    /// The database, a table or a function is missing (3D000, 42P01, 42883,
+    /// 3F000): Postgres came back empty (a restore, a fresh primary).
+    Missing,
+    /// A statement or a write took too long (57014 `statement_timeout`, or
+    /// the writer's own timeout).
+    Timeout,
+    /// Anything else: connection refused or lost, authentication, …
+    Other,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>, cause: Cause) -> StoreError {
+        StoreError {
+            message: message.into(),
+            cause,
+        }
+    }
+
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// The SQLSTATE classes the writer acts on.
+    fn classify(code: Option<&str>) -> Cause {
+        match code {
+            Some(c) if c.starts_with("22") || c.starts_with("23") || c.starts_with("54") => {
+                Cause::Content
+            }
+            Some("3D000" | "42P01" | "42883" | "3F000") => Cause::Missing,
+            Some("57014") => Cause::Timeout,
+            _ => Cause::Other,
+        }
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for StoreError {}
 
-fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("{context}: {e}"))
+/// A store error with its context; a Postgres error keeps its SQLSTATE's
+/// meaning ([`Cause`]), whatever layer (`sqlx::Error`, a migration) carried it.
+fn err<E: std::fmt::Display + 'static>(context: &str, e: E) -> StoreError {
+    let any: &dyn std::any::Any = &e;
+    let sql = any.downcast_ref::<sqlx::Error>().or_else(|| {
+        match any.downcast_ref::<sqlx::migrate::MigrateError>() {
+            Some(sqlx::migrate::MigrateError::Execute(e)) => Some(e),
+            _ => None,
+        }
+    });
+    let code = match sql {
+        Some(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        Some(sqlx::Error::PoolTimedOut) => {
+            return StoreError::new(
+                format!(
+                    "{context}: no connection to Postgres within {} s: it does not answer (a hung server or network path) or every connection is busy with a slow statement",
+                    ACQUIRE_TIMEOUT.as_secs()
+                ),
+                Cause::Timeout,
+            )
+        }
+        _ => None,
+    };
+    StoreError::new(
+        format!("{context}: {e}"),
+        StoreError::classify(code.as_deref()),
+    )
 }
 
 /// The Postgres store. Cheap to clone (the pool is shared).
@@ -67,16 +153,25 @@ struct Ids {
 /// Options for connections: UTC sessions, quiet statement logs.
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| {
-        StoreError(format!(
-            "DATABASE_URL {:?} is not a Postgres URL ({e}); use postgres://user@host:5432/dbname",
-            redact_url(url)
-        ))
+        StoreError::new(
+            format!(
+                "DATABASE_URL {:?} is not a Postgres URL ({e}); use postgres://user@host:5432/dbname",
+                redact_url(url)
+            ),
+            Cause::Other,
+        )
     })?;
     // JIT compilation costs 90–150 ms on the API's window queries (their row
     // estimates cross `jit_above_cost`) and saves less than it costs: measured
     // in BENCHMARKS.md (history phase).
+    // `statement_timeout`: Postgres itself ends a statement that runs too
+    // long, so no lock or stuck plan holds a connection forever.
     Ok(opts
-        .options([("timezone", "UTC"), ("jit", "off")])
+        .options([
+            ("timezone", "UTC"),
+            ("jit", "off"),
+            ("statement_timeout", STATEMENT_TIMEOUT_SETTING),
+        ])
         .log_statements(tracing::log::LevelFilter::Debug)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
 }
@@ -98,7 +193,7 @@ impl Store {
         let opts = connect_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(opts);
         Ok(Store {
             pool,
@@ -142,11 +237,22 @@ impl Store {
     }
 
     /// Runs the embedded migrations.
+    /// On a connection of its own without `statement_timeout`: a migration
+    /// may rightly take longer than a write.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+        let opts = (*self.pool.connect_options())
+            .clone()
+            .options([("statement_timeout", "0")]);
+        let mut conn = opts
+            .connect()
             .await
-            .map_err(|e| err("database migration failed", e))
+            .map_err(|e| err("database migration failed: cannot connect", e))?;
+        let done = MIGRATOR
+            .run_direct(&mut conn)
+            .await
+            .map_err(|e| err("database migration failed", e));
+        let _ = sqlx::Connection::close(conn).await;
+        done
     }
 
     /// Creates day partitions from yesterday to a few days ahead.
@@ -173,6 +279,14 @@ impl Store {
         }
         self.lock_ids().partitions.insert(day);
         Ok(())
+    }
+
+    /// Forgets every cached id, partition and closed hour: after Postgres
+    /// comes back (maybe empty, restored or failed over) nothing cached about
+    /// its rows can be trusted.
+    pub fn forget_cached(&self) {
+        *self.lock_ids() = Ids::default();
+        read::forget_closed_hours(&self.closed_hours);
     }
 
     fn lock_ids(&self) -> std::sync::MutexGuard<'_, Ids> {
@@ -266,9 +380,9 @@ impl Store {
         }
         let names: Vec<&str> = new.iter().map(|m| m.name.as_str()).collect();
         let versions: Vec<&str> = new.iter().map(|m| m.version.as_str()).collect();
-        let definitions: Vec<sqlx::types::Json<&serde_json::value::RawValue>> = new
+        let definitions: Vec<sqlx::types::Json<serde_json::Value>> = new
             .iter()
-            .map(|m| sqlx::types::Json(&*m.definition))
+            .map(|m| sqlx::types::Json(clean_definition(&m.definition)))
             .collect();
         let sources: Vec<&str> = new.iter().map(|m| m.source.as_str()).collect();
         let fail = |e: sqlx::Error| {
@@ -335,7 +449,7 @@ impl Store {
         )
         .bind(probe_id)
         .bind(&meta.version)
-        .bind(sqlx::types::Json(&*meta.definition))
+        .bind(sqlx::types::Json(clean_definition(&meta.definition)))
         .bind(&meta.source)
         .fetch_one(&self.pool)
         .await
@@ -348,6 +462,13 @@ impl Store {
     /// Idempotent: runs already stored are skipped and not counted again.
     /// Returns how many runs were new.
     pub async fn write_runs(&self, batch: &[RunRecord]) -> Result<u64, StoreError> {
+        self.write_runs_as(batch, Form::Full).await
+    }
+
+    /// [`Store::write_runs`] in the given form: [`Form::Reduced`] stores the
+    /// runs without their error message and detail, for runs whose text
+    /// Postgres refused even cleaned.
+    pub async fn write_runs_as(&self, batch: &[RunRecord], form: Form) -> Result<u64, StoreError> {
         if batch.is_empty() {
             return Ok(0);
         }
@@ -363,7 +484,7 @@ impl Store {
             .await?;
         for r in batch {
             let (probe_id, version_id) = self.version_ids(&r.meta).await?;
-            cols.push(r, probe_id, version_id);
+            cols.push(r, probe_id, version_id, form);
         }
         let inserted: i64 = sqlx::query_scalar(INSERT_RUNS)
             .bind(&cols.run_id)
@@ -491,7 +612,7 @@ fn clamp_i32(v: i64) -> i32 {
 }
 
 impl RunColumns {
-    fn push(&mut self, r: &RunRecord, probe_id: i32, version_id: i32) {
+    fn push(&mut self, r: &RunRecord, probe_id: i32, version_id: i32, form: Form) {
         let o = &r.outcome;
         self.run_id.push(r.run_id);
         self.scheduled_at.push(r.scheduled_at);
@@ -523,17 +644,107 @@ impl RunColumns {
             self.phases[i].push(us.map(|us| clamp_i32(us as i64)));
         }
         let has_detail = !(o.steps.is_empty() && o.attempts.is_empty() && o.info.is_empty());
-        self.detail.push(has_detail.then(
-            || serde_json::json!({"steps": o.steps, "attempts": o.attempts, "info": o.info}),
-        ));
+        self.detail
+            .push((has_detail && form == Form::Full).then(|| {
+                clean_detail(
+                    serde_json::json!({"steps": o.steps, "attempts": o.attempts, "info": o.info}),
+                )
+            }));
         self.response_bytes.push(clamp_i32(o.response_bytes as i64));
         self.status_code.push(o.status_code.map(|c| c as i16));
         self.error_class
             .push(o.error.as_ref().map(|e| error_class_id(e.class)));
         self.success.push(o.success);
         self.error_message
-            .push(o.error.as_ref().map(|e| e.message.clone()));
+            .push(o.error.as_ref().map(|e| match form {
+                Form::Full => clean_text(&e.message, MAX_ERROR_MESSAGE_BYTES).into_owned(),
+                Form::Reduced => REDUCED_MESSAGE.to_string(),
+            }));
     }
+}
+
+/// How much of a run is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Everything, text cleaned and capped.
+    Full,
+    /// Times, status, error class and histogram samples; no error message
+    /// (replaced by [`REDUCED_MESSAGE`]) and no detail.
+    Reduced,
+}
+
+/// The `error_message` of a run stored in reduced form.
+pub const REDUCED_MESSAGE: &str = "stored in reduced form: Postgres refused this run's message or detail; the prober's log has the original under this run id";
+
+// === cleaning: what Postgres refuses never reaches it ===
+
+/// `s` without NUL characters (Postgres `text` and `jsonb` refuse them:
+/// each becomes U+FFFD) and cut to at most `max` bytes on a character
+/// boundary, ending in `…` when cut. Borrowed when nothing changes.
+pub fn clean_text(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max && !s.contains('\0') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = s.replace('\0', "\u{FFFD}");
+    if out.len() > max {
+        const MARK: &str = "…";
+        let mut end = max.saturating_sub(MARK.len());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(MARK);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Cleans every string and key of a JSON value in place ([`clean_text`],
+/// strings capped at `max` bytes).
+pub fn clean_json(v: &mut serde_json::Value, max: usize) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(c) = clean_text(s, max) {
+                *s = c;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| clean_json(i, max)),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0') || k.len() > max) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (clean_text(&k, max).into_owned(), v))
+                    .collect();
+            }
+            map.values_mut().for_each(|i| clean_json(i, max));
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// A run's detail as stored: cleaned, and replaced by a note when larger
+/// than [`MAX_DETAIL_BYTES`].
+fn clean_detail(mut detail: serde_json::Value) -> serde_json::Value {
+    clean_json(&mut detail, MAX_DETAIL_STRING_BYTES);
+    let size = serde_json::to_vec(&detail).map_or(usize::MAX, |b| b.len());
+    if size <= MAX_DETAIL_BYTES {
+        return detail;
+    }
+    serde_json::json!({
+        "omitted": format!(
+            "this run's detail was {size} bytes of JSON, over the {} KiB stored per run",
+            MAX_DETAIL_BYTES / 1024
+        )
+    })
+}
+
+/// A probe definition as stored in `probe_versions.definition` (jsonb), cleaned.
+fn clean_definition(raw: &serde_json::value::RawValue) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+    // Definitions are the user's own text: keep them whole, only NULs go.
+    clean_json(&mut v, usize::MAX);
+    v
 }
 
 /// The stable id of an error class in the `error_classes` table.
@@ -658,3 +869,62 @@ dc as (
 )
 select count(*) from ins
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_text_replaces_nul_and_cuts_on_a_character_boundary() {
+        assert!(matches!(
+            clean_text("fine", 10),
+            std::borrow::Cow::Borrowed("fine")
+        ));
+        assert_eq!(clean_text("a\0b", 10), "a\u{FFFD}b");
+        // "é" is two bytes: a cut inside it moves back to its start.
+        let cut = clean_text("aéééé", 5);
+        assert_eq!(cut, "a…");
+        assert_eq!(clean_text("aéééé", 6), "aé…");
+        assert_eq!(
+            clean_text(&"x".repeat(5000), MAX_ERROR_MESSAGE_BYTES).len(),
+            4096
+        );
+    }
+
+    #[test]
+    fn clean_json_cleans_every_string_and_key_at_any_depth() {
+        let mut v = serde_json::json!({
+            "k\u{0}ey": ["ok", {"deep": "a\u{0}b"}],
+            "n": 1,
+            "long": "y".repeat(100),
+        });
+        clean_json(&mut v, 10);
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(!text.contains("\\u0000"), "{text}");
+        assert_eq!(v["k\u{FFFD}ey"][1]["deep"], "a\u{FFFD}b");
+        assert_eq!(v["n"], 1);
+        assert_eq!(v["long"].as_str().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_detail_over_the_limit_is_replaced_by_a_note_of_its_size() {
+        let many: Vec<String> = (0..100).map(|_| "z".repeat(2000)).collect();
+        let d = clean_detail(serde_json::json!({"steps": many}));
+        assert!(d["omitted"].as_str().unwrap().contains("64 KiB"), "{d}");
+        let small = clean_detail(serde_json::json!({"info": {"a": "b\u{0}"}}));
+        assert_eq!(small["info"]["a"], "b\u{FFFD}");
+    }
+
+    #[test]
+    fn sqlstates_are_classified_by_what_the_writer_does_about_them() {
+        assert_eq!(StoreError::classify(Some("22021")), Cause::Content);
+        assert_eq!(StoreError::classify(Some("22P05")), Cause::Content);
+        assert_eq!(StoreError::classify(Some("23505")), Cause::Content);
+        assert_eq!(StoreError::classify(Some("54000")), Cause::Content);
+        assert_eq!(StoreError::classify(Some("42P01")), Cause::Missing);
+        assert_eq!(StoreError::classify(Some("3D000")), Cause::Missing);
+        assert_eq!(StoreError::classify(Some("57014")), Cause::Timeout);
+        assert_eq!(StoreError::classify(Some("08006")), Cause::Other);
+        assert_eq!(StoreError::classify(None), Cause::Other);
+    }
+}

@@ -64,6 +64,9 @@ pub(super) async fn insert(
     notes: &[NewNotification],
 ) -> Result<(), StoreError> {
     for n in notes {
+        // The payload carries the run's error message: no NUL reaches jsonb.
+        let mut payload = n.payload.clone();
+        super::clean_json(&mut payload, usize::MAX);
         sqlx::query(
             "insert into notifications (alert_key, receiver, event, dedup_key, payload)
              select $1, $2, $3, $4, $5
@@ -76,7 +79,7 @@ pub(super) async fn insert(
         .bind(&n.receiver)
         .bind(n.event.as_str())
         .bind(&n.dedup_key)
-        .bind(&n.payload)
+        .bind(&payload)
         .execute(&mut *tx)
         .await
         .map_err(|e| err("cannot record notification", e))?;

@@ -57,6 +57,11 @@ pub(super) struct ClosedHours {
 
 pub(super) type ClosedHoursCache = Arc<Mutex<Option<ClosedHours>>>;
 
+/// Empties the closed-hours cache (Postgres came back, maybe with other data).
+pub(super) fn forget_closed_hours(cache: &ClosedHoursCache) {
+    *lock(cache) = None;
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -86,6 +86,12 @@ impl Store {
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
         let fail = |e: sqlx::Error| err("rolling up minutes into hours and days failed", e);
         let mut tx = self.pool().begin().await.map_err(fail)?;
+        // The first rollup after a long stop covers many minutes: more than
+        // the connections' 30 s `statement_timeout` may be needed.
+        sqlx::query("set local statement_timeout = '10min'")
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
         let marks: Option<(DateTime<Utc>, DateTime<Utc>)> =
             sqlx::query_as("select rolled_through, day_rolled_through from rollup_mark for update")
                 .fetch_optional(&mut *tx)

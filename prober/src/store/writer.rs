@@ -12,11 +12,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::queue::ResultQueue;
 use super::rollup::ROLLUP_EVERY;
-use super::{Store, StoreError};
+use super::{clean_text, Cause, Form, Store, StoreError, MAX_ERROR_MESSAGE_BYTES};
 use crate::config::settings::Retention;
 
 /// Longest wait between two attempts while Postgres is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A write (or prepare) still running after this marks the store degraded,
+/// with that as its reason, until it finishes.
+pub const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
+/// A write (or prepare) still running after this is abandoned (its
+/// connection dropped) and retried: Postgres's own `statement_timeout`
+/// ([`super::STATEMENT_TIMEOUT`]) plus 5 s for it to answer, so this fires
+/// only when no answer comes at all (a dead connection, replies withheld).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(35);
+/// Longest wait for the database to be prepared (migrations may be long).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest wait for a rollup or partition maintenance (the rollup's own
+/// `statement_timeout` is 10 min).
+const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(660);
 /// How often partitions are created ahead and retention applied.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -41,6 +54,11 @@ pub struct StoreHealth {
     pub runs_written: AtomicU64,
     pub batches: AtomicU64,
     pub errors: AtomicU64,
+    /// Runs stored in reduced form (no message, no detail) because Postgres
+    /// refused their content.
+    pub rows_reduced: AtomicU64,
+    /// Runs Postgres refused even in reduced form: logged, not stored.
+    pub rows_refused: AtomicU64,
     /// Sum of batch write times in µs (for the mean in metrics).
     pub write_us: AtomicU64,
     /// Rollups of closed minutes into hours and days, done and failed.
@@ -59,6 +77,8 @@ impl Default for StoreHealth {
             runs_written: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            rows_reduced: AtomicU64::new(0),
+            rows_refused: AtomicU64::new(0),
             write_us: AtomicU64::new(0),
             rollups: AtomicU64::new(0),
             rollup_errors: AtomicU64::new(0),
@@ -95,18 +115,20 @@ impl StoreHealth {
 
     fn set_degraded(&self, e: &StoreError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.degrade(Utc::now(), e.to_string());
+    }
+
+    /// Degraded since `since` (or since earlier, when it already was).
+    fn degrade(&self, since: DateTime<Utc>, reason: String) {
         if let Ok(mut s) = self.state.write() {
             let since = match &*s {
                 StoreState::Degraded { since, .. } => *since,
                 _ => {
-                    tracing::error!(error = %e, "Postgres store unavailable: probing continues and results are queued until it returns");
-                    Utc::now()
+                    tracing::error!(error = %reason, "Postgres store unavailable: probing continues and results are queued until it returns");
+                    since
                 }
             };
-            *s = StoreState::Degraded {
-                since,
-                reason: e.to_string(),
-            };
+            *s = StoreState::Degraded { since, reason };
         }
     }
 }
@@ -140,7 +162,11 @@ pub async fn run(
             return;
         }
         if !ready {
-            match prepare(&store, &cfg).await {
+            let prepared = tokio::select! {
+                r = bounded(&health, PREPARE_TIMEOUT, prepare(&store, &cfg)) => r,
+                _ = stop.cancelled() => return,
+            };
+            match prepared {
                 Ok(()) => {
                     ready = true;
                     last_maintenance = Some(tokio::time::Instant::now());
@@ -157,13 +183,30 @@ pub async fn run(
         }
         if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
             last_maintenance = Some(tokio::time::Instant::now());
-            maintain(&store, &cfg).await;
+            if tokio::time::timeout(MAINTENANCE_TIMEOUT, maintain(&store, &cfg))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "partition maintenance got no answer from Postgres for {} s; abandoned, will retry",
+                    MAINTENANCE_TIMEOUT.as_secs()
+                );
+            }
         }
         if last_rollup.elapsed() >= ROLLUP_EVERY {
             last_rollup = tokio::time::Instant::now();
-            roll_up(&store, &health).await;
+            if tokio::time::timeout(MAINTENANCE_TIMEOUT, roll_up(&store, &health))
+                .await
+                .is_err()
+            {
+                health.rollup_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "hour and day rollup got no answer from Postgres for {} s; abandoned, the next rollup retries",
+                    MAINTENANCE_TIMEOUT.as_secs()
+                );
+            }
         }
-        match flush(&store, &queue, &health, cfg.batch_size).await {
+        match flush(&store, &queue, &health, cfg.batch_size, &stop).await {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
                 if drain.is_cancelled() {
@@ -181,10 +224,47 @@ pub async fn run(
             }
             Err(e) => {
                 health.set_degraded(&e);
+                // Whatever failed (a lost connection, a failover, a restore,
+                // a database dropped and created again), prepare it again
+                // before the next write: create, migrate, partitions, and
+                // forget every cached id.
+                ready = false;
                 sleep_or(&stop, backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Runs a store call results wait for, marking the store degraded while it
+/// takes longer than [`STALL_REPORT_AFTER`] and abandoning it after `limit`.
+async fn bounded<T>(
+    health: &StoreHealth,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Utc::now();
+    tokio::pin!(call);
+    if let Ok(r) = tokio::time::timeout(STALL_REPORT_AFTER, &mut call).await {
+        return r;
+    }
+    health.degrade(
+        started,
+        format!(
+            "a write to Postgres has not finished for {} s; results wait in the queue (abandoned and retried after {} s)",
+            STALL_REPORT_AFTER.as_secs(),
+            limit.as_secs()
+        ),
+    );
+    match tokio::time::timeout(limit.saturating_sub(STALL_REPORT_AFTER), call).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::new(
+            format!(
+                "a write to Postgres did not finish within {} s: no answer on its connection, which is dropped; the write is retried on a new one (check the network path to Postgres and its load)",
+                limit.as_secs()
+            ),
+            Cause::Timeout,
+        )),
     }
 }
 
@@ -197,6 +277,7 @@ async fn sleep_or(stop: &CancellationToken, d: Duration) {
 
 /// Creates the database if needed, migrates, and creates partitions.
 async fn prepare(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
+    store.forget_cached();
     if cfg.migrate {
         Store::create_database_if_missing(&cfg.database_url).await?;
         store.migrate().await?;
@@ -243,12 +324,14 @@ async fn maintain(store: &Store, cfg: &WriterConfig) {
 
 /// Writes what is queued: full batches while there are, then one partial batch;
 /// the next partial batch waits for `flush_interval`, so batches fill up instead
-/// of following the write latency. A failed batch goes back to the front.
+/// of following the write latency. A batch that fails for any reason but its
+/// content goes back to the front.
 async fn flush(
     store: &Store,
     queue: &ResultQueue,
     health: &StoreHealth,
     batch_size: usize,
+    stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     loop {
         let batch = queue.take(batch_size);
@@ -256,8 +339,18 @@ async fn flush(
             return Ok(());
         }
         let started = std::time::Instant::now();
-        match store.write_runs(&batch).await {
-            Ok(_) => {
+        // On `stop` (the shutdown limit passed) the write is abandoned and the
+        // batch goes back, so the daemon counts it among the unwritten results.
+        let written = tokio::select! {
+            r = write_isolating(store, health, &batch) => Some(r),
+            _ = stop.cancelled() => None,
+        };
+        let Some(written) = written else {
+            queue.put_back(batch);
+            return Ok(());
+        };
+        match written {
+            Ok(()) => {
                 health.batches.fetch_add(1, Ordering::Relaxed);
                 health
                     .runs_written
@@ -276,5 +369,84 @@ async fn flush(
                 return Err(e);
             }
         }
+    }
+}
+
+/// Writes `batch`; when Postgres refuses it for its content (a data
+/// exception, an integrity or size error: retrying as is would fail
+/// forever), splits it in halves until the refused runs are alone, writes
+/// every other run, and each refused one in reduced form (no message, no
+/// detail), logged with its probe and run id and counted. Parts written
+/// before a later failure are written again with the batch: the run
+/// statement skips run ids already stored, so nothing counts twice.
+async fn write_isolating(
+    store: &Store,
+    health: &StoreHealth,
+    batch: &[super::RunRecord],
+) -> Result<(), StoreError> {
+    let mut parts = vec![batch];
+    while let Some(part) = parts.pop() {
+        let e = match bounded(health, WRITE_TIMEOUT, store.write_runs(part)).await {
+            Ok(_) => continue,
+            Err(e) if e.cause() == Cause::Content => e,
+            Err(e) => return Err(e),
+        };
+        if part.len() > 1 {
+            let (a, b) = part.split_at(part.len() / 2);
+            parts.push(b);
+            parts.push(a);
+            continue;
+        }
+        write_reduced(store, health, part, &e).await?;
+    }
+    Ok(())
+}
+
+/// Writes one run Postgres refused in reduced form.
+async fn write_reduced(
+    store: &Store,
+    health: &StoreHealth,
+    one: &[super::RunRecord],
+    refused: &StoreError,
+) -> Result<(), StoreError> {
+    let Some(r) = one.first() else {
+        return Ok(());
+    };
+    let message = r
+        .outcome
+        .error
+        .as_ref()
+        .map(|e| clean_text(&e.message, MAX_ERROR_MESSAGE_BYTES).into_owned());
+    match bounded(
+        health,
+        WRITE_TIMEOUT,
+        store.write_runs_as(one, Form::Reduced),
+    )
+    .await
+    {
+        Ok(_) => {
+            health.rows_reduced.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                probe = %r.meta.name,
+                run_id = %r.run_id,
+                error = %refused,
+                original_message = ?message,
+                "Postgres refused this run's content: stored in reduced form (times, status and error class; no message, no detail)"
+            );
+            Ok(())
+        }
+        Err(e) if e.cause() == Cause::Content => {
+            health.rows_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                probe = %r.meta.name,
+                run_id = %r.run_id,
+                error = %e,
+                first_error = %refused,
+                original_message = ?message,
+                "Postgres refused this run even in reduced form: it is not stored (prober_store_rows_refused_total); please report this with the log line"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }

@@ -341,6 +341,20 @@ impl Collector for DaemonCollector {
         )?;
         counter(
             &mut enc,
+            "prober_store_rows_reduced",
+            "Runs stored in reduced form (no error message, no detail) because Postgres refused their content; each is logged with its probe and run id.",
+            None,
+            health.rows_reduced.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "prober_store_rows_refused",
+            "Runs Postgres refused even in reduced form: logged with probe and run id, not stored.",
+            None,
+            health.rows_refused.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "prober_store_runs_written",
             "Runs written to Postgres.",
             None,

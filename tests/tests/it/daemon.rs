@@ -81,7 +81,10 @@ async fn every_run_made_during_a_postgres_outage_is_stored_exactly_once() {
     );
     assert!(!daemon.queue.is_empty(), "results wait in the queue");
     let (code, body) = http_get(daemon.addr, "/readyz").await;
-    assert_eq!(code, 200);
+    assert_eq!(
+        code, 503,
+        "not ready while results are not reaching Postgres"
+    );
     assert!(body.contains("\"degraded\""), "{body}");
     let (code, _) = http_get(daemon.addr, "/healthz").await;
     assert_eq!(code, 200, "healthz stays green: the process is fine");

@@ -333,6 +333,12 @@ async fn kubernetes_manifests_parse_and_their_ports_and_paths_are_the_prober_s()
     let target = FakeTarget::start().await;
     let _shared = crate::helpers::TIMING.read().await;
     let d = daemon(&db, &target).await;
+    // Ready (200) once results reach Postgres: 503 until the store is prepared.
+    assert!(
+        crate::helpers::wait_for(Duration::from_secs(15), || d.store_health.state()
+            == prober::store::writer::StoreState::Ok)
+        .await
+    );
     for path in [
         c["livenessProbe"]["httpGet"]["path"].as_str().unwrap(),
         c["readinessProbe"]["httpGet"]["path"].as_str().unwrap(),

@@ -123,6 +123,10 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
     let d = Daemon::start(&settings, report.probes, http_executor().unwrap())
         .await
         .unwrap();
+    // `runs_view` exists once the writer has migrated the fresh database.
+    tokio::time::timeout(Duration::from_secs(30), d.store_health.wait_prepared())
+        .await
+        .expect("the writer prepares the database");
     let pool = db.pool().await;
     // The runs are read back from Postgres: start once the writer has prepared it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -293,6 +293,18 @@ async fn route<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, head: &str) {
             .await;
         }
         "hang" => tokio::time::sleep(Duration::from_secs(3600)).await,
+        // A NUL byte in a text body, and `\u0000` in a JSON string.
+        "nul" => respond(&mut sock, "200 OK", "", b"before\0after").await,
+        "nuljson" => {
+            let body = br#"{"status":"bad\u0000","k\u0000":"v"}"#;
+            respond(
+                &mut sock,
+                "200 OK",
+                "content-type: application/json\r\n",
+                body,
+            )
+            .await;
+        }
         _ => respond(&mut sock, "404 Not Found", "", b"no such route").await,
     }
 }
@@ -348,6 +360,8 @@ pub fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// While true, what the server sends is kept, not forwarded.
+    held: tokio::sync::watch::Sender<bool>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -356,22 +370,54 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let held = tokio::sync::watch::Sender::new(false);
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
-        let (u, c) = (up.clone(), conns.clone());
+        let (u, c, h) = (up.clone(), conns.clone(), held.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !u.load(std::sync::atomic::Ordering::SeqCst) {
                     continue; // dropped: the connection is closed at once
                 }
+                let held = h.subscribe();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(target).await {
+                        let (mut cr, mut cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        let up = async move {
+                            let mut sw = sw;
+                            let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        };
+                        let down = async move {
+                            let (mut sr, mut held) = (sr, held);
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let Ok(n) = sr.read(&mut buf).await else {
+                                    return;
+                                };
+                                if n == 0 {
+                                    return;
+                                }
+                                // Withheld until released (the bytes are kept, in order).
+                                if held.wait_for(|h| !*h).await.is_err() {
+                                    return;
+                                }
+                                if cw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::join!(up, down);
                     }
                 });
                 c.lock().unwrap().push(task.abort_handle());
             }
         });
-        Proxy { addr, up, conns }
+        Proxy {
+            addr,
+            up,
+            held,
+            conns,
+        }
     }
 
     /// Drops every open connection and refuses new ones.
@@ -384,6 +430,17 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps every reply of the server (on open and new connections) from
+    /// the client until [`Proxy::release`]: a hung Postgres, to the client.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Delivers the replies kept since [`Proxy::hold`], and the later ones.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 }
 

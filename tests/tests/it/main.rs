@@ -33,3 +33,4 @@ mod scheduler;
 mod secrets;
 mod settings;
 mod store;
+mod write_faults;
