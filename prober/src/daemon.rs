@@ -18,6 +18,7 @@ use crate::config::{load_paths, Probe};
 use crate::probe::Runner;
 use crate::results::LiveState;
 use crate::schedule::{Clock, Diff, Executor, Limits, Scheduler, SchedulerStats};
+use crate::store::audit::{AuditEntry, AuditLog};
 use crate::store::queue::ResultQueue;
 use crate::store::writer::{self, StoreHealth, WriterConfig};
 use crate::store::{redact_url, Store};
@@ -40,6 +41,8 @@ pub struct Core {
     pub notify_stats: Arc<crate::notify::worker::NotifyStats>,
     /// The receivers the notification worker sends to (replaced on reload).
     pub receivers: crate::notify::worker::Receivers,
+    /// Write requests and configuration changes, on their way to `audit_log`.
+    pub audit: crate::store::audit::AuditLog,
 }
 
 /// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
@@ -92,6 +95,11 @@ impl Core {
             }
             state.failed_total += 1;
             state.errors.clone_from(&errors);
+            self.audit.record(AuditEntry::reload(
+                trigger,
+                false,
+                format!("refused, nothing changed: {}", errors.join("; ")),
+            ));
             return Err(errors);
         }
         for w in report.warnings() {
@@ -121,6 +129,14 @@ impl Core {
             unchanged = diff.unchanged,
             "probes reloaded"
         );
+        self.audit.record(AuditEntry::reload(
+            trigger,
+            true,
+            format!(
+                "applied: added {:?}, removed {:?}, changed {:?}, {} unchanged",
+                diff.added, diff.removed, diff.changed, diff.unchanged
+            ),
+        ));
         state.succeeded_total += 1;
         state.errors.clear();
         state.last_success_at = Some(now);
@@ -246,6 +262,7 @@ impl Daemon {
             },
             stats.clone(),
         );
+        let audit = AuditLog::start(store.clone(), health.clone(), stop.clone());
         let hook = alerts.clone();
         scheduler.on_run(Arc::new(move |r| hook.submit(r)));
         let core = Arc::new(Core {
@@ -264,6 +281,7 @@ impl Daemon {
             alerts,
             notify_stats,
             receivers,
+            audit,
         });
         let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
         crate::config::watch::spawn(core.clone(), stop.clone());

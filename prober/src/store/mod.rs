@@ -4,6 +4,7 @@
 //! The store knows nothing of HTTP probing: it takes [`RunRecord`]s.
 
 pub mod alerts;
+pub mod audit;
 pub mod notify;
 pub mod queue;
 pub mod read;
@@ -212,6 +213,12 @@ impl Store {
                 .await
                 .map_err(|e| err(&format!("retention of {table} failed"), e))?;
         }
+        // The audit log is kept as long as raw runs.
+        sqlx::query("delete from audit_log where at < $1")
+            .bind(now - chrono::TimeDelta::from_std(r.runs).unwrap_or_default())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("retention of audit_log failed", e))?;
         let mut ids = self.lock_ids();
         ids.partitions.retain(|d| *d >= day(r.runs));
         Ok(dropped)

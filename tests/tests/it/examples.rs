@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::db::TestDb;
-use crate::helpers::{cli, http_request};
+use crate::helpers::cli;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -79,7 +79,13 @@ async fn daemon_run(d: &Daemon, pool: &sqlx::PgPool, name: &str) -> Verdict {
         .fetch_one(pool)
         .await
         .unwrap();
-    let (status, body) = http_request(d.addr, "POST", &format!("/api/v1/probes/{name}/run")).await;
+    let (status, body) = crate::helpers::http_request_as(
+        d.addr,
+        "POST",
+        &format!("/api/v1/probes/{name}/run"),
+        Some(crate::helpers::ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(status, 200, "{name}: {body}");
     let run_id = serde_json::from_str::<Value>(&body).unwrap()["run_id"]
         .as_str()
@@ -126,6 +132,7 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
         listen: "127.0.0.1:0".parse().unwrap(),
         flush_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),
+        api_token: crate::helpers::admin_token(),
         ..Settings::default()
     };
     let d = Daemon::start(&settings, report.probes, http_executor().unwrap())

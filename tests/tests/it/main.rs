@@ -7,6 +7,7 @@
 mod alert_rules;
 mod alerts;
 mod api;
+mod auth;
 mod check;
 mod daemon;
 mod dashboards;
