@@ -43,6 +43,8 @@ pub struct Core {
     pub receivers: crate::notify::worker::Receivers,
     /// Write requests and configuration changes, on their way to `audit_log`.
     pub audit: crate::store::audit::AuditLog,
+    /// One API run in flight per probe, and `api.run_min_interval` between two.
+    pub manual_runs: crate::api::ManualRuns,
 }
 
 /// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
@@ -203,7 +205,9 @@ impl Daemon {
         probes: Vec<Probe>,
         exec: Executor,
     ) -> Result<Daemon, String> {
-        let store = Store::new(&settings.database_url, &settings.location).map_err(|e| e.0)?;
+        let store = Store::new(&settings.database_url, &settings.location)
+            .map_err(|e| e.0)?
+            .with_api_runs_counted(settings.api.manual_runs_count);
         let queue = Arc::new(ResultQueue::new(settings.queue_capacity));
         let health = Arc::new(StoreHealth::default());
         let live = Arc::new(LiveState::new(settings.recent_runs));
@@ -263,6 +267,7 @@ impl Daemon {
             stats.clone(),
         );
         let audit = AuditLog::start(store.clone(), health.clone(), stop.clone());
+        scheduler.count_api_runs(settings.api.manual_runs_count);
         let hook = alerts.clone();
         scheduler.on_run(Arc::new(move |r| hook.submit(r)));
         let core = Arc::new(Core {
@@ -282,6 +287,7 @@ impl Daemon {
             notify_stats,
             receivers,
             audit,
+            manual_runs: crate::api::ManualRuns::default(),
         });
         let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
         crate::config::watch::spawn(core.clone(), stop.clone());

@@ -7,6 +7,7 @@ mod alerts;
 mod audit;
 pub mod auth;
 mod error;
+mod manual;
 mod probes;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use utoipa::OpenApi;
 
 use auth::SecurityScheme as BearerScheme;
 pub use error::ApiError;
+pub use manual::ManualRuns;
 
 use crate::daemon::Core;
 use crate::store::writer::StoreState;

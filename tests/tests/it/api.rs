@@ -100,9 +100,11 @@ async fn start(db: &TestDb, target: &FakeTarget) -> Daemon {
         listen: "127.0.0.1:0".parse().unwrap(),
         flush_interval: Duration::from_millis(50),
         api_token: admin_token(),
-        // These tests run one probe several times in a row.
+        // These tests run one probe several times in a row, and read its runs
+        // back as counted figures (status, latency), as `api.manual_runs_count` allows.
         api: prober::config::access::ApiAccess {
             run_min_interval: Duration::ZERO,
+            manual_runs_count: true,
             ..Default::default()
         },
         ..Settings::default()

@@ -133,11 +133,22 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
         flush_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),
         api_token: crate::helpers::admin_token(),
+        // web-homepage is run twice in a row (healthy, then failing).
+        api: prober::config::access::ApiAccess {
+            run_min_interval: Duration::ZERO,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let d = Daemon::start(&settings, report.probes, http_executor().unwrap())
         .await
         .unwrap();
+    // runs_view exists once the writer has migrated the fresh database.
+    let migrated = crate::helpers::wait_for(Duration::from_secs(15), || {
+        d.store_health.state() == prober::store::writer::StoreState::Ok
+    })
+    .await;
+    assert!(migrated, "the store is ready");
     let pool = db.pool().await;
 
     let by_once = once("probes").await;

@@ -21,6 +21,7 @@ mod helpers;
 mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
+mod manual_runs;
 mod metrics;
 mod notify;
 mod once;
