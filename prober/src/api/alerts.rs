@@ -170,6 +170,7 @@ fn parse_duration(field: &str, text: &str) -> Result<std::time::Duration, ApiErr
 
 /// Creates a silence: matching alerts still change state and are recorded, but do not notify.
 #[utoipa::path(post, path = "/api/v1/silences", tag = "alerts", request_body = NewSilence,
+    security(("bearer" = ["admin"])),
     responses((status = 201, body = Silence), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_silence(
     State(core): State<AppState>,
@@ -228,6 +229,7 @@ pub struct SilenceEnded {
 
 /// Ends a silence now; held-back alerts that still fire notify at the next evaluation.
 #[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts",
+    security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "The silence's id")),
     responses((status = 200, body = SilenceEnded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_silence(

@@ -228,6 +228,11 @@ async fn every_write_endpoint_refuses_a_missing_wrong_or_under_scoped_token() {
     assert!(rows
         .iter()
         .any(|r| r["method"] == "RELOAD" && r["detail"].as_str().unwrap().contains("applied")));
+    let (_, metrics) = crate::helpers::http_get(d.addr, "/metrics").await;
+    assert!(
+        metrics.contains("prober_audit_dropped_total 0"),
+        "nothing dropped: {metrics}"
+    );
     f.d.shutdown().await;
 }
 
@@ -275,6 +280,17 @@ async fn without_public_read_reads_need_a_read_token_and_health_stays_open() {
         let (code, _, _) = call(d, "GET", open, None, "").await;
         assert_eq!(code, 200, "{open} stays open");
     }
+    // The OpenAPI document declares the scheme and which writes need it.
+    let (_, _, doc) = call(d, "GET", "/api/v1/openapi.json", None, "").await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "{}",
+        doc["components"]
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/probes/{name}/run"]["post"]["security"][0]["bearer"][0],
+        "run"
+    );
     f.d.shutdown().await;
 }
 
