@@ -347,3 +347,48 @@ async fn with_no_token_configured_writes_are_refused_with_how_to_set_one() {
     assert_eq!(n, 8, "every refused write is in the audit log");
     f.d.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_audit_log_is_kept_as_long_as_runs_and_pages_newest_first() {
+    use prober::store::audit::AuditEntry;
+    let db = TestDb::create().await;
+    let store = prober::store::Store::new(&db.url, "lab").unwrap();
+    store.migrate().await.unwrap();
+    let now = chrono::Utc::now();
+    let entry = |days: i64, path: &str| AuditEntry {
+        at: now - chrono::TimeDelta::days(days),
+        token_name: Some("alice".into()),
+        scope: Some("admin".into()),
+        method: "POST".into(),
+        path: path.into(),
+        remote_addr: Some("127.0.0.1:1".into()),
+        status: 200,
+        // NUL and an oversized detail are cleaned and capped, not refused by Postgres.
+        detail: Some(format!("x\0{}", "y".repeat(5_000))),
+    };
+    store
+        .insert_audit(&[entry(20, "/old"), entry(1, "/a"), entry(0, "/b")])
+        .await
+        .unwrap();
+    let first = store.audit(1, None).await.unwrap();
+    assert_eq!(first[0].path, "/b");
+    assert!(first[0].detail.as_ref().unwrap().chars().count() <= 2_001);
+    let next = store.audit(10, Some(first[0].id)).await.unwrap();
+    let paths: Vec<&str> = next.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/a", "/old"]);
+
+    let retention = prober::config::settings::Retention {
+        runs: Duration::from_secs(14 * 86_400),
+        minutes: Duration::from_secs(31 * 86_400),
+        hours: Duration::from_secs(400 * 86_400),
+    };
+    store.apply_retention(now, &retention).await.unwrap();
+    let left: Vec<String> = store
+        .audit(10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(left, ["/b", "/a"], "the 20-day-old entry is gone");
+}
