@@ -581,15 +581,25 @@ pub async fn run_now(State(core): State<AppState>, Path(name): Path<String>) -> 
         drop(permit);
         record
     });
-    match run.await.ok().flatten() {
-        Some(record) => Json(RunResult {
+    match run.await {
+        Ok(Some(record)) => Json(RunResult {
             run_id: record.run_id,
             scheduled_at: record.scheduled_at,
             trigger: record.trigger,
             outcome: record.outcome,
         })
         .into_response(),
-        None => ApiError::unknown_probe(&name).into_response(),
+        // Removed by a reload while the request waited.
+        Ok(None) => ApiError::unknown_probe(&name).into_response(),
+        Err(e) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!(
+                "the run of {name:?} failed inside the prober ({e}); see the daemon's log"
+            ),
+            details: Vec::new(),
+        }
+        .into_response(),
     }
 }
 
