@@ -18,6 +18,7 @@ use crate::config::{load_paths, Probe};
 use crate::probe::Runner;
 use crate::results::LiveState;
 use crate::schedule::{Clock, Diff, Executor, Limits, Scheduler, SchedulerStats};
+use crate::store::audit::{AuditEntry, AuditLog};
 use crate::store::queue::ResultQueue;
 use crate::store::writer::{self, StoreHealth, WriterConfig};
 use crate::store::{redact_url, Store};
@@ -40,6 +41,10 @@ pub struct Core {
     pub notify_stats: Arc<crate::notify::worker::NotifyStats>,
     /// The receivers the notification worker sends to (replaced on reload).
     pub receivers: crate::notify::worker::Receivers,
+    /// Write requests and configuration changes, on their way to `audit_log`.
+    pub audit: crate::store::audit::AuditLog,
+    /// One API run in flight per probe, and `api.run_min_interval` between two.
+    pub manual_runs: crate::api::ManualRuns,
 }
 
 /// The outcome of the last reload, shown in `/readyz` and `/metrics` until fixed.
@@ -92,6 +97,11 @@ impl Core {
             }
             state.failed_total += 1;
             state.errors.clone_from(&errors);
+            self.audit.record(AuditEntry::reload(
+                trigger,
+                false,
+                format!("refused, nothing changed: {}", errors.join("; ")),
+            ));
             return Err(errors);
         }
         for w in report.warnings() {
@@ -123,6 +133,14 @@ impl Core {
             unchanged = diff.unchanged,
             "probes reloaded"
         );
+        self.audit.record(AuditEntry::reload(
+            trigger,
+            true,
+            format!(
+                "applied: added {:?}, removed {:?}, changed {:?}, {} unchanged",
+                diff.added, diff.removed, diff.changed, diff.unchanged
+            ),
+        ));
         state.succeeded_total += 1;
         state.errors.clear();
         state.last_success_at = Some(now);
@@ -220,8 +238,9 @@ impl Daemon {
         probes: Vec<Probe>,
         exec: Executor,
     ) -> Result<Daemon, String> {
-        let store =
-            Store::new(&settings.database_url, &settings.location).map_err(|e| e.to_string())?;
+        let store = Store::new(&settings.database_url, &settings.location)
+            .map_err(|e| e.to_string())?
+            .with_api_runs_counted(settings.api.manual_runs_count);
         let queue = Arc::new(ResultQueue::new(settings.queue_capacity));
         let health = Arc::new(StoreHealth::default());
         let live = Arc::new(LiveState::new(settings.recent_runs));
@@ -280,6 +299,8 @@ impl Daemon {
             },
             stats.clone(),
         );
+        let audit = AuditLog::start(store.clone(), health.clone(), stop.clone());
+        scheduler.count_api_runs(settings.api.manual_runs_count);
         let hook = alerts.clone();
         scheduler.on_run(Arc::new(move |r| hook.submit(r)));
         let core = Arc::new(Core {
@@ -298,6 +319,8 @@ impl Daemon {
             alerts,
             notify_stats,
             receivers,
+            audit,
+            manual_runs: crate::api::ManualRuns::default(),
         });
         let server = tokio::spawn(api::serve(listener, core.clone(), stop.clone()));
         crate::config::watch::spawn(core.clone(), stop.clone());

@@ -4,7 +4,10 @@
 //! `{"error": {"code", "message"}}` with the right status.
 
 mod alerts;
+mod audit;
+pub mod auth;
 mod error;
+mod manual;
 mod probes;
 
 use std::net::SocketAddr;
@@ -21,7 +24,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+use auth::SecurityScheme as BearerScheme;
 pub use error::ApiError;
+pub use manual::ManualRuns;
 
 use crate::daemon::Core;
 use crate::store::writer::StoreState;
@@ -46,10 +51,13 @@ pub type AppState = Arc<Core>;
         alerts::create_silence,
         alerts::delete_silence,
         alerts::notifications,
+        audit::list,
     ),
+    modifiers(&BearerScheme),
     tags(
         (name = "probes", description = "Probe definitions, status, history and latency"),
-        (name = "alerts", description = "Alert state and history")
+        (name = "alerts", description = "Alert state and history"),
+        (name = "audit", description = "Who changed what (admin token)")
     )
 )]
 pub struct ApiDoc;
@@ -77,8 +85,13 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(alerts::delete_silence),
         )
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .with_state(state)
 }
 
@@ -95,7 +108,9 @@ pub async fn bind(addr: SocketAddr) -> Result<(SocketAddr, TcpListener), String>
 
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationToken) {
-    let result = axum::serve(listener, app(state))
+    // The peer address reaches the handlers (and the audit log) as `ConnectInfo`.
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = result {

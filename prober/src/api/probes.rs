@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
+use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,9 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
+use super::manual::Busy;
 use super::AppState;
 use crate::probe::{Outcome, Phases};
-use crate::results::{RunSummary, Status, PHASES};
+use crate::results::{RunSummary, Status, Trigger, PHASES};
 use crate::schedule::Diff;
 use crate::store::read::{StoredRun, WindowStats};
 use crate::store::Resolution;
@@ -295,6 +298,8 @@ pub struct RunView {
     /// In milliseconds, the same object as an outcome's `phases`; null for a phase that did not happen.
     pub phases: Phases,
     pub response_bytes: i32,
+    /// `schedule`, or `api` for a run asked for with `POST …/run`.
+    pub trigger: Trigger,
     /// A scenario's `steps`, a retried run's `attempts`, and kind-specific `info`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -324,6 +329,7 @@ impl From<StoredRun> for RunView {
                 transfer_us: p[5],
             },
             response_bytes: r.response_bytes,
+            trigger: Trigger::from_id(r.trigger),
             detail: r.detail.map(detail_in_ms),
         }
     }
@@ -541,27 +547,88 @@ fn phase_id(core: &AppState, probe: &str, phase: &str) -> Result<i16, ApiError> 
 pub struct RunResult {
     pub run_id: Uuid,
     pub scheduled_at: DateTime<Utc>,
+    /// Always `api`: stored with the run; by default such runs move neither
+    /// alerts nor availability, counters or percentiles (`api.manual_runs_count`).
+    pub trigger: Trigger,
     pub outcome: Outcome,
 }
 
-/// Runs the probe now and answers with the outcome; the run is recorded like any other.
+/// Runs the probe now and answers with the outcome. The run is stored, marked
+/// `trigger: api`; at most one per probe is in flight, and they start at least
+/// `api.run_min_interval` apart (429 with `Retry-After` otherwise).
 #[utoipa::path(post, path = "/api/v1/probes/{name}/run", tag = "probes",
     params(("name" = String, Path, description = "probe name")),
-    responses((status = 200, body = RunResult), (status = 404, body = ErrorBody)))]
-pub async fn run_now(
-    State(core): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<RunResult>, ApiError> {
-    let record = core
-        .scheduler
-        .run_now(&name)
-        .await
-        .ok_or_else(|| ApiError::unknown_probe(&name))?;
-    Ok(Json(RunResult {
-        run_id: record.run_id,
-        scheduled_at: record.scheduled_at,
-        outcome: record.outcome,
-    }))
+    security(("bearer" = ["run"])),
+    responses((status = 200, body = RunResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, description = "a run of this probe is in flight or started less than api.run_min_interval ago; see Retry-After", body = ErrorBody)))]
+pub async fn run_now(State(core): State<AppState>, Path(name): Path<String>) -> Response {
+    if core.scheduler.probe(&name).is_none() {
+        return ApiError::unknown_probe(&name).into_response();
+    }
+    let min = core.settings.api.run_min_interval;
+    let permit = match core
+        .manual_runs
+        .admit(&name, min, tokio::time::Instant::now())
+    {
+        Ok(p) => p,
+        Err(busy) => return too_many(&name, min, busy),
+    };
+    // The run goes on (and holds its permit) even if the client goes away.
+    let c = core.clone();
+    let n = name.clone();
+    let run = tokio::spawn(async move {
+        let record = c.scheduler.run_now(&n).await;
+        drop(permit);
+        record
+    });
+    match run.await {
+        Ok(Some(record)) => Json(RunResult {
+            run_id: record.run_id,
+            scheduled_at: record.scheduled_at,
+            trigger: record.trigger,
+            outcome: record.outcome,
+        })
+        .into_response(),
+        // Removed by a reload while the request waited.
+        Ok(None) => ApiError::unknown_probe(&name).into_response(),
+        Err(e) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!(
+                "the run of {name:?} failed inside the prober ({e}); see the daemon's log"
+            ),
+            details: Vec::new(),
+        }
+        .into_response(),
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1) and the envelope.
+fn too_many(name: &str, min: Duration, busy: Busy) -> Response {
+    let (wait, why) = match busy {
+        Busy::InFlight => (
+            Duration::from_secs(1),
+            "a run of it asked for through the API is still in flight".to_string(),
+        ),
+        Busy::TooSoon(left) => (
+            left,
+            format!(
+                "the last one started less than api.run_min_interval ({}) ago",
+                humantime::format_duration(min)
+            ),
+        ),
+    };
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let e = ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "rate_limited",
+        message: format!(
+            "probe {name:?} was not run: {why}; try again in {secs} s (Retry-After), or wait for its schedule"
+        ),
+        details: Vec::new(),
+    };
+    ([(RETRY_AFTER, secs.to_string())], e).into_response()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -571,7 +638,7 @@ pub struct ReloadResult {
 }
 
 /// Loads the probe files again; a valid set applies as a diff, an invalid one changes nothing.
-#[utoipa::path(post, path = "/api/v1/reload", tag = "probes",
+#[utoipa::path(post, path = "/api/v1/reload", tag = "probes", security(("bearer" = ["admin"])),
     responses((status = 200, body = ReloadResult), (status = 422, description = "invalid probe files: nothing changed", body = ErrorBody)))]
 pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, ApiError> {
     // Reading the probe files is blocking I/O: keep it off the async workers.

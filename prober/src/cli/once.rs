@@ -40,11 +40,7 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
     };
     let mut stdout = std::io::stdout().lock();
     for o in &outcomes {
-        let text = if json {
-            serde_json::to_string(o).unwrap_or_default() + "\n"
-        } else {
-            render_text(o)
-        };
+        let text = if json { json_line(o) } else { render_text(o) };
         // A closed pipe (`| head`) is not an error worth a panic.
         if stdout.write_all(text.as_bytes()).is_err() {
             break;
@@ -55,6 +51,22 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FAILED)
     }
+}
+
+/// The outcome as one JSON line, with `trigger: manual` last (the runs API
+/// says `schedule` or `api`; a run of `once` is never stored).
+fn json_line(o: &Outcome) -> String {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(flatten)]
+        outcome: &'a Outcome,
+        trigger: crate::results::Trigger,
+    }
+    let line = Line {
+        outcome: o,
+        trigger: crate::results::Trigger::Manual,
+    };
+    serde_json::to_string(&line).unwrap_or_default() + "\n"
 }
 
 /// The probes `target` names: a file or directory of probes, or a probe's name.

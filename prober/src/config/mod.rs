@@ -4,6 +4,7 @@
 //! `yaml` keeps every value's line and column, `probe` holds the validated
 //! types, `load` walks files and collects every problem with its place.
 
+pub mod access;
 pub mod diag;
 pub mod kinds;
 pub mod load;

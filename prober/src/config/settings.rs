@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::access::{ApiAccess, NamedToken, Scope, MIN_TOKEN_LEN};
 use super::diag::{Ctx, Diagnostic, Severity};
 use super::yaml::{self, Document, Pos};
 
@@ -52,7 +53,7 @@ pub struct SettingsArgs {
     /// Do not run database migrations at start [default: they run].
     #[arg(long, env = "PROBER_NO_MIGRATE")]
     pub no_migrate: bool,
-    /// Bearer token for the API's write endpoints (POST and DELETE /api/v1/silences) [default: none; they are refused].
+    /// An admin bearer token for the API's write endpoints, named `api_token` in the audit log; more, scoped tokens go in prober.yaml's api.tokens [default: none; writes are refused].
     #[arg(long, env = "PROBER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Probe labels added to every per-probe series of /metrics, comma-separated, e.g. team,service [default: none].
@@ -88,7 +89,28 @@ struct SettingsFile {
     dashboard_url: Option<String>,
     silences: Option<Vec<Option<SilenceFile>>>,
     api_token: Option<String>,
+    api: Option<ApiFile>,
     metrics_labels: Option<Vec<String>>,
+}
+
+/// `api:` in `prober.yaml`: who may call the API, and manual runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFile {
+    public_read: Option<bool>,
+    tokens: Option<Vec<Option<TokenFile>>>,
+    run_min_interval: Option<String>,
+    manual_runs_count: Option<bool>,
+}
+
+/// One entry of `api.tokens`: a name, the value's SHA-256 or the value (`${file:…}`, `${env:…}`), scopes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    name: String,
+    sha256: Option<String>,
+    token: Option<String>,
+    scopes: Vec<String>,
 }
 
 /// A silence or maintenance window in `prober.yaml`.
@@ -193,8 +215,10 @@ pub struct Settings {
     pub remind_every: Option<Duration>,
     /// Silences and maintenance windows from the settings file.
     pub silences: Vec<crate::alert::silence::Silence>,
-    /// Bearer token of the silence endpoints.
+    /// `api_token` / `PROBER_API_TOKEN`: an admin token named `api_token`.
     pub api_token: Option<ApiToken>,
+    /// `api:` — named, scoped tokens, public reads, manual-run limits.
+    pub api: ApiAccess,
     /// The settings file read, if any: a reload reads its alerting parts again.
     pub file: Option<PathBuf>,
     /// Probe labels added to every per-probe series of `/metrics` (a probe without one gets "").
@@ -246,6 +270,7 @@ impl Default for Settings {
             remind_every: None,
             silences: Vec::new(),
             api_token: None,
+            api: ApiAccess::default(),
             file: None,
             metrics_labels: Vec::new(),
         }
@@ -607,6 +632,18 @@ fn build(args: &SettingsArgs, file: SettingsFile, sink: &mut Sink) -> Settings {
     }
     .filter(|t| !t.is_empty())
     .map(ApiToken);
+    if api_token
+        .as_ref()
+        .is_some_and(|t| t.0.chars().count() < MIN_TOKEN_LEN)
+    {
+        sink.place(
+            args.api_token.is_some(),
+            "--api-token / PROBER_API_TOKEN",
+            "api_token",
+            format!("is shorter than {MIN_TOKEN_LEN} characters; use a random one, e.g. `openssl rand -hex 32`"),
+        );
+    }
+    let api = api_access(sink, file.api.clone().unwrap_or_default());
     let receivers = receivers(sink, file.receivers.unwrap_or_default());
     if let Some(t) = &file.dashboard_url {
         if let Err(e) = check_dashboard_url(t) {
@@ -703,6 +740,7 @@ fn build(args: &SettingsArgs, file: SettingsFile, sink: &mut Sink) -> Settings {
             .map(|t| sink.duration("alerting.remind_every", Some(t), Duration::from_secs(1))),
         silences,
         api_token,
+        api,
         file: None,
         metrics_labels,
     };
@@ -799,6 +837,112 @@ fn by_label(sink: &mut Sink, entries: &[Option<ByLabelFile>]) -> Vec<LabelOverri
         });
     }
     out
+}
+
+/// `api:`: the tokens (names unique, scopes known, a 64-hex-digit `sha256` or a
+/// value of at least [`MIN_TOKEN_LEN`] characters), public reads, manual runs.
+fn api_access(sink: &mut Sink, f: ApiFile) -> ApiAccess {
+    let d = ApiAccess::default();
+    let mut tokens: Vec<NamedToken> = Vec::new();
+    let mut names: Vec<(String, usize)> = Vec::new();
+    for (i, t) in f.tokens.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("api.tokens[{i}]");
+        let Some(t) = t else {
+            sink.error(
+                &at,
+                "an empty entry; give name, sha256 (or token) and scopes, or remove it",
+            );
+            continue;
+        };
+        if t.name.trim().is_empty() {
+            sink.error(
+                &format!("{at}.name"),
+                "must not be empty; the audit log names the token that made each change",
+            );
+        } else if t.name == super::access::LEGACY_TOKEN_NAME {
+            sink.error(
+                &format!("{at}.name"),
+                "`api_token` is the name of the api_token setting's token; pick another name",
+            );
+        } else if let Some((_, j)) = names.iter().find(|(n, _)| *n == t.name) {
+            let line = sink.doc.value_pos(&format!("api.tokens[{j}].name")).line;
+            sink.error(&format!("{at}.name"), format!("{:?} is also the name of api.tokens[{j}] (line {line}); names must be unique, rename one", t.name));
+        }
+        names.push((t.name.clone(), i));
+        let mut scope: Option<Scope> = None;
+        for (k, s) in t.scopes.iter().enumerate() {
+            match Scope::parse(s) {
+                Some(s) => scope = scope.max(Some(s)),
+                None => sink.error(&format!("{at}.scopes[{k}]"), format!("{s:?} is not a scope; use read, run or admin (admin includes run, run includes read)")),
+            }
+        }
+        if t.scopes.is_empty() {
+            sink.error(
+                &format!("{at}.scopes"),
+                "give at least one scope: read, run or admin",
+            );
+        }
+        let sha256 = match (&t.sha256, &t.token) {
+            (Some(h), None) => super::access::parse_sha256_hex(h).or_else(|| {
+                sink.error(&format!("{at}.sha256"), "must be 64 hexadecimal digits: the SHA-256 of the token, e.g. from `printf %s \"$TOKEN\" | sha256sum`");
+                None
+            }),
+            (None, Some(v)) => token_value(sink, &format!("{at}.token"), v, &t.name)
+                .map(|v| super::access::digest(&v)),
+            _ => {
+                sink.error(&at, "give exactly one of sha256 (the token's SHA-256, hex) and token (the value, usually \"${file:/run/secrets/NAME}\" or \"${env:NAME}\")");
+                None
+            }
+        };
+        if let (Some(sha256), Some(scope)) = (sha256, scope) {
+            tokens.push(NamedToken {
+                name: t.name,
+                sha256,
+                scope,
+            });
+        }
+    }
+    ApiAccess {
+        public_read: f.public_read.unwrap_or(d.public_read),
+        tokens,
+        run_min_interval: sink.duration(
+            "api.run_min_interval",
+            f.run_min_interval.as_deref(),
+            d.run_min_interval,
+        ),
+        manual_runs_count: f.manual_runs_count.unwrap_or(d.manual_runs_count),
+    }
+}
+
+/// A token's value: `${file:PATH}` (the whole value: the file's text, trimmed),
+/// else the text with `${env:NAME}` substituted; at least [`MIN_TOKEN_LEN`] characters.
+/// `None` when it cannot be known here (reported as an error, or a warning for `check`).
+fn token_value(sink: &mut Sink, field: &str, value: &str, name: &str) -> Option<String> {
+    let whose = format!("token {name:?}");
+    let v = match value
+        .strip_prefix("${file:")
+        .and_then(|r| r.strip_suffix('}'))
+    {
+        Some(path) => match super::access::read_token_file(path) {
+            Ok(v) => v,
+            Err(e) => {
+                match sink.mode {
+                    EnvMode::Require => sink.error(field, format!("{whose}: {e}")),
+                    EnvMode::Warn => sink.warning(
+                        field,
+                        format!("{whose}: {e}; the daemon refuses to start until it can read it"),
+                    ),
+                }
+                return None;
+            }
+        },
+        None => sink.expand(field, value, &whose)?,
+    };
+    if v.chars().count() < MIN_TOKEN_LEN {
+        sink.error(field, format!("{whose} is shorter than {MIN_TOKEN_LEN} characters; use a random one, e.g. `openssl rand -hex 32`"));
+        return None;
+    }
+    Some(v)
 }
 
 /// Checks the silences of the settings file.
@@ -1144,7 +1288,7 @@ mod tests {
     fn alerting_label_overrides_silences_and_the_token_are_read_and_checked() {
         let dir = tempfile_dir();
         let file = dir.join("prober.yaml");
-        std::env::set_var("PROBER_TEST_API_TOKEN", "t0k");
+        std::env::set_var("PROBER_TEST_API_TOKEN", "t0k-0123456789abcdef");
         std::fs::write(
             &file,
             "api_token: \"${env:PROBER_TEST_API_TOKEN}\"\nalerting:\n  failures_to_fire: 4\n  slo: {objective: 99.5}\n  remind_every: 4h\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: ticket, min_locations: 2}\nsilences:\n  - matchers: {team: pay}\n    cron: \"0 0 2 * * Sun\"\n    duration: 2h\n    comment: weekly maintenance\n",
@@ -1162,7 +1306,7 @@ mod tests {
         assert_eq!(s.alerting_by_label[0].alert.min_locations, Some(2));
         assert_eq!(s.silences[0].duration_ms, Some(2 * 3600 * 1000));
         assert_eq!(s.silences[0].id, "file:0");
-        assert_eq!(s.api_token, Some(ApiToken("t0k".into())));
+        assert_eq!(s.api_token, Some(ApiToken("t0k-0123456789abcdef".into())));
         assert!(
             !format!("{s:?}").contains("t0k"),
             "the token stays out of logs"
@@ -1174,6 +1318,59 @@ mod tests {
             ("alerting:\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: loud}\n", "alerting.by_label[0].alert.severity"),
             ("alerting:\n  slo: {objective: 120}\n", "alerting.slo.objective"),
             ("alerting:\n  evaluate_every: 10ms\n", "alerting.evaluate_every: must be at least 1s"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Settings::resolve(&args).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn api_tokens_are_named_scoped_hashed_and_checked_in_place() {
+        use crate::config::access::{digest, Scope};
+        let dir = tempfile_dir();
+        let file = dir.join("prober.yaml");
+        let secret = dir.join("ci-token");
+        std::fs::write(&secret, "ci-token-from-a-secret-file\n").unwrap();
+        std::env::set_var("PROBER_TEST_VIEWER_TOKEN", "viewer-token-0123456789");
+        let hex: String = digest("alice-token-0123456789")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(
+            &file,
+            format!(
+                "api:\n  public_read: false\n  run_min_interval: 30s\n  manual_runs_count: true\n  tokens:\n    - {{name: alice, sha256: \"{hex}\", scopes: [read, admin]}}\n    - {{name: ci, token: \"${{file:{}}}\", scopes: [run]}}\n    - {{name: viewer, token: \"${{env:PROBER_TEST_VIEWER_TOKEN}}\", scopes: [read]}}\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(file.clone()),
+            ..SettingsArgs::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert!(!s.api.public_read);
+        assert!(s.api.manual_runs_count);
+        assert_eq!(s.api.run_min_interval, Duration::from_secs(30));
+        let t = &s.api.tokens;
+        assert_eq!(t.len(), 3);
+        assert_eq!((t[0].name.as_str(), t[0].scope), ("alice", Scope::Admin));
+        assert_eq!(t[0].sha256, digest("alice-token-0123456789"));
+        assert_eq!(t[1].sha256, digest("ci-token-from-a-secret-file"));
+        assert_eq!(t[1].scope, Scope::Run);
+        assert_eq!(t[2].sha256, digest("viewer-token-0123456789"));
+        assert!(!format!("{s:?}").contains("viewer-token"));
+
+        for (text, needle) in [
+            ("api:\n  tokens:\n    - {name: a, sha256: abc, scopes: [admin]}\n", "3:25: api.tokens[0].sha256: must be 64 hexadecimal digits"),
+            ("api:\n  tokens:\n    - {name: a, token: short, scopes: [admin]}\n", "api.tokens[0].token: token \"a\" is shorter than 16"),
+            ("api:\n  tokens:\n    - {name: a, token: 0123456789abcdefg, scopes: [write]}\n", "api.tokens[0].scopes[0]: \"write\" is not a scope"),
+            ("api:\n  tokens:\n    - {name: a, token: 0123456789abcdefg, scopes: [run]}\n    - {name: a, token: 0123456789abcdefh, scopes: [run]}\n", "api.tokens[1].name: \"a\" is also the name of api.tokens[0] (line 3)"),
+            ("api:\n  tokens:\n    - {name: a, scopes: [run]}\n", "give exactly one of sha256"),
+            ("api:\n  tokens:\n    - {name: a, token: \"${file:/nonexistent/t}\", scopes: [run]}\n", "cannot read the token file /nonexistent/t"),
+            ("api_token: too-short\n", "api_token: is shorter than 16"),
+            ("api:\n  run_min_interval: soon\n", "api.run_min_interval"),
         ] {
             std::fs::write(&file, text).unwrap();
             let err = Settings::resolve(&args).unwrap_err();

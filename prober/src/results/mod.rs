@@ -74,6 +74,39 @@ pub struct ProbeMeta {
     pub source: String,
 }
 
+/// What started a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Its schedule.
+    #[default]
+    Schedule,
+    /// `POST /api/v1/probes/{name}/run`.
+    Api,
+    /// `prober once` (never stored).
+    Manual,
+}
+
+impl Trigger {
+    /// The stored id (`runs.trigger`).
+    pub fn id(self) -> i16 {
+        match self {
+            Trigger::Schedule => 0,
+            Trigger::Api => 1,
+            Trigger::Manual => 2,
+        }
+    }
+
+    /// From the stored id; an unknown id reads as `Api` (not scheduled).
+    pub fn from_id(id: i16) -> Trigger {
+        match id {
+            0 => Trigger::Schedule,
+            2 => Trigger::Manual,
+            _ => Trigger::Api,
+        }
+    }
+}
+
 /// One finished run, as it is stored.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -85,6 +118,8 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub lateness_us: i64,
     pub outcome: Outcome,
+    /// Scheduled, or asked for through the API.
+    pub trigger: Trigger,
 }
 
 /// A compact summary of a run, kept in memory.
@@ -102,6 +137,8 @@ pub struct RunSummary {
     #[serde(rename = "total_ms", serialize_with = "crate::probe::ms::one")]
     #[schema(value_type = f64)]
     pub total_us: u64,
+    /// `schedule`, or `api` for a run asked for with `POST …/run`.
+    pub trigger: Trigger,
 }
 
 /// Up or down, and since when.
@@ -127,7 +164,33 @@ pub struct ProbeState {
 }
 
 impl ProbeState {
-    fn record(&mut self, r: &RunRecord, keep: usize) {
+    /// Keeps the run in the recent ones; a `counted` run also moves the status, counters and histograms.
+    fn record(&mut self, r: &RunRecord, keep: usize, counted: bool) {
+        let o = &r.outcome;
+        if counted {
+            self.count(r);
+        }
+        let len = self.recent.len();
+        if len == self.recent.capacity() && len < keep {
+            // Doubling, but never past `keep`: 4, 8, 16, 20 slots rather than 32 for 20 runs.
+            self.recent.reserve_exact(len.max(4).min(keep - len));
+        }
+        if self.recent.len() >= keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RunSummary {
+            run_id: r.run_id,
+            scheduled_at: r.scheduled_at,
+            lateness_us: r.lateness_us,
+            success: o.success,
+            error_class: o.error.as_ref().map(|e| e.class),
+            status_code: o.status_code,
+            total_us: o.phases.total_us,
+            trigger: r.trigger,
+        });
+    }
+
+    fn count(&mut self, r: &RunRecord) {
         let o = &r.outcome;
         let samples = phase_samples(&o.phases);
         let totals = self.phase_totals.get_or_insert_with(Default::default);
@@ -150,23 +213,6 @@ impl ProbeState {
         }
         self.runs += 1;
         self.failures += u64::from(!o.success);
-        let len = self.recent.len();
-        if len == self.recent.capacity() && len < keep {
-            // Doubling, but never past `keep`: 4, 8, 16, 20 slots rather than 32 for 20 runs.
-            self.recent.reserve_exact(len.max(4).min(keep - len));
-        }
-        if self.recent.len() >= keep {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(RunSummary {
-            run_id: r.run_id,
-            scheduled_at: r.scheduled_at,
-            lateness_us: r.lateness_us,
-            success: o.success,
-            error_class: o.error.as_ref().map(|e| e.class),
-            status_code: o.status_code,
-            total_us: o.phases.total_us,
-        });
     }
 }
 
@@ -207,6 +253,12 @@ impl LiveState {
 
     /// Records a run of a probe that is still defined; a late run of a removed probe is not kept.
     pub fn record(&self, r: &RunRecord) {
+        self.record_counted(r, true);
+    }
+
+    /// [`LiveState::record`]; an uncounted run (an API run, by default) is only kept among
+    /// the recent runs: status, counters and `/metrics` histograms stay as they were.
+    pub fn record_counted(&self, r: &RunRecord, counted: bool) {
         let Some(state) = self
             .probes
             .read()
@@ -219,7 +271,7 @@ impl LiveState {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        s.record(r, self.keep);
+        s.record(r, self.keep, counted);
     }
 
     /// The state of `name` if it exists (never creates it, unlike [`LiveState::probe`]).

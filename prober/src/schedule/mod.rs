@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::config::{Probe, Schedule};
 use crate::probe::{ErrorClass, Outcome};
 use crate::results::{
-    metric_bucket, LiveState, MetricHist, ProbeMeta, RunRecord, METRIC_BUCKETS_US,
+    metric_bucket, LiveState, MetricHist, ProbeMeta, RunRecord, Trigger, METRIC_BUCKETS_US,
 };
 use crate::store::queue::ResultQueue;
 
@@ -192,8 +192,10 @@ struct Shared {
     per_host: usize,
     stats: Arc<SchedulerStats>,
     runs: TaskTracker,
-    /// Told of every finished run (the alert engine).
+    /// Told of every counted run (the alert engine).
     on_run: std::sync::OnceLock<RunHook>,
+    /// API runs count like scheduled ones (`api.manual_runs_count`).
+    count_api_runs: AtomicBool,
 }
 
 /// A function told of every finished run; it must not wait.
@@ -256,6 +258,7 @@ impl Scheduler {
             stats,
             runs: TaskTracker::new(),
             on_run: std::sync::OnceLock::new(),
+            count_api_runs: AtomicBool::new(false),
         });
         let scheduler = Scheduler {
             shared,
@@ -341,7 +344,13 @@ impl Scheduler {
         diff
     }
 
-    /// Sets the function told of every finished run (once).
+    /// Whether runs asked for through the API move live status, counters and
+    /// alerts (`api.manual_runs_count`); by default they do not.
+    pub fn count_api_runs(&self, yes: bool) {
+        self.shared.count_api_runs.store(yes, Ordering::Relaxed);
+    }
+
+    /// Sets the function told of every counted run (once).
     pub fn on_run(&self, hook: RunHook) {
         let _ = self.shared.on_run.set(hook);
     }
@@ -362,7 +371,7 @@ impl Scheduler {
         self.lock_loops().get(name).map(|h| h.probe.clone())
     }
 
-    /// Runs a probe now, outside its schedule, recorded like any run.
+    /// Runs a probe now, outside its schedule, recorded as an `api` run.
     pub async fn run_now(&self, name: &str) -> Option<RunRecord> {
         let (probe, meta) = {
             let loops = self.lock_loops();
@@ -377,10 +386,14 @@ impl Scheduler {
         };
         let host = host_of(&probe);
         let now = self.shared.clock.now();
-        let task = self
-            .shared
-            .runs
-            .spawn(execute(probe, meta, self.shared.clone(), now, host));
+        let task = self.shared.runs.spawn(execute(
+            probe,
+            meta,
+            self.shared.clone(),
+            now,
+            host,
+            Trigger::Api,
+        ));
         task.await.ok()
     }
 
@@ -478,7 +491,7 @@ async fn run_one(
     host: String,
     busy: Arc<AtomicBool>,
 ) {
-    execute(probe, meta, shared, scheduled_at, host).await;
+    execute(probe, meta, shared, scheduled_at, host, Trigger::Schedule).await;
     busy.store(false, Ordering::Release);
 }
 
@@ -489,6 +502,7 @@ async fn execute(
     shared: Arc<Shared>,
     scheduled_at: DateTime<Utc>,
     host: String,
+    trigger: Trigger,
 ) -> RunRecord {
     shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let global = shared.global.clone().acquire_owned().await;
@@ -507,9 +521,12 @@ async fn execute(
         started_at,
         lateness_us,
         outcome,
+        trigger,
     };
-    shared.live.record(&record);
-    if let Some(hook) = shared.on_run.get() {
+    // An API run is stored (marked) but, unless configured, moves neither status nor alerts.
+    let counted = trigger == Trigger::Schedule || shared.count_api_runs.load(Ordering::Relaxed);
+    shared.live.record_counted(&record, counted);
+    if let Some(hook) = shared.on_run.get().filter(|_| counted) {
         hook(&record);
     }
     shared.queue.push(record.clone());

@@ -4,6 +4,7 @@
 //! The store knows nothing of HTTP probing: it takes [`RunRecord`]s.
 
 pub mod alerts;
+pub mod audit;
 pub mod notify;
 pub mod queue;
 pub mod read;
@@ -139,6 +140,8 @@ pub struct Store {
     closed_hours: read::ClosedHoursCache,
     location: String,
     build: String,
+    /// API runs are added to the minute bins and counters too (`api.manual_runs_count`).
+    count_api_runs: bool,
 }
 
 /// Ids of dimension rows already known to exist.
@@ -201,7 +204,15 @@ impl Store {
             closed_hours: Default::default(),
             location: location.to_string(),
             build: crate::VERSION.to_string(),
+            count_api_runs: false,
         })
+    }
+
+    /// Whether runs asked for through the API go to the minute bins and counters
+    /// (availability, percentiles, SLO burn rates); by default they are stored, marked, and not counted.
+    pub fn with_api_runs_counted(mut self, yes: bool) -> Store {
+        self.count_api_runs = yes;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -326,6 +337,12 @@ impl Store {
                 .await
                 .map_err(|e| err(&format!("retention of {table} failed"), e))?;
         }
+        // The audit log is kept as long as raw runs.
+        sqlx::query("delete from audit_log where at < $1")
+            .bind(now - chrono::TimeDelta::from_std(r.runs).unwrap_or_default())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("retention of audit_log failed", e))?;
         let mut ids = self.lock_ids();
         ids.partitions.retain(|d| *d >= day(r.runs));
         Ok(dropped)
@@ -511,6 +528,8 @@ impl Store {
             .bind(&cols.s_lo)
             .bind(&cols.s_hi)
             .bind(&cols.detail)
+            .bind(&cols.trigger)
+            .bind(self.count_api_runs)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| err(&format!("writing {} runs failed", batch.len()), e))?;
@@ -599,6 +618,7 @@ struct RunColumns {
     success: Vec<bool>,
     error_message: Vec<Option<String>>,
     detail: Vec<Option<serde_json::Value>>,
+    trigger: Vec<i16>,
     // one entry per (run, phase) sample, with its bin
     s_run_id: Vec<uuid::Uuid>,
     s_phase: Vec<i16>,
@@ -619,6 +639,7 @@ impl RunColumns {
         self.probe_id.push(probe_id);
         self.version_id.push(version_id);
         self.lateness_us.push(clamp_i32(r.lateness_us));
+        self.trigger.push(r.trigger.id());
         let q = Quantiser::get();
         let mut sample = |phase: i16, us: u64| {
             let (lo, hi) = q.bin(us);
@@ -765,7 +786,8 @@ pub fn error_class_id(c: crate::probe::ErrorClass) -> i16 {
 }
 
 /// One statement, one round trip: insert the runs (skipping known run ids),
-/// then add the samples of the runs actually inserted to the minute bins and
+/// then add the samples of the runs actually inserted (scheduled ones only,
+/// unless API runs count) to the minute bins and
 /// counters, and to the hour and day ones when their minute is already rolled
 /// up (or the location has no rollup mark): see `rollup.rs`.
 const INSERT_RUNS: &str = r#"
@@ -773,23 +795,23 @@ with input as (
     select * from unnest(
         $1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $7::int[],
         $8::int[], $9::int[], $10::int[], $11::int[], $12::int[], $13::int[],
-        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[], $24::jsonb[])
+        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[], $24::jsonb[], $25::int2[])
     as t(run_id, scheduled_at, probe_id, version_id, lateness_us,
          total_us, dns_us, connect_us, tls_us, first_byte_us, transfer_us,
-         response_bytes, status_code, error_class, success, error_message, detail)
+         response_bytes, status_code, error_class, success, error_message, detail, trigger)
 ),
 ins as (
     insert into runs (run_id, scheduled_at, probe_id, version_id, location_id, build_id,
                       lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
                       transfer_us, response_bytes, status_code, error_class, success, error_message,
-                      detail)
+                      detail, trigger)
     select run_id, scheduled_at, probe_id, version_id, $5::int2, $6::int2,
            lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
            transfer_us, response_bytes, status_code, error_class, success, error_message,
-           detail
+           detail, trigger
     from input
     on conflict do nothing
-    returning run_id, scheduled_at, probe_id, success
+    returning run_id, scheduled_at, probe_id, success, trigger
 ),
 samples as (
     select ins.probe_id, ins.success, s.phase, s.us, s.lo, s.hi,
@@ -797,6 +819,8 @@ samples as (
     from unnest($19::uuid[], $20::int2[], $21::int8[], $22::int8[], $23::int8[])
          as s(run_id, phase, us, lo, hi)
     join ins on ins.run_id = s.run_id
+    -- Runs asked for through the API are stored but not counted, unless $26 (api.manual_runs_count).
+    where ins.trigger = 0 or $26::bool
 ),
 bins as (
     select minute, probe_id, phase, lo, hi, count(*) as n

@@ -82,6 +82,8 @@ pub struct StoredRun {
     pub response_bytes: i32,
     /// Steps, attempts and kind-specific facts, when the run has them.
     pub detail: Option<serde_json::Value>,
+    /// `runs.trigger`: 0 scheduled, 1 API.
+    pub trigger: i16,
 }
 
 /// One step of a latency series.
@@ -297,7 +299,7 @@ impl Store {
             "select r.run_id, r.scheduled_at, r.lateness_us, l.name, v.version, r.success,
                     e.name, r.error_message, r.status_code,
                     r.total_us, r.dns_us, r.connect_us, r.tls_us, r.first_byte_us, r.transfer_us,
-                    r.response_bytes, r.detail
+                    r.response_bytes, r.detail, r.trigger
              from runs r
              join probes p on p.id = r.probe_id
              join probe_versions v on v.id = r.version_id
@@ -339,6 +341,7 @@ impl Store {
                     ],
                     response_bytes: r.try_get(15)?,
                     detail: r.try_get(16)?,
+                    trigger: r.try_get(17)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()

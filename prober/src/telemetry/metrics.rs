@@ -324,6 +324,13 @@ impl Collector for DaemonCollector {
             None,
             core.queue.dropped(),
         )?;
+        counter(
+            &mut enc,
+            "prober_audit_dropped",
+            "Audit log entries dropped: the audit queue was full, or Postgres refused them after retries.",
+            None,
+            core.audit.dropped(),
+        )?;
         let health = &core.store_health;
         counter(
             &mut enc,

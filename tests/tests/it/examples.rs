@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::db::TestDb;
-use crate::helpers::{cli, http_request};
+use crate::helpers::cli;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -74,7 +74,13 @@ async fn once(target: &str) -> BTreeMap<String, Verdict> {
 
 /// The daemon runs `name` now; the run as Postgres holds it.
 async fn daemon_run(d: &Daemon, pool: &sqlx::PgPool, name: &str) -> Verdict {
-    let (status, body) = http_request(d.addr, "POST", &format!("/api/v1/probes/{name}/run")).await;
+    let (status, body) = crate::helpers::http_request_as(
+        d.addr,
+        "POST",
+        &format!("/api/v1/probes/{name}/run"),
+        Some(crate::helpers::ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(status, 200, "{name}: {body}");
     let run_id = serde_json::from_str::<Value>(&body).unwrap()["run_id"]
         .as_str()
@@ -118,6 +124,12 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
         listen: "127.0.0.1:0".parse().unwrap(),
         flush_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),
+        api_token: crate::helpers::admin_token(),
+        // web-homepage is run twice in a row (healthy, then failing).
+        api: prober::config::access::ApiAccess {
+            run_min_interval: Duration::ZERO,
+            ..Default::default()
+        },
         ..Settings::default()
     };
     let d = Daemon::start(&settings, report.probes, http_executor().unwrap())
@@ -128,19 +140,6 @@ async fn once_and_the_daemon_record_the_same_outcome_for_every_shipped_example()
         .await
         .expect("the writer prepares the database");
     let pool = db.pool().await;
-    // The runs are read back from Postgres: start once the writer has prepared it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !crate::helpers::http_get(d.addr, "/readyz")
-        .await
-        .1
-        .contains("\"state\":\"ok\"")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the store never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let by_once = once("probes").await;
     assert_eq!(

@@ -451,9 +451,28 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Sends `method path` (no body) to `addr` over plain HTTP/1.1; returns the status code and body.
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_request_as(addr, method, path, None).await
+}
+
+/// The admin token of the tests' daemons that call write endpoints (`Settings::api_token`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// [`ADMIN_TOKEN`] as the settings hold it.
+pub fn admin_token() -> Option<prober::config::settings::ApiToken> {
+    Some(prober::config::settings::ApiToken(ADMIN_TOKEN.into()))
+}
+
+/// [`http_request`] with `Authorization: Bearer <token>` when a token is given.
+pub async fn http_request_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();

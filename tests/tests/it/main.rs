@@ -7,6 +7,7 @@
 mod alert_rules;
 mod alerts;
 mod api;
+mod auth;
 mod check;
 mod daemon;
 mod dashboards;
@@ -22,6 +23,7 @@ mod hostile;
 mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
+mod manual_runs;
 mod metrics;
 mod notify;
 mod once;

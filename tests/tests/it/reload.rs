@@ -15,7 +15,7 @@ use prober::store::writer::StoreState;
 use serde_json::Value;
 
 use crate::db::TestDb;
-use crate::helpers::{cli_command, http_get, http_request, wait_for, FakeTarget};
+use crate::helpers::{cli_command, http_get, wait_for, FakeTarget};
 
 /// How long the watcher may take to notice a change and reload (debounce included).
 const APPLIED: Duration = Duration::from_secs(10);
@@ -28,6 +28,7 @@ fn settings(database_url: String, probes: &Path) -> Settings {
         probes: vec![probes.to_path_buf()],
         flush_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),
+        api_token: crate::helpers::admin_token(),
         ..Settings::default()
     }
 }
@@ -230,7 +231,13 @@ async fn reload_applies_added_changed_and_removed_probes_as_a_diff() {
         target.url("/ok")
     );
     save_atomically(&probe_yaml_path(&probes_dir, "c"), &broken);
-    let (code, body) = http_request(d.addr, "POST", "/api/v1/reload").await;
+    let (code, body) = crate::helpers::http_request_as(
+        d.addr,
+        "POST",
+        "/api/v1/reload",
+        Some(crate::helpers::ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(code, 422, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "invalid_probes", "{body}");
@@ -270,7 +277,13 @@ async fn reload_applies_added_changed_and_removed_probes_as_a_diff() {
     assert_eq!(ready["reload"]["errors"], serde_json::json!([]), "{ready}");
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(running(&d), before_break, "c is back as it was");
-    let (code, body) = http_request(d.addr, "POST", "/api/v1/reload").await;
+    let (code, body) = crate::helpers::http_request_as(
+        d.addr,
+        "POST",
+        "/api/v1/reload",
+        Some(crate::helpers::ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["applied"], true, "{body}");

@@ -354,6 +354,7 @@ async fn step_outcomes_are_stored_and_each_step_has_its_own_histogram() {
         started_at: now,
         lateness_us: 0,
         outcome: outcome.clone(),
+        trigger: prober::results::Trigger::Schedule,
     };
 
     store.write_runs(&[record]).await.unwrap();

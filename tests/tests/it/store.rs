@@ -58,6 +58,7 @@ pub(crate) fn record(
         started_at: at + TimeDelta::microseconds(700),
         lateness_us: 700,
         outcome: o,
+        trigger: prober::results::Trigger::Schedule,
     }
 }
 
