@@ -209,10 +209,19 @@ pub async fn create_silence(
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
     authorize(&core, &headers)?;
     let Json(n) = body.map_err(|e| {
-        ApiError::bad_request(format!(
+        let mut err = ApiError::bad_request(format!(
             "the body is not a silence: {}; send JSON like {{\"matchers\": {{\"probe\": \"checkout\"}}, \"duration\": \"2h\", \"comment\": \"deploy\", \"created_by\": \"alice\"}}",
             e.body_text()
-        ))
+        ));
+        // Keep axum's status: 413 too large, 415 not JSON, 422 wrong fields or types.
+        err.status = e.status();
+        err.code = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "unprocessable_entity",
+            _ => "bad_request",
+        };
+        err
     })?;
     let starts_at = n.starts_at.unwrap_or_else(Utc::now);
     let ends_at =

@@ -4,6 +4,7 @@
 //! `{"error": {"code", "message"}}` with the right status.
 
 mod alerts;
+mod contract;
 mod error;
 mod probes;
 
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+pub use contract::{MAX_BODY_BYTES, REQUEST_ID};
 pub use error::ApiError;
 
 use crate::daemon::Core;
@@ -56,7 +58,7 @@ pub struct ApiDoc;
 
 /// The router, for the server and for tests.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::telemetry::metrics::handler))
@@ -78,8 +80,8 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(alerts::delete_silence),
         )
         .route("/api/v1/openapi.json", get(openapi))
-        .fallback(not_found)
-        .with_state(state)
+        .fallback(not_found);
+    contract::layers(routes).with_state(state)
 }
 
 /// Binds `addr`; returns the bound address (port 0 picks one) and the listener.
