@@ -10,6 +10,7 @@
 use std::any::Any;
 
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{ALLOW, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -22,7 +23,7 @@ use tracing::Instrument;
 use super::error::ApiError;
 
 /// The largest request body any endpoint reads; larger ones answer 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 65_536;
 
 /// The header that carries the request id, in both directions.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,10 +34,13 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// The most of a plain-text error body that is read to put into the envelope.
 const MAX_PLAIN_ERROR_BYTES: usize = 4 * 1024;
 
-/// Wraps every route and the fallback: request id (outermost), panic catcher,
-/// body limit, envelope (innermost, so it sees what the handlers answered).
-pub fn layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router
+/// Wraps the whole router: request id (outermost), panic catcher, body limit,
+/// envelope (innermost, so it sees what the handlers answered). The router is
+/// the fallback of an outer one, so the layers also see what axum adds around
+/// the routes (a 405's `Allow` header).
+pub fn layers(router: Router) -> Router {
+    Router::new()
+        .fallback_service(router)
         .layer(middleware::from_fn(envelope))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_answer))
@@ -103,7 +107,7 @@ fn advice(status: StatusCode) -> (&'static str, &'static str) {
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
-            "request bodies are limited to 65536 bytes (64 KiB) on every endpoint",
+            "the body is too large: request bodies are limited to 65536 bytes (64 KiB) on every endpoint",
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "unsupported_media_type",
@@ -114,7 +118,7 @@ fn advice(status: StatusCode) -> (&'static str, &'static str) {
             "the JSON does not have the fields and types the endpoint takes; see /api/v1/openapi.json",
         ),
         s if s.is_server_error() => ("internal", "the error was logged with the request id"),
-        _ => ("error", "see /api/v1/openapi.json"),
+        _ => ("client_error", "see /api/v1/openapi.json"),
     }
 }
 
@@ -160,6 +164,29 @@ async fn envelope(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::new(new_body))
 }
 
+/// A JSON body that could not be read, as the envelope with axum's status
+/// (400 not JSON, 413 too large, 415 not `application/json`, 422 wrong
+/// fields or types) and `example` as the advice.
+pub fn json_rejection(e: JsonRejection, example: &str) -> ApiError {
+    let status = e.status();
+    let (code, advice) = advice(status);
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => advice.to_string(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => format!("{}; {example}", e.body_text()),
+        StatusCode::UNPROCESSABLE_ENTITY => format!(
+            "the body does not have the fields this endpoint takes: {}; {example}",
+            e.body_text()
+        ),
+        _ => format!("the body is not JSON: {}; {example}", e.body_text()),
+    };
+    ApiError {
+        status,
+        code,
+        message,
+        details: Vec::new(),
+    }
+}
+
 // === panics ===
 
 /// A handler panicked: the 500 envelope (the panic is logged with the request id).
@@ -192,5 +219,41 @@ mod tests {
         assert!(!sane_request_id("a b"));
         assert!(!sane_request_id("a\u{7f}"));
         assert!(!sane_request_id("é"));
+    }
+
+    #[test]
+    fn the_413_advice_states_the_limit() {
+        assert!(advice(StatusCode::PAYLOAD_TOO_LARGE)
+            .1
+            .contains(&MAX_BODY_BYTES.to_string()));
+    }
+
+    /// Sends `GET path` to a router served on loopback; returns the raw answer.
+    async fn get(router: Router, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        server.abort();
+        String::from_utf8_lossy(&buf).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_the_500_envelope_with_its_request_id() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let router = layers(Router::new().route("/boom", axum::routing::get(boom)));
+
+        let answer = get(router, "/boom").await;
+
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("\"code\":\"internal\""), "{answer}");
+        assert!(answer.contains("x-request-id: "), "{answer}");
     }
 }

@@ -6,6 +6,7 @@
 mod alerts;
 mod contract;
 mod error;
+mod openapi;
 mod probes;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use utoipa::OpenApi;
 
 pub use contract::{MAX_BODY_BYTES, REQUEST_ID};
 pub use error::ApiError;
+use openapi::Contract;
 
 use crate::daemon::Core;
 use crate::store::writer::StoreState;
@@ -36,6 +38,9 @@ pub type AppState = Arc<Core>;
 #[openapi(
     info(title = "prober API", description = "Probes, their runs and exact latency percentiles. Every duration is in milliseconds, a number named `*_ms` (e.g. `total_ms: 13.812`); a phase that did not happen is null. Every list of runs is newest first."),
     paths(
+        healthz,
+        readyz,
+        openapi::metrics,
         probes::list,
         probes::detail,
         probes::runs,
@@ -49,7 +54,9 @@ pub type AppState = Arc<Core>;
         alerts::delete_silence,
         alerts::notifications,
     ),
+    modifiers(&Contract),
     tags(
+        (name = "operations", description = "Liveness, readiness and Prometheus metrics"),
         (name = "probes", description = "Probe definitions, status, history and latency"),
         (name = "alerts", description = "Alert state and history")
     )
@@ -81,7 +88,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found);
-    contract::layers(routes).with_state(state)
+    contract::layers(routes.with_state(state))
 }
 
 /// Binds `addr`; returns the bound address (port 0 picks one) and the listener.
@@ -106,6 +113,8 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationTok
 }
 
 /// The process is alive. Checks nothing else, so it stays fast under any load.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -120,6 +129,8 @@ async fn not_found() -> ApiError {
 
 /// Ready when probes are loaded; says `degraded` (still 200: probing goes on)
 /// while Postgres is unavailable or the last reload failed, and why.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "`status` is `ready` or `degraded`; `store`, `queue`, `scheduler` and `reload` say why.", body = Object)))]
 async fn readyz(State(core): State<AppState>) -> Response {
     let store = core.store_health.state();
     let probes = core.scheduler.probes().len();
