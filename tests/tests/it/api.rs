@@ -426,9 +426,75 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/api/v1/notifications",
         "/api/v1/silences",
         "/api/v1/silences/{id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    // The bearer scheme, on the endpoints that take a token.
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http", "{bearer}");
+    assert_eq!(bearer["scheme"], "bearer", "{bearer}");
+    for (method, path) in [
+        ("get", "/api/v1/silences"),
+        ("post", "/api/v1/silences"),
+        ("delete", "/api/v1/silences/{id}"),
+        ("post", "/api/v1/probes/{name}/run"),
+        ("post", "/api/v1/reload"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(
+            op["security"][0]["bearer"].is_array(),
+            "{method} {path}: {op}"
+        );
+        assert!(op["responses"]["401"].is_object(), "{method} {path}");
+    }
+    assert!(doc["paths"]["/api/v1/probes"]["get"]["security"].is_null());
+    // Every operation: the envelope for its errors, the request id on every answer.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let error = &responses["500"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(error, "#/components/schemas/ErrorBody", "{method} {path}");
+            for (status, r) in responses {
+                assert!(
+                    r["headers"]["x-request-id"].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    let post = &doc["paths"]["/api/v1/silences"]["post"]["responses"];
+    for status in ["400", "413", "415", "422"] {
+        assert!(
+            post[status].is_object(),
+            "POST /api/v1/silences lacks {status}"
+        );
+    }
+    // Limits and formats.
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no {name}"))["schema"]
+            .clone()
+    };
+    let limit = param("/api/v1/probes/{name}/runs", "limit");
+    assert_eq!(
+        (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
+        (Some(1), Some(1000))
+    );
+    assert_eq!(param("/api/v1/alerts/history", "limit")["maximum"], 1000);
+    assert_eq!(
+        param("/api/v1/probes/{name}/runs", "from")["format"],
+        "date-time"
+    );
+    let label = param("/api/v1/probes", "label");
+    assert_eq!(label["type"], "array", "{label}");
+    assert!(label["items"]["pattern"].as_str().is_some(), "{label}");
     for schema in [
         "ProbeList",
         "RunPage",
@@ -660,6 +726,17 @@ async fn send(d: &Daemon, method: &str, path: &str, headers: &[&str], body: &[u8
 const AUTH: &str = "authorization: Bearer contract-test-token";
 const JSON: &str = "content-type: application/json";
 
+/// (method, path, header lines, body, status, code, words in the message)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Vec<&'a str>,
+    String,
+    u16,
+    &'a str,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_is_the_json_envelope_with_its_status_and_a_request_id() {
     let _shared = crate::helpers::TIMING.read().await;
@@ -671,7 +748,7 @@ async fn every_error_is_the_json_envelope_with_its_status_and_a_request_id() {
         "x".repeat(prober::api::MAX_BODY_BYTES)
     );
     let silence = |body: &str| body.to_string();
-    let cases: Vec<(&str, &str, Vec<&str>, String, u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // (method, path, headers, body, status, code, words in the message)
         (
             "GET",
