@@ -238,6 +238,47 @@ mod tests {
     }
 
     #[test]
+    fn bad_matchers_and_texts_are_refused_before_they_reach_postgres() {
+        let cases: [(&[(&str, &str)], &str, &str); 6] = [
+            (&[("probe", "a\0b")], "c", "control character"),
+            (&[("probe", "a\nb")], "c", "control character"),
+            (&[("no spaces", "x")], "c", "matcher name"),
+            (&[("9lives", "x")], "c", "matcher name"),
+            (&[("probe", "x")], "c\0", "comment"),
+            (&[("probe", "x")], "   ", "comment"),
+        ];
+        for (matchers, comment, words) in cases {
+            let mut s = silence(matchers);
+            s.comment = comment.into();
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(words), "{matchers:?} {comment:?}: {e}");
+        }
+        let mut s = silence(&[("team-name/sub.x", "v")]);
+        s.comment = "line one\nline two".into();
+        assert_eq!(s.validate(), Ok(()));
+        s.matchers = (0..=MAX_MATCHERS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(s.validate().unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn an_open_end_is_written_as_null_and_read_back() {
+        let mut s = silence(&[("probe", "x")]);
+        s.cron = Some("0 0 2 * * Sun".into());
+        s.duration_ms = Some(3_600_000);
+        s.ends_at = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(s.validate(), Ok(()));
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v["ends_at"].is_null(), "{v}");
+        let back: Silence = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+        s.cron = None;
+        s.duration_ms = None;
+        assert!(s.validate().unwrap_err().contains("open-ended"));
+    }
+
+    #[test]
     fn a_silence_holds_between_start_and_end() {
         let s = silence(&[("probe", "api")]);
         assert!(!s.active_at(at(0, 59)));

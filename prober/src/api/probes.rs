@@ -84,7 +84,12 @@ fn range(
     default_span: TimeDelta,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     let to = parse_time("to", to, Utc::now())?;
-    let from = parse_time("from", from, to - default_span)?;
+    // Not before year 0: RFC 3339 (the answer's `from`) has no negative years.
+    let earliest = DateTime::<Utc>::from_timestamp(-62_167_219_200, 0).unwrap_or(to);
+    let default_from = to
+        .checked_sub_signed(default_span)
+        .map_or(earliest, |f| f.max(earliest));
+    let from = parse_time("from", from, default_from)?;
     if from >= to {
         return Err(ApiError::bad_request(format!(
             "from ({from}) must be before to ({to})"
@@ -651,6 +656,46 @@ pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_from_never_goes_before_year_0() {
+        let (from, to) = range(None, Some("0000-01-01T01:00:00Z"), TimeDelta::days(1))
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(from.to_rfc3339(), "0000-01-01T00:00:00+00:00");
+        assert!(from < to);
+    }
+
+    #[test]
+    fn steps_are_whole_minutes_hours_or_days() {
+        let ok = |s: &str| parse_step(s).map(|d| d.as_secs()).map_err(|e| e.message);
+        assert_eq!(ok("1m"), Ok(60));
+        assert_eq!(ok("90m"), Ok(5_400));
+        assert_eq!(ok("2h"), Ok(7_200));
+        assert_eq!(ok("999999d"), Ok(999_999 * 86_400));
+        for bad in [
+            "", "m", "0m", "01m", "1000000d", "90s", "1h 30m", "1 m", "1M", "-1m", "1é",
+        ] {
+            assert!(ok(bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(ok("90s").unwrap_err().contains("whole number"));
+        assert!(ok("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn cursors_are_exactly_what_encode_cursor_writes() {
+        let id = Uuid::nil().simple().to_string();
+        assert!(decode_cursor(&format!("123_{id}")).is_ok());
+        for bad in [
+            format!("-1_{id}"),
+            format!("+1_{id}"),
+            format!("123456789012345678_{id}"),
+            format!("123_{}", id.to_uppercase().replace('0', "A")),
+            format!("123_{}", Uuid::nil().hyphenated()),
+            "123_".to_string(),
+        ] {
+            assert!(decode_cursor(&bad).is_err(), "{bad:?} is refused");
+        }
+    }
 
     #[test]
     fn cursors_round_trip() {
