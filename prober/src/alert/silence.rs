@@ -239,7 +239,8 @@ mod tests {
 
     #[test]
     fn bad_matchers_and_texts_are_refused_before_they_reach_postgres() {
-        let cases: [(&[(&str, &str)], &str, &str); 6] = [
+        type Matchers<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Matchers, &str, &str); 6] = [
             (&[("probe", "a\0b")], "c", "control character"),
             (&[("probe", "a\nb")], "c", "control character"),
             (&[("no spaces", "x")], "c", "matcher name"),
