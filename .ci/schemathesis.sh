@@ -84,10 +84,12 @@ fi
 
 echo "== schemathesis $version, all checks, $examples examples per operation, at most ${limit}s"
 code=0
-timeout "$limit" "$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run "http://127.0.0.1:$port/api/v1/openapi.json" \
+# From the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+config="$(pwd)/.ci/schemathesis.toml"
+(cd "$work" && timeout "$limit" "$venv/bin/schemathesis" --config-file "$config" run "http://127.0.0.1:$port/api/v1/openapi.json" \
   --max-examples "$examples" --seed "${SCHEMATHESIS_SEED:-1}" --workers 1 \
   --generation-database none --no-color ${SCHEMATHESIS_EXTRA:-} \
-  -H "Authorization: Bearer $token" || code=$?
+  -H "Authorization: Bearer $token") || code=$?
 if [[ "$code" != 0 ]]; then
   echo "schemathesis failed (exit $code; 124 is the time limit); the daemon's last lines:"
   tail -20 "$log"

@@ -41,6 +41,7 @@ const MAX_PLAIN_ERROR_BYTES: usize = 4 * 1024;
 pub fn layers(router: Router) -> Router {
     Router::new()
         .fallback_service(router)
+        .layer(middleware::from_fn(no_nul))
         .layer(middleware::from_fn(envelope))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_answer))
@@ -82,6 +83,22 @@ async fn request_id(req: Request, next: Next) -> Response {
         res.headers_mut().insert(REQUEST_ID, v);
     }
     res
+}
+
+// === NUL ===
+
+/// Refuses a path or query with an encoded NUL (`%00`): no name, label or
+/// key holds one, and Postgres refuses it in text, which would turn client
+/// input into a 503.
+async fn no_nul(req: Request, next: Next) -> Response {
+    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    if nul(req.uri().path()) || req.uri().query().is_some_and(nul) {
+        return ApiError::bad_request(
+            "the URL holds a NUL character (%00), which no name, label or key may hold; remove it",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 // === envelope ===

@@ -7,7 +7,7 @@
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema, Type};
 use utoipa::Modify;
 
 /// The security scheme's name in the document.
@@ -61,6 +61,14 @@ impl Modify for Contract {
 fn complete(op: &mut Operation, path: &str, token: bool) {
     if token {
         op.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+    }
+    // A NUL in the path or query is refused (contract.rs): say so on every free string.
+    for p in op.parameters.iter_mut().flatten() {
+        if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+            if o.pattern.is_none() && o.format.is_none() && o.schema_type == Type::String.into() {
+                o.pattern = Some("^[^\\x00]*$".to_string());
+            }
+        }
     }
     let takes_input =
         op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some();

@@ -152,7 +152,7 @@ pub struct ProbeList {
 
 /// The format of one `label` filter: `key=value` (the key without `=` or `,`,
 /// the value without `,`), several separated by commas.
-pub const LABEL_SELECTOR: &str = "^[^=,]+=[^,]*(,[^=,]+=[^,]*)*$";
+pub const LABEL_SELECTOR: &str = "^[^=,\\x00]+=[^,\\x00]*(,[^=,\\x00]+=[^,\\x00]*)*$";
 
 /// The query of `GET /api/v1/probes`, for the document: `list` reads the pairs
 /// itself, so that `label` may repeat.
