@@ -15,6 +15,60 @@ use super::Alert;
 /// Matcher keys that name the alert rather than a probe label.
 pub const ALERT_KEYS: [&str; 4] = ["probe", "rule", "location", "severity"];
 
+/// Most matchers in one silence.
+pub const MAX_MATCHERS: usize = 32;
+/// Longest matcher name, in characters.
+pub const MAX_MATCHER_NAME: usize = 128;
+/// Longest matcher value, in characters.
+pub const MAX_MATCHER_VALUE: usize = 1024;
+/// Longest `comment`, in characters.
+pub const MAX_COMMENT: usize = 1024;
+/// Longest `created_by`, in characters.
+pub const MAX_CREATED_BY: usize = 256;
+/// Longest recurring window (`duration_ms`).
+pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
+
+/// A matcher name: a letter or `_`, then letters, digits, `_`, `-`, `.` or `/`.
+pub fn valid_matcher_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        && name.chars().count() <= MAX_MATCHER_NAME
+}
+
+/// A text field's problem, if any: too long, a NUL, or (unless `multiline`) another control character.
+fn text_problem(field: &str, text: &str, max: usize, multiline: bool) -> Option<String> {
+    if text.chars().count() > max {
+        return Some(format!("{field}: longer than {max} characters"));
+    }
+    let bad = text.chars().find(|c| {
+        *c == '\0' || (c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r')))
+    });
+    bad.map(|c| format!("{field}: holds the control character {c:?}; remove it"))
+}
+
+/// An open-ended silence ends at [`DateTime::MAX_UTC`], which RFC 3339 cannot
+/// write (years stop at 9999): it is written as null.
+fn ends_at_or_null<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    if is_open_end(t) {
+        s.serialize_none()
+    } else {
+        s.serialize_some(t)
+    }
+}
+
+fn null_or_ends_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    Ok(Option::<DateTime<Utc>>::deserialize(d)?.unwrap_or(DateTime::<Utc>::MAX_UTC))
+}
+
+/// Past year 9999: an open end (RFC 3339 has four-digit years).
+pub fn is_open_end(t: &DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    t.year() > 9999
+}
+
 /// One silence, from `prober.yaml` or the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Silence {
@@ -23,6 +77,12 @@ pub struct Silence {
     /// Every matcher must equal: `probe`, `rule`, `location`, `severity`, or a probe label.
     pub matchers: BTreeMap<String, String>,
     pub starts_at: DateTime<Utc>,
+    /// The end; null for a recurring window without one (open-ended).
+    #[serde(
+        serialize_with = "ends_at_or_null",
+        deserialize_with = "null_or_ends_at"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ends_at: DateTime<Utc>,
     /// A recurring window: it opens at each time of this cron expression
     /// (with seconds, UTC) between `starts_at` and `ends_at` ...
@@ -49,6 +109,44 @@ impl Silence {
             .find(|(k, v)| k.is_empty() || v.is_empty())
         {
             return Err(format!("matchers: {k:?} has an empty name or value"));
+        }
+        if self.matchers.len() > MAX_MATCHERS {
+            return Err(format!(
+                "matchers: {} given, at most {MAX_MATCHERS}",
+                self.matchers.len()
+            ));
+        }
+        for (k, v) in &self.matchers {
+            if !valid_matcher_name(k) {
+                return Err(format!(
+                    "matchers: {k:?} is not a matcher name: a letter or _, then letters, digits, _ - . or /, at most {MAX_MATCHER_NAME} characters"
+                ));
+            }
+            if let Some(p) = text_problem(&format!("matchers.{k}"), v, MAX_MATCHER_VALUE, false) {
+                return Err(p);
+            }
+        }
+        if let Some(p) = text_problem("comment", &self.comment, MAX_COMMENT, true)
+            .or_else(|| text_problem("created_by", &self.created_by, MAX_CREATED_BY, false))
+        {
+            return Err(p);
+        }
+        if is_open_end(&self.starts_at) {
+            return Err("starts_at: after year 9999".into());
+        }
+        if is_open_end(&self.ends_at) && self.cron.is_none() {
+            return Err(
+                "ends_at: after year 9999; only a recurring window may be open-ended".into(),
+            );
+        }
+        if self
+            .duration_ms
+            .is_some_and(|d| u128::from(d) > MAX_WINDOW.as_millis())
+        {
+            return Err(format!(
+                "a recurring window stays open at most {} days",
+                MAX_WINDOW.as_secs() / 86_400
+            ));
         }
         if self.ends_at <= self.starts_at {
             return Err(format!(
@@ -83,7 +181,9 @@ impl Silence {
         let len = chrono::Duration::from_std(Duration::from_millis(ms))
             .unwrap_or(chrono::Duration::zero());
         // The window open at `now` is the one that opened in (now - len, now].
-        let from = now - len;
+        let Some(from) = now.checked_sub_signed(len) else {
+            return false;
+        };
         schedule.after(&from).next().is_some_and(|open| open <= now)
     }
 
@@ -135,6 +235,48 @@ mod tests {
             created_by: "ops".into(),
             source: "api".into(),
         }
+    }
+
+    #[test]
+    fn bad_matchers_and_texts_are_refused_before_they_reach_postgres() {
+        type Matchers<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Matchers, &str, &str); 6] = [
+            (&[("probe", "a\0b")], "c", "control character"),
+            (&[("probe", "a\nb")], "c", "control character"),
+            (&[("no spaces", "x")], "c", "matcher name"),
+            (&[("9lives", "x")], "c", "matcher name"),
+            (&[("probe", "x")], "c\0", "comment"),
+            (&[("probe", "x")], "   ", "comment"),
+        ];
+        for (matchers, comment, words) in cases {
+            let mut s = silence(matchers);
+            s.comment = comment.into();
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(words), "{matchers:?} {comment:?}: {e}");
+        }
+        let mut s = silence(&[("team-name/sub.x", "v")]);
+        s.comment = "line one\nline two".into();
+        assert_eq!(s.validate(), Ok(()));
+        s.matchers = (0..=MAX_MATCHERS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(s.validate().unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn an_open_end_is_written_as_null_and_read_back() {
+        let mut s = silence(&[("probe", "x")]);
+        s.cron = Some("0 0 2 * * Sun".into());
+        s.duration_ms = Some(3_600_000);
+        s.ends_at = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(s.validate(), Ok(()));
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v["ends_at"].is_null(), "{v}");
+        let back: Silence = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+        s.cron = None;
+        s.duration_ms = None;
+        assert!(s.validate().unwrap_err().contains("open-ended"));
     }
 
     #[test]

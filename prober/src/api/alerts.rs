@@ -6,13 +6,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::contract::json_rejection;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::alert::silence::Silence;
+use crate::alert::silence::{is_open_end, Silence, MAX_MATCHERS, MAX_MATCHER_VALUE, MAX_WINDOW};
 use crate::alert::{Alert, State as AlertState};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,6 +36,7 @@ pub struct HistoryQuery {
     /// Only this probe's alerts.
     pub probe: Option<String>,
     /// Transitions to return, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -115,6 +117,7 @@ pub struct SilenceList {
 #[serde(deny_unknown_fields)]
 pub struct NewSilence {
     /// All must equal: `probe`, `rule`, `location`, `severity`, or a probe label.
+    #[schema(schema_with = matchers_schema)]
     pub matchers: BTreeMap<String, String>,
     /// Default: now.
     pub starts_at: Option<DateTime<Utc>>,
@@ -126,13 +129,37 @@ pub struct NewSilence {
     pub cron: Option<String>,
     /// ... for this long, like `30m`.
     pub window: Option<String>,
-    /// Why: shown with every held-back alert.
+    /// Why: shown with every held-back alert. Not blank; no NUL.
+    #[schema(max_length = 1024, pattern = "\\S")]
     pub comment: String,
-    /// Who: shown with every held-back alert.
+    /// Who: shown with every held-back alert. No control characters.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub created_by: String,
 }
 
-/// Silences and maintenance windows.
+/// `matchers`' schema: 1–32 names of the matcher-name format, each with a value
+/// of 1–1024 characters without control characters.
+fn matchers_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z_][A-Za-z0-9_./-]{0,127}$"));
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_MATCHER_VALUE))
+        .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]+$"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(name))
+        .additional_properties(Some(value))
+        .min_properties(Some(1))
+        .max_properties(Some(MAX_MATCHERS))
+        .description(Some("All must equal: `probe`, `rule`, `location`, `severity`, or a probe label. Names: a letter or `_`, then letters, digits, `_ . / -`, at most 128 characters."))
+        .build()
+}
+
+/// Silences and maintenance windows (a read: public unless `api.public_read` is false).
 #[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", params(SilenceQuery),
     responses((status = 200, body = SilenceList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn silences(
@@ -157,6 +184,17 @@ pub async fn silences(
     Ok(Json(SilenceList { silences }))
 }
 
+/// The longest one-off silence: longer ones are refused (end it and make another,
+/// or use a recurring window, which may be open-ended).
+pub const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+fn too_long() -> ApiError {
+    ApiError::bad_request(format!(
+        "a silence lasts at most {} days (from starts_at to ends_at, or its duration); for longer, use a recurring window (cron and window)",
+        MAX_SILENCE.as_secs() / 86_400
+    ))
+}
+
 fn parse_duration(field: &str, text: &str) -> Result<std::time::Duration, ApiError> {
     humantime::parse_duration(text)
         .ok()
@@ -177,28 +215,54 @@ pub async fn create_silence(
     body: Result<Json<NewSilence>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
     let Json(n) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body is not a silence: {}; send JSON like {{\"matchers\": {{\"probe\": \"checkout\"}}, \"duration\": \"2h\", \"comment\": \"deploy\", \"created_by\": \"alice\"}}",
-            e.body_text()
-        ))
+        json_rejection(
+            e,
+            r#"send JSON like {"matchers": {"probe": "checkout"}, "duration": "2h", "comment": "deploy", "created_by": "alice"}"#,
+        )
     })?;
     let starts_at = n.starts_at.unwrap_or_else(Utc::now);
     let ends_at =
         match (n.ends_at, &n.duration) {
             (Some(e), None) => e,
             (None, Some(d)) => {
-                starts_at
-                    + chrono::Duration::from_std(parse_duration("duration", d)?)
-                        .map_err(|_| ApiError::bad_request("duration: too long"))?
+                let d = parse_duration("duration", d)?;
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .filter(|_| d <= MAX_SILENCE)
+                    .and_then(|d| starts_at.checked_add_signed(d))
+                    .ok_or_else(too_long)?
             }
             (None, None) if n.cron.is_some() => DateTime::<Utc>::MAX_UTC,
             _ => return Err(ApiError::bad_request(
                 "give exactly one of ends_at and duration (a recurring window may give neither)",
             )),
         };
+    // A silence that has already ended would be created and at once unlistable and
+    // undeletable ("no active silence"): refuse it.
+    if ends_at <= Utc::now() {
+        return Err(ApiError::bad_request(format!(
+            "this silence ends at {} (starts_at plus duration, or ends_at), which has passed; give an end in the future",
+            ends_at.to_rfc3339()
+        )));
+    }
+    // A one-off silence lasts at most MAX_SILENCE; a recurring window may be open-ended.
+    if !is_open_end(&ends_at)
+        && ends_at.signed_duration_since(starts_at)
+            > TimeDelta::seconds(MAX_SILENCE.as_secs() as i64)
+    {
+        return Err(too_long());
+    }
     let duration_ms = match &n.window {
         Some(w) => {
-            Some(u64::try_from(parse_duration("window", w)?.as_millis()).unwrap_or(u64::MAX))
+            let w = parse_duration("window", w)?;
+            if w > MAX_WINDOW {
+                return Err(ApiError::bad_request(format!(
+                    "window: {} is longer than the {} days a recurring window may stay open",
+                    humantime::format_duration(w),
+                    MAX_WINDOW.as_secs() / 86_400
+                )));
+            }
+            Some(u64::try_from(w.as_millis()).unwrap_or(u64::MAX))
         }
         None => None,
     };
@@ -230,7 +294,7 @@ pub struct SilenceEnded {
 /// Ends a silence now; held-back alerts that still fire notify at the next evaluation.
 #[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts",
     security(("bearer" = ["admin"])),
-    params(("id" = String, Path, description = "The silence's id")),
+    params(("id" = uuid::Uuid, Path, description = "The silence's id (silences from prober.yaml cannot be ended here)")),
     responses((status = 200, body = SilenceEnded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_silence(
     State(core): State<AppState>,
@@ -266,6 +330,7 @@ pub struct OutboxQuery {
     /// Only those not delivered: waiting, retrying, or given up.
     pub undelivered: Option<bool>,
     /// Rows to return, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -25,7 +25,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `not_found`, `bad_request`, `unauthorized`, `forbidden`, `invalid_probes`, `store_unavailable`.
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `payload_too_large`, `unsupported_media_type`, `unprocessable_entity`, `invalid_probes`, `internal`, `store_unavailable`.
     pub code: String,
     /// What happened and what to do.
     pub message: String,

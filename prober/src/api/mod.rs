@@ -6,8 +6,10 @@
 mod alerts;
 mod audit;
 pub mod auth;
+mod contract;
 mod error;
 mod manual;
+mod openapi;
 mod probes;
 
 use std::net::SocketAddr;
@@ -25,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use auth::SecurityScheme as BearerScheme;
+pub use contract::{MAX_BODY_BYTES, REQUEST_ID};
 pub use error::ApiError;
 pub use manual::ManualRuns;
+use openapi::Contract;
 
 use crate::daemon::Core;
 use crate::store::writer::StoreState;
@@ -39,6 +43,9 @@ pub type AppState = Arc<Core>;
 #[openapi(
     info(title = "prober API", description = "Probes, their runs and exact latency percentiles. Every duration is in milliseconds, a number named `*_ms` (e.g. `total_ms: 13.812`); a phase that did not happen is null. Every list of runs is newest first."),
     paths(
+        healthz,
+        readyz,
+        openapi::metrics,
         probes::list,
         probes::detail,
         probes::runs,
@@ -53,8 +60,9 @@ pub type AppState = Arc<Core>;
         alerts::notifications,
         audit::list,
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &Contract),
     tags(
+        (name = "operations", description = "Liveness, readiness and Prometheus metrics"),
         (name = "probes", description = "Probe definitions, status, history and latency"),
         (name = "alerts", description = "Alert state and history"),
         (name = "audit", description = "Who changed what (admin token)")
@@ -64,7 +72,7 @@ pub struct ApiDoc;
 
 /// The router, for the server and for tests.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::telemetry::metrics::handler))
@@ -88,11 +96,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found)
+        // Inside the contract's layers: a refusal gets the request id and the envelope too.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
-        ))
-        .with_state(state)
+        ));
+    contract::layers(routes.with_state(state))
 }
 
 /// Binds `addr`; returns the bound address (port 0 picks one) and the listener.
@@ -119,6 +128,8 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationTok
 }
 
 /// The process is alive. Checks nothing else, so it stays fast under any load.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -135,6 +146,10 @@ async fn not_found() -> ApiError {
 /// starting or degraded: probing goes on, results wait in the queue), with
 /// the reason, since when and for how long. A failed reload says `degraded`
 /// with its errors but stays 200: the last good probe set still runs and is stored.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Results reach Postgres. `status` is `ready`, or `degraded` when the last reload failed; `store`, `queue`, `scheduler` and `reload` say why.", body = Object),
+        (status = 503, description = "Results are not reaching Postgres (starting or degraded); `store` gives the reason, `store_degraded_for_s` how long.", body = Object)))]
 async fn readyz(State(core): State<AppState>) -> Response {
     let store = core.store_health.state();
     let probes = core.scheduler.probes().len();

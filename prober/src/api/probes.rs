@@ -87,7 +87,12 @@ fn range(
     default_span: TimeDelta,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     let to = parse_time("to", to, Utc::now())?;
-    let from = parse_time("from", from, to - default_span)?;
+    // Not before year 0: RFC 3339 (the answer's `from`) has no negative years.
+    let earliest = DateTime::<Utc>::from_timestamp(-62_167_219_200, 0).unwrap_or(to);
+    let default_from = to
+        .checked_sub_signed(default_span)
+        .map_or(earliest, |f| f.max(earliest));
+    let from = parse_time("from", from, default_from)?;
     if from >= to {
         return Err(ApiError::bad_request(format!(
             "from ({from}) must be before to ({to})"
@@ -148,11 +153,30 @@ pub struct ProbeList {
     pub store: String,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// The format of one `label` filter: `key=value` (the key without `=` or `,`,
+/// the value without `,`), several separated by commas.
+pub const LABEL_SELECTOR: &str = "^[^=,\\x00]+=[^,\\x00]*(,[^=,\\x00]+=[^,\\x00]*)*$";
+
+/// The query of `GET /api/v1/probes`, for the document: `list` reads the pairs
+/// itself, so that `label` may repeat.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct ListQuery {
-    /// Keep probes with this label, as `key=value`; repeat to require several.
-    #[serde(default)]
-    pub label: Option<String>,
+    /// Keep probes with this label, as `key=value` (the key without `=` or `,`, the value without `,`); several separated by commas or by repeating `label`; every one must hold. E.g. `label=team=payments&label=env=prod`.
+    #[param(style = Form, explode, schema_with = label_schema)]
+    pub label: Option<Vec<String>>,
+}
+
+fn label_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(LABEL_SELECTOR)),
+        )
+        .build()
 }
 
 /// Every probe with its status, last run, and availability and percentiles over the last hour and day.
@@ -160,17 +184,17 @@ pub struct ListQuery {
     responses((status = 200, body = ProbeList), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(core): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<ProbeList>, ApiError> {
-    let filters: Vec<(String, String)> = q
-        .label
+    // Read as pairs, not as `ListQuery`, so `label=` may repeat; other keys are ignored.
+    let filters: Vec<(String, String)> = pairs
         .iter()
-        .flat_map(|l| l.split(','))
-        .filter(|l| !l.is_empty())
+        .filter(|(k, _)| k == "label")
+        .flat_map(|(_, l)| l.split(','))
         .map(|l| match l.split_once('=') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => Err(ApiError::bad_request(format!(
-                "label={l:?}: write it as key=value, e.g. label=team=payments"
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(ApiError::bad_request(format!(
+                "label={l:?}: write it as key=value, e.g. label=team=payments (several: label=a=b,c=d or label=a=b&label=c=d)"
             ))),
         })
         .collect::<Result<_, _>>()?;
@@ -273,13 +297,17 @@ pub async fn detail(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct RunsQuery {
-    /// RFC 3339; default: 24 hours before `to`.
+    /// RFC 3339, before `to`; default: 24 hours before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     /// Runs per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, unchanged.
+    #[param(pattern = "^[0-9]{1,17}_[0-9a-f]{32}$")]
     pub cursor: Option<String>,
 }
 
@@ -354,6 +382,15 @@ fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
         ))
     };
     let (at, id) = c.split_once('_').ok_or_else(bad)?;
+    // Exactly what encode_cursor writes: 1–17 digits (up to year 5138), 32 lowercase hex digits.
+    let digits = |s: &str, n: std::ops::RangeInclusive<usize>, hex: bool| {
+        n.contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (hex && (b'a'..=b'f').contains(&b)))
+    };
+    if !digits(at, 1..=17, false) || !digits(id, 32..=32, true) {
+        return Err(bad());
+    }
     let at = at
         .parse::<i64>()
         .ok()
@@ -404,13 +441,17 @@ async fn known_probe(core: &AppState, name: &str) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct LatencyQuery {
-    /// RFC 3339; default: 24 hours before `to`.
+    /// RFC 3339, before `to`; default: 24 hours before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
-    /// A whole number of minutes, hours or days (`1m`, `1h`, `1d`); default: about 300 points.
+    /// A whole number of minutes, hours or days (`1m`, `90m`, `1h`, `1d`); default: about 300 points. At most 10000 points from `from` to `to`.
+    #[param(pattern = "^[1-9][0-9]{0,5}[mhd]$")]
     pub step: Option<String>,
     /// `total` (default), `dns`, `connect`, `tls`, `first_byte`, `transfer`, or `step:<name>` for a scenario's step.
+    #[param(pattern = "^(total|dns|connect|tls|first_byte|transfer|step:.+)$")]
     pub phase: Option<String>,
 }
 
@@ -450,6 +491,30 @@ fn default_step(span: TimeDelta) -> Duration {
     Duration::from_secs(((secs + unit - 1) / unit * unit) as u64)
 }
 
+/// A `step`: a whole number (1–999999) of minutes, hours or days, like `5m`, `1h`, `1d`.
+fn parse_step(s: &str) -> Result<Duration, ApiError> {
+    let (digits, unit) = s.split_at(s.len() - s.chars().last().map_or(0, char::len_utf8));
+    let unit_secs = match unit {
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    let n = Some(digits)
+        .filter(|d| (1..=6).contains(&d.len()) && !d.starts_with('0'))
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u64>().ok());
+    match n {
+        Some(n) if unit_secs > 0 => Ok(Duration::from_secs(n * unit_secs)),
+        _ if humantime::parse_duration(s).is_ok() => Err(ApiError::bad_request(format!(
+            "step={s:?} must be a whole number of minutes, hours or days, like 5m, 1h or 1d (histograms are stored per minute)"
+        ))),
+        _ => Err(ApiError::bad_request(format!(
+            "step={s:?} is not a duration; use 1m, 5m, 1h, 1d"
+        ))),
+    }
+}
+
 /// Percentiles (exact to the bin, merged from stored bins) and counts per step.
 #[utoipa::path(get, path = "/api/v1/probes/{name}/latency", tag = "probes",
     params(("name" = String, Path, description = "probe name"), LatencyQuery),
@@ -464,18 +529,8 @@ pub async fn latency(
     let phase = phase_id(&core, &name, phase_name)?;
     let step = match q.step.as_deref() {
         None => default_step(to - from),
-        Some(s) => humantime::parse_duration(s).map_err(|e| {
-            ApiError::bad_request(format!(
-                "step={s:?} is not a duration ({e}); use 1m, 5m, 1h, 1d"
-            ))
-        })?,
+        Some(s) => parse_step(s)?,
     };
-    if step.as_secs() < 60 || step.as_secs() % 60 != 0 || step.subsec_nanos() != 0 {
-        return Err(ApiError::bad_request(format!(
-            "step={} must be a whole number of minutes (histograms are stored per minute)",
-            humantime::format_duration(step)
-        )));
-    }
     let step_secs = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
     let points = (to - from).num_seconds() / step_secs;
     if points > MAX_POINTS {
@@ -530,7 +585,7 @@ fn phase_id(core: &AppState, probe: &str, phase: &str) -> Result<i16, ApiError> 
         .position(|s| s == step)
         .map(|i| 100 + i as i16)
         .ok_or_else(|| {
-            ApiError::bad_request(format!(
+            ApiError::not_found(format!(
                 "phase={phase:?}: probe {probe:?} has no step named {step:?} (steps: {})",
                 if steps.is_empty() {
                     "none".to_string()
@@ -668,6 +723,46 @@ pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_from_never_goes_before_year_0() {
+        let (from, to) = range(None, Some("0000-01-01T01:00:00Z"), TimeDelta::days(1))
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(from.to_rfc3339(), "0000-01-01T00:00:00+00:00");
+        assert!(from < to);
+    }
+
+    #[test]
+    fn steps_are_whole_minutes_hours_or_days() {
+        let ok = |s: &str| parse_step(s).map(|d| d.as_secs()).map_err(|e| e.message);
+        assert_eq!(ok("1m"), Ok(60));
+        assert_eq!(ok("90m"), Ok(5_400));
+        assert_eq!(ok("2h"), Ok(7_200));
+        assert_eq!(ok("999999d"), Ok(999_999 * 86_400));
+        for bad in [
+            "", "m", "0m", "01m", "1000000d", "90s", "1h 30m", "1 m", "1M", "-1m", "1é",
+        ] {
+            assert!(ok(bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(ok("90s").unwrap_err().contains("whole number"));
+        assert!(ok("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn cursors_are_exactly_what_encode_cursor_writes() {
+        let id = Uuid::nil().simple().to_string();
+        assert!(decode_cursor(&format!("123_{id}")).is_ok());
+        for bad in [
+            format!("-1_{id}"),
+            format!("+1_{id}"),
+            format!("123456789012345678_{id}"),
+            format!("123_{}", id.to_uppercase().replace('0', "A")),
+            format!("123_{}", Uuid::nil().hyphenated()),
+            "123_".to_string(),
+        ] {
+            assert!(decode_cursor(&bad).is_err(), "{bad:?} is refused");
+        }
+    }
 
     #[test]
     fn cursors_round_trip() {

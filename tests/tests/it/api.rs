@@ -442,9 +442,75 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/api/v1/notifications",
         "/api/v1/silences",
         "/api/v1/silences/{id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
+    // The bearer scheme, on the endpoints that take a token.
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http", "{bearer}");
+    assert_eq!(bearer["scheme"], "bearer", "{bearer}");
+    for (method, path) in [
+        ("get", "/api/v1/silences"),
+        ("post", "/api/v1/silences"),
+        ("delete", "/api/v1/silences/{id}"),
+        ("post", "/api/v1/probes/{name}/run"),
+        ("post", "/api/v1/reload"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(
+            op["security"][0]["bearer"].is_array(),
+            "{method} {path}: {op}"
+        );
+        assert!(op["responses"]["401"].is_object(), "{method} {path}");
+    }
+    assert!(doc["paths"]["/api/v1/probes"]["get"]["security"].is_null());
+    // Every operation: the envelope for its errors, the request id on every answer.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let error = &responses["500"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(error, "#/components/schemas/ErrorBody", "{method} {path}");
+            for (status, r) in responses {
+                assert!(
+                    r["headers"]["x-request-id"].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    let post = &doc["paths"]["/api/v1/silences"]["post"]["responses"];
+    for status in ["400", "413", "415", "422"] {
+        assert!(
+            post[status].is_object(),
+            "POST /api/v1/silences lacks {status}"
+        );
+    }
+    // Limits and formats.
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no {name}"))["schema"]
+            .clone()
+    };
+    let limit = param("/api/v1/probes/{name}/runs", "limit");
+    assert_eq!(
+        (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
+        (Some(1), Some(1000))
+    );
+    assert_eq!(param("/api/v1/alerts/history", "limit")["maximum"], 1000);
+    assert_eq!(
+        param("/api/v1/probes/{name}/runs", "from")["format"],
+        "date-time"
+    );
+    let label = param("/api/v1/probes", "label");
+    assert_eq!(label["type"], "array", "{label}");
+    assert!(label["items"]["pattern"].as_str().is_some(), "{label}");
     for schema in [
         "ProbeList",
         "RunPage",
@@ -598,5 +664,478 @@ async fn every_duration_is_in_milliseconds_and_every_run_list_is_newest_first() 
         .as_str()
         .unwrap()
         .contains("newest first"));
+    d.shutdown().await;
+}
+
+// === the contract: every answer, whatever the input ===
+
+const TOKEN: &str = "contract-test-token";
+
+/// A daemon with one probe and an API token, for the contract tests.
+async fn start_with_token(db: &TestDb, target: &FakeTarget) -> Daemon {
+    let yaml = format!(
+        "- name: api-live\n  labels: {{team: search}}\n  every: 1h\n  http: {{url: \"{}\"}}\n",
+        target.url("/ok")
+    );
+    let settings = Settings {
+        database_url: db.url.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        api_token: Some(prober::config::settings::ApiToken(TOKEN.into())),
+        ..Settings::default()
+    };
+    let d = Daemon::start(&settings, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let ready = wait_for(Duration::from_secs(15), || {
+        d.store_health.state() == prober::store::writer::StoreState::Ok
+    })
+    .await;
+    assert!(ready, "the store is migrated and ready");
+    d
+}
+
+/// One answer as it came over the wire.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.head, self.body))
+    }
+}
+
+/// Sends one request with these extra header lines and body; reads the whole answer.
+async fn send(d: &Daemon, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The server may answer (413) before it has read the whole body.
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+const AUTH: &str = "authorization: Bearer contract-test-token";
+const JSON: &str = "content-type: application/json";
+
+/// (method, path, header lines, body, status, code, words in the message)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Vec<&'a str>,
+    String,
+    u16,
+    &'a str,
+    &'a str,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_the_json_envelope_with_its_status_and_a_request_id() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start_with_token(&db, &target).await;
+    let big = format!(
+        r#"{{"matchers": {{"probe": "api-live"}}, "duration": "1h", "comment": "{}", "created_by": "a"}}"#,
+        "x".repeat(prober::api::MAX_BODY_BYTES)
+    );
+    let silence = |body: &str| body.to_string();
+    let cases: Vec<Case> = vec![
+        // (method, path, headers, body, status, code, words in the message)
+        (
+            "GET",
+            "/api/v1/probes/api-live/runs?limit=abc",
+            vec![],
+            String::new(),
+            400,
+            "bad_request",
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/api-live/runs?limit=1001",
+            vec![],
+            String::new(),
+            400,
+            "bad_request",
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/alerts/history?limit=-1",
+            vec![],
+            String::new(),
+            400,
+            "bad_request",
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/notifications?undelivered=maybe",
+            vec![],
+            String::new(),
+            400,
+            "bad_request",
+            "undelivered",
+        ),
+        (
+            "GET",
+            "/api/v1/silences?all=yes",
+            vec![AUTH],
+            String::new(),
+            400,
+            "bad_request",
+            "all",
+        ),
+        (
+            "GET",
+            "/api/v1/alerts/history?probe=a%00b",
+            vec![],
+            String::new(),
+            400,
+            "bad_request",
+            "NUL",
+        ),
+        (
+            "GET",
+            "/api/v1/probes/a%00b/runs",
+            vec![],
+            String::new(),
+            400,
+            "bad_request",
+            "NUL",
+        ),
+        (
+            "GET",
+            "/api/v1/no/such/path",
+            vec![],
+            String::new(),
+            404,
+            "not_found",
+            "openapi.json",
+        ),
+        (
+            "DELETE",
+            "/api/v1/probes",
+            vec![],
+            String::new(),
+            405,
+            "method_not_allowed",
+            "GET",
+        ),
+        (
+            "PUT",
+            "/api/v1/probes/api-live/run",
+            vec![],
+            String::new(),
+            405,
+            "method_not_allowed",
+            "POST",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            big,
+            413,
+            "payload_too_large",
+            "65536",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, "content-type: text/plain"],
+            silence("{}"),
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(r#"{"matchers": 5}"#),
+            422,
+            "unprocessable_entity",
+            "matchers",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence("{not json"),
+            400,
+            "bad_request",
+            "not JSON",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"probe": "api-live"}, "duration": "99999999d", "comment": "c", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "366 days",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"probe": "api-live"}, "starts_at": "9999-12-01T00:00:00Z", "duration": "300d", "comment": "c", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"probe": "api-live"}, "ends_at": "9999-12-31T23:59:59Z", "comment": "c", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "366 days",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"probe": "api\u0000live"}, "duration": "1h", "comment": "c", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "control character",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"probe": "api-live"}, "duration": "1h", "comment": "c\u0000", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "comment",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"no spaces, please": "x"}, "duration": "1h", "comment": "c", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "matcher name",
+        ),
+        (
+            "POST",
+            "/api/v1/silences",
+            vec![AUTH, JSON],
+            silence(
+                r#"{"matchers": {"probe": "x"}, "cron": "0 0 2 * * Sun", "window": "400d", "comment": "c", "created_by": "a"}"#,
+            ),
+            400,
+            "bad_request",
+            "window",
+        ),
+    ];
+    for (method, path, headers, body, status, code, words) in cases {
+        let a = send(&d, method, path, &headers, body.as_bytes()).await;
+        let what = format!("{method} {path} {}", &body[..body.len().min(120)]);
+        assert_eq!(a.status, status, "{what}: {}\n{}", a.head, a.body);
+        assert_eq!(
+            a.header("content-type").as_deref(),
+            Some("application/json"),
+            "{what}: {}",
+            a.head
+        );
+        let v = a.json();
+        assert_eq!(v["error"]["code"], code, "{what}: {}", a.body);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(words),
+            "{what}: {message:?} lacks {words:?}"
+        );
+        assert!(a.header("x-request-id").is_some(), "{what}: {}", a.head);
+        if status == 405 {
+            assert!(
+                a.header("allow").is_some(),
+                "{what}: 405 keeps Allow: {}",
+                a.head
+            );
+        }
+    }
+    // Nothing of the above reached the store as an outage, and the daemon still answers.
+    let a = send(&d, "GET", "/api/v1/silences?all=true", &[AUTH], b"").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["silences"].as_array().map(Vec::len), Some(0));
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_label_filter_may_repeat_and_requires_every_label() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start_with_token(&db, &target).await;
+    let names = |v: Value| -> Vec<String> {
+        v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let a = send(
+        &d,
+        "GET",
+        "/api/v1/probes?label=team=search&label=team=search",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(names(a.json()), ["api-live"]);
+    let a = send(
+        &d,
+        "GET",
+        "/api/v1/probes?label=team=search&label=team=other",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(names(a.json()).is_empty());
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_has_a_request_id_echoed_when_sane() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start_with_token(&db, &target).await;
+    let mut seen = std::collections::HashSet::new();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/probes",
+        "/api/v1/openapi.json",
+        "/api/v1/nope",
+    ] {
+        let a = send(&d, "GET", path, &[], b"").await;
+        let id = a
+            .header("x-request-id")
+            .unwrap_or_else(|| panic!("{path}: {}", a.head));
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok(),
+            "{path}: a generated id is a UUID: {id}"
+        );
+        assert!(seen.insert(id), "{path}: ids are not reused");
+        let a = send(&d, "GET", path, &["x-request-id: trace-42.a:b_c"], b"").await;
+        assert_eq!(
+            a.header("x-request-id").as_deref(),
+            Some("trace-42.a:b_c"),
+            "{path}"
+        );
+    }
+    for bad in [
+        "x-request-id: has spaces in it",
+        &format!("x-request-id: {}", "a".repeat(200)),
+    ] {
+        let a = send(&d, "GET", "/healthz", &[bad], b"").await;
+        let id = a.header("x-request-id").unwrap();
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok(),
+            "{bad:?} is replaced, not echoed: {id}"
+        );
+    }
+    d.shutdown().await;
+}
+
+/// Every string in `v` that looks like a time must be RFC 3339 (four-digit years).
+fn assert_times_rfc3339(v: &Value, path: &str) {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| assert_times_rfc3339(v, &format!("{path}.{k}"))),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| assert_times_rfc3339(v, &format!("{path}[{i}]"))),
+        Value::String(s) if path.ends_with("_at") => assert!(
+            DateTime::parse_from_rfc3339(s).is_ok(),
+            "{path}: {s:?} is not RFC 3339"
+        ),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_ended_recurring_silence_has_ends_at_null() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start_with_token(&db, &target).await;
+    let body = r#"{"matchers": {"probe": "api-live"}, "cron": "0 0 2 * * Sun", "window": "1h", "comment": "weekly maintenance", "created_by": "ops"}"#;
+
+    let a = send(
+        &d,
+        "POST",
+        "/api/v1/silences",
+        &[AUTH, JSON],
+        body.as_bytes(),
+    )
+    .await;
+
+    assert_eq!(a.status, 201, "{}", a.body);
+    let created = a.json();
+    assert!(created["ends_at"].is_null(), "{created}");
+    assert_times_rfc3339(&created, "created");
+    let a = send(&d, "GET", "/api/v1/silences?all=true", &[AUTH], b"").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list = a.json();
+    assert_eq!(list["silences"][0]["id"], created["id"], "{list}");
+    assert!(list["silences"][0]["ends_at"].is_null(), "{list}");
+    assert!(!a.body.contains("+262142"), "{}", a.body);
+    assert_times_rfc3339(&list, "list");
     d.shutdown().await;
 }
