@@ -12,6 +12,7 @@ use crate::store::audit::AuditRow;
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AuditQuery {
     /// Rows to return, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only rows with an id below this one: pass `next_before` for the next (older) page.
     pub before: Option<i64>,
