@@ -44,7 +44,7 @@ impl Modify for Contract {
                     // the document cannot drift from what is enforced.
                     let m = axum::http::Method::from_bytes(method.to_uppercase().as_bytes())
                         .unwrap_or(axum::http::Method::GET);
-                    let token = super::auth::required_scope(&m, path, true).is_some();
+                    let token = super::auth::required_scope(&m, path, true);
                     complete(op, path, token);
                 }
             }
@@ -53,9 +53,11 @@ impl Modify for Contract {
 }
 
 /// Adds the security requirement, the error statuses and the request id header to one operation.
-fn complete(op: &mut Operation, path: &str, token: bool) {
-    if token {
-        op.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+fn complete(op: &mut Operation, path: &str, scope: Option<crate::config::access::Scope>) {
+    let token = scope.is_some();
+    if let Some(scope) = scope {
+        // The scope the token needs, as the requirement's one entry.
+        op.security = Some(vec![SecurityRequirement::new(BEARER, [scope.as_str()])]);
     }
     // A NUL in the path or query is refused (contract.rs): say so on every free string.
     for p in op.parameters.iter_mut().flatten() {
