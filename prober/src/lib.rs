@@ -1,6 +1,10 @@
 //! prober: end-to-end test probes against production, on a schedule, with
 //! exact latency histograms. A tour of the crate, in the order data flows:
 
+/// The run vocabulary every layer speaks: `Outcome`, `ErrorClass`, phases,
+/// the `RunRecord` that is stored. A leaf: imports nothing from the crate.
+pub mod run;
+
 /// Probe definitions: the YAML format, its JSON Schema, loading and validation
 /// with every error placed at file:line:column.
 pub mod config;

@@ -27,7 +27,7 @@ use super::{Alert, Policy, Severity, State, Transition};
 use crate::config::settings::{LabelOverride, Settings};
 use crate::config::Probe;
 use crate::notify::{self, Event, LastFailure, NewNotification, ProbeInfo, Receiver};
-use crate::results::RunRecord;
+use crate::run::RunRecord;
 use crate::store::{Resolution, Store};
 
 /// Runs waiting for evaluation before new ones are dropped (and counted).

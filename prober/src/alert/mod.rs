@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::probe::ProbeError;
+use crate::run::ProbeError;
 
 /// The states of an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -314,7 +314,7 @@ impl Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ErrorClass;
+    use crate::run::ErrorClass;
 
     fn err() -> ProbeError {
         ProbeError {

@@ -16,8 +16,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::manual::Busy;
 use super::AppState;
-use crate::probe::{Outcome, Phases};
-use crate::results::{RunSummary, Status, Trigger, PHASES};
+use crate::results::{RunSummary, Status};
+use crate::run::{Outcome, Phases};
+use crate::run::{Trigger, PHASES};
 use crate::schedule::Diff;
 use crate::store::read::{StoredRun, WindowStats};
 use crate::store::Resolution;
@@ -54,10 +55,7 @@ fn detail_in_ms(mut detail: serde_json::Value) -> serde_json::Value {
     if let Some(attempts) = detail.get_mut("attempts").and_then(Value::as_array_mut) {
         for a in attempts.iter_mut().filter_map(Value::as_object_mut) {
             if let Some(us) = a.remove("total_us").and_then(|v| v.as_u64()) {
-                a.insert(
-                    "total_ms".into(),
-                    serde_json::json!(crate::probe::ms::of(us)),
-                );
+                a.insert("total_ms".into(), serde_json::json!(crate::run::ms::of(us)));
             }
         }
     }

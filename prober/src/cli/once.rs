@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::check::print_diagnostics;
 use super::{EXIT_CONFIG, EXIT_FAILED};
 use crate::config::{load_paths, Probe};
-use crate::probe::{Outcome, Phases};
+use crate::run::{Outcome, Phases};
 
 pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
     let probes = match select(target, probe_paths) {
@@ -60,11 +60,11 @@ fn json_line(o: &Outcome) -> String {
     struct Line<'a> {
         #[serde(flatten)]
         outcome: &'a Outcome,
-        trigger: crate::results::Trigger,
+        trigger: crate::run::Trigger,
     }
     let line = Line {
         outcome: o,
-        trigger: crate::results::Trigger::Manual,
+        trigger: crate::run::Trigger::Manual,
     };
     serde_json::to_string(&line).unwrap_or_default() + "\n"
 }
@@ -188,9 +188,9 @@ pub fn render_text(o: &Outcome) -> String {
             .status_code
             .map_or_else(|| "-".to_string(), |c| c.to_string());
         let verdict = match st.status {
-            crate::probe::StepStatus::Passed => "ok  ",
-            crate::probe::StepStatus::Failed => "FAIL",
-            crate::probe::StepStatus::Skipped => "skip",
+            crate::run::StepStatus::Passed => "ok  ",
+            crate::run::StepStatus::Failed => "FAIL",
+            crate::run::StepStatus::Skipped => "skip",
         };
         let _ = writeln!(
             s,
@@ -200,7 +200,7 @@ pub fn render_text(o: &Outcome) -> String {
             st.request,
             ms(st.phases.total_us)
         );
-        if st.status != crate::probe::StepStatus::Skipped {
+        if st.status != crate::run::StepStatus::Skipped {
             let _ = writeln!(s, "         phases {}", phase_line(&st.phases));
         }
         for a in st.assertions.iter().filter(|a| !a.passed) {

@@ -9,7 +9,7 @@ use regex::Regex;
 use super::diag::Ctx;
 use super::probe::{parse_duration, regex};
 use super::raw::{RawDns, RawGrpc, RawRetry, RawTcp, RawTls};
-use crate::probe::ErrorClass;
+use crate::run::ErrorClass;
 
 /// DNS record types a `dns` probe may ask for.
 pub const DNS_TYPES: [&str; 10] = [

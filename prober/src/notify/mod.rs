@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, State};
-use crate::probe::{Phases, ProbeError};
+use crate::run::{Phases, ProbeError};
 
 /// The kinds of receivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,7 @@ pub struct LastFailure {
     pub step: Option<String>,
     /// The first expectation that failed (of the failed step in a scenario): expected vs actual.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assertion: Option<crate::probe::AssertionResult>,
+    pub assertion: Option<crate::run::AssertionResult>,
     /// What was requested (method and URL; secrets are never part of it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request: String,
@@ -194,7 +194,7 @@ pub struct LastFailure {
 }
 
 impl LastFailure {
-    pub fn of(r: &crate::results::RunRecord, e: &ProbeError) -> LastFailure {
+    pub fn of(r: &crate::run::RunRecord, e: &ProbeError) -> LastFailure {
         let o = &r.outcome;
         let failed_step = o.steps.iter().find(|s| s.error.is_some());
         let assertions = failed_step.map_or(&o.assertions, |s| &s.assertions);

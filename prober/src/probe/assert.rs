@@ -6,9 +6,9 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde_json::Value;
 
-use super::outcome::{AssertionResult, CertInfo};
 use crate::config::probe::{Expect, JsonCheck, TextCheck};
 use crate::config::template::{Template, Vars};
+use crate::run::{AssertionResult, CertInfo};
 
 /// Longest excerpt of a body or value shown as `actual`.
 const EXCERPT_CHARS: usize = 200;

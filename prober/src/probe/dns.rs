@@ -33,9 +33,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::net::{fail, micros};
-use super::outcome::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
 use crate::config::probe::DnsCheck;
 use crate::config::Probe;
+use crate::run::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
 
 /// The UDP payload size we advertise (EDNS), the size DNS flag day 2020 settled on.
 const EDNS_PAYLOAD: u16 = 1232;

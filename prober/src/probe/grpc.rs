@@ -28,11 +28,11 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::net;
 use super::net::{fail, micros};
-use super::outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
 use super::tls::{self, TlsClients};
 use super::USER_AGENT;
 use crate::config::probe::GrpcCheck;
 use crate::config::Probe;
+use crate::run::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
 
 /// The one method this check calls.
 const METHOD: &str = "grpc.health.v1.Health/Check";

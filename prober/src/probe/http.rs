@@ -22,13 +22,13 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::assert::{evaluate, ResponseView};
-use super::outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
 use super::timing::{TimedIo, WireClock};
 use super::tls::{self, TlsClients};
 use super::USER_AGENT;
 use crate::config::probe::{Body, HttpCheck, HttpRequest};
 use crate::config::template::Vars;
 use crate::config::Probe;
+use crate::run::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
 
 /// What stage a run is in, for the timeout message and the partial phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,17 +11,13 @@ pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod net;
-pub mod outcome;
 pub mod steps;
 pub mod tcp;
 pub mod timing;
 pub mod tls;
 pub mod tls_check;
 
-pub use outcome::{
-    ms, AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError, StepOutcome,
-    StepStatus,
-};
+use crate::run::{Attempt, Outcome};
 
 use crate::config::{Check, Probe};
 

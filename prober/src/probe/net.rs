@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::outcome::{ErrorClass, ProbeError};
+use crate::run::{ErrorClass, ProbeError};
 
 /// Microseconds, saturating.
 pub fn micros(d: Duration) -> u64 {

@@ -9,10 +9,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::http::{exchange_check, new_trace_id, Exchange, HttpCtx, Response};
-use super::outcome::{ErrorClass, Outcome, Phases, ProbeError, StepOutcome, StepStatus};
 use crate::config::probe::{ExtractFrom, Scenario, Step};
 use crate::config::template::{RenderError, Vars};
 use crate::config::Probe;
+use crate::run::{ErrorClass, Outcome, Phases, ProbeError, StepOutcome, StepStatus};
 
 pub async fn run(probe: &Probe, scenario: &Scenario, ctx: HttpCtx<'_>) -> Outcome {
     let started_at = Utc::now();

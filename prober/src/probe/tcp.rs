@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use super::assert::excerpt;
 use super::net;
 pub(crate) use super::net::{fail, micros};
-use super::outcome::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
 use crate::config::probe::TcpCheck;
 use crate::config::Probe;
+use crate::run::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
 
 /// Most bytes read while waiting for `expect` to match.
 pub const MAX_READ_BYTES: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::outcome::CertInfo;
+use crate::run::CertInfo;
 
 /// Shared TLS state: the provider and the verifier, built once.
 pub struct TlsClients {

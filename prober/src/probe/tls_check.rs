@@ -19,11 +19,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use x509_parser::extensions::GeneralName;
 
-use super::outcome::{AssertionResult, CertInfo, ErrorClass, Outcome, ProbeError};
 use super::tcp::{connect, fail, host_port, micros, resolve, Progress, Stage};
 use super::tls::{self, TlsClients};
 use crate::config::probe::TlsCheck;
 use crate::config::Probe;
+use crate::run::{AssertionResult, CertInfo, ErrorClass, Outcome, ProbeError};
 
 /// A subject alternative name of a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

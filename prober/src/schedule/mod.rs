@@ -22,10 +22,9 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::{Probe, Schedule};
-use crate::probe::{ErrorClass, Outcome};
-use crate::results::{
-    metric_bucket, LiveState, MetricHist, ProbeMeta, RunRecord, Trigger, METRIC_BUCKETS_US,
-};
+use crate::results::{metric_bucket, LiveState, MetricHist, METRIC_BUCKETS_US};
+use crate::run::{ErrorClass, Outcome};
+use crate::run::{ProbeMeta, RunRecord, Trigger};
 use crate::store::queue::ResultQueue;
 
 mod precise;

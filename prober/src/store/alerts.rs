@@ -10,7 +10,7 @@ use crate::alert::burn::Counts;
 use crate::alert::silence::Silence;
 use crate::alert::{Alert, Severity, State, Transition};
 use crate::notify::NewNotification;
-use crate::probe::{ErrorClass, ProbeError};
+use crate::run::{ErrorClass, ProbeError};
 
 impl Store {
     /// Every alert that is not a quiet ok.

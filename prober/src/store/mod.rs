@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool, Row};
 
 use crate::results::hist::Quantiser;
-use crate::results::{phase_samples, ProbeMeta, RunRecord};
+use crate::run::{phase_samples, ProbeMeta, RunRecord};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -657,7 +657,7 @@ impl RunColumns {
         }
         // A scenario's steps: phase 100 + the step's index, for the steps that ran.
         for (i, st) in o.steps.iter().enumerate().take(100) {
-            if st.status != crate::probe::StepStatus::Skipped {
+            if st.status != crate::run::StepStatus::Skipped {
                 sample(100 + i as i16, st.phases.total_us);
             }
         }
@@ -769,8 +769,8 @@ fn clean_definition(raw: &serde_json::value::RawValue) -> serde_json::Value {
 }
 
 /// The stable id of an error class in the `error_classes` table.
-pub fn error_class_id(c: crate::probe::ErrorClass) -> i16 {
-    use crate::probe::ErrorClass::*;
+pub fn error_class_id(c: crate::run::ErrorClass) -> i16 {
+    use crate::run::ErrorClass::*;
     match c {
         Dns => 1,
         Connect => 2,

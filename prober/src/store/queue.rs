@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::results::RunRecord;
+use crate::run::RunRecord;
 
 #[derive(Debug)]
 pub struct ResultQueue {

@@ -42,8 +42,9 @@ use tokio::sync::mpsc;
 
 use crate::config::settings::MAX_METRICS_LABEL_VALUE;
 use crate::daemon::Core;
-use crate::probe::ErrorClass;
-use crate::results::{MetricHist, METRIC_BUCKETS_US, PHASES};
+use crate::results::{MetricHist, METRIC_BUCKETS_US};
+use crate::run::ErrorClass;
+use crate::run::PHASES;
 use crate::store::writer::StoreState;
 
 /// Bytes encoded before a chunk goes to the client.

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use hdrhistogram::Histogram;
-use prober::probe::{ErrorClass, ProbeError};
-use prober::results::{ProbeMeta, RunRecord};
+use prober::run::{ErrorClass, ProbeError};
+use prober::run::{ProbeMeta, RunRecord};
 use prober::store::Store;
 use serde_json::{json, Value};
 use sqlx::{Column, Executor};

@@ -1,7 +1,9 @@
 //! The HTTP probe against real misbehaving targets on loopback: phase timings
 //! and every error class, produced by the target, never by building the enum.
 
-use prober::probe::{ErrorClass, Outcome, Runner};
+use prober::probe::Runner;
+
+use prober::run::{ErrorClass, Outcome};
 
 use crate::helpers::{closed_port, http_probe, probe, start_garbage, FakeTarget, TestCert, TIMING};
 

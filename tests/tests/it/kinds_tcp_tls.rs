@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use prober::probe::{ErrorClass, Outcome, Runner};
+use prober::probe::Runner;
+
+use prober::run::{ErrorClass, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use prober::probe::{ErrorClass, Outcome, Runner, StepStatus};
+use prober::probe::Runner;
+
+use prober::run::{ErrorClass, Outcome, StepStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -342,9 +344,9 @@ async fn step_outcomes_are_stored_and_each_step_has_its_own_histogram() {
     let outcome = Runner::new().unwrap().run(&p).await;
     assert!(outcome.success);
     let now = chrono::Utc::now();
-    let record = prober::results::RunRecord {
+    let record = prober::run::RunRecord {
         run_id: uuid::Uuid::now_v7(),
-        meta: std::sync::Arc::new(prober::results::ProbeMeta {
+        meta: std::sync::Arc::new(prober::run::ProbeMeta {
             name: p.name.clone(),
             version: p.version.clone(),
             definition: p.definition.clone(),
@@ -354,7 +356,7 @@ async fn step_outcomes_are_stored_and_each_step_has_its_own_histogram() {
         started_at: now,
         lateness_us: 0,
         outcome: outcome.clone(),
-        trigger: prober::results::Trigger::Schedule,
+        trigger: prober::run::Trigger::Schedule,
     };
 
     store.write_runs(&[record]).await.unwrap();

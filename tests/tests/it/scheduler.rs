@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use prober::config::Probe;
-use prober::probe::{ErrorClass, Outcome};
-use prober::results::{LiveState, RunRecord};
+use prober::results::LiveState;
+use prober::run::RunRecord;
+use prober::run::{ErrorClass, Outcome};
 use prober::schedule::{spread_offset, Clock, Executor, Limits, Scheduler, SchedulerStats};
 use prober::store::queue::ResultQueue;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use hdrhistogram::Histogram;
-use prober::probe::{ErrorClass, Outcome, Phases, ProbeError};
-use prober::results::{ProbeMeta, RunRecord};
+use prober::run::{ErrorClass, Outcome, Phases, ProbeError};
+use prober::run::{ProbeMeta, RunRecord};
 use prober::store::{Resolution, Store};
 
 use crate::db::TestDb;
@@ -58,7 +58,7 @@ pub(crate) fn record(
         started_at: at + TimeDelta::microseconds(700),
         lateness_us: 700,
         outcome: o,
-        trigger: prober::results::Trigger::Schedule,
+        trigger: prober::run::Trigger::Schedule,
     }
 }
 
