@@ -23,6 +23,7 @@ mod hostile;
 mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
+mod layout;
 mod manual_runs;
 mod metrics;
 mod notify;
