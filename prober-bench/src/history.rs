@@ -403,7 +403,10 @@ async fn time_api(
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Settings::default()
     };
-    let daemon = Daemon::start(&settings, defs, http_executor()?).await?;
+    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
+    let daemon = Daemon::start(&settings, defs, exec)
+        .await
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
     let base = format!("http://{}", daemon.addr);
     let result = time_requests(&base, probes).await;
     daemon.shutdown().await;

@@ -63,7 +63,10 @@ async fn run_with_target(
     let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
     let rate = args.probes as f64 / args.every.as_secs_f64();
     let settings = settings(args, rate);
-    let daemon = Daemon::start(&settings, probes, http_executor()?).await?;
+    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
+    let daemon = Daemon::start(&settings, probes, exec)
+        .await
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
 
     tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
     let pg0 = pg_backend_cpu(&mut admin, db).await;
