@@ -381,3 +381,34 @@ fn history(t: &mut Table, r: &Results) {
         ]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::figures::Figures;
+
+    #[test]
+    fn every_row_has_six_cells_and_memory_is_judged_against_64_mib() {
+        let args = crate::Cli::try_parse_from(["prober-bench", "--side-by-side"])
+            .unwrap()
+            .bench;
+        let memory = |kib| Results {
+            memory: Some(Figures {
+                probes: 10_000,
+                rate: 1000.0,
+                peak_rss_kib: Some(kib),
+                ..Figures::default()
+            }),
+            ..Results::default()
+        };
+        let over = render(&args, &memory(70 * 1024));
+        let rows: Vec<&str> = over.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 3, "header, rule, the D row:\n{over}");
+        assert!(rows.iter().all(|r| r.matches(" | ").count() == 5), "{over}");
+        assert!(rows[2].contains("70.0 MiB peak") && rows[2].ends_with("| **not met** |"));
+        let under = render(&args, &memory(62 * 1024));
+        assert!(under.lines().last().unwrap().ends_with("| **met** |"));
+    }
+}
