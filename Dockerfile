@@ -26,6 +26,7 @@ WORKDIR /src
 # Everything the workspace needs (see .dockerignore); migrations are embedded in the binary.
 COPY Cargo.toml Cargo.lock ./
 COPY prober prober
+COPY prober-bench prober-bench
 COPY tests tests
 COPY migrations migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -5,7 +5,7 @@
 # it DROPS and recreates the databases prober_bench and prober_bench_history.
 #
 #   bench/side-by-side.sh                       # everything (≈ 15 min, +5 min seeding)
-#   bench/side-by-side.sh --phases cpu,accuracy # a subset; any `prober bench` option passes through
+#   bench/side-by-side.sh --phases cpu,accuracy # a subset; any `prober-bench` option passes through
 #
 # The table is saved in bench/results/ and written into BENCHMARKS.md between
 # the side-by-side markers (set NO_WRITE=1 to skip that).
@@ -28,8 +28,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 2
 fi
 
-cargo build --release -p prober
-bin="${CARGO_TARGET_DIR:-target}/release/prober"
+# The benchmark is its own workspace member; it runs the daemon in-process
+# (and its phases as child prober-bench processes), so only it is built.
+cargo build --release -p prober-bench
+bin="${CARGO_TARGET_DIR:-target}/release/prober-bench"
 
 mkdir -p bench/results
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -39,7 +41,7 @@ dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " plus uncommitte
 {
     echo "Run of $stamp, commit $commit$dirty, \`bench/side-by-side.sh $*\`:"
     echo
-    RUST_LOG="${RUST_LOG:-warn,sqlx=error}" "$bin" bench --side-by-side "$@"
+    RUST_LOG="${RUST_LOG:-warn,sqlx=error}" "$bin" --side-by-side "$@"
 } | tee "$out.tmp"
 mv "$out.tmp" "$out"
 echo "saved $out" >&2

@@ -37,9 +37,6 @@ pub mod daemon;
 /// The command line: `check`, `once`, `schema`, `version`.
 pub mod cli;
 
-/// `prober bench`: the real daemon against a loopback target, every run persisted; prints the figures.
-pub mod bench;
-
 /// `prober demo`: targets on loopback (HTTP, HTTPS, TCP, DNS, gRPC) for the shipped examples.
 pub mod demo;
 

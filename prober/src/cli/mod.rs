@@ -80,8 +80,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark: the real daemon against a loopback target, every run persisted to a scratch database.
-    Bench(crate::bench::BenchArgs),
     /// Exit 0 if the local daemon's /healthz answers 200 (for container health checks), else 1.
     Healthcheck {
         #[command(flatten)]
@@ -138,7 +136,6 @@ pub fn main() -> ExitCode {
             probes,
             json,
         } => once::run(&target, &probes, json),
-        Command::Bench(args) => crate::bench::main(args),
         Command::Healthcheck { settings, timeout } => healthcheck::run(&settings, timeout),
         Command::Schema => {
             let schema = crate::config::raw::json_schema();

@@ -9,10 +9,13 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
 
-use super::{build_probes, check_database_url, recreate_database, Target};
-use crate::config::settings::Settings;
-use crate::daemon::{http_executor, Daemon};
-use crate::results::hist::Quantiser;
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use prober::results::hist::Quantiser;
+
+use crate::db::{check_database_url, recreate_database};
+use crate::probes::build_probes;
+use crate::target::Target;
 
 /// Distinct latencies the seeded bins are drawn from.
 const SAMPLES: usize = 1000;
@@ -83,7 +86,7 @@ pub async fn measure(
         let started = Instant::now();
         let admin = recreate_database(url, &db).await?;
         let _ = admin.close().await;
-        let store = crate::store::Store::new(url, "local").map_err(|e| e.to_string())?;
+        let store = prober::store::Store::new(url, "local").map_err(|e| e.to_string())?;
         store.migrate().await.map_err(|e| e.to_string())?;
         drop(store);
         seed(url, probes, days).await?;
@@ -112,43 +115,45 @@ pub async fn measure(
     Ok(figures)
 }
 
+/// Where the dashboards' JSON is read from, relative to the working directory.
+const DASHBOARDS_DIR: &str = "dashboards";
+
+/// The SQL of the panel titled `title` in `dashboards/<file>`.
+///
+/// Read at run time from the repository (the bench runs from its root, as
+/// bench/side-by-side.sh does), so a dashboard edit is timed without a rebuild.
+fn panel_sql(file: &str, title: &str) -> Result<String, String> {
+    let path = std::path::Path::new(DASHBOARDS_DIR).join(file);
+    let json = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}; run the bench from the repository's root, where dashboards/ is",
+            path.display()
+        )
+    })?;
+    let d: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| format!("{}: not valid dashboard JSON: {e}", path.display()))?;
+    fn find(v: &serde_json::Value, title: &str) -> Option<String> {
+        let panels = v.get("panels")?.as_array()?;
+        panels.iter().find_map(|p| {
+            if p.get("title").and_then(|t| t.as_str()) == Some(title) {
+                p.pointer("/targets/0/rawSql")?.as_str().map(str::to_string)
+            } else {
+                find(p, title)
+            }
+        })
+    }
+    find(&d, title).ok_or_else(|| format!("no panel {title:?} in the dashboard"))
+}
+
 /// Times the dashboards' heaviest queries, their SQL taken from the
 /// dashboards' JSON with Grafana's macros expanded for every probe (team,
 /// service and location filters true) and, for the probe panel, 30 days at a
 /// 1h interval. Run after the daemon registered the probes (`probe_info`).
-/// Where the dashboards' JSON is read from, relative to the working directory.
-const DASHBOARDS_DIR: &str = "dashboards";
-
 async fn time_dashboards(
     url: &str,
     probes: usize,
     figures: &mut HistoryFigures,
 ) -> Result<(), String> {
-    // Read at run time from the repository (the bench runs from its root, as
-    // bench/side-by-side.sh does): the product binary embeds no file outside
-    // the Docker build context.
-    let panel_sql = |file: &str, title: &str| -> Result<String, String> {
-        let path = std::path::Path::new(DASHBOARDS_DIR).join(file);
-        let json = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "cannot read {}: {e}; run the bench from the repository's root, where dashboards/ is",
-                path.display()
-            )
-        })?;
-        let d: serde_json::Value = serde_json::from_str(&json)
-            .map_err(|e| format!("{}: not valid dashboard JSON: {e}", path.display()))?;
-        fn find(v: &serde_json::Value, title: &str) -> Option<String> {
-            let panels = v.get("panels")?.as_array()?;
-            panels.iter().find_map(|p| {
-                if p.get("title").and_then(|t| t.as_str()) == Some(title) {
-                    p.pointer("/targets/0/rawSql")?.as_str().map(str::to_string)
-                } else {
-                    find(p, title)
-                }
-            })
-        }
-        find(&d, title).ok_or_else(|| format!("no panel {title:?} in the dashboard"))
-    };
     let to = Utc::now();
     let from = to - TimeDelta::days(30);
     let fleet = panel_sql(
@@ -284,7 +289,7 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
         }
     }
     let _ = conn.close().await;
-    let spans = std::sync::Arc::new(std::sync::Mutex::new(spans));
+    let spans = std::sync::Arc::new(parking_lot::Mutex::new(spans));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..2 {
         let (url, spans, los, his) = (url.to_string(), spans.clone(), los.clone(), his.clone());
@@ -297,7 +302,7 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("seed: {e}"))?;
             loop {
-                let next = spans.lock().ok().and_then(|mut s| s.pop());
+                let next = spans.lock().pop();
                 let Some((from, to, day)) = next else { break };
                 seed_day(&mut conn, from, to, day, location, &los, &his).await?;
             }
@@ -398,7 +403,10 @@ async fn time_api(
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Settings::default()
     };
-    let daemon = Daemon::start(&settings, defs, http_executor()?).await?;
+    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
+    let daemon = Daemon::start(&settings, defs, exec)
+        .await
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
     let base = format!("http://{}", daemon.addr);
     let result = time_requests(&base, probes).await;
     daemon.shutdown().await;

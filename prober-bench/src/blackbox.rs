@@ -9,13 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{machine_jiffies, new_histogram, stat_ticks, Target, USER_HZ};
+use crate::procfs::{machine_jiffies, pid_peak_rss_kib, pid_ticks, USER_HZ};
+use crate::target::{new_histogram, Target};
 
 /// Most /probe requests in flight before the driver skips a tick's request.
 const MAX_IN_FLIGHT: u64 = 4096;
@@ -122,18 +124,6 @@ impl Exporter {
     }
 }
 
-/// CPU ticks of another process.
-fn pid_ticks(pid: u32) -> Option<u64> {
-    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// `VmHWM` of another process, KiB.
-fn pid_peak_rss_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// What the driver collects for the requests issued inside the window.
 struct Collected {
     duration: Histogram<u64>,
@@ -188,120 +178,35 @@ pub async fn measure(
     window: Duration,
 ) -> Result<BlackboxFigures, String> {
     let exporter = Exporter::start(bin).await?;
-    let url = format!(
-        "http://127.0.0.1:{}/probe?module=http_2xx&target=http://{}/",
-        exporter.port, target.addr
-    );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::MAX)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cannot build the driver's client: {e}"))?;
-    let collected = Arc::new(Mutex::new(Collected {
-        duration: new_histogram()?,
-        phases: new_histogram()?,
-        answered: 0,
-        failed: 0,
-    }));
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let mut skipped = 0u64;
-
-    let start = Instant::now();
-    let window_from = start + warm_up;
-    let window_to = window_from + window;
-    let mut cpu0 = None;
-    let mut machine0 = None;
-    let mut delays0 = None;
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while Instant::now() < window_to {
-        tick.tick().await;
-        let now = Instant::now();
-        if cpu0.is_none() && now >= window_from {
-            cpu0 = pid_ticks(exporter.pid());
-            machine0 = machine_jiffies();
-            delays0 = Some(target.delays());
-        }
-        let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
-        let in_window = now >= window_from;
-        while sent < due {
-            sent += 1;
-            if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-                if in_window {
-                    skipped += 1;
-                }
-                continue;
-            }
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            let (client, url, collected, in_flight) = (
-                client.clone(),
-                url.clone(),
-                collected.clone(),
-                in_flight.clone(),
-            );
-            tokio::spawn(async move {
-                let body = match client
-                    .get(&url)
-                    .header("x-prometheus-scrape-timeout-seconds", "5")
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.text().await.ok(),
-                    Err(_) => None,
-                };
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-                if !in_window {
-                    return;
-                }
-                let (duration, success, phases) =
-                    body.as_deref().map_or((None, None, None), parse_probe);
-                let Ok(mut c) = collected.lock() else {
-                    return;
-                };
-                if success != Some(1.0) {
-                    c.failed += 1;
-                    return;
-                }
-                c.answered += 1;
-                let us = |s: f64| ((s * 1e6).round() as u64).max(1);
-                if let Some(d) = duration {
-                    let _ = c.duration.record(us(d));
-                }
-                if let Some(p) = phases {
-                    let _ = c.phases.record(us(p));
-                }
-            });
-        }
-    }
-    let cpu1 = pid_ticks(exporter.pid());
-    let machine1 = machine_jiffies();
-    let delays1 = target.delays();
-    let elapsed = window.as_secs_f64();
+    let driver = Driver::new(&exporter, target)?;
+    let (from, skipped) = driver
+        .drive(exporter.pid(), target, rate, warm_up, window)
+        .await;
+    let to = Mark::take(exporter.pid(), target);
     // Let the window's requests finish before reading what they reported.
-    let drain_until = Instant::now() + Duration::from_secs(10);
-    while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    driver.drain().await;
     let peak_rss_kib = pid_peak_rss_kib(exporter.pid());
     drop(exporter);
 
-    let c = collected
-        .lock()
-        .map_err(|_| "the driver's results are poisoned".to_string())?;
-    let mut delays = delays1;
-    let delays_ok = delays0.is_some_and(|d0| delays.subtract(&d0).is_ok());
+    let c = driver.collected.lock();
+    let elapsed = window.as_secs_f64();
     let answered = c.answered;
+    let (cpu0, machine0, delays0) = match from {
+        Some(m) => (m.cpu, m.machine, Some(m.delays)),
+        None => (None, None, None),
+    };
+    let mut delays = to.delays;
+    let delays_ok = delays0.is_some_and(|d0| delays.subtract(&d0).is_ok());
     Ok(BlackboxFigures {
         rate,
         window_s: elapsed,
         probes_per_s: answered as f64 / elapsed,
         cpu_us_per_probe: cpu0
-            .zip(cpu1)
+            .zip(to.cpu)
             .filter(|_| answered > 0)
             .map(|(a, b)| (b.saturating_sub(a) * (1_000_000 / USER_HZ)) as f64 / answered as f64),
         machine_busy_pct: machine0
-            .zip(machine1)
+            .zip(to.machine)
             .map(|((b0, t0), (b1, t1))| (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0),
         duration_us: quantiles(&c.duration),
         http_phases_us: quantiles(&c.phases),
@@ -314,6 +219,152 @@ pub async fn measure(
         driver_skipped: skipped,
         peak_rss_kib,
     })
+}
+
+/// The exporter's CPU, the machine's and the target's answer delays at one instant.
+struct Mark {
+    cpu: Option<u64>,
+    machine: Option<(u64, u64)>,
+    delays: Histogram<u64>,
+}
+
+impl Mark {
+    fn take(pid: u32, target: &Target) -> Mark {
+        Mark {
+            cpu: pid_ticks(pid),
+            machine: machine_jiffies(),
+            delays: target.delays(),
+        }
+    }
+}
+
+/// The load generator: /probe requests from a keep-alive pool, as Prometheus scrapes.
+struct Driver {
+    client: reqwest::Client,
+    url: String,
+    collected: Arc<Mutex<Collected>>,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Driver {
+    fn new(exporter: &Exporter, target: &Target) -> Result<Driver, String> {
+        let url = format!(
+            "http://127.0.0.1:{}/probe?module=http_2xx&target=http://{}/",
+            exporter.port, target.addr
+        );
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(usize::MAX)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the driver's client: {e}"))?;
+        let collected = Arc::new(Mutex::new(Collected {
+            duration: new_histogram()?,
+            phases: new_histogram()?,
+            answered: 0,
+            failed: 0,
+        }));
+        Ok(Driver {
+            client,
+            url,
+            collected,
+            in_flight: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Every 5 ms, sends the requests due so far at `rate` (so the average
+    /// rate is exact) until the window ends; returns the mark at the window's
+    /// start and the requests not sent in it (MAX_IN_FLIGHT outstanding).
+    async fn drive(
+        &self,
+        pid: u32,
+        target: &Target,
+        rate: f64,
+        warm_up: Duration,
+        window: Duration,
+    ) -> (Option<Mark>, u64) {
+        let start = Instant::now();
+        let window_from = start + warm_up;
+        let window_to = window_from + window;
+        let mut from = None;
+        let mut skipped = 0u64;
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while Instant::now() < window_to {
+            tick.tick().await;
+            let now = Instant::now();
+            if from.is_none() && now >= window_from {
+                from = Some(Mark::take(pid, target));
+            }
+            let due = (now.duration_since(start).as_secs_f64() * rate) as u64;
+            let in_window = now >= window_from;
+            while sent < due {
+                sent += 1;
+                if self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                    if in_window {
+                        skipped += 1;
+                    }
+                    continue;
+                }
+                self.send(in_window);
+            }
+        }
+        (from, skipped)
+    }
+
+    /// One /probe request on its own task; its answer is collected if it was
+    /// issued inside the window.
+    fn send(&self, in_window: bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, url, collected, in_flight) = (
+            self.client.clone(),
+            self.url.clone(),
+            self.collected.clone(),
+            self.in_flight.clone(),
+        );
+        tokio::spawn(async move {
+            let body = match client
+                .get(&url)
+                .header("x-prometheus-scrape-timeout-seconds", "5")
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.ok(),
+                Err(_) => None,
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            if in_window {
+                collected.lock().add(body.as_deref());
+            }
+        });
+    }
+
+    /// Waits up to 10 s for the requests in flight.
+    async fn drain(&self) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Collected {
+    /// Counts one /probe answer (`None`: no answer) and records its latencies.
+    fn add(&mut self, body: Option<&str>) {
+        let (duration, success, phases) = body.map_or((None, None, None), parse_probe);
+        if success != Some(1.0) {
+            self.failed += 1;
+            return;
+        }
+        self.answered += 1;
+        let us = |s: f64| ((s * 1e6).round() as u64).max(1);
+        if let Some(d) = duration {
+            let _ = self.duration.record(us(d));
+        }
+        if let Some(p) = phases {
+            let _ = self.phases.record(us(p));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,236 +1,11 @@
-//! `prober bench --side-by-side`: prober and blackbox_exporter on the same
-//! loopback target, at the same rates, in one run; one table of figures and ratios.
-//!
-//! Every prober phase is a child `prober bench --json` (a fresh process, so
-//! peak RSS belongs to that phase alone); blackbox_exporter is started by this
-//! process and driven through `/probe` at the same rate (`blackbox.rs`).
+//! The side-by-side table: one row per figure, prober and blackbox_exporter
+//! in columns, with the ratio, the budget and the verdict.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use super::blackbox::{self, BlackboxFigures};
-use super::history::{self, HistoryFigures};
-use super::{machine_line, yaml_duration, BenchArgs, Figures, Target};
-
-/// The scratch database seeded with history (dropped and recreated unless `--keep-history`).
-pub const DEFAULT_HISTORY_DATABASE_URL: &str =
-    "postgres://postgres@127.0.0.1:5432/prober_bench_history";
-/// The fixed delay of the target in the accuracy phase.
-const ACCURACY_DELAY_MS: u64 = 50;
-
-/// Options of `--side-by-side`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SideArgs {
-    /// Side by side: probe rate of the CPU comparison, probes/s.
-    #[arg(long, default_value_t = 1000)]
-    pub rate: usize,
-    /// Side by side: the blackbox_exporter binary (Debian's package installs it here).
-    #[arg(long, default_value = "/usr/bin/prometheus-blackbox-exporter")]
-    pub blackbox_bin: PathBuf,
-    /// Side by side: rates tried, ascending, for the maximum sustained rate (probes/s).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1000,1500,2000,2500,3000,4000,5000,6000"
-    )]
-    pub ramp: Vec<usize>,
-    /// Side by side: probes defined in the memory phase (every 10 s).
-    #[arg(long, default_value_t = 10_000)]
-    pub memory_probes: usize,
-    /// Side by side: database seeded with history; DROPPED and recreated unless --keep-history.
-    #[arg(long, default_value = DEFAULT_HISTORY_DATABASE_URL)]
-    pub history_database_url: String,
-    /// Side by side: probes with seeded history.
-    #[arg(long, default_value_t = 1000)]
-    pub history_probes: usize,
-    /// Side by side: days of seeded minute history.
-    #[arg(long, default_value_t = 30)]
-    pub history_days: u32,
-    /// Side by side: reuse the history database if it is already seeded.
-    #[arg(long)]
-    pub keep_history: bool,
-    /// Side by side: phases to run (cpu, max, accuracy, memory, history).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "cpu,max,accuracy,memory,history"
-    )]
-    pub phases: Vec<String>,
-}
-
-/// One child `prober bench --json` run.
-struct Child<'a> {
-    args: &'a BenchArgs,
-    probes: usize,
-    every: Duration,
-    delay_ms: u64,
-    max_per_host: Option<usize>,
-}
-
-impl Child<'_> {
-    async fn run(&self) -> Result<Figures, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("bench")
-            .args(["--probes", &self.probes.to_string()])
-            .args(["--every", &yaml_duration(self.every)])
-            .args(["--seconds", &self.args.seconds.to_string()])
-            .args(["--warm-up", &self.args.warm_up.to_string()])
-            .args(["--target-delay-ms", &self.delay_ms.to_string()])
-            .args(["--database-url", &self.args.database_url])
-            .arg("--json")
-            .stderr(std::process::Stdio::inherit());
-        if let Some(n) = self.max_per_host {
-            cmd.args(["--max-per-host", &n.to_string()]);
-        }
-        eprintln!(
-            "bench: prober, {} probes every {}, target delay {} ms",
-            self.probes,
-            yaml_duration(self.every),
-            self.delay_ms
-        );
-        let out = cmd
-            .output()
-            .await
-            .map_err(|e| format!("cannot run the child bench: {e}"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!("child bench failed ({}): {stdout}", out.status));
-        }
-        let line = stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(line).map_err(|e| format!("child bench printed {line:?}: {e}"))
-    }
-}
-
-/// A ramp step counts as sustained when every tick ran, nothing failed, the
-/// writer kept pace (≥ 95 % of runs finished were written in the window) and
-/// no more than two seconds of results were waiting at its end.
-fn sustained(f: &Figures) -> bool {
-    f.skipped == 0
-        && f.failed == 0
-        && f.finished_per_s >= 0.98 * f.rate
-        && f.written_per_s >= 0.95 * f.finished_per_s
-        && (f.queued_at_end as f64) <= 2.0 * f.rate
-        && f.all_persisted
-}
-
-/// Everything measured, for the table.
-#[derive(Default)]
-struct Results {
-    cpu: Option<(Figures, BlackboxFigures)>,
-    ramp: Vec<(usize, Figures)>,
-    max: Option<usize>,
-    accuracy: Option<(usize, Figures, BlackboxFigures)>,
-    memory: Option<Figures>,
-    history: Option<HistoryFigures>,
-}
-
-pub async fn run(args: &BenchArgs) -> Result<String, String> {
-    let s = &args.side;
-    let want = |p: &str| s.phases.iter().any(|x| x == p);
-    let window = Duration::from_secs(args.seconds);
-    let warm_up = Duration::from_secs(args.warm_up);
-    let second = Duration::from_secs(1);
-    let mut r = Results::default();
-
-    if want("cpu") {
-        let child = Child {
-            args,
-            probes: s.rate,
-            every: second,
-            delay_ms: 0,
-            max_per_host: None,
-        };
-        let mut prober = child.run().await?;
-        if prober.finished_per_s < 0.9 * prober.rate {
-            // Seen once (102 runs/s of 1,000) and not reproduced since: say so, run again.
-            eprintln!(
-                "bench: prober finished {:.0} runs/s of {:.0}; running this phase again: {}",
-                prober.finished_per_s,
-                prober.rate,
-                serde_json::to_string(&prober).unwrap_or_default()
-            );
-            prober = child.run().await?;
-        }
-        eprintln!("bench: blackbox_exporter at {} /s", s.rate);
-        let target = Target::start(Duration::ZERO)?;
-        let bb = blackbox::measure(&s.blackbox_bin, &target, s.rate as f64, warm_up, window).await;
-        target.stop();
-        r.cpu = Some((prober, bb?));
-    }
-    if want("max") {
-        for &rate in &s.ramp {
-            let f = Child {
-                args,
-                probes: rate,
-                every: second,
-                delay_ms: 0,
-                max_per_host: None,
-            }
-            .run()
-            .await?;
-            let ok = sustained(&f);
-            r.ramp.push((rate, f));
-            if !ok {
-                break;
-            }
-            r.max = Some(rate);
-        }
-    }
-    if want("accuracy") {
-        // Half the maximum, in hundreds; half the CPU rate when the ramp did not run.
-        let half = (r.max.unwrap_or(2 * s.rate) / 2 / 100 * 100).max(100);
-        let prober = Child {
-            args,
-            probes: half,
-            every: second,
-            delay_ms: ACCURACY_DELAY_MS,
-            // 50 ms answers at `half`/s need more than the default 64 per host.
-            max_per_host: Some(crate::config::settings::Settings::default().max_concurrency),
-        }
-        .run()
-        .await?;
-        eprintln!("bench: blackbox_exporter at {half} /s, target delay {ACCURACY_DELAY_MS} ms");
-        let target = Target::start(Duration::from_millis(ACCURACY_DELAY_MS))?;
-        let bb = blackbox::measure(&s.blackbox_bin, &target, half as f64, warm_up, window).await;
-        target.stop();
-        r.accuracy = Some((half, prober, bb?));
-    }
-    if want("memory") {
-        r.memory = Some(
-            Child {
-                args,
-                probes: s.memory_probes,
-                every: Duration::from_secs(10),
-                delay_ms: 0,
-                max_per_host: None,
-            }
-            .run()
-            .await?,
-        );
-    }
-    if want("history") {
-        eprintln!(
-            "bench: history, {} probes × {} days of minutes",
-            s.history_probes, s.history_days
-        );
-        let target = Target::start(Duration::ZERO)?;
-        let h = history::measure(
-            &s.history_database_url,
-            s.history_probes,
-            s.history_days,
-            s.keep_history,
-            &target,
-        )
-        .await;
-        target.stop();
-        r.history = Some(h?);
-    }
-    Ok(render(args, &r))
-}
-
-// === the table ===
+use super::{sustained, Results, ACCURACY_DELAY_MS};
+use crate::args::BenchArgs;
+use crate::procfs::machine_line;
 
 fn us(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.0} µs"))
@@ -284,7 +59,8 @@ impl Table {
     }
 }
 
-fn render(args: &BenchArgs, r: &Results) -> String {
+/// The machine, the build, and one row per figure of the phases that ran.
+pub fn render(args: &BenchArgs, r: &Results) -> String {
     let mut t = Table(String::new());
     let _ = writeln!(t.0, "machine: {}", machine_line());
     let _ = writeln!(
@@ -295,7 +71,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         } else {
             "release"
         },
-        crate::VERSION,
+        prober::VERSION,
         args.seconds,
         args.warm_up,
         args.side.blackbox_bin.display()
@@ -309,6 +85,16 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         "verdict",
     ]);
     t.row(["---", "---", "---", "---", "---", "---"]);
+    cpu(&mut t, r);
+    ramp(&mut t, r);
+    accuracy(&mut t, r);
+    memory(&mut t, r);
+    history(&mut t, r);
+    t.0
+}
+
+/// A. CPU per probe, rate, lateness, memory and machine load at `--rate`.
+fn cpu(t: &mut Table, r: &Results) {
     if let Some((p, b)) = &r.cpu {
         let rate = format!("{:.0}/s", p.rate);
         let with_pg = p
@@ -374,6 +160,10 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             "",
         ]);
     }
+}
+
+/// B. The maximum sustained rate and every step of the ramp.
+fn ramp(t: &mut Table, r: &Results) {
     if !r.ramp.is_empty() {
         let steps: Vec<String> = (r.ramp.iter())
             .map(|(rate, f)| {
@@ -406,6 +196,10 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             "",
         ]);
     }
+}
+
+/// C. Accuracy against the 50 ms target, and lateness at half the maximum.
+fn accuracy(t: &mut Table, r: &Results) {
     if let Some((half, p, b)) = &r.accuracy {
         let p99p = p.total_us[1].map(f64::from);
         let p99b = b.duration_us[1].map(|v| v as f64);
@@ -494,6 +288,10 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             "",
         ]);
     }
+}
+
+/// D. Peak RSS with `--memory-probes` defined.
+fn memory(t: &mut Table, r: &Results) {
     if let Some(m) = &r.memory {
         t.row([
             &format!(
@@ -515,6 +313,10 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             verdict(m.peak_rss_kib.map(|k| k <= 64 * 1024)),
         ]);
     }
+}
+
+/// E. The history queries: API and dashboards on seeded days of minute bins.
+fn history(t: &mut Table, r: &Results) {
     if let Some(h) = &r.history {
         let seeded = h
             .seed_s
@@ -578,5 +380,35 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             "",
         ]);
     }
-    t.0
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::figures::Figures;
+
+    #[test]
+    fn every_row_has_six_cells_and_memory_is_judged_against_64_mib() {
+        let args = crate::Cli::try_parse_from(["prober-bench", "--side-by-side"])
+            .unwrap()
+            .bench;
+        let memory = |kib| Results {
+            memory: Some(Figures {
+                probes: 10_000,
+                rate: 1000.0,
+                peak_rss_kib: Some(kib),
+                ..Figures::default()
+            }),
+            ..Results::default()
+        };
+        let over = render(&args, &memory(70 * 1024));
+        let rows: Vec<&str> = over.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 3, "header, rule, the D row:\n{over}");
+        assert!(rows.iter().all(|r| r.matches(" | ").count() == 5), "{over}");
+        assert!(rows[2].contains("70.0 MiB peak") && rows[2].ends_with("| **not met** |"));
+        let under = render(&args, &memory(62 * 1024));
+        assert!(under.lines().last().unwrap().ends_with("| **met** |"));
+    }
 }

@@ -1,0 +1,79 @@
+//! The command line of `prober-bench`.
+
+use std::time::Duration;
+
+use crate::side::SideArgs;
+
+/// The scratch database the bench drops and recreates.
+pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/prober_bench";
+
+/// `prober-bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Probes to define (named bench-00001, bench-00002, …).
+    #[arg(long, default_value_t = 1000)]
+    pub probes: usize,
+    /// Interval of every probe (at least 1s, whole milliseconds).
+    #[arg(long, default_value = "1s", value_parser = parse_every)]
+    pub every: Duration,
+    /// Length of the measured window in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Seconds run before the window, excluded from the figures.
+    #[arg(long, default_value_t = 2)]
+    pub warm_up: u64,
+    /// Scratch database, DROPPED and recreated; must be local and have "bench" in its name.
+    #[arg(long, default_value = DEFAULT_BENCH_DATABASE_URL)]
+    pub database_url: String,
+    /// The target waits this long before answering.
+    #[arg(long, default_value_t = 0)]
+    pub target_delay_ms: u64,
+    /// Concurrent runs allowed per target host (the daemon's `max_per_host`; default: its default).
+    #[arg(long)]
+    pub max_per_host: Option<usize>,
+    /// Print the figures as one JSON object instead of the table (used by `--side-by-side`).
+    #[arg(long)]
+    pub json: bool,
+    /// Run the whole side-by-side comparison with blackbox_exporter (each prober
+    /// phase is a child `prober-bench --json`) and print one table.
+    #[arg(long)]
+    pub side_by_side: bool,
+    #[command(flatten)]
+    pub side: SideArgs,
+}
+
+/// `--every`: at least 1 s (the shortest interval a probe may have), whole milliseconds.
+pub fn parse_every(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s (the shortest interval a probe may have)".into());
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err("must be whole milliseconds".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_is_at_least_a_second_in_whole_milliseconds() {
+        assert!(parse_every("500ms").is_err());
+        assert!(parse_every("1s 500us").is_err());
+        assert_eq!(parse_every("2s").unwrap(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_command_line_parses_with_its_defaults() {
+        use clap::Parser;
+        let cli = crate::Cli::try_parse_from(["prober-bench", "--seconds", "3", "--probes", "10"])
+            .unwrap();
+        assert_eq!(cli.bench.probes, 10);
+        assert_eq!(cli.bench.seconds, 3);
+        assert_eq!(cli.bench.every, Duration::from_secs(1));
+        assert_eq!(cli.bench.database_url, DEFAULT_BENCH_DATABASE_URL);
+        assert!(!cli.bench.side_by_side);
+    }
+}

@@ -1,0 +1,86 @@
+//! `prober-bench`: the real prober daemon (scheduler, HTTP probe, store
+//! writer) against a loopback HTTP target in the same process, with every run
+//! persisted to a scratch Postgres database; prints one table of figures.
+//! `--side-by-side` runs the whole comparison with blackbox_exporter.
+//!
+//! A workspace member of its own, so the shipped `prober` binary holds no
+//! benchmark code. Method, in short (BENCHMARKS.md has the long form):
+//! - the target runs on its own thread with its own current-thread runtime;
+//!   its CPU time is read from `/proc/self/task/<tid>/schedstat` and subtracted;
+//! - counters, CPU and the wall clock are snapshotted after a warm-up (2 s by
+//!   default) and at the end of the window; only the difference is reported;
+//! - lateness comes from Postgres (`runs.lateness_us`) for the runs scheduled
+//!   inside the window, so it is what the store holds, not a side channel.
+//!
+//! CPU comes from `/proc` rather than `getrusage`/`clock_gettime`: the
+//! workspace forbids `unsafe` code, and those are `unsafe` FFI calls.
+//! `/proc/self/stat` is the same accounting as `getrusage(RUSAGE_SELF)`
+//! (all threads, exited ones included), in clock ticks of 10 ms.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use prober::telemetry::{self, LogFormat};
+
+mod args;
+mod blackbox;
+mod db;
+mod figures;
+mod history;
+mod probes;
+mod procfs;
+mod report;
+mod side;
+mod single;
+mod target;
+
+use args::BenchArgs;
+
+/// Exit code of a bench that could not run or measure (the reason is on stderr).
+/// Usage errors exit 2 as well (clap's own code).
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prober-bench",
+    version,
+    about = "Benchmark: the real prober daemon against a loopback target, every run persisted to a scratch database"
+)]
+struct Cli {
+    /// Log format on stderr (the level comes from RUST_LOG, default warn).
+    #[arg(long, value_enum, default_value = "text", env = "PROBER_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, "warn");
+    let args = cli.bench;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = if args.side_by_side {
+        runtime.block_on(side::run(&args))
+    } else {
+        runtime.block_on(single::run(&args))
+    };
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

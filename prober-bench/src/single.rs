@@ -1,0 +1,246 @@
+//! One measurement: the real daemon against the loopback target for a window,
+//! every run persisted to the scratch database; the figures as a table or JSON.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use prober::config::settings::Settings;
+use prober::daemon::{http_executor, Daemon};
+use sqlx::Connection;
+
+use crate::args::BenchArgs;
+use crate::db::Stored;
+use crate::db::{check_database_url, pg_backend_cpu, pg_delta, query_window, recreate_database};
+use crate::figures::Figures;
+use crate::probes::build_probes;
+use crate::procfs::{machine_jiffies, process_cpu_us, status_kib};
+use crate::target::Target;
+
+/// Runs the benchmark; returns the text to print.
+pub async fn run(args: &BenchArgs) -> Result<String, String> {
+    if args.probes == 0 || args.seconds == 0 {
+        return Err("--probes and --seconds must be at least 1".into());
+    }
+    let db = check_database_url(&args.database_url)?;
+    let delay = Duration::from_millis(args.target_delay_ms);
+    let timeout = (args.every / 2).min(Duration::from_secs(5));
+    if delay >= timeout {
+        eprintln!(
+            "bench: warning: the target delay ({} ms) is not below the probe timeout ({} ms): runs will time out",
+            delay.as_millis(),
+            timeout.as_millis()
+        );
+    }
+
+    let target = Target::start(delay)?;
+    let result = run_with_target(args, &db, &target, timeout).await;
+    target.stop();
+    result
+}
+
+async fn run_with_target(
+    args: &BenchArgs,
+    db: &str,
+    target: &Target,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut admin = recreate_database(&args.database_url, db).await?;
+    let store =
+        prober::store::Store::new(&args.database_url, "local").map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    // Measure the steady state of a daemon that has run for more than a
+    // minute: its runs wait for the rollup instead of upserting hour and day
+    // rows (a fresh daemon does that only until its first whole minute).
+    store
+        .start_rollups(chrono::Utc::now() - chrono::TimeDelta::hours(1))
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(store);
+
+    let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
+    let rate = args.probes as f64 / args.every.as_secs_f64();
+    let settings = settings(args, rate);
+    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
+    let daemon = Daemon::start(&settings, probes, exec)
+        .await
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+
+    tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
+    let pg0 = pg_backend_cpu(&mut admin, db).await;
+    let s0 = Snapshot::take(&daemon, target);
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let s1 = Snapshot::take(&daemon, target);
+    let pg1 = pg_backend_cpu(&mut admin, db).await;
+
+    let totals = Totals::after_shutdown(daemon).await;
+    let _ = admin.close().await;
+
+    let stored = query_window(&args.database_url, s0.wall, s1.wall).await?;
+    let inputs = Inputs {
+        args,
+        timeout,
+        rate,
+        settings: &settings,
+        s0: &s0,
+        s1: &s1,
+        pg: pg_delta(&pg0, &pg1),
+        stored: &stored,
+        totals: &totals,
+    };
+    if args.json {
+        let figures = Figures::from_inputs(&inputs);
+        return serde_json::to_string(&figures)
+            .map(|j| j + "\n")
+            .map_err(|e| format!("cannot encode the figures: {e}"));
+    }
+    Ok(crate::report::render(&inputs))
+}
+
+/// The daemon's settings: the defaults, on the scratch database, on a free
+/// port, with a queue large enough for every run of the bench (nothing dropped).
+fn settings(args: &BenchArgs, rate: f64) -> Settings {
+    let expected_runs = rate * (args.warm_up as f64 + args.seconds as f64 + 5.0);
+    Settings {
+        database_url: args.database_url.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        queue_capacity: Settings::default()
+            .queue_capacity
+            .max(expected_runs.ceil() as usize),
+        max_per_host: args
+            .max_per_host
+            .unwrap_or(Settings::default().max_per_host),
+        ..Settings::default()
+    }
+}
+
+/// Counters and CPU at one instant.
+pub struct Snapshot {
+    pub at: Instant,
+    pub wall: DateTime<Utc>,
+    pub finished: u64,
+    pub started: u64,
+    pub skipped: u64,
+    pub written: u64,
+    pub batches: u64,
+    pub store_errors: u64,
+    pub write_us: u64,
+    pub dropped: u64,
+    pub served: u64,
+    pub queued: u64,
+    pub rss_kib: Option<u64>,
+    pub delays: Histogram<u64>,
+    pub process_cpu_us: Option<u64>,
+    pub target_cpu_us: Option<u64>,
+    pub machine: Option<(u64, u64)>,
+}
+
+impl Snapshot {
+    fn take(d: &Daemon, t: &Target) -> Snapshot {
+        let process_cpu_us = process_cpu_us();
+        let target_cpu_us = t.cpu_us();
+        let s = &d.scheduler_stats;
+        let h = &d.store_health;
+        Snapshot {
+            at: Instant::now(),
+            wall: Utc::now(),
+            finished: s.runs_finished.load(Ordering::Relaxed),
+            started: s.runs_started.load(Ordering::Relaxed),
+            skipped: s.skipped_ticks.load(Ordering::Relaxed),
+            written: h.runs_written.load(Ordering::Relaxed),
+            batches: h.batches.load(Ordering::Relaxed),
+            store_errors: h.errors.load(Ordering::Relaxed),
+            write_us: h.write_us.load(Ordering::Relaxed),
+            dropped: d.queue.dropped(),
+            served: t.served.load(Ordering::Relaxed),
+            queued: d.queue.len() as u64,
+            rss_kib: status_kib("VmRSS:"),
+            delays: t.delays(),
+            process_cpu_us,
+            target_cpu_us,
+            machine: machine_jiffies(),
+        }
+    }
+}
+
+/// Counters after shutdown, to check that every run was persisted.
+pub struct Totals {
+    pub finished: u64,
+    pub written: u64,
+    pub dropped: u64,
+    pub left: u64,
+}
+
+impl Totals {
+    /// Shuts the daemon down (runs in flight finish, the queue is flushed) and counts.
+    async fn after_shutdown(daemon: Daemon) -> Totals {
+        let queue = daemon.queue.clone();
+        let health = daemon.store_health.clone();
+        let stats = daemon.scheduler_stats.clone();
+        daemon.shutdown().await;
+        Totals {
+            finished: stats.runs_finished.load(Ordering::Relaxed),
+            written: health.runs_written.load(Ordering::Relaxed),
+            dropped: queue.dropped(),
+            left: queue.len() as u64,
+        }
+    }
+
+    /// Finished = written = rows in `runs`, nothing dropped.
+    pub fn all_persisted(&self, rows: i64) -> bool {
+        self.finished == self.written
+            && i64::try_from(self.written).is_ok_and(|w| w == rows)
+            && self.dropped == 0
+    }
+}
+
+/// Everything one measurement produced, for the table or the JSON.
+pub struct Inputs<'a> {
+    pub args: &'a BenchArgs,
+    pub timeout: Duration,
+    pub rate: f64,
+    pub settings: &'a Settings,
+    pub s0: &'a Snapshot,
+    pub s1: &'a Snapshot,
+    /// Postgres backend CPU over the window: (µs, backends counted, backends gone).
+    pub pg: Option<(u64, usize, usize)>,
+    pub stored: &'a Stored,
+    pub totals: &'a Totals,
+}
+
+impl Inputs<'_> {
+    /// The window's length in seconds (never zero).
+    pub fn secs(&self) -> f64 {
+        self.s1
+            .at
+            .duration_since(self.s0.at)
+            .as_secs_f64()
+            .max(1e-9)
+    }
+
+    /// A counter's growth over the window.
+    pub fn delta(&self, counter: impl Fn(&Snapshot) -> u64) -> u64 {
+        counter(self.s1).saturating_sub(counter(self.s0))
+    }
+
+    /// Process CPU over the window, µs, and the target thread's share of it.
+    pub fn cpu_us(&self) -> (Option<u64>, Option<u64>) {
+        let d = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+        (
+            d(self.s0.process_cpu_us, self.s1.process_cpu_us),
+            d(self.s0.target_cpu_us, self.s1.target_cpu_us),
+        )
+    }
+
+    /// Percent of the whole machine busy over the window.
+    pub fn machine_busy_pct(&self) -> Option<f64> {
+        self.s0
+            .machine
+            .zip(self.s1.machine)
+            .map(|((b0, t0), (b1, t1))| {
+                b1.saturating_sub(b0) as f64 / t1.saturating_sub(t0).max(1) as f64 * 100.0
+            })
+    }
+}

@@ -1,0 +1,189 @@
+//! The loopback target: a hand-written HTTP/1.1 responder on its own thread
+//! and current-thread runtime, so its CPU can be read and subtracted.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The target's answer: small, and the connection closes after it.
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";
+
+/// What the target thread reports once listening: its address and thread id.
+type Ready = Result<(SocketAddr, Option<u32>), String>;
+
+/// The loopback target: its own thread and current-thread runtime.
+pub struct Target {
+    pub addr: SocketAddr,
+    tid: Option<u32>,
+    pub served: Arc<AtomicU64>,
+    /// How long each answer actually took after the request head was read, µs
+    /// (the "truth" for accuracy: the timer rounds the nominal delay up).
+    delays: Arc<Mutex<Histogram<u64>>>,
+    stop: CancellationToken,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Target {
+    /// Starts the target; it answers every request after `delay`.
+    pub fn start(delay: Duration) -> Result<Target, String> {
+        let (tx, rx) = std::sync::mpsc::channel::<Ready>();
+        let stop = CancellationToken::new();
+        let served = Arc::new(AtomicU64::new(0));
+        let delays = Arc::new(Mutex::new(new_histogram()?));
+        let thread = std::thread::Builder::new()
+            .name("bench-target".into())
+            .spawn({
+                let stop = stop.clone();
+                let served = served.clone();
+                let delays = delays.clone();
+                move || target_thread(delay, stop, Served { served, delays }, tx)
+            })
+            .map_err(|e| format!("cannot start the target thread: {e}"))?;
+        let (addr, tid) = rx
+            .recv()
+            .map_err(|_| "the target thread ended before it was listening".to_string())??;
+        Ok(Target {
+            addr,
+            tid,
+            served,
+            delays,
+            stop,
+            thread,
+        })
+    }
+
+    /// A copy of the answer-delay histogram so far.
+    pub fn delays(&self) -> Histogram<u64> {
+        self.delays.lock().clone()
+    }
+
+    /// CPU time of the target thread in µs, if the kernel tells.
+    pub fn cpu_us(&self) -> Option<u64> {
+        let text =
+            std::fs::read_to_string(format!("/proc/self/task/{}/schedstat", self.tid?)).ok()?;
+        let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+        Some(ns / 1000)
+    }
+
+    /// Stops listening and waits for the thread.
+    pub fn stop(self) {
+        self.stop.cancel();
+        let _ = self.thread.join();
+    }
+}
+
+/// What the target counts: answers, and how long each took.
+#[derive(Clone)]
+struct Served {
+    served: Arc<AtomicU64>,
+    delays: Arc<Mutex<Histogram<u64>>>,
+}
+
+/// A histogram of µs from 1 µs to an hour, 3 significant digits.
+pub fn new_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| format!("histogram: {e}"))
+}
+
+fn target_thread(
+    delay: Duration,
+    stop: CancellationToken,
+    served: Served,
+    ready: std::sync::mpsc::Sender<Ready>,
+) {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start the target's runtime: {e}")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind(("127.0.0.1", 0)).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on 127.0.0.1: {e}")));
+                return;
+            }
+        };
+        match listener.local_addr() {
+            Ok(addr) => {
+                let _ = ready.send(Ok((addr, tid)));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot read the target's address: {e}")));
+                return;
+            }
+        }
+        accept_until_stopped(listener, delay, stop, served).await;
+    });
+}
+
+async fn accept_until_stopped(
+    listener: TcpListener,
+    delay: Duration,
+    stop: CancellationToken,
+    served: Served,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((sock, _)) => {
+                    tokio::spawn(serve(sock, delay, served.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "bench target: accept failed");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Reads the request head, waits `delay`, answers 200 and closes.
+async fn serve(mut sock: TcpStream, delay: Duration, served: Served) {
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    loop {
+        match sock.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let from = len.saturating_sub(3);
+                len += n;
+                if buf[from..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+                if len == buf.len() {
+                    return;
+                }
+            }
+        }
+    }
+    let head_read = Instant::now();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if sock.write_all(RESPONSE).await.is_ok() {
+        let took = head_read.elapsed().as_micros();
+        let _ = served
+            .delays
+            .lock()
+            .record(u64::try_from(took).unwrap_or(u64::MAX).max(1));
+        let _ = sock.shutdown().await;
+        served.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
