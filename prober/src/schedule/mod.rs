@@ -125,7 +125,7 @@ pub type Executor =
 /// executor, past the whole run budget (every attempt and retry delay) and a
 /// guard, and records that as a timeout.
 pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTime<Utc>) -> Outcome {
-    let limit = probe.run_budget() + TIMEOUT_GUARD;
+    let limit = probe.budget().total() + TIMEOUT_GUARD;
     match tokio::time::timeout(limit, exec(probe.clone())).await {
         Ok(o) => o,
         Err(_) => Outcome::failed(
@@ -135,7 +135,7 @@ pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTim
             ErrorClass::Timeout,
             format!(
                 "the run did not end within its budget of {} (every attempt's timeout and the retry delays)",
-                humantime::format_duration(probe.run_budget())
+                humantime::format_duration(probe.budget().total())
             ),
             limit,
         ),
