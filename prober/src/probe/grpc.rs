@@ -78,6 +78,12 @@ impl Kind for GrpcKind<'_> {
         );
         p.target = target.clone();
         let answer = health_check(check, self.tls, &target, p).await?;
+        // tonic enforces the deadline it sends (grpc-timeout), and at the same
+        // instant as the runner: a call it cancelled then is the attempt's timeout.
+        let cancelled = matches!(&answer, Answer::Error(s) if s.code() == Code::Cancelled);
+        if cancelled && p.remaining().is_zero() {
+            return Err(self.timed_out(p));
+        }
         judge(check, &target, answer, p).map_or(Ok(()), Err)
     }
 

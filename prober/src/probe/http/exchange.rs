@@ -167,7 +167,6 @@ struct Conn {
 }
 
 /// One request, on a kept-alive connection or a new one.
-#[allow(clippy::too_many_arguments)]
 async fn hop(
     req: &HttpRequest,
     ctx: HttpCtx<'_>,
