@@ -153,3 +153,70 @@ fn attempt_summary(n: u32, o: &Outcome) -> Attempt {
         total_us: o.phases.total_us,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::ErrorClass;
+
+    /// A kind that connects in 10 ms, then waits forever for the first byte.
+    struct Hangs;
+
+    impl Kind for Hangs {
+        async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
+            p.request = "hang".into();
+            p.enter(Stage::Connect);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            p.hop.connect_us = Some(p.stage_us());
+            p.enter(Stage::FirstByte);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+
+        fn timed_out(&self, p: &Progress) -> ProbeError {
+            net::fail(
+                ErrorClass::Timeout,
+                format!("still {}", p.stage().describe()),
+            )
+        }
+    }
+
+    fn probe(yaml: &str) -> Probe {
+        let mut report = crate::config::LoadReport::default();
+        crate::config::load::load_text(std::path::Path::new("p.yaml"), yaml, &mut report);
+        assert!(report.is_ok(), "{:?}", report.diagnostics);
+        report.probes.remove(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_cut_at_its_timeout_keeps_what_it_reached() {
+        let p = probe("name: a\nevery: 10s\ntimeout: 300ms\ntcp: {host: 127.0.0.1, port: 9}\n");
+
+        let o = drive(&p, Hangs).await;
+
+        let e = o.error.as_ref().unwrap();
+        assert_eq!(e.class, ErrorClass::Timeout);
+        assert_eq!(
+            e.message,
+            "still waiting for the first byte of the response"
+        );
+        assert_eq!(o.request, "hang");
+        assert_eq!(o.phases.connect_us, Some(10_000), "the finished phase");
+        assert_eq!(
+            o.phases.first_byte_us,
+            Some(290_000),
+            "the cut one, credited"
+        );
+        assert_eq!(o.phases.total_us, 300_000, "cut at the timeout");
+    }
+
+    #[test]
+    fn the_schedulers_limit_is_the_whole_budget_and_the_guard() {
+        let p = probe(
+            "name: a\nevery: 1m\ntimeout: 5s\nretry: {attempts: 3, delay: 2s}\ntcp: {host: 127.0.0.1, port: 9}\n",
+        );
+
+        assert_eq!(p.budget().total(), Duration::from_secs(3 * 5 + 2 * 2));
+        assert_eq!(run_limit(&p), Duration::from_secs(20));
+    }
+}
