@@ -183,6 +183,34 @@ pub fn render_text(o: &Outcome) -> String {
             a.check, a.expected, a.actual
         );
     }
+    render_steps(o, &mut s);
+    for a in &o.attempts {
+        let how = match &a.error {
+            None => "passed".to_string(),
+            Some(e) => format!("{}: {}", e.class, e.message),
+        };
+        let _ = writeln!(s, "  attempt {}   {} in {}", a.attempt, how, ms(a.total_us));
+    }
+    for (k, v) in &o.info {
+        let _ = writeln!(s, "  {k:<11} {v}");
+    }
+    if let Some(e) = &o.error {
+        let _ = writeln!(s, "  error       {}: {}", e.class, e.message);
+    }
+    if o.trace_id.is_empty() {
+        let _ = writeln!(s, "  version     {}", o.probe_version);
+    } else {
+        let _ = writeln!(
+            s,
+            "  trace       {} (probe version {})",
+            o.trace_id, o.probe_version
+        );
+    }
+    s
+}
+
+/// A scenario's steps: verdict, request and phases, failed checks, error, extracted names.
+fn render_steps(o: &Outcome, s: &mut String) {
     for (i, st) in o.steps.iter().enumerate() {
         let status = st
             .status_code
@@ -217,27 +245,4 @@ pub fn render_text(o: &Outcome) -> String {
             let _ = writeln!(s, "         extracted {}", st.extracted.join(", "));
         }
     }
-    for a in &o.attempts {
-        let how = match &a.error {
-            None => "passed".to_string(),
-            Some(e) => format!("{}: {}", e.class, e.message),
-        };
-        let _ = writeln!(s, "  attempt {}   {} in {}", a.attempt, how, ms(a.total_us));
-    }
-    for (k, v) in &o.info {
-        let _ = writeln!(s, "  {k:<11} {v}");
-    }
-    if let Some(e) = &o.error {
-        let _ = writeln!(s, "  error       {}: {}", e.class, e.message);
-    }
-    if o.trace_id.is_empty() {
-        let _ = writeln!(s, "  version     {}", o.probe_version);
-    } else {
-        let _ = writeln!(
-            s,
-            "  trace       {} (probe version {})",
-            o.trace_id, o.probe_version
-        );
-    }
-    s
 }

@@ -45,7 +45,7 @@ pub struct RawProbe {
     /// Run on a cron schedule with seconds: `sec min hour day-of-month month day-of-week`, e.g. `0 */5 * * * *`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
-    /// Give up on a run after this long (default 10s, and never longer than the interval).
+    /// Give up on an attempt after this long (default 10s, at most half the interval; always shorter than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// An HTTP request.
@@ -70,6 +70,7 @@ pub struct RawProbe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<RawGrpc>,
     /// Retry a failed run; every attempt is recorded and the last one decides.
+    /// All attempts and the delays between them must end before the next run (attempts × timeout + delays < interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RawRetry>,
     /// When this probe's failures alert on-call (defaults come from the settings' `alerting`).

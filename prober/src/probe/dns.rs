@@ -25,53 +25,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::Utc;
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::time::Instant;
 
-use super::net::{fail, micros};
+use super::net::fail;
+use super::{Kind, Progress, Stage};
 use crate::config::probe::DnsCheck;
-use crate::config::Probe;
-use crate::run::{AssertionResult, ErrorClass, Outcome, Phases, ProbeError};
+use crate::run::{AssertionResult, ErrorClass, ProbeError};
 
 /// The UDP payload size we advertise (EDNS), the size DNS flag day 2020 settled on.
 const EDNS_PAYLOAD: u16 = 1232;
-
-/// Where a run is, for the timeout message and the partial phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Server,
-    Connect,
-    Query,
-}
-
-/// What a run has measured so far; survives a timeout that drops the run's future.
-struct Progress {
-    stage: Stage,
-    stage_started: Instant,
-    phases: Phases,
-    server: Option<SocketAddr>,
-}
-
-impl Progress {
-    fn enter(&mut self, stage: Stage) {
-        self.stage = stage;
-        self.stage_started = Instant::now();
-    }
-
-    /// Credits the time spent in the unfinished stage (used on timeout).
-    fn close_partial(&mut self) {
-        let us = micros(self.stage_started.elapsed());
-        match self.stage {
-            Stage::Server => {}
-            Stage::Connect => self.phases.connect_us = self.phases.connect_us.or(Some(us)),
-            Stage::Query => self.phases.dns_us = self.phases.dns_us.or(Some(us)),
-        }
-    }
-}
 
 /// The response, decoded.
 struct Answer {
@@ -80,75 +45,69 @@ struct Answer {
     truncated: bool,
 }
 
-/// Runs a DNS check once.
-pub async fn run(probe: &Probe, check: &DnsCheck) -> Outcome {
-    let started_at = Utc::now();
-    let start = Instant::now();
-    let transport = if check.tcp { "tcp" } else { "udp" };
-    let mut progress = Progress {
-        stage: Stage::Server,
-        stage_started: start,
-        phases: Phases::default(),
-        server: check.server,
-    };
-    let result = tokio::time::timeout(probe.timeout, query(check, &mut progress)).await;
-    let total = start.elapsed();
-    let mut outcome = Outcome::failed(
-        &probe.name,
-        &probe.version,
-        started_at,
-        ErrorClass::Config,
-        String::new(),
-        Duration::ZERO,
-    );
-    let server = progress
-        .server
-        .map_or_else(|| "(system resolver)".to_string(), |s| s.to_string());
-    outcome.request = format!(
-        "{} {} @{server} ({transport})",
-        check.record_type, check.name
-    );
-    outcome.remote_addr = progress.server.map(|s| s.to_string());
-    outcome.info.insert("dns.server".into(), server.clone());
-    let error = match result {
-        Ok(Ok(answer)) => {
-            outcome
-                .info
-                .insert("dns.rcode".into(), answer.rcode.clone());
-            outcome
-                .info
-                .insert("dns.answers".into(), answer.answers.join(", "));
-            if answer.truncated {
-                outcome.info.insert("dns.truncated".into(), "true".into());
-            }
-            outcome.assertions = evaluate(check, &answer);
-            first_failure(&outcome.assertions, answer.truncated)
+/// The `dns` kind. The server asked is `remote_addr` in the progress (from
+/// /etc/resolv.conf when `dns.server` is not set); the query's round trip is `dns`.
+pub struct DnsKind<'a> {
+    check: &'a DnsCheck,
+    timeout: Duration,
+}
+
+impl<'a> DnsKind<'a> {
+    pub fn new(check: &'a DnsCheck, timeout: Duration) -> DnsKind<'a> {
+        DnsKind { check, timeout }
+    }
+
+    /// The server asked, as shown.
+    fn server(p: &Progress) -> String {
+        p.remote_addr
+            .map_or_else(|| "(system resolver)".to_string(), |s| s.to_string())
+    }
+}
+
+impl Kind for DnsKind<'_> {
+    async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
+        p.remote_addr = self.check.server;
+        let answer = query(self.check, p).await?;
+        p.info.insert("dns.rcode".into(), answer.rcode.clone());
+        p.info
+            .insert("dns.answers".into(), answer.answers.join(", "));
+        if answer.truncated {
+            p.info.insert("dns.truncated".into(), "true".into());
         }
-        Ok(Err(e)) => Some(e),
-        Err(_) => {
-            progress.close_partial();
-            let doing = match progress.stage {
-                Stage::Server => "finding the server to ask".to_string(),
-                Stage::Connect => format!("connecting to {server} over TCP"),
-                Stage::Query => format!("waiting for the answer from {server}"),
-            };
-            Some(fail(
-                ErrorClass::Timeout,
-                format!(
-                    "no answer to {} {} within the timeout of {} (still {doing}); the server is down, unreachable or not answering{}",
-                    check.record_type,
-                    check.name,
-                    humantime::format_duration(probe.timeout),
-                    if check.tcp { "" } else { " (over UDP a lost packet looks the same)" },
-                ),
-            ))
-        }
-    };
-    outcome.phases = progress.phases;
-    outcome.phases.total_us = micros(total);
-    outcome.success = error.is_none();
-    outcome.error = error;
-    outcome
+        p.assertions = evaluate(self.check, &answer);
+        first_failure(&p.assertions, answer.truncated).map_or(Ok(()), Err)
+    }
+
+    fn timed_out(&self, p: &Progress) -> ProbeError {
+        let server = Self::server(p);
+        let doing = match p.stage() {
+            Stage::Connect => format!("connecting to {server} over TCP"),
+            Stage::Query => format!("waiting for the answer from {server}"),
+            _ => "finding the server to ask".to_string(),
+        };
+        let check = self.check;
+        fail(
+            ErrorClass::Timeout,
+            format!(
+                "no answer to {} {} within the timeout of {} (still {doing}); the server is down, unreachable or not answering{}",
+                check.record_type,
+                check.name,
+                humantime::format_duration(self.timeout),
+                if check.tcp { "" } else { " (over UDP a lost packet looks the same)" },
+            ),
+        )
+    }
+
+    fn conclude(&mut self, p: &mut Progress, error: Option<ProbeError>) -> Option<ProbeError> {
+        let server = Self::server(p);
+        let transport = if self.check.tcp { "tcp" } else { "udp" };
+        p.request = format!(
+            "{} {} @{server} ({transport})",
+            self.check.record_type, self.check.name
+        );
+        p.info.insert("dns.server".into(), server);
+        error
+    }
 }
 
 /// Finds the server, sends the query and decodes the response.
@@ -157,7 +116,7 @@ async fn query(check: &DnsCheck, p: &mut Progress) -> Result<Answer, ProbeError>
         Some(s) => s,
         None => {
             let s = system_nameserver().await?;
-            p.server = Some(s);
+            p.remote_addr = Some(s);
             s
         }
     };
@@ -302,7 +261,7 @@ async fn exchange_udp(
             .map_err(|e| socket_error(server, "UDP", &e))?;
         // A stray or late datagram (another id) is skipped; the timeout bounds the wait.
         if let Some(message) = decode(&buf[..n], id, server)? {
-            p.phases.dns_us = Some(micros(p.stage_started.elapsed()));
+            p.hop.dns_us = Some(p.stage_us());
             return Ok(message);
         }
     }
@@ -316,7 +275,7 @@ async fn exchange_tcp(
 ) -> Result<Message, ProbeError> {
     p.enter(Stage::Connect);
     let connected = TcpStream::connect(server).await;
-    p.phases.connect_us = Some(micros(p.stage_started.elapsed()));
+    p.hop.connect_us = Some(p.stage_us());
     let mut stream = connected.map_err(|e| socket_error(server, "TCP", &e))?;
     let _ = stream.set_nodelay(true);
     p.enter(Stage::Query);
@@ -343,7 +302,7 @@ async fn exchange_tcp(
     stream.read_exact(&mut len).await.map_err(closed)?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut buf).await.map_err(closed)?;
-    p.phases.dns_us = Some(micros(p.stage_started.elapsed()));
+    p.hop.dns_us = Some(p.stage_us());
     decode(&buf, id, server)?.ok_or_else(|| {
         fail(
             ErrorClass::Dns,

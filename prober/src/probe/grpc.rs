@@ -11,7 +11,7 @@
 //! status a server gives for a service it does not know, are `assertion`
 //! failures; any other gRPC error status is `invalid_response`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,80 +19,20 @@ use chrono::Utc;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tonic::transport::{Endpoint, Uri};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use super::net;
-use super::net::{fail, micros};
+use super::net::{self, fail};
 use super::tls::{self, TlsClients};
-use super::USER_AGENT;
+use super::{Kind, Progress, Stage, USER_AGENT};
 use crate::config::probe::GrpcCheck;
-use crate::config::Probe;
-use crate::run::{AssertionResult, CertInfo, ErrorClass, Outcome, Phases, ProbeError};
+use crate::run::{AssertionResult, ErrorClass, ProbeError};
 
 /// The one method this check calls.
 const METHOD: &str = "grpc.health.v1.Health/Check";
-
-/// Where a run is, for the timeout message and the partial phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Dns,
-    Connect,
-    Tls,
-    Http2,
-    FirstByte,
-}
-
-impl Stage {
-    fn describe(self) -> &'static str {
-        match self {
-            Stage::Dns => "resolving the host name",
-            Stage::Connect => "connecting",
-            Stage::Tls => "in the TLS handshake",
-            Stage::Http2 => "starting HTTP/2",
-            Stage::FirstByte => "waiting for the health check's response",
-        }
-    }
-}
-
-/// What a run has measured so far; survives a timeout that drops the run's future.
-struct Progress {
-    stage: Stage,
-    stage_started: Instant,
-    phases: Phases,
-    remote_addr: Option<SocketAddr>,
-    cert: Option<CertInfo>,
-}
-
-impl Progress {
-    fn enter(&mut self, stage: Stage) {
-        self.stage = stage;
-        self.stage_started = Instant::now();
-    }
-
-    fn stage_us(&self) -> Option<u64> {
-        Some(micros(self.stage_started.elapsed()))
-    }
-
-    /// Credits the time spent in the unfinished stage (used on timeout).
-    fn close_partial(&mut self) {
-        let us = self.stage_us();
-        let slot = match self.stage {
-            Stage::Dns => &mut self.phases.dns_us,
-            Stage::Connect => &mut self.phases.connect_us,
-            Stage::Tls => &mut self.phases.tls_us,
-            Stage::Http2 => return,
-            Stage::FirstByte => &mut self.phases.first_byte_us,
-        };
-        if slot.is_none() {
-            *slot = us;
-        }
-    }
-}
 
 /// What the health check answered.
 enum Answer {
@@ -110,67 +50,64 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// Runs a gRPC health check once.
-pub async fn run(probe: &Probe, check: &GrpcCheck, tls: &TlsClients) -> Outcome {
-    let started_at = Utc::now();
-    let start = Instant::now();
-    let target = authority(&check.host, check.port);
-    let mut progress = Progress {
-        stage: Stage::Dns,
-        stage_started: start,
-        phases: Phases::default(),
-        remote_addr: None,
-        cert: None,
-    };
-    let result = tokio::time::timeout(
-        probe.timeout,
-        health_check(check, tls, &target, probe.timeout, &mut progress),
-    )
-    .await;
-    let total = start.elapsed();
-    let mut outcome = Outcome::failed(
-        &probe.name,
-        &probe.version,
-        started_at,
-        ErrorClass::Config,
-        String::new(),
-        Duration::ZERO,
-    );
-    outcome.request = format!(
-        "{METHOD} {:?} {}://{target}",
-        check.service,
-        if check.tls { "https" } else { "http" }
-    );
-    let error = match result {
-        Ok(Ok(answer)) => judge(check, &target, answer, &mut outcome),
-        Ok(Err(e)) => Some(e),
-        Err(_) => {
-            progress.close_partial();
-            let at = match progress.remote_addr {
-                Some(a) if a.to_string() != target => format!("{target} ({a})"),
-                _ => target.clone(),
-            };
-            Some(fail(
-                ErrorClass::Timeout,
-                format!(
-                    "no health check answer within the timeout of {} (still {} at {at}); the server is slow or hung — raise `timeout` only if that latency is acceptable",
-                    humantime::format_duration(probe.timeout),
-                    progress.stage.describe(),
-                ),
-            ))
+/// The `grpc` kind: a health check.
+pub struct GrpcKind<'a> {
+    check: &'a GrpcCheck,
+    tls: &'a TlsClients,
+    timeout: Duration,
+}
+
+impl<'a> GrpcKind<'a> {
+    pub fn new(check: &'a GrpcCheck, tls: &'a TlsClients, timeout: Duration) -> GrpcKind<'a> {
+        GrpcKind {
+            check,
+            tls,
+            timeout,
         }
-    };
-    outcome.phases = progress.phases;
-    outcome.phases.total_us = micros(total);
-    outcome.remote_addr = progress.remote_addr.map(|a| a.to_string());
-    outcome.cert = progress.cert;
-    outcome.success = error.is_none();
-    outcome.error = error;
-    outcome
+    }
+}
+
+impl Kind for GrpcKind<'_> {
+    async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
+        let check = self.check;
+        let target = authority(&check.host, check.port);
+        p.request = format!(
+            "{METHOD} {:?} {}://{target}",
+            check.service,
+            if check.tls { "https" } else { "http" }
+        );
+        p.target = target.clone();
+        let answer = health_check(check, self.tls, &target, p).await?;
+        // tonic enforces the deadline it sends (grpc-timeout), and at the same
+        // instant as the runner: a call it cancelled then is the attempt's timeout.
+        let cancelled = matches!(&answer, Answer::Error(s) if s.code() == Code::Cancelled);
+        if cancelled && p.remaining().is_zero() {
+            return Err(self.timed_out(p));
+        }
+        judge(check, &target, answer, p).map_or(Ok(()), Err)
+    }
+
+    fn timed_out(&self, p: &Progress) -> ProbeError {
+        let at = match p.remote_addr {
+            Some(a) if a.to_string() != p.target => format!("{} ({a})", p.target),
+            _ => p.target.clone(),
+        };
+        let doing = match p.stage() {
+            Stage::FirstByte => "waiting for the health check's response",
+            other => other.describe(),
+        };
+        fail(
+            ErrorClass::Timeout,
+            format!(
+                "no health check answer within the timeout of {} (still {doing} at {at}); the server is slow or hung — raise `timeout` only if that latency is acceptable",
+                humantime::format_duration(self.timeout),
+            ),
+        )
+    }
 }
 
 /// Turns the answer into assertions, info and the run's error, if any.
-fn judge(check: &GrpcCheck, target: &str, answer: Answer, o: &mut Outcome) -> Option<ProbeError> {
+fn judge(check: &GrpcCheck, target: &str, answer: Answer, p: &mut Progress) -> Option<ProbeError> {
     let service = if check.service.is_empty() {
         "the server as a whole (service \"\")".to_string()
     } else {
@@ -179,9 +116,9 @@ fn judge(check: &GrpcCheck, target: &str, answer: Answer, o: &mut Outcome) -> Op
     match answer {
         Answer::Status(status) => {
             let name = status.as_str_name();
-            o.info.insert("grpc.status".into(), name.into());
+            p.info.insert("grpc.status".into(), name.into());
             let passed = status == ServingStatus::Serving;
-            o.assertions.push(AssertionResult {
+            p.assertions.push(AssertionResult {
                 check: "grpc health status".into(),
                 passed,
                 expected: "SERVING".into(),
@@ -196,7 +133,7 @@ fn judge(check: &GrpcCheck, target: &str, answer: Answer, o: &mut Outcome) -> Op
         }
         Answer::Error(status) => {
             let code = code_name(status.code());
-            o.info.insert("grpc.code".into(), code.into());
+            p.info.insert("grpc.code".into(), code.into());
             let detail = if status.message().is_empty() {
                 code.to_string()
             } else {
@@ -209,7 +146,7 @@ fn judge(check: &GrpcCheck, target: &str, answer: Answer, o: &mut Outcome) -> Op
                 ));
             }
             if status.code() == Code::NotFound {
-                o.assertions.push(AssertionResult {
+                p.assertions.push(AssertionResult {
                     check: "grpc health status".into(),
                     passed: false,
                     expected: "SERVING".into(),
@@ -268,12 +205,10 @@ async fn health_check(
     check: &GrpcCheck,
     tls: &TlsClients,
     target: &str,
-    timeout: Duration,
     p: &mut Progress,
 ) -> Result<Answer, ProbeError> {
-    let start = Instant::now();
-    let addrs = resolve(&check.host, check.port, p).await?;
-    let tcp = connect(&addrs, target, p).await?;
+    let addrs = net::resolve_timed(&check.host, check.port, "`grpc.target`", p).await?;
+    let tcp = net::connect_timed(&addrs, &format!("gRPC target {target}"), p).await?;
     let stream: Box<dyn Stream> = if check.tls {
         Box::new(handshake(check, tls, tcp, p).await?)
     } else {
@@ -315,36 +250,16 @@ async fn health_check(
         service: check.service.clone(),
     });
     // Tells the server how long we wait, so it can give up too.
-    request.set_timeout(timeout.saturating_sub(start.elapsed()));
+    request.set_timeout(p.remaining());
     p.enter(Stage::FirstByte);
     let result = HealthClient::new(channel).check(request).await;
-    p.phases.first_byte_us = p.stage_us();
+    p.hop.first_byte_us = Some(p.stage_us());
     Ok(match result {
         Ok(response) => Answer::Status(
             ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown),
         ),
         Err(status) => Answer::Error(status),
     })
-}
-
-async fn resolve(host: &str, port: u16, p: &mut Progress) -> Result<Vec<SocketAddr>, ProbeError> {
-    p.enter(Stage::Dns);
-    let result = net::resolve(host, port, "`grpc.target`").await;
-    let looked_up = !matches!(result, Ok((_, false)));
-    // An IP address is not looked up: no DNS phase (None, not 0).
-    p.phases.dns_us = if looked_up { p.stage_us() } else { None };
-    result.map(|(addrs, _)| addrs)
-}
-
-async fn connect(
-    addrs: &[SocketAddr],
-    target: &str,
-    p: &mut Progress,
-) -> Result<TcpStream, ProbeError> {
-    p.enter(Stage::Connect);
-    let result = net::connect(addrs, &format!("gRPC target {target}"), &mut p.remote_addr).await;
-    p.phases.connect_us = p.stage_us();
-    result
 }
 
 async fn handshake(
@@ -367,7 +282,7 @@ async fn handshake(
         )
     })?;
     let result = connector.connect(name, tcp).await;
-    p.phases.tls_us = p.stage_us();
+    p.hop.tls_us = Some(p.stage_us());
     p.cert = slot.info(Utc::now());
     let stream = result.map_err(|e| {
         fail(

@@ -1,5 +1,12 @@
 //! Running probes. A run never fails as a Rust error: whatever the target
-//! does, the result is an [`Outcome`], with an [`ErrorClass`] when it failed.
+//! does, the result is an [`Outcome`], with an [`ErrorClass`](crate::run::ErrorClass)
+//! when it failed.
+//!
+//! The [`Runner`] owns a run's budget ([`Budget`]): it applies the timeout to
+//! each attempt (here, once, for every kind), sleeps the retry delays, and
+//! [`run_limit`] is the one place the scheduler's guard comes from. Each kind
+//! writes what it reaches into a [`Progress`], so an attempt cut by its
+//! timeout still records it.
 //!
 //! `http` runs an HTTP check with hyper directly (so each phase is a real
 //! measurement), `tls` builds the TLS client and captures the certificate,
@@ -11,18 +18,50 @@ pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod net;
+pub mod progress;
 pub mod steps;
 pub mod tcp;
 pub mod timing;
 pub mod tls;
 pub mod tls_check;
 
-use crate::run::{Attempt, Outcome};
+use std::time::Duration;
 
+pub use progress::{Progress, Stage};
+
+use crate::config::probe::Budget;
 use crate::config::{Check, Probe};
+use crate::run::{Attempt, Outcome, ProbeError};
 
 /// User agent on every probe request, so production can recognise synthetic traffic.
 pub const USER_AGENT: &str = concat!("prober/", env!("CARGO_PKG_VERSION"));
+
+/// Past a run's budget, how long the scheduler still waits before it gives up
+/// on the run as stuck (the runner keeps the budget itself; this only guards
+/// against an executor that does not yield).
+pub const STUCK_GUARD: Duration = Duration::from_secs(1);
+
+/// How long a run may take before the scheduler gives up on it: the probe's
+/// [`Budget::total`] (every attempt and retry delay, as the runner spends it)
+/// and [`STUCK_GUARD`]. The one place this limit is computed.
+pub fn run_limit(probe: &Probe) -> Duration {
+    probe.budget().total() + STUCK_GUARD
+}
+
+/// A probe kind as the runner drives it through one attempt.
+pub(crate) trait Kind {
+    /// Runs the check, writing what it reaches into `p`; `Err` is the attempt's failure.
+    /// Cancelled at the attempt's timeout: anything worth keeping goes into `p` (or `self`).
+    async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError>;
+
+    /// The error of an attempt cut at its timeout, from what it had reached.
+    fn timed_out(&self, p: &Progress) -> ProbeError;
+
+    /// Judges what the attempt reached, cut or not; may replace its error.
+    fn conclude(&mut self, _p: &mut Progress, error: Option<ProbeError>) -> Option<ProbeError> {
+        error
+    }
+}
 
 /// Runs probes. Holds what runs share (the TLS roots and verifier); one per process.
 #[derive(Debug)]
@@ -39,19 +78,22 @@ impl Runner {
         })
     }
 
-    /// Runs a probe once, now (with its retries), and returns what happened, secrets scrubbed.
+    /// Runs a probe once, now, within its budget: each attempt within the
+    /// timeout, retried (after the delay) while it fails with a class in
+    /// `retry.on`. Returns what happened, every attempt listed, secrets scrubbed.
     pub async fn run(&self, probe: &Probe) -> Outcome {
+        let budget: Budget = probe.budget();
         let mut outcome = self.attempt(probe).await;
         if let Some(retry) = &probe.retry {
             let mut attempts = vec![attempt_summary(1, &outcome)];
             let mut n = 1;
-            while n < retry.attempts
+            while n < budget.attempts
                 && outcome
                     .error
                     .as_ref()
                     .is_some_and(|e| retry.on.contains(&e.class))
             {
-                tokio::time::sleep(retry.delay).await;
+                tokio::time::sleep(budget.delay).await;
                 n += 1;
                 outcome = self.attempt(probe).await;
                 attempts.push(attempt_summary(n, &outcome));
@@ -74,15 +116,33 @@ impl Runner {
             pool: &self.pool,
             probe: &probe.name,
         };
+        let timeout = probe.timeout;
         match &probe.check {
-            Check::Http(check) => http::run(probe, check, ctx).await,
-            Check::Steps(scenario) => steps::run(probe, scenario, ctx).await,
-            Check::Tcp(check) => tcp::run(probe, check).await,
-            Check::Dns(check) => dns::run(probe, check).await,
-            Check::Tls(check) => tls_check::run(probe, check, &self.tls).await,
-            Check::Grpc(check) => grpc::run(probe, check, &self.tls).await,
+            Check::Http(c) => drive(probe, http::HttpKind::new(c, ctx, timeout)).await,
+            Check::Steps(s) => drive(probe, steps::ScenarioKind::new(s, ctx, timeout)).await,
+            Check::Tcp(c) => drive(probe, tcp::TcpKind::new(c, timeout)).await,
+            Check::Dns(c) => drive(probe, dns::DnsKind::new(c, timeout)).await,
+            Check::Tls(c) => drive(probe, tls_check::TlsKind::new(c, &self.tls, timeout)).await,
+            Check::Grpc(c) => drive(probe, grpc::GrpcKind::new(c, &self.tls, timeout)).await,
         }
     }
+}
+
+/// One attempt of `kind`, cut at the probe's timeout: the one place a run's
+/// timeout is applied. A cut attempt records the progress it made.
+async fn drive<K: Kind>(probe: &Probe, mut kind: K) -> Outcome {
+    let mut p = Progress::start(probe.timeout);
+    let ran = tokio::time::timeout(probe.timeout, kind.check(&mut p)).await;
+    p.stop();
+    let error = match ran {
+        Ok(result) => result.err(),
+        Err(_) => {
+            p.cut();
+            Some(kind.timed_out(&p))
+        }
+    };
+    let error = kind.conclude(&mut p, error);
+    p.into_outcome(probe, error)
 }
 
 fn attempt_summary(n: u32, o: &Outcome) -> Attempt {
@@ -91,5 +151,72 @@ fn attempt_summary(n: u32, o: &Outcome) -> Attempt {
         success: o.success,
         error: o.error.clone(),
         total_us: o.phases.total_us,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::ErrorClass;
+
+    /// A kind that connects in 10 ms, then waits forever for the first byte.
+    struct Hangs;
+
+    impl Kind for Hangs {
+        async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
+            p.request = "hang".into();
+            p.enter(Stage::Connect);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            p.hop.connect_us = Some(p.stage_us());
+            p.enter(Stage::FirstByte);
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+
+        fn timed_out(&self, p: &Progress) -> ProbeError {
+            net::fail(
+                ErrorClass::Timeout,
+                format!("still {}", p.stage().describe()),
+            )
+        }
+    }
+
+    fn probe(yaml: &str) -> Probe {
+        let mut report = crate::config::LoadReport::default();
+        crate::config::load::load_text(std::path::Path::new("p.yaml"), yaml, &mut report);
+        assert!(report.is_ok(), "{:?}", report.diagnostics);
+        report.probes.remove(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_cut_at_its_timeout_keeps_what_it_reached() {
+        let p = probe("name: a\nevery: 10s\ntimeout: 300ms\ntcp: {host: 127.0.0.1, port: 9}\n");
+
+        let o = drive(&p, Hangs).await;
+
+        let e = o.error.as_ref().unwrap();
+        assert_eq!(e.class, ErrorClass::Timeout);
+        assert_eq!(
+            e.message,
+            "still waiting for the first byte of the response"
+        );
+        assert_eq!(o.request, "hang");
+        assert_eq!(o.phases.connect_us, Some(10_000), "the finished phase");
+        assert_eq!(
+            o.phases.first_byte_us,
+            Some(290_000),
+            "the cut one, credited"
+        );
+        assert_eq!(o.phases.total_us, 300_000, "cut at the timeout");
+    }
+
+    #[test]
+    fn the_schedulers_limit_is_the_whole_budget_and_the_guard() {
+        let p = probe(
+            "name: a\nevery: 1m\ntimeout: 5s\nretry: {attempts: 3, delay: 2s}\ntcp: {host: 127.0.0.1, port: 9}\n",
+        );
+
+        assert_eq!(p.budget().total(), Duration::from_secs(3 * 5 + 2 * 2));
+        assert_eq!(run_limit(&p), Duration::from_secs(20));
     }
 }

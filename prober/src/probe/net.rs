@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::progress::{Progress, Stage};
 use crate::run::{ErrorClass, ProbeError};
 
 /// Microseconds, saturating.
@@ -89,4 +90,31 @@ pub async fn connect(
         ErrorClass::Connect,
         format!("could not connect to {target}: {e}; {hint}"),
     ))
+}
+
+/// Resolves `host` as a step of an attempt: the `dns` phase of the hop under
+/// way (`None` for an IP address, which is not looked up).
+pub async fn resolve_timed(
+    host: &str,
+    port: u16,
+    field: &str,
+    p: &mut Progress,
+) -> Result<Vec<SocketAddr>, ProbeError> {
+    p.enter(Stage::Dns);
+    let result = resolve(host, port, field).await;
+    let looked_up = !matches!(result, Ok((_, false)));
+    p.hop.dns_us = looked_up.then(|| p.stage_us());
+    result.map(|(addrs, _)| addrs)
+}
+
+/// Connects as a step of an attempt: the `connect` phase, and the address tried in `remote_addr`.
+pub async fn connect_timed(
+    addrs: &[SocketAddr],
+    what: &str,
+    p: &mut Progress,
+) -> Result<TcpStream, ProbeError> {
+    p.enter(Stage::Connect);
+    let result = connect(addrs, what, &mut p.remote_addr).await;
+    p.hop.connect_us = Some(p.stage_us());
+    result
 }

@@ -1,74 +1,127 @@
-//! Scenarios: steps run in order under one timeout; the first failing step
-//! fails the run, later steps are skipped, `always` steps (cleanup) still run.
-//! Variables extracted by a step are available to the steps after it.
+//! Scenarios: steps run in order under the probe's timeout (the runner's);
+//! the first failing step fails the run, later steps are skipped, `always`
+//! steps (cleanup) still run. Variables extracted by a step are available to
+//! the steps after it. A step's own `timeout`, when shorter than what is left,
+//! cuts that step alone, and an `always` step after it still runs.
+//!
+//! Each step that ends goes into the attempt's [`Progress`], so a scenario cut
+//! by the probe's timeout records the steps before the cut, the step it cut
+//! (failed, with what it reached) and the steps it never started.
 
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
-use tokio::time::Instant;
 
-use super::http::{exchange_check, new_trace_id, Exchange, HttpCtx, Response};
+use super::http::{exchange, judge, new_trace_id, timeout_error, HttpCtx, Response};
+use super::{Kind, Progress};
 use crate::config::probe::{ExtractFrom, Scenario, Step};
 use crate::config::template::{RenderError, Vars};
-use crate::config::Probe;
-use crate::run::{ErrorClass, Outcome, Phases, ProbeError, StepOutcome, StepStatus};
+use crate::run::{ErrorClass, Phases, ProbeError, StepOutcome, StepStatus};
 
-pub async fn run(probe: &Probe, scenario: &Scenario, ctx: HttpCtx<'_>) -> Outcome {
-    let started_at = Utc::now();
-    let start = Instant::now();
-    let deadline = start + probe.timeout;
-    let trace_id = new_trace_id();
-    let mut vars = Vars::new();
-    let mut failure: Option<(usize, ProbeError)> = None;
-    let mut steps = Vec::with_capacity(scenario.steps.len());
-    let mut secrets: Vec<String> = Vec::new();
-    for (i, step) in scenario.steps.iter().enumerate() {
-        if failure.is_some() && !step.always {
-            steps.push(skipped(step, "an earlier step failed".into()));
-            continue;
+/// The `steps` kind: a scenario.
+pub struct ScenarioKind<'a> {
+    scenario: &'a Scenario,
+    ctx: HttpCtx<'a>,
+    timeout: Duration,
+}
+
+impl<'a> ScenarioKind<'a> {
+    pub fn new(scenario: &'a Scenario, ctx: HttpCtx<'a>, timeout: Duration) -> ScenarioKind<'a> {
+        ScenarioKind {
+            scenario,
+            ctx,
+            timeout,
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            let e = fail(
-                ErrorClass::Timeout,
-                format!(
-                    "the scenario's timeout of {} ran out before this step",
-                    humantime::format_duration(probe.timeout)
-                ),
-            );
-            steps.push(failed_without_request(step, e.clone()));
-            failure.get_or_insert((i, e));
-            continue;
-        }
-        let timeout = step.timeout.map_or(remaining, |t| t.min(remaining));
-        // A cleanup step after a failure may need a variable that was never extracted: skip it, with the reason.
-        if failure.is_some() {
-            if let Some(missing) = missing_var(step, &vars) {
-                steps.push(skipped(
+    }
+
+    /// Runs one step (its request, expectations and extractions) into `p.steps`.
+    async fn step(&self, step: &Step, vars: &mut Vars, trace_id: &str, p: &mut Progress) {
+        // Secret headers built from variables (a token) are only known now: scrub them too.
+        let secret_headers = (step.check.request.headers.iter())
+            .filter(|h| h.secret)
+            .filter_map(|h| h.value.render_vars(vars).ok())
+            .filter(|v| !v.is_empty());
+        p.secrets.extend(secret_headers.collect::<Vec<_>>());
+        let req = &step.check.request;
+        p.begin_request(format!("{} {}", req.method, req.url.source()));
+        let own_timeout = step.timeout.filter(|t| *t < p.remaining());
+        let response = match own_timeout {
+            None => exchange(req, self.ctx, trace_id, vars, p).await,
+            Some(t) => {
+                match tokio::time::timeout(t, exchange(req, self.ctx, trace_id, vars, p)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        p.cut();
+                        Err(timeout_error(p, t))
+                    }
+                }
+            }
+        };
+        let (result, extracted) = match response {
+            Ok(response) => match judge(&step.check.expect, &response, p, vars) {
+                Ok(()) => extract_all(step, &response, vars, &mut p.secrets),
+                Err(e) => (Err(e), Vec::new()),
+            },
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let outcome = step_outcome(step, result.err(), extracted, p);
+        p.steps.push(outcome);
+    }
+}
+
+impl Kind for ScenarioKind<'_> {
+    async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
+        p.trace_id = new_trace_id();
+        let trace_id = p.trace_id.clone();
+        let mut vars = Vars::new();
+        for step in &self.scenario.steps {
+            let failed = p.steps.iter().any(|s| s.status == StepStatus::Failed);
+            if failed && !step.always {
+                p.steps.push(skipped(step, "an earlier step failed".into()));
+                continue;
+            }
+            if p.remaining().is_zero() {
+                p.steps.push(ran_out(step, self.timeout));
+                continue;
+            }
+            // A cleanup step after a failure may need a variable that was never extracted: skip it, with the reason.
+            if let Some(missing) = missing_var(step, &vars).filter(|_| failed) {
+                p.steps.push(skipped(
                     step,
                     format!("it needs ${{{missing}}}, which an earlier step did not extract"),
                 ));
                 continue;
             }
+            self.step(step, &mut vars, &trace_id, p).await;
         }
-        // Secret headers built from variables (a token) are only known now: scrub them too.
-        secrets.extend(
-            (step.check.request.headers.iter())
-                .filter(|h| h.secret)
-                .filter_map(|h| h.value.render_vars(&vars).ok())
-                .filter(|v| !v.is_empty()),
-        );
-        let x = exchange_check(&step.check, ctx, &trace_id, timeout, &vars).await;
-        let (outcome, error) = finish_step(step, x, &mut vars, &mut secrets);
-        if let Some(e) = error {
-            failure.get_or_insert((i, e));
-        }
-        steps.push(outcome);
+        // The steps decide; `conclude` says how.
+        Ok(())
     }
-    let mut outcome = summarize(probe, started_at, start.elapsed(), trace_id, steps, failure);
-    outcome.redact(&secrets);
-    outcome
+
+    fn timed_out(&self, p: &Progress) -> ProbeError {
+        timeout_error(p, self.timeout)
+    }
+
+    /// Completes a cut scenario's steps, then the first failing step decides.
+    fn conclude(&mut self, p: &mut Progress, cut: Option<ProbeError>) -> Option<ProbeError> {
+        if let Some(e) = cut {
+            // The step under way when the timeout cut the scenario, then those never started.
+            if let Some(step) = self.scenario.steps.get(p.steps.len()) {
+                let outcome = step_outcome(step, Some(e), Vec::new(), p);
+                p.steps.push(outcome);
+            }
+            let started = p.steps.len().min(self.scenario.steps.len());
+            for step in &self.scenario.steps[started..] {
+                let outcome = if step.always {
+                    ran_out(step, self.timeout)
+                } else {
+                    skipped(step, "an earlier step failed".into())
+                };
+                p.steps.push(outcome);
+            }
+        }
+        summarize(p)
+    }
 }
 
 fn fail(class: ErrorClass, message: String) -> ProbeError {
@@ -116,68 +169,85 @@ fn failed_without_request(step: &Step, e: ProbeError) -> StepOutcome {
     }
 }
 
-/// Turns an exchange into the step's outcome, extracting variables when it passed.
-fn finish_step(
+/// A step that never started: the scenario's timeout ran out before it.
+fn ran_out(step: &Step, timeout: Duration) -> StepOutcome {
+    let e = fail(
+        ErrorClass::Timeout,
+        format!(
+            "the scenario's timeout of {} ran out before this step",
+            humantime::format_duration(timeout)
+        ),
+    );
+    failed_without_request(step, e)
+}
+
+/// Extracts the step's variables from a response that passed; the names extracted,
+/// and the error when one is missing.
+fn extract_all(
     step: &Step,
-    x: Exchange,
+    resp: &Response,
     vars: &mut Vars,
     secrets: &mut Vec<String>,
-) -> (StepOutcome, Option<ProbeError>) {
-    let mut error = x.error.clone();
+) -> (Result<(), ProbeError>, Vec<String>) {
     let mut extracted = Vec::new();
-    if error.is_none() {
-        if let Some(resp) = &x.response {
-            for ex in &step.extract {
-                match extract(&ex.from, resp) {
-                    Some(v) if !v.is_empty() => {
-                        if ex.secret {
-                            secrets.push(v.clone());
-                        }
-                        vars.insert(ex.name.clone(), v);
-                        extracted.push(ex.name.clone());
-                    }
-                    found => {
-                        let what = if found.is_some() {
-                            "an empty value"
-                        } else {
-                            "nothing"
-                        };
-                        error = Some(fail(
-                            ErrorClass::Assertion,
-                            format!(
-                                "extract `{}`: {} found {what} in the response; the steps after it need ${{{}}}",
-                                ex.name,
-                                describe(&ex.from),
-                                ex.name
-                            ),
-                        ));
-                        break;
-                    }
+    for ex in &step.extract {
+        match extract(&ex.from, resp) {
+            Some(v) if !v.is_empty() => {
+                if ex.secret {
+                    secrets.push(v.clone());
                 }
+                vars.insert(ex.name.clone(), v);
+                extracted.push(ex.name.clone());
+            }
+            found => {
+                let what = if found.is_some() {
+                    "an empty value"
+                } else {
+                    "nothing"
+                };
+                let e = fail(
+                    ErrorClass::Assertion,
+                    format!(
+                        "extract `{}`: {} found {what} in the response; the steps after it need ${{{}}}",
+                        ex.name,
+                        describe(&ex.from),
+                        ex.name
+                    ),
+                );
+                return (Err(e), extracted);
             }
         }
     }
+    (Ok(()), extracted)
+}
+
+/// The step's outcome from what its request reached, and its error.
+fn step_outcome(
+    step: &Step,
+    mut error: Option<ProbeError>,
+    extracted: Vec<String>,
+    p: &Progress,
+) -> StepOutcome {
     // A variable missing at render time is named in the error by the template.
     if let Some(e) = &mut error {
         if e.class == ErrorClass::Config && e.message.contains("has no value") {
             e.class = ErrorClass::Assertion;
         }
     }
-    let outcome = StepOutcome {
+    StepOutcome {
         name: step.name.clone(),
         status: if error.is_none() {
             StepStatus::Passed
         } else {
             StepStatus::Failed
         },
-        error: error.clone(),
-        request: x.request,
-        status_code: x.status_code,
-        phases: x.phases,
-        assertions: x.assertions,
+        error,
+        request: p.request.clone(),
+        status_code: p.status,
+        phases: p.request_phases(),
+        assertions: p.assertions.clone(),
         extracted,
-    };
-    (outcome, error)
+    }
 }
 
 fn describe(from: &ExtractFrom) -> String {
@@ -217,47 +287,40 @@ fn extract(from: &ExtractFrom, resp: &Response) -> Option<String> {
     }
 }
 
-/// The run's outcome: the first failing step decides; phases add up over the steps that ran.
-fn summarize(
-    probe: &Probe,
-    started_at: chrono::DateTime<Utc>,
-    elapsed: Duration,
-    trace_id: String,
-    steps: Vec<StepOutcome>,
-    failure: Option<(usize, ProbeError)>,
-) -> Outcome {
-    let mut o = Outcome::failed(
-        &probe.name,
-        &probe.version,
-        started_at,
-        ErrorClass::Config,
-        String::new(),
-        elapsed,
-    );
-    o.trace_id = trace_id;
+/// The scenario as one outcome: the first failing step decides (its error,
+/// prefixed with the step) and shows its request; else the last step that
+/// passed. Phases add up over the steps that ran.
+fn summarize(p: &mut Progress) -> Option<ProbeError> {
     let mut phases = Phases::default();
-    for st in steps.iter().filter(|s| s.status != StepStatus::Skipped) {
+    for st in p.steps.iter().filter(|s| s.status != StepStatus::Skipped) {
         phases.add(&st.phases);
     }
-    phases.total_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    o.phases = phases;
-    let deciding = match &failure {
-        Some((i, _)) => steps.get(*i),
-        None => steps.iter().rev().find(|s| s.status == StepStatus::Passed),
+    p.begin_request(String::new());
+    p.hop = phases;
+    let failed = p.steps.iter().position(|s| s.status == StepStatus::Failed);
+    let deciding = match failed {
+        Some(i) => p.steps.get(i),
+        None => p
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.status == StepStatus::Passed),
     };
     if let Some(st) = deciding {
-        o.request = st.request.clone();
-        o.status_code = st.status_code;
-        o.assertions = st.assertions.clone();
+        p.request = st.request.clone();
+        p.status = st.status_code;
+        p.assertions = st.assertions.clone();
     }
-    o.error = failure.map(|(i, e)| ProbeError {
+    let i = failed?;
+    let st = &p.steps[i];
+    let e = st
+        .error
+        .clone()
+        .unwrap_or_else(|| fail(ErrorClass::Assertion, String::new()));
+    Some(ProbeError {
         class: e.class,
-        message: format!("step {} `{}`: {}", i + 1, steps[i].name, e.message),
-    });
-    o.success = o.error.is_none();
-    o.response_bytes = 0;
-    o.steps = steps;
-    o
+        message: format!("step {} `{}`: {}", i + 1, st.name, e.message),
+    })
 }
 
 impl From<RenderError> for ProbeError {

@@ -2,9 +2,10 @@
 //! that keeps the server's certificate even when verification fails, so an
 //! expired or untrusted certificate is still reported with its expiry.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -79,13 +80,13 @@ pub struct CertSlot(Arc<Mutex<Vec<CertificateDer<'static>>>>);
 impl CertSlot {
     /// The end-entity certificate the server presented, parsed.
     pub fn info(&self, now: DateTime<Utc>) -> Option<CertInfo> {
-        let der = self.0.lock().ok()?.first()?.clone();
+        let der = self.0.lock().first()?.clone();
         cert_info(&der, now)
     }
 
     /// The whole presented chain (empty if the server sent no certificate).
     pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
-        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+        self.0.lock().clone()
     }
 }
 
@@ -118,12 +119,10 @@ impl ServerCertVerifier for CapturingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut slot) = self.slot.0.lock() {
-            *slot = std::iter::once(end_entity)
-                .chain(intermediates)
-                .map(|c| c.clone().into_owned())
-                .collect();
-        }
+        *self.slot.0.lock() = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
         match &self.inner {
             Some(v) => {
                 v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)

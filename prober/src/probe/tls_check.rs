@@ -11,19 +11,20 @@
 //! so it is known with `verify: false` too) and `tls.chain_length`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
 use x509_parser::extensions::GeneralName;
 
-use super::tcp::{connect, fail, host_port, micros, resolve, Progress, Stage};
-use super::tls::{self, TlsClients};
+use super::net::{self, fail};
+use super::tcp::host_port;
+use super::tls::{self, CertSlot, TlsClients};
+use super::{Kind, Progress, Stage};
 use crate::config::probe::TlsCheck;
-use crate::config::Probe;
-use crate::run::{AssertionResult, CertInfo, ErrorClass, Outcome, ProbeError};
+use crate::run::{AssertionResult, CertInfo, ErrorClass, ProbeError};
 
 /// A subject alternative name of a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,123 +42,108 @@ impl std::fmt::Display for San {
     }
 }
 
-/// What the handshake negotiated, when it completed.
-#[derive(Debug, Default)]
-struct Negotiated {
-    version: Option<String>,
-    cipher: Option<String>,
+/// The `tls` kind. The verifier's slot keeps what the server presented, so
+/// the certificate is reported even when the timeout cut the handshake.
+pub struct TlsKind<'a> {
+    check: &'a TlsCheck,
+    tls: &'a TlsClients,
+    timeout: Duration,
+    slot: Option<CertSlot>,
 }
 
-/// Runs a TLS check once.
-pub async fn run(probe: &Probe, check: &TlsCheck, tls: &TlsClients) -> Outcome {
-    let started_at = Utc::now();
-    let start = Instant::now();
-    let mut o = Outcome::failed(
-        &probe.name,
-        &probe.version,
-        started_at,
-        ErrorClass::Config,
-        String::new(),
-        Duration::ZERO,
-    );
-    let hp = host_port(&check.host, check.port);
-    o.request = if check.server_name == check.host {
-        format!("tls {hp}")
-    } else {
-        format!("tls {hp} (server name {})", check.server_name)
-    };
-    let (config, slot) = match tls.for_inspection(check.verify) {
-        Ok(c) => c,
-        Err(e) => {
-            o.error = Some(fail(ErrorClass::Config, e));
-            o.phases.total_us = micros(start.elapsed());
-            return o;
+impl<'a> TlsKind<'a> {
+    pub fn new(check: &'a TlsCheck, tls: &'a TlsClients, timeout: Duration) -> TlsKind<'a> {
+        TlsKind {
+            check,
+            tls,
+            timeout,
+            slot: None,
         }
-    };
-
-    let mut p = Progress::new(start);
-    let mut negotiated = Negotiated::default();
-    let result = tokio::time::timeout(
-        probe.timeout,
-        handshake(check, config, &mut p, &mut negotiated),
-    )
-    .await;
-    let total = start.elapsed();
-    let mut error = match result {
-        Ok(r) => r.err(),
-        Err(_) => {
-            p.close_partial();
-            let where_ = match p.remote_addr {
-                Some(a) if a.to_string() != hp => format!("{hp} ({a})"),
-                _ => hp.clone(),
-            };
-            let hint = match p.stage {
-                Stage::Tls => "the port may not speak TLS (or waits for a STARTTLS command), or the server is overloaded",
-                Stage::Connect => "the host did not answer the connection attempt; is a firewall dropping packets?",
-                _ => "the target is slow or hung; raise `timeout` only if that latency is acceptable",
-            };
-            Some(fail(
-                ErrorClass::Timeout,
-                format!(
-                    "no TLS handshake within the timeout of {} (still {} at {where_}); {hint}",
-                    humantime::format_duration(probe.timeout),
-                    p.stage.describe(),
-                ),
-            ))
-        }
-    };
-
-    o.phases = p.phases;
-    o.phases.total_us = micros(total);
-    if let Some(addr) = p.remote_addr {
-        o.remote_addr = Some(addr.to_string());
     }
-    o.cert = slot.info(Utc::now());
-    let presented = slot.certificates();
-    if let Some(v) = negotiated.version {
-        o.info.insert("tls.version".into(), v);
-    }
-    if let Some(c) = negotiated.cipher {
-        o.info.insert("tls.cipher".into(), c);
-    }
-    if let Some(cert) = &o.cert {
-        o.info.insert("tls.subject".into(), cert.subject.clone());
-        o.info.insert("tls.issuer".into(), cert.issuer.clone());
-    }
-    if let Some(end_entity) = presented.first() {
-        let sans = sans(end_entity);
-        let list: Vec<String> = sans.iter().map(ToString::to_string).collect();
-        o.info.insert("tls.san".into(), list.join(", "));
-        o.info.insert(
-            "tls.hostname_match".into(),
-            covers(&sans, &check.server_name).to_string(),
-        );
-        o.info
-            .insert("tls.chain_length".into(), presented.len().to_string());
-    }
-    if let Some(days) = check.cert_valid_days {
-        let a = valid_days_assertion(days, o.cert.as_ref());
-        if !a.passed && error.is_none() {
-            error = Some(fail(
-                ErrorClass::Assertion,
-                format!(
-                    "{}: expected {}, got {}; renew the certificate of {}",
-                    a.check, a.expected, a.actual, check.server_name
-                ),
-            ));
-        }
-        o.assertions.push(a);
-    }
-    o.success = error.is_none();
-    o.error = error;
-    o
 }
 
+impl Kind for TlsKind<'_> {
+    async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
+        let check = self.check;
+        let hp = host_port(&check.host, check.port);
+        p.request = if check.server_name == check.host {
+            format!("tls {hp}")
+        } else {
+            format!("tls {hp} (server name {})", check.server_name)
+        };
+        let (config, slot) =
+            (self.tls.for_inspection(check.verify)).map_err(|e| fail(ErrorClass::Config, e))?;
+        self.slot = Some(slot);
+        handshake(check, config, p).await
+    }
+
+    fn timed_out(&self, p: &Progress) -> ProbeError {
+        let hp = host_port(&self.check.host, self.check.port);
+        let where_ = match p.remote_addr {
+            Some(a) if a.to_string() != hp => format!("{hp} ({a})"),
+            _ => hp,
+        };
+        let hint = match p.stage() {
+            Stage::Tls => "the port may not speak TLS (or waits for a STARTTLS command), or the server is overloaded",
+            Stage::Connect => "the host did not answer the connection attempt; is a firewall dropping packets?",
+            _ => "the target is slow or hung; raise `timeout` only if that latency is acceptable",
+        };
+        fail(
+            ErrorClass::Timeout,
+            format!(
+                "no TLS handshake within the timeout of {} (still {} at {where_}); {hint}",
+                humantime::format_duration(self.timeout),
+                p.stage().describe(),
+            ),
+        )
+    }
+
+    /// Reports the certificate presented (handshake done, failed or cut) and holds it to `cert_valid_days`.
+    fn conclude(&mut self, p: &mut Progress, mut error: Option<ProbeError>) -> Option<ProbeError> {
+        let Some(slot) = &self.slot else {
+            // The client could not be prepared: nothing was presented.
+            return error;
+        };
+        let check = self.check;
+        p.cert = slot.info(Utc::now());
+        if let Some(cert) = &p.cert {
+            p.info.insert("tls.subject".into(), cert.subject.clone());
+            p.info.insert("tls.issuer".into(), cert.issuer.clone());
+        }
+        let presented = slot.certificates();
+        if let Some(end_entity) = presented.first() {
+            let sans = sans(end_entity);
+            let list: Vec<String> = sans.iter().map(ToString::to_string).collect();
+            p.info.insert("tls.san".into(), list.join(", "));
+            p.info.insert(
+                "tls.hostname_match".into(),
+                covers(&sans, &check.server_name).to_string(),
+            );
+            p.info
+                .insert("tls.chain_length".into(), presented.len().to_string());
+        }
+        if let Some(days) = check.cert_valid_days {
+            let a = valid_days_assertion(days, p.cert.as_ref());
+            if !a.passed && error.is_none() {
+                error = Some(fail(
+                    ErrorClass::Assertion,
+                    format!(
+                        "{}: expected {}, got {}; renew the certificate of {}",
+                        a.check, a.expected, a.actual, check.server_name
+                    ),
+                ));
+            }
+            p.assertions.push(a);
+        }
+        error
+    }
+}
+
+/// Resolves, connects and shakes hands; what was negotiated goes into `info`.
 async fn handshake(
     check: &TlsCheck,
-    config: std::sync::Arc<rustls::ClientConfig>,
+    config: Arc<rustls::ClientConfig>,
     p: &mut Progress,
-    negotiated: &mut Negotiated,
 ) -> Result<(), ProbeError> {
     let name = ServerName::try_from(check.server_name.clone()).map_err(|e| {
         fail(
@@ -168,26 +154,31 @@ async fn handshake(
             ),
         )
     })?;
-    let addrs = resolve(&check.host, check.port, p).await?;
-    let tcp = connect(&addrs, &check.host, check.port, p).await?;
+    let addrs = net::resolve_timed(&check.host, check.port, "the probe", p).await?;
+    let hp = host_port(&check.host, check.port);
+    let tcp = net::connect_timed(&addrs, &hp, p).await?;
     p.enter(Stage::Tls);
     let connector = tokio_rustls::TlsConnector::from(config);
     let result = connector.connect(name, tcp).await;
-    p.phases.tls_us = Some(micros(p.stage_started.elapsed()));
+    p.hop.tls_us = Some(p.stage_us());
     let mut stream = result.map_err(|e| {
         let advice = tls::explain(&e, &host_port(&check.server_name, check.port))
             .replace("`http.tls_verify: false`", "`tls.verify: false`");
         fail(ErrorClass::Tls, advice)
     })?;
     let (_, conn) = stream.get_ref();
-    negotiated.version = conn.protocol_version().map(|v| match v {
+    let version = conn.protocol_version().map(|v| match v {
         rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
         rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
         other => format!("{other:?}"),
     });
-    negotiated.cipher = conn
-        .negotiated_cipher_suite()
-        .map(|s| format!("{:?}", s.suite()));
+    if let Some(v) = version {
+        p.info.insert("tls.version".into(), v);
+    }
+    if let Some(s) = conn.negotiated_cipher_suite() {
+        p.info
+            .insert("tls.cipher".into(), format!("{:?}", s.suite()));
+    }
     // A polite close_notify; the server's answer does not matter.
     let _ = stream.shutdown().await;
     Ok(())

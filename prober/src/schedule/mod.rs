@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -22,16 +23,13 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::{Probe, Schedule};
+use crate::probe::run_limit;
 use crate::results::{metric_bucket, LiveState, MetricHist, METRIC_BUCKETS_US};
 use crate::run::{ErrorClass, Outcome};
 use crate::run::{ProbeMeta, RunRecord, Trigger};
 use crate::store::queue::ResultQueue;
 
 mod precise;
-
-/// Extra time past a probe's own timeout before the scheduler gives up on a run
-/// (the run enforces its timeout itself; this only guards against a stuck executor).
-const TIMEOUT_GUARD: Duration = Duration::from_secs(1);
 
 /// The wall clock, derived from tokio's clock from an anchor.
 #[derive(Debug, Clone, Copy)]
@@ -121,11 +119,11 @@ pub type Executor =
     Arc<dyn Fn(Arc<Probe>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
 /// Runs a probe once through `exec`, as every scheduled run does (and `prober
-/// once`): the run enforces its own timeouts; this gives up only on a stuck
-/// executor, past the whole run budget (every attempt and retry delay) and a
-/// guard, and records that as a timeout.
+/// once`): the runner keeps the run's budget itself; this gives up only on a
+/// stuck executor, past [`run_limit`] (the budget and a guard), and records
+/// that as a timeout.
 pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTime<Utc>) -> Outcome {
-    let limit = probe.run_budget() + TIMEOUT_GUARD;
+    let limit = run_limit(&probe);
     match tokio::time::timeout(limit, exec(probe.clone())).await {
         Ok(o) => o,
         Err(_) => Outcome::failed(
@@ -135,7 +133,7 @@ pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTim
             ErrorClass::Timeout,
             format!(
                 "the run did not end within its budget of {} (every attempt's timeout and the retry delays)",
-                humantime::format_duration(probe.run_budget())
+                humantime::format_duration(probe.budget().total())
             ),
             limit,
         ),
@@ -202,11 +200,9 @@ pub type RunHook = Arc<dyn Fn(&RunRecord) + Send + Sync>;
 
 impl Shared {
     fn host_limit(&self, host: &str) -> Arc<Semaphore> {
-        let mut map = match self.hosts.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        map.entry(host.to_string())
+        self.hosts
+            .lock()
+            .entry(host.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
             .clone()
     }
@@ -269,11 +265,8 @@ impl Scheduler {
         scheduler
     }
 
-    fn lock_loops(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoopHandle>> {
-        match self.loops.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn lock_loops(&self) -> MutexGuard<'_, HashMap<String, LoopHandle>> {
+        self.loops.lock()
     }
 
     /// Makes `probes` the running set: unchanged probes keep their loop (and so

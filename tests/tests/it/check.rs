@@ -41,6 +41,11 @@ const CORPUS: &[(&str, usize, &str)] = &[
     ("grpc_target_with_scheme.yaml", 5, "grpc.target"),
     ("retry_one_attempt.yaml", 4, "retry.attempts"),
     ("retry_unknown_class.yaml", 6, "retry.on[1]"),
+    (
+        "retry_budget_over_interval.yaml",
+        4,
+        "timeout: a retried run may take 34s (3 attempts × timeout 10s + 2 × retry.delay 2s)",
+    ),
     ("bad_cron_five_fields.yaml", 3, "cron"),
     ("bad_duration_words.yaml", 3, "every"),
     ("bad_env_var_name.yaml", 7, "environment variable name"),

@@ -453,3 +453,27 @@ async fn grpc_against_a_plain_http1_server_is_an_invalid_response() {
 
     assert_eq!(class(&o), Some(ErrorClass::InvalidResponse), "{o:#?}");
 }
+
+#[tokio::test]
+async fn grpc_a_port_that_accepts_and_says_nothing_is_cut_at_the_timeout_with_its_connect_phase() {
+    // Accepts, reads, never answers: HTTP/2 never starts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let p = probe(&format!(
+        "name: grpc-test\nevery: 10s\ntimeout: 300ms\ngrpc:\n  target: {addr}\n"
+    ));
+
+    let o = run(&p).await;
+
+    assert_eq!(class(&o), Some(ErrorClass::Timeout), "{o:#?}");
+    assert!(message(&o).contains("300ms"), "{}", message(&o));
+    assert!(message(&o).contains(&addr.to_string()), "{}", message(&o));
+    assert!(o.phases.connect_us.is_some(), "the phase reached is kept");
+    assert!(o.phases.total_us < 2_000_000, "the timeout was enforced");
+}

@@ -333,6 +333,46 @@ async fn retries_record_every_attempt_and_the_last_decides() {
     );
 }
 
+#[tokio::test]
+async fn a_scenario_cut_by_its_timeout_records_the_steps_before_the_cut_and_the_one_it_cut() {
+    let target = crate::helpers::FakeTarget::start().await;
+    let yaml = format!(
+        "name: cut\nevery: 1m\ntimeout: 300ms\nsteps:\n  - name: first\n    http: {{url: \"{ok}\"}}\n  - name: hangs\n    http: {{url: \"{hang}\"}}\n  - name: more\n    http: {{url: \"{ok}\"}}\n  - name: cleanup\n    always: true\n    http: {{url: \"{ok}\"}}\n",
+        ok = target.url("/ok"),
+        hang = target.url("/hang"),
+    );
+
+    let o = run(&yaml).await;
+
+    let e = o.error.as_ref().unwrap();
+    assert_eq!(e.class, ErrorClass::Timeout, "{o:#?}");
+    assert!(e.message.starts_with("step 2 `hangs`: "), "{}", e.message);
+    assert!(e.message.contains("first byte"), "{}", e.message);
+    let statuses: Vec<StepStatus> = o.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Passed,
+            StepStatus::Failed,
+            StepStatus::Skipped,
+            StepStatus::Failed
+        ]
+    );
+    let cut = &o.steps[1];
+    assert!(
+        cut.phases.connect_us.is_some() && cut.phases.first_byte_us.is_some(),
+        "the cut step keeps the phases it reached: {:?}",
+        cut.phases
+    );
+    assert!(o.steps[3]
+        .error
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("ran out"));
+    assert!(o.phases.total_us < 2_000_000, "cut at the probe's timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_outcomes_are_stored_and_each_step_has_its_own_histogram() {
     let _shared = crate::helpers::TIMING.read().await;

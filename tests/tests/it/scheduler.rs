@@ -267,3 +267,151 @@ async fn a_run_that_hangs_is_recorded_as_a_timeout_and_the_probe_goes_on() {
     assert!(runs[1].outcome.success && runs[2].outcome.success);
     assert_eq!(stats.skipped_ticks.load(Ordering::SeqCst), 0);
 }
+
+/// A loopback HTTP target whose odd-numbered requests (the 1st, 3rd, …) hang
+/// (read, never answered) and even-numbered ones answer 200: every run's first
+/// attempt times out and its retry passes.
+async fn hangs_every_other_request() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            n += 1;
+            let hang = n % 2 == 1;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                let msg = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = sock.write_all(msg.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// A probe of `url` retried once after a timeout; every attempt and delay fits the interval.
+fn retried_probe(url: &str) -> String {
+    format!(
+        "name: flaky\nevery: 10s\ntimeout: 2s\nretry: {{attempts: 2, delay: 1s, on: [timeout]}}\nhttp: {{url: \"{url}\"}}\n"
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_a_timeout_keeps_both_attempts_and_the_run_passes() {
+    let url = hangs_every_other_request().await;
+    let exec = prober::daemon::http_executor().unwrap();
+    // The run takes 2 s (cut) + 1 s (delay) + the retry: more than the timeout and a guard.
+    let h = start(&retried_probe(&url), exec, wall());
+
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let (runs, _, live) = h.stop().await;
+
+    let run = &runs.first().expect("the probe ran").outcome;
+    assert!(run.success, "{run:#?}");
+    assert_eq!(run.status_code, Some(200));
+    let attempts: Vec<(u32, bool, Option<ErrorClass>)> = run
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.success, a.error.as_ref().map(|e| e.class)))
+        .collect();
+    assert_eq!(
+        attempts,
+        [(1, false, Some(ErrorClass::Timeout)), (2, true, None)],
+        "both attempts recorded"
+    );
+    let first = run.attempts[0].error.as_ref().unwrap();
+    assert!(first.message.contains("first byte"), "{}", first.message);
+    assert_eq!(run.attempts[0].total_us, 2_000_000, "cut at the timeout");
+    assert_eq!(live.probe("flaky").lock().unwrap().skipped_ticks, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_whole_budget_is_given_up_at_the_budget_plus_the_guard() {
+    // An executor that ignores every timeout: 2 attempts × 2 s + 1 s delay = 5 s budget.
+    let exec = sleeping_executor(
+        Duration::from_secs(9),
+        Default::default(),
+        Default::default(),
+    );
+    let h = start(&retried_probe("http://127.0.0.1:9/"), exec, wall());
+
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let (runs, _, _) = h.stop().await;
+
+    let run = &runs.first().expect("the probe ran").outcome;
+    assert_eq!(run.error.as_ref().unwrap().class, ErrorClass::Timeout);
+    assert_eq!(
+        run.phases.total_us, 6_000_000,
+        "given up at the budget (5 s) plus the guard (1 s)"
+    );
+    assert!(run.error.as_ref().unwrap().message.contains("5s"));
+}
+
+/// What a run recorded that `once` and the scheduler must agree on.
+fn verdict(o: &serde_json::Value) -> serde_json::Value {
+    let attempts: Vec<serde_json::Value> = (o["attempts"].as_array().unwrap().iter())
+        .map(|a| serde_json::json!([a["attempt"], a["success"], a["error"]]))
+        .collect();
+    serde_json::json!({
+        "success": o["success"],
+        "error": o["error"],
+        "status_code": o["status_code"],
+        "attempts": attempts,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_and_a_scheduled_run_record_the_same_retried_timeout() {
+    let _timing = crate::helpers::TIMING.write().await;
+    // Real time (`once` is its own process): 2 × 500ms + 200ms fits in 2s.
+    let yaml = |url: &str| {
+        retried_probe(url)
+            .replace("every: 10s", "every: 2s")
+            .replace("timeout: 2s", "timeout: 500ms")
+            .replace("delay: 1s", "delay: 200ms")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let by_once_url = hangs_every_other_request().await;
+    std::fs::write(dir.path().join("p.yaml"), yaml(&by_once_url)).unwrap();
+
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || crate::helpers::cli(&dir, &["once", "--json", "p.yaml"], &[])
+    })
+    .await
+    .unwrap();
+    let scheduled_url = hangs_every_other_request().await;
+    let h = start(
+        &yaml(&scheduled_url),
+        prober::daemon::http_executor().unwrap(),
+        Utc::now(),
+    );
+    let ran = crate::helpers::wait_for(Duration::from_secs(6), || !h.queue.is_empty()).await;
+    let (runs, _, _) = h.stop().await;
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ran, "the scheduler ran the probe");
+    let once: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scheduled = serde_json::to_value(&runs[0].outcome).unwrap();
+    // Each has its own target: its address is the one difference allowed.
+    let url_of = |v: &serde_json::Value, url: &str| {
+        let host_port = url.trim_start_matches("http://").trim_end_matches('/');
+        v.to_string().replace(host_port, "TARGET")
+    };
+    assert_eq!(
+        url_of(&verdict(&once), &by_once_url),
+        url_of(&verdict(&scheduled), &scheduled_url),
+        "once and the scheduler disagree"
+    );
+    assert_eq!(verdict(&scheduled)["attempts"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,189 @@
+//! What a response must look like (`expect`): status, latency, body, JSON and headers.
+
+use http::HeaderName;
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+use super::request::{regex, template, Scope};
+use super::{parse_duration, Expect, HeaderExpect, JsonCheck, JsonExpect, StatusMatch, TextCheck};
+use crate::config::diag::Ctx;
+use crate::config::raw::{OneOrMany, RawExpect, RawHeaderExpect, RawJsonExpect, RawStatus};
+
+pub(super) fn validate_expect(
+    raw: Option<&RawExpect>,
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    scope: &Scope,
+) -> Option<Expect> {
+    let default = RawExpect::default();
+    let raw = raw.unwrap_or(&default);
+    let before = ctx.error_count();
+    let status = validate_status(raw, ctx, at);
+    let max_latency = raw
+        .max_latency
+        .as_ref()
+        .and_then(|t| parse_duration(ctx, &format!("{at}.max_latency"), t));
+    let body_contains = (raw.body_contains.iter().enumerate())
+        .filter_map(|(i, t)| template(ctx, &format!("{at}.body_contains[{i}]"), t, scope))
+        .collect();
+    let body_not_contains = (raw.body_not_contains.iter().enumerate())
+        .filter_map(|(i, t)| template(ctx, &format!("{at}.body_not_contains[{i}]"), t, scope))
+        .collect();
+    let body_matches = (raw.body_matches.iter().enumerate())
+        .filter_map(|(i, r)| regex(ctx, &format!("{at}.body_matches[{i}]"), r))
+        .collect();
+    let json = (raw.json.iter().enumerate())
+        .filter_map(|(i, j)| validate_json(j, ctx, &format!("{at}.json[{i}]"), scope))
+        .collect();
+    let headers = (raw.headers.iter().enumerate())
+        .filter_map(|(i, h)| validate_header(h, ctx, &format!("{at}.headers[{i}]"), scope))
+        .collect();
+    if ctx.error_count() > before {
+        return None;
+    }
+    Some(Expect {
+        status,
+        max_latency,
+        body_contains,
+        body_not_contains,
+        body_matches,
+        json,
+        headers,
+        cert_valid_days: raw.cert_valid_days,
+    })
+}
+
+/// The accepted statuses (`2xx` when none is written).
+fn validate_status(raw: &RawExpect, ctx: &mut Ctx<'_>, at: &str) -> Vec<StatusMatch> {
+    let before = ctx.error_count();
+    let mut status = Vec::new();
+    let written = raw.status.clone().map(|s| s.into_vec()).unwrap_or_default();
+    for (i, s) in written.into_iter().enumerate() {
+        let field = match &raw.status {
+            Some(OneOrMany::Many(_)) => format!("{at}.status[{i}]"),
+            _ => format!("{at}.status"),
+        };
+        match s {
+            RawStatus::Code(c) if (100..=599).contains(&c) => status.push(StatusMatch::Code(c)),
+            RawStatus::Code(c) => {
+                ctx.error(&field, format!("{c} is not an HTTP status code (100–599)"))
+            }
+            RawStatus::Class(c) => match parse_class(&c) {
+                Some(m) => status.push(m),
+                None => ctx.error(
+                    &field,
+                    format!("{c:?} is not a status code or class; write 200 or \"2xx\" (1xx–5xx)"),
+                ),
+            },
+        }
+    }
+    if status.is_empty() && ctx.error_count() == before {
+        status.push(StatusMatch::Class(2));
+    }
+    status
+}
+
+/// One JSON check, written at `field` (`expect.json[i]`).
+fn validate_json(
+    j: &RawJsonExpect,
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    scope: &Scope,
+) -> Option<JsonExpect> {
+    let path = match JsonPath::parse(&j.path) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            ctx.error(
+                &format!("{field}.path"),
+                format!(
+                    "{:?} is not a JSON path ({e}); write RFC 9535 paths such as $.status or $.items[0].id",
+                    j.path
+                ),
+            );
+            None
+        }
+    };
+    let check = match (&j.equals, j.exists, &j.matches) {
+        (Some(Value::String(t)), None, None) => {
+            template(ctx, &format!("{field}.equals"), t, scope).map(JsonCheck::EqualsText)
+        }
+        (Some(v), None, None) => Some(JsonCheck::Equals(v.clone())),
+        (None, Some(e), None) => Some(JsonCheck::Exists(e)),
+        (None, None, Some(r)) => regex(ctx, &format!("{field}.matches"), r).map(JsonCheck::Matches),
+        _ => {
+            ctx.error(
+                field,
+                "a JSON check needs exactly one of `equals`, `exists`, `matches`",
+            );
+            None
+        }
+    };
+    Some(JsonExpect {
+        path_src: j.path.clone(),
+        path: path?,
+        check: check?,
+    })
+}
+
+/// One response header check, written at `field` (`expect.headers[i]`).
+fn validate_header(
+    h: &RawHeaderExpect,
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    scope: &Scope,
+) -> Option<HeaderExpect> {
+    let name = HeaderName::from_bytes(h.name.as_bytes()).ok();
+    if name.is_none() {
+        ctx.error(
+            &format!("{field}.name"),
+            format!("{:?} is not a valid header name", h.name),
+        );
+    }
+    let check = match (&h.equals, &h.matches) {
+        (Some(v), None) => {
+            template(ctx, &format!("{field}.equals"), v, scope).map(TextCheck::Equals)
+        }
+        (None, Some(r)) => regex(ctx, &format!("{field}.matches"), r).map(TextCheck::Matches),
+        _ => {
+            ctx.error(
+                field,
+                "a header check needs exactly one of `equals`, `matches`",
+            );
+            None
+        }
+    };
+    Some(HeaderExpect {
+        name: name?,
+        check: check?,
+    })
+}
+
+fn parse_class(text: &str) -> Option<StatusMatch> {
+    let t = text.trim();
+    if let Ok(code) = t.parse::<u16>() {
+        return (100..=599)
+            .contains(&code)
+            .then_some(StatusMatch::Code(code));
+    }
+    let b = t.as_bytes();
+    if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && b[1..].eq_ignore_ascii_case(b"xx") {
+        return Some(StatusMatch::Class(u16::from(b[0] - b'0')));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_parse_and_match() {
+        assert_eq!(parse_class("2xx"), Some(StatusMatch::Class(2)));
+        assert_eq!(parse_class("5XX"), Some(StatusMatch::Class(5)));
+        assert_eq!(parse_class("204"), Some(StatusMatch::Code(204)));
+        assert_eq!(parse_class("6xx"), None);
+        assert_eq!(parse_class("2x"), None);
+        assert!(StatusMatch::Class(2).matches(204));
+        assert!(!StatusMatch::Class(2).matches(301));
+    }
+}
