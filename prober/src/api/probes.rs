@@ -696,7 +696,7 @@ pub struct ReloadResult {
 pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, ApiError> {
     // Reading the probe files is blocking I/O: keep it off the async workers.
     let c = core.clone();
-    let result = tokio::task::spawn_blocking(move || c.reload("api"))
+    let result = tokio::task::spawn_blocking(move || c.reloader.reload("api"))
         .await
         .map_err(|e| ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
