@@ -32,7 +32,9 @@ pub use error::ApiError;
 pub use manual::ManualRuns;
 use openapi::Contract;
 
+use crate::alert::engine::AlertEngine;
 use crate::config::settings::Settings;
+use crate::results::LiveState;
 use crate::schedule::{Diff, Scheduler, SchedulerStats};
 use crate::store::audit::AuditLog;
 use crate::store::queue::ResultQueue;
@@ -40,8 +42,6 @@ use crate::store::writer::{StoreHealth, StoreState};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::reload::ReloadStatus;
-use crate::alert::engine::AlertEngine;
-use crate::results::LiveState;
 
 /// What the handlers read: the daemon's subsystems, each shared with the
 /// daemon that built them (the API owns none of them).

@@ -18,7 +18,9 @@ pub enum StartError {
     #[error("{0}")]
     Store(#[from] StoreError),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr}: {source}; pick another address with --listen or PROBER_LISTEN")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick another address with --listen or PROBER_LISTEN"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -6,18 +6,18 @@ mod history;
 mod latency;
 mod summary;
 
-pub use actions::{reload, run_now};
-pub use history::runs;
-pub use latency::latency;
-pub use summary::{detail, list};
 #[doc(hidden)]
 pub use actions::{__path_reload, __path_run_now};
+pub use actions::{reload, run_now};
 #[doc(hidden)]
 pub use history::__path_runs;
+pub use history::runs;
 #[doc(hidden)]
 pub use latency::__path_latency;
+pub use latency::latency;
 #[doc(hidden)]
 pub use summary::{__path_detail, __path_list};
+pub use summary::{detail, list};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -140,5 +140,4 @@ mod tests {
         // Already in milliseconds: unchanged.
         assert_eq!(detail_in_ms(new.clone()), new);
     }
-
 }

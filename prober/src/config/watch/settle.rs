@@ -94,5 +94,4 @@ mod tests {
         }
         assert_eq!(applied_at, Some(SETTLE_LIMIT));
     }
-
 }
