@@ -39,3 +39,22 @@ impl From<StartError> for String {
         e.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_probes_are_listed_one_a_line_then_what_to_do() {
+        let e = StartError::ProbesInvalid(vec![
+            "probes/a.yaml:1:1: probe \"a\": the probe has no schedule".into(),
+            "probes/b.yaml:4:9: probe \"b\": unknown field `urll`".into(),
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "probes/a.yaml:1:1: probe \"a\": the probe has no schedule\n\
+             probes/b.yaml:4:9: probe \"b\": unknown field `urll`\n\
+             refusing to start: fix the probe files above (`prober check` shows the same)"
+        );
+    }
+}

@@ -225,3 +225,29 @@ fn api_state(core: &Arc<Core>, metrics: Arc<Metrics>) -> AppState {
         metrics,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_listen_address_says_which_and_how_to_pick_another() {
+        let taken = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let Err(e) = bind(addr).await else {
+            panic!("{addr} was bound twice")
+        };
+        assert!(matches!(e, StartError::Bind { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: ")),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("; pick another address with --listen or PROBER_LISTEN"),
+            "{message}"
+        );
+    }
+}

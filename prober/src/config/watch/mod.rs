@@ -122,3 +122,66 @@ async fn watch_loop(
     // Dropping the debouncer stops its thread and the watcher.
     drop(watch);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system's temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir =
+                std::env::temp_dir().join(format!("prober-{name}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(path: &std::path::Path, text: &str) {
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_saves_yields_one_change_and_other_files_none() {
+        let dir = TempDir::new("watch");
+        let file = dir.0.join("a.yaml");
+        write(&file, "# empty\n");
+        let stop = CancellationToken::new();
+        let mut changes = spawn(vec![dir.0.clone()], stop.clone());
+        let none_within = |d: Duration| tokio::time::timeout(d, std::future::pending::<()>());
+        let _ = none_within(QUIET).await;
+
+        write(&dir.0.join("notes.txt"), "not a probe file");
+        write(&dir.0.join(".a.yaml.swp"), "an editor's");
+        let ignored = tokio::time::timeout(QUIET * 4, changes.recv()).await;
+        assert!(ignored.is_err(), "{ignored:?}");
+
+        // An editor saving in steps, then a few quick saves.
+        for i in 0..6 {
+            write(&file, &"#".repeat(i + 1));
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let changed = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await;
+        let Ok(Some(changed)) = changed else {
+            panic!("no change reported: {changed:?}");
+        };
+        assert!(changed.paths.contains(&file), "{changed:?}");
+        let again = tokio::time::timeout(QUIET * 4, changes.recv()).await;
+        assert!(again.is_err(), "one burst, one change: {again:?}");
+
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await;
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
+    }
+}

@@ -61,3 +61,41 @@ impl Metrics {
 pub fn respond(metrics: Arc<Metrics>) -> Response {
     stream::respond(metrics)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::notify::worker::NotifyStats;
+    use crate::telemetry::reload::ReloadStatus;
+
+    #[test]
+    fn collectors_read_their_subsystem_at_scrape_time_in_registration_order() {
+        let reload = Arc::new(ReloadStatus::default());
+        let notify = Arc::new(NotifyStats::default());
+        let mut metrics = Metrics::default();
+        metrics.register(reload::ReloadCollector(reload.clone()));
+        metrics.register(notify::NotifyCollector(notify.clone()));
+        // Changed after registration: the scrape sees the subsystem as it is now.
+        reload.update(|s| {
+            s.failed_total = 2;
+            s.errors = vec!["probes/a.yaml:1:1: bad".into()];
+        });
+        notify.given_up.store(3, Ordering::Relaxed);
+        let mut page = String::new();
+        metrics.encode(&mut page).unwrap_or_else(|e| panic!("{e}"));
+        let lines: Vec<&str> = page.lines().collect();
+        let at = |line: &str| {
+            (lines.iter().position(|l| *l == line)).unwrap_or_else(|| panic!("{line}\n{page}"))
+        };
+        let reloads = at("# TYPE prober_reloads_total counter");
+        assert!(at("prober_reloads_total{result=\"failure\"} 2") > reloads);
+        assert!(at("prober_reload_errors 1") > reloads);
+        // No success yet: no timestamp series.
+        assert!(!page.contains("prober_config_last_reload_success_timestamp"));
+        let notifications = at("# TYPE prober_notifications_total counter");
+        assert!(notifications > reloads, "registration order is page order");
+        assert!(at("prober_notifications_total{outcome=\"given_up\"} 3") > notifications);
+    }
+}
