@@ -6,8 +6,8 @@
 //! is false (and the audit log always needs `admin`); `POST …/probes/{name}/run`
 //! needs `run`; every other method — reload, silences, and any write endpoint to
 //! come — needs `admin`, so a new write route is protected without a line here.
-//! Tokens are compared as SHA-256 digests, in constant time, against every
-//! configured token. With no token configured a protected request is refused
+//! Tokens are compared as SHA-256 digests, in constant time (`subtle`), against
+//! every configured token. With no token configured a protected request is refused
 //! (403) with how to set one: never open by default.
 
 use std::net::SocketAddr;
@@ -18,10 +18,11 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::config::access::{digest, digests_equal, NamedToken, Scope, LEGACY_TOKEN_NAME};
+use crate::config::access::{digest, NamedToken, Scope, LEGACY_TOKEN_NAME};
 use crate::config::settings::Settings;
 use crate::store::audit::AuditEntry;
 
@@ -126,7 +127,8 @@ pub fn authorize(
     // Compare with every token (no early exit), digest against digest.
     let mut found: Option<&NamedToken> = None;
     for t in &all {
-        if digests_equal(&t.sha256, &d) && found.is_none() {
+        let equal: bool = t.sha256.ct_eq(&d).into();
+        if equal && found.is_none() {
             found = Some(t);
         }
     }

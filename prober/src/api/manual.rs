@@ -3,9 +3,10 @@
 //! requests makes one run; the rest answer 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,10 +30,7 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut slots = match self.slots.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut slots = self.slots.lock();
         if let Some(s) = slots.get_mut(&self.name) {
             s.in_flight = false;
         }
@@ -51,10 +49,7 @@ pub enum Busy {
 impl ManualRuns {
     /// Admits a run of `name` at `now`, or says why not.
     pub fn admit(&self, name: &str, min_interval: Duration, now: Instant) -> Result<Permit, Busy> {
-        let mut slots = match self.slots.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut slots = self.slots.lock();
         let slot = slots.entry(name.to_string()).or_default();
         if slot.in_flight {
             return Err(Busy::InFlight);

@@ -32,11 +32,49 @@ pub use error::ApiError;
 pub use manual::ManualRuns;
 use openapi::Contract;
 
-use crate::daemon::Core;
-use crate::store::writer::StoreState;
+use crate::alert::engine::AlertEngine;
+use crate::config::settings::Settings;
+use crate::results::LiveState;
+use crate::schedule::{Diff, Scheduler, SchedulerStats};
+use crate::store::audit::AuditLog;
+use crate::store::queue::ResultQueue;
+use crate::store::writer::{StoreHealth, StoreState};
+use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::reload::ReloadStatus;
 
-/// What the handlers read.
-pub type AppState = Arc<Core>;
+/// What the handlers read: the daemon's subsystems, each shared with the
+/// daemon that built them (the API owns none of them).
+pub struct ApiState {
+    pub settings: Arc<Settings>,
+    pub scheduler: Arc<Scheduler>,
+    pub live: Arc<LiveState>,
+    pub queue: Arc<ResultQueue>,
+    pub store: Store,
+    pub store_health: Arc<StoreHealth>,
+    pub scheduler_stats: Arc<SchedulerStats>,
+    pub alerts: Arc<AlertEngine>,
+    /// Write requests, on their way to the audit log.
+    pub audit: AuditLog,
+    /// One API run in flight per probe, and `api.run_min_interval` between two.
+    pub manual_runs: ManualRuns,
+    /// `POST /api/v1/reload`: the daemon's reload.
+    pub reloader: Arc<dyn Reloader>,
+    /// The outcome of the last reload, for `/readyz`.
+    pub reload_status: Arc<ReloadStatus>,
+    /// The collectors `/metrics` encodes.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the handlers get, cheap to clone.
+pub type AppState = Arc<ApiState>;
+
+/// Reloads the probe files now, as the daemon does on SIGHUP or a file change.
+pub trait Reloader: Send + Sync {
+    /// Applies a valid probe set as a diff; an invalid one changes nothing and
+    /// comes back as its problems, each with file:line. Blocking: reads files.
+    fn reload(&self, trigger: &str) -> Result<Diff, Vec<String>>;
+}
 
 /// The OpenAPI document, generated from the handlers' types.
 #[derive(OpenApi)]
@@ -75,7 +113,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::telemetry::metrics::handler))
+        .route("/metrics", get(metrics))
         .route("/api/v1/probes", get(probes::list))
         .route("/api/v1/probes/{name}", get(probes::detail))
         .route("/api/v1/probes/{name}/runs", get(probes::runs))
@@ -104,17 +142,6 @@ pub fn app(state: AppState) -> Router {
     contract::layers(routes.with_state(state))
 }
 
-/// Binds `addr`; returns the bound address (port 0 picks one) and the listener.
-pub async fn bind(addr: SocketAddr) -> Result<(SocketAddr, TcpListener), String> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        format!("cannot listen on {addr}: {e}; pick another address with --listen or PROBER_LISTEN")
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    Ok((bound, listener))
-}
-
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationToken) {
     // The peer address reaches the handlers (and the audit log) as `ConnectInfo`.
@@ -132,6 +159,11 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationTok
     responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// The Prometheus page (documented in [`openapi::metrics`]).
+async fn metrics(State(core): State<AppState>) -> Response {
+    crate::telemetry::metrics::respond(core.metrics.clone())
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -153,7 +185,7 @@ async fn not_found() -> ApiError {
 async fn readyz(State(core): State<AppState>) -> Response {
     let store = core.store_health.state();
     let probes = core.scheduler.probes().len();
-    let reload = core.reload_state();
+    let reload = core.reload_status.get();
     let status = match (&store, reload.errors.is_empty()) {
         (StoreState::Ok, true) => "ready",
         _ => "degraded",

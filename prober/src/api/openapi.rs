@@ -141,7 +141,7 @@ fn complete(op: &mut Operation, path: &str, scope: Option<crate::config::access:
     }
 }
 
-/// `/metrics`, for the document only (the handler is `telemetry::metrics::handler`).
+/// `/metrics`, for the document only (the handler is `api::metrics`, over `telemetry::metrics::respond`).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format 0.0.4: per-probe counters, histograms and the daemon's own series.", content_type = "text/plain", body = String)))]
 #[allow(dead_code)]

@@ -26,7 +26,7 @@ pub fn run(settings: SettingsArgs, args: DemoArgs) -> ExitCode {
             crate::daemon::shutdown_signal().await;
             Ok(())
         } else {
-            crate::daemon::run(s).await
+            crate::daemon::run(s).await.map_err(String::from)
         };
         targets.shutdown().await;
         result

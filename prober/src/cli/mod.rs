@@ -113,9 +113,9 @@ pub fn main() -> ExitCode {
     };
     telemetry::init(cli.log_format, level);
     match cli.command {
-        Command::Run { settings } => {
-            with_runtime(settings, |s| async move { crate::daemon::run(s).await })
-        }
+        Command::Run { settings } => with_runtime(settings, |s| async move {
+            crate::daemon::run(s).await.map_err(String::from)
+        }),
         Command::Demo { settings, demo } => demo::run(settings, demo),
         Command::Migrate { settings } => with_runtime(settings, |s| async move {
             crate::store::Store::create_database_if_missing(&s.database_url)

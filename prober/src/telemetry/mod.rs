@@ -1,6 +1,9 @@
-//! Logging setup, in one place: `tracing` to stderr, filtered by `RUST_LOG`.
+//! Observability, in one place: logging setup (`tracing` to stderr, filtered
+//! by `RUST_LOG`), the `/metrics` exposition built from per-subsystem
+//! collectors, and the reload status that `/readyz` and `/metrics` report.
 
 pub mod metrics;
+pub mod reload;
 
 use std::io::IsTerminal;
 

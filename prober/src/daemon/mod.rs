@@ -1,0 +1,172 @@
+//! `prober run`: load the probes, start the store writer, the HTTP server and
+//! the scheduler, and shut down cleanly on SIGTERM/SIGINT: stop scheduling,
+//! let runs in flight finish (up to the grace period), flush every result.
+//!
+//! The daemon owns what its parts share ([`Core`]) and is the only module
+//! that changes it: [`start`] builds the subsystems and hands the API and the
+//! metrics collectors their handles; [`reload`] applies the probe files again
+//! (on SIGHUP, a file change or `POST /api/v1/reload`).
+
+mod error;
+pub mod reload;
+mod start;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+pub use error::StartError;
+
+use crate::alert::engine::AlertEngine;
+use crate::config::load_paths;
+use crate::config::settings::Settings;
+use crate::config::Probe;
+use crate::notify::worker::{NotifyStats, Receivers};
+use crate::probe::Runner;
+use crate::results::LiveState;
+use crate::schedule::{Executor, Scheduler, SchedulerStats};
+use crate::store::audit::AuditLog;
+use crate::store::queue::ResultQueue;
+use crate::store::writer::StoreHealth;
+use crate::store::Store;
+use crate::telemetry::reload::{ReloadState, ReloadStatus};
+
+/// How long the final flush may wait for Postgres at shutdown.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the daemon's parts share: the API and the metrics read it (through
+/// handles the daemon gives them), reloads change it.
+pub struct Core {
+    pub settings: Arc<Settings>,
+    pub scheduler: Arc<Scheduler>,
+    pub live: Arc<LiveState>,
+    pub queue: Arc<ResultQueue>,
+    pub store: Store,
+    pub store_health: Arc<StoreHealth>,
+    pub scheduler_stats: Arc<SchedulerStats>,
+    /// The outcome of the last reload.
+    pub reload: Arc<ReloadStatus>,
+    pub started_at: DateTime<Utc>,
+    pub alerts: Arc<AlertEngine>,
+    pub notify_stats: Arc<NotifyStats>,
+    /// The receivers the notification worker sends to (replaced on reload).
+    pub receivers: Receivers,
+    /// Write requests and configuration changes, on their way to the audit log.
+    pub audit: AuditLog,
+}
+
+impl Core {
+    /// A copy of the outcome of the last reload.
+    pub fn reload_state(&self) -> ReloadState {
+        self.reload.get()
+    }
+}
+
+/// A running daemon's handles, for tests and the benchmark.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub core: Arc<Core>,
+    pub live: Arc<LiveState>,
+    pub queue: Arc<ResultQueue>,
+    pub store_health: Arc<StoreHealth>,
+    pub scheduler_stats: Arc<SchedulerStats>,
+    writer: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
+    drain: CancellationToken,
+    stop: CancellationToken,
+    grace: Duration,
+}
+
+/// Loads probes or returns every problem, each with file:line.
+pub fn load_probes(settings: &Settings) -> Result<Vec<Probe>, StartError> {
+    let report = load_paths(&settings.probes);
+    for w in report.warnings() {
+        tracing::warn!("{w}");
+    }
+    if !report.is_ok() {
+        let lines: Vec<String> = report.errors().map(ToString::to_string).collect();
+        return Err(StartError::ProbesInvalid(lines));
+    }
+    if report.probes.is_empty() {
+        tracing::warn!(paths = ?settings.probes, "no probes defined; the daemon idles until some are added");
+    }
+    Ok(report.probes)
+}
+
+/// The production executor.
+pub fn http_executor() -> Result<Executor, StartError> {
+    let runner = Arc::new(Runner::new().map_err(StartError::Runner)?);
+    Ok(Arc::new(move |p: Arc<Probe>| {
+        let runner = runner.clone();
+        Box::pin(async move { runner.run(&p).await })
+    }))
+}
+
+impl Daemon {
+    /// Stops scheduling, waits for runs in flight, flushes the queue, stops the server.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: no new runs; waiting for runs in flight");
+        let unfinished = self.core.scheduler.shutdown(self.grace).await;
+        self.drain.cancel();
+        let mut writer = self.writer;
+        if tokio::time::timeout(DRAIN_LIMIT, &mut writer)
+            .await
+            .is_err()
+        {
+            self.stop.cancel();
+            let _ = writer.await;
+        }
+        let lost = self.queue.len();
+        if lost > 0 {
+            tracing::error!(
+                results = lost,
+                "Postgres did not come back within the shutdown limit: these results are lost"
+            );
+        }
+        self.stop.cancel();
+        let _ = self.server.await;
+        let _ = self.notifier.await;
+        tracing::info!(
+            written = self.store_health.runs_written.load(Ordering::Relaxed),
+            unfinished_runs = unfinished,
+            unwritten_results = lost,
+            "prober stopped"
+        );
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    let probes = load_probes(&settings)?;
+    let daemon = Daemon::start(&settings, probes, http_executor()?).await?;
+    shutdown_signal().await;
+    daemon.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

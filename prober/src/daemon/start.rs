@@ -1,0 +1,253 @@
+//! Starting the daemon: the store writer, the alert engine, the notifier, the
+//! scheduler, the metrics collectors, the HTTP server and the reload triggers,
+//! in that order; returns once the HTTP server is bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{reload, Core, Daemon, StartError};
+use crate::alert::engine::{AlertEngine, EngineSettings};
+use crate::api::{self, ApiState, AppState, ManualRuns};
+use crate::config::settings::Settings;
+use crate::config::Probe;
+use crate::notify::worker::{self as notify_worker, NotifyStats};
+use crate::results::LiveState;
+use crate::schedule::{Clock, Executor, Limits, Scheduler, SchedulerStats};
+use crate::store::audit::AuditLog;
+use crate::store::queue::ResultQueue;
+use crate::store::writer::{self, StoreHealth, WriterConfig};
+use crate::store::{redact_url, Store};
+use crate::telemetry::metrics::{
+    alerts::AlertCollector, notify::NotifyCollector, probes::ProbeCollector,
+    process::ProcessCollector, reload::ReloadCollector, scheduler::SchedulerCollector,
+    store::StoreCollector, Metrics,
+};
+use crate::telemetry::reload::ReloadStatus;
+
+/// The store and what writes to it, started first so results have somewhere to go.
+struct Storage {
+    store: Store,
+    queue: Arc<ResultQueue>,
+    health: Arc<StoreHealth>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Starts everything; returns once the HTTP server is bound.
+    pub async fn start(
+        settings: &Settings,
+        probes: Vec<Probe>,
+        exec: Executor,
+    ) -> Result<Daemon, StartError> {
+        let drain = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let storage = start_storage(settings, &drain, &stop)?;
+        let (addr, listener) = bind(settings.listen).await?;
+        tracing::info!(
+            probes = probes.len(),
+            %addr,
+            location = %settings.location,
+            database = %redact_url(&settings.database_url),
+            "prober started"
+        );
+        let (core, notifier) = start_core(settings, probes, exec, &storage, &stop);
+        let state = api_state(&core, Arc::new(metrics(&core)));
+        let server = tokio::spawn(api::serve(listener, state, stop.clone()));
+        reload::spawn_triggers(core.clone(), stop.clone());
+        Ok(Daemon {
+            addr,
+            live: core.live.clone(),
+            queue: core.queue.clone(),
+            store_health: core.store_health.clone(),
+            scheduler_stats: core.scheduler_stats.clone(),
+            core,
+            writer: storage.writer,
+            server,
+            notifier,
+            drain,
+            stop,
+            grace: settings.shutdown_grace,
+        })
+    }
+}
+
+/// The store, its result queue and the writer task.
+fn start_storage(
+    settings: &Settings,
+    drain: &CancellationToken,
+    stop: &CancellationToken,
+) -> Result<Storage, StartError> {
+    let store = Store::new(&settings.database_url, &settings.location)?
+        .with_api_runs_counted(settings.api.manual_runs_count);
+    let queue = Arc::new(ResultQueue::new(settings.queue_capacity));
+    let health = Arc::new(StoreHealth::default());
+    let writer = tokio::spawn(writer::run(
+        store.clone(),
+        queue.clone(),
+        health.clone(),
+        WriterConfig {
+            database_url: settings.database_url.clone(),
+            migrate: settings.migrate,
+            batch_size: settings.batch_size,
+            flush_interval: settings.flush_interval,
+            retention: settings.retention.clone(),
+        },
+        drain.clone(),
+        stop.clone(),
+    ));
+    Ok(Storage {
+        store,
+        queue,
+        health,
+        writer,
+    })
+}
+
+/// Binds `addr`; returns the bound address (port 0 picks one) and the listener.
+async fn bind(addr: SocketAddr) -> Result<(SocketAddr, TcpListener), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(StartError::BoundAddress)?;
+    Ok((bound, listener))
+}
+
+/// The alert engine, the notifier, the scheduler and the audit log, wired
+/// together into the [`Core`]; also returns the notifier's task.
+fn start_core(
+    settings: &Settings,
+    probes: Vec<Probe>,
+    exec: Executor,
+    storage: &Storage,
+    stop: &CancellationToken,
+) -> (Arc<Core>, tokio::task::JoinHandle<()>) {
+    let Storage {
+        store,
+        queue,
+        health,
+        ..
+    } = storage;
+    let live = Arc::new(LiveState::new(settings.recent_runs));
+    let stats = Arc::new(SchedulerStats::default());
+    let alerts = AlertEngine::start(
+        store.clone(),
+        EngineSettings::from_settings(settings),
+        &probes,
+        health.clone(),
+        stop.clone(),
+    );
+    let notify_stats = Arc::new(NotifyStats::default());
+    let receivers = notify_worker::receivers(settings.receivers.clone());
+    let notifier = notify_worker::start(
+        store.clone(),
+        receivers.clone(),
+        notify_stats.clone(),
+        health.clone(),
+        stop.clone(),
+    );
+    let scheduler = Scheduler::start(
+        probes,
+        exec,
+        live.clone(),
+        queue.clone(),
+        Clock::system(),
+        Limits {
+            global: settings.max_concurrency,
+            per_host: settings.max_per_host,
+        },
+        stats.clone(),
+    );
+    let audit = AuditLog::start(store.clone(), health.clone(), stop.clone());
+    scheduler.count_api_runs(settings.api.manual_runs_count);
+    let hook = alerts.clone();
+    scheduler.on_run(Arc::new(move |r| hook.submit(r)));
+    let core = Arc::new(Core {
+        settings: Arc::new(settings.clone()),
+        scheduler: Arc::new(scheduler),
+        live,
+        queue: queue.clone(),
+        store: store.clone(),
+        store_health: health.clone(),
+        scheduler_stats: stats,
+        reload: Arc::new(ReloadStatus::loaded_at(Utc::now())),
+        started_at: Utc::now(),
+        alerts,
+        notify_stats,
+        receivers,
+        audit,
+    });
+    (core, notifier)
+}
+
+/// One collector per subsystem, in the order of the page.
+fn metrics(core: &Core) -> Metrics {
+    let mut m = Metrics::default();
+    m.register(ProbeCollector::new(
+        core.scheduler.clone(),
+        core.live.clone(),
+        core.settings.metrics_labels.clone(),
+    ));
+    m.register(SchedulerCollector(core.scheduler_stats.clone()));
+    m.register(StoreCollector {
+        queue: core.queue.clone(),
+        audit: core.audit.clone(),
+        health: core.store_health.clone(),
+    });
+    m.register(ReloadCollector(core.reload.clone()));
+    m.register(AlertCollector(core.alerts.clone()));
+    m.register(NotifyCollector(core.notify_stats.clone()));
+    m.register(ProcessCollector {
+        scheduler: core.scheduler.clone(),
+        started_at: core.started_at,
+    });
+    m
+}
+
+/// The API's handles on the subsystems; `POST /api/v1/reload` calls back into [`Core`].
+fn api_state(core: &Arc<Core>, metrics: Arc<Metrics>) -> AppState {
+    Arc::new(ApiState {
+        settings: core.settings.clone(),
+        scheduler: core.scheduler.clone(),
+        live: core.live.clone(),
+        queue: core.queue.clone(),
+        store: core.store.clone(),
+        store_health: core.store_health.clone(),
+        scheduler_stats: core.scheduler_stats.clone(),
+        alerts: core.alerts.clone(),
+        audit: core.audit.clone(),
+        manual_runs: ManualRuns::default(),
+        reloader: core.clone(),
+        reload_status: core.reload.clone(),
+        metrics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_listen_address_says_which_and_how_to_pick_another() {
+        let taken = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let Err(e) = bind(addr).await else {
+            panic!("{addr} was bound twice")
+        };
+        assert!(matches!(e, StartError::Bind { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: ")),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("; pick another address with --listen or PROBER_LISTEN"),
+            "{message}"
+        );
+    }
+}
