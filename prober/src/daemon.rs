@@ -40,7 +40,7 @@ pub struct Core {
     pub alerts: Arc<crate::alert::engine::AlertEngine>,
     pub notify_stats: Arc<crate::notify::worker::NotifyStats>,
     /// The receivers the notification worker sends to (replaced on reload).
-    pub receivers: crate::notify::worker::Receivers,
+    pub receivers: crate::notify::Receivers,
     /// Write requests and configuration changes, on their way to `audit_log`.
     pub audit: crate::store::audit::AuditLog,
     /// One API run in flight per probe, and `api.run_min_interval` between two.
@@ -111,9 +111,8 @@ impl Core {
             // Alerting only: the rest (database, listen address, limits) needs a restart.
             self.alerts
                 .set_settings(EngineSettings::from_settings(&new));
-            if let Ok(mut r) = self.receivers.write() {
-                *r = Arc::new(new.receivers.clone());
-            }
+            self.receivers
+                .set(crate::notify::Routing::from_settings(&new));
             tracing::info!(
                 receivers = new.receivers.len(),
                 silences = new.silences.len(),
@@ -271,15 +270,17 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
+        let receivers =
+            crate::notify::Receivers::new(crate::notify::Routing::from_settings(settings));
         let alerts = crate::alert::engine::AlertEngine::start(
             store.clone(),
             crate::alert::engine::EngineSettings::from_settings(settings),
             &probes,
+            Arc::new(crate::notify::outbox::Outbox::new(receivers.clone())),
             health.clone(),
             stop.clone(),
         );
         let notify_stats = Arc::new(crate::notify::worker::NotifyStats::default());
-        let receivers = crate::notify::worker::receivers(settings.receivers.clone());
         let notifier = crate::notify::worker::start(
             store.clone(),
             receivers.clone(),
