@@ -111,8 +111,7 @@ impl Core {
             // Alerting only: the rest (database, listen address, limits) needs a restart.
             self.alerts
                 .set_settings(EngineSettings::from_settings(&new));
-            self.receivers
-                .set(crate::notify::Routing::from_settings(&new));
+            self.receivers.reload(&new);
             tracing::info!(
                 receivers = new.receivers.len(),
                 silences = new.silences.len(),
@@ -270,8 +269,7 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let receivers =
-            crate::notify::Receivers::new(crate::notify::Routing::from_settings(settings));
+        let receivers = crate::notify::Receivers::from_settings(settings);
         let alerts = crate::alert::engine::AlertEngine::start(
             store.clone(),
             crate::alert::engine::EngineSettings::from_settings(settings),

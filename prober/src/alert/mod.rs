@@ -7,6 +7,13 @@
 //! burn-rate rules `slo_page`/`slo_ticket` are evaluated periodically from
 //! Postgres across all locations, by the one replica holding the evaluator
 //! lock. Silences and `depends_on` hold back notifications, never state.
+//!
+//! Layout: the rules are pure functions (`rules.rs`, `burn.rs`) of inputs
+//! and the policy (configuration: [`crate::config::policy`]); this file is
+//! the state machine; `engine/` runs it; `persist.rs` is alerting's SQL;
+//! `change.rs` is what a change owes on-call. Alerting knows nothing of
+//! receivers: notify implements [`NoticeWriter`] and imports alert, never
+//! the other way.
 
 pub mod burn;
 pub mod change;

@@ -1,6 +1,6 @@
 //! Alert state, history and silences in Postgres, and the reads of the
 //! periodic rules: alerting's own SQL, over the store's pool. Errors keep
-//! the store's classification ([`crate::store::err`]).
+//! the store's classification (`crate::store::err`).
 
 use std::collections::HashMap;
 

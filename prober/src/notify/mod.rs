@@ -49,6 +49,16 @@ impl Receivers {
         Receivers(Arc::new(RwLock::new(Arc::new(routing))))
     }
 
+    /// The routing of these settings.
+    pub fn from_settings(s: &Settings) -> Receivers {
+        Receivers::new(Routing::from_settings(s))
+    }
+
+    /// Replaces the routing with that of reloaded settings.
+    pub fn reload(&self, s: &Settings) {
+        self.set(Routing::from_settings(s));
+    }
+
     /// The routing now in force (a snapshot: a reload does not change it).
     pub fn get(&self) -> Arc<Routing> {
         self.0.read().clone()

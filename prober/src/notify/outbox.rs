@@ -2,7 +2,7 @@
 //! transaction that saves an alert change ([`Outbox`], alerting's
 //! [`NoticeWriter`]), then claimed, sent and settled by the delivery worker.
 //! Notify's own SQL, over the store's pool; errors keep the store's
-//! classification ([`crate::store::err`]).
+//! classification (`crate::store::err`).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -303,5 +303,72 @@ impl NoticeWriter for Outbox {
     ) -> WriteFuture<'a> {
         let notes = self.notifications(alert, notice);
         Box::pin(async move { insert(tx, &alert.key, &notes).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{ProbeInfo, Severity, State};
+    use crate::config::receivers::{Receiver, ReceiverKind};
+    use crate::notify::Routing;
+    use std::sync::Arc;
+
+    fn receiver(name: &str, labels: &[(&str, &str)]) -> Receiver {
+        Receiver {
+            name: name.into(),
+            kind: ReceiverKind::Webhook,
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: None,
+            routing_key: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_notice_becomes_one_notification_per_routed_receiver_with_the_reloaded_link() {
+        let routing = Receivers::new(Routing {
+            receivers: vec![
+                receiver("all", &[]),
+                receiver("pay", &[("team", "pay")]),
+                receiver("web", &[("team", "web")]),
+            ],
+            dashboard_url: Some("https://grafana.example/d/x?probe={probe}".into()),
+        });
+        let outbox = Outbox::new(routing.clone());
+        let at = chrono::Utc::now();
+        let mut a = Alert::new("checkout", "failing", "eu", Severity::Page, at);
+        a.state = State::Firing;
+        a.fired_at = Some(at);
+        let notice = Notice {
+            event: Event::Trigger,
+            reason: "3 consecutive failed runs".into(),
+            probe: Arc::new(ProbeInfo {
+                labels: [("team".to_string(), "pay".to_string())].into(),
+                ..ProbeInfo::default()
+            }),
+        };
+
+        let notes = outbox.notifications(&a, &notice);
+
+        let names: Vec<&str> = notes.iter().map(|n| n.receiver.as_str()).collect();
+        assert_eq!(names, ["all", "pay"]);
+        let n = &notes[0];
+        assert_eq!(
+            (n.event, n.dedup_key.as_str()),
+            (Event::Trigger, super::super::dedup_key(&a).as_str())
+        );
+        assert_eq!(n.payload["reason"], "3 consecutive failed runs");
+        assert_eq!(
+            n.payload["dashboard_url"],
+            "https://grafana.example/d/x?probe=checkout"
+        );
+
+        // A reload changes where the next notice goes.
+        routing.set(Routing::default());
+        assert!(outbox.notifications(&a, &notice).is_empty());
     }
 }
