@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{Severity, SloRule};
+use crate::config::policy::{Severity, SloRule};
 
 /// The period of the objective.
 pub const SLO_PERIOD: Duration = Duration::from_secs(30 * 86_400);

@@ -7,16 +7,29 @@
 //! burn-rate rules `slo_page`/`slo_ticket` are evaluated periodically from
 //! Postgres across all locations, by the one replica holding the evaluator
 //! lock. Silences and `depends_on` hold back notifications, never state.
+//!
+//! Layout: the rules are pure functions (`rules.rs`, `burn.rs`) of inputs
+//! and the policy (configuration: [`crate::config::policy`]); this file is
+//! the state machine; `engine/` runs it; `persist.rs` is alerting's SQL;
+//! `change.rs` is what a change owes on-call. Alerting knows nothing of
+//! receivers: notify implements [`NoticeWriter`] and imports alert, never
+//! the other way.
 
 pub mod burn;
+pub mod change;
 pub mod engine;
+pub mod persist;
+pub mod rules;
 pub mod silence;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::config::policy::{Policy, Severity};
 use crate::run::ProbeError;
+pub use change::{Change, Event, LastFailure, Notice, NoticeWriter, ProbeInfo};
+pub use rules::Verdict;
 
 /// The states of an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -49,91 +62,6 @@ impl State {
     }
 }
 
-/// `page` wakes someone; `ticket` waits for working hours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Page,
-    Ticket,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Page => "page",
-            Severity::Ticket => "ticket",
-        }
-    }
-}
-
-/// A probe's alerting rules: when each fires and resolves.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
-    pub enabled: bool,
-    /// `failing`: consecutive failed runs that fire.
-    pub failures_to_fire: u32,
-    /// `failing`: consecutive successful runs that resolve.
-    pub successes_to_resolve: u32,
-    /// Severity of `failing`.
-    pub severity: Severity,
-    /// `latency`: a quantile over a window above a threshold.
-    pub latency: Option<LatencyRule>,
-    /// `slo_page`/`slo_ticket`: availability objective and burn-rate pairs.
-    pub slo: Option<SloRule>,
-    /// `cert_expiry` (ticket): fires when a run sees a certificate with fewer days left; 0 = off.
-    pub cert_expiry_days: u32,
-    /// `failing` pages only when this many locations fail at once (k of n). With
-    /// more than 1, each location's `failing` alert is recorded without notifying,
-    /// and `<probe>/failing/all` notifies.
-    pub min_locations: u32,
-}
-
-/// Fires when the quantile of the total latency over the last `over` exceeds `above`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LatencyRule {
-    /// 0 < quantile < 1, e.g. 0.99.
-    pub quantile: f64,
-    pub above: std::time::Duration,
-    /// The window, whole minutes (the bins' step).
-    pub over: std::time::Duration,
-    pub severity: Severity,
-}
-
-/// An availability objective over 30 days, alerted on by burn rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SloRule {
-    /// The objective as a fraction, e.g. 0.999.
-    pub objective: f64,
-    /// Failed runs the long window of a pair must hold before it can fire,
-    /// so a single failure at a low probe rate cannot page.
-    pub min_failures: u32,
-}
-
-/// Days before expiry at which `cert_expiry` fires when nothing else is set.
-pub const DEFAULT_CERT_EXPIRY_DAYS: u32 = 14;
-/// Failed runs a burn-rate window needs before it fires when nothing else is set.
-pub const DEFAULT_SLO_MIN_FAILURES: u32 = 5;
-
-/// Consecutive failures that fire an alert when nothing else is set.
-pub const DEFAULT_FAILURES_TO_FIRE: u32 = 3;
-/// Consecutive successes that resolve it.
-pub const DEFAULT_SUCCESSES_TO_RESOLVE: u32 = 2;
-
-impl Default for Policy {
-    fn default() -> Policy {
-        Policy {
-            enabled: true,
-            failures_to_fire: DEFAULT_FAILURES_TO_FIRE,
-            successes_to_resolve: DEFAULT_SUCCESSES_TO_RESOLVE,
-            severity: Severity::Page,
-            latency: None,
-            slo: None,
-            cert_expiry_days: DEFAULT_CERT_EXPIRY_DAYS,
-            min_locations: 1,
-        }
-    }
-}
-
 /// One alert: a rule of a probe at a location.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Alert {
@@ -155,7 +83,7 @@ pub struct Alert {
     pub failed_runs: u32,
     /// The incident's last failed run.
     /// Boxed: ~0.3 KiB that only an alert with a failure holds.
-    pub last_failure: Option<Box<crate::notify::LastFailure>>,
+    pub last_failure: Option<Box<LastFailure>>,
     /// Whether a trigger was recorded for the current incident (a resolve follows only then).
     pub notified: bool,
     /// Why the trigger is held back (a silence, a firing upstream); it is sent when that ends.
@@ -204,53 +132,39 @@ impl Alert {
         }
     }
 
-    /// Takes one run into account for the `failing` rule; returns the
-    /// transition it caused, if any.
-    pub fn observe(
-        &mut self,
-        error: Option<&ProbeError>,
-        at: DateTime<Utc>,
-        policy: &Policy,
-    ) -> Option<Transition> {
-        self.severity = policy.severity;
-        if let Some(e) = error {
-            self.last_error = Some(e.clone());
-        }
-        let fire = policy.failures_to_fire;
-        let resolve = policy.successes_to_resolve;
-        let to = self.next_state(error.is_some(), fire, resolve)?;
-        let reason = match (to, error) {
+    /// Takes one run's [`rules::failing`] verdict into account (its
+    /// thresholds are the policy's consecutive counts); returns the
+    /// transition it caused, if any. The reason counts the runs.
+    pub fn observe(&mut self, v: &Verdict, at: DateTime<Utc>) -> Option<Transition> {
+        self.severity = v.severity;
+        let (fire, resolve) = v.thresholds;
+        let to = self.next_state(v.bad.is_some(), fire, resolve)?;
+        let reason = match (to, &v.bad) {
             (State::Firing, Some(e)) => format!(
-                "{} consecutive failed runs; last: {}: {}",
-                self.consecutive_failures, e.class, e.message
+                "{} consecutive failed runs; last: {e}",
+                self.consecutive_failures
             ),
-            (State::Pending, Some(e)) => format!("a failed run ({}: {})", e.class, e.message),
+            (State::Pending, Some(e)) => format!("a failed run ({e})"),
             (State::Resolved, _) => {
                 format!("{} consecutive successful runs", self.consecutive_successes)
             }
             (State::Ok, _) => "recovered before firing".to_string(),
             _ => String::new(),
         };
-        Some(self.enter(to, at, policy.severity, reason))
+        Some(self.enter(to, at, v.severity, reason))
     }
 
-    /// Takes one evaluation of a condition into account (`bad` holds the
-    /// reason when it is met): fires after `fire` bad evaluations in a row,
-    /// resolves after `resolve` good ones.
-    pub fn evaluate(
-        &mut self,
-        bad: Option<&str>,
-        good_reason: &str,
-        at: DateTime<Utc>,
-        severity: Severity,
-        (fire, resolve): (u32, u32),
-    ) -> Option<Transition> {
-        let to = self.next_state(bad.is_some(), fire, resolve)?;
-        let reason = match (to, bad) {
-            (State::Firing | State::Pending, Some(r)) => r.to_string(),
-            _ => good_reason.to_string(),
+    /// Takes one evaluation of a condition into account: fires after
+    /// `v.thresholds.0` bad verdicts in a row, resolves after `.1` good ones;
+    /// the transition's reason is the verdict's.
+    pub fn evaluate(&mut self, v: &Verdict, at: DateTime<Utc>) -> Option<Transition> {
+        let (fire, resolve) = v.thresholds;
+        let to = self.next_state(v.bad.is_some(), fire, resolve)?;
+        let reason = match (to, &v.bad) {
+            (State::Firing | State::Pending, Some(r)) => r.clone(),
+            _ => v.good.clone(),
         };
-        Some(self.enter(to, at, severity, reason))
+        Some(self.enter(to, at, v.severity, reason))
     }
 
     /// Counts one observation; returns the state it leads to, if it changes.
@@ -328,7 +242,7 @@ mod tests {
         let e = err();
         fails
             .iter()
-            .filter_map(|f| a.observe(f.then_some(&e), Utc::now(), &p))
+            .filter_map(|f| a.observe(&rules::failing(f.then_some(&e), &p), Utc::now()))
             .map(|t| (t.from, t.to))
             .collect()
     }

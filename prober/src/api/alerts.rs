@@ -13,8 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::contract::json_rejection;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::alert::silence::{is_open_end, Silence, MAX_MATCHERS, MAX_MATCHER_VALUE, MAX_WINDOW};
 use crate::alert::{Alert, State as AlertState};
+use crate::config::policy::{is_open_end, Silence, MAX_MATCHERS, MAX_MATCHER_VALUE, MAX_WINDOW};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertList {
@@ -64,7 +64,7 @@ pub async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<AlertHistory>, ApiError> {
     let limit = limit(q.limit)?;
-    let rows = core.store.alert_history(q.probe.as_deref(), limit).await?;
+    let rows = crate::alert::persist::history(&core.store, q.probe.as_deref(), limit).await?;
     Ok(Json(AlertHistory {
         transitions: rows
             .into_iter()
@@ -167,10 +167,9 @@ pub async fn silences(
     Query(q): Query<SilenceQuery>,
 ) -> Result<Json<SilenceList>, ApiError> {
     let now = Utc::now();
-    let from_api = core
-        .store
-        .silences((!q.all.unwrap_or(false)).then_some(now))
-        .await?;
+    let from_api =
+        crate::alert::persist::silences(&core.store, (!q.all.unwrap_or(false)).then_some(now))
+            .await?;
     let silences = core
         .alerts
         .file_silences()
@@ -279,7 +278,7 @@ pub async fn create_silence(
         source: "api".into(),
     };
     s.validate().map_err(ApiError::bad_request)?;
-    core.store.insert_silence(&s, id).await?;
+    crate::alert::persist::insert_silence(&core.store, &s, id).await?;
     core.alerts.evaluate_soon();
     tracing::info!(silence = %s.id, matchers = ?s.matchers, by = %s.created_by, "silence created");
     Ok((StatusCode::CREATED, Json(s)))
@@ -310,7 +309,7 @@ pub async fn delete_silence(
             "{id:?} is not a silence id; GET /api/v1/silences lists them"
         ))
     })?;
-    if !core.store.expire_silence(uuid).await? {
+    if !crate::alert::persist::expire_silence(&core.store, uuid).await? {
         return Err(ApiError::not_found(format!(
             "no active silence {id}; GET /api/v1/silences?all=true lists ended ones too"
         )));
@@ -337,7 +336,7 @@ pub struct OutboxQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Outbox {
     /// Newest first.
-    pub notifications: Vec<crate::store::notify::OutboxRow>,
+    pub notifications: Vec<crate::notify::outbox::OutboxRow>,
 }
 
 /// The notification outbox: what was sent to which receiver, what is retrying and why.
@@ -348,14 +347,13 @@ pub async fn notifications(
     Query(q): Query<OutboxQuery>,
 ) -> Result<Json<Outbox>, ApiError> {
     let limit = limit(q.limit)?;
-    let rows = core
-        .store
-        .outbox(
-            q.alert_key.as_deref(),
-            q.undelivered.unwrap_or(false),
-            limit,
-        )
-        .await?;
+    let rows = crate::notify::outbox::recent(
+        &core.store,
+        q.alert_key.as_deref(),
+        q.undelivered.unwrap_or(false),
+        limit,
+    )
+    .await?;
     Ok(Json(Outbox {
         notifications: rows,
     }))

@@ -271,17 +271,17 @@ pub struct AlertOverrides {
     pub enabled: Option<bool>,
     pub failures_to_fire: Option<u32>,
     pub successes_to_resolve: Option<u32>,
-    pub severity: Option<crate::alert::Severity>,
-    pub latency: Option<crate::alert::LatencyRule>,
-    pub slo: Option<crate::alert::SloRule>,
+    pub severity: Option<super::policy::Severity>,
+    pub latency: Option<super::policy::LatencyRule>,
+    pub slo: Option<super::policy::SloRule>,
     pub cert_expiry_days: Option<u32>,
     pub min_locations: Option<u32>,
 }
 
 impl AlertOverrides {
     /// The policy for this probe: the overrides over `default`.
-    pub fn apply(&self, default: crate::alert::Policy) -> crate::alert::Policy {
-        crate::alert::Policy {
+    pub fn apply(&self, default: super::policy::Policy) -> super::policy::Policy {
+        super::policy::Policy {
             enabled: self.enabled.unwrap_or(default.enabled),
             failures_to_fire: self.failures_to_fire.unwrap_or(default.failures_to_fire),
             successes_to_resolve: self
@@ -343,11 +343,11 @@ pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(Stri
                 ok = false;
             }
         }
-        Some(crate::alert::LatencyRule {
+        Some(super::policy::LatencyRule {
             quantile: l.quantile,
             above: above?,
             over: over?,
-            severity: latency_severity.unwrap_or(crate::alert::Severity::Ticket),
+            severity: latency_severity.unwrap_or(super::policy::Severity::Ticket),
         })
         .filter(|_| ok)
     });
@@ -363,11 +363,11 @@ pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(Stri
             problems.push(("alert.slo.min_failures".into(), "must be at least 1".into()));
             return None;
         }
-        Some(crate::alert::SloRule {
+        Some(super::policy::SloRule {
             objective: s.objective / 100.0,
             min_failures: s
                 .min_failures
-                .unwrap_or(crate::alert::DEFAULT_SLO_MIN_FAILURES),
+                .unwrap_or(super::policy::DEFAULT_SLO_MIN_FAILURES),
         })
     });
     (
@@ -389,7 +389,7 @@ fn severity_at(
     problems: &mut Vec<(String, String)>,
     field: &str,
     s: Option<&str>,
-) -> Option<crate::alert::Severity> {
+) -> Option<super::policy::Severity> {
     let s = s?;
     let parsed = parse_severity(s);
     if parsed.is_none() {
@@ -416,10 +416,10 @@ fn duration_at(problems: &mut Vec<(String, String)>, field: &str, text: &str) ->
 }
 
 /// Parses a severity name.
-pub fn parse_severity(s: &str) -> Option<crate::alert::Severity> {
+pub fn parse_severity(s: &str) -> Option<super::policy::Severity> {
     match s {
-        "page" => Some(crate::alert::Severity::Page),
-        "ticket" => Some(crate::alert::Severity::Ticket),
+        "page" => Some(super::policy::Severity::Page),
+        "ticket" => Some(super::policy::Severity::Ticket),
         _ => None,
     }
 }

@@ -202,9 +202,9 @@ pub struct Settings {
     pub migrate: bool,
     pub retention: Retention,
     /// Default alerting policy; probes override it with `alert:`.
-    pub alerting: crate::alert::Policy,
+    pub alerting: super::policy::Policy,
     /// Where notifications of firing and resolved alerts go.
-    pub receivers: Vec<crate::notify::Receiver>,
+    pub receivers: Vec<super::receivers::Receiver>,
     /// Link to a probe's dashboard; `{probe}` is replaced by its name.
     pub dashboard_url: Option<String>,
     /// Alerting overrides by label, applied in order between the defaults and a probe's own `alert:`.
@@ -214,7 +214,7 @@ pub struct Settings {
     /// Re-notify while an alert keeps firing; `None` = never.
     pub remind_every: Option<Duration>,
     /// Silences and maintenance windows from the settings file.
-    pub silences: Vec<crate::alert::silence::Silence>,
+    pub silences: Vec<super::policy::Silence>,
     /// `api_token` / `PROBER_API_TOKEN`: an admin token named `api_token`.
     pub api_token: Option<ApiToken>,
     /// `api:` — named, scoped tokens, public reads, manual-run limits.
@@ -262,7 +262,7 @@ impl Default for Settings {
                 minutes: 31 * DAY,
                 hours: 400 * DAY,
             },
-            alerting: crate::alert::Policy::default(),
+            alerting: super::policy::Policy::default(),
             receivers: Vec::new(),
             dashboard_url: None,
             alerting_by_label: Vec::new(),
@@ -484,7 +484,7 @@ impl Sink {
             .filter(|v| std::env::var_os(v).is_none())
             .collect();
         if unset.is_empty() {
-            return match crate::notify::expand_env(field, value) {
+            return match super::template::expand_env(field, value) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     self.error(field, e);
@@ -946,10 +946,7 @@ fn token_value(sink: &mut Sink, field: &str, value: &str, name: &str) -> Option<
 }
 
 /// Checks the silences of the settings file.
-fn silences(
-    sink: &mut Sink,
-    files: Vec<Option<SilenceFile>>,
-) -> Vec<crate::alert::silence::Silence> {
+fn silences(sink: &mut Sink, files: Vec<Option<SilenceFile>>) -> Vec<super::policy::Silence> {
     use chrono::{DateTime, Utc};
     let mut out = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
@@ -966,7 +963,7 @@ fn silences(
             let d = sink.duration(&format!("{at}.duration"), Some(t), Duration::from_secs(1));
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
         });
-        let s = crate::alert::silence::Silence {
+        let s = super::policy::Silence {
             id: format!("file:{i}"),
             matchers: f.matchers,
             starts_at: f.starts_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
@@ -1003,8 +1000,8 @@ fn silences(
 }
 
 /// Checks the receivers and substitutes `${env:NAME}` in their url, secret and routing key.
-fn receivers(sink: &mut Sink, files: Vec<Option<ReceiverFile>>) -> Vec<crate::notify::Receiver> {
-    use crate::notify::{Receiver, ReceiverKind, PAGERDUTY_URL};
+fn receivers(sink: &mut Sink, files: Vec<Option<ReceiverFile>>) -> Vec<super::receivers::Receiver> {
+    use super::receivers::{Receiver, ReceiverKind, PAGERDUTY_URL};
     let mut out: Vec<Receiver> = Vec::new();
     let mut names: Vec<(String, usize)> = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
@@ -1099,12 +1096,12 @@ fn receivers(sink: &mut Sink, files: Vec<Option<ReceiverFile>>) -> Vec<crate::no
 
 /// What a receiver of `kind` must have and must not have: (field, problem).
 pub fn receiver_field_problems(
-    kind: crate::notify::ReceiverKind,
+    kind: super::receivers::ReceiverKind,
     url: bool,
     secret: bool,
     routing_key: bool,
 ) -> Vec<(&'static str, String)> {
-    use crate::notify::ReceiverKind;
+    use super::receivers::ReceiverKind;
     let mut out = Vec::new();
     let name = kind.as_str();
     match kind {
@@ -1259,7 +1256,10 @@ mod tests {
             s.receivers[0].labels.get("team").map(String::as_str),
             Some("pay")
         );
-        assert_eq!(s.receivers[1].endpoint(), crate::notify::PAGERDUTY_URL);
+        assert_eq!(
+            s.receivers[1].endpoint(),
+            crate::config::receivers::PAGERDUTY_URL
+        );
         assert!(
             !format!("{s:?}").contains("k3y"),
             "secrets stay out of logs"
@@ -1405,7 +1405,7 @@ mod tests {
 
     #[test]
     fn each_receiver_type_has_its_required_fields_and_no_foreign_ones() {
-        use crate::notify::ReceiverKind::*;
+        use crate::config::receivers::ReceiverKind::*;
         let fields = |k, url, secret, key| -> Vec<&str> {
             receiver_field_problems(k, url, secret, key)
                 .into_iter()

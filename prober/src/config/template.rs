@@ -247,6 +247,36 @@ impl Template {
     }
 }
 
+/// Substitutes `${env:NAME}` in a setting of `prober.yaml` (a receiver's url,
+/// secret or routing key, a token): the only placeholder there, rendered by
+/// the same [`Template`] as probe files. `field` starts every error: an
+/// unclosed or malformed reference, or an unset variable.
+pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
+    let mut parts = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${env:") {
+        if start > 0 {
+            parts.push(Part::Lit(rest[..start].to_string()));
+        }
+        let after = &rest[start + 6..];
+        let Some(end) = after.find('}') else {
+            return Err(format!(
+                "{field}: unclosed ${{env:...}}; write it like ${{env:NAME}}"
+            ));
+        };
+        parts.push(Part::Env(after[..end].to_string()));
+        rest = &after[end + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Lit(rest.to_string()));
+    }
+    let t = Template {
+        source: value.to_string(),
+        parts,
+    };
+    t.render().map_err(|e| format!("{field}: {e}"))
+}
+
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The source is safe to print: it holds `${env:NAME}`, never the value.
@@ -323,6 +353,25 @@ mod tests {
         assert!(Template::parse("${secret:A-B}")
             .unwrap_err()
             .contains("`${secret:A-B}`"));
+    }
+
+    #[test]
+    fn settings_env_references_are_substituted_and_a_missing_one_is_an_error() {
+        std::env::set_var("PROBER_TEST_NOTIFY_SECRET", "s3cret");
+        assert_eq!(
+            expand_env("x", "a${env:PROBER_TEST_NOTIFY_SECRET}b").ok(),
+            Some("as3cretb".to_string())
+        );
+        assert_eq!(
+            expand_env("x", "plain $5").ok(),
+            Some("plain $5".to_string())
+        );
+        let e = expand_env("receivers[0].secret", "${env:PROBER_TEST_SURELY_UNSET}");
+        assert!(e
+            .is_err_and(|e| e.starts_with("receivers[0].secret: ")
+                && e.contains("PROBER_TEST_SURELY_UNSET")));
+        let e = expand_env("receivers[0].url", "http://${env:HOST");
+        assert!(e.is_err_and(|e| e.contains("unclosed")));
     }
 
     #[test]

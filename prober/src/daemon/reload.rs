@@ -78,12 +78,7 @@ impl Core {
     /// Alerting only: the rest (database, listen address, limits) needs a restart.
     fn apply_settings(&self, new: &Settings) {
         self.alerts.set_settings(EngineSettings::from_settings(new));
-        // The receivers' lock is std's (owned by `notify`); a poisoned one is replaced all the same.
-        let mut r = self
-            .receivers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *r = Arc::new(new.receivers.clone());
+        self.receivers.reload(new);
         tracing::info!(
             receivers = new.receivers.len(),
             silences = new.silences.len(),

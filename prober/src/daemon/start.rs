@@ -14,7 +14,9 @@ use crate::alert::engine::{AlertEngine, EngineSettings};
 use crate::api::{self, ApiState, AppState, ManualRuns};
 use crate::config::settings::Settings;
 use crate::config::Probe;
+use crate::notify::outbox::Outbox;
 use crate::notify::worker::{self as notify_worker, NotifyStats};
+use crate::notify::Receivers;
 use crate::results::LiveState;
 use crate::schedule::{Clock, Executor, Limits, Scheduler, SchedulerStats};
 use crate::store::audit::AuditLog;
@@ -133,15 +135,16 @@ fn start_core(
     } = storage;
     let live = Arc::new(LiveState::new(settings.recent_runs));
     let stats = Arc::new(SchedulerStats::default());
+    let receivers = Receivers::from_settings(settings);
     let alerts = AlertEngine::start(
         store.clone(),
         EngineSettings::from_settings(settings),
         &probes,
+        Arc::new(Outbox::new(receivers.clone())),
         health.clone(),
         stop.clone(),
     );
     let notify_stats = Arc::new(NotifyStats::default());
-    let receivers = notify_worker::receivers(settings.receivers.clone());
     let notifier = notify_worker::start(
         store.clone(),
         receivers.clone(),

@@ -1,214 +1,72 @@
-//! Notifications: receivers (webhook, Slack, PagerDuty, Alertmanager), the
-//! content of a notification, and how it is rendered for each receiver.
+//! Notifications: the content of a notification, how it is rendered for
+//! each receiver (webhook, Slack, PagerDuty, Alertmanager), the outbox and
+//! its delivery worker.
 //!
-//! A notification is recorded in the outbox (`notifications`) in the same
-//! transaction as the alert's state change; [`worker`] delivers it.
+//! Alerting owes on-call a [`Notice`](crate::alert::Notice) with some
+//! changes; [`outbox::Outbox`] turns it into one notification per routed
+//! receiver in the same transaction as the alert's state change; [`worker`]
+//! delivers them. Receivers are configuration ([`crate::config::receivers`]).
 
+pub mod outbox;
 pub mod render;
 pub mod worker;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, State};
-use crate::run::{Phases, ProbeError};
+use crate::alert::{Alert, Event, LastFailure, ProbeInfo, State};
+use crate::config::receivers::Receiver;
+use crate::config::settings::Settings;
 
-/// The kinds of receivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReceiverKind {
-    Webhook,
-    Slack,
-    PagerDuty,
-    Alertmanager,
+/// Where notifications go: the receivers and the dashboard link of `prober.yaml`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routing {
+    pub receivers: Vec<Receiver>,
+    /// `{probe}` is replaced by the probe's name.
+    pub dashboard_url: Option<String>,
 }
 
-impl ReceiverKind {
-    pub fn parse(s: &str) -> Option<ReceiverKind> {
-        match s {
-            "webhook" => Some(ReceiverKind::Webhook),
-            "slack" => Some(ReceiverKind::Slack),
-            "pagerduty" => Some(ReceiverKind::PagerDuty),
-            "alertmanager" => Some(ReceiverKind::Alertmanager),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReceiverKind::Webhook => "webhook",
-            ReceiverKind::Slack => "slack",
-            ReceiverKind::PagerDuty => "pagerduty",
-            ReceiverKind::Alertmanager => "alertmanager",
+impl Routing {
+    pub fn from_settings(s: &Settings) -> Routing {
+        Routing {
+            receivers: s.receivers.clone(),
+            dashboard_url: s.dashboard_url.clone(),
         }
     }
 }
 
-/// PagerDuty's Events API v2 endpoint, used when a pagerduty receiver sets no url.
-pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// The routing now in force, shared by the outbox and the worker; replaced
+/// when prober.yaml is reloaded. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Receivers(Arc<RwLock<Arc<Routing>>>);
 
-/// A receiver from `prober.yaml`, with `${env:NAME}` already substituted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Receiver {
-    pub name: String,
-    pub kind: ReceiverKind,
-    pub url: String,
-    /// Webhook: the HMAC-SHA256 key of `X-Prober-Signature`.
-    pub secret: Option<String>,
-    /// PagerDuty: the integration's routing key.
-    pub routing_key: Option<String>,
-    /// Only alerts of probes with all these labels; empty = all.
-    pub labels: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for Receiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("url", &origin(&self.url))
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field(
-                "routing_key",
-                &self.routing_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("labels", &self.labels)
-            .finish()
-    }
-}
-
-impl Receiver {
-    /// Whether alerts of a probe with these labels go to this receiver.
-    pub fn routes(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+impl Receivers {
+    pub fn new(routing: Routing) -> Receivers {
+        Receivers(Arc::new(RwLock::new(Arc::new(routing))))
     }
 
-    /// Where the notification is POSTed.
-    pub fn endpoint(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        match self.kind {
-            ReceiverKind::Alertmanager if !base.ends_with("/api/v2/alerts") => {
-                format!("{base}/api/v2/alerts")
-            }
-            ReceiverKind::PagerDuty if !base.ends_with("/v2/enqueue") => {
-                format!("{base}/v2/enqueue")
-            }
-            _ => self.url.clone(),
-        }
-    }
-}
-
-/// The scheme, host and port of a URL: what logs and errors show of a
-/// receiver's URL (a Slack webhook's path is its secret).
-pub fn origin(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => u.origin().ascii_serialization(),
-        Err(_) => "<invalid url>".to_string(),
-    }
-}
-
-/// Substitutes `${env:NAME}` in a setting; an unset variable is an error.
-pub fn expand_env(field: &str, value: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${env:") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 6..];
-        let Some(end) = after.find('}') else {
-            return Err(format!(
-                "{field}: unclosed ${{env:...}}; write it like ${{env:NAME}}"
-            ));
-        };
-        let name = &after[..end];
-        let v = std::env::var(name).map_err(|_| {
-            format!("{field}: environment variable {name} is not set; set it or write the value in the file")
-        })?;
-        out.push_str(&v);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// `trigger` when an alert fires, `resolve` when it resolves, `remind`
-/// while it keeps firing (`alerting.remind_every`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    Trigger,
-    Resolve,
-    Remind,
-}
-
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::Trigger => "trigger",
-            Event::Resolve => "resolve",
-            Event::Remind => "remind",
-        }
+    /// The routing of these settings.
+    pub fn from_settings(s: &Settings) -> Receivers {
+        Receivers::new(Routing::from_settings(s))
     }
 
-    pub fn parse(s: &str) -> Option<Event> {
-        match s {
-            "trigger" => Some(Event::Trigger),
-            "resolve" => Some(Event::Resolve),
-            "remind" => Some(Event::Remind),
-            _ => None,
-        }
+    /// Replaces the routing with that of reloaded settings.
+    pub fn reload(&self, s: &Settings) {
+        self.set(Routing::from_settings(s));
     }
-}
 
-/// What the probe was, for routing and content.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProbeInfo {
-    pub labels: BTreeMap<String, String>,
-    pub runbook: Option<String>,
-    pub description: Option<String>,
-    /// Probes this one depends on (`depends_on`).
-    pub depends_on: Vec<String>,
-    /// Probes that depend on this one.
-    pub dependents: Vec<String>,
-}
+    /// The routing now in force (a snapshot: a reload does not change it).
+    pub fn get(&self) -> Arc<Routing> {
+        self.0.read().clone()
+    }
 
-/// The last failed run of an alert: what on-call needs to start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LastFailure {
-    pub at: DateTime<Utc>,
-    pub run_id: String,
-    pub error_class: String,
-    pub error: String,
-    /// The scenario step that failed, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// The first expectation that failed (of the failed step in a scenario): expected vs actual.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assertion: Option<crate::run::AssertionResult>,
-    /// What was requested (method and URL; secrets are never part of it).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub request: String,
-    pub phases: Phases,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-}
-
-impl LastFailure {
-    pub fn of(r: &crate::run::RunRecord, e: &ProbeError) -> LastFailure {
-        let o = &r.outcome;
-        let failed_step = o.steps.iter().find(|s| s.error.is_some());
-        let assertions = failed_step.map_or(&o.assertions, |s| &s.assertions);
-        LastFailure {
-            assertion: assertions.iter().find(|a| !a.passed).cloned(),
-            request: failed_step.map_or(o.request.clone(), |s| s.request.clone()),
-            at: r.started_at,
-            run_id: r.run_id.to_string(),
-            error_class: e.class.as_str().to_string(),
-            error: e.message.clone(),
-            step: failed_step.map(|s| s.name.clone()),
-            phases: o.phases,
-            trace_id: (!o.trace_id.is_empty()).then(|| o.trace_id.clone()),
-        }
+    /// Replaces the routing (a reloaded prober.yaml).
+    pub fn set(&self, routing: Routing) {
+        *self.0.write() = Arc::new(routing);
     }
 }
 
@@ -303,36 +161,5 @@ pub fn content(
         dashboard_url: dashboard(dashboard_url, &a.probe),
         labels: info.labels.clone(),
         suppressed_dependents: info.dependents.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_references_are_substituted_and_a_missing_one_is_an_error() {
-        std::env::set_var("PROBER_TEST_NOTIFY_SECRET", "s3cret");
-        assert_eq!(
-            expand_env("x", "a${env:PROBER_TEST_NOTIFY_SECRET}b").ok(),
-            Some("as3cretb".to_string())
-        );
-        let e = expand_env("receivers[0].secret", "${env:PROBER_TEST_SURELY_UNSET}");
-        assert!(e.is_err_and(|e| e.contains("PROBER_TEST_SURELY_UNSET")));
-    }
-
-    #[test]
-    fn routing_needs_every_label() {
-        let r = Receiver {
-            name: "r".into(),
-            kind: ReceiverKind::Webhook,
-            url: "http://127.0.0.1/".into(),
-            secret: None,
-            routing_key: None,
-            labels: [("team".to_string(), "pay".to_string())].into(),
-        };
-        assert!(r.routes(&[("team".to_string(), "pay".to_string())].into()));
-        assert!(!r.routes(&BTreeMap::new()));
-        assert!(!r.routes(&[("team".to_string(), "web".to_string())].into()));
     }
 }

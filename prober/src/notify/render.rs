@@ -4,7 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{Content, Event, Receiver, ReceiverKind};
+use super::Content;
+use crate::alert::Event;
+use crate::config::receivers::{Receiver, ReceiverKind};
 
 /// How often firing alerts are sent to Alertmanager again (as Prometheus does).
 pub const ALERTMANAGER_RESEND: std::time::Duration = std::time::Duration::from_secs(60);

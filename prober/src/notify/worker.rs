@@ -12,8 +12,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use super::{render, Content, Receiver, ReceiverKind};
-use crate::store::notify::Claimed;
+use super::outbox::{self, Claimed};
+use super::{render, Content, Receivers};
+use crate::config::receivers::{origin, Receiver, ReceiverKind};
 use crate::store::Store;
 
 /// The first retry waits about this long.
@@ -100,7 +101,7 @@ pub async fn send(client: &reqwest::Client, r: &Receiver, c: &Content) -> Verdic
         req = req.header(SIGNATURE_HEADER, signature(secret, &bytes));
     }
     // Only the origin: webhook URLs (Slack's) carry their secret in the path.
-    let shown = super::origin(&url);
+    let shown = origin(&url);
     let resp = match req.body(bytes).send().await {
         Ok(resp) => resp,
         Err(e) => {
@@ -196,28 +197,16 @@ pub fn start(
     })
 }
 
-/// The receivers the worker sends to; replaced when prober.yaml is reloaded.
-pub type Receivers = Arc<std::sync::RwLock<Arc<Vec<Receiver>>>>;
-
-/// A new handle on a set of receivers.
-pub fn receivers(list: Vec<Receiver>) -> Receivers {
-    Arc::new(std::sync::RwLock::new(Arc::new(list)))
-}
-
 async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: CancellationToken) {
     let client = client();
     let mut warned = false;
     let mut last_resend = tokio::time::Instant::now();
     loop {
-        let receivers = match shared.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        let by_name: HashMap<&str, &Receiver> =
-            receivers.iter().map(|r| (r.name.as_str(), r)).collect();
-        let resends = receivers
-            .iter()
-            .any(|r| r.kind == ReceiverKind::Alertmanager);
+        let routing = shared.get();
+        let by_name: HashMap<&str, &Receiver> = (routing.receivers.iter())
+            .map(|r| (r.name.as_str(), r))
+            .collect();
+        let resends = (routing.receivers.iter()).any(|r| r.kind == ReceiverKind::Alertmanager);
         if resends && last_resend.elapsed() >= render::ALERTMANAGER_RESEND {
             last_resend = tokio::time::Instant::now();
             tokio::select! {
@@ -225,7 +214,7 @@ async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: Can
                 _ = stop.cancelled() => return,
             }
         }
-        let claimed = match store.claim_notifications(16, LEASE).await {
+        let claimed = match outbox::claim(&store, 16, LEASE).await {
             Ok(c) => {
                 warned = false;
                 c
@@ -244,7 +233,7 @@ async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: Can
             let verdict = tokio::select! {
                 v = attempt(&client, by_name.get(c.receiver.as_str()).copied(), c) => v,
                 _ = stop.cancelled() => {
-                    if let Err(e) = store.release_notifications(&pending).await {
+                    if let Err(e) = outbox::release(&store, &pending).await {
                         tracing::warn!(error = %e, "cannot give back claimed notifications; they are due again after the lease");
                     }
                     return;
@@ -268,7 +257,7 @@ async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: Can
 /// them active (it ends an alert at its `endsAt`). Best effort: a failure
 /// waits for the next round.
 async fn resend(store: &Store, client: &reqwest::Client, by_name: &HashMap<&str, &Receiver>) {
-    let firing = match store.firing_triggers().await {
+    let firing = match outbox::firing_triggers(store).await {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "cannot re-send firing alerts to Alertmanager this round");
@@ -325,13 +314,13 @@ async fn settle(store: &Store, c: &Claimed, verdict: Verdict, stats: &NotifyStat
         Verdict::Delivered => {
             stats.delivered.fetch_add(1, Relaxed);
             tracing::info!(receiver = %c.receiver, event = c.event.as_str(), alert = %c.alert_key, attempts = c.attempts, "notification delivered");
-            store.notification_delivered(c.id).await
+            outbox::delivered(store, c.id).await
         }
         Verdict::Fail(error) => {
             stats.given_up.fetch_add(1, Relaxed);
             let error = format!("receiver {}: {error}", c.receiver);
             tracing::error!(alert = %c.alert_key, event = c.event.as_str(), attempts = c.attempts, "notification given up: {error}");
-            store.notification_failed(c.id, &error).await
+            outbox::failed(store, c.id, &error).await
         }
         Verdict::Retry { error, after } => {
             let age = (Utc::now() - c.created_at)
@@ -340,7 +329,7 @@ async fn settle(store: &Store, c: &Claimed, verdict: Verdict, stats: &NotifyStat
             if let Some(error) = give_up(&c.receiver, &error, c.attempts, age) {
                 stats.given_up.fetch_add(1, Relaxed);
                 tracing::error!(alert = %c.alert_key, event = c.event.as_str(), "notification given up: {error}");
-                store.notification_failed(c.id, &error).await
+                outbox::failed(store, c.id, &error).await
             } else {
                 stats.retried.fetch_add(1, Relaxed);
                 let wait = after.unwrap_or_else(|| backoff(c.attempts));
@@ -348,7 +337,7 @@ async fn settle(store: &Store, c: &Claimed, verdict: Verdict, stats: &NotifyStat
                 tracing::warn!(alert = %c.alert_key, event = c.event.as_str(), attempts = c.attempts, retry_in_ms = wait.as_millis() as u64, "notification not delivered: {error}");
                 let at = Utc::now()
                     + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
-                store.notification_retry(c.id, at, &error).await
+                outbox::retry(store, c.id, at, &error).await
             }
         }
     };

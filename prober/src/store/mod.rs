@@ -3,9 +3,7 @@
 //!
 //! The store knows nothing of HTTP probing: it takes [`RunRecord`]s.
 
-pub mod alerts;
 pub mod audit;
-pub mod notify;
 pub mod queue;
 pub mod read;
 pub mod rollup;
@@ -104,7 +102,7 @@ impl std::error::Error for StoreError {}
 
 /// A store error with its context; a Postgres error keeps its SQLSTATE's
 /// meaning ([`Cause`]), whatever layer (`sqlx::Error`, a migration) carried it.
-fn err<E: std::fmt::Display + 'static>(context: &str, e: E) -> StoreError {
+pub(crate) fn err<E: std::fmt::Display + 'static>(context: &str, e: E) -> StoreError {
     let any: &dyn std::any::Any = &e;
     let sql = any.downcast_ref::<sqlx::Error>().or_else(|| {
         match any.downcast_ref::<sqlx::migrate::MigrateError>() {

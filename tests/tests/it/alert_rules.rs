@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prober::alert::State;
+use prober::config::receivers::ReceiverKind;
 use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
-use prober::notify::ReceiverKind;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -95,7 +95,9 @@ fn received(hook: &FakeReceiver, key: &str) -> Vec<(String, Value)> {
 }
 
 async fn history(d: &Daemon, probe: &str) -> Vec<(String, String, String)> {
-    let rows = d.core.store.alert_history(Some(probe), 100).await.unwrap();
+    let rows = prober::alert::persist::history(&d.core.store, Some(probe), 100)
+        .await
+        .unwrap();
     let mut v: Vec<_> = rows
         .into_iter()
         .map(|(t, _)| {
@@ -184,7 +186,10 @@ async fn a_silence_holds_back_the_page_records_the_state_and_releases_it_when_de
         ]
     );
     assert!(
-        d.core.store.notifications(key).await.unwrap().is_empty(),
+        prober::notify::outbox::notifications(&d.core.store, key)
+            .await
+            .unwrap()
+            .is_empty(),
         "no notification is recorded while silenced"
     );
     assert!(received(&hook, key).is_empty());

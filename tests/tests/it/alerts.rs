@@ -1,6 +1,7 @@
 //! Alerts against the real daemon: fire after consecutive failures, resolve
 //! after consecutive successes, and continue across a restart without a
-//! duplicate transition.
+//! duplicate transition; and a change's transition and notifications are
+//! saved in one transaction (alert's persist with notify's outbox).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -118,4 +119,98 @@ async fn an_alert_fires_resolves_and_continues_across_a_restart_without_duplicat
         ])
     );
     d.shutdown().await;
+}
+
+/// Records no notification: the outbox failing inside the save's transaction.
+struct RefusingOutbox;
+
+impl prober::alert::NoticeWriter for RefusingOutbox {
+    fn write<'a>(
+        &'a self,
+        _tx: &'a mut sqlx::PgConnection,
+        _alert: &'a prober::alert::Alert,
+        _notice: &'a prober::alert::Notice,
+    ) -> prober::alert::change::WriteFuture<'a> {
+        Box::pin(async {
+            Err(prober::store::StoreError::new(
+                "the outbox refused",
+                prober::store::Cause::Other,
+            ))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
+    use prober::alert::{persist, Alert, Change, Event, Notice, Severity, State, Transition};
+    use prober::config::receivers::{Receiver, ReceiverKind};
+    use prober::notify::{outbox, Receivers, Routing};
+
+    let db = TestDb::create().await;
+    let store = prober::store::Store::new(&db.url, "lab").unwrap();
+    store.migrate().await.unwrap();
+    let routing = Receivers::new(Routing {
+        receivers: vec![Receiver {
+            name: "hook".into(),
+            kind: ReceiverKind::Webhook,
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: None,
+            routing_key: None,
+            labels: Default::default(),
+        }],
+        dashboard_url: None,
+    });
+    let now = chrono::Utc::now();
+    let change = |alert: &Alert, from: State, event: Event| Change {
+        alert: alert.clone(),
+        transition: Some(Transition {
+            key: alert.key.clone(),
+            from,
+            to: alert.state,
+            at: now,
+            reason: format!("{from:?} to {:?}", alert.state),
+        }),
+        notice: Some(Notice {
+            event,
+            reason: "why".into(),
+            probe: Default::default(),
+        }),
+    };
+    let mut a = Alert::new("checkout", "failing", "lab", Severity::Page, now);
+    a.state = State::Firing;
+    a.fired_at = Some(now);
+    a.notified = true;
+    let fired = change(&a, State::Pending, Event::Trigger);
+    a.state = State::Resolved;
+    a.resolved_at = Some(now);
+    let resolved = change(&a, State::Firing, Event::Resolve);
+
+    persist::save(&store, &fired, &outbox::Outbox::new(routing))
+        .await
+        .unwrap();
+    let refused = persist::save(&store, &resolved, &RefusingOutbox).await;
+
+    assert!(refused.is_err(), "the save reports the outbox's failure");
+    let saved = persist::load(&store).await.unwrap();
+    assert_eq!(
+        saved.iter().map(|a| a.state).collect::<Vec<_>>(),
+        [State::Firing],
+        "the refused resolve left the alert as it was"
+    );
+    let history = persist::history(&store, Some("checkout"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|(t, _)| t.to).collect::<Vec<_>>(),
+        [State::Firing],
+        "and recorded no transition"
+    );
+    let rows = outbox::notifications(&store, &a.key).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.receiver.as_str(), r.event.as_str()))
+            .collect::<Vec<_>>(),
+        [("hook", "trigger")],
+        "the trigger was recorded with its transition"
+    );
 }

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use prober::config::receivers::{Receiver, ReceiverKind};
 use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
-use prober::notify::{Receiver, ReceiverKind};
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,9 +179,7 @@ async fn start(db: &TestDb, target: &str, receivers: Vec<Receiver>) -> Daemon {
 
 /// The outbox rows of the test alert: (receiver, event, attempts, delivered).
 async fn outbox(d: &Daemon) -> Vec<(String, String, i32, bool)> {
-    d.core
-        .store
-        .notifications(KEY)
+    prober::notify::outbox::notifications(&d.core.store, KEY)
         .await
         .unwrap()
         .into_iter()
@@ -370,7 +368,9 @@ async fn a_failing_receiver_gets_it_after_retries_and_retry_after_is_honoured() 
     assert_eq!(am.requests().len(), 1);
     assert_eq!(am.requests()[0].path, "/api/v2/alerts");
 
-    let rows = d.core.store.notifications(KEY).await.unwrap();
+    let rows = prober::notify::outbox::notifications(&d.core.store, KEY)
+        .await
+        .unwrap();
     let by = |n: &str| rows.iter().find(|r| r.receiver == n).unwrap().clone();
     let flaky_row = by("flaky");
     assert_eq!(flaky_row.attempts, 3);
