@@ -37,7 +37,7 @@ pub(super) fn alerting(
         cert_expiry_days: f.cert_expiry_days,
         min_locations: None,
     };
-    let policy = overrides_at(sink, "alerting", &defaults).apply(d.alerting.clone());
+    let policy = overrides_at(sink, "alerting", &defaults).apply(d.alerting);
     let by_label = by_label(sink, f.by_label.as_deref().unwrap_or(&[]));
     let silences = silences(sink, silence_files);
     let evaluate_every = sink.duration(
