@@ -80,6 +80,12 @@ pub fn current_request() -> Option<CurrentRequest> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// Runs `f` as if answering `request` (for tests of the error path).
+#[cfg(test)]
+pub(crate) fn with_request<R>(request: CurrentRequest, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(request, f)
+}
+
 /// Echoes a sane `x-request-id` or makes one (a UUID), runs the request in a
 /// span that carries it (and with it as [`current_request`]), and puts it on
 /// the answer.

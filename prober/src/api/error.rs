@@ -181,6 +181,58 @@ mod tests {
         );
     }
 
+    /// What a test's log lines were written to.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_store_error_is_logged_with_its_chain_and_request_and_answered_without_them() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let e = crate::store::err(
+            "reading the runs of \"checkout\"",
+            sqlx::Error::Protocol("relation \"runs\" does not exist".into()),
+        );
+        let request = crate::api::contract::CurrentRequest {
+            id: "req-42".into(),
+            route: "GET /api/v1/probes/checkout/runs".into(),
+        };
+
+        let answer = tracing::subscriber::with_default(subscriber, || {
+            crate::api::contract::with_request(request, || ApiError::from(e))
+        });
+
+        let log = String::from_utf8(log.0.lock().clone()).unwrap();
+        assert!(log.contains("req-42"), "{log}");
+        assert!(log.contains("GET /api/v1/probes/checkout/runs"), "{log}");
+        assert!(log.contains("reading the runs of"), "{log}");
+        assert!(log.contains("relation"), "the cause is in the log: {log}");
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.code, "store_unavailable");
+        assert!(
+            answer.message.contains("request req-42"),
+            "{}",
+            answer.message
+        );
+        assert!(!answer.message.contains("relation"), "{}", answer.message);
+        assert!(!answer.message.contains("checkout"), "{}", answer.message);
+    }
+
     #[test]
     fn an_internal_error_answers_without_its_cause() {
         let e = ApiError::internal("the reload task failed", &Outer(Inner));

@@ -98,9 +98,10 @@ fn silences(sink: &mut Sink, files: Vec<Option<SilenceFile>>) -> Vec<Silence> {
             sink.error(&at, "an empty entry; give matchers, a time or a cron window, and a comment, or remove it");
             continue;
         };
-        if f.ends_at.is_none() && f.cron.is_none() {
+        // Without an end it is not kept, but its other fields are still checked.
+        let endless = f.ends_at.is_none() && f.cron.is_none();
+        if endless {
             sink.error(&at, "give ends_at (a one-off silence) or cron and duration (a recurring maintenance window)");
-            continue;
         }
         let duration_ms = f.duration.as_deref().map(|t| {
             let d = sink.duration(&format!("{at}.duration"), Some(t), Duration::from_secs(1));
@@ -137,7 +138,9 @@ fn silences(sink: &mut Sink, files: Vec<Option<SilenceFile>>) -> Vec<Silence> {
             sink.error(&field, message);
             continue;
         }
-        out.push(s);
+        if !endless {
+            out.push(s);
+        }
     }
     out
 }

@@ -375,6 +375,25 @@ fn a_receiver_of_an_unknown_type_still_has_its_other_fields_checked() {
     );
 }
 
+#[test]
+fn a_silence_without_an_end_still_has_its_matchers_checked() {
+    let dir = tempfile_dir();
+    let file = dir.join("prober.yaml");
+    std::fs::write(&file, "silences:\n  - matchers: {}\n    comment: x\n").unwrap();
+    let args = SettingsArgs {
+        config: Some(file),
+        ..SettingsArgs::default()
+    };
+
+    let err = Settings::resolve(&args).unwrap_err().to_string();
+
+    assert!(err.contains("silences[0]: give ends_at"), "{err}");
+    assert!(
+        err.contains("silences[0].matchers: give at least one"),
+        "{err}"
+    );
+}
+
 fn tempfile_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("prober-settings-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&d).unwrap();
