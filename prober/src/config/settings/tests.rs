@@ -58,7 +58,7 @@ fn receivers_are_read_checked_and_unknown_keys_refused() {
         s.receivers[0].labels.get("team").map(String::as_str),
         Some("pay")
     );
-    assert_eq!(s.receivers[1].endpoint(), crate::notify::PAGERDUTY_URL);
+    assert_eq!(s.receivers[1].endpoint(), super::alerting::PAGERDUTY_URL);
     assert!(
         !format!("{s:?}").contains("k3y"),
         "secrets stay out of logs"
@@ -204,7 +204,7 @@ fn receiver_urls_must_be_http_or_https_with_a_host() {
 
 #[test]
 fn each_receiver_type_has_its_required_fields_and_no_foreign_ones() {
-    use crate::notify::ReceiverKind::*;
+    use super::alerting::ReceiverKind::*;
     let fields = |k, url, secret, key| -> Vec<&str> {
         receiver_field_problems(k, url, secret, key)
             .into_iter()
