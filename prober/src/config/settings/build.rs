@@ -27,14 +27,12 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
     }
     let metrics_labels = checks::metrics_labels(sink, args, file.metrics_labels.take());
     let retention = file.retention.take().unwrap_or_default();
+    let retention = retention_of(sink, &retention, &d.retention);
     let s = Settings {
-        dashboard_url: file.dashboard_url.take(),
-        ..layered(args, file, sink, d)
-    };
-    let s = Settings {
-        retention: retention_of(sink, &retention, &s.retention),
+        retention,
         alerting: alerting.policy,
         receivers,
+        dashboard_url: file.dashboard_url.take(),
         alerting_by_label: alerting.by_label,
         evaluate_every: alerting.evaluate_every,
         remind_every: alerting.remind_every,
@@ -42,7 +40,7 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
         api_token,
         api,
         metrics_labels,
-        ..s
+        ..layered(args, file, sink, d)
     };
     check_values(args, &s, sink);
     s
