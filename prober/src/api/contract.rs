@@ -60,8 +60,35 @@ fn sane_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The request being answered, as the error path names it.
+#[derive(Debug, Clone)]
+pub struct CurrentRequest {
+    /// The request id, as answered in `x-request-id`.
+    pub id: String,
+    /// The method and path: `GET /api/v1/probes/checkout/runs`.
+    pub route: String,
+}
+
+tokio::task_local! {
+    /// Set for the whole of a request's handling by [`request_id`].
+    static CURRENT: CurrentRequest;
+}
+
+/// The request the calling task is answering, if any: a handler's error path
+/// uses it to log the request id and to name it in the answer.
+pub fn current_request() -> Option<CurrentRequest> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `f` as if answering `request` (for tests of the error path).
+#[cfg(test)]
+pub(crate) fn with_request<R>(request: CurrentRequest, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(request, f)
+}
+
 /// Echoes a sane `x-request-id` or makes one (a UUID), runs the request in a
-/// span that carries it, and puts it on the answer.
+/// span that carries it (and with it as [`current_request`]), and puts it on
+/// the answer.
 async fn request_id(req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -71,7 +98,13 @@ async fn request_id(req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let current = CurrentRequest {
+        id: id.clone(),
+        route: format!("{} {}", req.method(), req.uri().path()),
+    };
+    let mut res = CURRENT
+        .scope(current, next.run(req).instrument(span.clone()))
+        .await;
     span.in_scope(|| {
         if res.status().is_server_error() {
             tracing::warn!(status = res.status().as_u16(), "answered");

@@ -20,7 +20,7 @@ pub struct DemoArgs {
 
 pub fn run(settings: SettingsArgs, args: DemoArgs) -> ExitCode {
     super::with_runtime(settings, |s| async move {
-        let targets = crate::demo::start(args.demo_bind).await?;
+        let targets = (crate::demo::start(args.demo_bind).await).map_err(|e| e.to_string())?;
         tracing::info!("{}", targets.describe());
         let result = if args.targets_only {
             crate::daemon::shutdown_signal().await;

@@ -123,23 +123,44 @@ impl Default for ApiAccess {
     }
 }
 
+/// Why a `${file:PATH}` token could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read the token file {path}: {source}; mount the secret there or fix the path")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes; it must hold the token alone")]
+    TooLarge { path: String },
+    #[error("the token file {path} is not UTF-8 text")]
+    NotUtf8 { path: String },
+}
+
 /// Reads a `${file:PATH}` token: at most [`MAX_TOKEN_FILE_BYTES`], UTF-8, trimmed.
-pub fn read_token_file(path: &str) -> Result<String, String> {
+pub fn read_token_file(path: &str) -> Result<String, TokenFileError> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| {
-        format!("cannot read the token file {path}: {e}; mount the secret there or fix the path")
+    let path_of = || path.to_string();
+    let f = std::fs::File::open(path).map_err(|source| TokenFileError::Open {
+        path: path_of(),
+        source,
     })?;
     let mut buf = Vec::new();
     f.take(MAX_TOKEN_FILE_BYTES + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read the token file {path}: {e}"))?;
+        .map_err(|source| TokenFileError::Read {
+            path: path_of(),
+            source,
+        })?;
     if buf.len() as u64 > MAX_TOKEN_FILE_BYTES {
-        return Err(format!(
-            "the token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes; it must hold the token alone"
-        ));
+        return Err(TokenFileError::TooLarge { path: path_of() });
     }
-    let text =
-        String::from_utf8(buf).map_err(|_| format!("the token file {path} is not UTF-8 text"))?;
+    let text = String::from_utf8(buf).map_err(|_| TokenFileError::NotUtf8 { path: path_of() })?;
     Ok(text.trim().to_string())
 }
 
@@ -180,9 +201,11 @@ mod tests {
         std::fs::write(&big, vec![b'x'; 5000]).unwrap();
         assert!(read_token_file(big.to_str().unwrap())
             .unwrap_err()
+            .to_string()
             .contains("larger than"));
         assert!(read_token_file(dir.join("missing").to_str().unwrap())
             .unwrap_err()
+            .to_string()
             .contains("cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -52,7 +52,7 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
             Err(message) => {
                 report
                     .diagnostics
-                    .push(file_error(f, Pos { line: 1, col: 1 }, message))
+                    .push(file_error(f, Pos { line: 1, col: 1 }, message.to_string()))
             }
         }
     }

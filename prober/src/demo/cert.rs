@@ -8,18 +8,22 @@ use std::sync::Arc;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use super::DemoError;
+
 /// How long the demo certificate is valid.
 pub const VALID_DAYS: i64 = 365;
 
 /// A TLS acceptor (HTTP/1.1 over ALPN) with a fresh self-signed certificate.
-pub fn acceptor() -> Result<TlsAcceptor, String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot make the demo's TLS certificate: {e}");
+pub fn acceptor() -> Result<TlsAcceptor, DemoError> {
+    fn fail(e: impl std::error::Error + Send + Sync + 'static) -> DemoError {
+        DemoError::Certificate(Box::new(e))
+    }
     let mut params = rcgen::CertificateParams::new(vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ])
-    .map_err(|e| fail(&e))?;
+    .map_err(fail)?;
     let now = std::time::SystemTime::now();
     let day = std::time::Duration::from_secs(86_400);
     params.not_before = (now - day).into();
@@ -27,17 +31,17 @@ pub fn acceptor() -> Result<TlsAcceptor, String> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "prober demo edge");
-    let key = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
-    let cert = params.self_signed(&key).map_err(|e| fail(&e))?;
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| fail(&e))?
+    .map_err(fail)?
     .with_no_client_auth()
     .with_single_cert(vec![cert.der().clone()], key)
-    .map_err(|e| fail(&e))?;
+    .map_err(fail)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -207,13 +207,13 @@ fn curl_host(addr: SocketAddr) -> String {
 ///
 /// Fails, serving nothing, if any port cannot be bound; the message names the
 /// port and how to move the targets.
-pub async fn start(bind: IpAddr) -> Result<DemoHandle, String> {
+pub async fn start(bind: IpAddr) -> Result<DemoHandle, DemoError> {
     let http = bind_tcp(bind, HTTP_PORT, "HTTP shop").await?;
     let tls = bind_tcp(bind, TLS_PORT, "HTTPS edge").await?;
     let tcp = bind_tcp(bind, TCP_PORT, "TCP banner").await?;
     let dns_udp = UdpSocket::bind((bind, DNS_PORT))
         .await
-        .map_err(|e| bind_error(bind, DNS_PORT, "DNS (UDP)", &e))?;
+        .map_err(|e| bind_error(bind, DNS_PORT, "DNS (UDP)", e))?;
     let dns_tcp = bind_tcp(bind, DNS_PORT, "DNS (TCP)").await?;
     let grpc = bind_tcp(bind, GRPC_PORT, "gRPC health").await?;
     let addrs = DemoAddrs {
@@ -256,21 +256,44 @@ pub async fn start(bind: IpAddr) -> Result<DemoHandle, String> {
     })
 }
 
-async fn bind_tcp(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
+/// Why the demo targets could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A port could not be bound: which, why, and what to do.
+    #[error("cannot listen on {addr} for the demo {what} target: {source}; {}", bind_advice(*.addr, .source))]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot read a demo listener's address: {0}")]
+    Address(#[source] std::io::Error),
+    #[error("cannot make the demo's TLS certificate: {0}")]
+    Certificate(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+async fn bind_tcp(ip: IpAddr, port: u16, what: &'static str) -> Result<TcpListener, DemoError> {
     TcpListener::bind((ip, port))
         .await
-        .map_err(|e| bind_error(ip, port, what, &e))
+        .map_err(|e| bind_error(ip, port, what, e))
 }
 
-fn local(l: &TcpListener) -> Result<SocketAddr, String> {
-    l.local_addr()
-        .map_err(|e| format!("cannot read a demo listener's address: {e}"))
+fn local(l: &TcpListener) -> Result<SocketAddr, DemoError> {
+    l.local_addr().map_err(DemoError::Address)
 }
 
-/// Says which port could not be bound, why, and what to do.
-fn bind_error(ip: IpAddr, port: u16, what: &str, e: &std::io::Error) -> String {
-    let addr = SocketAddr::new(ip, port);
-    let advice = match e.kind() {
+fn bind_error(ip: IpAddr, port: u16, what: &'static str, source: std::io::Error) -> DemoError {
+    DemoError::Bind {
+        addr: SocketAddr::new(ip, port),
+        what,
+        source,
+    }
+}
+
+/// What to do when `addr` could not be bound because of `e`.
+fn bind_advice(addr: SocketAddr, e: &std::io::Error) -> String {
+    let (ip, port) = (addr.ip(), addr.port());
+    match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
             "another program (another `prober demo`, or `docker compose up`, which publishes it) holds port {port}: \
              stop it (`ss -ltnp 'sport = :{port}'` shows which), or move the demo targets to another address with \
@@ -283,8 +306,7 @@ fn bind_error(ip: IpAddr, port: u16, what: &str, e: &std::io::Error) -> String {
             format!("not allowed to listen on {addr}: choose another address with {BIND_FLAG}")
         }
         _ => format!("choose another address with {BIND_FLAG}"),
-    };
-    format!("cannot listen on {addr} for the demo {what} target: {e}; {advice}")
+    }
 }
 
 #[cfg(test)]
@@ -294,7 +316,7 @@ mod tests {
     #[test]
     fn a_port_in_use_is_named_with_the_flag_that_moves_the_targets() {
         let e = std::io::Error::from(std::io::ErrorKind::AddrInUse);
-        let msg = bind_error(DEFAULT_BIND, HTTP_PORT, "HTTP shop", &e);
+        let msg = bind_error(DEFAULT_BIND, HTTP_PORT, "HTTP shop", e).to_string();
         assert!(msg.starts_with("cannot listen on 127.0.0.1:9681 for the demo HTTP shop target"));
         assert!(msg.contains("holds port 9681"), "{msg}");
         assert!(msg.contains("--demo-bind / PROBER_DEMO_BIND"), "{msg}");

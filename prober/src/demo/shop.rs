@@ -9,7 +9,7 @@
 //! answering, so exactly one shipped probe, `web-homepage`, turns red.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use parking_lot::{Mutex, MutexGuard};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -106,11 +107,8 @@ impl Shop {
             .with_state(self.clone())
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        // A poisoned lock only means a handler panicked mid-update; the maps stay usable.
-        self.store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock()
     }
 
     fn user_of(&self, headers: &HeaderMap) -> Option<String> {

@@ -7,8 +7,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::run::RunRecord;
@@ -31,11 +31,8 @@ impl ResultQueue {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<RunRecord>> {
-        match self.items.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn lock(&self) -> parking_lot::MutexGuard<'_, VecDeque<RunRecord>> {
+        self.items.lock()
     }
 
     /// Adds a result; drops the oldest one if the queue is full.

@@ -2,14 +2,15 @@
 //! Percentiles always come from summed bins with `prober_quantile`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use parking_lot::Mutex;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{err, Resolution, Store, StoreError};
+use super::{err, Store, StoreError};
 use crate::results::hist::SparseHist;
 
 /// Counts and percentiles of one probe over a window (phase `total`).
@@ -59,11 +60,7 @@ pub(super) type ClosedHoursCache = Arc<Mutex<Option<ClosedHours>>>;
 
 /// Empties the closed-hours cache (Postgres came back, maybe with other data).
 pub(super) fn forget_closed_hours(cache: &ClosedHoursCache) {
-    *lock(cache) = None;
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    *cache.lock() = None;
 }
 
 /// One stored run.
@@ -166,7 +163,7 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
         let stale = {
-            let mut cache = lock(&self.closed_hours);
+            let mut cache = self.closed_hours.lock();
             match cache.as_mut() {
                 Some(c) if c.from == from && c.to == to => {
                     let stale = c.read_at.elapsed() >= CLOSED_HOURS_TTL && !c.refreshing;
@@ -183,7 +180,7 @@ impl Store {
                 tokio::spawn(async move {
                     if let Err(e) = store.read_closed_hours(from, to).await {
                         tracing::warn!(error = %e, "refreshing the overview's closed hours failed; the previous read is kept and retried at the next request");
-                        if let Some(c) = lock(&store.closed_hours).as_mut() {
+                        if let Some(c) = store.closed_hours.lock().as_mut() {
                             c.refreshing = false;
                         }
                     }
@@ -200,7 +197,7 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
         let windows = Arc::new(self.merged_window(Resolution::Hour, from, Some(to)).await?);
-        *lock(&self.closed_hours) = Some(ClosedHours {
+        *self.closed_hours.lock() = Some(ClosedHours {
             from,
             to,
             read_at: std::time::Instant::now(),
@@ -399,5 +396,64 @@ impl Store {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| err("latency query failed", e))
+    }
+}
+
+impl Store {
+    /// The quantile `q` of `phase` of one probe between `from` and `to`, from the
+    /// table of the given resolution (`minute`, `hour` or `day`).
+    pub async fn quantile(
+        &self,
+        probe: &str,
+        phase: i16,
+        resolution: Resolution,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        q: f64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (table, col) = resolution.table();
+        // The probe's id as a value, not a join: the live views' minute branch
+        // takes only restrictions, not join conditions (see `Resolution::table`).
+        let sql = format!(
+            "select prober_quantile($5, array_agg(hi order by hi), array_agg(n order by hi))
+             from (select b.bin_hi_us hi, sum(b.count)::bigint n
+                   from {table} b
+                   where b.probe_id = (select id from probes where name = $1)
+                     and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
+                   group by 1) s"
+        );
+        let row = sqlx::query(&sql)
+            .bind(probe)
+            .bind(phase)
+            .bind(from)
+            .bind(to)
+            .bind(q)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| err("quantile query failed", e))?;
+        row.try_get::<Option<i64>, _>(0)
+            .map_err(|e| err("quantile query failed", e))
+    }
+}
+
+/// Which histogram table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Resolution {
+    /// The relation to read and its time column. Hour and day read the live
+    /// views (migration 0008); Postgres pushes a reader's conditions into
+    /// their minute branch only as restrictions (`probe_id = <value>`, or a
+    /// lateral reference), never from a join, so readers filter that way.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Resolution::Minute => ("minute_bins", "minute"),
+            Resolution::Hour => ("hour_bins_live", "hour"),
+            Resolution::Day => ("day_bins_live", "day"),
+        }
     }
 }

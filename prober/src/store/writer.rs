@@ -3,10 +3,11 @@
 //! backoff, reports the store as degraded, and leaves the results queued.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -89,10 +90,7 @@ impl Default for StoreHealth {
 
 impl StoreHealth {
     pub fn state(&self) -> StoreState {
-        match self.state.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.state.read().clone()
     }
 
     /// Waits until the writer has prepared the database once (returns at once after that).
@@ -105,12 +103,11 @@ impl StoreHealth {
     fn set_ok(&self) {
         self.prepared
             .send_if_modified(|p| !std::mem::replace(p, true));
-        if let Ok(mut s) = self.state.write() {
-            if *s != StoreState::Ok {
-                tracing::info!("Postgres store is available");
-            }
-            *s = StoreState::Ok;
+        let mut s = self.state.write();
+        if *s != StoreState::Ok {
+            tracing::info!("Postgres store is available");
         }
+        *s = StoreState::Ok;
     }
 
     fn set_degraded(&self, e: &StoreError) {
@@ -120,16 +117,15 @@ impl StoreHealth {
 
     /// Degraded since `since` (or since earlier, when it already was).
     fn degrade(&self, since: DateTime<Utc>, reason: String) {
-        if let Ok(mut s) = self.state.write() {
-            let since = match &*s {
-                StoreState::Degraded { since, .. } => *since,
-                _ => {
-                    tracing::error!(error = %reason, "Postgres store unavailable: probing continues and results are queued until it returns");
-                    since
-                }
-            };
-            *s = StoreState::Degraded { since, reason };
-        }
+        let mut s = self.state.write();
+        let since = match &*s {
+            StoreState::Degraded { since, .. } => *since,
+            _ => {
+                tracing::error!(error = %reason, "Postgres store unavailable: probing continues and results are queued until it returns");
+                since
+            }
+        };
+        *s = StoreState::Degraded { since, reason };
     }
 }
 
@@ -382,7 +378,7 @@ async fn flush(
 async fn write_isolating(
     store: &Store,
     health: &StoreHealth,
-    batch: &[super::RunRecord],
+    batch: &[crate::run::RunRecord],
 ) -> Result<(), StoreError> {
     let mut parts = vec![batch];
     while let Some(part) = parts.pop() {
@@ -406,7 +402,7 @@ async fn write_isolating(
 async fn write_reduced(
     store: &Store,
     health: &StoreHealth,
-    one: &[super::RunRecord],
+    one: &[crate::run::RunRecord],
     refused: &StoreError,
 ) -> Result<(), StoreError> {
     let Some(r) = one.first() else {

@@ -1093,6 +1093,56 @@ async fn every_answer_has_a_request_id_echoed_when_sane() {
     d.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_answers_503_with_the_request_id_and_never_the_database_text() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let db = TestDb::create().await;
+    let d = start_with_token(&db, &target).await;
+    let pool = db.pool().await;
+    sqlx::query("alter table runs rename to runs_hidden_by_test")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let a = send(
+        &d,
+        "GET",
+        "/api/v1/probes/api-live/runs",
+        &["x-request-id: fault-7"],
+        b"",
+    )
+    .await;
+
+    sqlx::query("alter table runs_hidden_by_test rename to runs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 503, "{}\n{}", a.head, a.body);
+    let body = a.json();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{}", a.body);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("request fault-7"), "{message}");
+    assert!(
+        message.contains("/api/v1/probes"),
+        "where live data is: {message}"
+    );
+    for database_text in [
+        "relation",
+        "does not exist",
+        "runs\"",
+        "error returned from database",
+        "5432",
+    ] {
+        assert!(
+            !a.body.contains(database_text),
+            "the database's words ({database_text:?}) stay in the log: {}",
+            a.body
+        );
+    }
+    d.shutdown().await;
+}
+
 /// Every string in `v` that looks like a time must be RFC 3339 (four-digit years).
 fn assert_times_rfc3339(v: &Value, path: &str) {
     match v {

@@ -105,7 +105,7 @@ async fn every_shipped_example_passes_against_the_demo_targets() {
 
     // A second demo cannot have the ports, and says which and what to do.
     let second = demo::start(demo::DEFAULT_BIND).await;
-    let err = second.err().expect("the ports are taken");
+    let err = second.err().expect("the ports are taken").to_string();
     assert!(err.contains("127.0.0.1:9681"), "{err}");
     assert!(err.contains("PROBER_DEMO_BIND"), "{err}");
     targets.shutdown().await;

@@ -67,15 +67,8 @@ pub async fn run_now(State(core): State<AppState>, Path(name): Path<String>) -> 
         .into_response(),
         // Removed by a reload while the request waited.
         Ok(None) => ApiError::unknown_probe(&name).into_response(),
-        Err(e) => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: format!(
-                "the run of {name:?} failed inside the prober ({e}); see the daemon's log"
-            ),
-            details: Vec::new(),
-        }
-        .into_response(),
+        Err(e) => ApiError::internal(&format!("the run of {name:?} failed inside the prober"), &e)
+            .into_response(),
     }
 }
 
@@ -121,12 +114,7 @@ pub async fn reload(State(core): State<AppState>) -> Result<Json<ReloadResult>, 
     let c = core.clone();
     let result = tokio::task::spawn_blocking(move || c.reloader.reload("api"))
         .await
-        .map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: format!("the reload task failed: {e}"),
-            details: Vec::new(),
-        })?;
+        .map_err(|e| ApiError::internal("the reload task failed", &e))?;
     match result {
         Ok(diff) => Ok(Json(ReloadResult { applied: true, diff })),
         Err(errors) => Err(ApiError {

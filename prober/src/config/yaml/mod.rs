@@ -15,9 +15,11 @@
 //! they are copied, so a "billion laughs" file is refused at its first
 //! expensive alias, in microseconds, with its line.
 
+mod read;
+
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
+
+pub use read::{read_bounded, ReadError, MAX_FILE_BYTES};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
@@ -38,35 +40,10 @@ impl Pos {
     }
 }
 
-/// The largest probe or settings file read, in bytes (1 MiB; a probe is ~200 bytes).
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// The deepest nesting of lists and mappings (a probe needs 6).
 pub const MAX_DEPTH: usize = 64;
 /// How many nodes (values, keys, lists, mappings) aliases may repeat in one file.
 pub const MAX_ALIAS_NODES: usize = 100_000;
-
-/// Reads a probe or settings file of at most [`MAX_FILE_BYTES`], reading no
-/// more than that (a 100 MB file, or a device, is refused after 1 MiB + 1 byte).
-pub fn read_bounded(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the file: {e}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "the file is larger than {} KiB, the limit for a probe or settings file; \
-             split it into several files (a directory of probe files loads them all)",
-            MAX_FILE_BYTES / 1024
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "cannot read the file: it is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-            e.utf8_error().valid_up_to()
-        )
-    })
-}
 
 /// One YAML document: its value and where each part of it is.
 #[derive(Debug, Clone)]
@@ -269,105 +246,123 @@ impl Builder {
                 } else {
                     resolve_plain(&text)
                 };
-                // A scalar in key position is a key, not a value.
-                if let Some((Frame::Map { pending_key, .. }, path)) = self.stack.last_mut() {
-                    if pending_key.is_none() {
-                        let key = match value {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        let key_path = join_key(path, &key);
-                        if let Some(doc) = self.current.as_mut() {
-                            if doc.keys.contains_key(&key_path) {
-                                return Err(SyntaxError {
-                                    pos: Pos::of(span),
-                                    message: format!(
-                                        "duplicate key `{key}`: each key may appear once in a mapping; remove one"
-                                    ),
-                                });
-                            }
-                            doc.keys.insert(key_path, Pos::of(span));
-                        }
-                        *pending_key = Some(key);
-                        self.nodes += 1;
-                        return Ok(());
-                    }
-                }
-                self.nodes += 1;
-                if anchor > 0 {
-                    self.anchors.insert(anchor, (value.clone(), 1));
-                }
-                self.push_value(value, span);
+                self.on_scalar(value, anchor, span)?;
             }
-            Event::Alias(id) => {
-                let unknown = || SyntaxError {
-                    pos: Pos::of(span),
-                    message: "alias to an unknown anchor".into(),
-                };
-                let size = self.anchors.get(&id).ok_or_else(unknown)?.1;
-                // Counted before the copy is made: the copy is what costs memory.
-                self.charge(size, span, "this alias")?;
-                let value = self.anchors.get(&id).ok_or_else(unknown)?.0.clone();
-                self.nodes = self.nodes.saturating_add(size);
-                self.push_value(value, span);
-            }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                if self.stack.len() >= MAX_DEPTH {
-                    return Err(SyntaxError {
-                        pos: Pos::of(span),
-                        message: too_deep(),
-                    });
-                }
-                let path = self.child_path();
-                self.record_value_pos(&path, span);
-                let first_node = self.nodes;
-                self.nodes += 1;
-                let frame = if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq {
-                        items: Vec::new(),
-                        anchor,
-                        first_node,
-                    }
-                } else {
-                    Frame::Map {
-                        map: Map::new(),
-                        pending_key: None,
-                        anchor,
-                        first_node,
-                    }
-                };
-                self.stack.push((frame, path));
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((frame, _)) = self.stack.pop() {
-                    let (value, anchor, first_node) = match frame {
-                        Frame::Seq {
-                            items,
-                            anchor,
-                            first_node,
-                        } => (Value::Array(items), anchor, first_node),
-                        Frame::Map {
-                            map,
-                            anchor,
-                            first_node,
-                            ..
-                        } => (Value::Object(map), anchor, first_node),
-                    };
-                    if anchor > 0 {
-                        let size = self.nodes - first_node;
-                        self.charge(size, span, "this anchor")?;
-                        self.anchors.insert(anchor, (value.clone(), size));
-                    }
-                    self.attach(value);
-                }
-            }
+            Event::Alias(id) => self.on_alias(id, span)?,
+            Event::SequenceStart(anchor, _) => self.on_start(true, anchor, span)?,
+            Event::MappingStart(anchor, _) => self.on_start(false, anchor, span)?,
+            Event::SequenceEnd | Event::MappingEnd => self.on_end(span)?,
             _ => {}
         }
         Ok(())
     }
 
-    /// Counts `size` nodes copied for an anchor or an alias against [`MAX_ALIAS_NODES`],
-    /// before the copy is made (nested anchors copy their values once per level).
+    /// A scalar: a key when a mapping waits for one, else a value.
+    fn on_scalar(&mut self, value: Value, anchor: usize, span: &Span) -> Result<(), SyntaxError> {
+        if let Some((Frame::Map { pending_key, .. }, path)) = self.stack.last_mut() {
+            if pending_key.is_none() {
+                let key = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let key_path = join_key(path, &key);
+                if let Some(doc) = self.current.as_mut() {
+                    if doc.keys.contains_key(&key_path) {
+                        return Err(SyntaxError {
+                            pos: Pos::of(span),
+                            message: format!(
+                                "duplicate key `{key}`: each key may appear once in a mapping; remove one"
+                            ),
+                        });
+                    }
+                    doc.keys.insert(key_path, Pos::of(span));
+                }
+                *pending_key = Some(key);
+                self.nodes += 1;
+                return Ok(());
+            }
+        }
+        self.nodes += 1;
+        if anchor > 0 {
+            self.anchors.insert(anchor, (value.clone(), 1));
+        }
+        self.push_value(value, span);
+        Ok(())
+    }
+
+    /// An alias: a copy of its anchor's value, charged before it is made.
+    fn on_alias(&mut self, id: usize, span: &Span) -> Result<(), SyntaxError> {
+        let unknown = || SyntaxError {
+            pos: Pos::of(span),
+            message: "alias to an unknown anchor".into(),
+        };
+        let size = self.anchors.get(&id).ok_or_else(unknown)?.1;
+        // Counted before the copy is made: the copy is what costs memory.
+        self.charge(size, span, "this alias")?;
+        let value = self.anchors.get(&id).ok_or_else(unknown)?.0.clone();
+        self.nodes = self.nodes.saturating_add(size);
+        self.push_value(value, span);
+        Ok(())
+    }
+
+    /// A sequence (`seq`) or mapping starts: a frame, within [`MAX_DEPTH`].
+    fn on_start(&mut self, seq: bool, anchor: usize, span: &Span) -> Result<(), SyntaxError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(SyntaxError {
+                pos: Pos::of(span),
+                message: too_deep(),
+            });
+        }
+        let path = self.child_path();
+        self.record_value_pos(&path, span);
+        let first_node = self.nodes;
+        self.nodes += 1;
+        let frame = if seq {
+            Frame::Seq {
+                items: Vec::new(),
+                anchor,
+                first_node,
+            }
+        } else {
+            Frame::Map {
+                map: Map::new(),
+                pending_key: None,
+                anchor,
+                first_node,
+            }
+        };
+        self.stack.push((frame, path));
+        Ok(())
+    }
+
+    /// A sequence or mapping ends: its value goes to its parent (and to its
+    /// anchor, charged for every node it holds).
+    fn on_end(&mut self, span: &Span) -> Result<(), SyntaxError> {
+        let Some((frame, _)) = self.stack.pop() else {
+            return Ok(());
+        };
+        let (value, anchor, first_node) = match frame {
+            Frame::Seq {
+                items,
+                anchor,
+                first_node,
+            } => (Value::Array(items), anchor, first_node),
+            Frame::Map {
+                map,
+                anchor,
+                first_node,
+                ..
+            } => (Value::Object(map), anchor, first_node),
+        };
+        if anchor > 0 {
+            let size = self.nodes - first_node;
+            self.charge(size, span, "this anchor")?;
+            self.anchors.insert(anchor, (value.clone(), size));
+        }
+        self.attach(value);
+        Ok(())
+    }
+
     fn charge(&mut self, size: usize, span: &Span, what: &str) -> Result<(), SyntaxError> {
         self.alias_nodes = self.alias_nodes.saturating_add(size);
         if self.alias_nodes <= MAX_ALIAS_NODES {
@@ -556,23 +551,6 @@ mod tests {
         assert!(err.message.contains("nested more than 64"), "{err:?}");
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(&ok).is_ok());
-    }
-
-    #[test]
-    fn large_files_are_refused_after_reading_the_limit() {
-        let dir = std::env::temp_dir().join(format!("prober-yaml-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let big = dir.join("big.yaml");
-        let f = std::fs::File::create(&big).unwrap();
-        f.set_len(100 << 20).unwrap(); // sparse: 100 MB of zeros on no disk
-        let err = read_bounded(&big).unwrap_err();
-        assert!(err.contains("larger than 1024 KiB"), "{err}");
-        let ok = dir.join("ok.yaml");
-        std::fs::write(&ok, "name: a\n").unwrap();
-        assert_eq!(read_bounded(&ok).unwrap(), "name: a\n");
-        std::fs::write(&ok, b"name: \xff\n").unwrap();
-        assert!(read_bounded(&ok).unwrap_err().contains("not UTF-8"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

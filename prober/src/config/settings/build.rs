@@ -1,0 +1,149 @@
+//! Layering: flags and environment over the file over the defaults, and
+//! the checks of the resolved values.
+
+use std::time::Duration;
+
+use super::file::{RetentionFile, SettingsFile};
+use super::sink::Sink;
+use super::{access, checks, policy, receivers};
+use super::{Retention, Settings, SettingsArgs, DAY};
+
+/// Turns the file and the flags into settings, reporting every problem in `sink`.
+pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink) -> Settings {
+    let d = Settings::default();
+    let alerting = policy::alerting(
+        sink,
+        file.alerting.take().unwrap_or_default(),
+        file.silences.take().unwrap_or_default(),
+        &d,
+    );
+    let api_token = access::api_token(sink, args, file.api_token.take());
+    let api = access::api_access(sink, file.api.take().unwrap_or_default());
+    let receivers = receivers::receivers(sink, file.receivers.take().unwrap_or_default());
+    if let Some(t) = &file.dashboard_url {
+        if let Err(e) = checks::check_dashboard_url(t) {
+            sink.error("dashboard_url", e.0);
+        }
+    }
+    let metrics_labels = checks::metrics_labels(sink, args, file.metrics_labels.take());
+    let retention = file.retention.take().unwrap_or_default();
+    let retention = retention_of(sink, &retention, &d.retention);
+    let s = Settings {
+        retention,
+        alerting: alerting.policy,
+        receivers,
+        dashboard_url: file.dashboard_url.take(),
+        alerting_by_label: alerting.by_label,
+        evaluate_every: alerting.evaluate_every,
+        remind_every: alerting.remind_every,
+        silences: alerting.silences,
+        api_token,
+        api,
+        metrics_labels,
+        ..layered(args, file, sink, d)
+    };
+    check_values(args, &s, sink);
+    s
+}
+
+/// The plain settings: a flag (or its variable) over the file over the default.
+fn layered(args: &SettingsArgs, file: SettingsFile, sink: &mut Sink, d: Settings) -> Settings {
+    Settings {
+        database_url: (args.database_url.clone())
+            .or(file.database_url)
+            .unwrap_or(d.database_url),
+        location: (args.location.clone())
+            .or(file.location)
+            .unwrap_or(d.location),
+        probes: args.probes.clone().or(file.probes).unwrap_or(d.probes),
+        listen: args.listen.or(file.listen).unwrap_or(d.listen),
+        max_concurrency: (args.max_concurrency)
+            .or(file.max_concurrency)
+            .unwrap_or(d.max_concurrency),
+        max_per_host: (args.max_per_host)
+            .or(file.max_per_host)
+            .unwrap_or(d.max_per_host),
+        queue_capacity: (args.queue_capacity)
+            .or(file.queue_capacity)
+            .unwrap_or(d.queue_capacity),
+        batch_size: file.batch_size.unwrap_or(d.batch_size),
+        flush_interval: sink.duration(
+            "flush_interval",
+            file.flush_interval.as_deref(),
+            d.flush_interval,
+        ),
+        recent_runs: file.recent_runs.unwrap_or(d.recent_runs),
+        shutdown_grace: sink.duration(
+            "shutdown_grace",
+            file.shutdown_grace.as_deref(),
+            d.shutdown_grace,
+        ),
+        migrate: !args.no_migrate && file.migrate.unwrap_or(d.migrate),
+        file: None,
+        ..d
+    }
+}
+
+/// `retention:`: each kind of data's keep time, or its default.
+fn retention_of(sink: &mut Sink, f: &RetentionFile, d: &Retention) -> Retention {
+    Retention {
+        runs: sink.duration("retention.runs", f.runs.as_deref(), d.runs),
+        minutes: sink.duration("retention.minutes", f.minutes.as_deref(), d.minutes),
+        hours: sink.duration("retention.hours", f.hours.as_deref(), d.hours),
+    }
+}
+
+/// Checks resolved values, reporting each where it was set.
+fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
+    if s.location.is_empty() || s.location.len() > 64 {
+        sink.place(
+            args.location.is_some(),
+            "--location / PROBER_LOCATION",
+            "location",
+            "must be 1 to 64 characters (it is recorded with every run)",
+        );
+    }
+    for (field, v, flag) in [
+        (
+            "max_concurrency",
+            s.max_concurrency,
+            args.max_concurrency
+                .is_some()
+                .then_some("--max-concurrency / PROBER_MAX_CONCURRENCY"),
+        ),
+        (
+            "max_per_host",
+            s.max_per_host,
+            args.max_per_host
+                .is_some()
+                .then_some("--max-per-host / PROBER_MAX_PER_HOST"),
+        ),
+        (
+            "queue_capacity",
+            s.queue_capacity,
+            args.queue_capacity
+                .is_some()
+                .then_some("--queue-capacity / PROBER_QUEUE_CAPACITY"),
+        ),
+        ("batch_size", s.batch_size, None),
+        ("recent_runs", s.recent_runs, None),
+    ] {
+        if v == 0 {
+            sink.place(
+                flag.is_some(),
+                flag.unwrap_or_default(),
+                field,
+                "must be at least 1",
+            );
+        }
+    }
+    if s.evaluate_every < Duration::from_secs(1) {
+        sink.error("alerting.evaluate_every", "must be at least 1s");
+    }
+    if s.remind_every.is_some_and(|r| r < Duration::from_secs(1)) {
+        sink.error("alerting.remind_every", "must be at least 1s");
+    }
+    if s.retention.minutes < s.retention.runs.min(DAY) {
+        sink.error("retention.minutes", "must be at least a day");
+    }
+}

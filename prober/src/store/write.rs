@@ -1,0 +1,297 @@
+//! The run writer's statement: a batch of runs and their histogram samples
+//! as columns, inserted in one idempotent statement.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::clean::{clean_detail, clean_text};
+use super::{err, Store, StoreError, MAX_ERROR_MESSAGE_BYTES};
+use crate::results::hist::Quantiser;
+use crate::run::{phase_samples, RunRecord};
+
+impl Store {
+    /// Writes a batch of runs and their histogram bins in one statement.
+    /// Idempotent: runs already stored are skipped and not counted again.
+    /// Returns how many runs were new.
+    pub async fn write_runs(&self, batch: &[RunRecord]) -> Result<u64, StoreError> {
+        self.write_runs_as(batch, Form::Full).await
+    }
+
+    /// [`Store::write_runs`] in the given form: [`Form::Reduced`] stores the
+    /// runs without their error message and detail, for runs whose text
+    /// Postgres refused even cleaned.
+    pub async fn write_runs_as(&self, batch: &[RunRecord], form: Form) -> Result<u64, StoreError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let (location_id, build_id) = self.dimension_ids().await?;
+        let mut days: Vec<NaiveDate> = batch.iter().map(|r| r.scheduled_at.date_naive()).collect();
+        days.sort_unstable();
+        days.dedup();
+        for d in days {
+            self.ensure_partition(d).await?;
+        }
+        let mut cols = RunColumns::default();
+        self.register_versions(batch.iter().map(|r| &*r.meta))
+            .await?;
+        for r in batch {
+            let (probe_id, version_id) = self.version_ids(&r.meta).await?;
+            cols.push(r, probe_id, version_id, form);
+        }
+        let inserted: i64 = sqlx::query_scalar(INSERT_RUNS)
+            .bind(&cols.run_id)
+            .bind(&cols.scheduled_at)
+            .bind(&cols.probe_id)
+            .bind(&cols.version_id)
+            .bind(location_id)
+            .bind(build_id)
+            .bind(&cols.lateness_us)
+            .bind(&cols.phases[0])
+            .bind(&cols.phases[1])
+            .bind(&cols.phases[2])
+            .bind(&cols.phases[3])
+            .bind(&cols.phases[4])
+            .bind(&cols.phases[5])
+            .bind(&cols.response_bytes)
+            .bind(&cols.status_code)
+            .bind(&cols.error_class)
+            .bind(&cols.success)
+            .bind(&cols.error_message)
+            .bind(&cols.s_run_id)
+            .bind(&cols.s_phase)
+            .bind(&cols.s_us)
+            .bind(&cols.s_lo)
+            .bind(&cols.s_hi)
+            .bind(&cols.detail)
+            .bind(&cols.trigger)
+            .bind(self.count_api_runs)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                err(
+                    &format!("writing {} runs to {}", batch.len(), self.target()),
+                    e,
+                )
+            })?;
+        Ok(u64::try_from(inserted).unwrap_or(0))
+    }
+}
+
+/// A batch as columns, for `unnest`.
+#[derive(Default)]
+struct RunColumns {
+    run_id: Vec<uuid::Uuid>,
+    scheduled_at: Vec<DateTime<Utc>>,
+    probe_id: Vec<i32>,
+    version_id: Vec<i32>,
+    lateness_us: Vec<i32>,
+    phases: [Vec<Option<i32>>; 6],
+    response_bytes: Vec<i32>,
+    status_code: Vec<Option<i16>>,
+    error_class: Vec<Option<i16>>,
+    success: Vec<bool>,
+    error_message: Vec<Option<String>>,
+    detail: Vec<Option<serde_json::Value>>,
+    trigger: Vec<i16>,
+    // one entry per (run, phase) sample, with its bin
+    s_run_id: Vec<uuid::Uuid>,
+    s_phase: Vec<i16>,
+    s_us: Vec<i64>,
+    s_lo: Vec<i64>,
+    s_hi: Vec<i64>,
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    i32::try_from(v.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(i32::MAX)
+}
+
+impl RunColumns {
+    fn push(&mut self, r: &RunRecord, probe_id: i32, version_id: i32, form: Form) {
+        let o = &r.outcome;
+        self.run_id.push(r.run_id);
+        self.scheduled_at.push(r.scheduled_at);
+        self.probe_id.push(probe_id);
+        self.version_id.push(version_id);
+        self.lateness_us.push(clamp_i32(r.lateness_us));
+        self.trigger.push(r.trigger.id());
+        let q = Quantiser::get();
+        let mut sample = |phase: i16, us: u64| {
+            let (lo, hi) = q.bin(us);
+            self.s_run_id.push(r.run_id);
+            self.s_phase.push(phase);
+            self.s_us.push(us as i64);
+            self.s_lo.push(lo as i64);
+            self.s_hi.push(hi as i64);
+        };
+        let phases = phase_samples(&o.phases);
+        for (i, us) in phases.iter().enumerate() {
+            if let Some(us) = us {
+                sample(i as i16, *us);
+            }
+        }
+        // A scenario's steps: phase 100 + the step's index, for the steps that ran.
+        for (i, st) in o.steps.iter().enumerate().take(100) {
+            if st.status != crate::run::StepStatus::Skipped {
+                sample(100 + i as i16, st.phases.total_us);
+            }
+        }
+        for (i, us) in phases.iter().enumerate() {
+            self.phases[i].push(us.map(|us| clamp_i32(us as i64)));
+        }
+        let has_detail = !(o.steps.is_empty() && o.attempts.is_empty() && o.info.is_empty());
+        self.detail
+            .push((has_detail && form == Form::Full).then(|| {
+                clean_detail(
+                    serde_json::json!({"steps": o.steps, "attempts": o.attempts, "info": o.info}),
+                )
+            }));
+        self.response_bytes.push(clamp_i32(o.response_bytes as i64));
+        self.status_code.push(o.status_code.map(|c| c as i16));
+        self.error_class
+            .push(o.error.as_ref().map(|e| error_class_id(e.class)));
+        self.success.push(o.success);
+        self.error_message
+            .push(o.error.as_ref().map(|e| match form {
+                Form::Full => clean_text(&e.message, MAX_ERROR_MESSAGE_BYTES).into_owned(),
+                Form::Reduced => REDUCED_MESSAGE.to_string(),
+            }));
+    }
+}
+
+/// How much of a run is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Everything, text cleaned and capped.
+    Full,
+    /// Times, status, error class and histogram samples; no error message
+    /// (replaced by [`REDUCED_MESSAGE`]) and no detail.
+    Reduced,
+}
+
+/// The `error_message` of a run stored in reduced form.
+pub const REDUCED_MESSAGE: &str = "stored in reduced form: Postgres refused this run's message or detail; the prober's log has the original under this run id";
+
+/// The stable id of an error class in the `error_classes` table.
+pub fn error_class_id(c: crate::run::ErrorClass) -> i16 {
+    use crate::run::ErrorClass::*;
+    match c {
+        Dns => 1,
+        Connect => 2,
+        Tls => 3,
+        Timeout => 4,
+        HttpStatus => 5,
+        Assertion => 6,
+        BodyTooLarge => 7,
+        RedirectLimit => 8,
+        InvalidResponse => 9,
+        Config => 10,
+    }
+}
+
+/// One statement, one round trip: insert the runs (skipping known run ids),
+/// then add the samples of the runs actually inserted (scheduled ones only,
+/// unless API runs count) to the minute bins and
+/// counters, and to the hour and day ones when their minute is already rolled
+/// up (or the location has no rollup mark): see `rollup.rs`.
+const INSERT_RUNS: &str = r#"
+with input as (
+    select * from unnest(
+        $1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $7::int[],
+        $8::int[], $9::int[], $10::int[], $11::int[], $12::int[], $13::int[],
+        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[], $24::jsonb[], $25::int2[])
+    as t(run_id, scheduled_at, probe_id, version_id, lateness_us,
+         total_us, dns_us, connect_us, tls_us, first_byte_us, transfer_us,
+         response_bytes, status_code, error_class, success, error_message, detail, trigger)
+),
+ins as (
+    insert into runs (run_id, scheduled_at, probe_id, version_id, location_id, build_id,
+                      lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
+                      transfer_us, response_bytes, status_code, error_class, success, error_message,
+                      detail, trigger)
+    select run_id, scheduled_at, probe_id, version_id, $5::int2, $6::int2,
+           lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
+           transfer_us, response_bytes, status_code, error_class, success, error_message,
+           detail, trigger
+    from input
+    on conflict do nothing
+    returning run_id, scheduled_at, probe_id, success, trigger
+),
+samples as (
+    select ins.probe_id, ins.success, s.phase, s.us, s.lo, s.hi,
+           date_trunc('minute', ins.scheduled_at) as minute
+    from unnest($19::uuid[], $20::int2[], $21::int8[], $22::int8[], $23::int8[])
+         as s(run_id, phase, us, lo, hi)
+    join ins on ins.run_id = s.run_id
+    -- Runs asked for through the API are stored but not counted, unless $26 (api.manual_runs_count).
+    where ins.trigger = 0 or $26::bool
+),
+bins as (
+    select minute, probe_id, phase, lo, hi, count(*) as n
+    from samples group by minute, probe_id, phase, lo, hi
+),
+counters as (
+    select minute, probe_id, phase, count(*) as runs,
+           count(*) filter (where not success) as failures, sum(us) as sum_us
+    from samples group by minute, probe_id, phase
+),
+-- The rollup mark (migration 0008): samples of minutes before it go to the
+-- hour and day tables here; later ones wait for the rollup.
+mark as materialized (
+    select rolled_through, day_rolled_through from rollup_mark for share
+),
+late_bins as (
+    select * from bins b where not exists (select 1 from mark where b.minute >= mark.rolled_through)
+),
+late_counters as (
+    select * from counters c where not exists (select 1 from mark where c.minute >= mark.rolled_through)
+),
+day_late_bins as (
+    select * from bins b where not exists (select 1 from mark where b.minute >= mark.day_rolled_through)
+),
+day_late_counters as (
+    select * from counters c where not exists (select 1 from mark where c.minute >= mark.day_rolled_through)
+),
+mb as (
+    insert into minute_bins as t (minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
+    select minute, probe_id, $5::int2, phase, lo, hi, n from bins
+    on conflict (probe_id, phase, minute, location_id, bin_lo_us)
+    do update set count = t.count + excluded.count
+),
+hb as (
+    insert into hour_bins as t (hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
+    select date_trunc('hour', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from late_bins
+    group by 1, 2, 4, 5, 6
+    on conflict (probe_id, phase, hour, location_id, bin_lo_us)
+    do update set count = t.count + excluded.count
+),
+db as (
+    insert into day_bins as t (day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
+    select date_trunc('day', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from day_late_bins
+    group by 1, 2, 4, 5, 6
+    on conflict (probe_id, phase, day, location_id, bin_lo_us)
+    do update set count = t.count + excluded.count
+),
+mc as (
+    insert into minute_counters as t (minute, probe_id, location_id, phase, runs, failures, sum_us)
+    select minute, probe_id, $5::int2, phase, runs, failures, sum_us from counters
+    on conflict (probe_id, phase, minute, location_id)
+    do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
+                  sum_us = t.sum_us + excluded.sum_us
+),
+hc as (
+    insert into hour_counters as t (hour, probe_id, location_id, phase, runs, failures, sum_us)
+    select date_trunc('hour', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
+    from late_counters group by 1, 2, 4
+    on conflict (probe_id, phase, hour, location_id)
+    do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
+                  sum_us = t.sum_us + excluded.sum_us
+),
+dc as (
+    insert into day_counters as t (day, probe_id, location_id, phase, runs, failures, sum_us)
+    select date_trunc('day', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
+    from day_late_counters group by 1, 2, 4
+    on conflict (probe_id, phase, day, location_id)
+    do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
+                  sum_us = t.sum_us + excluded.sum_us
+)
+select count(*) from ins
+"#;
