@@ -1,47 +1,52 @@
 //! prober: end-to-end test probes against production, on a schedule, with
-//! exact latency histograms. A tour of the crate, in the order data flows:
+//! exact latency histograms. A tour of the crate, in the order of its layers:
+//! each module imports only the ones before it (ARCHITECTURE.md, "Layers";
+//! `tests/tests/it/layout.rs` enforces it).
 
 /// The run vocabulary every layer speaks: `Outcome`, `ErrorClass`, phases,
 /// the `RunRecord` that is stored. A leaf: imports nothing from the crate.
 pub mod run;
 
-/// Probe definitions: the YAML format, its JSON Schema, loading and validation
-/// with every error placed at file:line:column.
+/// Configuration: probe files (the YAML format, its JSON Schema, validation with
+/// every error at file:line:column, the run budget), daemon settings, alert policy
+/// and receivers, and the watcher that notices changed probe files.
 pub mod config;
 
-/// Running a probe once: the HTTP check with real phase timings, assertions,
-/// and the `Outcome` every run produces (a failure is data, not an error).
+/// Live state in memory: recent runs, up/down status, `/metrics` histograms.
+pub mod results;
+
+/// Running a probe once: the kinds with real phase timings, assertions, and the
+/// runner that owns the run budget (per-attempt timeout, retries).
 pub mod probe;
+
+/// Postgres: migrations, the batched idempotent writer, partitions, rollups,
+/// retention, quantile reads, the audit log. Knows nothing of alerting.
+pub mod store;
 
 /// When probes run: ticks, spread, no overlap, admission control.
 pub mod schedule;
 
-/// Live state in memory: recent runs, status, current-minute histograms.
-pub mod results;
-
-/// Postgres: migrations, the batched idempotent writer, partitions, retention, quantiles.
-pub mod store;
-
-/// Alerting: the alert state machine, persisted, fed by every run.
+/// Alerting: pure rules, the state machine, the engine fed by every run, and the
+/// persistence of alert state.
 pub mod alert;
 
-/// Notifications of alerts: receivers, the outbox worker.
+/// Notifications of alerts: rendering per receiver, the outbox, the delivery worker.
 pub mod notify;
 
-/// `/healthz`, `/readyz` (and the API, later).
+/// Logging setup, `/metrics` collectors per subsystem, the reload status.
+pub mod telemetry;
+
+/// The HTTP API: `/healthz`, `/readyz`, `/metrics`, `/api/v1/…`, tokens, audit.
 pub mod api;
 
-/// The daemon: wires settings, store, scheduler and HTTP server; shuts down cleanly.
+/// The daemon: wires everything, owns the shared state and reload; shuts down cleanly.
 pub mod daemon;
-
-/// The command line: `check`, `once`, `schema`, `version`.
-pub mod cli;
 
 /// `prober demo`: targets on loopback (HTTP, HTTPS, TCP, DNS, gRPC) for the shipped examples.
 pub mod demo;
 
-/// Logging setup.
-pub mod telemetry;
+/// The command line: `run`, `demo`, `migrate`, `check`, `once`, `schema`, `version`, `healthcheck`.
+pub mod cli;
 
 /// The build's version, recorded with every run.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
