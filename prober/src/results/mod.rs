@@ -6,7 +6,9 @@
 pub mod hist;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -161,21 +163,21 @@ impl LiveState {
 
     /// The state of `name`, created on first use.
     pub fn probe(&self, name: &str) -> Arc<Mutex<ProbeState>> {
-        if let Some(p) = self.probes.read().ok().and_then(|m| m.get(name).cloned()) {
+        if let Some(p) = self.probes.read().get(name).cloned() {
             return p;
         }
-        let mut map = match self.probes.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(name.to_string()).or_default().clone()
+        self.probes
+            .write()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Drops the state of probes no longer defined.
     pub fn retain(&self, names: &[&str]) {
-        if let Ok(mut map) = self.probes.write() {
-            map.retain(|k, _| names.contains(&k.as_str()));
-        }
+        self.probes
+            .write()
+            .retain(|k, _| names.contains(&k.as_str()));
     }
 
     /// Records a run of a probe that is still defined; a late run of a removed probe is not kept.
@@ -186,30 +188,18 @@ impl LiveState {
     /// [`LiveState::record`]; an uncounted run (an API run, by default) is only kept among
     /// the recent runs: status, counters and `/metrics` histograms stay as they were.
     pub fn record_counted(&self, r: &RunRecord, counted: bool) {
-        let Some(state) = self
-            .probes
-            .read()
-            .ok()
-            .and_then(|m| m.get(&r.meta.name).cloned())
-        else {
+        let Some(state) = self.probes.read().get(&r.meta.name).cloned() else {
             return;
         };
-        let mut s = match state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        s.record(r, self.keep, counted);
+        state.lock().record(r, self.keep, counted);
     }
 
     /// The state of `name` if it exists (never creates it, unlike [`LiveState::probe`]).
     pub fn get(&self, name: &str) -> Option<Arc<Mutex<ProbeState>>> {
-        self.probes.read().ok().and_then(|m| m.get(name).cloned())
+        self.probes.read().get(name).cloned()
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.probes
-            .read()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        self.probes.read().keys().cloned().collect()
     }
 }

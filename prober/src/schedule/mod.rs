@@ -460,9 +460,7 @@ async fn probe_loop(
                 .stats
                 .skipped_ticks
                 .fetch_add(missed, Ordering::Relaxed);
-            if let Ok(mut s) = state.lock() {
-                s.skipped_ticks += missed;
-            }
+            state.lock().skipped_ticks += missed;
             tracing::warn!(
                 probe = %probe.name, skipped = missed, interval = ?interval,
                 "skipped tick(s): the previous run was still going; lower the timeout or raise the interval"

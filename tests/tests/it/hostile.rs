@@ -159,7 +159,7 @@ async fn hot_reload_refuses_hostile_files_and_keeps_probing() {
     )
     .await
     .unwrap();
-    let runs = |d: &Daemon| d.live.probe("a").lock().unwrap().recent.len();
+    let runs = |d: &Daemon| d.live.probe("a").lock().recent.len();
     assert!(wait_for(Duration::from_secs(15), || runs(&d) >= 1).await);
 
     let staging = tempfile::tempdir().unwrap();

@@ -45,10 +45,7 @@ async fn start(db: &TestDb, target: &FakeTarget) -> Daemon {
 /// Waits until each probe has finished at least `runs` runs.
 async fn wait_for_runs(daemon: &Daemon, runs: u64) {
     let live = daemon.live.clone();
-    let ran = |name: &str| {
-        live.get(name)
-            .is_some_and(|s| s.lock().unwrap().runs >= runs)
-    };
+    let ran = |name: &str| live.get(name).is_some_and(|s| s.lock().runs >= runs);
     assert!(
         wait_for(Duration::from_secs(15), || ran("passing") && ran("failing")).await,
         "both probes ran {runs} times"
@@ -199,7 +196,7 @@ async fn metrics_count_what_the_daemon_ran() {
     let finished = daemon.scheduler_stats.runs_finished.load(Ordering::SeqCst) as f64;
     let live = |name: &str| {
         let s = daemon.live.get(name).unwrap();
-        let s = s.lock().unwrap();
+        let s = s.lock();
         (s.runs as f64, s.failures as f64)
     };
     let (passing_runs, passing_failures) = live("passing");

@@ -70,7 +70,7 @@ fn running(d: &Daemon) -> BTreeMap<String, String> {
 /// The `scheduled_at` of the runs of `name` in live state.
 fn scheduled(d: &Daemon, name: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
     let state = d.live.probe(name);
-    let s = state.lock().unwrap();
+    let s = state.lock();
     s.recent.iter().map(|r| r.scheduled_at).collect()
 }
 

@@ -131,7 +131,7 @@ pub async fn list(
         }
         let (status, last_run) = {
             let state = core.live.probe(&p.name);
-            let s = state.lock().unwrap_or_else(|e| e.into_inner());
+            let s = state.lock();
             (s.status, s.recent.back().cloned())
         };
         let window = |m: &Option<std::collections::HashMap<String, WindowStats>>| {
@@ -189,7 +189,7 @@ pub async fn detail(
         .probe(&name)
         .ok_or_else(|| ApiError::unknown_probe(&name))?;
     let state = core.live.probe(&p.name);
-    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let s = state.lock();
     Ok(Json(ProbeDetail {
         name: p.name.clone(),
         description: p.description.clone(),

@@ -94,11 +94,7 @@ impl ProbeCollector {
                     failures_by_class: Vec::new(),
                 };
                 if let Some(state) = self.live.get(&p.name) {
-                    // The live state's lock is std's (owned by `results`): a panic
-                    // elsewhere leaves numbers that are still worth showing.
-                    let s = state
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let s = state.lock();
                     snap.runs = s.runs;
                     snap.failures = s.failures;
                     snap.up = s.status.map(|st| st.up);
