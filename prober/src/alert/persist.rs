@@ -304,7 +304,7 @@ pub async fn window_counts(
         .map(|p| (p.clone(), vec![Counts::default(); windows.len()]))
         .collect();
     for (table, col, trunc, short) in [
-        ("minute_counters", "minute", "minute", true),
+        ("minute_counters_live", "minute", "minute", true),
         ("hour_counters_live", "hour", "hour", false),
     ] {
         let picked: Vec<(usize, i64)> = windows

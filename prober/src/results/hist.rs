@@ -40,6 +40,24 @@ impl Quantiser {
     }
 }
 
+/// The stored key of the bin holding `us` (migration 0011): `bucket << 8 | sub`,
+/// whose low end is `sub << bucket` and high end `low + 2^bucket - 1`, the
+/// same bins as [`Quantiser::bin`] computed without the HdrHistogram instance.
+pub fn bin_key(us: u64) -> i32 {
+    let v = us.min(MAX_TRACKABLE_US);
+    // 256 sub-buckets (2 significant digits), half of them per bucket past the first.
+    let bucket = (64 - (v | 255).leading_zeros()).saturating_sub(8);
+    // v < 2^32, so bucket ≤ 24 and sub < 256: the key fits in 13 bits.
+    ((bucket << 8) | (v >> bucket) as u32) as i32
+}
+
+/// The lowest and highest value of the bin with stored key `key`.
+pub fn bin_of_key(key: i32) -> (u64, u64) {
+    let (bucket, sub) = ((key >> 8) as u32 & 63, (key & 255) as u64);
+    let lo = sub << bucket;
+    (lo, lo + (1u64 << bucket) - 1)
+}
+
 /// A histogram of non-empty bins, sorted by the bin's low value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SparseHist {
@@ -119,6 +137,22 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         *seed >> 33
+    }
+
+    #[test]
+    fn stored_keys_are_the_quantisers_bins() {
+        let q = Quantiser::get();
+        let mut seed = 7;
+        let edges = (0..34).flat_map(|b| {
+            let p = 1u64 << b;
+            [p.saturating_sub(1), p, p + 1]
+        });
+        let random = (0..200_000).map(|_| lcg(&mut seed) % (MAX_TRACKABLE_US + 1_000_000));
+        for v in (0..2_000).chain(edges).chain(random).chain([MAX_TRACKABLE_US, u64::MAX]) {
+            let key = bin_key(v);
+            assert!((0..1 << 13).contains(&key), "{v}: key {key}");
+            assert_eq!(bin_of_key(key), q.bin(v), "value {v}, key {key}");
+        }
     }
 
     #[test]

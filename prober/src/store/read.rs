@@ -451,7 +451,7 @@ impl Resolution {
     /// lateral reference), never from a join, so readers filter that way.
     fn table(self) -> (&'static str, &'static str) {
         match self {
-            Resolution::Minute => ("minute_bins", "minute"),
+            Resolution::Minute => ("minute_bins_live", "minute"),
             Resolution::Hour => ("hour_bins_live", "hour"),
             Resolution::Day => ("day_bins_live", "day"),
         }

@@ -1,17 +1,19 @@
-//! Hour and day histograms rolled up from minute data in bulk.
+//! The fold and the rollup: pending histogram rows into minute, hour and day rows.
 //!
-//! The writer adds a run's samples to the minute tables. Once a minute, the
-//! minutes closed since the last time are summed into the hour tables (a
-//! probe every second: 60 runs become one row per bin); once an hour, the
-//! closed hour's rows are summed into the day tables. One row,
-//! `rollup_mark`, holds the two marks: `rolled_through` (T, minutes before it
-//! are in the hour tables) and `day_rolled_through` (D, hours before it are in
-//! the day tables). A run whose minute is before T (late: queued while
-//! Postgres was away) is added to the hour tables by the writer itself, and
-//! to the day tables when before D. Readers use the `*_live` views, which add
-//! what is not rolled up yet, so every answer is exact whatever T and D are.
-//! Migration 0008
-//! explains the locking.
+//! The writer inserts one `hist_pending` row per (probe, location, minute) of
+//! each batch and never updates anything (migration 0011 has the encoding).
+//! Once a minute the daemon's writer task calls [`Store::rollup`], which, in
+//! one short transaction under an advisory lock (replicas take turns):
+//! 1. deletes the pending rows of closed minutes and adds them to
+//!    `hist_minute`, and to `hist_hour` and `hist_day` when their minute is
+//!    before the mark H (late runs, e.g. queued while Postgres was away);
+//! 2. adds the minute rows of the hours closed since, [H, H'), to `hist_hour`
+//!    and `hist_day`, and moves H to H'.
+//!
+//! A pending row is deleted in the transaction that counts it, so every run
+//! is counted once at every resolution, whoever folds. Readers use the
+//! `*_live` views: stored rows plus the pending rows and the minutes at or
+//! after H, so every answer is exact whatever has been folded.
 
 use std::time::Duration;
 
@@ -19,140 +21,173 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use super::{err, Store, StoreError};
 
-/// How often the writer rolls up closed minutes.
+/// How often the writer folds closed minutes.
 pub const ROLLUP_EVERY: Duration = Duration::from_secs(60);
 
-/// How long after a minute ends it is rolled up: runs finish after the tick
-/// they belong to (up to their timeout), and a minute rolled up too early only
-/// sends its late runs down the writer's slower path.
+/// How long after a minute ends it is folded: runs finish after the tick they
+/// belong to (up to their timeout); a run arriving later is still counted, by
+/// the next fold, at a little more cost.
 const CLOSE_AFTER: TimeDelta = TimeDelta::minutes(2);
+
+/// The advisory lock folds take, so replicas never interleave (`"prober"` in ASCII).
+const FOLD_LOCK: i64 = 0x7072_6f62_6572;
 
 /// What one rollup did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rolled {
-    /// Rows added to or updated in the hour and day tables.
+    /// Rows added to or updated in the minute, hour and day tables.
     pub upserted: u64,
-    /// The mark after the rollup.
+    /// Minutes before this are in the hour and day tables.
     pub through: DateTime<Utc>,
 }
 
-const ROLL_BINS: &str = r#"
-insert into {table} as t ({col}, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-select date_trunc('{col}', {src_col}, 'UTC'), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
-from {src}_bins
-where {src_col} >= $1 and {src_col} < $2
-group by 1, 2, 3, 4, 5, 6
-on conflict (probe_id, phase, {col}, location_id, bin_lo_us)
-do update set count = t.count + excluded.count
+/// Element-level bins and counters of the rows of `{src}`, filtered by `{filter}`.
+const ELEMENTS: &str = r#"
+eb as (select probe_id, location_id, minute, e & -4294967296 as k, e & 4294967295 as n
+       from {src}, unnest(bins) e where {filter}),
+es as (select probe_id, location_id, minute, e >> 48 as p, (e >> 24) & 16777215 as r,
+              e & 16777215 as f, v as s
+       from {src}, unnest(stats, sums) as u(e, v) where {filter})
 "#;
 
-const ROLL_COUNTERS: &str = r#"
-insert into {table} as t ({col}, probe_id, location_id, phase, runs, failures, sum_us)
-select date_trunc('{col}', {src_col}, 'UTC'), probe_id, location_id, phase,
-       sum(runs), sum(failures), sum(sum_us)
-from {src}_counters
-where {src_col} >= $1 and {src_col} < $2
-group by 1, 2, 3, 4
-on conflict (probe_id, phase, {col}, location_id)
-do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
-              sum_us = t.sum_us + excluded.sum_us
+/// Packs the elements by `{res}` (minute, hour, day) where `{late}` holds and
+/// adds them to `hist_{res}`.
+const UPSERT: &str = r#"
+b_{res} as (
+    select probe_id, location_id, t, array_agg(k | n order by k) as bins
+    from (select probe_id, location_id, date_trunc('{res}', minute, 'UTC') as t, k, sum(n)::int8 as n
+          from eb where {late} group by 1, 2, 3, 4) x
+    group by 1, 2, 3
+),
+s_{res} as (
+    select probe_id, location_id, t,
+           array_agg((p << 48) | (r << 24) | f order by p) as stats, array_agg(s order by p) as sums
+    from (select probe_id, location_id, date_trunc('{res}', minute, 'UTC') as t, p,
+                 sum(r)::int8 as r, sum(f)::int8 as f, sum(s)::int8 as s
+          from es where {late} group by 1, 2, 3, 4) x
+    group by 1, 2, 3
+),
+w_{res} as (
+    insert into hist_{res} as h (probe_id, location_id, {res}, bins, stats, sums)
+    select probe_id, location_id, t, b.bins, s.stats, s.sums
+    from s_{res} s join b_{res} b using (probe_id, location_id, t)
+    order by 1, 2, 3
+    on conflict (probe_id, location_id, {res}) do update
+    set bins = prober_bins_add(h.bins, excluded.bins),
+        stats = prober_stats_add(h.stats, excluded.stats),
+        sums = prober_sums_add(h.stats, h.sums, excluded.stats, excluded.sums)
+    returning 1
+)
 "#;
+
+/// The statement adding `src` (a relation with the pending rows' columns) to
+/// the tables of `targets` (resolution, condition on `minute`).
+fn add_statement(prelude: &str, src: &str, filter: &str, targets: &[(&str, &str)]) -> String {
+    let mut sql = format!(
+        "with {prelude}{}",
+        ELEMENTS.replace("{src}", src).replace("{filter}", filter)
+    );
+    for (res, late) in targets {
+        sql += ",";
+        sql += &UPSERT.replace("{res}", res).replace("{late}", late);
+    }
+    let counts: Vec<String> = targets
+        .iter()
+        .map(|(res, _)| format!("(select count(*) from w_{res})"))
+        .collect();
+    sql + "select (" + &counts.join(" + ") + ")::int8"
+}
+
+/// Step 1: pending rows of minutes before $1 into minute rows, and into hour
+/// and day rows when before H ($2).
+fn fold_sql() -> String {
+    add_statement(
+        "moved as (delete from hist_pending where minute < $1 \
+         returning probe_id, location_id, minute, bins, stats, sums),",
+        "moved",
+        "true",
+        &[
+            ("minute", "true"),
+            ("hour", "minute < $2"),
+            ("day", "minute < $2"),
+        ],
+    )
+}
+
+/// Step 2: minute rows of [$1, $2) into hour and day rows.
+fn roll_sql() -> String {
+    add_statement(
+        "",
+        "hist_minute",
+        "minute >= $1 and minute < $2",
+        &[("hour", "true"), ("day", "true")],
+    )
+}
 
 impl Store {
-    /// Starts rolling up minutes into hours from `at` on (rounded up to a
-    /// minute) and hours into days from the hour after `at`: earlier data is
-    /// in the hour and day tables already, as writers put it there while there
-    /// was no mark. Keeps an existing mark (another replica, or this one
-    /// before a restart, started rollups already).
+    /// Starts folding and rolling up with the mark at `at`'s hour, unless a
+    /// mark exists (another replica, this one before a restart, or the
+    /// migration that copied v1 data). Without a mark nothing was ever
+    /// folded, so any mark is right: pending rows before it are folded into
+    /// every resolution at once, later ones wait for their hour to close.
     pub async fn start_rollups(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
-            "insert into rollup_mark (rolled_through, day_rolled_through) values ($1, $2)
-             on conflict (only_row) do nothing",
-        )
-        .bind(ceil(at, MINUTE))
-        .bind(ceil(at, HOUR))
-        .execute(self.pool())
-        .await
-        .map_err(|e| err("cannot start the hour and day rollups", e))?;
+        sqlx::query("insert into hist_mark (rolled_through) values ($1) on conflict (only_row) do nothing")
+            .bind(floor(at, HOUR))
+            .execute(self.pool())
+            .await
+            .map_err(|e| err("cannot start the hour and day rollups", e))?;
         Ok(())
     }
 
-    /// Adds the minutes (of every location) that closed by `now` (less
-    /// [`CLOSE_AFTER`]) and are not rolled up yet to the hour tables, then the
-    /// hours wholly rolled up and not yet in the day tables to those, and
-    /// moves the marks, in one transaction. Replicas rolling up at once queue
-    /// on the mark's row lock; the later finds nothing left to do. `None` when
-    /// rollups have not been started.
+    /// Folds the pending rows of minutes closed by `now` (less
+    /// [`CLOSE_AFTER`]) and rolls the hours closed since the last time into
+    /// hour and day rows, in one transaction. `None` without a mark.
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
-        let fail = |e: sqlx::Error| err("rolling up minutes into hours and days failed", e);
+        let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
         let mut tx = self.pool().begin().await.map_err(fail)?;
-        // The first rollup after a long stop covers many minutes: more than
+        // The first fold after a long stop covers many minutes: more than
         // the connections' 30 s `statement_timeout` may be needed.
         sqlx::query("set local statement_timeout = '10min'")
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        let marks: Option<(DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as("select rolled_through, day_rolled_through from rollup_mark for update")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
-        let Some((from, day_from)) = marks else {
-            return Ok(None);
-        };
-        let to = floor(now - CLOSE_AFTER, MINUTE).max(from);
-        // Only hours whose every minute is in the hour tables.
-        let day_to = floor(to, HOUR).max(day_from);
-        let mut upserted = 0;
-        for (template, table, col, src, src_col, lo, hi) in [
-            (ROLL_BINS, "hour_bins", "hour", "minute", "minute", from, to),
-            (
-                ROLL_COUNTERS,
-                "hour_counters",
-                "hour",
-                "minute",
-                "minute",
-                from,
-                to,
-            ),
-            (
-                ROLL_BINS, "day_bins", "day", "hour", "hour", day_from, day_to,
-            ),
-            (
-                ROLL_COUNTERS,
-                "day_counters",
-                "day",
-                "hour",
-                "hour",
-                day_from,
-                day_to,
-            ),
-        ] {
-            if hi <= lo {
-                continue;
-            }
-            let sql = template
-                .replace("{table}", table)
-                .replace("{col}", col)
-                .replace("{src}", src)
-                .replace("{src_col}", src_col);
-            let done = sqlx::query(&sql)
-                .bind(lo)
-                .bind(hi)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            upserted += done.rows_affected();
-        }
-        sqlx::query("update rollup_mark set rolled_through = $1, day_rolled_through = $2")
-            .bind(to)
-            .bind(day_to)
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(FOLD_LOCK)
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
+        let mark: Option<DateTime<Utc>> =
+            sqlx::query_scalar("select rolled_through from hist_mark for update")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        let Some(from) = mark else {
+            return Ok(None);
+        };
+        let close = floor(now - CLOSE_AFTER, MINUTE);
+        let mut upserted: i64 = sqlx::query_scalar(&fold_sql())
+            .bind(close)
+            .bind(from)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let to = floor(close, HOUR).max(from);
+        if to > from {
+            upserted += sqlx::query_scalar::<_, i64>(&roll_sql())
+                .bind(from)
+                .bind(to)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("update hist_mark set rolled_through = $1")
+                .bind(to)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
         tx.commit().await.map_err(fail)?;
         Ok(Some(Rolled {
-            upserted,
+            upserted: u64::try_from(upserted).unwrap_or(0),
             through: to,
         }))
     }
@@ -161,16 +196,6 @@ impl Store {
 /// `t` rounded down to a multiple of `step` (a minute or an hour).
 fn floor(t: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
     t.duration_trunc(step).unwrap_or(t)
-}
-
-/// `t` rounded up to a multiple of `step`.
-fn ceil(t: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
-    let down = floor(t, step);
-    if down == t {
-        t
-    } else {
-        down + step
-    }
 }
 
 const MINUTE: TimeDelta = TimeDelta::minutes(1);
@@ -185,11 +210,7 @@ mod tests {
         let t: DateTime<Utc> = "2026-11-26T10:15:42.5Z".parse().unwrap();
         let m: DateTime<Utc> = "2026-11-26T10:15:00Z".parse().unwrap();
         assert_eq!(floor(t, MINUTE), m);
-        assert_eq!(ceil(t, MINUTE), m + TimeDelta::minutes(1));
-        assert_eq!(ceil(m, MINUTE), m);
         let h: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
         assert_eq!(floor(t, HOUR), h);
-        assert_eq!(ceil(t, HOUR), h + TimeDelta::hours(1));
-        assert_eq!(ceil(h, HOUR), h);
     }
 }

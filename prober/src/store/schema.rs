@@ -9,7 +9,9 @@ use sqlx::ConnectOptions;
 use super::{connect_options, err, redact_url, Store, StoreError, MIGRATOR};
 
 /// Tables partitioned by day.
-const PARTITIONED: [&str; 3] = ["runs", "minute_bins", "minute_counters"];
+/// Tables partitioned by day. `minute_bins` and `minute_counters` are the v1
+/// tables a previous release may still write during a rolling upgrade.
+const PARTITIONED: [&str; 4] = ["runs", "hist_minute", "minute_bins", "minute_counters"];
 
 impl Store {
     /// Creates the database of `url` if it does not exist (connecting to `postgres` to do it).
@@ -103,6 +105,7 @@ impl Store {
         let mut dropped = 0u64;
         for (table, keep) in [
             ("runs", r.runs),
+            ("hist_minute", r.minutes),
             ("minute_bins", r.minutes),
             ("minute_counters", r.minutes),
         ] {
@@ -115,7 +118,7 @@ impl Store {
             dropped += u64::try_from(n).unwrap_or(0);
         }
         let cutoff = now - chrono::TimeDelta::from_std(r.hours).unwrap_or_default();
-        for table in ["hour_bins", "hour_counters"] {
+        for table in ["hist_hour", "hour_bins", "hour_counters"] {
             sqlx::query(&format!("delete from {table} where hour < $1"))
                 .bind(cutoff)
                 .execute(&self.pool)

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::clean::{clean_detail, clean_text};
 use super::{err, Store, StoreError, MAX_ERROR_MESSAGE_BYTES};
-use crate::results::hist::Quantiser;
+use crate::results::hist::bin_key;
 use crate::run::{phase_samples, RunRecord};
 
 impl Store {
@@ -59,8 +59,7 @@ impl Store {
             .bind(&cols.s_run_id)
             .bind(&cols.s_phase)
             .bind(&cols.s_us)
-            .bind(&cols.s_lo)
-            .bind(&cols.s_hi)
+            .bind(&cols.s_key)
             .bind(&cols.detail)
             .bind(&cols.trigger)
             .bind(self.count_api_runs)
@@ -96,8 +95,7 @@ struct RunColumns {
     s_run_id: Vec<uuid::Uuid>,
     s_phase: Vec<i16>,
     s_us: Vec<i64>,
-    s_lo: Vec<i64>,
-    s_hi: Vec<i64>,
+    s_key: Vec<i32>,
 }
 
 fn clamp_i32(v: i64) -> i32 {
@@ -113,14 +111,11 @@ impl RunColumns {
         self.version_id.push(version_id);
         self.lateness_us.push(clamp_i32(r.lateness_us));
         self.trigger.push(r.trigger.id());
-        let q = Quantiser::get();
         let mut sample = |phase: i16, us: u64| {
-            let (lo, hi) = q.bin(us);
             self.s_run_id.push(r.run_id);
             self.s_phase.push(phase);
-            self.s_us.push(us as i64);
-            self.s_lo.push(lo as i64);
-            self.s_hi.push(hi as i64);
+            self.s_us.push(i64::try_from(us).unwrap_or(i64::MAX));
+            self.s_key.push(bin_key(us));
         };
         let phases = phase_samples(&o.phases);
         for (i, us) in phases.iter().enumerate() {
@@ -188,16 +183,16 @@ pub fn error_class_id(c: crate::run::ErrorClass) -> i16 {
 }
 
 /// One statement, one round trip: insert the runs (skipping known run ids),
-/// then add the samples of the runs actually inserted (scheduled ones only,
-/// unless API runs count) to the minute bins and
-/// counters, and to the hour and day ones when their minute is already rolled
-/// up (or the location has no rollup mark): see `rollup.rs`.
+/// then, for the runs actually inserted (scheduled ones only, unless API runs
+/// count), one `hist_pending` row per (probe, minute) with every phase's bins
+/// and counters (encoding: migration 0011). Insert-only: nothing here waits on
+/// the fold or the rollup (`rollup.rs`).
 const INSERT_RUNS: &str = r#"
 with input as (
     select * from unnest(
         $1::uuid[], $2::timestamptz[], $3::int[], $4::int[], $7::int[],
         $8::int[], $9::int[], $10::int[], $11::int[], $12::int[], $13::int[],
-        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[], $24::jsonb[], $25::int2[])
+        $14::int[], $15::int2[], $16::int2[], $17::bool[], $18::text[], $23::jsonb[], $24::int2[])
     as t(run_id, scheduled_at, probe_id, version_id, lateness_us,
          total_us, dns_us, connect_us, tls_us, first_byte_us, transfer_us,
          response_bytes, status_code, error_class, success, error_message, detail, trigger)
@@ -216,82 +211,33 @@ ins as (
     returning run_id, scheduled_at, probe_id, success, trigger
 ),
 samples as (
-    select ins.probe_id, ins.success, s.phase, s.us, s.lo, s.hi,
+    select ins.probe_id, ins.success, s.phase, s.us, s.bin_key,
            date_trunc('minute', ins.scheduled_at) as minute
-    from unnest($19::uuid[], $20::int2[], $21::int8[], $22::int8[], $23::int8[])
-         as s(run_id, phase, us, lo, hi)
+    from unnest($19::uuid[], $20::int2[], $21::int8[], $22::int4[]) as s(run_id, phase, us, bin_key)
     join ins on ins.run_id = s.run_id
-    -- Runs asked for through the API are stored but not counted, unless $26 (api.manual_runs_count).
-    where ins.trigger = 0 or $26::bool
+    -- Runs asked for through the API are stored but not counted, unless $25 (api.manual_runs_count).
+    where ins.trigger = 0 or $25::bool
 ),
 bins as (
-    select minute, probe_id, phase, lo, hi, count(*) as n
-    from samples group by minute, probe_id, phase, lo, hi
+    select probe_id, minute,
+           array_agg((phase::int8 << 48) | (bin_key::int8 << 32) | n order by phase, bin_key) as bins
+    from (select probe_id, minute, phase, bin_key, count(*) as n
+          from samples group by 1, 2, 3, 4) b
+    group by 1, 2
 ),
-counters as (
-    select minute, probe_id, phase, count(*) as runs,
-           count(*) filter (where not success) as failures, sum(us) as sum_us
-    from samples group by minute, probe_id, phase
+stats as (
+    select probe_id, minute,
+           array_agg((phase::int8 << 48) | (runs << 24) | failures order by phase) as stats,
+           array_agg(sum_us order by phase) as sums
+    from (select probe_id, minute, phase, count(*) as runs,
+                 count(*) filter (where not success) as failures, sum(us)::int8 as sum_us
+          from samples group by 1, 2, 3) c
+    group by 1, 2
 ),
--- The rollup mark (migration 0008): samples of minutes before it go to the
--- hour and day tables here; later ones wait for the rollup.
-mark as materialized (
-    select rolled_through, day_rolled_through from rollup_mark for share
-),
-late_bins as (
-    select * from bins b where not exists (select 1 from mark where b.minute >= mark.rolled_through)
-),
-late_counters as (
-    select * from counters c where not exists (select 1 from mark where c.minute >= mark.rolled_through)
-),
-day_late_bins as (
-    select * from bins b where not exists (select 1 from mark where b.minute >= mark.day_rolled_through)
-),
-day_late_counters as (
-    select * from counters c where not exists (select 1 from mark where c.minute >= mark.day_rolled_through)
-),
-mb as (
-    insert into minute_bins as t (minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-    select minute, probe_id, $5::int2, phase, lo, hi, n from bins
-    on conflict (probe_id, phase, minute, location_id, bin_lo_us)
-    do update set count = t.count + excluded.count
-),
-hb as (
-    insert into hour_bins as t (hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-    select date_trunc('hour', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from late_bins
-    group by 1, 2, 4, 5, 6
-    on conflict (probe_id, phase, hour, location_id, bin_lo_us)
-    do update set count = t.count + excluded.count
-),
-db as (
-    insert into day_bins as t (day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-    select date_trunc('day', minute), probe_id, $5::int2, phase, lo, hi, sum(n) from day_late_bins
-    group by 1, 2, 4, 5, 6
-    on conflict (probe_id, phase, day, location_id, bin_lo_us)
-    do update set count = t.count + excluded.count
-),
-mc as (
-    insert into minute_counters as t (minute, probe_id, location_id, phase, runs, failures, sum_us)
-    select minute, probe_id, $5::int2, phase, runs, failures, sum_us from counters
-    on conflict (probe_id, phase, minute, location_id)
-    do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
-                  sum_us = t.sum_us + excluded.sum_us
-),
-hc as (
-    insert into hour_counters as t (hour, probe_id, location_id, phase, runs, failures, sum_us)
-    select date_trunc('hour', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
-    from late_counters group by 1, 2, 4
-    on conflict (probe_id, phase, hour, location_id)
-    do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
-                  sum_us = t.sum_us + excluded.sum_us
-),
-dc as (
-    insert into day_counters as t (day, probe_id, location_id, phase, runs, failures, sum_us)
-    select date_trunc('day', minute), probe_id, $5::int2, phase, sum(runs), sum(failures), sum(sum_us)
-    from day_late_counters group by 1, 2, 4
-    on conflict (probe_id, phase, day, location_id)
-    do update set runs = t.runs + excluded.runs, failures = t.failures + excluded.failures,
-                  sum_us = t.sum_us + excluded.sum_us
+pending as (
+    insert into hist_pending (probe_id, location_id, minute, bins, stats, sums)
+    select probe_id, $5::int2, minute, bins, stats, sums
+    from stats join bins using (probe_id, minute)
 )
 select count(*) from ins
 "#;

@@ -152,7 +152,10 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     let mut ready = false;
     let mut last_maintenance: Option<tokio::time::Instant> = None;
-    let mut last_rollup = tokio::time::Instant::now();
+    // The fold and rollup run beside the writer, never in its way; they end with it.
+    let rollups = stop.child_token();
+    let _end_rollups = rollups.clone().drop_guard();
+    tokio::spawn(roll_up_every(store.clone(), health.clone(), rollups));
     loop {
         if stop.is_cancelled() || (drain.is_cancelled() && queue.is_empty()) {
             return;
@@ -185,19 +188,6 @@ pub async fn run(
             {
                 tracing::warn!(
                     "partition maintenance got no answer from Postgres for {} s; abandoned, will retry",
-                    MAINTENANCE_TIMEOUT.as_secs()
-                );
-            }
-        }
-        if last_rollup.elapsed() >= ROLLUP_EVERY {
-            last_rollup = tokio::time::Instant::now();
-            if tokio::time::timeout(MAINTENANCE_TIMEOUT, roll_up(&store, &health))
-                .await
-                .is_err()
-            {
-                health.rollup_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "hour and day rollup got no answer from Postgres for {} s; abandoned, the next rollup retries",
                     MAINTENANCE_TIMEOUT.as_secs()
                 );
             }
@@ -284,7 +274,33 @@ async fn prepare(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
     store.start_rollups(Utc::now()).await
 }
 
-/// Rolls closed minutes up into the hour and day tables. A failure loses
+/// Folds and rolls up every [`ROLLUP_EVERY`] once the database is prepared,
+/// on a task of its own: the writer never waits for it.
+async fn roll_up_every(store: Store, health: Arc<StoreHealth>, stop: CancellationToken) {
+    tokio::select! {
+        _ = health.wait_prepared() => {}
+        _ = stop.cancelled() => return,
+    }
+    loop {
+        sleep_or(&stop, ROLLUP_EVERY).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        let rolled = tokio::select! {
+            r = tokio::time::timeout(MAINTENANCE_TIMEOUT, roll_up(&store, &health)) => r,
+            _ = stop.cancelled() => return,
+        };
+        if rolled.is_err() {
+            health.rollup_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "the fold of closed minutes got no answer from Postgres for {} s; abandoned, the next one retries",
+                MAINTENANCE_TIMEOUT.as_secs()
+            );
+        }
+    }
+}
+
+/// Folds closed minutes into minute rows and rolls hours up. A failure loses
 /// nothing: the minutes stay readable through the live views and the next
 /// rollup takes them.
 async fn roll_up(store: &Store, health: &StoreHealth) {
@@ -296,13 +312,13 @@ async fn roll_up(store: &Store, health: &StoreHealth) {
                 upserted = r.upserted,
                 through = %r.through,
                 ms = started.elapsed().as_millis() as u64,
-                "rolled minutes up into hours and days"
+                "folded closed minutes and rolled up hours"
             );
         }
         Ok(None) => {}
         Err(e) => {
             health.rollup_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "hour and day rollup failed; the minutes stay readable and the next rollup retries");
+            tracing::warn!(error = %e, "the fold of closed minutes failed; they stay readable and the next fold retries");
         }
     }
 }

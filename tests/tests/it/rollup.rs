@@ -1,8 +1,8 @@
-//! Hour and day rollups: closed minutes move from the minute tables into the
-//! hour and day tables once, late runs take the direct path, and every read
-//! (the live views, the quantile and window queries, the dashboards' views)
-//! is exact before, during and after a rollup, also while batches and
-//! rollups run concurrently.
+//! The fold and the rollup (migration 0011): pending rows of closed minutes
+//! move into minute rows once, closed hours into hour and day rows once, late
+//! runs go to every resolution, and every read (the live views, the quantile
+//! and window queries, the dashboards' views) is exact before, during and
+//! after, also while batches and folds run concurrently.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use hdrhistogram::Histogram;
@@ -45,10 +45,10 @@ async fn totals(pool: &PgPool, relation: &str) -> (i64, i64) {
 async fn assert_exact(store: &Store, pool: &PgPool, hist: &Histogram<u64>, failures: i64) {
     let all = hist.len() as i64;
     for relation in [
-        "minute_bins",
+        "minute_bins_live",
         "hour_bins_live",
         "day_bins_live",
-        "minute_counters",
+        "minute_counters_live",
         "hour_counters_live",
         "day_counters_live",
     ] {
@@ -78,8 +78,25 @@ async fn assert_exact(store: &Store, pool: &PgPool, hist: &Histogram<u64>, failu
     }
 }
 
+/// Phase-total samples and failures stored in a `hist_*` table, checked
+/// against the bins' counts.
+async fn stored(pool: &PgPool, table: &str) -> (i64, i64) {
+    let (runs, failures, n): (i64, i64, i64) = sqlx::query_as(&format!(
+        "select coalesce(sum(prober_runs(stats, 0)), 0)::bigint,
+                coalesce(sum(prober_failures(stats, 0)), 0)::bigint,
+                (select coalesce(sum(e & 4294967295), 0)::bigint
+                 from {table}, unnest(bins) e where e >> 48 = 0)
+         from {table}"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(n, runs, "{table}: bins and stats count the same samples");
+    (runs, failures)
+}
+
 #[tokio::test]
-async fn closed_minutes_move_to_hours_and_days_once_and_reads_stay_exact() {
+async fn closed_minutes_fold_once_hours_roll_up_once_and_reads_stay_exact() {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let pool = db.pool().await;
@@ -96,15 +113,16 @@ async fn closed_minutes_move_to_hours_and_days_once_and_reads_stay_exact() {
         record(&m, at, us, ok)
     };
 
-    // Without a mark every run goes to all three resolutions at once.
+    // A new database has no mark: runs wait as pending rows, readable at once.
     let early: Vec<_> = (0..24)
         .map(|i| run(start + TimeDelta::seconds(5 * i), &mut hist, &mut failures))
         .collect();
     store.write_runs(&early).await.unwrap();
-    assert_eq!(totals(&pool, "hour_bins").await.0, 24);
     assert_eq!(store.rollup(start).await.unwrap(), None, "not started");
+    assert_eq!(stored(&pool, "hist_pending").await.0, 24);
+    assert_exact(&store, &pool, &hist, failures).await;
 
-    // From 09:10 on, minutes wait for the rollup.
+    // The mark starts at the hour: 09:00.
     store
         .start_rollups(start + TimeDelta::seconds(9 * 60 + 30))
         .await
@@ -113,21 +131,17 @@ async fn closed_minutes_move_to_hours_and_days_once_and_reads_stay_exact() {
         .map(|i| run(start + TimeDelta::seconds(5 * i), &mut hist, &mut failures))
         .collect();
     store.write_runs(&later).await.unwrap();
-    assert_eq!(totals(&pool, "hour_bins").await.0, 120, "09:00–09:10 only");
-    // Days roll up from 10:00 on: every run so far went to the day tables at once.
-    assert_eq!(totals(&pool, "day_counters").await.0, 360);
-    assert_exact(&store, &pool, &hist, failures).await;
 
-    // Minutes closed two minutes before `now` are rolled up: 09:10–09:19.
+    // Minutes closed two minutes before `now` are folded: 09:00–09:18.
     let rolled = store
         .rollup(start + TimeDelta::seconds(21 * 60 + 30))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(rolled.through, start + TimeDelta::minutes(19));
+    assert_eq!(rolled.through, start, "no hour has closed");
     assert!(rolled.upserted > 0);
-    assert_eq!(totals(&pool, "hour_bins").await.0, 19 * 12);
-    assert_eq!(totals(&pool, "day_bins").await.0, 360);
+    assert_eq!(stored(&pool, "hist_minute").await.0, 19 * 12);
+    assert_eq!(stored(&pool, "hist_hour").await.0, 0);
     assert_exact(&store, &pool, &hist, failures).await;
 
     // Again with the same clock: nothing to do, nothing counted twice.
@@ -136,38 +150,59 @@ async fn closed_minutes_move_to_hours_and_days_once_and_reads_stay_exact() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((again.upserted, again.through), (0, rolled.through));
+    assert_eq!((again.upserted, again.through), (0, start));
     assert_exact(&store, &pool, &hist, failures).await;
 
-    // A late run of a rolled-up minute goes to the hour and day tables directly;
-    // one of a pending minute waits.
+    // 10:05: the rest is folded and the hour 09:00 rolls up into hours and days.
+    let rolled = store
+        .rollup(start + TimeDelta::minutes(65))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rolled.through, start + TimeDelta::hours(1));
+    for table in ["hist_minute", "hist_hour", "hist_day"] {
+        assert_eq!(stored(&pool, table).await, (360, failures), "{table}");
+    }
+    assert_exact(&store, &pool, &hist, failures).await;
+
+    // A late run of a rolled-up hour goes to every resolution when folded;
+    // one of an open minute waits.
     let late = run(
         start + TimeDelta::seconds(5 * 60 + 1),
         &mut hist,
         &mut failures,
     );
     let pending = run(
-        start + TimeDelta::seconds(25 * 60 + 1),
+        start + TimeDelta::seconds(70 * 60 + 1),
         &mut hist,
         &mut failures,
     );
     store.write_runs(&[late, pending]).await.unwrap();
-    assert_eq!(totals(&pool, "hour_bins").await.0, 19 * 12 + 1);
     assert_exact(&store, &pool, &hist, failures).await;
-
-    // Everything closed: the physical tables hold every sample exactly once.
     store
-        .rollup(start + TimeDelta::hours(2))
+        .rollup(start + TimeDelta::minutes(65))
         .await
         .unwrap()
         .unwrap();
-    for table in ["hour_bins", "day_bins", "hour_counters", "day_counters"] {
+    assert_eq!(stored(&pool, "hist_hour").await.0, 361);
+    assert_eq!(stored(&pool, "hist_day").await.0, 361);
+    assert_eq!(stored(&pool, "hist_pending").await.0, 1);
+    assert_exact(&store, &pool, &hist, failures).await;
+
+    // Everything closed: the stored rows hold every sample exactly once.
+    store
+        .rollup(start + TimeDelta::hours(3))
+        .await
+        .unwrap()
+        .unwrap();
+    for table in ["hist_minute", "hist_hour", "hist_day"] {
         assert_eq!(
-            totals(&pool, table).await,
+            stored(&pool, table).await,
             (hist.len() as i64, failures),
             "{table}"
         );
     }
+    assert_eq!(stored(&pool, "hist_pending").await.0, 0);
     assert_exact(&store, &pool, &hist, failures).await;
 }
 
@@ -181,7 +216,7 @@ async fn concurrent_batches_and_rollups_count_every_sample_once() {
     store.start_rollups(start).await.unwrap();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
     // 30 batches, each of 40 runs spread over the hour, so that every batch
-    // has minutes on both sides of a moving mark.
+    // has minutes on both sides of a moving fold.
     let mut batches = Vec::new();
     let mut seed = 5;
     for b in 0..30 {
@@ -217,25 +252,25 @@ async fn concurrent_batches_and_rollups_count_every_sample_once() {
     writer.await.unwrap();
     roller.await.unwrap();
     assert_exact(&store, &pool, &hist, 0).await;
-    store
+    let rolled = store
         .rollup(start + TimeDelta::hours(3))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(totals(&pool, "hour_bins").await.0, 1_200);
-    // Days came from the closed hours (09:00–10:00), partly while batches ran.
-    assert_eq!(totals(&pool, "day_counters").await.0, 1_200);
-    assert_eq!(totals(&pool, "day_bins").await.0, 1_200);
-    let day_mark: DateTime<Utc> = sqlx::query_scalar("select day_rolled_through from rollup_mark")
+    assert_eq!(rolled.through, start + TimeDelta::hours(2));
+    for table in ["hist_minute", "hist_hour", "hist_day"] {
+        assert_eq!(stored(&pool, table).await.0, 1_200, "{table}");
+    }
+    let mark: DateTime<Utc> = sqlx::query_scalar("select rolled_through from hist_mark")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(day_mark, start + TimeDelta::hours(2));
+    assert_eq!(mark, start + TimeDelta::hours(2));
     assert_exact(&store, &pool, &hist, 0).await;
 }
 
 #[tokio::test]
-async fn locations_share_one_mark_and_any_replica_rolls_up_all_of_them() {
+async fn locations_share_one_mark_and_any_replica_folds_all_of_them() {
     let db = TestDb::create().await;
     let eu = store(&db).await;
     let us = Store::new(&db.url, "us-east").unwrap();
@@ -256,21 +291,23 @@ async fn locations_share_one_mark_and_any_replica_rolls_up_all_of_them() {
             .collect();
         s.write_runs(&batch).await.unwrap();
     }
-    assert_eq!(totals(&pool, "hour_bins").await.0, 0, "both locations wait");
+    assert_eq!(stored(&pool, "hist_minute").await.0, 0, "both locations wait");
     assert_exact(&eu, &pool, &hist, 0).await;
 
-    // Only eu rolls up (us stopped): both locations' minutes move.
+    // Only eu folds (us stopped): both locations' minutes move.
     let rolled = eu
         .rollup(start + TimeDelta::minutes(30))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(rolled.through, start + TimeDelta::minutes(28));
-    let locations: i64 = sqlx::query_scalar("select count(distinct location_id) from hour_bins")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert_eq!(rolled.through, start);
+    let locations: i64 =
+        sqlx::query_scalar("select count(distinct location_id) from hist_minute")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(locations, 2);
-    assert_eq!(totals(&pool, "hour_bins").await.0, 120);
+    assert_eq!(stored(&pool, "hist_minute").await.0, 120);
+    assert_eq!(stored(&pool, "hist_pending").await.0, 0);
     assert_exact(&eu, &pool, &hist, 0).await;
 }
