@@ -40,7 +40,15 @@ pub use read::Resolution;
 pub use write::{error_class_id, Form, REDUCED_MESSAGE};
 
 /// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// Migrations applied by a newer release are accepted (`ignore_missing`): a
+/// release keeps working on the schema of the next one, so a rolling upgrade
+/// or a rollback never stops on "migration N was previously applied but is
+/// missing". Every migration is written to allow that (ARCHITECTURE.md).
+pub static MIGRATOR: sqlx::migrate::Migrator = {
+    let mut m = sqlx::migrate!("../migrations");
+    m.ignore_missing = true;
+    m
+};
 
 /// Postgres ends any statement of the store's connections that runs longer
 /// (`statement_timeout`, set on every connection).

@@ -8,7 +8,6 @@ use sqlx::ConnectOptions;
 
 use super::{connect_options, err, redact_url, Store, StoreError, MIGRATOR};
 
-/// Tables partitioned by day.
 /// Tables partitioned by day. `minute_bins` and `minute_counters` are the v1
 /// tables a previous release may still write during a rolling upgrade.
 const PARTITIONED: [&str; 4] = ["runs", "hist_minute", "minute_bins", "minute_counters"];
