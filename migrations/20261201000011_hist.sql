@@ -126,13 +126,29 @@ language sql immutable parallel safe as $$
           from unnest(a_stats || b_stats, a_sums || b_sums) as u(e, v) group by 1) s
 $$;
 
--- Bins merged over rows: `prober_merge(bins)`.
+-- A bins array with equal (phase, key) elements added, sorted.
+create function prober_bins_norm(a int8[]) returns int8[]
+language sql immutable parallel safe as $$
+    select coalesce(array_agg(k | n order by k), '{}'::int8[])
+    from (select e & -4294967296 as k, sum(e & 4294967295)::int8 as n
+          from unnest(a) e group by 1) s
+$$;
+
+-- Bins merged over rows: `prober_merge(bins)` (concatenated, added once at the end).
 create aggregate prober_merge(int8[]) (
-    sfunc = prober_bins_add,
+    sfunc = array_cat,
     stype = int8[],
+    finalfunc = prober_bins_norm,
     initcond = '{}',
     parallel = safe
 );
+
+-- The elements of one phase of a sorted bins array (a binary search, not a scan).
+create function prober_phase(bins int8[], phase integer) returns int8[]
+language sql immutable parallel safe as $$
+    select bins[width_bucket((phase::int8 << 48) - 1, bins) + 1
+                : width_bucket(((phase + 1)::int8 << 48) - 1, bins)]
+$$;
 
 -- HdrHistogram's value_at_quantile over one phase of a bins array (merged or
 -- not): the high end of the first bin whose running count reaches
@@ -153,18 +169,30 @@ language sql immutable parallel safe as $$
     limit 1
 $$;
 
--- Samples and failures of one phase in a stats array.
+-- Samples, failures and the sum of µs of one phase of a row (a binary search
+-- in the sorted stats array; inlined by the planner, no per-row call).
 create function prober_runs(stats int8[], phase integer) returns bigint
 language sql immutable parallel safe as $$
-    select coalesce(sum((e >> 24) & 16777215), 0)::bigint from unnest(stats) e where e >> 48 = phase
+    select case when stats[width_bucket((phase::int8 << 48) - 1, stats) + 1] >> 48 = phase
+                then (stats[width_bucket((phase::int8 << 48) - 1, stats) + 1] >> 24) & 16777215
+                else 0 end
 $$;
 
 create function prober_failures(stats int8[], phase integer) returns bigint
 language sql immutable parallel safe as $$
-    select coalesce(sum(e & 16777215), 0)::bigint from unnest(stats) e where e >> 48 = phase
+    select case when stats[width_bucket((phase::int8 << 48) - 1, stats) + 1] >> 48 = phase
+                then stats[width_bucket((phase::int8 << 48) - 1, stats) + 1] & 16777215
+                else 0 end
 $$;
 
--- === copy of the v1 tables (their live content: rolled-up rows plus what was not rolled up yet) ===
+create function prober_sum_us(stats int8[], sums int8[], phase integer) returns bigint
+language sql immutable parallel safe as $$
+    select case when stats[width_bucket((phase::int8 << 48) - 1, stats) + 1] >> 48 = phase
+                then sums[width_bucket((phase::int8 << 48) - 1, stats) + 1]
+                else 0 end
+$$;
+
+-- === v1 rows packed into the new encoding ===
 
 create function prober_v1_pack_bins(phase smallint, lo bigint, n bigint) returns int8
 language sql immutable parallel safe as $$
@@ -176,117 +204,17 @@ language sql immutable parallel safe as $$
     select (phase::int8 << 48) | (runs << 24) | failures
 $$;
 
-insert into hist_minute (probe_id, location_id, minute, bins, stats, sums)
-select c.probe_id, c.location_id, c.minute, coalesce(b.bins, '{}'), c.stats, c.sums
-from (select probe_id, location_id, minute,
-             array_agg(prober_v1_pack_stats(phase, runs, failures) order by phase) as stats,
-             array_agg(sum_us order by phase) as sums
-      from minute_counters group by 1, 2, 3) c
-left join (select probe_id, location_id, minute,
-                  array_agg(prober_v1_pack_bins(phase, bin_lo_us, count) order by phase, bin_lo_us) as bins
-           from minute_bins group by 1, 2, 3) b using (probe_id, location_id, minute);
+-- === live views ===
+-- Readers see stored rows plus what is not folded or rolled up yet, so every
+-- answer is exact whenever the fold ran. Two shapes:
+-- * `hist_minute_live`, `hist_hour_live`, `hist_day_live`: rows with the
+--   arrays (one row per stored row, not merged), for `prober_merge`,
+--   `prober_quantile`, `prober_runs`, `prober_failures`;
+-- * `minute_bins_live`, `minute_counters_live` (and hour, day), `all_bins`,
+--   `all_counters`: one row per bin or per phase, the v1 columns.
+-- Each also reads the v1 tables, which only a previous release still writes.
 
-insert into hist_hour (probe_id, location_id, hour, bins, stats, sums)
-select c.probe_id, c.location_id, c.hour, coalesce(b.bins, '{}'), c.stats, c.sums
-from (select probe_id, location_id, hour,
-             array_agg(prober_v1_pack_stats(phase, runs, failures) order by phase) as stats,
-             array_agg(sum_us order by phase) as sums
-      from (select probe_id, location_id, hour, phase, sum(runs)::int8 runs,
-                   sum(failures)::int8 failures, sum(sum_us)::int8 sum_us
-            from hour_counters_live group by 1, 2, 3, 4) x group by 1, 2, 3) c
-left join (select probe_id, location_id, hour,
-                  array_agg(prober_v1_pack_bins(phase, lo, n) order by phase, lo) as bins
-           from (select probe_id, location_id, hour, phase, bin_lo_us lo, sum(count)::int8 n
-                 from hour_bins_live group by 1, 2, 3, 4, 5) x group by 1, 2, 3) b
-     using (probe_id, location_id, hour);
-
-insert into hist_day (probe_id, location_id, day, bins, stats, sums)
-select c.probe_id, c.location_id, c.day, coalesce(b.bins, '{}'), c.stats, c.sums
-from (select probe_id, location_id, day,
-             array_agg(prober_v1_pack_stats(phase, runs, failures) order by phase) as stats,
-             array_agg(sum_us order by phase) as sums
-      from (select probe_id, location_id, day, phase, sum(runs)::int8 runs,
-                   sum(failures)::int8 failures, sum(sum_us)::int8 sum_us
-            from day_counters_live group by 1, 2, 3, 4) x group by 1, 2, 3) c
-left join (select probe_id, location_id, day,
-                  array_agg(prober_v1_pack_bins(phase, lo, n) order by phase, lo) as bins
-           from (select probe_id, location_id, day, phase, bin_lo_us lo, sum(count)::int8 n
-                 from day_bins_live group by 1, 2, 3, 4, 5) x group by 1, 2, 3) b
-     using (probe_id, location_id, day);
-
--- Everything copied is in all three tables: H starts at the next hour. A new
--- database has no mark until the writer starts (`Store::start_rollups`).
-insert into hist_mark (rolled_through)
-select date_trunc('hour', now(), 'UTC') + interval '1 hour'
-where exists (select 1 from hist_minute) or exists (select 1 from hist_hour)
-   or exists (select 1 from hist_day);
-
--- The v1 tables now hold only what a previous release writes from here on.
-truncate minute_bins, minute_counters, hour_bins, hour_counters, day_bins, day_counters;
-delete from rollup_mark;
-
--- === the live views, same columns as in v1 ===
-
--- One relation of unpacked bins per source, for the views below.
-create view hist_minute_bins as
-select h.minute, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
-       ((e >> 32) & 255) << ((e >> 40) & 255)::int as bin_lo_us,
-       (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1 as bin_hi_us,
-       e & 4294967295 as count
-from hist_minute h, unnest(h.bins) e
-union all
-select p.minute, p.probe_id, p.location_id, (e >> 48)::smallint,
-       ((e >> 32) & 255) << ((e >> 40) & 255)::int,
-       (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1,
-       e & 4294967295
-from hist_pending p, unnest(p.bins) e;
-
-create view hist_minute_counters as
-select h.minute, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
-       (e >> 24) & 16777215 as runs, e & 16777215 as failures, s as sum_us
-from hist_minute h, unnest(h.stats, h.sums) as u(e, s)
-union all
-select p.minute, p.probe_id, p.location_id, (e >> 48)::smallint,
-       (e >> 24) & 16777215, e & 16777215, s
-from hist_pending p, unnest(p.stats, p.sums) as u(e, s);
-
--- Minute: folded rows, pending rows, and what a v1 writer put in its table.
-create view minute_bins_live as
-select minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count from hist_minute_bins
-union all
-select minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count from minute_bins;
-
-create view minute_counters_live as
-select minute, probe_id, location_id, phase, runs, failures, sum_us from hist_minute_counters
-union all
-select minute, probe_id, location_id, phase, runs, failures, sum_us from minute_counters;
-
--- Minutes not rolled up yet (at or after H, or still pending), by hour/day.
-create view hist_unrolled_bins as
-select h.minute, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
-       ((e >> 32) & 255) << ((e >> 40) & 255)::int as bin_lo_us,
-       (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1 as bin_hi_us,
-       e & 4294967295 as count
-from hist_minute h, unnest(h.bins) e
-where h.minute >= (select rolled_through from hist_mark)
-union all
-select p.minute, p.probe_id, p.location_id, (e >> 48)::smallint,
-       ((e >> 32) & 255) << ((e >> 40) & 255)::int,
-       (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1,
-       e & 4294967295
-from hist_pending p, unnest(p.bins) e;
-
-create view hist_unrolled_counters as
-select h.minute, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
-       (e >> 24) & 16777215 as runs, e & 16777215 as failures, s as sum_us
-from hist_minute h, unnest(h.stats, h.sums) as u(e, s)
-where h.minute >= (select rolled_through from hist_mark)
-union all
-select p.minute, p.probe_id, p.location_id, (e >> 48)::smallint,
-       (e >> 24) & 16777215, e & 16777215, s
-from hist_pending p, unnest(p.stats, p.sums) as u(e, s);
-
--- The v1 live views' content (v1 tables written by a previous release).
+-- The v1 tables' own live content (migration 0008's rule).
 create view v1_hour_bins_live as
 select hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count from hour_bins
 union all
@@ -317,49 +245,134 @@ union all
 select date_trunc('day', m.minute, 'UTC'), m.probe_id, m.location_id, m.phase, m.runs, m.failures, m.sum_us
 from minute_counters m where m.minute >= (select greatest(rolled_through, day_rolled_through) from rollup_mark);
 
+-- The same packed as rows (grouped by their key, so a reader's probe and time
+-- conditions still reach the v1 tables' keys).
+create view v1_minute_rows as
+select c.probe_id, c.location_id, c.minute, coalesce(b.bins, '{}') as bins, c.stats, c.sums
+from (select probe_id, location_id, minute,
+             array_agg(prober_v1_pack_stats(phase, runs, failures) order by phase) as stats,
+             array_agg(sum_us order by phase) as sums
+      from minute_counters group by 1, 2, 3) c
+left join (select probe_id, location_id, minute,
+                  array_agg(prober_v1_pack_bins(phase, bin_lo_us, count) order by phase, bin_lo_us) as bins
+           from minute_bins group by 1, 2, 3) b using (probe_id, location_id, minute);
+
+create view v1_hour_rows as
+select c.probe_id, c.location_id, c.hour, coalesce(b.bins, '{}') as bins, c.stats, c.sums
+from (select probe_id, location_id, hour,
+             array_agg(prober_v1_pack_stats(phase, runs, failures) order by phase) as stats,
+             array_agg(sum_us order by phase) as sums
+      from (select probe_id, location_id, hour, phase, sum(runs)::int8 runs,
+                   sum(failures)::int8 failures, sum(sum_us)::int8 sum_us
+            from v1_hour_counters_live group by 1, 2, 3, 4) x group by 1, 2, 3) c
+left join (select probe_id, location_id, hour,
+                  array_agg(prober_v1_pack_bins(phase, lo, n) order by phase, lo) as bins
+           from (select probe_id, location_id, hour, phase, bin_lo_us lo, sum(count)::int8 n
+                 from v1_hour_bins_live group by 1, 2, 3, 4, 5) x group by 1, 2, 3) b
+     using (probe_id, location_id, hour);
+
+create view v1_day_rows as
+select c.probe_id, c.location_id, c.day, coalesce(b.bins, '{}') as bins, c.stats, c.sums
+from (select probe_id, location_id, day,
+             array_agg(prober_v1_pack_stats(phase, runs, failures) order by phase) as stats,
+             array_agg(sum_us order by phase) as sums
+      from (select probe_id, location_id, day, phase, sum(runs)::int8 runs,
+                   sum(failures)::int8 failures, sum(sum_us)::int8 sum_us
+            from v1_day_counters_live group by 1, 2, 3, 4) x group by 1, 2, 3) c
+left join (select probe_id, location_id, day,
+                  array_agg(prober_v1_pack_bins(phase, lo, n) order by phase, lo) as bins
+           from (select probe_id, location_id, day, phase, bin_lo_us lo, sum(count)::int8 n
+                 from v1_day_bins_live group by 1, 2, 3, 4, 5) x group by 1, 2, 3) b
+     using (probe_id, location_id, day);
+
+-- === copy of the v1 tables (their live content, packed), then empty them ===
+
+select prober_ensure_partition('hist_minute', d)
+from (select distinct (minute at time zone 'UTC')::date as d from minute_counters) days;
+
+insert into hist_minute (probe_id, location_id, minute, bins, stats, sums)
+select probe_id, location_id, minute, bins, stats, sums from v1_minute_rows;
+insert into hist_hour (probe_id, location_id, hour, bins, stats, sums)
+select probe_id, location_id, hour, bins, stats, sums from v1_hour_rows;
+insert into hist_day (probe_id, location_id, day, bins, stats, sums)
+select probe_id, location_id, day, bins, stats, sums from v1_day_rows;
+
+-- Everything copied is in all three tables: H starts at the next hour. A new
+-- database has no mark until the writer starts (`Store::start_rollups`).
+insert into hist_mark (rolled_through)
+select date_trunc('hour', now(), 'UTC') + interval '1 hour'
+where exists (select 1 from hist_minute) or exists (select 1 from hist_hour)
+   or exists (select 1 from hist_day);
+
+-- The v1 tables now hold only what a previous release writes from here on.
+truncate minute_bins, minute_counters, hour_bins, hour_counters, day_bins, day_counters;
+delete from rollup_mark;
+
+create view hist_minute_live as
+select probe_id, location_id, minute, bins, stats, sums from hist_minute
+union all
+select probe_id, location_id, minute, bins, stats, sums from hist_pending
+union all
+select probe_id, location_id, minute, bins, stats, sums from v1_minute_rows;
+
+-- Hour and day: stored rows, minute rows at or after H, pending rows.
+create view hist_hour_live as
+select probe_id, location_id, hour, bins, stats, sums from hist_hour
+union all
+select probe_id, location_id, date_trunc('hour', minute, 'UTC'), bins, stats, sums
+from hist_minute where minute >= (select rolled_through from hist_mark)
+union all
+select probe_id, location_id, date_trunc('hour', minute, 'UTC'), bins, stats, sums from hist_pending
+union all
+select probe_id, location_id, hour, bins, stats, sums from v1_hour_rows;
+
+create view hist_day_live as
+select probe_id, location_id, day, bins, stats, sums from hist_day
+union all
+select probe_id, location_id, date_trunc('day', minute, 'UTC'), bins, stats, sums
+from hist_minute where minute >= (select rolled_through from hist_mark)
+union all
+select probe_id, location_id, date_trunc('day', minute, 'UTC'), bins, stats, sums from hist_pending
+union all
+select probe_id, location_id, day, bins, stats, sums from v1_day_rows;
+
+-- One row per bin and per phase (the v1 columns). The bin's ends come from
+-- its key: low = sub << bucket, high = low + 2^bucket - 1.
+create view minute_bins_live as
+select h.minute, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
+       ((e >> 32) & 255) << ((e >> 40) & 255)::int as bin_lo_us,
+       (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1 as bin_hi_us,
+       e & 4294967295 as count
+from hist_minute_live h, unnest(h.bins) e;
+
 create or replace view hour_bins_live as
 select h.hour, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
        ((e >> 32) & 255) << ((e >> 40) & 255)::int as bin_lo_us,
        (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1 as bin_hi_us,
        e & 4294967295 as count
-from hist_hour h, unnest(h.bins) e
-union all
-select date_trunc('hour', minute, 'UTC'), probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
-from hist_unrolled_bins
-union all
-select hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count from v1_hour_bins_live;
+from hist_hour_live h, unnest(h.bins) e;
 
 create or replace view day_bins_live as
 select h.day, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
        ((e >> 32) & 255) << ((e >> 40) & 255)::int as bin_lo_us,
        (((e >> 32) & 255) << ((e >> 40) & 255)::int) + (1::bigint << ((e >> 40) & 255)::int) - 1 as bin_hi_us,
        e & 4294967295 as count
-from hist_day h, unnest(h.bins) e
-union all
-select date_trunc('day', minute, 'UTC'), probe_id, location_id, phase, bin_lo_us, bin_hi_us, count
-from hist_unrolled_bins
-union all
-select day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count from v1_day_bins_live;
+from hist_day_live h, unnest(h.bins) e;
+
+create view minute_counters_live as
+select h.minute, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
+       (e >> 24) & 16777215 as runs, e & 16777215 as failures, s as sum_us
+from hist_minute_live h, unnest(h.stats, h.sums) as u(e, s);
 
 create or replace view hour_counters_live as
 select h.hour, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
        (e >> 24) & 16777215 as runs, e & 16777215 as failures, s as sum_us
-from hist_hour h, unnest(h.stats, h.sums) as u(e, s)
-union all
-select date_trunc('hour', minute, 'UTC'), probe_id, location_id, phase, runs, failures, sum_us
-from hist_unrolled_counters
-union all
-select hour, probe_id, location_id, phase, runs, failures, sum_us from v1_hour_counters_live;
+from hist_hour_live h, unnest(h.stats, h.sums) as u(e, s);
 
 create or replace view day_counters_live as
 select h.day, h.probe_id, h.location_id, (e >> 48)::smallint as phase,
        (e >> 24) & 16777215 as runs, e & 16777215 as failures, s as sum_us
-from hist_day h, unnest(h.stats, h.sums) as u(e, s)
-union all
-select date_trunc('day', minute, 'UTC'), probe_id, location_id, phase, runs, failures, sum_us
-from hist_unrolled_counters
-union all
-select day, probe_id, location_id, phase, runs, failures, sum_us from v1_day_counters_live;
+from hist_day_live h, unnest(h.stats, h.sums) as u(e, s);
 
 create or replace view all_bins as
 select 'minute'::text as resolution, minute as t, probe_id, location_id, phase,

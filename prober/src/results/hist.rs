@@ -148,7 +148,11 @@ mod tests {
             [p.saturating_sub(1), p, p + 1]
         });
         let random = (0..200_000).map(|_| lcg(&mut seed) % (MAX_TRACKABLE_US + 1_000_000));
-        for v in (0..2_000).chain(edges).chain(random).chain([MAX_TRACKABLE_US, u64::MAX]) {
+        for v in (0..2_000)
+            .chain(edges)
+            .chain(random)
+            .chain([MAX_TRACKABLE_US, u64::MAX])
+        {
             let key = bin_key(v);
             assert!((0..1 << 13).contains(&key), "{v}: key {key}");
             assert_eq!(bin_of_key(key), q.bin(v), "value {v}, key {key}");

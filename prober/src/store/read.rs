@@ -1,5 +1,5 @@
 //! Reads for the API: windows over every probe, run history, latency series.
-//! Percentiles always come from summed bins with `prober_quantile`.
+//! Percentiles always come from merged bins, by HdrHistogram's rule.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{err, Store, StoreError};
-use crate::results::hist::SparseHist;
+use crate::results::hist::{bin_of_key, SparseHist};
 
 /// Counts and percentiles of one probe over a window (phase `total`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -214,27 +214,25 @@ impl Store {
         from: DateTime<Utc>,
         to: Option<DateTime<Utc>>,
     ) -> Result<HashMap<String, Merged>, StoreError> {
-        let (bins, col) = resolution.table();
-        let counters = bins.replace("_bins", "_counters");
+        let (rows, col) = resolution.table();
         let until = if to.is_some() {
-            format!("and {col} < $2")
+            format!("and h.{col} < $2")
         } else {
             String::new()
         };
-        // One range scan of each primary key per probe (probe_id, phase, time, …)
-        // instead of a scan of the whole window across probes; the quantiles are
-        // taken in Rust from the merged bins (`SparseHist`, the same rule as
-        // `prober_quantile`), which costs less than three SQL calls per probe.
+        // One range scan of the rows' primary key per probe (probe_id,
+        // location_id, time) instead of a scan of the window across probes;
+        // counters read in place, phase `total`'s bins sliced out and
+        // concatenated, the quantiles taken in Rust (`SparseHist`, the same
+        // rule as `prober_quantile`).
         let sql = format!(
-            "select p.name, c.runs, c.failures, b.los, b.ns
+            "select p.name, c.runs, c.failures, c.bins
              from probes p
              cross join lateral (
-                 select sum(runs)::bigint runs, sum(failures)::bigint failures
-                 from {counters} where probe_id = p.id and phase = 0 and {col} >= $1 {until}) c
-             left join lateral (
-                 select array_agg(lo order by lo) los, array_agg(n order by lo) ns
-                 from (select bin_lo_us lo, sum(count)::bigint n from {bins}
-                       where probe_id = p.id and phase = 0 and {col} >= $1 {until} group by 1) g) b on true
+                 select sum(prober_runs(h.stats, 0))::bigint runs,
+                        sum(prober_failures(h.stats, 0))::bigint failures,
+                        prober_merge(prober_phase(h.bins, 0)) bins
+                 from {rows} h where h.probe_id = p.id and h.{col} >= $1 {until}) c
              where c.runs is not null"
         );
         let mut query = sqlx::query(&sql).bind(from);
@@ -248,24 +246,15 @@ impl Store {
         let mut out = HashMap::new();
         for r in rows {
             let name: String = r.try_get(0).map_err(|e| err("window query", e))?;
-            let los: Option<Vec<i64>> = r.try_get(3).unwrap_or(None);
-            let ns: Option<Vec<i64>> = r.try_get(4).unwrap_or(None);
-            let mut m = Merged {
-                runs: r.try_get(1).unwrap_or(0),
-                failures: r.try_get(2).unwrap_or(0),
-                hist: SparseHist::default(),
-            };
-            for (lo, n) in los
-                .unwrap_or_default()
-                .into_iter()
-                .zip(ns.unwrap_or_default())
-            {
-                m.hist.add_bin(
-                    u64::try_from(lo).unwrap_or(0),
-                    u64::try_from(n).unwrap_or(0),
-                );
-            }
-            out.insert(name, m);
+            let bins: Option<Vec<i64>> = r.try_get(3).unwrap_or(None);
+            out.insert(
+                name,
+                Merged {
+                    runs: r.try_get(1).unwrap_or(0),
+                    failures: r.try_get(2).unwrap_or(0),
+                    hist: unpack_bins(&bins.unwrap_or_default()),
+                },
+            );
         }
         Ok(out)
     }
@@ -355,47 +344,46 @@ impl Store {
         to: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<LatencyPoint>, StoreError> {
-        let (bins, col) = Resolution::for_step(step).table();
+        let (rows, col) = Resolution::for_step(step).table();
         let step_secs = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
+        // The phase's bins of each step merged in SQL, the counts and
+        // percentiles taken in Rust (the same rule as `prober_quantile`).
         let sql = format!(
-            "with b as (
-                 select date_bin(make_interval(secs => $5), b.{col}, timestamptz '1970-01-01 00:00:00+00') t, b.bin_hi_us hi, sum(b.count)::bigint n
-                 from {bins} b
-                 where b.probe_id = (select id from probes where name = $1)
-                   and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
-                 group by 1, 2),
-             a as (
-                 select t, sum(n)::bigint total, array_agg(hi order by hi) his, array_agg(n order by hi) ns
-                 from b group by t)
-             select t, total,
-                    prober_quantile(0.50, his, ns), prober_quantile(0.90, his, ns),
-                    prober_quantile(0.95, his, ns), prober_quantile(0.99, his, ns),
-                    prober_quantile(1.0, his, ns)
-             from a order by t"
+            "select date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
+                    prober_merge(prober_phase(h.bins, $2)) bins
+             from {rows} h
+             where h.probe_id = (select id from probes where name = $1)
+               and h.{col} >= $3 and h.{col} < $4
+             group by 1 order by 1"
         );
         let rows = sqlx::query(&sql)
             .bind(probe)
-            .bind(phase)
+            .bind(i32::from(phase))
             .bind(from)
             .bind(to)
             .bind(step_secs as f64)
             .fetch_all(self.pool())
             .await
             .map_err(|e| err("latency query failed", e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(LatencyPoint {
-                    time: r.try_get(0)?,
-                    count: r.try_get(1)?,
-                    p50_us: r.try_get(2)?,
-                    p90_us: r.try_get(3)?,
-                    p95_us: r.try_get(4)?,
-                    p99_us: r.try_get(5)?,
-                    max_us: r.try_get(6)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| err("latency query failed", e))
+        let mut points = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let bins: Vec<i64> = r.try_get(1).map_err(|e| err("latency query failed", e))?;
+            let hist = unpack_bins(&bins);
+            if hist.is_empty() {
+                continue;
+            }
+            let q = |q: f64| hist.value_at_quantile(q).map(|v| v as i64);
+            points.push(LatencyPoint {
+                time: r.try_get(0).map_err(|e| err("latency query failed", e))?,
+                count: i64::try_from(hist.total()).unwrap_or(i64::MAX),
+                p50_us: q(0.50),
+                p90_us: q(0.90),
+                p95_us: q(0.95),
+                p99_us: q(0.99),
+                max_us: q(1.0),
+            });
+        }
+        Ok(points)
     }
 }
 
@@ -411,20 +399,18 @@ impl Store {
         to: DateTime<Utc>,
         q: f64,
     ) -> Result<Option<i64>, StoreError> {
-        let (table, col) = resolution.table();
+        let (rows, col) = resolution.table();
         // The probe's id as a value, not a join: the live views' minute branch
         // takes only restrictions, not join conditions (see `Resolution::table`).
         let sql = format!(
-            "select prober_quantile($5, array_agg(hi order by hi), array_agg(n order by hi))
-             from (select b.bin_hi_us hi, sum(b.count)::bigint n
-                   from {table} b
-                   where b.probe_id = (select id from probes where name = $1)
-                     and b.phase = $2 and b.{col} >= $3 and b.{col} < $4
-                   group by 1) s"
+            "select prober_quantile($5, prober_merge(prober_phase(h.bins, $2)), $2)
+             from {rows} h
+             where h.probe_id = (select id from probes where name = $1)
+               and h.{col} >= $3 and h.{col} < $4"
         );
         let row = sqlx::query(&sql)
             .bind(probe)
-            .bind(phase)
+            .bind(i32::from(phase))
             .bind(from)
             .bind(to)
             .bind(q)
@@ -445,15 +431,26 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    /// The relation to read and its time column. Hour and day read the live
-    /// views (migration 0008); Postgres pushes a reader's conditions into
-    /// their minute branch only as restrictions (`probe_id = <value>`, or a
-    /// lateral reference), never from a join, so readers filter that way.
+    /// The live view of histogram rows to read and its time column
+    /// (migration 0011). Postgres pushes a reader's conditions into the
+    /// views' branches that depend on the mark only as restrictions
+    /// (`probe_id = <value>`, or a lateral reference), never from a join, so
+    /// readers filter that way.
     fn table(self) -> (&'static str, &'static str) {
         match self {
-            Resolution::Minute => ("minute_bins_live", "minute"),
-            Resolution::Hour => ("hour_bins_live", "hour"),
-            Resolution::Day => ("day_bins_live", "day"),
+            Resolution::Minute => ("hist_minute_live", "minute"),
+            Resolution::Hour => ("hist_hour_live", "hour"),
+            Resolution::Day => ("hist_day_live", "day"),
         }
     }
+}
+
+/// A stored bins array (migration 0011) of one phase as a histogram.
+fn unpack_bins(bins: &[i64]) -> SparseHist {
+    let mut hist = SparseHist::default();
+    for &e in bins {
+        let (lo, _) = bin_of_key(((e >> 32) & 0xffff) as i32);
+        hist.add_bin(lo, (e & 0xffff_ffff) as u64);
+    }
+    hist
 }

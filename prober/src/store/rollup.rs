@@ -131,11 +131,13 @@ impl Store {
     /// folded, so any mark is right: pending rows before it are folded into
     /// every resolution at once, later ones wait for their hour to close.
     pub async fn start_rollups(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("insert into hist_mark (rolled_through) values ($1) on conflict (only_row) do nothing")
-            .bind(floor(at, HOUR))
-            .execute(self.pool())
-            .await
-            .map_err(|e| err("cannot start the hour and day rollups", e))?;
+        sqlx::query(
+            "insert into hist_mark (rolled_through) values ($1) on conflict (only_row) do nothing",
+        )
+        .bind(floor(at, HOUR))
+        .execute(self.pool())
+        .await
+        .map_err(|e| err("cannot start the hour and day rollups", e))?;
         Ok(())
     }
 

@@ -618,9 +618,10 @@ impl Ctx {
         frame
     }
 
-    /// The tables a query's plan reads, of the three bin tables. The hour and
-    /// day views also read the minutes not rolled up yet (`minute_bins` past
-    /// to the mark in `rollup_mark`, migration 0008): that branch shows as `pending minutes`.
+    /// The histogram tables a query's plan reads (migration 0011). Every
+    /// resolution also reads the pending rows and the v1 tables a previous
+    /// release may write; the hour and day views read the minute rows not
+    /// rolled up yet.
     async fn bin_tables_read(&self, uid: &str, key: &str, env: &Env) -> Vec<&'static str> {
         let sql = expand(&self.query(uid, key).sql, env);
         let plan: Vec<String> = sqlx::query_scalar(&format!("explain {sql}"))
@@ -628,14 +629,9 @@ impl Ctx {
             .await
             .unwrap();
         let plan = plan.join("\n");
-        let pending = plan.contains("rollup_mark");
-        ["minute_bins", "hour_bins", "day_bins", "pending minutes"]
+        ["hist_minute", "hist_hour", "hist_day", "hist_pending"]
             .into_iter()
-            .filter(|t| match *t {
-                "minute_bins" => !pending && plan.contains(t),
-                "pending minutes" => pending,
-                _ => plan.contains(t),
-            })
+            .filter(|t| plan.contains(&format!(" on {t}")) || plan.contains(&format!(" {t}_p")))
             .collect()
     }
 }
@@ -929,10 +925,10 @@ async fn seeded() -> Ctx {
     };
     at_eu.push((s, r));
 
-    // Every state of the hour and day rollups at once (migration 0008): runs
-    // before h0+1h go to all three resolutions as they are written, those of
-    // [h0+1h, h0+2h) are rolled up below, and later ones stay pending, read
-    // through the live views.
+    // Every state of the fold and rollup at once (migration 0011): runs before
+    // h0+1h are folded into all three resolutions as late runs, those of
+    // [h0+1h, h0+2h) are folded into minute rows and rolled up into hours and
+    // days, and later ones stay pending, read through the live views.
     eu.start_rollups(h0 + TimeDelta::hours(1)).await.unwrap();
     let mut samples = Vec::new();
     for (store, batch) in [(&eu, at_eu), (&us, at_us)] {
@@ -1055,21 +1051,20 @@ async fn check(ctx: &Ctx, uid: &str, key: &str) {
         ("prober-probe", "Latency percentiles (total)") => {
             let day0 = DateTime::from_timestamp(floor_to(h0.timestamp(), 86_400), 0).unwrap() - TimeDelta::days(4);
             for (interval, from, to, table) in [
-                (60, h0, h2, "minute_bins"),
-                (3_600, h0, h2, "hour_bins"),
-                (86_400, day0, soon, "day_bins"),
+                (60, h0, h2, "hist_minute"),
+                (3_600, h0, h2, "hist_hour"),
+                (86_400, day0, soon, "hist_day"),
             ] {
                 let env = ctx
                     .env(uid, from, to, interval, &[("probe", Sel::Only(&["checkout"])), ("location", Sel::Only(eu))])
                     .await;
                 let read = ctx.bin_tables_read(uid, key, &env).await;
                 match table {
-                    "minute_bins" => assert_eq!(read, [table], "interval {interval}s reads {table} only"),
-                    "hour_bins" => assert_eq!(read, [table, "pending minutes"], "interval {interval}s reads {table} and the minutes not rolled up yet"),
+                    "hist_minute" => assert_eq!(read, [table, "hist_pending"], "interval {interval}s reads {table} and pending rows only"),
                     _ => assert_eq!(
                         read,
-                        ["hour_bins", table, "pending minutes"],
-                        "interval {interval}s reads {table} and the hours and minutes not rolled up yet"
+                        ["hist_minute", table, "hist_pending"],
+                        "interval {interval}s reads {table}, the minutes not rolled up yet and pending rows"
                     ),
                 }
                 let mut want: BTreeMap<i64, Histogram<u64>> = BTreeMap::new();

@@ -165,7 +165,7 @@ async fn minute_counts(db: &TestDb) -> (i64, i64) {
     let pool = db.pool().await;
     sqlx::query_as(
         "select coalesce(sum(c.runs), 0)::int8, coalesce(sum(c.failures), 0)::int8
-         from minute_counters c join probes p on p.id = c.probe_id
+         from minute_counters_live c join probes p on p.id = c.probe_id
          where p.name = 'broken' and c.phase = 0",
     )
     .fetch_one(&pool)

@@ -291,7 +291,11 @@ async fn locations_share_one_mark_and_any_replica_folds_all_of_them() {
             .collect();
         s.write_runs(&batch).await.unwrap();
     }
-    assert_eq!(stored(&pool, "hist_minute").await.0, 0, "both locations wait");
+    assert_eq!(
+        stored(&pool, "hist_minute").await.0,
+        0,
+        "both locations wait"
+    );
     assert_exact(&eu, &pool, &hist, 0).await;
 
     // Only eu folds (us stopped): both locations' minutes move.
@@ -301,13 +305,66 @@ async fn locations_share_one_mark_and_any_replica_folds_all_of_them() {
         .unwrap()
         .unwrap();
     assert_eq!(rolled.through, start);
-    let locations: i64 =
-        sqlx::query_scalar("select count(distinct location_id) from hist_minute")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let locations: i64 = sqlx::query_scalar("select count(distinct location_id) from hist_minute")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(locations, 2);
     assert_eq!(stored(&pool, "hist_minute").await.0, 120);
     assert_eq!(stored(&pool, "hist_pending").await.0, 0);
     assert_exact(&eu, &pool, &hist, 0).await;
+}
+
+/// The SQL blocks of README.md ("What is stored"), run as a user would, answer
+/// exactly what HdrHistogram answers on the same samples, before and after
+/// the fold and rollup.
+#[tokio::test]
+async fn the_readme_s_sql_answers_exactly() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```sql\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(!blocks.is_empty(), "README.md shows SQL");
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let m = meta("api-health");
+    let now = Utc::now();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    let mut seed = 3;
+    let mut failures = 0i64;
+    let batch: Vec<_> = (0..200)
+        .map(|i| {
+            let us = 20_000 + lcg(&mut seed) % 90_000;
+            let ok = i % 9 != 0;
+            failures += i64::from(!ok);
+            hist.record(us).unwrap();
+            record(&m, now - TimeDelta::minutes(5 + 6 * i), us, ok)
+        })
+        .collect();
+    store.write_runs(&batch).await.unwrap();
+    let want = (
+        Some(hist.value_at_quantile(0.95) as i64),
+        Some(200_i64),
+        Some(failures),
+    );
+    for folded in [false, true] {
+        if folded {
+            store.start_rollups(now - TimeDelta::days(2)).await.unwrap();
+            store.rollup(now).await.unwrap().unwrap();
+        }
+        for sql in &blocks {
+            let got: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+                "select p95_us, runs::bigint, failures::bigint from ({}) q",
+                sql.trim().trim_end_matches(';')
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("README.md's SQL fails: {e}\n{sql}"));
+            assert_eq!(got, want, "folded: {folded}\n{sql}");
+        }
+    }
 }
