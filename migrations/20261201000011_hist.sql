@@ -336,6 +336,16 @@ select probe_id, location_id, date_trunc('day', minute, 'UTC'), bins, stats, sum
 union all
 select probe_id, location_id, day, bins, stats, sums from v1_day_rows;
 
+-- The rows of the three resolutions as one relation (like `all_bins`): a
+-- query fixing `resolution` reads one of them.
+create view all_hist as
+select 'minute'::text as resolution, minute as t, probe_id, location_id, bins, stats, sums
+from hist_minute_live
+union all
+select 'hour', hour, probe_id, location_id, bins, stats, sums from hist_hour_live
+union all
+select 'day', day, probe_id, location_id, bins, stats, sums from hist_day_live;
+
 -- One row per bin and per phase (the v1 columns). The bin's ends come from
 -- its key: low = sub << bucket, high = low + 2^bucket - 1.
 create view minute_bins_live as
