@@ -10,10 +10,10 @@ pub const DEFAULT_BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432
 /// `prober-bench` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Probes to define (named bench-00001, bench-00002, …).
+    /// Probes to define (named bench-00001, bench-00002, …); with --storage, default 100.
     #[arg(long, default_value_t = 1000)]
     pub probes: usize,
-    /// Interval of every probe (at least 1s, whole milliseconds).
+    /// Interval of every probe (at least 1s, whole milliseconds); with --storage, default 60s, at most 3600s.
     #[arg(long, default_value = "1s", value_parser = parse_every)]
     pub every: Duration,
     /// Length of the measured window in seconds.
@@ -38,6 +38,14 @@ pub struct BenchArgs {
     /// phase is a child `prober-bench --json`) and print one table.
     #[arg(long)]
     pub side_by_side: bool,
+    /// Storage benchmark: write --probes × --storage-hours of synthetic runs
+    /// through the store's writer, then print every table's bytes per run and
+    /// the timings of the heaviest reads.
+    #[arg(long, conflicts_with = "side_by_side")]
+    pub storage: bool,
+    /// With --storage: hours of runs to write, ending now.
+    #[arg(long, default_value_t = 2)]
+    pub storage_hours: u32,
     #[command(flatten)]
     pub side: SideArgs,
 }
@@ -75,5 +83,28 @@ mod tests {
         assert_eq!(cli.bench.every, Duration::from_secs(1));
         assert_eq!(cli.bench.database_url, DEFAULT_BENCH_DATABASE_URL);
         assert!(!cli.bench.side_by_side);
+        assert!(!cli.bench.storage);
+    }
+
+    #[test]
+    fn storage_has_defaults_of_its_own_unless_given() {
+        let cli = crate::Cli::parse_args(["prober-bench", "--storage"]).unwrap();
+        assert!(cli.bench.storage);
+        assert_eq!(cli.bench.probes, crate::storage::DEFAULT_PROBES);
+        assert_eq!(cli.bench.every, crate::storage::DEFAULT_EVERY);
+        assert_eq!(cli.bench.storage_hours, 2);
+        let cli = crate::Cli::parse_args([
+            "prober-bench",
+            "--storage",
+            "--probes",
+            "20",
+            "--every",
+            "10s",
+        ])
+        .unwrap();
+        assert_eq!(cli.bench.probes, 20);
+        assert_eq!(cli.bench.every, Duration::from_secs(10));
+        let cli = crate::Cli::parse_args(["prober-bench", "--probes", "7"]).unwrap();
+        assert_eq!(cli.bench.every, Duration::from_secs(1));
     }
 }

@@ -13,6 +13,7 @@ use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
 use prober::results::hist::Quantiser;
 
+use crate::dashboards::{self, median_and_max};
 use crate::db::{check_database_url, recreate_database};
 use crate::probes::build_probes;
 use crate::target::Target;
@@ -50,15 +51,6 @@ pub struct HistoryFigures {
     /// 1h interval (hour bins): p50, max ms.
     #[serde(default)]
     pub probe_percentiles_30d_ms: [f64; 2],
-}
-
-/// The median and the maximum of timings (ms); zeros when there are none.
-fn median_and_max(mut times: Vec<f64>) -> [f64; 2] {
-    times.sort_by(f64::total_cmp);
-    match times.last() {
-        Some(max) => [times[times.len() / 2], *max],
-        None => [0.0; 2],
-    }
 }
 
 /// The seeded latency of sample `i` of `SAMPLES`: ≈ 45–55 ms with a tail to ≈ 250 ms.
@@ -115,40 +107,9 @@ pub async fn measure(
     Ok(figures)
 }
 
-/// Where the dashboards' JSON is read from, relative to the working directory.
-const DASHBOARDS_DIR: &str = "dashboards";
-
-/// The SQL of the panel titled `title` in `dashboards/<file>`.
-///
-/// Read at run time from the repository (the bench runs from its root, as
-/// bench/side-by-side.sh does), so a dashboard edit is timed without a rebuild.
-fn panel_sql(file: &str, title: &str) -> Result<String, String> {
-    let path = std::path::Path::new(DASHBOARDS_DIR).join(file);
-    let json = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "cannot read {}: {e}; run the bench from the repository's root, where dashboards/ is",
-            path.display()
-        )
-    })?;
-    let d: serde_json::Value = serde_json::from_str(&json)
-        .map_err(|e| format!("{}: not valid dashboard JSON: {e}", path.display()))?;
-    fn find(v: &serde_json::Value, title: &str) -> Option<String> {
-        let panels = v.get("panels")?.as_array()?;
-        panels.iter().find_map(|p| {
-            if p.get("title").and_then(|t| t.as_str()) == Some(title) {
-                p.pointer("/targets/0/rawSql")?.as_str().map(str::to_string)
-            } else {
-                find(p, title)
-            }
-        })
-    }
-    find(&d, title).ok_or_else(|| format!("no panel {title:?} in the dashboard"))
-}
-
-/// Times the dashboards' heaviest queries, their SQL taken from the
-/// dashboards' JSON with Grafana's macros expanded for every probe (team,
-/// service and location filters true) and, for the probe panel, 30 days at a
-/// 1h interval. Run after the daemon registered the probes (`probe_info`).
+/// Times the dashboards' heaviest queries ([`crate::dashboards`]) for every
+/// probe and, for the probe panel, 30 days (a 1h interval, hour bins). Run
+/// after the daemon registered the probes (`probe_info`).
 async fn time_dashboards(
     url: &str,
     probes: usize,
@@ -156,67 +117,20 @@ async fn time_dashboards(
 ) -> Result<(), String> {
     let to = Utc::now();
     let from = to - TimeDelta::days(30);
-    let fleet = panel_sql(
-        "fleet-overview.json",
-        "Probes",
-    )?
     // The daemon registers a probe's version at its first run, and these run
     // hourly: most seeded probes have no row in `probe_info` yet, so every
     // probe stands in for it (no labels: team and service `none`).
-    .replace(
+    let fleet = dashboards::fleet_table_sql()?.replace(
         "from probe_info",
         "from (select id as probe_id, name as probe, 'none'::text as team, 'none'::text as service, null::text as runbook from probes) probe_info",
-    )
-    .replace("team in ($team)", "true")
-    .replace("service in ($service)", "true")
-    .replace("name in ($location)", "true")
-    .replace("location in ($location)", "true")
-    .replace("$objective", "99.9");
-    let percentiles = panel_sql("probe-detail.json", "Latency percentiles (total)")?
-        .replace(
-            "$__timeGroupAlias(b.t, $__interval)",
-            "floor(extract(epoch from b.t) / 3600) * 3600 as \"time\"",
-        )
-        .replace(
-            "$__timeFilter(b.t)",
-            &format!(
-                "b.t between '{}' and '{}'",
-                from.to_rfc3339(),
-                to.to_rfc3339()
-            ),
-        )
-        .replace("$__interval_ms", "3600000")
-        .replace("$probe", &format!("bench-{:05}", probes.div_ceil(2)))
-        .replace("name in ($location)", "true");
-    let mut conn = PgConnection::connect(url)
-        .await
-        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    // As the store's connections (and Grafana's JIT-less plans) run them.
-    sqlx::query("set jit = off")
-        .execute(&mut conn)
-        .await
-        .map_err(|e| format!("set jit: {e}"))?;
-    let mut out = [[0.0; 2]; 2];
-    for (i, sql) in [fleet, percentiles].iter().enumerate() {
-        let mut times = Vec::new();
-        for n in 0..DASHBOARD_REPEAT + 1 {
-            let started = Instant::now();
-            let rows = sqlx::query(sql)
-                .fetch_all(&mut conn)
-                .await
-                .map_err(|e| format!("dashboard query failed: {e}\n{sql}"))?;
-            if rows.is_empty() {
-                return Err(format!("dashboard query returned no rows:\n{sql}"));
-            }
-            if n >= 1 {
-                times.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-        out[i] = median_and_max(times);
-    }
-    let _ = conn.close().await;
-    figures.fleet_table_ms = out[0];
-    figures.probe_percentiles_30d_ms = out[1];
+    );
+    let probe = format!("bench-{:05}", probes.div_ceil(2));
+    let percentiles = dashboards::probe_percentiles_sql(&probe, from, to)?;
+    let pool = dashboards::query_pool(url).await?;
+    figures.fleet_table_ms = dashboards::time_sql(&pool, &fleet, DASHBOARD_REPEAT).await?;
+    figures.probe_percentiles_30d_ms =
+        dashboards::time_sql(&pool, &percentiles, DASHBOARD_REPEAT).await?;
+    pool.close().await;
     Ok(())
 }
 

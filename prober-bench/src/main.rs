@@ -1,7 +1,8 @@
 //! `prober-bench`: the real prober daemon (scheduler, HTTP probe, store
 //! writer) against a loopback HTTP target in the same process, with every run
 //! persisted to a scratch Postgres database; prints one table of figures.
-//! `--side-by-side` runs the whole comparison with blackbox_exporter.
+//! `--side-by-side` runs the whole comparison with blackbox_exporter;
+//! `--storage` measures what the store keeps per run (`storage`).
 //!
 //! A workspace member of its own, so the shipped `prober` binary holds no
 //! benchmark code. Method, in short (BENCHMARKS.md has the long form):
@@ -19,11 +20,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use prober::telemetry::{self, LogFormat};
 
 mod args;
 mod blackbox;
+mod dashboards;
 mod db;
 mod figures;
 mod history;
@@ -32,6 +35,7 @@ mod procfs;
 mod report;
 mod side;
 mod single;
+mod storage;
 mod target;
 
 use args::BenchArgs;
@@ -40,7 +44,7 @@ use args::BenchArgs;
 /// Usage errors exit 2 as well (clap's own code).
 const EXIT_ERROR: u8 = 2;
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "prober-bench",
     version,
@@ -54,8 +58,31 @@ struct Cli {
     bench: BenchArgs,
 }
 
+impl Cli {
+    /// Parses a command line; `--storage` without `--probes` or `--every`
+    /// takes its own, smaller defaults.
+    fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+        if cli.bench.storage {
+            if defaulted("probes") {
+                cli.bench.probes = storage::DEFAULT_PROBES;
+            }
+            if defaulted("every") {
+                cli.bench.every = storage::DEFAULT_EVERY;
+            }
+        }
+        Ok(cli)
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     telemetry::init(cli.log_format, "warn");
     let args = cli.bench;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -70,6 +97,8 @@ fn main() -> ExitCode {
     };
     let result = if args.side_by_side {
         runtime.block_on(side::run(&args))
+    } else if args.storage {
+        runtime.block_on(storage::run(&args))
     } else {
         runtime.block_on(single::run(&args))
     };

@@ -28,6 +28,16 @@ pub fn build_probes(
     timeout: Duration,
     target: SocketAddr,
 ) -> Result<Vec<Probe>, String> {
+    build_probes_of(n, every, timeout, &format!("http://{target}/"))
+}
+
+/// `n` probes `bench-00001…` of `url`, every `every`, each with `timeout`.
+pub fn build_probes_of(
+    n: usize,
+    every: Duration,
+    timeout: Duration,
+    url: &str,
+) -> Result<Vec<Probe>, String> {
     let mut report = LoadReport::default();
     let mut first = 1;
     while first <= n {
@@ -35,7 +45,7 @@ pub fn build_probes(
         let mut yaml = String::with_capacity(PROBES_PER_TEXT * 100);
         for i in first..=last {
             yaml.push_str(&format!(
-                "- name: bench-{i:05}\n  every: {}\n  timeout: {}\n  http:\n    url: http://{target}/\n",
+                "- name: bench-{i:05}\n  every: {}\n  timeout: {}\n  http:\n    url: {url}\n",
                 yaml_duration(every),
                 yaml_duration(timeout)
             ));
