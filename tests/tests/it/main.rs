@@ -36,4 +36,5 @@ mod scheduler;
 mod secrets;
 mod settings;
 mod store;
+mod upgrade;
 mod write_faults;
