@@ -114,24 +114,41 @@ pub fn probe_percentiles_sql(
     to: DateTime<Utc>,
 ) -> Result<String, String> {
     let interval = grafana_interval_secs((to - from).num_seconds());
-    Ok(
-        panel_sql("probe-detail.json", "Latency percentiles (total)")?
-            .replace(
-                "$__timeGroupAlias(b.t, $__interval)",
-                &format!("floor(extract(epoch from b.t) / {interval}) * {interval} as \"time\""),
-            )
-            .replace(
-                "$__timeFilter(b.t)",
-                &format!(
-                    "b.t between '{}' and '{}'",
-                    from.to_rfc3339(),
-                    to.to_rfc3339()
-                ),
-            )
-            .replace("$__interval_ms", &(interval * 1000).to_string())
-            .replace("$probe", probe)
-            .replace("name in ($location)", "true"),
-    )
+    let sql = panel_sql("probe-detail.json", "Latency percentiles (total)")?;
+    let sql = expand_macro(&sql, "$__timeGroupAlias(", |args| {
+        let col = args.split(',').next().unwrap_or(args).trim();
+        format!("floor(extract(epoch from {col}) / {interval}) * {interval} as \"time\"")
+    });
+    let sql = expand_macro(&sql, "$__timeFilter(", |col| {
+        format!(
+            "{} between '{}' and '{}'",
+            col.trim(),
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        )
+    });
+    Ok(sql
+        .replace("$__interval_ms", &(interval * 1000).to_string())
+        .replace("$probe", probe)
+        .replace("name in ($location)", "true"))
+}
+
+/// `sql` with every `name(args)` of a Grafana macro replaced by `expand(args)`
+/// (the arguments hold no parentheses in our panels).
+fn expand_macro(sql: &str, name: &str, expand: impl Fn(&str) -> String) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find(name) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + name.len()..];
+        let Some(close) = after.find(')') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        out.push_str(&expand(&after[..close]));
+        rest = &after[close + 1..];
+    }
+    out + rest
 }
 
 /// The probe panel's `maxDataPoints` and minimum `interval` (probe-detail.json).
@@ -178,6 +195,18 @@ mod tests {
         assert_eq!(grafana_interval_secs(6 * 3600), 60);
         assert_eq!(grafana_interval_secs(7 * 86_400), 1200);
         assert_eq!(grafana_interval_secs(30 * 86_400), 3600);
+    }
+
+    #[test]
+    fn grafana_macros_expand_whatever_the_column() {
+        let sql = "select $__timeGroupAlias(h.t, $__interval) where $__timeFilter(h.t) and x";
+        let got = expand_macro(sql, "$__timeFilter(", |c| format!("{c} > 0"));
+        assert_eq!(
+            got,
+            "select $__timeGroupAlias(h.t, $__interval) where h.t > 0 and x"
+        );
+        let got = expand_macro(&got, "$__timeGroupAlias(", |a| format!("[{a}]"));
+        assert_eq!(got, "select [h.t, $__interval] where h.t > 0 and x");
     }
 
     #[test]

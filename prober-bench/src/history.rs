@@ -1,7 +1,8 @@
 //! History queries: seeds `days` of minute data for `probes` probes (phase
-//! `total` only, one run a minute) with `generate_series` into the real tables,
-//! rolls it up into hour and day bins as the writer would, then times the API's
-//! heaviest reads through a running daemon's HTTP API.
+//! `total` only, one run a minute) with `generate_series` into the real
+//! histogram rows (migration 0011), rolls it up into hour and day rows as the
+//! fold would, then times the API's heaviest reads through a running daemon's
+//! HTTP API.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use sqlx::{Connection, PgConnection};
 
 use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
-use prober::results::hist::Quantiser;
+use prober::results::hist::{bin_key, Quantiser};
 
 use crate::dashboards::{self, median_and_max};
 use crate::db::{check_database_url, recreate_database};
@@ -87,11 +88,11 @@ pub async fn measure(
     let mut conn = PgConnection::connect(url)
         .await
         .map_err(|e| format!("cannot connect to {db}: {e}"))?;
-    figures.minute_rows = sqlx::query_scalar("select count(*) from minute_bins")
+    figures.minute_rows = sqlx::query_scalar("select count(*) from hist_minute")
         .fetch_one(&mut conn)
         .await
         .map_err(|e| format!("count: {e}"))?;
-    figures.hour_rows = sqlx::query_scalar("select count(*) from hour_bins")
+    figures.hour_rows = sqlx::query_scalar("select count(*) from hist_hour")
         .fetch_one(&mut conn)
         .await
         .map_err(|e| format!("count: {e}"))?;
@@ -164,6 +165,14 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
     .execute(&mut conn)
     .await
     .map_err(|e| format!("seed probes: {e}"))?;
+    // A version each, as the daemon registers them: the dashboards list probes through it.
+    sqlx::query(
+        "insert into probe_versions (probe_id, version, definition, source)
+         select id, 'bench', '{}'::jsonb, 'prober-bench' from probes on conflict do nothing",
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(|e| format!("seed probe versions: {e}"))?;
     let location: i16 = sqlx::query_scalar(
         "insert into locations (name) values ('local') on conflict (name) do update set name = excluded.name returning id",
     )
@@ -184,8 +193,8 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
     }
     let (los, his): (Vec<i64>, Vec<i64>) = (0..SAMPLES)
         .map(|i| {
-            let (lo, hi) = Quantiser::get().bin(sample_us(i));
-            (lo as i64, hi as i64)
+            let us = sample_us(i);
+            (i64::from(bin_key(us)), Quantiser::get().bin(us).1 as i64)
         })
         .unzip();
     // Partitions first: creating one locks its parent against the other worker's inserts.
@@ -193,7 +202,7 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
         .await
         .map_err(|e| format!("seed: {e}"))?;
     for (_, _, day) in &spans {
-        for table in ["minute_bins", "minute_counters"] {
+        for table in ["hist_minute"] {
             sqlx::query("select prober_ensure_partition($1, $2::date)")
                 .bind(table)
                 .bind(day.date_naive())
@@ -230,7 +239,16 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
     let mut conn = PgConnection::connect(url)
         .await
         .map_err(|e| format!("seed: {e}"))?;
-    sqlx::query("vacuum (analyze) minute_bins, minute_counters, hour_bins, hour_counters, day_bins, day_counters, probes")
+    // Everything seeded is in the hour and day rows: the fold starts after it.
+    sqlx::query(
+        "insert into hist_mark (rolled_through) values ($1)
+         on conflict (only_row) do update set rolled_through = excluded.rolled_through",
+    )
+    .bind(end)
+    .execute(&mut conn)
+    .await
+    .map_err(|e| format!("seed mark: {e}"))?;
+    sqlx::query("vacuum (analyze) hist_minute, hist_hour, hist_day, probes")
         .execute(&mut conn)
         .await
         .map_err(|e| format!("seed vacuum: {e}"))?;
@@ -238,8 +256,8 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// One day: minute bins and counters from `generate_series`, then the hour and
-/// day rollups summed from them (what the writer's increments add up to).
+/// One day: minute rows from `generate_series`, then the hour and day rows
+/// merged from them (what the fold and rollup add up to).
 async fn seed_day(
     conn: &mut PgConnection,
     from: DateTime<Utc>,
@@ -250,33 +268,29 @@ async fn seed_day(
     his: &[i64],
 ) -> Result<(), String> {
     let started = Instant::now();
+    // `$3`: the samples' bin keys, `$4`: their high ends (the sum of µs).
     let statements = [
         // Every probe, every minute: one run, in the bin of a pseudo-random sample.
         "with s as (
              select m, p.id pid,
                     1 + ((p.id::bigint * 7919 + (extract(epoch from m)::bigint / 60) * 104729) % $5)::int k
-             from probes p, generate_series($1::timestamptz, $2::timestamptz - interval '1 minute', interval '1 minute') m),
-         b as (
-             insert into minute_bins (minute, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-             select m, pid, $6, 0, ($3::bigint[])[k], ($4::bigint[])[k], 1 from s order by pid, m)
-         insert into minute_counters (minute, probe_id, location_id, phase, runs, failures, sum_us)
-         select m, pid, $6, 0, 1, (k % 200 = 0)::int, ($4::bigint[])[k] from s order by pid, m",
-        "insert into hour_bins (hour, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-         select date_trunc('hour', minute), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
-         from minute_bins where minute >= $1 and minute < $2
-         group by 1, 2, 3, 4, 5, 6 order by 2, 1",
-        "insert into hour_counters (hour, probe_id, location_id, phase, runs, failures, sum_us)
-         select date_trunc('hour', minute), probe_id, location_id, phase, sum(runs), sum(failures), sum(sum_us)
-         from minute_counters where minute >= $1 and minute < $2
-         group by 1, 2, 3, 4 order by 2, 1",
-        "insert into day_bins (day, probe_id, location_id, phase, bin_lo_us, bin_hi_us, count)
-         select date_trunc('day', minute), probe_id, location_id, phase, bin_lo_us, bin_hi_us, sum(count)
-         from minute_bins where minute >= $1 and minute < $2
-         group by 1, 2, 3, 4, 5, 6",
-        "insert into day_counters (day, probe_id, location_id, phase, runs, failures, sum_us)
-         select date_trunc('day', minute), probe_id, location_id, phase, sum(runs), sum(failures), sum(sum_us)
-         from minute_counters where minute >= $1 and minute < $2
-         group by 1, 2, 3, 4",
+             from probes p, generate_series($1::timestamptz, $2::timestamptz - interval '1 minute', interval '1 minute') m)
+         insert into hist_minute (probe_id, location_id, minute, bins, stats, sums)
+         select pid, $6, m, array[(($3::bigint[])[k] << 32) | 1], array[(1::bigint << 24) | (k % 200 = 0)::int],
+                array[($4::bigint[])[k]]
+         from s order by pid, m",
+        "insert into hist_hour (probe_id, location_id, hour, bins, stats, sums)
+         select probe_id, location_id, date_trunc('hour', minute), prober_merge(bins),
+                array[(sum(prober_runs(stats, 0))::bigint << 24) | sum(prober_failures(stats, 0))::bigint],
+                array[sum(sums[1])::bigint]
+         from hist_minute where minute >= $1 and minute < $2
+         group by 1, 2, 3 order by 1, 3",
+        "insert into hist_day (probe_id, location_id, day, bins, stats, sums)
+         select probe_id, location_id, date_trunc('day', minute), prober_merge(bins),
+                array[(sum(prober_runs(stats, 0))::bigint << 24) | sum(prober_failures(stats, 0))::bigint],
+                array[sum(sums[1])::bigint]
+         from hist_minute where minute >= $1 and minute < $2
+         group by 1, 2, 3",
     ];
     for sql in statements {
         sqlx::query(sql)

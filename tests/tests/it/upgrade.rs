@@ -1,15 +1,17 @@
 //! Issue 16, deliverable 5: a rolling upgrade to store v2, and a rollback.
 //!
 //! The previous release (N-1: the parent of the commit that added migration
-//! 0011) is built from git, into the tests' own target directory (only the
-//! workspace crates compile). Then, on one fresh database:
+//! 0011) is built from git, into a target directory of its own under the
+//! tests' (kept, so only the first run compiles the dependencies: about 4
+//! minutes on 2 cores). Then, on one fresh database:
 //! 1. N-1 probes for a few seconds (v1 tables: one row per bin);
 //! 2. the current migrations convert it: every run and every count stays,
 //!    at every resolution (`all_bins`, `all_counters` compared row by row);
 //! 3. N-1 (`--no-migrate`), the current binary and N-1 again (a rollback)
 //!    take turns on it; after each, every stored run is counted exactly once
 //!    at every resolution, and the API of the daemon that ran agrees with the
-//!    runs table;
+//!    runs table (N-1's minute resolution only as a lower count: it reads its
+//!    v1 minute tables, ARCHITECTURE.md);
 //! 4. the current store's fold moves every pending row, and changes no count.
 //!
 //! Data problems are collected and reported together at the end (with the
@@ -97,21 +99,20 @@ fn extract(root: &Path, rev: &str, dir: &Path) {
     );
 }
 
-/// What `cargo build -p prober` leaves in `<target>/debug` besides `deps/`.
-const UPLIFTED: [&str; 4] = ["prober", "prober.d", "libprober.rlib", "libprober.d"];
-
-/// Builds N-1's `prober` in the tests' target directory (dependencies are
-/// reused, so only the workspace crates compile) and copies the binary out.
-/// Cargo would leave N-1's files at `<target>/debug/prober` and so on, where
-/// scripts expect the current ones: those are put aside and back. Holds the
-/// timing lock for writing, as a build takes both cores. Returns the binary,
-/// the revision and how long the build took.
+/// Builds N-1's `prober` in a target directory of its own under the tests'
+/// one (kept between runs, so only the first run compiles the dependencies)
+/// and copies the binary out. Not in the tests' own target directory: cargo
+/// names a workspace crate's artifacts by its path relative to the
+/// workspace, so N-1's `libprober` would replace this tree's, and its
+/// fingerprint, newer than this tree's sources, would make the next build
+/// link against N-1. Holds the timing lock for writing, as a build takes
+/// both cores. Returns the binary, the revision and how long the build took.
 fn build_previous_release() -> (PathBuf, String, Duration) {
     let _exclusive = crate::helpers::TIMING.blocking_write();
     let root = repo();
     let rev = previous_release(&root);
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let target_dir = tmp.parent().unwrap().to_path_buf();
+    let target_dir = tmp.parent().unwrap().join("previous-release");
     // A fixed place: git archive gives every file the commit's time, so a
     // second run finds cargo's fingerprints fresh and builds nothing.
     let tree = tmp.join(format!("previous-release-{}", &rev[..12]));
@@ -120,20 +121,7 @@ fn build_previous_release() -> (PathBuf, String, Duration) {
     }
     std::fs::create_dir_all(&tree).unwrap();
     extract(&root, &rev, &tree);
-
     let debug = target_dir.join("debug");
-    let aside = |name: &str| debug.join(format!(".upgrade-test-aside.{name}"));
-    let had: Vec<bool> = UPLIFTED
-        .iter()
-        .map(|name| {
-            let current = debug.join(name);
-            let exists = current.exists();
-            if exists {
-                std::fs::rename(&current, aside(name)).unwrap();
-            }
-            exists
-        })
-        .collect();
     let started = Instant::now();
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // Not the variables cargo set for this test: a build script that watches
@@ -158,13 +146,6 @@ fn build_previous_release() -> (PathBuf, String, Duration) {
     let took = started.elapsed();
     let bin = tree.join("prober-previous");
     let copied = out.status.success() && std::fs::copy(debug.join("prober"), &bin).is_ok();
-    for (name, had) in UPLIFTED.iter().zip(had) {
-        if had {
-            std::fs::rename(aside(name), debug.join(name)).unwrap();
-        } else {
-            let _ = std::fs::remove_file(debug.join(name));
-        }
-    }
     assert!(
         out.status.success() && copied,
         "building the previous release {rev} (`cargo build --locked --offline -p prober` in {}) failed:\n{}",
