@@ -7,6 +7,10 @@
 /// the `RunRecord` that is stored. A leaf: imports nothing from the crate.
 pub mod run;
 
+/// The trend engine: change points, slow drifts and histogram comparison over
+/// series. Pure functions, no I/O; imports nothing from the crate.
+pub mod trend;
+
 /// Configuration: probe files (the YAML format, its JSON Schema, validation with
 /// every error at file:line:column, the run budget), daemon settings, alert policy
 /// and receivers, and the watcher that notices changed probe files.

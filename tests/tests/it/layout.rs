@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// modules listed before it. A new module must be placed here.
 const RANKS: &[&str] = &[
     "run",       // the run vocabulary: Outcome, ErrorClass, RunRecord (a leaf)
+    "trend",     // pure trend detectors over series (a leaf: imports nothing)
     "config",    // probe files, settings, alert policy and receiver definitions
     "results",   // live state in memory: recent runs, status, /metrics histograms
     "probe",     // running one probe: the kinds, retries, the run budget

@@ -1,0 +1,55 @@
+//! The trend engine: pure functions over series, no I/O, no clock.
+//!
+//! Three detectors, each for what it finds:
+//! - [`changepoint`]: steps in level or spread (E-divisive means as Apache
+//!   Otava runs it: sliding windows, a deterministic significance test, weak
+//!   points merged away), in batch and incremental form;
+//! - [`drift`]: slow drifts (Mann–Kendall with a Theil–Sen slope) over
+//!   deseasonalised hourly points, so a daily cycle is not a drift;
+//! - [`compare`]: confirmation of a candidate from the histograms before and
+//!   after it (Mann–Whitney U from bins, Hodges–Lehmann shift, an effect floor).
+//!
+//! A series with a non-finite value is rejected with [`TrendError`]; a series
+//! too short to say anything yields no finding, never a panic.
+
+pub mod changepoint;
+
+pub mod pvalue;
+
+#[cfg(test)]
+mod noise;
+
+/// Why a series cannot be analysed at all (too little data is not an error: it
+/// is "no finding").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TrendError {
+    /// A value is NaN or infinite; the index is its position in the input.
+    #[error("value {index} of the series is not a finite number")]
+    NotFinite {
+        /// Position of the offending value.
+        index: usize,
+    },
+}
+
+/// `Ok` when every value is finite, else the first offending position.
+pub(crate) fn check_finite(values: impl IntoIterator<Item = f64>) -> Result<(), TrendError> {
+    match values.into_iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(TrendError::NotFinite { index }),
+        None => Ok(()),
+    }
+}
+
+/// The median of `values` (sorted in place); `None` when empty. The mean of the
+/// two middle values for an even count.
+pub(crate) fn median_in_place(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
