@@ -13,6 +13,7 @@
 //! too short to say anything yields no finding, never a panic.
 
 pub mod changepoint;
+pub mod compare;
 pub mod drift;
 pub mod pvalue;
 
