@@ -150,10 +150,11 @@ fn weight_at_most(a: &[Bin], b: &[Bin], d: i128) -> u128 {
     for x in a {
         let threshold = i128::from(x.value) - d;
         while j < b.len() && i128::from(b[j].value) < threshold {
-            below += u128::from(b[j].count);
+            below = below.saturating_add(u128::from(b[j].count));
             j += 1;
         }
-        sum += u128::from(x.count) * (total_b - below);
+        let above = total_b.saturating_sub(below);
+        sum = sum.saturating_add(u128::from(x.count).saturating_mul(above));
     }
     sum
 }

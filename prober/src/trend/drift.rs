@@ -11,6 +11,10 @@
 
 use super::{check_finite, median_in_place, pvalue, TrendError};
 
+/// Most points [`detect`] and [`theil_sen`] accept: the pairwise slopes are
+/// n²/2 floats (about 67 MB here; 170 days of hourly points).
+pub const MAX_POINTS: usize = 4_096;
+
 /// Seconds in a day, for slopes per day.
 pub const DAY_SECS: f64 = 86_400.0;
 const HOUR_SECS: f64 = 3_600.0;
@@ -40,8 +44,14 @@ pub struct MannKendall {
 }
 
 /// The Mann–Kendall test of `values` in the order given. Fewer than two
-/// points give S = 0 and p = 1.
+/// points give S = 0 and p = 1; more than [`MAX_POINTS`] are refused.
 pub fn mann_kendall(values: &[f64]) -> Result<MannKendall, TrendError> {
+    if values.len() > MAX_POINTS {
+        return Err(TrendError::TooManyPoints {
+            len: values.len(),
+            max: MAX_POINTS,
+        });
+    }
     check_finite(values.iter().copied())?;
     let n = values.len();
     let mut s: i64 = 0;
@@ -104,6 +114,12 @@ fn pair_slopes(points: &[&Point]) -> Vec<f64> {
 }
 
 fn check_points(points: &[Point]) -> Result<(), TrendError> {
+    if points.len() > MAX_POINTS {
+        return Err(TrendError::TooManyPoints {
+            len: points.len(),
+            max: MAX_POINTS,
+        });
+    }
     check_finite(points.iter().map(|p| p.at))?;
     check_finite(points.iter().map(|p| p.value))
 }

@@ -179,6 +179,20 @@ fn stationary_noise_has_no_drift_and_short_input_none() {
     assert_eq!(detect(&two, &Config::default()).unwrap(), None);
     let nan = points(&[(0.0, 1.0), (3600.0, f64::NAN)]);
     assert!(detect(&nan, &Config::default()).is_err());
+    let many = vec![
+        Point {
+            at: 0.0,
+            value: 1.0
+        };
+        MAX_POINTS + 1
+    ];
+    let too_many = TrendError::TooManyPoints {
+        len: MAX_POINTS + 1,
+        max: MAX_POINTS,
+    };
+    assert_eq!(detect(&many, &Config::default()), Err(too_many));
+    assert_eq!(theil_sen(&many), Err(too_many));
+    assert!(mann_kendall(&vec![1.0; MAX_POINTS + 1]).is_err());
 }
 
 #[test]

@@ -30,6 +30,14 @@ pub enum TrendError {
         /// Position of the offending value.
         index: usize,
     },
+    /// More points than the detector accepts (its cost grows with the square).
+    #[error("{len} points, at most {max} accepted")]
+    TooManyPoints {
+        /// Points given.
+        len: usize,
+        /// Points accepted.
+        max: usize,
+    },
 }
 
 /// `Ok` when every value is finite, else the first offending position.

@@ -56,7 +56,8 @@ use energy::Energy;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Points per sliding window (default 50, Otava's). At least
-    /// `2 × min_segment`; smaller values are raised to it.
+    /// `2 × min_segment`, at most [`MAX_WINDOW_LEN`]; values outside are
+    /// brought to the nearest bound.
     pub window_len: usize,
     /// A change point is kept when its p-value is below this (default 0.001,
     /// Otava's). The first pass inside windows uses ten times it.
@@ -68,8 +69,12 @@ pub struct Config {
     pub min_magnitude: f64,
     /// Fewest points on each side of a change point (default 5): the
     /// persistence rule that keeps single outliers from being change points.
+    /// At least 2 (a variance needs two points), at most half a window.
     pub min_segment: usize,
 }
+
+/// The largest window: its distance table is `(n + 1)²` floats (8 MB here).
+pub const MAX_WINDOW_LEN: usize = 1_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -83,17 +88,17 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The settings actually used: `min_segment` ≥ 2 (a variance needs two
-    /// points), `window_len` ≥ 2 × `min_segment`, p-value within (0, 1].
+    /// The settings actually used: `min_segment` in [2, `MAX_WINDOW_LEN` / 2],
+    /// `window_len` in [2 × `min_segment`, `MAX_WINDOW_LEN`], p-value in (0, 1].
     fn effective(&self) -> Config {
-        let min_segment = self.min_segment.max(2);
+        let min_segment = self.min_segment.clamp(2, MAX_WINDOW_LEN / 2);
         let max_pvalue = if self.max_pvalue > 0.0 {
             self.max_pvalue.min(1.0)
         } else {
             f64::MIN_POSITIVE
         };
         Config {
-            window_len: self.window_len.max(2 * min_segment),
+            window_len: self.window_len.clamp(2 * min_segment, MAX_WINDOW_LEN),
             max_pvalue,
             min_magnitude: self.min_magnitude.max(0.0),
             min_segment,

@@ -156,6 +156,14 @@ fn short_empty_and_constant_series_yield_nothing() {
         min_segment: 0,
     };
     assert!(detect(&[1.0, 2.0, 3.0], &odd).unwrap().is_empty());
+    // Absurd sizes are clamped, not allocated or overflowed.
+    let huge = Config {
+        window_len: usize::MAX,
+        min_segment: usize::MAX,
+        ..Config::default()
+    };
+    let s = series(1, 2_000, |i| if i >= 1_000 { 2.0 } else { 1.0 });
+    assert_eq!(indexes(&detect(&s, &huge).unwrap()), [1_000]);
 }
 
 #[test]
