@@ -3,7 +3,7 @@
 
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
-/// P(|Z| ≥ |z|) for a standard normal Z; 1 for a non-finite `z` that is NaN.
+/// P(|Z| ≥ |z|) for a standard normal Z; 1 when `z` is NaN.
 pub fn normal_two_sided(z: f64) -> f64 {
     if z.is_nan() {
         return 1.0;
@@ -47,6 +47,14 @@ mod tests {
         let p = normal_two_sided(10.0);
         assert!(p > 1e-24 && p < 1e-22, "{p}");
         assert_eq!(normal_two_sided(f64::NAN), 1.0);
+    }
+
+    #[test]
+    fn normal_quantile_inverts_the_cdf() {
+        assert!((normal_quantile(0.975) - 1.959_963_985).abs() < 1e-8);
+        assert_eq!(normal_quantile(0.5), 0.0);
+        assert_eq!(normal_quantile(1.0), f64::INFINITY);
+        assert_eq!(normal_quantile(2.0), f64::INFINITY);
     }
 
     #[test]

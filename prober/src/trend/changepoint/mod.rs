@@ -133,7 +133,8 @@ pub struct ChangePoint {
     pub before: Segment,
     /// The segment after, up to the next change point or the end.
     pub after: Segment,
-    /// Two-sided p-value of the split (level or spread, Bonferroni-corrected).
+    /// Two-sided p-value of the split against its neighbouring change points:
+    /// the smaller of level and spread, doubled, times the selection penalty.
     pub p_value: f64,
 }
 
