@@ -10,6 +10,12 @@
 //! 2. adds the minute rows of the hours closed since, [H, H'), to `hist_hour`
 //!    and `hist_day`, and moves H to H'.
 //!
+//! After the transaction, [`Store::vacuum_rolled`] vacuums what it churned:
+//! `hist_pending` is a queue (every row deleted a minute after it is
+//! written), and day rows are rewritten every hour. Autovacuum would get to
+//! them, but when it is slow or off (a tuned-down cluster) the dead rows make
+//! every fold scan more and the table grow without bound.
+//!
 //! A pending row is deleted in the transaction that counts it, so every run
 //! is counted once at every resolution, whoever folds. Readers use the
 //! `*_live` views: stored rows plus the pending rows and the minutes at or
@@ -39,6 +45,8 @@ pub struct Rolled {
     pub upserted: u64,
     /// Minutes before this are in the hour and day tables.
     pub through: DateTime<Utc>,
+    /// Whether this rollup moved the mark (rolled at least one hour up).
+    pub hours: bool,
 }
 
 /// Element-level bins and counters of the rows of `{src}`, filtered by `{filter}`.
@@ -191,7 +199,28 @@ impl Store {
         Ok(Some(Rolled {
             upserted: u64::try_from(upserted).unwrap_or(0),
             through: to,
+            hours: to > from,
         }))
+    }
+}
+
+impl Store {
+    /// Vacuums the tables a rollup churned: `hist_pending` after every fold,
+    /// `hist_hour` and `hist_day` after an hour was rolled up (`hours`).
+    /// `skip_locked`: a replica's vacuum in progress is enough. Without the
+    /// table's ownership Postgres skips it with a warning, and the rows wait
+    /// for autovacuum: nothing is wrong, only slower.
+    pub async fn vacuum_rolled(&self, hours: bool) -> Result<(), StoreError> {
+        let tables = if hours {
+            "hist_pending, hist_hour, hist_day"
+        } else {
+            "hist_pending"
+        };
+        sqlx::raw_sql(&format!("vacuum (skip_locked) {tables}"))
+            .execute(self.pool())
+            .await
+            .map_err(|e| err(&format!("vacuuming {tables} after a rollup failed"), e))?;
+        Ok(())
     }
 }
 

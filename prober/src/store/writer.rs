@@ -308,10 +308,15 @@ async fn roll_up(store: &Store, health: &StoreHealth) {
     match store.rollup(Utc::now()).await {
         Ok(Some(r)) => {
             health.rollups.fetch_add(1, Ordering::Relaxed);
+            let folded_ms = started.elapsed().as_millis() as u64;
+            if let Err(e) = store.vacuum_rolled(r.hours).await {
+                tracing::warn!(error = %e, "dead rows stay until the next vacuum or autovacuum; the rollup itself is done");
+            }
             tracing::debug!(
                 upserted = r.upserted,
                 through = %r.through,
-                ms = started.elapsed().as_millis() as u64,
+                ms = folded_ms,
+                vacuum_ms = started.elapsed().as_millis() as u64 - folded_ms,
                 "folded closed minutes and rolled up hours"
             );
         }

@@ -315,6 +315,52 @@ async fn locations_share_one_mark_and_any_replica_folds_all_of_them() {
     assert_exact(&eu, &pool, &hist, 0).await;
 }
 
+/// `hist_pending` is a queue: every row is deleted a minute after it is
+/// written. The vacuum after each fold lets Postgres reuse that space, so the
+/// table stays the size of a few minutes of batches however long the daemon
+/// runs, even where autovacuum is slow or off (as on the CI machine).
+#[tokio::test]
+async fn the_pending_queue_stays_small_as_folds_vacuum_it() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    store.start_rollups(start).await.unwrap();
+    let metas: Vec<_> = (0..150).map(|i| meta(&format!("p{i}"))).collect();
+    let size = || async {
+        sqlx::query_scalar::<_, i64>("select pg_relation_size('hist_pending')")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let mut after_warmup = 0;
+    for minute in 0..40 {
+        let at = start + TimeDelta::minutes(minute);
+        let batch: Vec<_> = metas
+            .iter()
+            .map(|m| record(m, at, 20_000 + 37 * minute as u64, true))
+            .collect();
+        store.write_runs(&batch).await.unwrap();
+        let rolled = store
+            .rollup(at + TimeDelta::seconds(30))
+            .await
+            .unwrap()
+            .unwrap();
+        store.vacuum_rolled(rolled.hours).await.unwrap();
+        if minute == 9 {
+            after_warmup = size().await;
+        }
+    }
+    let end = size().await;
+    assert!(after_warmup > 0);
+    // Without the vacuum the table grows by every minute's batch: 4x by now.
+    assert!(
+        end <= after_warmup + 8192 * 2,
+        "hist_pending grew from {after_warmup} to {end} bytes over 30 folds"
+    );
+    assert_eq!(stored(&pool, "hist_minute").await.0, 150 * 37);
+}
+
 /// The SQL blocks of README.md ("What is stored"), run as a user would, answer
 /// exactly what HdrHistogram answers on the same samples, before and after
 /// the fold and rollup.
