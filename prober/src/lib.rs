@@ -37,6 +37,10 @@ pub mod alert;
 /// Notifications of alerts: rendering per receiver, the outbox, the delivery worker.
 pub mod notify;
 
+/// Trend analysis: each probe's series read from the store, the trend engine
+/// run over it, findings confirmed on histograms and stored once.
+pub mod analysis;
+
 /// Logging setup, `/metrics` collectors per subsystem, the reload status.
 pub mod telemetry;
 
@@ -49,7 +53,7 @@ pub mod daemon;
 /// `prober demo`: targets on loopback (HTTP, HTTPS, TCP, DNS, gRPC) for the shipped examples.
 pub mod demo;
 
-/// The command line: `run`, `demo`, `migrate`, `check`, `once`, `schema`, `version`, `healthcheck`.
+/// The command line: `run`, `demo`, `migrate`, `check`, `once`, `trends`, `schema`, `version`, `healthcheck`.
 pub mod cli;
 
 /// The build's version, recorded with every run.

@@ -11,6 +11,7 @@ mod error;
 mod manual;
 mod openapi;
 mod probes;
+mod trends;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -97,12 +98,16 @@ pub trait Reloader: Send + Sync {
         alerts::delete_silence,
         alerts::notifications,
         audit::list,
+        trends::list,
+        trends::for_probe,
+        trends::ack,
     ),
     modifiers(&BearerScheme, &Contract),
     tags(
         (name = "operations", description = "Liveness, readiness and Prometheus metrics"),
         (name = "probes", description = "Probe definitions, status, history and latency"),
         (name = "alerts", description = "Alert state and history"),
+        (name = "trends", description = "Changes found in probes' latency: steps and drifts"),
         (name = "audit", description = "Who changed what (admin token)")
     )
 )]
@@ -132,6 +137,9 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(alerts::delete_silence),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/trends", get(trends::list))
+        .route("/api/v1/probes/{name}/trends", get(trends::for_probe))
+        .route("/api/v1/trends/{id}/ack", post(trends::ack))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found)
         // Inside the contract's layers: a refusal gets the request id and the envelope too.

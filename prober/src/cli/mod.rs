@@ -4,6 +4,7 @@ mod check;
 mod demo;
 pub mod healthcheck;
 mod once;
+mod trends;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,22 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Show the changes the trend analysis found (from Postgres), or find change points in a CSV.
+    Trends {
+        /// Only this probe's findings.
+        name: Option<String>,
+        /// Findings detected or updated this recently.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Run the change-point detector over a CSV of `time,value` rows instead (no database).
+        #[arg(long, conflicts_with = "name")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
     /// Print the JSON Schema of probe files, for editor completion.
     Schema,
     /// Print the version.
@@ -137,6 +154,32 @@ pub fn main() -> ExitCode {
             json,
         } => once::run(&target, &probes, json),
         Command::Healthcheck { settings, timeout } => healthcheck::run(&settings, timeout),
+        Command::Trends {
+            file: Some(path),
+            json,
+            ..
+        } => match trends::file(&path, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Trends {
+            name,
+            since,
+            json,
+            settings,
+            ..
+        } => with_runtime(settings, |s| async move {
+            let since = chrono::Duration::from_std(since)
+                .ok()
+                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                .ok_or_else(|| {
+                    "--since reaches before year 0; give a shorter duration".to_string()
+                })?;
+            trends::stored(&s, name, since, json).await
+        }),
         Command::Schema => {
             let schema = crate::config::raw::json_schema();
             print_out(&serde_json::to_string_pretty(&schema).unwrap_or_default())

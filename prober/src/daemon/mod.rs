@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::StartError;
 
 use crate::alert::engine::AlertEngine;
+use crate::analysis::AnalysisStats;
 use crate::config::load_paths;
 use crate::config::settings::Settings;
 use crate::config::Probe;
@@ -58,6 +59,8 @@ pub struct Core {
     pub receivers: Receivers,
     /// Write requests and configuration changes, on their way to the audit log.
     pub audit: AuditLog,
+    /// The trend analysis' counters.
+    pub analysis: Arc<AnalysisStats>,
 }
 
 impl Core {

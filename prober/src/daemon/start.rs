@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{reload, Core, Daemon, StartError};
 use crate::alert::engine::{AlertEngine, EngineSettings};
+use crate::analysis::{self, AnalysisConfig, AnalysisStats};
 use crate::api::{self, ApiState, AppState, ManualRuns};
 use crate::config::settings::Settings;
 use crate::config::Probe;
@@ -26,7 +27,7 @@ use crate::store::{redact_url, Store};
 use crate::telemetry::metrics::{
     alerts::AlertCollector, notify::NotifyCollector, probes::ProbeCollector,
     process::ProcessCollector, reload::ReloadCollector, scheduler::SchedulerCollector,
-    store::StoreCollector, Metrics,
+    store::StoreCollector, trends::TrendCollector, Metrics,
 };
 use crate::telemetry::reload::ReloadStatus;
 
@@ -144,6 +145,14 @@ fn start_core(
         health.clone(),
         stop.clone(),
     );
+    let analysis_stats = Arc::new(AnalysisStats::default());
+    analysis::start(
+        store.clone(),
+        alerts.clone(),
+        AnalysisConfig::default(),
+        analysis_stats.clone(),
+        stop.clone(),
+    );
     let notify_stats = Arc::new(NotifyStats::default());
     let notifier = notify_worker::start(
         store.clone(),
@@ -182,6 +191,7 @@ fn start_core(
         notify_stats,
         receivers,
         audit,
+        analysis: analysis_stats,
     });
     (core, notifier)
 }
@@ -203,6 +213,7 @@ fn metrics(core: &Core) -> Metrics {
     m.register(ReloadCollector(core.reload.clone()));
     m.register(AlertCollector(core.alerts.clone()));
     m.register(NotifyCollector(core.notify_stats.clone()));
+    m.register(TrendCollector(core.analysis.clone()));
     m.register(ProcessCollector {
         scheduler: core.scheduler.clone(),
         started_at: core.started_at,

@@ -9,6 +9,7 @@
 //! - `write.rs`: the one idempotent statement that writes a batch of runs;
 //! - `clean.rs`: what Postgres would refuse, cleaned before it is sent;
 //! - `read.rs`, `rollup.rs`, `audit.rs`: reads, hour/day rollups, the audit log;
+//! - `trends.rs`: the series the trend analysis reads and the findings it stores;
 //! - `queue.rs`, `writer.rs`: the queue between probing and Postgres, and its writer task.
 //!
 //! [`RunRecord`]: crate::run::RunRecord
@@ -21,6 +22,7 @@ pub mod queue;
 pub mod read;
 pub mod rollup;
 mod schema;
+pub mod trends;
 mod write;
 pub mod writer;
 

@@ -436,13 +436,27 @@ impl Resolution {
     /// views' branches that depend on the mark only as restrictions
     /// (`probe_id = <value>`, or a lateral reference), never from a join, so
     /// readers filter that way.
-    fn table(self) -> (&'static str, &'static str) {
+    pub(super) fn table(self) -> (&'static str, &'static str) {
         match self {
             Resolution::Minute => ("hist_minute_live", "minute"),
             Resolution::Hour => ("hist_hour_live", "hour"),
             Resolution::Day => ("hist_day_live", "day"),
         }
     }
+}
+
+/// A stored bins array (migration 0011) of every phase as one histogram per
+/// phase id below `phases` (elements of other phases are ignored).
+pub(super) fn unpack_phases(bins: &[i64], phases: usize) -> Vec<SparseHist> {
+    let mut out = vec![SparseHist::default(); phases];
+    for &e in bins {
+        let phase = usize::try_from(e >> 48).unwrap_or(usize::MAX);
+        if let Some(hist) = out.get_mut(phase) {
+            let (lo, _) = bin_of_key(((e >> 32) & 0xffff) as i32);
+            hist.add_bin(lo, (e & 0xffff_ffff) as u64);
+        }
+    }
+    out
 }
 
 /// A stored bins array (migration 0011) of one phase as a histogram.

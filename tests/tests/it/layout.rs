@@ -18,6 +18,7 @@ const RANKS: &[&str] = &[
     "schedule",  // when probes run; hands records to the store's queue
     "alert",     // alert rules, state machine, persistence of alert state
     "notify",    // receivers, the outbox and its worker
+    "analysis",  // trend analysis: series from the store, findings stored
     "telemetry", // logging, /metrics collectors per subsystem
     "api",       // the HTTP API
     "daemon",    // wires everything; owns shared state and reload

@@ -36,5 +36,6 @@ mod scheduler;
 mod secrets;
 mod settings;
 mod store;
+mod trends;
 mod upgrade;
 mod write_faults;

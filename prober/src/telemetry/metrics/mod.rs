@@ -15,7 +15,7 @@
 //! Nothing is counted twice: no metric objects are updated alongside the
 //! subsystems' own counters. One [`Collector`](prometheus_client::collector::Collector)
 //! per subsystem (one file each here: [`probes`], [`scheduler`], [`store`],
-//! [`reload`], [`alerts`], [`notify`], [`process`]) reads that subsystem's state
+//! [`reload`], [`alerts`], [`notify`], [`trends`], [`process`]) reads that subsystem's state
 //! at scrape time, so the numbers agree with `/readyz` and the JSON API, and a
 //! probe removed by a reload disappears from the next scrape: per-probe series
 //! come from the probes being scheduled, in name order. The daemon registers
@@ -30,6 +30,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod store;
 mod stream;
+pub mod trends;
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,366 @@
+//! What the trend analysis reads and writes: per-probe series of merged
+//! histograms, and the findings (`trends`, migration 0013), one row per
+//! change however often the analysis sees it again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::read::unpack_phases;
+use super::{err, Resolution, Store, StoreError};
+use crate::results::hist::SparseHist;
+use crate::run::PHASES;
+
+/// One point of a probe's series at one location: every phase's merged bins
+/// and the runs and failures in `[time, time + step)`.
+#[derive(Debug, Clone)]
+pub struct TrendPoint {
+    pub time: DateTime<Utc>,
+    pub runs: i64,
+    pub failures: i64,
+    /// Indexed like [`PHASES`]; empty where the phase was never reached.
+    pub phases: Vec<SparseHist>,
+}
+
+/// A probe at a location that has runs to analyse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub probe_id: i32,
+    pub probe: String,
+    pub location_id: i16,
+    pub location: String,
+    /// Runs in the window [`Store::trend_subjects`] looked at.
+    pub runs: i64,
+}
+
+/// A finding as the analysis reports it, before it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFinding {
+    pub probe_id: i32,
+    pub location_id: i16,
+    pub phase: i16,
+    /// `p50`, `p95`, `p99` or `failure_ratio`.
+    pub statistic: &'static str,
+    /// `step` or `drift`.
+    pub kind: &'static str,
+    pub change_at: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub before: f64,
+    pub after: f64,
+    pub p_value: f64,
+    pub effect_size: Option<f64>,
+    pub summary: String,
+}
+
+/// A stored finding, as the API and the command line show it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Finding {
+    pub id: i64,
+    pub probe: String,
+    pub location: String,
+    /// `total`, `dns`, `connect`, `tls`, `first_byte` or `transfer`.
+    pub phase: String,
+    /// `p50`, `p95`, `p99` or `failure_ratio`.
+    pub statistic: String,
+    /// `step` (a change point) or `drift` (a slow trend; the change is per day).
+    pub kind: String,
+    pub detected_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub change_at: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    /// µs for latency statistics, a ratio (0–1) for `failure_ratio`.
+    pub before: f64,
+    pub after: f64,
+    pub absolute_change: f64,
+    pub relative_change: f64,
+    pub p_value: f64,
+    /// Probability that a run after the change is slower than one before (0.5: no change).
+    pub effect_size: Option<f64>,
+    pub summary: String,
+    /// `open`, `acknowledged` or `ended`.
+    pub state: String,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+/// Whether [`Store::save_finding`] added a row or updated the one that
+/// already reported the same change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    New(i64),
+    Updated(i64),
+}
+
+/// Which findings to list.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    pub probe: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub state: Option<String>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+const FINDING_COLUMNS: &str = "t.id, p.name, l.name, t.phase, t.statistic, t.kind, t.detected_at,
+    t.updated_at, t.change_at, t.window_end, t.before_value, t.after_value, t.absolute_change,
+    t.relative_change, t.p_value, t.effect_size, t.summary, t.state, t.acknowledged_by,
+    t.acknowledged_at";
+
+impl Store {
+    /// Every probe and location with runs in `[from, to)`, and how many.
+    pub async fn trend_subjects(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Subject>, StoreError> {
+        let rows = sqlx::query(
+            "select h.probe_id, p.name, h.location_id, l.name, sum(prober_runs(h.stats, 0))::int8
+             from hist_hour_live h
+             join probes p on p.id = h.probe_id
+             join locations l on l.id = h.location_id
+             where h.hour >= date_trunc('hour', $1) and h.hour < $2
+             group by 1, 2, 3, 4 order by 2, 4",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("listing the probes to analyse for trends failed", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Subject {
+                    probe_id: r.try_get(0)?,
+                    probe: r.try_get(1)?,
+                    location_id: r.try_get(2)?,
+                    location: r.try_get(3)?,
+                    runs: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| err("listing the probes to analyse for trends failed", e))
+    }
+
+    /// One probe's series at one location: a point per `step` in
+    /// `[from, to)`, every phase's bins merged, read from the minute rows
+    /// for steps under an hour and the hour rows otherwise. Points without
+    /// runs are absent.
+    pub async fn trend_points(
+        &self,
+        probe_id: i32,
+        location_id: i16,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<TrendPoint>, StoreError> {
+        let (rows, col) = Resolution::for_step(step).table();
+        let step_secs = step.as_secs().max(60) as f64;
+        // The probe and location as values, not joins: the live views take
+        // them only as restrictions (see `Resolution::table`).
+        let sql = format!(
+            "select date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
+                    prober_merge(h.bins) bins,
+                    sum(prober_runs(h.stats, 0))::int8, sum(prober_failures(h.stats, 0))::int8
+             from {rows} h
+             where h.probe_id = $1 and h.location_id = $2 and h.{col} >= $3 and h.{col} < $4
+             group by 1 order by 1"
+        );
+        let fail = |e| {
+            err(
+                &format!("reading the trend series of probe id {probe_id}"),
+                e,
+            )
+        };
+        let rows = sqlx::query(&sql)
+            .bind(probe_id)
+            .bind(location_id)
+            .bind(from)
+            .bind(to)
+            .bind(step_secs)
+            .fetch_all(self.pool())
+            .await
+            .map_err(fail)?;
+        let mut points = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let bins: Vec<i64> = r.try_get(1).map_err(fail)?;
+            let runs: i64 = r.try_get(2).map_err(fail)?;
+            if runs == 0 {
+                continue;
+            }
+            points.push(TrendPoint {
+                time: r.try_get(0).map_err(fail)?,
+                runs,
+                failures: r.try_get(3).map_err(fail)?,
+                phases: unpack_phases(&bins, PHASES.len()),
+            });
+        }
+        Ok(points)
+    }
+
+    /// Stores a finding, or updates the open one that reports the same
+    /// change: same probe, location, phase, statistic and kind, its change
+    /// time within `same_within` of this one. Steps and drifts move as
+    /// points arrive; they are reported once.
+    pub async fn save_finding(
+        &self,
+        f: &NewFinding,
+        now: DateTime<Utc>,
+        same_within: TimeDelta,
+    ) -> Result<Saved, StoreError> {
+        let fail = |e| err("saving a trend finding failed", e);
+        let absolute = f.after - f.before;
+        let relative = if f.before.abs() > f64::EPSILON {
+            absolute / f.before
+        } else {
+            0.0
+        };
+        // One statement: the finding of the same change, locked, updated;
+        // else a new row.
+        let (id, new): (i64, bool) = sqlx::query_as(
+            "with existing as (
+                 select id from trends
+                 where probe_id = $1 and location_id = $2 and phase = $3 and statistic = $4
+                   and kind = $5 and state <> 'ended' and change_at between $7 - $16 and $7 + $16
+                 order by abs(extract(epoch from change_at - $7)) limit 1 for update
+             ), updated as (
+                 update trends t set updated_at = $6, change_at = $7, window_end = $8,
+                        before_value = $9, after_value = $10, absolute_change = $11,
+                        relative_change = $12, p_value = $13, effect_size = $14, summary = $15
+                 from existing e where t.probe_id = $1 and t.id = e.id
+                 returning t.id
+             ), inserted as (
+                 insert into trends (probe_id, location_id, phase, statistic, kind, detected_at,
+                        updated_at, change_at, window_end, before_value, after_value,
+                        absolute_change, relative_change, p_value, effect_size, summary)
+                 select $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+                 where not exists (select 1 from existing)
+                 returning id
+             )
+             select id, false from updated union all select id, true from inserted",
+        )
+        .bind(f.probe_id)
+        .bind(f.location_id)
+        .bind(f.phase)
+        .bind(f.statistic)
+        .bind(f.kind)
+        .bind(now)
+        .bind(f.change_at)
+        .bind(f.window_end)
+        .bind(f.before)
+        .bind(f.after)
+        .bind(absolute)
+        .bind(relative)
+        .bind(f.p_value)
+        .bind(f.effect_size)
+        .bind(&f.summary)
+        .bind(same_within)
+        .fetch_one(self.pool())
+        .await
+        .map_err(fail)?;
+        Ok(if new {
+            Saved::New(id)
+        } else {
+            Saved::Updated(id)
+        })
+    }
+
+    /// Stored findings, newest first.
+    pub async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
+        let sql = format!(
+            "select {FINDING_COLUMNS}
+             from trends t join probes p on p.id = t.probe_id join locations l on l.id = t.location_id
+             where ($1::text is null or p.name = $1)
+               and ($2::timestamptz is null or t.detected_at >= $2 or t.updated_at >= $2)
+               and ($3::text is null or t.state = $3)
+             order by t.detected_at desc, t.id desc
+             limit $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.probe)
+            .bind(filter.since)
+            .bind(&filter.state)
+            .bind(filter.limit.max(1))
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| err("reading trend findings failed", e))?;
+        rows.iter()
+            .map(finding_of_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| err("reading trend findings failed", e))
+    }
+
+    /// Stored findings by kind and state.
+    pub async fn finding_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("select kind, state, count(*) from trends group by 1, 2 order by 1, 2")
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| err("counting trend findings failed", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, s, n)| (k, s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Marks an open finding acknowledged by `by`; `None` when no finding has
+    /// that id, the finding as it is now otherwise (acknowledging twice
+    /// keeps the first acknowledgement).
+    pub async fn ack_finding(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Finding>, StoreError> {
+        let fail = |e| err(&format!("acknowledging trend finding {id} failed"), e);
+        sqlx::query(
+            "update trends set state = 'acknowledged', acknowledged_by = $2, acknowledged_at = $3
+             where id = $1 and state = 'open'",
+        )
+        .bind(id)
+        .bind(by)
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .map_err(fail)?;
+        let sql = format!(
+            "select {FINDING_COLUMNS}
+             from trends t join probes p on p.id = t.probe_id join locations l on l.id = t.location_id
+             where t.id = $1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(fail)?;
+        row.as_ref().map(finding_of_row).transpose().map_err(fail)
+    }
+}
+
+fn finding_of_row(r: &sqlx::postgres::PgRow) -> Result<Finding, sqlx::Error> {
+    let phase: i16 = r.try_get(3)?;
+    Ok(Finding {
+        id: r.try_get(0)?,
+        probe: r.try_get(1)?,
+        location: r.try_get(2)?,
+        phase: PHASES
+            .get(usize::try_from(phase).unwrap_or(usize::MAX))
+            .map_or_else(|| format!("phase {phase}"), |p| (*p).to_string()),
+        statistic: r.try_get(4)?,
+        kind: r.try_get(5)?,
+        detected_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+        change_at: r.try_get(8)?,
+        window_end: r.try_get(9)?,
+        before: r.try_get(10)?,
+        after: r.try_get(11)?,
+        absolute_change: r.try_get(12)?,
+        relative_change: r.try_get(13)?,
+        p_value: r.try_get(14)?,
+        effect_size: r.try_get(15)?,
+        summary: r.try_get(16)?,
+        state: r.try_get(17)?,
+        acknowledged_by: r.try_get(18)?,
+        acknowledged_at: r.try_get(19)?,
+    })
+}

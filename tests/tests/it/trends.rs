@@ -1,0 +1,293 @@
+//! Trend analysis against a real store: runs written through the writer's
+//! statement, series read from merged bins, a step in one phase found once,
+//! named by the phase that moved, never reported twice (another pass, a
+//! restart), and shown by the API; a stationary series with outliers gives
+//! nothing.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use prober::analysis::{analyse, AnalysisConfig};
+use prober::run::{Phases, ProbeMeta, RunRecord};
+use prober::store::trends::FindingFilter;
+use prober::store::Store;
+
+use crate::db::TestDb;
+use crate::store::{lcg, meta, record};
+
+/// A run whose first byte takes `first_byte_us`, the other phases fixed, all with ±10 % noise.
+fn run(m: &Arc<ProbeMeta>, at: DateTime<Utc>, first_byte_us: u64, seed: &mut u64) -> RunRecord {
+    let mut noisy = |us: u64| us * (90 + lcg(seed) % 21) / 100;
+    let phases = Phases {
+        dns_us: Some(noisy(2_000)),
+        connect_us: Some(noisy(5_000)),
+        tls_us: Some(noisy(10_000)),
+        first_byte_us: Some(noisy(first_byte_us)),
+        transfer_us: Some(noisy(3_000)),
+        total_us: 0,
+    };
+    let total = [
+        phases.dns_us,
+        phases.connect_us,
+        phases.tls_us,
+        phases.first_byte_us,
+        phases.transfer_us,
+    ]
+    .iter()
+    .flatten()
+    .sum();
+    let mut r = record(m, at, total, true);
+    r.outcome.phases = Phases {
+        total_us: total,
+        ..phases
+    };
+    r
+}
+
+/// Eight hours of one run a minute ending at `end`; `first_byte(minute)` gives each run's first byte.
+async fn write_hours(
+    store: &Store,
+    m: &Arc<ProbeMeta>,
+    end: DateTime<Utc>,
+    first_byte: impl Fn(i64) -> u64,
+) {
+    let start = end - TimeDelta::hours(8);
+    let mut seed = 7;
+    let runs: Vec<_> = (0..8 * 60)
+        .map(|i| run(m, start + TimeDelta::minutes(i), first_byte(i), &mut seed))
+        .collect();
+    for batch in runs.chunks(200) {
+        store.write_runs(batch).await.unwrap();
+    }
+}
+
+async fn store(db: &TestDb, location: &str) -> Store {
+    let store = Store::new(&db.url, location).unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A store holding a step: first byte 80 ms, then 110 ms for the last two
+/// hours to `end` (total ~100 → ~130 ms).
+async fn with_step(db: &TestDb, end: DateTime<Utc>) -> Store {
+    let store = store(db, "trend-lab").await;
+    let step_at = 6 * 60;
+    write_hours(&store, &meta("checkout"), end, |i| {
+        if i < step_at {
+            80_000
+        } else {
+            110_000
+        }
+    })
+    .await;
+    store
+}
+
+fn all() -> FindingFilter {
+    FindingFilter {
+        limit: 100,
+        ..FindingFilter::default()
+    }
+}
+
+#[tokio::test]
+async fn a_step_in_first_byte_is_found_once_and_named_by_its_phase() {
+    let db = TestDb::create().await;
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let store = with_step(&db, end).await;
+    let cfg = AnalysisConfig::default();
+    let now = end + TimeDelta::minutes(3);
+
+    let pass = analyse(&store, &cfg, now).await.unwrap();
+    assert_eq!((pass.subjects, pass.new), (1, 1), "{pass:?}");
+    let found = store.findings(&all()).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(
+        (f.probe.as_str(), f.location.as_str(), f.phase.as_str()),
+        ("checkout", "trend-lab", "total")
+    );
+    assert_eq!(
+        (f.statistic.as_str(), f.kind.as_str(), f.state.as_str()),
+        ("p50", "step", "open")
+    );
+    let change = end - TimeDelta::hours(2);
+    assert!(
+        (f.change_at - change).num_minutes().abs() <= 10,
+        "the change is placed at {} (planted at {change})",
+        f.change_at
+    );
+    assert!((90_000.0..110_000.0).contains(&f.before), "{f:?}");
+    assert!((120_000.0..142_000.0).contains(&f.after), "{f:?}");
+    assert!(f.p_value <= 0.001, "{f:?}");
+    assert!(f.summary.contains("first_byte +"), "{}", f.summary);
+    assert!(f.summary.contains("dns"), "{}", f.summary);
+    assert!(f.summary.contains("unchanged"), "{}", f.summary);
+    assert!(!f.summary.contains("connect +"), "{}", f.summary);
+
+    // The next pass sees the same change: the row is updated, not repeated.
+    let again = analyse(&store, &cfg, now + TimeDelta::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!((again.new, again.updated), (0, 1), "{again:?}");
+    // A restarted daemon (a new store, nothing in memory) neither.
+    let restarted = self::store(&db, "trend-lab").await;
+    let after_restart = analyse(&restarted, &cfg, now + TimeDelta::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(after_restart.new, 0, "{after_restart:?}");
+    assert_eq!(store.findings(&all()).await.unwrap().len(), 1);
+
+    // `prober trends` prints it, from Postgres.
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::helpers::cli(
+        dir.path(),
+        &["trends", "checkout", "--since", "3650d"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(&f.summary), "{text}");
+    let json = crate::helpers::cli(
+        dir.path(),
+        &["trends", "--since", "3650d", "--json"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    let line: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(line["id"], f.id);
+    assert_eq!(line["phase"], "total");
+    let none = crate::helpers::cli(
+        dir.path(),
+        &["trends", "checkout", "--since", "1h"],
+        &[("DATABASE_URL", &db.url)],
+    );
+    assert!(String::from_utf8_lossy(&none.stdout).starts_with("no trend findings since"));
+
+    // Acknowledged: it stays, with who and when.
+    let acked = store
+        .ack_finding(f.id, "alice", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (acked.state.as_str(), acked.acknowledged_by.as_deref()),
+        ("acknowledged", Some("alice"))
+    );
+    assert!(store
+        .ack_finding(f.id + 1000, "bob", now)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_stationary_series_with_outliers_gives_no_finding() {
+    let db = TestDb::create().await;
+    let store = store(&db, "trend-lab").await;
+    let m = meta("steady");
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    // Single bad minutes: ten times slower, once every 50 minutes.
+    write_hours(
+        &store,
+        &m,
+        end,
+        |i| {
+            if i % 50 == 17 {
+                800_000
+            } else {
+                80_000
+            }
+        },
+    )
+    .await;
+    let pass = analyse(
+        &store,
+        &AnalysisConfig::default(),
+        end + TimeDelta::minutes(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!((pass.subjects, pass.new), (1, 0), "{pass:?}");
+    let found = store.findings(&all()).await.unwrap();
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[tokio::test]
+async fn the_api_lists_and_acknowledges_findings() {
+    use crate::helpers::{admin_token, http_get, http_request_as, wait_for, ADMIN_TOKEN};
+    use prober::config::settings::Settings;
+    use prober::daemon::{http_executor, Daemon};
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let store = with_step(&db, end).await;
+    let pass = analyse(
+        &store,
+        &AnalysisConfig::default(),
+        end + TimeDelta::minutes(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.new, 1);
+    let settings = Settings {
+        database_url: db.url.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_token: admin_token(),
+        ..Settings::default()
+    };
+    let d = Daemon::start(&settings, Vec::new(), http_executor().unwrap())
+        .await
+        .unwrap();
+    let ready = wait_for(Duration::from_secs(15), || {
+        d.store_health.state() == prober::store::writer::StoreState::Ok
+    })
+    .await;
+    assert!(ready);
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+
+    let (code, body) = http_get(d.addr, "/api/v1/trends?state=open").await;
+    assert_eq!(code, 200, "{body}");
+    let list = json(&body);
+    let f = &list["trends"][0];
+    assert_eq!(
+        (f["probe"].as_str(), f["kind"].as_str()),
+        (Some("checkout"), Some("step"))
+    );
+    assert!(f["summary"].as_str().unwrap().contains("first_byte +"));
+    let id = f["id"].as_i64().unwrap();
+    let (code, body) = http_get(d.addr, "/api/v1/probes/checkout/trends").await;
+    assert_eq!(
+        (code, json(&body)["trends"][0]["id"].as_i64()),
+        (200, Some(id))
+    );
+    let (code, _) = http_get(d.addr, "/api/v1/probes/nobody/trends").await;
+    assert_eq!(code, 404);
+    let (code, body) = http_get(d.addr, "/api/v1/trends?state=closed").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("open, acknowledged or ended"), "{body}");
+
+    // Acknowledging is a write: it needs the admin token.
+    let path = format!("/api/v1/trends/{id}/ack");
+    let (code, _) = http_request_as(d.addr, "POST", &path, None).await;
+    assert_eq!(code, 401);
+    let (code, body) = http_request_as(d.addr, "POST", &path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    let acked = json(&body);
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acknowledged_by"], "api_token");
+    let (code, body) = http_get(d.addr, "/api/v1/trends?state=open").await;
+    assert_eq!(
+        (code, json(&body)["trends"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (code, _) = http_request_as(
+        d.addr,
+        "POST",
+        "/api/v1/trends/999999/ack",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(code, 404);
+    d.shutdown().await;
+}
