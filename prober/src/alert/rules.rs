@@ -76,6 +76,39 @@ pub fn cert_expiry(cert: Option<&CertInfo>, policy: &Policy) -> Option<Verdict> 
     Some(Verdict::once(bad, good, Severity::Ticket))
 }
 
+/// The open trend findings of a probe (issue 17), as the `trend` rule reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenTrends {
+    /// The newest open finding's id and one-line summary.
+    pub newest_id: i64,
+    pub summary: String,
+    /// Open findings of the probe, at every location.
+    pub count: usize,
+}
+
+/// `trend` (a ticket): fires while the probe has an open trend finding,
+/// resolves once every finding is acknowledged or ended. `None` while there
+/// is nothing open and the alert is not active (no alert is made for it).
+pub fn trend(open: Option<&OpenTrends>, active: bool) -> Option<Verdict> {
+    let good = "every trend finding of the probe is acknowledged or ended".to_string();
+    match open {
+        Some(o) => {
+            let more = if o.count > 1 {
+                format!("; {} findings open", o.count)
+            } else {
+                String::new()
+            };
+            let bad = format!(
+                "{} (trend finding {}{more}; acknowledge: POST /api/v1/trends/{}/ack)",
+                o.summary, o.newest_id, o.newest_id
+            );
+            Some(Verdict::once(Some(bad), good, Severity::Ticket))
+        }
+        None if active => Some(Verdict::once(None, good, Severity::Ticket)),
+        None => None,
+    }
+}
+
 /// `latency`: the quantile of the total latency over the window (µs, from
 /// merged bins of every location) is above the threshold. `None` without a
 /// latency rule or without runs in the window.
@@ -144,6 +177,31 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn trend_fires_on_an_open_finding_and_resolves_only_an_active_alert() {
+        let open = OpenTrends {
+            newest_id: 7,
+            summary: "api (eu): total p50 +20.0 ms".into(),
+            count: 2,
+        };
+        let v = trend(Some(&open), false).unwrap();
+        assert_eq!(v.severity, Severity::Ticket);
+        assert_eq!(v.thresholds, (1, 1));
+        let bad = v.bad.unwrap();
+        assert!(
+            bad.starts_with("api (eu): total p50 +20.0 ms (trend finding 7; 2 findings open"),
+            "{bad}"
+        );
+        assert!(bad.ends_with("POST /api/v1/trends/7/ack)"), "{bad}");
+        let resolve = trend(None, true).unwrap();
+        assert!(resolve.bad.is_none());
+        assert!(resolve.good.contains("acknowledged or ended"));
+        assert!(
+            trend(None, false).is_none(),
+            "nothing open, nothing active: no alert"
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
+//! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
 //! - `drifts.rs`: slow drifts of hourly medians over a week.
 
 pub mod drifts;
+pub mod failures;
 pub mod series;
 pub mod steps;
 
@@ -20,10 +22,13 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::AlertEngine;
+use crate::config::settings::TrendSettings;
 use crate::store::trends::{Saved, Subject};
 use crate::store::{Store, StoreError};
+use crate::trend::compare::Floor;
 use crate::trend::drift;
 use drifts::{drifts, DRIFT_WINDOW};
+use failures::failure_steps;
 use series::{step_for, MIN_RUNS_FOR_P95};
 use steps::{steps, StepConfig};
 
@@ -55,6 +60,22 @@ impl Default for AnalysisConfig {
             steps: StepConfig::default(),
             drift: drift::Config::default(),
         }
+    }
+}
+
+impl AnalysisConfig {
+    /// The analysis as `trends:` in prober.yaml sets it.
+    pub fn from_settings(t: &TrendSettings) -> AnalysisConfig {
+        let mut cfg = AnalysisConfig {
+            every: t.analyse_every,
+            ..AnalysisConfig::default()
+        };
+        cfg.steps.floor = Floor {
+            max_pvalue: t.max_pvalue,
+            min_relative: t.min_shift_ratio,
+            min_absolute_us: t.min_shift.as_secs_f64() * 1e6,
+        };
+        cfg
     }
 }
 
@@ -189,6 +210,18 @@ async fn analyse_one(
         .into_iter()
         .map(|f| (f, step_delta * 6))
         .collect();
+    let st = &cfg.steps;
+    found.extend(
+        failure_steps(
+            s,
+            &points,
+            &st.changepoint,
+            st.floor.max_pvalue,
+            st.min_points_after,
+        )
+        .into_iter()
+        .map(|f| (f, step_delta * 6)),
+    );
     let hour = TimeDelta::hours(1);
     let to_hour = (now - CLOSE_AFTER).duration_trunc(hour).unwrap_or(now);
     let hourly = store

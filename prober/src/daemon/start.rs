@@ -146,13 +146,15 @@ fn start_core(
         stop.clone(),
     );
     let analysis_stats = Arc::new(AnalysisStats::default());
-    analysis::start(
-        store.clone(),
-        alerts.clone(),
-        AnalysisConfig::default(),
-        analysis_stats.clone(),
-        stop.clone(),
-    );
+    if settings.trends.enabled {
+        analysis::start(
+            store.clone(),
+            alerts.clone(),
+            AnalysisConfig::from_settings(&settings.trends),
+            analysis_stats.clone(),
+            stop.clone(),
+        );
+    }
     let notify_stats = Arc::new(NotifyStats::default());
     let notifier = notify_worker::start(
         store.clone(),

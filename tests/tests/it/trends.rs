@@ -213,6 +213,51 @@ async fn a_stationary_series_with_outliers_gives_no_finding() {
 }
 
 #[tokio::test]
+async fn a_step_in_the_failure_ratio_is_found_and_a_burst_is_not() {
+    let db = TestDb::create().await;
+    let store = store(&db, "trend-lab").await;
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let start = end - TimeDelta::hours(8);
+    let mut seed = 3;
+    // One run a minute: no failures, a 4-minute outage at 02:00 (a burst,
+    // the `failing` rule's business), then one run in five fails from 06:00.
+    let runs: Vec<_> = (0..8 * 60)
+        .map(|i| {
+            let us = 100_000 * (90 + lcg(&mut seed) % 21) / 100;
+            let ok = !((120..124).contains(&i) || (i >= 360 && i % 5 == 0));
+            record(&meta("flaky"), start + TimeDelta::minutes(i), us, ok)
+        })
+        .collect();
+    store.write_runs(&runs).await.unwrap();
+    let pass = analyse(
+        &store,
+        &AnalysisConfig::default(),
+        end + TimeDelta::minutes(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.new, 1, "{pass:?}");
+    let f = &store.findings(&all()).await.unwrap()[0];
+    assert_eq!(
+        (f.statistic.as_str(), f.kind.as_str()),
+        ("failure_ratio", "step")
+    );
+    assert!(
+        (f.change_at - (end - TimeDelta::hours(2)))
+            .num_minutes()
+            .abs()
+            <= 10,
+        "{f:?}"
+    );
+    assert!(f.before < 0.02 && (0.15..0.25).contains(&f.after), "{f:?}");
+    assert!(
+        f.summary.contains("failures") && f.summary.contains("% of runs"),
+        "{}",
+        f.summary
+    );
+}
+
+#[tokio::test]
 async fn the_api_lists_and_acknowledges_findings() {
     use crate::helpers::{admin_token, http_get, http_request_as, wait_for, ADMIN_TOKEN};
     use prober::config::settings::Settings;
@@ -289,5 +334,92 @@ async fn the_api_lists_and_acknowledges_findings() {
     )
     .await;
     assert_eq!(code, 404);
+    d.shutdown().await;
+}
+
+/// The `trend` rule: an open finding fires a ticket through the outbox with
+/// the finding's summary; acknowledging it resolves the alert.
+#[tokio::test]
+async fn an_open_finding_is_a_ticket_until_it_is_acknowledged() {
+    use crate::helpers::{
+        admin_token, closed_port, http_request_as, probes, wait_for, ADMIN_TOKEN,
+    };
+    use crate::notify::{receiver, FakeReceiver};
+    use prober::config::receivers::ReceiverKind;
+    use prober::config::settings::Settings;
+    use prober::daemon::{http_executor, Daemon};
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let store = with_step(&db, end).await;
+    let pass = analyse(
+        &store,
+        &AnalysisConfig::default(),
+        end + TimeDelta::minutes(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.new, 1);
+    let id = store.findings(&all()).await.unwrap()[0].id;
+    let hook = FakeReceiver::start(200).await;
+    let settings = Settings {
+        database_url: db.url.clone(),
+        location: "trend-lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        receivers: vec![receiver(
+            "hook",
+            ReceiverKind::Webhook,
+            &format!("{}/hook", hook.url),
+        )],
+        evaluate_every: Duration::from_secs(1),
+        api_token: admin_token(),
+        ..Settings::default()
+    };
+    // The probe runs once an hour against a closed port: one failure, no `failing` alert.
+    let yaml = format!(
+        "name: checkout\nevery: 1h\nlabels: {{team: payments}}\nhttp: {{url: \"http://{}/\"}}\n",
+        closed_port().await
+    );
+    let d = Daemon::start(&settings, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let events = |event: &str| {
+        hook.accepted()
+            .into_iter()
+            .map(|r| r.json())
+            .filter(|w| w["rule"] == "trend" && w["event"] == event)
+            .collect::<Vec<_>>()
+    };
+    let fired = wait_for(Duration::from_secs(30), || !events("trigger").is_empty()).await;
+    assert!(fired, "no trend notification: {:?}", hook.requests());
+    let w = &events("trigger")[0];
+    assert_eq!(
+        (w["probe"].as_str(), w["severity"].as_str()),
+        (Some("checkout"), Some("ticket"))
+    );
+    let reason = w["reason"].as_str().unwrap();
+    assert!(reason.contains("total p50 +"), "{reason}");
+    assert!(reason.contains("first_byte +"), "{reason}");
+    assert!(
+        reason.contains(&format!("/api/v1/trends/{id}/ack")),
+        "{reason}"
+    );
+
+    let (code, body) = http_request_as(
+        d.addr,
+        "POST",
+        &format!("/api/v1/trends/{id}/ack"),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let resolved = wait_for(Duration::from_secs(30), || !events("resolve").is_empty()).await;
+    assert!(
+        resolved,
+        "no resolve after the acknowledgement: {:?}",
+        hook.requests()
+    );
+    assert_eq!(events("trigger").len(), 1, "one ticket per incident");
     d.shutdown().await;
 }

@@ -51,6 +51,8 @@ pub const RULE_LATENCY: &str = "latency";
 pub const RULE_SLO_PAGE: &str = "slo_page";
 /// The error budget burning fast enough for a ticket (all locations).
 pub const RULE_SLO_TICKET: &str = "slo_ticket";
+/// An open trend finding of the probe (all locations; a ticket).
+pub const RULE_TREND: &str = "trend";
 /// The location of alerts computed from every location's data.
 pub const ALL_LOCATIONS: &str = "all";
 /// The advisory lock held by the replica that evaluates the periodic rules.

@@ -1,6 +1,6 @@
 //! The rules that read merged data of every location, evaluated by the
-//! replica holding the evaluator lock: `latency`, `slo_page`/`slo_ticket`
-//! and k-of-n `failing/all`. The inputs are read first (a few queries for
+//! replica holding the evaluator lock: `latency`, `slo_page`/`slo_ticket`,
+//! k-of-n `failing/all` and `trend` (open trend findings). The inputs are read first (a few queries for
 //! every probe), then each rule's verdict moves its `…/all` alert.
 
 use std::collections::HashMap;
@@ -10,10 +10,15 @@ use chrono::{DateTime, Utc};
 
 use super::observe::Moved;
 use super::{AlertEngine, AlertMap, ProbeEntry, ALL_LOCATIONS, RULE_FAILING};
-use super::{RULE_LATENCY, RULE_SLO_PAGE, RULE_SLO_TICKET};
+use super::{RULE_LATENCY, RULE_SLO_PAGE, RULE_SLO_TICKET, RULE_TREND};
 use crate::alert::burn::{self, Counts};
+use crate::alert::rules::OpenTrends;
 use crate::alert::{persist, rules, Alert, Change, LastFailure, Severity, Verdict};
-use crate::store::Resolution;
+use crate::store::trends::FindingFilter;
+use crate::store::{Resolution, Store};
+
+/// Most open trend findings read per evaluation (newest first).
+const MAX_OPEN_TRENDS: i64 = 1000;
 
 /// What the periodic rules read from Postgres, by probe.
 #[derive(Debug, Default)]
@@ -24,24 +29,39 @@ struct Inputs {
     failing_at: HashMap<String, Vec<String>>,
     /// The latency rule's quantile (µs); `None` inside: no runs in the window.
     quantiles: HashMap<String, Option<i64>>,
+    /// Open trend findings by probe; `None`: they could not be read (the
+    /// `trend` rule waits for the next evaluation rather than resolve).
+    trends: Option<HashMap<String, OpenTrends>>,
+    /// Probes whose `trend` alert is active.
+    trend_active: Vec<String>,
 }
 
 impl AlertEngine {
     /// The periodic rules of every probe that has one, from merged data of every location.
     pub(super) async fn evaluate_periodic(&self, now: DateTime<Utc>) -> Vec<Change> {
+        let trends = open_trends(&self.store).await;
+        let trend_active: Vec<String> = (self.alerts.lock().values())
+            .filter(|a| a.rule == RULE_TREND && a.is_active())
+            .map(|a| a.probe.clone())
+            .collect();
         let entries: Vec<(String, Arc<ProbeEntry>)> = (self.probes.read().iter())
-            .filter(|(_, e)| {
+            .filter(|(n, e)| {
                 let p = &e.policy;
-                p.enabled && (p.latency.is_some() || p.slo.is_some() || p.min_locations > 1)
+                let trend =
+                    trends.as_ref().is_some_and(|t| t.contains_key(*n)) || trend_active.contains(n);
+                p.enabled
+                    && (p.latency.is_some() || p.slo.is_some() || p.min_locations > 1 || trend)
             })
             .map(|(n, e)| (n.clone(), e.clone()))
             .collect();
         if entries.is_empty() {
             return Vec::new();
         }
-        let Some(inputs) = self.read_inputs(&entries, now).await else {
+        let Some(mut inputs) = self.read_inputs(&entries, now).await else {
             return Vec::new();
         };
+        inputs.trends = trends;
+        inputs.trend_active = trend_active;
         let mut alerts = self.alerts.lock();
         let mut changes = Vec::new();
         for (name, entry) in &entries {
@@ -127,11 +147,16 @@ fn verdicts(name: &str, entry: &ProbeEntry, inputs: &Inputs) -> Vec<(&'static st
     let counts = inputs.counts.get(name).map_or(&[][..], Vec::as_slice);
     let failing_at = inputs.failing_at.get(name).map_or(&[][..], Vec::as_slice);
     let quantile = inputs.quantiles.get(name).copied().flatten();
+    let trend = inputs.trends.as_ref().and_then(|t| {
+        let active = inputs.trend_active.iter().any(|n| n == name);
+        rules::trend(t.get(name), active)
+    });
     [
         (RULE_SLO_PAGE, rules::slo(counts, p, Severity::Page)),
         (RULE_SLO_TICKET, rules::slo(counts, p, Severity::Ticket)),
         (RULE_FAILING, rules::k_of_n(failing_at, p)),
         (RULE_LATENCY, rules::latency(quantile, p)),
+        (RULE_TREND, trend),
     ]
     .into_iter()
     .filter_map(|(rule, v)| Some((rule, v?)))
@@ -145,4 +170,33 @@ fn latest_failure(alerts: &AlertMap, probe: &str) -> Option<Box<LastFailure>> {
         .filter(|a| a.probe == probe && a.rule == RULE_FAILING)
         .filter_map(|a| a.last_failure.clone())
         .max_by_key(|f| f.at)
+}
+
+/// The open trend findings by probe (newest first, so the first seen is the
+/// newest); `None` when they cannot be read.
+async fn open_trends(store: &Store) -> Option<HashMap<String, OpenTrends>> {
+    let filter = FindingFilter {
+        state: Some("open".into()),
+        limit: MAX_OPEN_TRENDS,
+        ..FindingFilter::default()
+    };
+    let found = match store.findings(&filter).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read open trend findings for the trend rule; will retry at the next evaluation");
+            return None;
+        }
+    };
+    let mut by_probe: HashMap<String, OpenTrends> = HashMap::new();
+    for f in found {
+        by_probe
+            .entry(f.probe)
+            .and_modify(|o| o.count += 1)
+            .or_insert(OpenTrends {
+                newest_id: f.id,
+                summary: f.summary,
+                count: 1,
+            });
+    }
+    Some(by_probe)
 }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::file::{RetentionFile, SettingsFile};
+use super::file::{RetentionFile, SettingsFile, TrendsFile};
 use super::sink::Sink;
 use super::{access, checks, policy, receivers};
-use super::{Retention, Settings, SettingsArgs, DAY};
+use super::{Retention, Settings, SettingsArgs, TrendSettings, DAY};
 
 /// Turns the file and the flags into settings, reporting every problem in `sink`.
 pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink) -> Settings {
@@ -28,7 +28,9 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
     let metrics_labels = checks::metrics_labels(sink, args, file.metrics_labels.take());
     let retention = file.retention.take().unwrap_or_default();
     let retention = retention_of(sink, &retention, &d.retention);
+    let trends = trends_of(sink, &file.trends.take().unwrap_or_default(), &d.trends);
     let s = Settings {
+        trends,
         retention,
         alerting: alerting.policy,
         receivers,
@@ -91,6 +93,45 @@ fn retention_of(sink: &mut Sink, f: &RetentionFile, d: &Retention) -> Retention 
         minutes: sink.duration("retention.minutes", f.minutes.as_deref(), d.minutes),
         hours: sink.duration("retention.hours", f.hours.as_deref(), d.hours),
     }
+}
+
+fn trends_of(sink: &mut Sink, f: &TrendsFile, d: &TrendSettings) -> TrendSettings {
+    let t = TrendSettings {
+        enabled: f.enabled.unwrap_or(d.enabled),
+        analyse_every: sink.duration(
+            "trends.analyse_every",
+            f.analyse_every.as_deref(),
+            d.analyse_every,
+        ),
+        min_shift: sink.duration("trends.min_shift", f.min_shift.as_deref(), d.min_shift),
+        min_shift_ratio: f.min_shift_ratio.unwrap_or(d.min_shift_ratio),
+        max_pvalue: f.max_pvalue.unwrap_or(d.max_pvalue),
+    };
+    if t.analyse_every < Duration::from_secs(60) {
+        sink.error(
+            "trends.analyse_every",
+            "must be at least 1m (points are 5 minutes or wider); set trends.enabled: false to stop the analysis",
+        );
+    }
+    if !(0.0..=1.0).contains(&t.min_shift_ratio) {
+        sink.error(
+            "trends.min_shift_ratio",
+            format!(
+                "{} must be between 0 and 1 (0.05: 5 % of the median)",
+                t.min_shift_ratio
+            ),
+        );
+    }
+    if !(t.max_pvalue > 0.0 && t.max_pvalue <= 0.05) {
+        sink.error(
+            "trends.max_pvalue",
+            format!(
+                "{} must be above 0 and at most 0.05 (default 0.001)",
+                t.max_pvalue
+            ),
+        );
+    }
+    t
 }
 
 /// Checks resolved values, reporting each where it was set.

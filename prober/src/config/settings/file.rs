@@ -39,6 +39,7 @@ pub(super) struct SettingsFile {
     pub(super) api_token: Option<String>,
     pub(super) api: Option<ApiFile>,
     pub(super) metrics_labels: Option<Vec<String>>,
+    pub(super) trends: Option<TrendsFile>,
 }
 
 /// `api:` in `prober.yaml`: who may call the API, and manual runs.
@@ -105,6 +106,16 @@ pub(super) struct AlertingFile {
     pub(super) evaluate_every: Option<String>,
     pub(super) remind_every: Option<String>,
     pub(super) by_label: Option<Vec<Option<ByLabelFile>>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrendsFile {
+    pub(super) enabled: Option<bool>,
+    pub(super) analyse_every: Option<String>,
+    pub(super) min_shift: Option<String>,
+    pub(super) min_shift_ratio: Option<f64>,
+    pub(super) max_pvalue: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

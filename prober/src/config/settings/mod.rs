@@ -144,6 +144,35 @@ pub struct Settings {
     pub file: Option<PathBuf>,
     /// Probe labels added to every per-probe series of `/metrics` (a probe without one gets "").
     pub metrics_labels: Vec<String>,
+    /// `trends:` — the trend analysis (read at start; a reload does not change it).
+    pub trends: TrendSettings,
+}
+
+/// The trend analysis' settings (README, "Trends").
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendSettings {
+    /// Whether the daemon analyses at all (default true).
+    pub enabled: bool,
+    /// How often a pass runs (default 5 minutes; at least 1 minute).
+    pub analyse_every: Duration,
+    /// A step is reported only if its shift is at least this (default 1 ms) ...
+    pub min_shift: Duration,
+    /// ... and at least this fraction of the median before it (default 0.05).
+    pub min_shift_ratio: f64,
+    /// ... and the histograms differ with a p-value below this (default 0.001).
+    pub max_pvalue: f64,
+}
+
+impl Default for TrendSettings {
+    fn default() -> Self {
+        TrendSettings {
+            enabled: true,
+            analyse_every: Duration::from_secs(300),
+            min_shift: Duration::from_millis(1),
+            min_shift_ratio: 0.05,
+            max_pvalue: 0.001,
+        }
+    }
 }
 
 /// The API token: shown as `<redacted>` wherever settings are printed.
@@ -194,6 +223,7 @@ impl Default for Settings {
             api: ApiAccess::default(),
             file: None,
             metrics_labels: Vec::new(),
+            trends: TrendSettings::default(),
         }
     }
 }

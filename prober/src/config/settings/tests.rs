@@ -399,3 +399,46 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn trend_settings_are_read_and_their_bounds_checked_in_place() {
+    let dir = tempfile_dir();
+    let file = dir.join("prober.yaml");
+    std::fs::write(
+        &file,
+        "trends:\n  analyse_every: 10m\n  min_shift: 2ms\n  min_shift_ratio: 0.1\n",
+    )
+    .unwrap();
+    let args = SettingsArgs {
+        config: Some(file.clone()),
+        ..SettingsArgs::default()
+    };
+    let t = Settings::resolve(&args).unwrap().trends;
+    assert_eq!(t.analyse_every, Duration::from_secs(600));
+    assert_eq!(t.min_shift, Duration::from_millis(2));
+    assert_eq!(
+        (t.min_shift_ratio, t.max_pvalue, t.enabled),
+        (0.1, 0.001, true)
+    );
+
+    std::fs::write(
+        &file,
+        "trends:\n  analyse_every: 10s\n  min_shift_ratio: 5\n  max_pvalue: 0.5\n  sensitivity: high\n",
+    )
+    .unwrap();
+    let err = Settings::resolve(&args).unwrap_err().to_string();
+    assert!(err.contains("sensitivity"), "{err}");
+    std::fs::write(
+        &file,
+        "trends:\n  analyse_every: 10s\n  min_shift_ratio: 5\n  max_pvalue: 0.5\n",
+    )
+    .unwrap();
+    let err = Settings::resolve(&args).unwrap_err().to_string();
+    for field in [
+        "trends.analyse_every",
+        "trends.min_shift_ratio",
+        "trends.max_pvalue",
+    ] {
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Steps in one probe's failure ratio: change points of failures / runs per
+//! point, confirmed by a two-proportion test on the runs of each side, and
+//! reported only when the ratio moved by at least a percentage point.
+
+use crate::store::trends::{NewFinding, Subject, TrendPoint};
+use crate::trend::changepoint;
+use crate::trend::pvalue::normal_two_sided;
+
+/// The smallest change of the failure ratio reported: one run in a hundred.
+pub const MIN_FAILURE_CHANGE: f64 = 0.01;
+
+/// A proportion test on each side's runs and failures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Proportions {
+    pub before: f64,
+    pub after: f64,
+    pub p_value: f64,
+}
+
+/// Two-proportion z-test (pooled variance): whether `failures / runs`
+/// differs between the two sides. `None` with no runs on a side.
+pub fn two_proportions(before: (i64, i64), after: (i64, i64)) -> Option<Proportions> {
+    let ((fb, nb), (fa, na)) = (before, after);
+    if nb <= 0 || na <= 0 {
+        return None;
+    }
+    let (nb, na) = (nb as f64, na as f64);
+    let (pb, pa) = (fb as f64 / nb, fa as f64 / na);
+    let pooled = (fb + fa) as f64 / (nb + na);
+    let se = (pooled * (1.0 - pooled) * (1.0 / nb + 1.0 / na)).sqrt();
+    let p_value = if se > 0.0 {
+        normal_two_sided((pa - pb) / se)
+    } else {
+        1.0
+    };
+    Some(Proportions {
+        before: pb,
+        after: pa,
+        p_value,
+    })
+}
+
+/// The confirmed steps of the failure ratio in `points` (oldest first).
+pub fn failure_steps(
+    subject: &Subject,
+    points: &[TrendPoint],
+    cfg: &changepoint::Config,
+    max_pvalue: f64,
+    min_points_after: usize,
+) -> Vec<NewFinding> {
+    let ratios: Vec<f64> = points
+        .iter()
+        .map(|p| p.failures as f64 / p.runs.max(1) as f64)
+        .collect();
+    let Ok(found) = changepoint::detect(&ratios, cfg) else {
+        return Vec::new();
+    };
+    let sum = |pts: &[TrendPoint]| {
+        pts.iter()
+            .fold((0, 0), |(f, n), p| (f + p.failures, n + p.runs))
+    };
+    let mut out = Vec::new();
+    for cp in found {
+        let before = &points[cp.before.start..cp.before.end.min(points.len())];
+        let after = &points[cp.after.start.min(points.len())..cp.after.end.min(points.len())];
+        if after.len() < min_points_after {
+            continue;
+        }
+        let Some(t) = two_proportions(sum(before), sum(after)) else {
+            continue;
+        };
+        if t.p_value >= max_pvalue || (t.after - t.before).abs() < MIN_FAILURE_CHANGE {
+            continue;
+        }
+        let at = after[0].time;
+        let summary = format!(
+            "{} ({}): failures {:.1} % → {:.1} % of runs since {}",
+            subject.probe,
+            subject.location,
+            100.0 * t.before,
+            100.0 * t.after,
+            at.format("%Y-%m-%d %H:%M UTC"),
+        );
+        out.push(NewFinding {
+            probe_id: subject.probe_id,
+            location_id: subject.location_id,
+            phase: 0,
+            statistic: "failure_ratio",
+            kind: "step",
+            change_at: at,
+            window_end: points.last().map_or(at, |p| p.time),
+            before: t.before,
+            after: t.after,
+            p_value: t.p_value,
+            effect_size: None,
+            summary,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_proportions_match_a_hand_computed_z() {
+        // 10 of 1,000 before, 40 of 1,000 after: pooled 0.025,
+        // se = sqrt(0.025 · 0.975 · 0.002) = 0.006982, z = 0.03 / 0.006982 = 4.297.
+        let t = two_proportions((10, 1_000), (40, 1_000)).unwrap();
+        assert_eq!((t.before, t.after), (0.01, 0.04));
+        assert!((t.p_value - normal_two_sided(4.2967)).abs() < 1e-6, "{t:?}");
+        assert!(t.p_value < 1e-4);
+        let same = two_proportions((10, 1_000), (10, 1_000)).unwrap();
+        assert!((same.p_value - 1.0).abs() < 1e-12);
+        assert!(two_proportions((0, 0), (1, 10)).is_none());
+        assert_eq!(two_proportions((0, 100), (0, 100)).unwrap().p_value, 1.0);
+    }
+}
