@@ -33,7 +33,11 @@ const EXAMPLE: &str = r#"send JSON like {"title": "deploy checkout v2.3", "at": 
 #[serde(deny_unknown_fields)]
 pub struct NewChangeEvent {
     /// What changed: 1–200 bytes, not blank, no control characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub title: String,
     /// When it happened (RFC 3339); default now; at most a day ahead.
     pub at: Option<DateTime<Utc>>,
@@ -49,11 +53,11 @@ fn labels_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::{ObjectBuilder, Type};
     let key = ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some("^[^=,\\x00-\\x1f\\x7f]{1,100}$"));
+        .pattern(Some("^[^=,\\x00-\\x1f\\x7f-\\x9f]{1,100}$"));
     let value = ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(MAX_LABEL))
-        .pattern(Some("^[^,\\x00-\\x1f\\x7f]*$"));
+        .pattern(Some("^[^,\\x00-\\x1f\\x7f-\\x9f]*$"));
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .property_names(Some(key))
