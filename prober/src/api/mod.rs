@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod contract;
 mod error;
+mod events;
 mod manual;
 mod openapi;
 mod probes;
@@ -101,13 +102,15 @@ pub trait Reloader: Send + Sync {
         trends::list,
         trends::for_probe,
         trends::ack,
+        events::create,
+        events::list,
     ),
     modifiers(&BearerScheme, &Contract),
     tags(
         (name = "operations", description = "Liveness, readiness and Prometheus metrics"),
         (name = "probes", description = "Probe definitions, status, history and latency"),
         (name = "alerts", description = "Alert state and history"),
-        (name = "trends", description = "Changes found in probes' latency: steps and drifts"),
+        (name = "trends", description = "Changes found in probes' latency (steps and drifts) and the change events (deploys) shown with them"),
         (name = "audit", description = "Who changed what (admin token)")
     )
 )]
@@ -140,6 +143,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/trends", get(trends::list))
         .route("/api/v1/probes/{name}/trends", get(trends::for_probe))
         .route("/api/v1/trends/{id}/ack", post(trends::ack))
+        .route("/api/v1/events", get(events::list).post(events::create))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(not_found)
         // Inside the contract's layers: a refusal gets the request id and the envelope too.

@@ -128,7 +128,7 @@ fn filter(probe: Option<String>, q: &TrendQuery) -> Result<FindingFilter, ApiErr
 }
 
 /// `7d` (ago) or an RFC 3339 time.
-fn since(s: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn since(s: &str) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -53,7 +53,7 @@ pub async fn stored(
 }
 
 fn line(f: &Finding) -> String {
-    format!(
+    let mut out = format!(
         "#{} [{}] {} {}: {} (p = {:.1e})",
         f.id,
         f.state,
@@ -61,7 +61,25 @@ fn line(f: &Finding) -> String {
         f.detected_at.format("%Y-%m-%d %H:%M"),
         f.summary,
         f.p_value
-    )
+    );
+    // The context: what else changed within the hour.
+    let hm = "%H:%M UTC";
+    if let Some(t) = f.probe_changed_at {
+        out.push_str(&format!(
+            "\n    the probe's definition changed at {}",
+            t.format(hm)
+        ));
+    }
+    if let Some(t) = f.build_changed_at {
+        out.push_str(&format!(
+            "\n    the prober's build changed at {}",
+            t.format(hm)
+        ));
+    }
+    for e in &f.events {
+        out.push_str(&format!("\n    event at {}: {}", e.at.format(hm), e.title));
+    }
+    out
 }
 
 /// One row of a CSV: a time (RFC 3339 or Unix seconds) and a value.

@@ -10,6 +10,7 @@
 //! - `clean.rs`: what Postgres would refuse, cleaned before it is sent;
 //! - `read.rs`, `rollup.rs`, `audit.rs`: reads, hour/day rollups, the audit log;
 //! - `trends.rs`: the series the trend analysis reads and the findings it stores;
+//! - `events.rs`: change events (deploys and other marks) and a finding's context;
 //! - `queue.rs`, `writer.rs`: the queue between probing and Postgres, and its writer task.
 //!
 //! [`RunRecord`]: crate::run::RunRecord
@@ -18,6 +19,7 @@ pub mod audit;
 mod clean;
 mod dimensions;
 mod error;
+pub mod events;
 pub mod queue;
 pub mod read;
 pub mod rollup;

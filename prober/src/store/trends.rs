@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::events::{events_of_json, ChangeEvent, FINDING_CONTEXT_COLUMNS, FINDING_CONTEXT_JOINS};
 use super::read::unpack_phases;
 use super::{err, Resolution, Store, StoreError};
 use crate::results::hist::SparseHist;
@@ -83,6 +84,15 @@ pub struct Finding {
     pub state: String,
     pub acknowledged_by: Option<String>,
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Change events within an hour of `change_at` whose labels are all among
+    /// the probe's, oldest first (at most 50, the nearest).
+    pub events: Vec<ChangeEvent>,
+    /// When the probe's definition changed (a new version first seen) within
+    /// an hour of `change_at`, the nearest: the probe changed, maybe not the service.
+    pub probe_changed_at: Option<DateTime<Utc>>,
+    /// When the prober's build recording this probe's runs at this location
+    /// changed within an hour of `change_at`, the nearest (from the runs, kept 14 days).
+    pub build_changed_at: Option<DateTime<Utc>>,
 }
 
 /// Whether [`Store::save_finding`] added a row or updated the one that
@@ -107,6 +117,16 @@ const FINDING_COLUMNS: &str = "t.id, p.name, l.name, t.phase, t.statistic, t.kin
     t.updated_at, t.change_at, t.window_end, t.before_value, t.after_value, t.absolute_change,
     t.relative_change, t.p_value, t.effect_size, t.summary, t.state, t.acknowledged_by,
     t.acknowledged_at";
+
+/// A finding's row: its columns, then its context (`events.rs`).
+fn finding_select(filter: &str) -> String {
+    format!(
+        "select {FINDING_COLUMNS}, {FINDING_CONTEXT_COLUMNS}
+         from trends t join probes p on p.id = t.probe_id join locations l on l.id = t.location_id
+         {FINDING_CONTEXT_JOINS}
+         {filter}"
+    )
+}
 
 impl Store {
     /// Every probe and location with runs in `[from, to)`, and how many.
@@ -267,14 +287,12 @@ impl Store {
 
     /// Stored findings, newest first.
     pub async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
-        let sql = format!(
-            "select {FINDING_COLUMNS}
-             from trends t join probes p on p.id = t.probe_id join locations l on l.id = t.location_id
-             where ($1::text is null or p.name = $1)
+        let sql = finding_select(
+            "where ($1::text is null or p.name = $1)
                and ($2::timestamptz is null or t.detected_at >= $2 or t.updated_at >= $2)
                and ($3::text is null or t.state = $3)
              order by t.detected_at desc, t.id desc
-             limit $4"
+             limit $4",
         );
         let rows = sqlx::query(&sql)
             .bind(&filter.probe)
@@ -323,11 +341,7 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(fail)?;
-        let sql = format!(
-            "select {FINDING_COLUMNS}
-             from trends t join probes p on p.id = t.probe_id join locations l on l.id = t.location_id
-             where t.id = $1"
-        );
+        let sql = finding_select("where t.id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(self.pool())
@@ -362,5 +376,8 @@ fn finding_of_row(r: &sqlx::postgres::PgRow) -> Result<Finding, sqlx::Error> {
         state: r.try_get(17)?,
         acknowledged_by: r.try_get(18)?,
         acknowledged_at: r.try_get(19)?,
+        events: events_of_json(r.try_get(20)?)?,
+        probe_changed_at: r.try_get(21)?,
+        build_changed_at: r.try_get(22)?,
     })
 }

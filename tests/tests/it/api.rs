@@ -443,6 +443,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         "/api/v1/notifications",
         "/api/v1/silences",
         "/api/v1/silences/{id}",
+        "/api/v1/events",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -457,6 +458,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("get", "/api/v1/audit"),
         ("post", "/api/v1/silences"),
         ("delete", "/api/v1/silences/{id}"),
+        ("post", "/api/v1/events"),
         ("post", "/api/v1/probes/{name}/run"),
         ("post", "/api/v1/reload"),
     ] {
@@ -509,9 +511,11 @@ async fn the_openapi_document_describes_every_endpoint() {
         param("/api/v1/probes/{name}/runs", "from")["format"],
         "date-time"
     );
-    let label = param("/api/v1/probes", "label");
-    assert_eq!(label["type"], "array", "{label}");
-    assert!(label["items"]["pattern"].as_str().is_some(), "{label}");
+    for path in ["/api/v1/probes", "/api/v1/events"] {
+        let label = param(path, "label");
+        assert_eq!(label["type"], "array", "{label}");
+        assert!(label["items"]["pattern"].as_str().is_some(), "{label}");
+    }
     for schema in [
         "ProbeList",
         "RunPage",

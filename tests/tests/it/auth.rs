@@ -101,6 +101,7 @@ async fn call(
 }
 
 const SILENCE: &str = r#"{"matchers": {"probe": "guarded"}, "duration": "1h", "comment": "test", "created_by": "auth test"}"#;
+const EVENT: &str = r#"{"title": "deploy guarded", "labels": {"service": "guarded"}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_endpoint_refuses_a_missing_wrong_or_under_scoped_token() {
@@ -128,6 +129,7 @@ async fn every_write_endpoint_refuses_a_missing_wrong_or_under_scoped_token() {
         ("POST", "/api/v1/reload", "", RUNNER, ADMIN, 200),
         ("POST", "/api/v1/silences", SILENCE, RUNNER, ADMIN, 201),
         ("DELETE", delete_path.as_str(), "", RUNNER, ADMIN, 200),
+        ("POST", "/api/v1/events", EVENT, RUNNER, ADMIN, 201),
     ];
     for (method, path, body, short, right, ok) in endpoints {
         let (code, head, v) = call(d, method, path, None, body).await;
@@ -304,6 +306,7 @@ async fn with_no_token_configured_writes_are_refused_with_how_to_set_one() {
         ("POST", "/api/v1/probes/guarded/run", ""),
         ("POST", "/api/v1/reload", ""),
         ("POST", "/api/v1/silences", SILENCE),
+        ("POST", "/api/v1/events", EVENT),
         (
             "DELETE",
             "/api/v1/silences/00000000-0000-0000-0000-000000000000",
@@ -339,12 +342,12 @@ async fn with_no_token_configured_writes_are_refused_with_how_to_set_one() {
         .fetch_one(&pool)
         .await
         .unwrap();
-        if n >= 8 {
+        if n >= 10 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(n, 8, "every refused write is in the audit log");
+    assert_eq!(n, 10, "every refused write is in the audit log");
     f.d.shutdown().await;
 }
 

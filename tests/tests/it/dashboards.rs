@@ -37,6 +37,7 @@ const COVERED: &[(&str, &str)] = &[
     ("prober-fleet", "Firing alerts"),
     ("prober-fleet", "Availability, all selected probes"),
     ("prober-fleet", "Failed runs by probe"),
+    ("prober-fleet", "Recent changes"),
     ("prober-fleet", "variable: team"),
     ("prober-fleet", "variable: service"),
     ("prober-fleet", "variable: location"),
@@ -51,6 +52,8 @@ const COVERED: &[(&str, &str)] = &[
     ("prober-probe", "variable: location"),
     ("prober-probe", "annotation: Alerts"),
     ("prober-probe", "annotation: Probe versions"),
+    ("prober-probe", "annotation: Trend findings"),
+    ("prober-probe", "annotation: Change events"),
     ("prober-health", "Start lateness (stored runs)"),
     ("prober-health", "Runs stored per minute, by location"),
     ("prober-health", "Builds recording runs"),
@@ -980,6 +983,8 @@ async fn seeded() -> Ctx {
             .unwrap();
     }
 
+    seed_changes(&pool, h0, now).await;
+
     let dashboards = dashboards();
     let queries = dashboards.iter().flat_map(queries).collect();
     Ctx {
@@ -1260,6 +1265,10 @@ async fn check(ctx: &Ctx, uid: &str, key: &str) {
             assert_eq!(ctx.panel(uid, key, &env).await.first_column(), ["checkout", "none", "search"]);
         }
         ("prober-fleet", "Probes") => check_fleet_probes(ctx).await,
+        ("prober-fleet", "Recent changes")
+        | ("prober-probe", "annotation: Trend findings" | "annotation: Change events") => {
+            check_changes(ctx, uid, key).await
+        }
         ("prober-fleet", "Firing alerts") => {
             let env = ctx.env(uid, h0, soon, 60, &[]).await;
             let f = ctx.panel(uid, key, &env).await;
@@ -1476,6 +1485,330 @@ async fn check_fleet_probes(ctx: &Ctx) {
         .map(|r| f.str(r, "probe").unwrap())
         .collect();
     assert_eq!(probes, ["checkout", "search"]);
+}
+
+// === trend findings and change events ===
+
+/// Findings (`trends`) as the analysis stores them, and change events: a step
+/// of checkout at eu when v2 starts, a week-long drift of checkout at us that
+/// reaches into the range, a step of search at us, and one of checkout ten
+/// days ago (outside every range and the fleet's last 7 days); events for
+/// checkout, for search, for everyone (no labels) and for a label checkout lacks.
+async fn seed_changes(pool: &sqlx::PgPool, h0: DateTime<Utc>, now: DateTime<Utc>) {
+    let finding = |probe: &str, location: &str, phase: i16, statistic: &str, kind: &str| {
+        sqlx::query(
+            "insert into trends (probe_id, location_id, phase, statistic, kind, detected_at, updated_at,
+                                 change_at, window_end, before_value, after_value, absolute_change,
+                                 relative_change, p_value, effect_size, summary, state)
+             select p.id, l.id, $3, $4, $5, $6, $6, $7, $8, $9, $10, $10 - $9, ($10 - $9) / $9, 1e-6,
+                    0.8, $11, $12
+             from probes p, locations l where p.name = $1 and l.name = $2",
+        )
+        .bind(probe.to_string())
+        .bind(location.to_string())
+        .bind(phase)
+        .bind(statistic.to_string())
+        .bind(kind.to_string())
+    };
+    let h = |m: i64| h0 + TimeDelta::minutes(m);
+    for (q, detected, change, end, before, after, summary, state) in [
+        (
+            finding("checkout", "eu", 0, "p50", "step"),
+            h(150),
+            h(60),
+            h(120),
+            50_000.0,
+            65_000.0,
+            "checkout (eu): total p50 +15 ms",
+            "open",
+        ),
+        (
+            finding("checkout", "us", 4, "p95", "drift"),
+            h(170),
+            h0 - TimeDelta::days(3),
+            h(175),
+            40_000.0,
+            42_000.0,
+            "checkout (us): first_byte p95 rising 2 ms/day",
+            "acknowledged",
+        ),
+        (
+            finding("search", "us", 0, "failure_ratio", "step"),
+            h(160),
+            h(90),
+            h(120),
+            0.01,
+            0.2,
+            "search (us): failure ratio 1 % -> 20 %",
+            "open",
+        ),
+        (
+            finding("checkout", "eu", 0, "p99", "step"),
+            now - TimeDelta::days(10),
+            now - TimeDelta::days(10),
+            now - TimeDelta::days(10),
+            90_000.0,
+            120_000.0,
+            "checkout (eu): an old step",
+            "ended",
+        ),
+    ] {
+        q.bind(detected)
+            .bind(change)
+            .bind(end)
+            .bind(before)
+            .bind(after)
+            .bind(summary)
+            .bind(state)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for (at, title, labels) in [
+        (
+            h(65),
+            "deploy checkout v2.3",
+            json!({"service": "checkout"}),
+        ),
+        (h(30), "deploy search 7.1", json!({"service": "search"})),
+        (h(90), "network maintenance", json!({})),
+        (
+            h(95),
+            "prod config push",
+            json!({"team": "payments", "env": "prod"}),
+        ),
+    ] {
+        sqlx::query("insert into change_events (at, title, labels) values ($1, $2, $3)")
+            .bind(at)
+            .bind(title)
+            .bind(labels)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn check_changes(ctx: &Ctx, uid: &str, key: &str) {
+    let (h0, now) = (ctx.seed.h0, ctx.seed.now);
+    let soon = now + TimeDelta::minutes(1);
+    let time =
+        |f: &Frame, r: usize, c: &str| f.str(r, c).unwrap().parse::<DateTime<Utc>>().unwrap();
+    let column = |f: &Frame, c: &str| {
+        (0..f.rows.len())
+            .map(|r| f.str(r, c).unwrap())
+            .collect::<Vec<_>>()
+    };
+    match key {
+        "annotation: Trend findings" => {
+            let env = ctx
+                .env(
+                    uid,
+                    h0,
+                    soon,
+                    60,
+                    &[("probe", Sel::Only(&["checkout"])), ("location", Sel::All)],
+                )
+                .await;
+            let f = ctx.panel(uid, key, &env).await;
+            assert_eq!(f.columns, ["time", "timeEnd", "text", "tags"]);
+            // The drift began before the range and reaches into it: a region; the step is a point.
+            assert_eq!(
+                column(&f, "tags"),
+                ["trend,drift,p95,first_byte", "trend,step,p50,total"]
+            );
+            assert_eq!(time(&f, 0, "timeEnd"), h0 + TimeDelta::minutes(175));
+            assert_eq!(
+                (time(&f, 1, "time"), time(&f, 1, "timeEnd")),
+                (h0 + TimeDelta::hours(1), h0 + TimeDelta::hours(1))
+            );
+            assert_eq!(
+                f.str(1, "text").as_deref(),
+                Some("checkout (eu): total p50 +15 ms [open]")
+            );
+            assert!(
+                f.str(0, "text").unwrap().ends_with("[acknowledged]"),
+                "{f:?}"
+            );
+            let env = ctx
+                .env(
+                    uid,
+                    h0,
+                    soon,
+                    60,
+                    &[
+                        ("probe", Sel::Only(&["checkout"])),
+                        ("location", Sel::Only(&["us"])),
+                    ],
+                )
+                .await;
+            let f = ctx.panel(uid, key, &env).await;
+            assert_eq!(
+                column(&f, "tags"),
+                ["trend,drift,p95,first_byte"],
+                "the location filter applies"
+            );
+            let env = ctx
+                .env(
+                    uid,
+                    h0,
+                    h0 + TimeDelta::minutes(30),
+                    60,
+                    &[("probe", Sel::Only(&["search"])), ("location", Sel::All)],
+                )
+                .await;
+            assert!(
+                ctx.panel(uid, key, &env).await.rows.is_empty(),
+                "search's step is after the range"
+            );
+        }
+        "annotation: Change events" => {
+            let env = ctx
+                .env(uid, h0, soon, 60, &[("probe", Sel::Only(&["checkout"]))])
+                .await;
+            let f = ctx.panel(uid, key, &env).await;
+            assert_eq!(f.columns, ["time", "text", "tags"]);
+            // Events whose labels are all checkout's: not search's, not one that names env=prod.
+            assert_eq!(
+                column(&f, "text"),
+                ["deploy checkout v2.3", "network maintenance"]
+            );
+            assert_eq!(column(&f, "tags"), ["event,service=checkout", "event"]);
+            assert_eq!(time(&f, 0, "time"), h0 + TimeDelta::minutes(65));
+            let env = ctx
+                .env(uid, h0, soon, 60, &[("probe", Sel::Only(&["search"]))])
+                .await;
+            let f = ctx.panel(uid, key, &env).await;
+            assert_eq!(
+                column(&f, "text"),
+                ["deploy search 7.1", "network maintenance"]
+            );
+            let env = ctx
+                .env(
+                    uid,
+                    h0 + TimeDelta::minutes(70),
+                    soon,
+                    60,
+                    &[("probe", Sel::Only(&["legacy"]))],
+                )
+                .await;
+            assert_eq!(
+                column(&ctx.panel(uid, key, &env).await, "text"),
+                ["network maintenance"],
+                "a probe without labels"
+            );
+        }
+        "Recent changes" => {
+            let env = ctx.env(uid, h0, soon, 60, &[]).await;
+            let f = ctx.panel(uid, key, &env).await;
+            assert_eq!(
+                f.columns,
+                [
+                    "probe",
+                    "location",
+                    "phase",
+                    "statistic",
+                    "kind",
+                    "change_at",
+                    "before_ms",
+                    "after_ms",
+                    "relative_change",
+                    "state",
+                    "summary"
+                ]
+            );
+            // The last 7 days, newest change first; the old step is not listed.
+            assert_eq!(
+                column(&f, "summary"),
+                [
+                    "search (us): failure ratio 1 % -> 20 %",
+                    "checkout (eu): total p50 +15 ms",
+                    "checkout (us): first_byte p95 rising 2 ms/day"
+                ]
+            );
+            assert_eq!(
+                (f.str(1, "phase").as_deref(), f.str(2, "phase").as_deref()),
+                (Some("total"), Some("first_byte"))
+            );
+            assert_eq!(time(&f, 1, "change_at"), h0 + TimeDelta::hours(1));
+            close(f.f64(1, "before_ms"), 50.0, 1e-9, "before_ms");
+            close(f.f64(1, "after_ms"), 65.0, 1e-9, "after_ms");
+            close(f.f64(1, "relative_change"), 0.3, 1e-9, "relative_change");
+            assert_eq!(
+                (f.f64(0, "before_ms"), f.f64(0, "after_ms")),
+                (None, None),
+                "a failure ratio has no ms"
+            );
+            close(
+                f.f64(0, "relative_change"),
+                19.0,
+                1e-9,
+                "failure ratio change",
+            );
+            assert_eq!(column(&f, "state"), ["open", "open", "acknowledged"]);
+            let env = ctx
+                .env(
+                    uid,
+                    h0,
+                    soon,
+                    60,
+                    &[("team", Sel::Only(&["payments"])), ("service", Sel::All)],
+                )
+                .await;
+            assert_eq!(
+                column(&ctx.panel(uid, key, &env).await, "probe"),
+                ["checkout", "checkout"],
+                "team filter"
+            );
+            let env = ctx
+                .env(uid, h0, soon, 60, &[("location", Sel::Only(&["us"]))])
+                .await;
+            assert_eq!(
+                column(&ctx.panel(uid, key, &env).await, "location"),
+                ["us", "us"],
+                "location filter"
+            );
+        }
+        other => panic!("no expectation for {uid}/{other}"),
+    }
+}
+
+#[test]
+fn trend_annotations_are_on_the_latency_panels() {
+    let d = dashboards()
+        .into_iter()
+        .find(|d| d.uid == "prober-probe")
+        .unwrap();
+    for name in ["Trend findings", "Change events"] {
+        let a = d.json["annotations"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap();
+        assert_eq!(a["filter"]["exclude"], false, "{name}");
+        let titles: BTreeSet<&str> = a["filter"]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| {
+                panels(&d.json)
+                    .into_iter()
+                    .find(|p| &p["id"] == id)
+                    .unwrap()["title"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            titles,
+            BTreeSet::from([
+                "Latency percentiles (total)",
+                "Latency heatmap (total)",
+                "Phase breakdown (mean)"
+            ]),
+            "{name}"
+        );
+    }
 }
 
 // === the tests ===

@@ -469,10 +469,25 @@ pub async fn http_request_as(
     path: &str,
     token: Option<&str>,
 ) -> (u16, String) {
+    http_send(addr, method, path, token, None).await
+}
+
+/// [`http_request_as`] with a JSON body (`content-type: application/json`) when one is given.
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let (kind, body) = json.map_or((String::new(), ""), |b| {
+        ("content-type: application/json\r\n".to_string(), b)
+    });
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}{kind}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();

@@ -16,6 +16,7 @@ mod demo;
 mod deploy;
 mod docker_context;
 mod docs;
+mod events;
 mod examples;
 mod fuzz;
 mod helpers;

@@ -69,7 +69,7 @@ async fn store(db: &TestDb, location: &str) -> Store {
 
 /// A store holding a step: first byte 80 ms, then 110 ms for the last two
 /// hours to `end` (total ~100 → ~130 ms).
-async fn with_step(db: &TestDb, end: DateTime<Utc>) -> Store {
+pub(crate) async fn with_step(db: &TestDb, end: DateTime<Utc>) -> Store {
     let store = store(db, "trend-lab").await;
     let step_at = 6 * 60;
     write_hours(&store, &meta("checkout"), end, |i| {
@@ -83,7 +83,7 @@ async fn with_step(db: &TestDb, end: DateTime<Utc>) -> Store {
     store
 }
 
-fn all() -> FindingFilter {
+pub(crate) fn all() -> FindingFilter {
     FindingFilter {
         limit: 100,
         ..FindingFilter::default()

@@ -17,7 +17,7 @@ pub use latency::__path_latency;
 pub use latency::latency;
 #[doc(hidden)]
 pub use summary::{__path_detail, __path_list};
-pub use summary::{detail, list};
+pub use summary::{detail, label_filters, label_schema, list};
 
 use chrono::{DateTime, TimeDelta, Utc};
 

@@ -81,7 +81,7 @@ pub struct ListQuery {
     pub label: Option<Vec<String>>,
 }
 
-fn label_schema() -> utoipa::openapi::Array {
+pub fn label_schema() -> utoipa::openapi::Array {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
         .items(
@@ -92,15 +92,10 @@ fn label_schema() -> utoipa::openapi::Array {
         .build()
 }
 
-/// Every probe with its status, last run, and availability and percentiles over the last hour and day.
-#[utoipa::path(get, path = "/api/v1/probes", tag = "probes", params(ListQuery),
-    responses((status = 200, body = ProbeList), (status = 400, body = ErrorBody)))]
-pub async fn list(
-    State(core): State<AppState>,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<ProbeList>, ApiError> {
-    // Read as pairs, not as `ListQuery`, so `label=` may repeat; other keys are ignored.
-    let filters: Vec<(String, String)> = pairs
+/// The `label` filters of a query read as pairs: `key=value`, several
+/// separated by commas or by repeating `label`; every one must hold.
+pub fn label_filters(pairs: &[(String, String)]) -> Result<Vec<(String, String)>, ApiError> {
+    pairs
         .iter()
         .filter(|(k, _)| k == "label")
         .flat_map(|(_, l)| l.split(','))
@@ -110,7 +105,18 @@ pub async fn list(
                 "label={l:?}: write it as key=value, e.g. label=team=payments (several: label=a=b,c=d or label=a=b&label=c=d)"
             ))),
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Every probe with its status, last run, and availability and percentiles over the last hour and day.
+#[utoipa::path(get, path = "/api/v1/probes", tag = "probes", params(ListQuery),
+    responses((status = 200, body = ProbeList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(core): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<ProbeList>, ApiError> {
+    // Read as pairs, not as `ListQuery`, so `label=` may repeat; other keys are ignored.
+    let filters = label_filters(&pairs)?;
     let now = Utc::now();
     let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
     let hour = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
