@@ -16,11 +16,30 @@ pub struct TrendQuery {
     /// Findings detected or updated in this window: a duration (`7d`, `12h`)
     /// or an RFC 3339 time. All when absent.
     pub since: Option<String>,
-    /// `open`, `acknowledged` or `ended`.
-    pub state: Option<String>,
+    /// Only findings in this state.
+    pub state: Option<TrendState>,
     /// Findings to return, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+}
+
+/// A finding's state.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrendState {
+    Open,
+    Acknowledged,
+    Ended,
+}
+
+impl TrendState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TrendState::Open => "open",
+            TrendState::Acknowledged => "acknowledged",
+            TrendState::Ended => "ended",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,6 +86,7 @@ pub async fn for_probe(
 #[serde(deny_unknown_fields)]
 pub struct Ack {
     /// Who acknowledges; the token's name when absent.
+    #[schema(min_length = 1, max_length = 200)]
     pub by: Option<String>,
 }
 
@@ -112,17 +132,10 @@ fn filter(probe: Option<String>, q: &TrendQuery) -> Result<FindingFilter, ApiErr
             "limit={limit} must be between 1 and 1000"
         )));
     }
-    if let Some(s) = &q.state {
-        if !["open", "acknowledged", "ended"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "state={s:?} must be open, acknowledged or ended"
-            )));
-        }
-    }
     Ok(FindingFilter {
         probe,
         since: q.since.as_deref().map(since).transpose()?,
-        state: q.state.clone(),
+        state: q.state.map(|s| s.as_str().to_string()),
         limit,
     })
 }
