@@ -66,14 +66,15 @@ pub struct TrendArgs {
     /// With --trends: stationary probes are this many times --trend-probes.
     #[arg(long, default_value_t = 4)]
     pub trend_stationary_factor: usize,
-    /// With --trends: days of history (drifts need at least 3).
-    #[arg(long, default_value_t = 7)]
+    /// With --trends: days of history (drifts need at least 3; 7 is the drift window).
+    #[arg(long, default_value_t = 4)]
     pub trend_days: u32,
-    /// With --trends: the last hours replayed with a pass every 5 minutes (at least 8).
-    #[arg(long, default_value_t = 24)]
+    /// With --trends: the last hours replayed with a pass every 5 minutes (at least 8;
+    /// the planted steps are 4–6 h before the end).
+    #[arg(long, default_value_t = 8)]
     pub trend_dense_hours: u32,
     /// With --trends: minutes between passes before the dense hours.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 180)]
     pub trend_sweep_minutes: u32,
     /// With --trends: do not run Apache Otava.
     #[arg(long)]

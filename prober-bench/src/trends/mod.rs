@@ -199,10 +199,7 @@ async fn seed(
         }
     }
     runs += flush(store, &mut batch).await?;
-    store
-        .rollup(end + TimeDelta::minutes(5))
-        .await
-        .map_err(e)?;
+    store.rollup(end + TimeDelta::minutes(5)).await.map_err(e)?;
     let medians = totals
         .into_iter()
         .map(|probe| probe.into_iter().map(median).collect())

@@ -101,7 +101,12 @@ async fn status(program: &Path, args: &[&str]) -> Result<(), String> {
     }
     let err = String::from_utf8_lossy(&out.stderr);
     let tail: String = err.lines().last().unwrap_or("").chars().take(300).collect();
-    Err(format!("{} {}: {} {tail}", program.display(), args.join(" "), out.status))
+    Err(format!(
+        "{} {}: {} {tail}",
+        program.display(),
+        args.join(" "),
+        out.status
+    ))
 }
 
 /// The daemon's passes (every 5 minutes, on the 5-minute boundaries) in
@@ -138,7 +143,8 @@ async fn run_in(
         .filter(|p| p.scenario != Scenario::Drift)
         .cloned()
         .collect();
-    let passes: Vec<Vec<DateTime<Utc>>> = scored.iter().map(|p| passes_after(p.change_at)).collect();
+    let passes: Vec<Vec<DateTime<Utc>>> =
+        scored.iter().map(|p| passes_after(p.change_at)).collect();
     let probes: Vec<serde_json::Value> = plans
         .iter()
         .zip(medians)
@@ -150,10 +156,8 @@ async fn run_in(
                 .iter()
                 .map(|t| point_of(start, *t - TimeDelta::minutes(2)))
                 .collect();
-            let series: Vec<Option<f64>> = series
-                .iter()
-                .map(|v| v.is_finite().then_some(*v))
-                .collect();
+            let series: Vec<Option<f64>> =
+                series.iter().map(|v| v.is_finite().then_some(*v)).collect();
             serde_json::json!({"name": p.meta.name, "series": series, "prefix_ends": ends})
         })
         .collect();
@@ -179,20 +183,19 @@ async fn run_in(
             .flatten()
             .zip(passes)
             .find_map(|(e, pass)| {
-                let near = e[1].as_array().into_iter().flatten().any(|i| {
-                    p.change_at
-                        .is_some_and(|c| (at(i) - c).abs() <= TOLERANCE)
-                });
+                let near = e[1]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|i| p.change_at.is_some_and(|c| (at(i) - c).abs() <= TOLERANCE));
                 near.then_some(*pass)
             });
         for i in r["full"].as_array().into_iter().flatten() {
             let change_at = at(i);
-            let near = p.change_at.is_some_and(|c| (change_at - c).abs() <= TOLERANCE);
-            let detected_at = if near {
-                first.unwrap_or(end)
-            } else {
-                end
-            };
+            let near = p
+                .change_at
+                .is_some_and(|c| (change_at - c).abs() <= TOLERANCE);
+            let detected_at = if near { first.unwrap_or(end) } else { end };
             found.push(Found {
                 probe: p.meta.name.clone(),
                 kind: "step".into(),

@@ -46,7 +46,10 @@ pub fn render(f: &TrendFigures) -> String {
         "trends: {} probes every {} s, {} days of history to {}; {} runs written in {:.1} s; {} analysis passes (every 5 min from {}); whole run {:.0} s\n",
         f.probes, f.every_s, f.days, f.end, f.runs, f.seed_s, f.passes, f.dense_from, f.wall_s
     );
-    let _ = writeln!(out, "prober (prober::analysis::analyse, stored findings):\n");
+    let _ = writeln!(
+        out,
+        "prober (prober::analysis::analyse, stored findings):\n"
+    );
     table(&mut out, &f.rows, true);
     let c = &f.cost;
     let _ = writeln!(

@@ -79,7 +79,8 @@ fn matches(plan: &Plan, f: &Found) -> bool {
         Scenario::Stationary => false,
         Scenario::Drift => f.kind == "drift" && f.phase == "total",
         s => {
-            let phase_ok = f.phase == "total" || (s == Scenario::PhaseStep && f.phase == "first_byte");
+            let phase_ok =
+                f.phase == "total" || (s == Scenario::PhaseStep && f.phase == "first_byte");
             let at_ok = plan
                 .change_at
                 .is_some_and(|c| (f.change_at - c).abs() <= TOLERANCE);
@@ -118,7 +119,10 @@ pub fn score(plans: &[Plan], found: &[Found], days: f64, every: Duration) -> Vec
         };
         row.probes += 1;
         row.probe_days += days;
-        let mine = by_probe.get(plan.meta.name.as_str()).cloned().unwrap_or_default();
+        let mine = by_probe
+            .get(plan.meta.name.as_str())
+            .cloned()
+            .unwrap_or_default();
         let mut hits: Vec<&Found> = mine.iter().copied().filter(|f| matches(plan, f)).collect();
         hits.sort_by_key(|f| f.detected_at);
         row.false_findings += mine.len() - hits.len().min(1);

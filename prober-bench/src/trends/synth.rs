@@ -139,12 +139,7 @@ pub struct Plan {
 
 /// The probes: `per` of every scenario (`stationary_per` stationary ones),
 /// steps planted at `change` plus a per-probe offset of 0–115 minutes.
-pub fn plans(
-    seed: u64,
-    per: usize,
-    stationary_per: usize,
-    change: DateTime<Utc>,
-) -> Vec<Plan> {
+pub fn plans(seed: u64, per: usize, stationary_per: usize, change: DateTime<Utc>) -> Vec<Plan> {
     let mut out = Vec::new();
     for scenario in Scenario::ALL {
         let n = if scenario == Scenario::Stationary {
@@ -174,8 +169,10 @@ pub fn plans(
 
 fn meta(name: &str) -> Arc<ProbeMeta> {
     let json = format!("{{\"name\":\"{name}\"}}");
-    let definition = serde_json::value::RawValue::from_string(json)
-        .map_or_else(|_| Arc::from(serde_json::value::RawValue::NULL.to_owned()), Arc::from);
+    let definition = serde_json::value::RawValue::from_string(json).map_or_else(
+        |_| Arc::from(serde_json::value::RawValue::NULL.to_owned()),
+        Arc::from,
+    );
     Arc::new(ProbeMeta {
         name: name.into(),
         version: "trend-bench-v1".into(),
@@ -195,8 +192,8 @@ impl Plan {
     /// The level multiplier of every phase at `at` (cycle, drift, step).
     fn level(&self, at: DateTime<Utc>, start: DateTime<Utc>) -> f64 {
         let day = f64::from(at.num_seconds_from_midnight()) / 86_400.0;
-        let mut m = 1.0
-            + self.diurnal_amp * (std::f64::consts::TAU * day + self.diurnal_phase).sin();
+        let mut m =
+            1.0 + self.diurnal_amp * (std::f64::consts::TAU * day + self.diurnal_phase).sin();
         if self.scenario == Scenario::Drift {
             let days = (at - start).num_seconds() as f64 / 86_400.0;
             m *= (1.0 + self.drift_per_day).powf(days);
@@ -353,7 +350,10 @@ mod tests {
         let start = t("2026-11-20T00:00:00Z");
         let change = t("2026-11-20T12:00:00Z");
         let plans = plans(42, 1, 1, change);
-        let p = plans.iter().find(|p| p.scenario == Scenario::Step(50)).unwrap();
+        let p = plans
+            .iter()
+            .find(|p| p.scenario == Scenario::Step(50))
+            .unwrap();
         let c = p.change_at.unwrap();
         let before = p.level(c - TimeDelta::seconds(1), start);
         let after = p.level(c, start);
