@@ -76,6 +76,9 @@ pub struct TrendArgs {
     /// With --trends: minutes between passes before the dense hours.
     #[arg(long, default_value_t = 180)]
     pub trend_sweep_minutes: u32,
+    /// With --trends: no diurnal cycle (a control: what the cycle costs in false findings).
+    #[arg(long)]
+    pub trend_no_diurnal: bool,
     /// With --trends: do not run Apache Otava.
     #[arg(long)]
     pub no_otava: bool,

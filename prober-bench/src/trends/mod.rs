@@ -50,6 +50,7 @@ const BATCH: usize = 5_000;
 pub struct TrendFigures {
     pub every_s: u64,
     pub days: u32,
+    pub diurnal: bool,
     pub probes: usize,
     pub runs: u64,
     pub seed_s: f64,
@@ -103,6 +104,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         t.trend_probes,
         t.trend_probes * t.trend_stationary_factor.max(1),
         end - CHANGE_BEFORE_END,
+        !t.trend_no_diurnal,
     );
     eprintln!(
         "bench: trends: {} probes every {} s over {} days ({start} – {end})",
@@ -133,6 +135,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     let figures = TrendFigures {
         every_s: args.every.as_secs(),
         days: t.trend_days,
+        diurnal: !t.trend_no_diurnal,
         probes: plans.len(),
         runs,
         seed_s,

@@ -43,8 +43,13 @@ pub fn render(f: &TrendFigures) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "trends: {} probes every {} s, {} days of history to {}; {} runs written in {:.1} s; {} analysis passes (every 5 min from {}); whole run {:.0} s\n",
-        f.probes, f.every_s, f.days, f.end, f.runs, f.seed_s, f.passes, f.dense_from, f.wall_s
+        "trends: {} probes every {} s, {} days of history to {}{}; {} runs written in {:.1} s; {} analysis passes (every 5 min from {}); whole run {:.0} s\n",
+        f.probes,
+        f.every_s,
+        f.days,
+        f.end,
+        if f.diurnal { "" } else { " (no diurnal cycle)" },
+        f.runs, f.seed_s, f.passes, f.dense_from, f.wall_s
     );
     let _ = writeln!(
         out,

@@ -138,8 +138,15 @@ pub struct Plan {
 }
 
 /// The probes: `per` of every scenario (`stationary_per` stationary ones),
-/// steps planted at `change` plus a per-probe offset of 0–115 minutes.
-pub fn plans(seed: u64, per: usize, stationary_per: usize, change: DateTime<Utc>) -> Vec<Plan> {
+/// steps planted at `change` plus a per-probe offset of 0–115 minutes; with
+/// or without the `diurnal` cycle.
+pub fn plans(
+    seed: u64,
+    per: usize,
+    stationary_per: usize,
+    change: DateTime<Utc>,
+    diurnal: bool,
+) -> Vec<Plan> {
     let mut out = Vec::new();
     for scenario in Scenario::ALL {
         let n = if scenario == Scenario::Stationary {
@@ -159,7 +166,11 @@ pub fn plans(seed: u64, per: usize, stationary_per: usize, change: DateTime<Utc>
                 change_at: scenario.is_step().then_some(change + offset),
                 drift_per_day: 0.01 + 0.04 * i as f64 / (n.max(2) - 1) as f64,
                 sigma: 0.15 + 0.10 * r.uniform(),
-                diurnal_amp: 0.10 + 0.10 * r.uniform(),
+                diurnal_amp: if diurnal {
+                    0.10 + 0.10 * r.uniform()
+                } else {
+                    0.0
+                },
                 diurnal_phase: std::f64::consts::TAU * r.uniform(),
             });
         }
@@ -329,7 +340,7 @@ mod tests {
     fn samples_are_deterministic_and_centre_near_100_ms() {
         let start = t("2026-11-20T00:00:00Z");
         let change = t("2026-11-26T18:00:00Z");
-        let plans = plans(42, 2, 2, change);
+        let plans = plans(42, 2, 2, change, true);
         assert_eq!(plans.len(), 16);
         let p = &plans[0];
         let at = start + TimeDelta::minutes(7);
@@ -349,7 +360,7 @@ mod tests {
     fn a_step_raises_the_level_from_its_time_on() {
         let start = t("2026-11-20T00:00:00Z");
         let change = t("2026-11-20T12:00:00Z");
-        let plans = plans(42, 1, 1, change);
+        let plans = plans(42, 1, 1, change, true);
         let p = plans
             .iter()
             .find(|p| p.scenario == Scenario::Step(50))
