@@ -46,8 +46,42 @@ pub struct BenchArgs {
     /// With --storage: hours of runs to write, ending now.
     #[arg(long, default_value_t = 2)]
     pub storage_hours: u32,
+    /// Trend-detection evaluation harness (issue 17): synthetic probes with
+    /// planted changes written through the store, the analysis replayed as the
+    /// daemon runs it, scored; Apache Otava beside it. --every defaults to 60s.
+    #[arg(long, conflicts_with_all = ["side_by_side", "storage"])]
+    pub trends: bool,
+    #[command(flatten)]
+    pub trend: TrendArgs,
     #[command(flatten)]
     pub side: SideArgs,
+}
+
+/// `--trends` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrendArgs {
+    /// With --trends: probes per planted scenario.
+    #[arg(long, default_value_t = 5)]
+    pub trend_probes: usize,
+    /// With --trends: stationary probes are this many times --trend-probes.
+    #[arg(long, default_value_t = 4)]
+    pub trend_stationary_factor: usize,
+    /// With --trends: days of history (drifts need at least 3; 7 is the drift window).
+    #[arg(long, default_value_t = 4)]
+    pub trend_days: u32,
+    /// With --trends: the last hours replayed with a pass every 5 minutes (at least 8;
+    /// the planted steps are 4–6 h before the end).
+    #[arg(long, default_value_t = 8)]
+    pub trend_dense_hours: u32,
+    /// With --trends: minutes between passes before the dense hours.
+    #[arg(long, default_value_t = 180)]
+    pub trend_sweep_minutes: u32,
+    /// With --trends: no diurnal cycle (a control: what the cycle costs in false findings).
+    #[arg(long)]
+    pub trend_no_diurnal: bool,
+    /// With --trends: do not run Apache Otava.
+    #[arg(long)]
+    pub no_otava: bool,
 }
 
 /// `--every`: at least 1 s (the shortest interval a probe may have), whole milliseconds.

@@ -2,7 +2,8 @@
 //! writer) against a loopback HTTP target in the same process, with every run
 //! persisted to a scratch Postgres database; prints one table of figures.
 //! `--side-by-side` runs the whole comparison with blackbox_exporter;
-//! `--storage` measures what the store keeps per run (`storage`).
+//! `--storage` measures what the store keeps per run (`storage`); `--trends`
+//! evaluates the trend detection on planted changes (`trends`).
 //!
 //! A workspace member of its own, so the shipped `prober` binary holds no
 //! benchmark code. Method, in short (BENCHMARKS.md has the long form):
@@ -37,6 +38,7 @@ mod side;
 mod single;
 mod storage;
 mod target;
+mod trends;
 
 use args::BenchArgs;
 
@@ -77,6 +79,14 @@ impl Cli {
                 cli.bench.every = storage::DEFAULT_EVERY;
             }
         }
+        if cli.bench.trends {
+            if defaulted("every") {
+                cli.bench.every = trends::DEFAULT_EVERY;
+            }
+            if defaulted("database_url") {
+                cli.bench.database_url = trends::DEFAULT_DATABASE_URL.into();
+            }
+        }
         Ok(cli)
     }
 }
@@ -97,6 +107,8 @@ fn main() -> ExitCode {
     };
     let result = if args.side_by_side {
         runtime.block_on(side::run(&args))
+    } else if args.trends {
+        runtime.block_on(trends::run(&args))
     } else if args.storage {
         runtime.block_on(storage::run(&args))
     } else {

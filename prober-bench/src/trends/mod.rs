@@ -1,0 +1,294 @@
+//! `--trends`: the trend-detection evaluation harness (issue 17, Acceptance).
+//! Synthetic probes with one planted change each ([`synth`]) are written
+//! through the real store into a scratch database, then the analysis is
+//! replayed as the daemon runs it (`prober::analysis::analyse` at successive
+//! `now`): every `--trend-sweep` minutes over the history, every 5 minutes
+//! over the last `--trend-dense-hours` (which hold the planted steps, so the
+//! detection delay is that of a daemon passing every 5 minutes). The stored
+//! findings are scored against the plan ([`score`]); Apache Otava runs on the
+//! same series of 5-minute medians ([`otava`]).
+
+mod otava;
+mod report;
+mod score;
+mod synth;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Serialize;
+
+use prober::analysis::{analyse, AnalysisConfig};
+use prober::run::RunRecord;
+use prober::store::trends::FindingFilter;
+use prober::store::Store;
+
+use crate::args::BenchArgs;
+use crate::db::{check_database_url, recreate_database};
+pub use score::Row;
+use synth::Plan;
+
+/// The scratch database when `--trends` is given without `--database-url`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/prober_bench_trends";
+/// `--every` when `--trends` is given without it.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
+/// The seed of every synthetic series.
+const SEED: u64 = 0x7e4d_2026_1201;
+/// The end of the synthetic history (fixed: the run is deterministic).
+const END: &str = "2026-11-29T00:00:00Z";
+/// The planted steps start this long before the end (plus 0–115 minutes).
+const CHANGE_BEFORE_END: TimeDelta = TimeDelta::hours(6);
+/// The daemon's pass interval.
+const PASS: TimeDelta = TimeDelta::minutes(5);
+/// The step analysis looks back 96 points of 5 minutes.
+const STEP_LOOKBACK: TimeDelta = TimeDelta::hours(8);
+/// Runs per `write_runs` call.
+const BATCH: usize = 5_000;
+
+/// Everything one run of the harness measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrendFigures {
+    pub every_s: u64,
+    pub days: u32,
+    pub diurnal: bool,
+    pub probes: usize,
+    pub runs: u64,
+    pub seed_s: f64,
+    pub passes: usize,
+    pub dense_from: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub rows: Vec<Row>,
+    pub cost: Cost,
+    /// Otava's rows, or why it was skipped.
+    pub otava: Result<Vec<Row>, String>,
+    pub wall_s: f64,
+}
+
+/// What the analysis cost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cost {
+    /// Wall time of one pass, ms: p50, mean, max.
+    pub pass_ms: [f64; 3],
+    /// Probes a pass analysed (the largest).
+    pub subjects: u64,
+    /// Wall time per probe and pass, ms (all passes' wall / all subjects).
+    pub per_probe_ms: f64,
+    /// Share of one core at a pass every 5 min, extrapolated: 1,000 and 10,000 probes.
+    pub core_share_1k: f64,
+    pub core_share_10k: f64,
+}
+
+/// Runs the harness; returns the text to print.
+pub async fn run(args: &BenchArgs) -> Result<String, String> {
+    let started = Instant::now();
+    let t = &args.trend;
+    if t.trend_probes == 0 || t.trend_days == 0 {
+        return Err("--trend-probes and --trend-days must be at least 1".into());
+    }
+    if args.every > Duration::from_secs(60) || args.every.subsec_millis() != 0 {
+        return Err("--trends: --every must be whole seconds, at most 60s".into());
+    }
+    let dense = TimeDelta::hours(i64::from(t.trend_dense_hours.max(8)));
+    let end: DateTime<Utc> = END.parse().map_err(|e| format!("{e}"))?;
+    let start = end - TimeDelta::days(i64::from(t.trend_days));
+    if end - start < dense {
+        return Err("--trend-days must cover --trend-dense-hours".into());
+    }
+    let db = check_database_url(&args.database_url)?;
+    let admin = recreate_database(&args.database_url, &db).await?;
+    let _ = sqlx::Connection::close(admin).await;
+    let store = Store::new(&args.database_url, "bench").map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let plans = synth::plans(
+        SEED,
+        t.trend_probes,
+        t.trend_probes * t.trend_stationary_factor.max(1),
+        end - CHANGE_BEFORE_END,
+        !t.trend_no_diurnal,
+    );
+    eprintln!(
+        "bench: trends: {} probes every {} s over {} days ({start} – {end})",
+        plans.len(),
+        args.every.as_secs(),
+        t.trend_days
+    );
+    let t0 = Instant::now();
+    let (runs, medians) = seed(&store, &plans, args.every, start, end).await?;
+    let seed_s = t0.elapsed().as_secs_f64();
+    eprintln!("bench: trends: {runs} runs written in {seed_s:.1} s; replaying the analysis");
+    let sweep = TimeDelta::minutes(i64::from(t.trend_sweep_minutes.max(5)));
+    let (passes, cost) = replay(&store, start, end, dense, sweep).await?;
+    let findings = store
+        .findings(&FindingFilter {
+            limit: 1_000_000,
+            ..FindingFilter::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let days = f64::from(t.trend_days);
+    let rows = score::ours(&plans, &findings, days, args.every);
+    let otava = if t.no_otava {
+        Err("--no-otava".to_string())
+    } else {
+        otava::run(&plans, &medians, start, end, days, args.every).await
+    };
+    let figures = TrendFigures {
+        every_s: args.every.as_secs(),
+        days: t.trend_days,
+        diurnal: !t.trend_no_diurnal,
+        probes: plans.len(),
+        runs,
+        seed_s,
+        passes,
+        dense_from: end - dense,
+        end,
+        rows,
+        cost,
+        otava,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    if args.json {
+        serde_json::to_string(&figures)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(report::render(&figures))
+    }
+}
+
+/// Every probe's runs over `[start, end)`, probe `i` offset by `i/n` of the
+/// interval, written in time order in batches; a rollup each simulated hour
+/// and a last one at the end. Returns the runs written and, per probe, the
+/// 5-minute medians of the total (failures included, as the store bins
+/// them) for Otava.
+async fn seed(
+    store: &Store,
+    plans: &[Plan],
+    every: Duration,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<(u64, Vec<Vec<f64>>), String> {
+    let e = |x: prober::store::StoreError| x.to_string();
+    store.ensure_partitions_around(start).await.map_err(e)?;
+    store.start_rollups(start).await.map_err(e)?;
+    let every_us = i64::try_from(every.as_micros()).unwrap_or(i64::MAX);
+    let ticks = (end - start).num_microseconds().unwrap_or(0) / every_us;
+    let points = ((end - start).num_seconds() / 300) as usize;
+    let mut totals: Vec<Vec<Vec<u64>>> = vec![vec![Vec::new(); points]; plans.len()];
+    let n = plans.len() as i64;
+    let (mut batch, mut runs) = (Vec::with_capacity(BATCH), 0u64);
+    let mut hour = start;
+    for tick in 0..ticks {
+        let at0 = start + TimeDelta::microseconds(tick * every_us);
+        if at0 - hour >= TimeDelta::hours(1) {
+            runs += flush(store, &mut batch).await?;
+            hour = at0.duration_trunc(TimeDelta::hours(1)).unwrap_or(at0);
+            if hour.time() == chrono::NaiveTime::MIN {
+                store.ensure_partitions_around(hour).await.map_err(e)?;
+            }
+            store.rollup(hour).await.map_err(e)?;
+        }
+        for (i, plan) in plans.iter().enumerate() {
+            let at = at0 + TimeDelta::microseconds(i as i64 * every_us / n);
+            let s = plan.sample(SEED, tick as u64, at, start);
+            let point = ((at - start).num_seconds() / 300) as usize;
+            if let Some(v) = totals[i].get_mut(point) {
+                v.push(s.phases.total_us);
+            }
+            batch.push(synth::record(plan, s, at));
+            if batch.len() == BATCH {
+                runs += flush(store, &mut batch).await?;
+            }
+        }
+    }
+    runs += flush(store, &mut batch).await?;
+    store.rollup(end + TimeDelta::minutes(5)).await.map_err(e)?;
+    let medians = totals
+        .into_iter()
+        .map(|probe| probe.into_iter().map(median).collect())
+        .collect();
+    Ok((runs, medians))
+}
+
+async fn flush(store: &Store, batch: &mut Vec<RunRecord>) -> Result<u64, String> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let n = store.write_runs(batch).await.map_err(|e| e.to_string())?;
+    batch.clear();
+    Ok(n)
+}
+
+/// The median of a point's samples (NaN for none).
+fn median(mut v: Vec<u64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m] as f64
+    } else {
+        (v[m - 1] + v[m]) as f64 / 2.0
+    }
+}
+
+/// The analysis as the daemon runs it: a pass every `sweep` from the first
+/// full step window, every 5 minutes over the last `dense`. Returns the
+/// passes run and their cost.
+async fn replay(
+    store: &Store,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    dense: TimeDelta,
+    sweep: TimeDelta,
+) -> Result<(usize, Cost), String> {
+    let cfg = AnalysisConfig::default();
+    let dense_from = end - dense;
+    let mut times = Vec::new();
+    let mut now = start + STEP_LOOKBACK;
+    while now < dense_from {
+        times.push(now);
+        now += sweep;
+    }
+    let mut now = dense_from;
+    while now <= end {
+        times.push(now);
+        now += PASS;
+    }
+    let (mut walls, mut subjects, mut max_subjects) = (Vec::new(), 0u64, 0u64);
+    for (k, now) in times.iter().enumerate() {
+        let t = Instant::now();
+        let pass = analyse(store, &cfg, *now)
+            .await
+            .map_err(|e| format!("analysis at {now}: {e}"))?;
+        walls.push(t.elapsed().as_secs_f64() * 1_000.0);
+        subjects += pass.subjects;
+        max_subjects = max_subjects.max(pass.subjects);
+        if k % 50 == 0 {
+            eprintln!(
+                "bench: trends: pass {k}/{} at {now}: {} probes, {:.0} ms",
+                times.len(),
+                pass.subjects,
+                walls[k]
+            );
+        }
+    }
+    let total_ms: f64 = walls.iter().sum();
+    let per_probe_ms = total_ms / subjects.max(1) as f64;
+    let mut sorted = walls.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pass_s = PASS.num_seconds() as f64;
+    let cost = Cost {
+        pass_ms: [
+            sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+            total_ms / walls.len().max(1) as f64,
+            sorted.last().copied().unwrap_or(0.0),
+        ],
+        subjects: max_subjects,
+        per_probe_ms,
+        core_share_1k: per_probe_ms * 1_000.0 / 1_000.0 / pass_s,
+        core_share_10k: per_probe_ms * 10_000.0 / 1_000.0 / pass_s,
+    };
+    Ok((times.len(), cost))
+}
