@@ -151,7 +151,9 @@ pub struct Settings {
 /// The trend analysis' settings (README, "Trends").
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrendSettings {
-    /// Whether the daemon analyses at all (default true).
+    /// Whether the daemon analyses at all. Off by default: on series with a
+    /// daily cycle the step analysis still reports the cycle as steps
+    /// (BENCHMARKS.md, "Trends"), and every finding opens a `trend` ticket.
     pub enabled: bool,
     /// How often a pass runs (default 5 minutes; at least 1 minute).
     pub analyse_every: Duration,
@@ -166,7 +168,7 @@ pub struct TrendSettings {
 impl Default for TrendSettings {
     fn default() -> Self {
         TrendSettings {
-            enabled: true,
+            enabled: false,
             analyse_every: Duration::from_secs(300),
             min_shift: Duration::from_millis(1),
             min_shift_ratio: 0.05,

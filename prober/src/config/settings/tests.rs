@@ -406,7 +406,7 @@ fn trend_settings_are_read_and_their_bounds_checked_in_place() {
     let file = dir.join("prober.yaml");
     std::fs::write(
         &file,
-        "trends:\n  analyse_every: 10m\n  min_shift: 2ms\n  min_shift_ratio: 0.1\n",
+        "trends:\n  enabled: true\n  analyse_every: 10m\n  min_shift: 2ms\n  min_shift_ratio: 0.1\n",
     )
     .unwrap();
     let args = SettingsArgs {
