@@ -163,6 +163,17 @@ pub fn pg_delta(
     Some((ticks * (1_000_000 / USER_HZ), after.len(), gone))
 }
 
+/// A scratch store: the database of `url` (checked as [`check_database_url`]
+/// does) dropped, created again and migrated, as `location`.
+pub async fn fresh_store(url: &str, location: &str) -> Result<prober::store::Store, String> {
+    let db = check_database_url(url)?;
+    let admin = recreate_database(url, &db).await?;
+    let _ = sqlx::Connection::close(admin).await;
+    let store = prober::store::Store::new(url, location).map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

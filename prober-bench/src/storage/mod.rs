@@ -24,7 +24,7 @@ use prober::store::{Resolution, Store};
 
 use crate::args::BenchArgs;
 use crate::dashboards::{self, time_op, time_sql};
-use crate::db::{check_database_url, recreate_database};
+use crate::db::fresh_store;
 use crate::probes::build_probes_of;
 pub use report::Relation;
 
@@ -84,11 +84,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     if args.every > MAX_EVERY {
         return Err("--storage: --every must be at most 3600s".into());
     }
-    let db = check_database_url(&args.database_url)?;
-    let admin = recreate_database(&args.database_url, &db).await?;
-    let _ = sqlx::Connection::close(admin).await;
-    let store = Store::new(&args.database_url, "local").map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| e.to_string())?;
+    let store = fresh_store(&args.database_url, "local").await?;
     let metas = metas(args.probes, args.every)?;
     let now = Utc::now();
     let to = now.duration_trunc(TimeDelta::seconds(1)).unwrap_or(now);

@@ -24,7 +24,7 @@ use prober::store::trends::FindingFilter;
 use prober::store::Store;
 
 use crate::args::BenchArgs;
-use crate::db::{check_database_url, recreate_database};
+use crate::db::fresh_store;
 pub use score::Row;
 use synth::Plan;
 
@@ -94,11 +94,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     if end - start < dense {
         return Err("--trend-days must cover --trend-dense-hours".into());
     }
-    let db = check_database_url(&args.database_url)?;
-    let admin = recreate_database(&args.database_url, &db).await?;
-    let _ = sqlx::Connection::close(admin).await;
-    let store = Store::new(&args.database_url, "bench").map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| e.to_string())?;
+    let store = fresh_store(&args.database_url, "bench").await?;
     let plans = synth::plans(
         SEED,
         t.trend_probes,

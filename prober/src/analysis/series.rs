@@ -61,7 +61,7 @@ pub struct Series {
 }
 
 /// One phase's bins merged over `points`.
-pub fn merged(points: &[TrendPoint], phase: usize) -> SparseHist {
+pub fn merged<'a>(points: impl IntoIterator<Item = &'a TrendPoint>, phase: usize) -> SparseHist {
     let mut h = SparseHist::default();
     for p in points {
         if let Some(x) = p.phases.get(phase) {

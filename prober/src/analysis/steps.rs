@@ -98,28 +98,35 @@ fn segments(index: &[usize], cp: &ChangePoint) -> (Vec<usize>, Vec<usize>) {
     (before, after)
 }
 
-fn pick(points: &[TrendPoint], at: &[usize]) -> Vec<TrendPoint> {
-    at.iter().filter_map(|&i| points.get(i).cloned()).collect()
+/// The points at `at`, borrowed (a segment's points are merged, not copied).
+fn pick<'a>(points: &'a [TrendPoint], at: &[usize]) -> Vec<&'a TrendPoint> {
+    at.iter().filter_map(|&i| points.get(i)).collect()
 }
 
 /// The distribution test on the merged bins of each side, with the floor.
 fn confirmed(
-    before: &[TrendPoint],
-    after: &[TrendPoint],
+    before: &[&TrendPoint],
+    after: &[&TrendPoint],
     phase: usize,
     floor: &Floor,
 ) -> Option<Confirmation> {
-    let (b, a) = (merged(before, phase), merged(after, phase));
+    let (b, a) = (
+        merged(before.iter().copied(), phase),
+        merged(after.iter().copied(), phase),
+    );
     let c = compare::confirm(&bins_of(&b), &bins_of(&a), floor)?;
     c.confirmed().then_some(c)
 }
 
 /// "first_byte +48.0 ms; dns, connect, tls unchanged".
-fn phase_breakdown(before: &[TrendPoint], after: &[TrendPoint], floor: &Floor) -> String {
+fn phase_breakdown(before: &[&TrendPoint], after: &[&TrendPoint], floor: &Floor) -> String {
     let mut moved = Vec::new();
     let mut unchanged = Vec::new();
     for phase in 1..PHASES.len() {
-        let (b, a) = (merged(before, phase), merged(after, phase));
+        let (b, a) = (
+            merged(before.iter().copied(), phase),
+            merged(after.iter().copied(), phase),
+        );
         if b.is_empty() || a.is_empty() {
             continue;
         }
@@ -146,15 +153,15 @@ fn finding(
     phase: usize,
     statistic: &'static str,
     q: f64,
-    before: &[TrendPoint],
-    after: &[TrendPoint],
+    before: &[&TrendPoint],
+    after: &[&TrendPoint],
     c: &Confirmation,
     at: DateTime<Utc>,
     end: DateTime<Utc>,
     moved: &str,
 ) -> NewFinding {
-    let value = |pts: &[TrendPoint]| {
-        merged(pts, phase)
+    let value = |pts: &[&TrendPoint]| {
+        merged(pts.iter().copied(), phase)
             .value_at_quantile(q)
             .map_or(0.0, |v| v as f64)
     };
