@@ -137,7 +137,7 @@ async fn time_dashboards(
 
 async fn seeded_probes(url: &str) -> Option<i64> {
     let mut conn = PgConnection::connect(url).await.ok()?;
-    let n = sqlx::query_scalar("select count(*) from minute_counters")
+    let n = sqlx::query_scalar("select count(*) from (select 1 from hist_minute limit 1) x")
         .fetch_one(&mut conn)
         .await
         .ok()
@@ -183,6 +183,9 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
 
     let now = Utc::now();
     let end = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+    // As the daemon leaves it: hours before the current one rolled up, this
+    // hour's minutes only in the minute rows.
+    let rolled = end.duration_trunc(TimeDelta::hours(1)).unwrap_or(end);
     let start = end - TimeDelta::days(i64::from(days));
     let mut day = start.duration_trunc(TimeDelta::days(1)).unwrap_or(start);
     let mut spans = Vec::new();
@@ -227,7 +230,7 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
             loop {
                 let next = spans.lock().pop();
                 let Some((from, to, day)) = next else { break };
-                seed_day(&mut conn, from, to, day, location, &los, &his).await?;
+                seed_day(&mut conn, (from, to, rolled), day, location, &los, &his).await?;
             }
             let _ = conn.close().await;
             Ok::<(), String>(())
@@ -239,16 +242,22 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
     let mut conn = PgConnection::connect(url)
         .await
         .map_err(|e| format!("seed: {e}"))?;
-    // Everything seeded is in the hour and day rows: the fold starts after it.
+    // The hours before `rolled` are in the hour and day rows: the rollup
+    // goes on from there, and the recent rows start as its would.
     sqlx::query(
         "insert into hist_mark (rolled_through) values ($1)
          on conflict (only_row) do update set rolled_through = excluded.rolled_through",
     )
-    .bind(end)
+    .bind(rolled)
     .execute(&mut conn)
     .await
     .map_err(|e| format!("seed mark: {e}"))?;
-    sqlx::query("vacuum (analyze) hist_minute, hist_hour, hist_day, probes")
+    sqlx::query("select prober_recent_refresh($1, null, null)")
+        .bind(rolled)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("seed recent rows: {e}"))?;
+    sqlx::query("vacuum (analyze) hist_minute, hist_hour, hist_day, hist_recent, probes")
         .execute(&mut conn)
         .await
         .map_err(|e| format!("seed vacuum: {e}"))?;
@@ -257,11 +266,11 @@ async fn seed(url: &str, probes: usize, days: u32) -> Result<(), String> {
 }
 
 /// One day: minute rows from `generate_series`, then the hour and day rows
-/// merged from them (what the fold and rollup add up to).
+/// merged from them (what the fold and rollup add up to) for the minutes
+/// before `rolled`, the mark.
 async fn seed_day(
     conn: &mut PgConnection,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to, rolled): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
     day: DateTime<Utc>,
     location: i16,
     los: &[i64],
@@ -292,10 +301,12 @@ async fn seed_day(
          from hist_minute where minute >= $1 and minute < $2
          group by 1, 2, 3",
     ];
-    for sql in statements {
+    for (i, sql) in statements.into_iter().enumerate() {
+        // The minute rows end at `to`, the hour and day rows at the mark.
+        let until = if i == 0 { to } else { to.min(rolled) };
         sqlx::query(sql)
             .bind(from)
-            .bind(to)
+            .bind(until)
             .bind(los)
             .bind(his)
             .bind(los.len() as i64)

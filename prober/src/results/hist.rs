@@ -101,12 +101,16 @@ impl SparseHist {
     }
 
     /// HdrHistogram's `value_at_quantile`: the high end of the first bin whose
-    /// running count reaches `max(1, ceil(q · total))`.
+    /// running count reaches `max(1, ceil(q · total))`; for q ≤ 0 the low end
+    /// of the first bin (HdrHistogram's `lowest_equivalent` at q = 0).
     pub fn value_at_quantile(&self, q: f64) -> Option<u64> {
         if self.total == 0 {
             return None;
         }
-        let q = q.clamp(0.0, 1.0);
+        if q <= 0.0 {
+            return self.bins.first().map(|b| b.0);
+        }
+        let q = q.min(1.0);
         let target = ((q * self.total as f64).ceil() as u64).max(1);
         let mut running = 0;
         for (_, hi, c) in self.bins() {

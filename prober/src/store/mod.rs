@@ -76,8 +76,6 @@ pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
 pub struct Store {
     pool: PgPool,
     ids: Arc<Mutex<Ids>>,
-    /// The overview's closed hours (`read.rs`).
-    closed_hours: read::ClosedHoursCache,
     location: String,
     build: String,
     /// API runs are added to the minute bins and counters too (`api.manual_runs_count`).
@@ -142,7 +140,6 @@ impl Store {
         Ok(Store {
             pool,
             ids: Default::default(),
-            closed_hours: Default::default(),
             location: location.to_string(),
             build: crate::VERSION.to_string(),
             count_api_runs: false,
@@ -171,10 +168,11 @@ impl Store {
         )
     }
 
-    /// its rows can be trusted.
+    /// Forgets the cached dimension ids (probes, versions, locations, error
+    /// classes): after Postgres came back, maybe restored or replaced, they are
+    /// read again before its rows can be trusted.
     pub fn forget_cached(&self) {
         *self.lock_ids() = Ids::default();
-        read::forget_closed_hours(&self.closed_hours);
     }
 
     fn lock_ids(&self) -> parking_lot::MutexGuard<'_, Ids> {

@@ -2,11 +2,9 @@
 //! Percentiles always come from merged bins, by HdrHistogram's rule.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use parking_lot::Mutex;
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -21,46 +19,6 @@ pub struct WindowStats {
     pub p50_us: Option<i64>,
     pub p95_us: Option<i64>,
     pub p99_us: Option<i64>,
-}
-
-/// How long the closed hours of the overview's day window are reused before a
-/// background read replaces them. A run written late into a closed hour
-/// (queued while Postgres was away, or a replica's late batch) shows in the
-/// overview within about this time.
-pub const CLOSED_HOURS_TTL: Duration = Duration::from_secs(60);
-
-/// Runs, failures and merged bins of one probe over a window.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Merged {
-    runs: i64,
-    failures: i64,
-    hist: SparseHist,
-}
-
-impl Merged {
-    fn add(&mut self, other: &Merged) {
-        self.runs += other.runs;
-        self.failures += other.failures;
-        self.hist.merge(&other.hist);
-    }
-}
-
-/// The cached closed hours of the overview's day window.
-#[derive(Debug)]
-pub(super) struct ClosedHours {
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    read_at: std::time::Instant,
-    /// A background read is replacing this one.
-    refreshing: bool,
-    windows: Arc<HashMap<String, Merged>>,
-}
-
-pub(super) type ClosedHoursCache = Arc<Mutex<Option<ClosedHours>>>;
-
-/// Empties the closed-hours cache (Postgres came back, maybe with other data).
-pub(super) fn forget_closed_hours(cache: &ClosedHoursCache) {
-    *cache.lock() = None;
 }
 
 /// One stored run.
@@ -111,133 +69,49 @@ impl Resolution {
 
 impl Store {
     /// Per probe name: runs, failures and p50/p95/p99 of `total` since `from`, at `resolution`.
-    ///
-    /// An hour-resolution window longer than the current hour is read in two
-    /// parts: the closed hours, kept for [`CLOSED_HOURS_TTL`] (the fleet
-    /// overview asks for the same 23 closed hours on every refresh, and they
-    /// are most of its rows), and the current hour, read every time.
     pub async fn windows(
         &self,
         resolution: Resolution,
         from: DateTime<Utc>,
     ) -> Result<HashMap<String, WindowStats>, StoreError> {
-        let now = Utc::now();
-        let hour = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
-        let mut merged = if resolution == Resolution::Hour && from < hour {
-            let closed = self.closed_hours(from, hour).await?;
-            let mut current = self.merged_window(resolution, hour, None).await?;
-            for (name, part) in closed.iter() {
-                current.entry(name.clone()).or_default().add(part);
-            }
-            current
-        } else {
-            self.merged_window(resolution, from, None).await?
-        };
-        Ok(merged
-            .drain()
-            .map(|(name, m)| {
-                let q = |q: f64| {
-                    m.hist
-                        .value_at_quantile(q)
-                        .and_then(|v| i64::try_from(v).ok())
-                };
-                let stats = WindowStats {
-                    runs: m.runs,
-                    failures: m.failures,
-                    p50_us: q(0.50),
-                    p95_us: q(0.95),
-                    p99_us: q(0.99),
-                };
-                (name, stats)
-            })
-            .collect())
-    }
-
-    /// The merged window `[from, to)` of the hour tables. From the cache when
-    /// it holds that window; once the cache is older than [`CLOSED_HOURS_TTL`]
-    /// it is still answered from, and one background read replaces it, so a
-    /// request waits for Postgres only when the window moves (once an hour).
-    async fn closed_hours(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
-        let stale = {
-            let mut cache = self.closed_hours.lock();
-            match cache.as_mut() {
-                Some(c) if c.from == from && c.to == to => {
-                    let stale = c.read_at.elapsed() >= CLOSED_HOURS_TTL && !c.refreshing;
-                    c.refreshing |= stale;
-                    Some((c.windows.clone(), stale))
-                }
-                _ => None,
-            }
-        };
-        match stale {
-            Some((windows, false)) => Ok(windows),
-            Some((windows, true)) => {
-                let store = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.read_closed_hours(from, to).await {
-                        tracing::warn!(error = %e, "refreshing the overview's closed hours failed; the previous read is kept and retried at the next request");
-                        if let Some(c) = store.closed_hours.lock().as_mut() {
-                            c.refreshing = false;
-                        }
-                    }
-                });
-                Ok(windows)
-            }
-            None => self.read_closed_hours(from, to).await,
-        }
-    }
-
-    async fn read_closed_hours(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Arc<HashMap<String, Merged>>, StoreError> {
-        let windows = Arc::new(self.merged_window(Resolution::Hour, from, Some(to)).await?);
-        *self.closed_hours.lock() = Some(ClosedHours {
-            from,
-            to,
-            read_at: std::time::Instant::now(),
-            refreshing: false,
-            windows: windows.clone(),
-        });
-        Ok(windows)
-    }
-
-    /// Per probe: runs, failures and merged bins of `total` in `[from, to)`.
-    async fn merged_window(
-        &self,
-        resolution: Resolution,
-        from: DateTime<Utc>,
-        to: Option<DateTime<Utc>>,
-    ) -> Result<HashMap<String, Merged>, StoreError> {
         let (rows, col) = resolution.table();
-        let until = if to.is_some() {
-            format!("and h.{col} < $2")
-        } else {
-            String::new()
-        };
         // One range scan of the rows' primary key per probe (probe_id,
-        // location_id, time) instead of a scan of the window across probes;
-        // counters read in place, phase `total`'s bins sliced out and
-        // concatenated, the quantiles taken in Rust (`SparseHist`, the same
-        // rule as `prober_quantile`).
+        // location_id, time) instead of a scan of the window across probes.
+        let source = format!("{rows} h where h.probe_id = p.id and h.{col} >= $1");
+        self.window_per_probe(&source, Some(from)).await
+    }
+
+    /// Per probe name: runs, failures and p50/p95/p99 of `total` over the
+    /// last day, from the current UTC hour less 23 hours: one stored row per
+    /// probe and location for the closed hours (`prober_recent`, migration
+    /// 0014), so the fleet overview reads about as many rows as probes.
+    pub async fn last_day(&self) -> Result<HashMap<String, WindowStats>, StoreError> {
+        let source = "prober_recent(p.id) h where h.bins is not null";
+        self.window_per_probe(source, None).await
+    }
+
+    /// Per probe: the counters of the rows of `source` (a relation aliased
+    /// `h`, with its condition, per probe `p`) read in place, phase `total`'s
+    /// bins sliced out and concatenated, the quantiles taken in Rust
+    /// (`SparseHist`, the same rule as `prober_quantile`). `$1` is `from`.
+    async fn window_per_probe(
+        &self,
+        source: &str,
+        from: Option<DateTime<Utc>>,
+    ) -> Result<HashMap<String, WindowStats>, StoreError> {
         let sql = format!(
             "select p.name, c.runs, c.failures, c.bins
              from probes p
              cross join lateral (
                  select sum(prober_runs(h.stats, 0))::bigint runs,
                         sum(prober_failures(h.stats, 0))::bigint failures,
-                        prober_merge(prober_phase(h.bins, 0)) bins
-                 from {rows} h where h.probe_id = p.id and h.{col} >= $1 {until}) c
-             where c.runs is not null"
+                        prober_cat(prober_phase(h.bins, 0)) bins
+                 from {source}) c
+             where c.runs > 0"
         );
-        let mut query = sqlx::query(&sql).bind(from);
-        if let Some(to) = to {
-            query = query.bind(to);
+        let mut query = sqlx::query(&sql);
+        if let Some(from) = from {
+            query = query.bind(from);
         }
         let rows = query
             .fetch_all(self.pool())
@@ -247,14 +121,19 @@ impl Store {
         for r in rows {
             let name: String = r.try_get(0).map_err(|e| err("window query", e))?;
             let bins: Option<Vec<i64>> = r.try_get(3).unwrap_or(None);
-            out.insert(
-                name,
-                Merged {
-                    runs: r.try_get(1).unwrap_or(0),
-                    failures: r.try_get(2).unwrap_or(0),
-                    hist: unpack_bins(&bins.unwrap_or_default()),
-                },
-            );
+            let hist = unpack_bins(&bins.unwrap_or_default());
+            let q = |q: f64| {
+                hist.value_at_quantile(q)
+                    .and_then(|v| i64::try_from(v).ok())
+            };
+            let stats = WindowStats {
+                runs: r.try_get(1).unwrap_or(0),
+                failures: r.try_get(2).unwrap_or(0),
+                p50_us: q(0.50),
+                p95_us: q(0.95),
+                p99_us: q(0.99),
+            };
+            out.insert(name, stats);
         }
         Ok(out)
     }

@@ -8,7 +8,10 @@
 //!    `hist_minute`, and to `hist_hour` and `hist_day` when their minute is
 //!    before the mark H (late runs, e.g. queued while Postgres was away);
 //! 2. adds the minute rows of the hours closed since, [H, H'), to `hist_hour`
-//!    and `hist_day`, and moves H to H'.
+//!    and `hist_day`, and moves H to H';
+//! 3. then rewrites `hist_recent` (every probe's last day and month in one
+//!    row, for the fleet reads; migration 0014) for the new H. Between two
+//!    moves, triggers keep those rows exact as minutes are folded.
 //!
 //! After the transaction, [`Store::vacuum_rolled`] vacuums what it churned:
 //! `hist_pending` is a queue (every row deleted a minute after it is
@@ -166,22 +169,30 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        let mark: Option<DateTime<Utc>> =
-            sqlx::query_scalar("select rolled_through from hist_mark for update")
+        let mark: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("select rolled_through, recent_through from hist_mark for update")
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(fail)?;
-        let Some(from) = mark else {
+        let Some((from, recent)) = mark else {
             return Ok(None);
         };
         let close = floor(now - CLOSE_AFTER, MINUTE);
+        let to = floor(close, HOUR).max(from);
+        if to > from {
+            // The recent rows are rewritten for the new H below: their
+            // triggers stand aside until then (migration 0014).
+            sqlx::query("update hist_mark set recent_through = null")
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
         let mut upserted: i64 = sqlx::query_scalar(&fold_sql())
             .bind(close)
             .bind(from)
             .fetch_one(&mut *tx)
             .await
             .map_err(fail)?;
-        let to = floor(close, HOUR).max(from);
         if to > from {
             upserted += sqlx::query_scalar::<_, i64>(&roll_sql())
                 .bind(from)
@@ -190,6 +201,15 @@ impl Store {
                 .await
                 .map_err(fail)?;
             sqlx::query("update hist_mark set rolled_through = $1")
+                .bind(to)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        // Also when another release moved H without them (N-1 in a rolling
+        // upgrade): readers use the recent rows only while R = H.
+        if to > from || recent != Some(to) {
+            sqlx::query("select prober_recent_refresh($1, null, null)")
                 .bind(to)
                 .execute(&mut *tx)
                 .await

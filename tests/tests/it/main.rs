@@ -30,6 +30,7 @@ mod metrics;
 mod notify;
 mod once;
 mod pg_tls;
+mod recent;
 mod reload;
 mod rollup;
 mod scenarios;

@@ -403,9 +403,19 @@ async fn the_readme_s_sql_answers_exactly() {
             store.rollup(now).await.unwrap().unwrap();
         }
         for sql in &blocks {
+            // The per-probe query (`prober_recent`) counts runs over a day and
+            // 30 days; every run here is in both.
+            let (columns, want) = if sql.contains("runs_30d") {
+                (
+                    "p95_us, runs_24h::bigint, runs_30d::bigint from ({}) q where name = 'api-health'",
+                    (want.0, Some(200), Some(200)),
+                )
+            } else {
+                ("p95_us, runs::bigint, failures::bigint from ({}) q", want)
+            };
             let got: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(&format!(
-                "select p95_us, runs::bigint, failures::bigint from ({}) q",
-                sql.trim().trim_end_matches(';')
+                "select {}",
+                columns.replace("{}", sql.trim().trim_end_matches(';'))
             ))
             .fetch_one(&pool)
             .await

@@ -327,7 +327,7 @@ async fn a_batch_of_thousands_of_new_probes_registers_them_all_at_once() {
 }
 
 #[tokio::test]
-async fn the_day_window_merges_cached_closed_hours_with_the_current_hour_exactly() {
+async fn the_day_window_is_exact_before_and_after_the_recent_rows_exist() {
     let db = TestDb::create().await;
     let store = migrated_store(&db).await;
     let m = meta("api");
@@ -369,13 +369,23 @@ async fn the_day_window_merges_cached_closed_hours_with_the_current_hour_exactly
             assert_eq!(got, Some(hist.value_at_quantile(q) as i64), "p{q}");
         }
     };
-    let first = store.windows(Resolution::Hour, from).await.unwrap();
+    // No rollup yet: from the hour rows.
+    let first = store.last_day().await.unwrap();
     check(&first["api"], &hist);
-    // The closed hours now come from the cache; new runs of the current hour still count.
+    // Rolled up: from the recent rows (when now is past the rollup's two
+    // minutes' grace; before that, from the hour rows again) and the pending
+    // runs of the current hour.
+    store.start_rollups(now).await.unwrap();
+    store.rollup(now).await.unwrap();
     store
         .write_runs(&runs(hour + TimeDelta::seconds(1), 100, &mut hist))
         .await
         .unwrap();
-    let second = store.windows(Resolution::Hour, from).await.unwrap();
+    let second = store.last_day().await.unwrap();
     check(&second["api"], &hist);
+    assert_eq!(
+        store.windows(Resolution::Hour, from).await.unwrap()["api"],
+        second["api"],
+        "the generic window over hour rows agrees"
+    );
 }

@@ -119,12 +119,10 @@ pub async fn list(
     let filters = label_filters(&pairs)?;
     let now = Utc::now();
     let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-    let hour = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
     let windows = tokio::try_join!(
         core.store
             .windows(Resolution::Minute, minute - TimeDelta::minutes(59)),
-        core.store
-            .windows(Resolution::Hour, hour - TimeDelta::hours(23)),
+        core.store.last_day(),
     );
     let (hourly, daily, store) = match windows {
         Ok((h, d)) => (Some(h), Some(d), "ok".to_string()),
