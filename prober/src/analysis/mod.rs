@@ -45,6 +45,11 @@ const CLOSE_AFTER: TimeDelta = TimeDelta::minutes(2);
 /// The recent window that tells which probes run, and how often.
 const RATE_WINDOW: TimeDelta = TimeDelta::hours(2);
 
+/// Earlier days read at the same clock times as a step series: a step must be
+/// more than the daily cycle moved them (`steps::beyond_the_daily_cycle`).
+/// Two, so one unusual day is not the only baseline.
+pub const SEASON_DAYS: i64 = 2;
+
 /// What the analysis is told.
 #[derive(Debug, Clone)]
 pub struct AnalysisConfig {
@@ -200,13 +205,23 @@ async fn analyse_one(
     let points = store
         .trend_points(s.probe_id, s.location_id, from, to, step)
         .await?;
+    // The same clock times on earlier days: the daily cycle a step is judged against.
+    let mut history = Vec::with_capacity(SEASON_DAYS as usize);
+    for day in 1..=SEASON_DAYS {
+        let back = TimeDelta::days(day);
+        history.push(
+            store
+                .trend_points(s.probe_id, s.location_id, from - back, to - back, step)
+                .await?,
+        );
+    }
     let mut stats = vec![("p50", 0.5)];
     if rate * step.as_secs_f64() / 3600.0 >= MIN_RUNS_FOR_P95 {
         stats.push(("p95", 0.95));
     }
     // The same change seen again may move by a few points as points arrive;
     // a drift's window start moves with every pass.
-    let mut found: Vec<_> = steps(s, &points, &stats, &cfg.steps)
+    let mut found: Vec<_> = steps(s, &points, &history, &stats, &cfg.steps)
         .into_iter()
         .map(|f| (f, step_delta * 6))
         .collect();

@@ -31,10 +31,13 @@ impl Default for StepConfig {
     }
 }
 
-/// The confirmed steps in `points` (one subject, oldest first).
+/// The confirmed steps in `points` (one subject, oldest first). `history`
+/// holds the points of the same clock times on earlier days (yesterday
+/// first): a step must be more than the daily cycle moved those.
 pub fn steps(
     subject: &Subject,
     points: &[TrendPoint],
+    history: &[Vec<TrendPoint>],
     stats: &[(&'static str, f64)],
     cfg: &StepConfig,
 ) -> Vec<NewFinding> {
@@ -54,6 +57,9 @@ pub fn steps(
                 let Some(c) = confirmed(&b, &a, phase, &cfg.floor) else {
                     continue;
                 };
+                if !beyond_the_daily_cycle(&b, &a, phase, &c, history, &cfg.floor) {
+                    continue;
+                }
                 let at = points[series.index[cp.index]].time;
                 let end = points.last().map_or(at, |p| p.time);
                 let moved = if phase == 0 {
@@ -116,6 +122,62 @@ fn confirmed(
     );
     let c = compare::confirm(&bins_of(&b), &bins_of(&a), floor)?;
     c.confirmed().then_some(c)
+}
+
+/// Whether a confirmed change is more than the daily cycle: today's `after`
+/// must differ, as a change does (`compare::confirm`: p below the floor's, a
+/// shift clearing it) and in the same direction, from the same clock times
+/// on every earlier day of `history` (day k + 1 back): the cycle is the same
+/// there and cancels, a step of today does not. And today's `before` must
+/// not already differ that way from that day's (then the change is older
+/// than this split: a later change point of a day that stepped). Today's
+/// `before` only vetoes, it sets no level: a segment of an hour at a chance
+/// high or low would move any level taken from it. A day whose segments hold fewer than half of today's runs on
+/// either side is no baseline, and without any baseline the change is not
+/// reported: a new probe's cycle is unknown, so its steps wait for a day of
+/// history (in the harness, nearly every false step came from first days).
+fn beyond_the_daily_cycle(
+    before: &[&TrendPoint],
+    after: &[&TrendPoint],
+    phase: usize,
+    c: &Confirmation,
+    history: &[Vec<TrendPoint>],
+    floor: &Floor,
+) -> bool {
+    let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
+    let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), phase));
+    let today_after = bins(after);
+    let mut compared = false;
+    for (k, day) in history.iter().enumerate() {
+        let back = chrono::TimeDelta::days(k as i64 + 1);
+        let same_times = |pts: &[&TrendPoint]| -> Vec<&TrendPoint> {
+            pts.iter()
+                .filter_map(|p| {
+                    let i = day
+                        .binary_search_by_key(&(p.time - back), |d| d.time)
+                        .ok()?;
+                    day.get(i)
+                })
+                .collect()
+        };
+        let (b, a) = (same_times(before), same_times(after));
+        if 2 * runs(&b) < runs(before) || 2 * runs(&a) < runs(after) {
+            continue;
+        }
+        let same_way = |d: Option<compare::Confirmation>| {
+            d.is_some_and(|d| d.confirmed() && d.shift_us.signum() == c.shift_us.signum())
+        };
+        if !same_way(compare::confirm(&bins(&a), &today_after, floor)) {
+            return false;
+        }
+        // Already as far from that day before the change point: the change
+        // is older than this point (a later split of a day that stepped).
+        if same_way(compare::confirm(&bins(&b), &bins(before), floor)) {
+            return false;
+        }
+        compared = true;
+    }
+    compared
 }
 
 /// "first_byte +48.0 ms; dns, connect, tls unchanged".
@@ -196,5 +258,94 @@ fn finding(
         p_value: c.test.p_value,
         effect_size: Some(c.test.cles),
         summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::hist::SparseHist;
+
+    /// A point at `minutes` past 2026-11-29 00:00 UTC less `days`, holding
+    /// `runs` totals spread evenly over ±10 % around `median_us`.
+    fn point(days: i64, minutes: i64, median_us: f64, runs: u64) -> TrendPoint {
+        let mut total = SparseHist::default();
+        for i in 0..runs {
+            let spread = 0.9 + 0.2 * (i as f64 + 0.5) / runs as f64;
+            total.record((median_us * spread) as u64);
+        }
+        let mut phases = vec![SparseHist::default(); PHASES.len()];
+        phases[0] = total;
+        TrendPoint {
+            time: "2026-11-29T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+                - chrono::TimeDelta::days(days)
+                + chrono::TimeDelta::minutes(minutes),
+            runs: runs as i64,
+            failures: 0,
+            phases,
+        }
+    }
+
+    /// 24 points of 5 minutes a day: 100 ms, then `after_us` from the 12th;
+    /// the same on each earlier day with `earlier_after_us`.
+    fn days(after_us: f64, earlier: &[f64]) -> (Vec<TrendPoint>, Vec<Vec<TrendPoint>>) {
+        let day = |d: i64, after: f64| -> Vec<TrendPoint> {
+            (0..24)
+                .map(|i| point(d, 5 * i, if i < 12 { 100_000.0 } else { after }, 50))
+                .collect()
+        };
+        let history = earlier
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| day(k as i64 + 1, a))
+            .collect();
+        (day(0, after_us), history)
+    }
+
+    fn judged(after_us: f64, earlier: &[f64]) -> bool {
+        let (today, history) = days(after_us, earlier);
+        let before: Vec<&TrendPoint> = today[..12].iter().collect();
+        let after: Vec<&TrendPoint> = today[12..].iter().collect();
+        let floor = Floor::default();
+        let c = confirmed(&before, &after, 0, &floor).expect("a 30 % step is confirmed");
+        beyond_the_daily_cycle(&before, &after, 0, &c, &history, &floor)
+    }
+
+    #[test]
+    fn a_step_the_cycle_made_yesterday_too_is_not_a_step() {
+        // Today +30 %; yesterday and the day before the same hours moved +30 %.
+        assert!(!judged(130_000.0, &[130_000.0, 130_000.0]));
+        // One earlier day like today is enough to explain it.
+        assert!(!judged(130_000.0, &[100_000.0, 129_000.0]));
+    }
+
+    #[test]
+    fn a_step_beyond_the_cycle_is_kept() {
+        assert!(judged(130_000.0, &[100_000.0, 100_000.0]));
+        // The cycle explains +10 %, about +18 % is left: over the 5 % floor.
+        assert!(judged(130_000.0, &[110_000.0, 108_000.0]));
+        // One earlier day is enough.
+        assert!(judged(130_000.0, &[100_000.0]));
+    }
+
+    #[test]
+    fn without_an_earlier_day_a_step_waits() {
+        assert!(!judged(130_000.0, &[]));
+    }
+
+    #[test]
+    fn a_sparse_earlier_day_is_no_baseline() {
+        // Yesterday like today would explain the step; too sparse, it does not.
+        let (today, mut history) = days(130_000.0, &[130_000.0, 100_000.0]);
+        for p in &mut history[0] {
+            p.runs = 10;
+        }
+        let before: Vec<&TrendPoint> = today[..12].iter().collect();
+        let after: Vec<&TrendPoint> = today[12..].iter().collect();
+        let floor = Floor::default();
+        let c = confirmed(&before, &after, 0, &floor).unwrap();
+        assert!(beyond_the_daily_cycle(
+            &before, &after, 0, &c, &history, &floor
+        ));
     }
 }

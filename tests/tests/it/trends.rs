@@ -44,7 +44,10 @@ fn run(m: &Arc<ProbeMeta>, at: DateTime<Utc>, first_byte_us: u64, seed: &mut u64
     r
 }
 
-/// Eight hours of one run a minute ending at `end`; `first_byte(minute)` gives each run's first byte.
+/// Eight hours of one run a minute ending at `end`; `first_byte(minute)` gives
+/// each run's first byte. The same eight hours the day before hold the first
+/// minute's level throughout: the earlier day a step is judged against (the
+/// daily cycle), without which the analysis reports no step.
 async fn write_hours(
     store: &Store,
     m: &Arc<ProbeMeta>,
@@ -52,10 +55,21 @@ async fn write_hours(
     first_byte: impl Fn(i64) -> u64,
 ) {
     let start = end - TimeDelta::hours(8);
+    let yesterday = start - TimeDelta::days(1);
     let mut seed = 7;
-    let runs: Vec<_> = (0..8 * 60)
-        .map(|i| run(m, start + TimeDelta::minutes(i), first_byte(i), &mut seed))
+    let mut runs: Vec<_> = (0..8 * 60)
+        .map(|i| {
+            run(
+                m,
+                yesterday + TimeDelta::minutes(i),
+                first_byte(0),
+                &mut seed,
+            )
+        })
         .collect();
+    runs.extend(
+        (0..8 * 60).map(|i| run(m, start + TimeDelta::minutes(i), first_byte(i), &mut seed)),
+    );
     for batch in runs.chunks(200) {
         store.write_runs(batch).await.unwrap();
     }
