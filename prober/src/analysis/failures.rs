@@ -9,6 +9,11 @@ use crate::trend::pvalue::normal_two_sided;
 /// The smallest change of the failure ratio reported: one run in a hundred.
 pub const MIN_FAILURE_CHANGE: f64 = 0.01;
 
+/// Points of the side that moved left out before the change is tested again:
+/// a burst of failures (an outage of a few minutes, the `failing` rule's
+/// business) fills at most two points of 5 minutes, and is not a step.
+pub const BURST_POINTS: usize = 2;
+
 /// A proportion test on each side's runs and failures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Proportions {
@@ -69,7 +74,20 @@ pub fn failure_steps(
         let Some(t) = two_proportions(sum(before), sum(after)) else {
             continue;
         };
-        if t.p_value >= max_pvalue || (t.after - t.before).abs() < MIN_FAILURE_CHANGE {
+        let holds = |t: &Proportions| {
+            t.p_value < max_pvalue && (t.after - t.before).abs() >= MIN_FAILURE_CHANGE
+        };
+        if !holds(&t) {
+            continue;
+        }
+        // The same change without the side's worst points: a burst is not a step.
+        let without_burst = if t.after > t.before {
+            two_proportions(sum(before), without_worst(after, BURST_POINTS))
+        } else {
+            two_proportions(without_worst(before, BURST_POINTS), sum(after))
+        };
+        if !without_burst.is_some_and(|w| holds(&w) && (w.after > w.before) == (t.after > t.before))
+        {
             continue;
         }
         let at = after[0].time;
@@ -99,9 +117,36 @@ pub fn failure_steps(
     out
 }
 
+/// Failures and runs of `points` without the `k` with the highest failure ratio.
+fn without_worst(points: &[TrendPoint], k: usize) -> (i64, i64) {
+    let mut sides: Vec<(i64, i64)> = points.iter().map(|p| (p.failures, p.runs)).collect();
+    // Highest ratio first: f1 / n1 > f2 / n2 without dividing.
+    sides.sort_by(|a, b| (b.0 * a.1.max(1)).cmp(&(a.0 * b.1.max(1))));
+    sides
+        .iter()
+        .skip(k)
+        .fold((0, 0), |(f, n), &(pf, pn)| (f + pf, n + pn))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::hist::SparseHist;
+
+    #[test]
+    fn the_worst_points_are_the_highest_ratios() {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let p = |failures, runs| TrendPoint {
+            time: at,
+            runs,
+            failures,
+            phases: vec![SparseHist::default()],
+        };
+        let points = [p(0, 5), p(4, 5), p(1, 10), p(3, 4), p(0, 5)];
+        assert_eq!(without_worst(&points, 2), (1, 20));
+        assert_eq!(without_worst(&points, 0), (8, 29));
+        assert_eq!(without_worst(&points, 9), (0, 0));
+    }
 
     #[test]
     fn two_proportions_match_a_hand_computed_z() {
