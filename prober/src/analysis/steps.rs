@@ -146,7 +146,7 @@ fn beyond_the_daily_cycle(
 ) -> bool {
     let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), phase));
-    let today_after = bins(after);
+    let (today_before, today_after) = (bins(before), bins(after));
     let mut compared = false;
     for (k, day) in history.iter().enumerate() {
         let back = chrono::TimeDelta::days(k as i64 + 1);
@@ -172,7 +172,7 @@ fn beyond_the_daily_cycle(
         }
         // Already as far from that day before the change point: the change
         // is older than this point (a later split of a day that stepped).
-        if same_way(compare::confirm(&bins(&b), &bins(before), floor)) {
+        if same_way(compare::confirm(&bins(&b), &today_before, floor)) {
             return false;
         }
         compared = true;
