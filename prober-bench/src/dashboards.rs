@@ -128,6 +128,8 @@ pub fn probe_percentiles_sql(
         )
     });
     Ok(sql
+        .replace("$__timeFrom()", &format!("'{}'", from.to_rfc3339()))
+        .replace("$__timeTo()", &format!("'{}'", to.to_rfc3339()))
         .replace("$__interval_ms", &(interval * 1000).to_string())
         .replace("$probe", probe)
         .replace("name in ($location)", "true"))

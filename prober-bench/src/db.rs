@@ -80,7 +80,7 @@ pub async fn query_window(
                 max(lateness_us),
                 percentile_disc(0.5) within group (order by total_us),
                 percentile_disc(0.99) within group (order by total_us)
-         from runs where scheduled_at >= $1 and scheduled_at < $2",
+         from prober_run_rows($1, $2) where scheduled_at < $2",
     )
     .bind(from)
     .bind(to)
@@ -97,9 +97,9 @@ pub async fn query_window(
         all_rows: 0,
     };
     let rows = sqlx::query(
-        "select coalesce(e.name, 'unknown'), count(*) from runs r
+        "select coalesce(e.name, 'unknown'), count(*) from prober_run_rows($1, $2) r
          left join error_classes e on e.id = r.error_class
-         where not r.success and r.scheduled_at >= $1 and r.scheduled_at < $2
+         where not r.success and r.scheduled_at < $2
          group by 1 order by 2 desc",
     )
     .bind(from)
@@ -112,7 +112,7 @@ pub async fn query_window(
             .classes
             .push((r.try_get(0).unwrap_or_default(), r.try_get(1).unwrap_or(0)));
     }
-    stored.all_rows = sqlx::query_scalar("select count(*) from runs")
+    stored.all_rows = sqlx::query_scalar("select count(*) from prober_run_rows('-infinity', 'infinity')")
         .fetch_one(&mut conn)
         .await
         .map_err(|e| format!("counting runs failed: {e}"))?;

@@ -70,7 +70,7 @@ pub struct Seeded {
     pub wall_s: f64,
     /// Time inside `write_runs`.
     pub write_s: f64,
-    /// Time inside `rollup`.
+    /// Time inside `rollup` and the vacuum after it.
     pub rollup_s: f64,
     /// Time inside `ensure_partitions_around` and `start_rollups`.
     pub maintenance_s: f64,
@@ -229,7 +229,15 @@ impl Writer<'_> {
         batch.clear();
         if floor_minute(clock) > self.rolled {
             let t = Instant::now();
-            self.store.rollup(clock).await.map_err(|e| e.to_string())?;
+            // As the daemon's writer task does: the rollup, then a vacuum
+            // of what it churned (`writer::roll_up`).
+            let rolled = self.store.rollup(clock).await.map_err(|e| e.to_string())?;
+            if let Some(r) = rolled {
+                self.store
+                    .vacuum_rolled(r.hours)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             s.rollup_s += t.elapsed().as_secs_f64();
             s.rollups += 1;
             self.rolled = floor_minute(clock);

@@ -87,9 +87,8 @@ pub(super) const FINDING_CONTEXT_JOINS: &str = "
         from (
             select r.scheduled_at, r.build_id,
                    lag(r.build_id) over (order by r.scheduled_at) as previous
-            from runs r
+            from prober_run_rows(t.change_at - interval '1 hour', t.change_at + interval '1 hour') r
             where r.probe_id = t.probe_id and r.location_id = t.location_id
-              and r.scheduled_at between t.change_at - interval '1 hour' and t.change_at + interval '1 hour'
         ) b
         where b.build_id <> b.previous
         order by abs(extract(epoch from b.scheduled_at - t.change_at)) limit 1

@@ -74,7 +74,7 @@ impl Store {
         resolution: Resolution,
         from: DateTime<Utc>,
     ) -> Result<HashMap<String, WindowStats>, StoreError> {
-        let (rows, col) = resolution.table();
+        let (rows, col) = resolution.rows("$1", "'infinity'");
         // One range scan of the rows' primary key per probe (probe_id,
         // location_id, time) instead of a scan of the window across probes.
         let source = format!("{rows} h where h.probe_id = p.id and h.{col} >= $1");
@@ -147,7 +147,8 @@ impl Store {
             .map_err(|e| err("probe lookup failed", e))
     }
 
-    /// Runs of `probe` in `[from, to)`, newest first, strictly before `before` (a cursor).
+    /// Runs of `probe` in `[from, to)`, newest first, strictly before `before`
+    /// (a cursor): stored rows and packed hours alike (`prober_run_rows`).
     pub async fn runs(
         &self,
         probe: &str,
@@ -165,12 +166,12 @@ impl Store {
                     e.name, r.error_message, r.status_code,
                     r.total_us, r.dns_us, r.connect_us, r.tls_us, r.first_byte_us, r.transfer_us,
                     r.response_bytes, r.detail, r.trigger
-             from runs r
-             join probes p on p.id = r.probe_id
+             from prober_run_rows($2, $3) r
              join probe_versions v on v.id = r.version_id
              join locations l on l.id = r.location_id
              left join error_classes e on e.id = r.error_class
-             where p.name = $1 and r.scheduled_at >= $2 and r.scheduled_at < $3
+             where r.probe_id = (select id from probes where name = $1)
+               and r.scheduled_at >= $2 and r.scheduled_at < $3
                and ($4::timestamptz is null or (r.scheduled_at, r.run_id) < ($4, $5))
              order by r.scheduled_at desc, r.run_id desc
              limit $6",
@@ -223,7 +224,7 @@ impl Store {
         to: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<LatencyPoint>, StoreError> {
-        let (rows, col) = Resolution::for_step(step).table();
+        let (rows, col) = Resolution::for_step(step).rows("$3", "$4");
         let step_secs = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
         // The phase's bins of each step merged in SQL, the counts and
         // percentiles taken in Rust (the same rule as `prober_quantile`).
@@ -278,9 +279,9 @@ impl Store {
         to: DateTime<Utc>,
         q: f64,
     ) -> Result<Option<i64>, StoreError> {
-        let (rows, col) = resolution.table();
+        let (rows, col) = resolution.rows("$3", "$4");
         // The probe's id as a value, not a join: the live views' minute branch
-        // takes only restrictions, not join conditions (see `Resolution::table`).
+        // takes only restrictions, not join conditions (see `Resolution::rows`).
         let sql = format!(
             "select prober_quantile($5, prober_merge(prober_phase(h.bins, $2)), $2)
              from {rows} h
@@ -310,16 +311,19 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    /// The live view of histogram rows to read and its time column
-    /// (migration 0011). Postgres pushes a reader's conditions into the
-    /// views' branches that depend on the mark only as restrictions
-    /// (`probe_id = <value>`, or a lateral reference), never from a join, so
-    /// readers filter that way.
-    pub(super) fn table(self) -> (&'static str, &'static str) {
+    /// The rows of this resolution between the SQL expressions `from` and
+    /// `to` (both included; readers add their own bounds), and their time
+    /// column: `prober_minutes(from, to)` (migration 0015: stored, pending
+    /// and packed minute rows, opening only the blocks of the hours in
+    /// range), or the live hour and day views (migration 0011). Postgres
+    /// pushes a reader's conditions into their branches only as
+    /// restrictions (`probe_id = <value>`, or a lateral reference), never
+    /// from a join, so readers filter that way.
+    pub(super) fn rows(self, from: &str, to: &str) -> (String, &'static str) {
         match self {
-            Resolution::Minute => ("hist_minute_live", "minute"),
-            Resolution::Hour => ("hist_hour_live", "hour"),
-            Resolution::Day => ("hist_day_live", "day"),
+            Resolution::Minute => (format!("prober_minutes({from}, {to})"), "minute"),
+            Resolution::Hour => ("hist_hour_live".into(), "hour"),
+            Resolution::Day => ("hist_day_live".into(), "day"),
         }
     }
 }

@@ -13,6 +13,10 @@
 //!    row, for the fleet reads; migration 0014) for the new H. Between two
 //!    moves, triggers keep those rows exact as minutes are folded.
 //!
+//! Then, in transactions of their own, [`Store::pack`] moves the runs and
+//! minute rows of the hours before H less [`PACK_AFTER`] into one block row
+//! per (probe, location, hour) each (migration 0015).
+//!
 //! After the transaction, [`Store::vacuum_rolled`] vacuums what it churned:
 //! `hist_pending` is a queue (every row deleted a minute after it is
 //! written), and day rows are rewritten every hour. Autovacuum would get to
@@ -37,6 +41,15 @@ pub const ROLLUP_EVERY: Duration = Duration::from_secs(60);
 /// belong to (up to their timeout); a run arriving later is still counted, by
 /// the next fold, at a little more cost.
 const CLOSE_AFTER: TimeDelta = TimeDelta::minutes(2);
+
+/// Hours before H less this are packed into blocks (`Store::pack`): the
+/// last closed hour stays rows, for the readers of the latest runs and for
+/// late and replayed runs to meet their rows.
+const PACK_AFTER: TimeDelta = TimeDelta::hours(1);
+
+/// How far back the first pack of a database looks: past the longest
+/// default retention (minutes, 31 days).
+const PACK_FIRST: TimeDelta = TimeDelta::days(32);
 
 /// The advisory lock folds take, so replicas never interleave (`"prober"` in ASCII).
 const FOLD_LOCK: i64 = 0x7072_6f62_6572;
@@ -216,6 +229,7 @@ impl Store {
                 .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
+        self.pack(to - PACK_AFTER).await?;
         Ok(Some(Rolled {
             upserted: u64::try_from(upserted).unwrap_or(0),
             through: to,
@@ -225,16 +239,57 @@ impl Store {
 }
 
 impl Store {
-    /// Vacuums the tables a rollup churned: `hist_pending` after every fold,
-    /// `hist_hour` and `hist_day` after an hour was rolled up (`hours`).
+    /// Packs the runs and minute rows before `through` into hour blocks
+    /// (`prober_pack`, migration 0015), from where the last pack stopped, a
+    /// day per transaction: the first pack of a database full of rows (an
+    /// upgrade) moves at most a day's rows at a time. Nothing to do when the
+    /// last pack reached `through`.
+    pub async fn pack(&self, through: DateTime<Utc>) -> Result<(), StoreError> {
+        let fail = |e: sqlx::Error| err("packing closed hours into blocks failed", e);
+        let packed: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("select packed_through from hist_mark")
+                .fetch_optional(self.pool())
+                .await
+                .map_err(fail)?;
+        let Some(packed) = packed else {
+            return Ok(());
+        };
+        let mut at = packed.unwrap_or(through - PACK_FIRST);
+        while at < through {
+            at = (at + TimeDelta::days(1)).min(through);
+            let mut tx = self.pool().begin().await.map_err(fail)?;
+            sqlx::query("set local statement_timeout = '10min'")
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("select pg_advisory_xact_lock($1)")
+                .bind(FOLD_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("select prober_pack($1)")
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tx.commit().await.map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Vacuums the tables a rollup churned: `hist_pending` and `hist_recent`
+    /// (its rows are rewritten as minutes are added) after every fold,
+    /// `hist_hour` and `hist_day` after an hour was rolled up (`hours`),
+    /// and then `runs` and `hist_minute` too, which the pack emptied of an
+    /// hour (their old partitions are truncated to nothing).
     /// `skip_locked`: a replica's vacuum in progress is enough. Without the
     /// table's ownership Postgres skips it with a warning, and the rows wait
     /// for autovacuum: nothing is wrong, only slower.
     pub async fn vacuum_rolled(&self, hours: bool) -> Result<(), StoreError> {
         let tables = if hours {
-            "hist_pending, hist_hour, hist_day"
+            "hist_pending, hist_recent, hist_hour, hist_day, runs, hist_minute"
         } else {
-            "hist_pending"
+            "hist_pending, hist_recent"
         };
         sqlx::raw_sql(&format!("vacuum (skip_locked) {tables}"))
             .execute(self.pool())

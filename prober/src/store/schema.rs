@@ -93,7 +93,8 @@ impl Store {
         Ok(())
     }
 
-    /// Drops raw runs and minute data past their retention, and old hour rows.
+    /// Drops raw runs and minute data past their retention (partitions and
+    /// packed blocks), and old hour rows.
     pub async fn apply_retention(
         &self,
         now: DateTime<Utc>,
@@ -115,6 +116,15 @@ impl Store {
                 .await
                 .map_err(|e| err(&format!("retention of {table} failed"), e))?;
             dropped += u64::try_from(n).unwrap_or(0);
+        }
+        // Packed hours go with the day partitions they came from.
+        for (table, keep) in [("run_blocks", r.runs), ("hist_minute_block", r.minutes)] {
+            let from = day(keep).and_time(chrono::NaiveTime::MIN).and_utc();
+            sqlx::query(&format!("delete from {table} where hour < $1"))
+                .bind(from)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| err(&format!("retention of {table} failed"), e))?;
         }
         let cutoff = now - chrono::TimeDelta::from_std(r.hours).unwrap_or_default();
         for table in ["hist_hour", "hour_bins", "hour_counters"] {

@@ -174,10 +174,10 @@ impl Store {
         to: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<TrendPoint>, StoreError> {
-        let (rows, col) = Resolution::for_step(step).table();
+        let (rows, col) = Resolution::for_step(step).rows("$3", "$4");
         let step_secs = step.as_secs().max(60) as f64;
         // The probe and location as values, not joins: the live views take
-        // them only as restrictions (see `Resolution::table`).
+        // them only as restrictions (see `Resolution::rows`).
         let sql = format!(
             "select date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
                     prober_merge(h.bins) bins,

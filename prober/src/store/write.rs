@@ -206,7 +206,14 @@ ins as (
            lateness_us, total_us, dns_us, connect_us, tls_us, first_byte_us,
            transfer_us, response_bytes, status_code, error_class, success, error_message,
            detail, trigger
-    from input
+    from input t
+    -- A run already packed into its hour's block (a batch replayed an hour
+    -- late) is known too; the check costs nothing for newer runs.
+    where t.scheduled_at >= coalesce((select packed_through from hist_mark), '-infinity')
+       or not exists (select 1 from run_blocks b
+                      where b.probe_id = t.probe_id and b.location_id = $5::int2
+                        and b.hour = date_trunc('hour', t.scheduled_at, 'UTC')
+                        and t.run_id = any(b.run_id))
     on conflict do nothing
     returning run_id, scheduled_at, probe_id, success, trigger
 ),

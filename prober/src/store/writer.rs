@@ -323,7 +323,7 @@ async fn roll_up(store: &Store, health: &StoreHealth) {
         Ok(None) => {}
         Err(e) => {
             health.rollup_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "the fold of closed minutes failed; they stay readable and the next fold retries");
+            tracing::warn!(error = %e, "the fold of closed minutes or the pack of closed hours failed; the rows stay readable and the next rollup retries");
         }
     }
 }

@@ -8,6 +8,7 @@ mod alert_rules;
 mod alerts;
 mod api;
 mod auth;
+mod blocks;
 mod check;
 mod daemon;
 mod dashboards;

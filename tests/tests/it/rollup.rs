@@ -81,6 +81,16 @@ async fn assert_exact(store: &Store, pool: &PgPool, hist: &Histogram<u64>, failu
 /// Phase-total samples and failures stored in a `hist_*` table, checked
 /// against the bins' counts.
 async fn stored(pool: &PgPool, table: &str) -> (i64, i64) {
+    // The minute rows: those in the table and those packed into hour blocks
+    // (migration 0015), pending ones aside.
+    let table = match table {
+        "hist_minute" => "(select probe_id, location_id, minute, bins, stats, sums from hist_minute
+                          union all
+                          select b.probe_id, b.location_id, k.minute, k.bins, k.stats, k.sums
+                          from hist_minute_block b,
+                               prober_block_minutes(b.hour, b.bins, b.stats, b.sums) k) m",
+        other => other,
+    };
     let (runs, failures, n): (i64, i64, i64) = sqlx::query_as(&format!(
         "select coalesce(sum(prober_runs(stats, 0)), 0)::bigint,
                 coalesce(sum(prober_failures(stats, 0)), 0)::bigint,
@@ -189,12 +199,27 @@ async fn closed_minutes_fold_once_hours_roll_up_once_and_reads_stay_exact() {
     assert_eq!(stored(&pool, "hist_pending").await.0, 1);
     assert_exact(&store, &pool, &hist, failures).await;
 
-    // Everything closed: the stored rows hold every sample exactly once.
+    // Everything closed: the stored rows hold every sample exactly once,
+    // the hour 09:00 packed into blocks (before H less an hour), with every
+    // run as the API showed it before.
+    let day = (start - TimeDelta::hours(9), start + TimeDelta::hours(15));
+    let before = store.runs("api", day.0, day.1, None, 1_000).await.unwrap();
     store
         .rollup(start + TimeDelta::hours(3))
         .await
         .unwrap()
         .unwrap();
+    let after = store.runs("api", day.0, day.1, None, 1_000).await.unwrap();
+    assert_eq!(after.len(), hist.len() as usize);
+    assert_eq!(format!("{after:?}"), format!("{before:?}"), "packing changes no run");
+    let packed: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from runs), (select count(*) from hist_minute),
+                (select coalesce(sum(cardinality(run_id)), 0)::bigint from run_blocks)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(packed, (1, 1, hist.len() as i64 - 1), "only 10:10 is left as rows");
     for table in ["hist_minute", "hist_hour", "hist_day"] {
         assert_eq!(
             stored(&pool, table).await,

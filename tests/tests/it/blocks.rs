@@ -1,0 +1,188 @@
+//! Blocks (migration 0015): the rollup packs closed hours of runs and minute
+//! rows into one row per (probe, location, hour); a batch replayed after its
+//! hour was packed is still counted once, a late run joins its hour's block,
+//! every read stays exact, and retention drops packed hours with their days.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use hdrhistogram::Histogram;
+use prober::store::{Resolution, Store};
+use sqlx::PgPool;
+
+use crate::db::TestDb;
+use crate::store::{lcg, meta, record};
+
+async fn store(db: &TestDb) -> Store {
+    let store = Store::new(&db.url, "blocks-location").unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// (runs stored as rows, runs packed, samples of phase `total` at minute
+/// resolution, the same at hour resolution).
+async fn counts(pool: &PgPool) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "select (select count(*) from runs),
+                (select coalesce(sum(cardinality(run_id)), 0)::bigint from run_blocks),
+                (select coalesce(sum(prober_runs(stats, 0)), 0)::bigint
+                 from prober_minutes('-infinity', 'infinity')),
+                (select coalesce(sum(prober_runs(stats, 0)), 0)::bigint from hist_hour_live)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_replayed_after_its_hour_was_packed_counts_once() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let m = meta("api");
+    let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    store.start_rollups(start).await.unwrap();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    let mut seed = 3;
+    // Every sample's time and total, for the half-hour check below.
+    let mut samples = Vec::new();
+    let mut sample = |at: DateTime<Utc>, hist: &mut Histogram<u64>| {
+        let us = 2_000 + lcg(&mut seed) % 90_000;
+        hist.record(us).unwrap();
+        samples.push((at, us));
+        record(&m, at, us, true)
+    };
+    // One run a minute for two hours: every (minute, phase) cell holds one
+    // sample, whose bin a block leaves out and puts back when read.
+    let batch: Vec<_> = (0..120)
+        .map(|i| sample(start + TimeDelta::seconds(60 * i), &mut hist))
+        .collect();
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 120);
+
+    // 12:05: H is 12:00, so 09:00 and 10:00 are packed.
+    store
+        .rollup(start + TimeDelta::minutes(185))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&pool).await, (0, 120, 120, 120));
+    let blocks: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from run_blocks), (select count(*) from hist_minute_block)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(blocks, (2, 2), "one block per hour, of runs and of minutes");
+    let explicit: i64 =
+        sqlx::query_scalar("select sum(cardinality(bins))::bigint from hist_minute_block")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(explicit, 0, "one-sample cells store no bins");
+
+    // The batch again (a writer that never saw its acknowledgement): no run
+    // is new, nothing is counted twice, once folded and packed either.
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 0);
+    store
+        .rollup(start + TimeDelta::minutes(186))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&pool).await, (0, 120, 120, 120));
+
+    // A late run of the packed hour is new: stored as a row, folded into
+    // every resolution, then packed into its hour's block by the pack of
+    // the next hour (its minute's cells now hold two samples each).
+    let late = sample(start + TimeDelta::seconds(30 * 60 + 7), &mut hist);
+    assert_eq!(store.write_runs(&[late]).await.unwrap(), 1);
+    store
+        .rollup(start + TimeDelta::minutes(187))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&pool).await, (1, 120, 121, 121));
+    store
+        .rollup(start + TimeDelta::minutes(245))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&pool).await, (0, 121, 121, 121));
+
+    let binned: i64 = sqlx::query_scalar(
+        "select sum(e & 4294967295)::bigint
+         from prober_minutes('-infinity', 'infinity') m, unnest(m.bins) e where e >> 48 = 0",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(binned, 121, "every sample has its bin again when read");
+    let day = (start - TimeDelta::hours(9), start + TimeDelta::hours(15));
+    for res in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
+        for q in [0.5, 0.99] {
+            let got = store.quantile("api", 0, res, day.0, day.1, q).await.unwrap();
+            assert_eq!(got, Some(hist.value_at_quantile(q) as i64), "p{q} at {res:?}");
+        }
+    }
+    // Half an hour inside a packed hour: only the blocks' minutes in range.
+    let half = store
+        .quantile(
+            "api",
+            0,
+            Resolution::Minute,
+            start + TimeDelta::minutes(30),
+            start + TimeDelta::minutes(60),
+            1.0,
+        )
+        .await
+        .unwrap();
+    let mut second_half = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+    for (at, us) in &samples {
+        if *at >= start + TimeDelta::minutes(30) && *at < start + TimeDelta::minutes(60) {
+            second_half.record(*us).unwrap();
+        }
+    }
+    assert_eq!(second_half.len(), 31);
+    assert_eq!(half, Some(second_half.max() as i64));
+    let runs = store.runs("api", day.0, day.1, None, 1_000).await.unwrap();
+    assert_eq!(runs.len(), 121);
+    assert!(runs
+        .windows(2)
+        .all(|w| (w[0].scheduled_at, w[0].run_id) > (w[1].scheduled_at, w[1].run_id)));
+}
+
+#[tokio::test]
+async fn retention_drops_packed_hours_with_their_days() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let m = meta("old");
+    let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+    let old = record(&m, now - TimeDelta::days(20), 1_000, true);
+    let recent = record(&m, now - TimeDelta::hours(3), 1_000, true);
+    store.write_runs(&[old, recent]).await.unwrap();
+    store.start_rollups(now - TimeDelta::days(21)).await.unwrap();
+    store.rollup(now).await.unwrap().unwrap();
+    let packed: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from run_blocks), (select count(*) from hist_minute_block)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(packed, (2, 2));
+
+    let retention = prober::config::settings::Retention {
+        runs: std::time::Duration::from_secs(14 * 86_400),
+        minutes: std::time::Duration::from_secs(31 * 86_400),
+        hours: std::time::Duration::from_secs(400 * 86_400),
+    };
+    store.apply_retention(now, &retention).await.unwrap();
+    let left: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from run_blocks), (select count(*) from hist_minute_block)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        (1, 2),
+        "the 20-day-old hour of runs is gone, its minutes are kept 31 days"
+    );
+}
