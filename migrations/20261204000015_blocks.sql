@@ -80,11 +80,12 @@ create table hist_minute_block (
 -- and a run costs its counters and its sum only.
 
 -- The key of the bin holding `v` (`prober_bin_key`, with the bucket found
--- by a binary search in C instead of a bit string: 40 times faster).
+-- by a binary search in C instead of a bit string, and no FROM, so the
+-- planner inlines it: ~50 times faster per element).
 create function prober_key_of(v bigint) returns bigint
 language sql immutable parallel safe as $$
-    select (b << 8) | (v >> b::integer)
-    from (select width_bucket(v, '{256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296}'::int8[])::int8 as b) s
+    select (width_bucket(v, '{256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296}'::int8[])::int8 << 8)
+           | (v >> width_bucket(v, '{256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296}'::int8[]))
 $$;
 
 -- The element each one-sample cell of `stats` implies (HdrHistogram's bin of

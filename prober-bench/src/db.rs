@@ -112,10 +112,11 @@ pub async fn query_window(
             .classes
             .push((r.try_get(0).unwrap_or_default(), r.try_get(1).unwrap_or(0)));
     }
-    stored.all_rows = sqlx::query_scalar("select count(*) from prober_run_rows('-infinity', 'infinity')")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| format!("counting runs failed: {e}"))?;
+    stored.all_rows =
+        sqlx::query_scalar("select count(*) from prober_run_rows('-infinity', 'infinity')")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| format!("counting runs failed: {e}"))?;
     let _ = conn.close().await;
     Ok(stored)
 }

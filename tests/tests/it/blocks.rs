@@ -117,8 +117,15 @@ async fn a_batch_replayed_after_its_hour_was_packed_counts_once() {
     let day = (start - TimeDelta::hours(9), start + TimeDelta::hours(15));
     for res in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
         for q in [0.5, 0.99] {
-            let got = store.quantile("api", 0, res, day.0, day.1, q).await.unwrap();
-            assert_eq!(got, Some(hist.value_at_quantile(q) as i64), "p{q} at {res:?}");
+            let got = store
+                .quantile("api", 0, res, day.0, day.1, q)
+                .await
+                .unwrap();
+            assert_eq!(
+                got,
+                Some(hist.value_at_quantile(q) as i64),
+                "p{q} at {res:?}"
+            );
         }
     }
     // Half an hour inside a packed hour: only the blocks' minutes in range.
@@ -158,7 +165,10 @@ async fn retention_drops_packed_hours_with_their_days() {
     let old = record(&m, now - TimeDelta::days(20), 1_000, true);
     let recent = record(&m, now - TimeDelta::hours(3), 1_000, true);
     store.write_runs(&[old, recent]).await.unwrap();
-    store.start_rollups(now - TimeDelta::days(21)).await.unwrap();
+    store
+        .start_rollups(now - TimeDelta::days(21))
+        .await
+        .unwrap();
     store.rollup(now).await.unwrap().unwrap();
     let packed: (i64, i64) = sqlx::query_as(
         "select (select count(*) from run_blocks), (select count(*) from hist_minute_block)",

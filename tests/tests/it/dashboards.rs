@@ -929,9 +929,10 @@ async fn seeded() -> Ctx {
     at_eu.push((s, r));
 
     // Every state of the fold and rollup at once (migration 0011): runs before
-    // h0+1h are folded into all three resolutions as late runs, those of
-    // [h0+1h, h0+2h) are folded into minute rows and rolled up into hours and
-    // days, and later ones stay pending, read through the live views.
+    // h0+1h are folded into all three resolutions as late runs and packed
+    // into hour blocks (migration 0015), those of [h0+1h, h0+2h) are folded
+    // into minute rows and rolled up into hours and days, and later ones stay
+    // pending, read through the live views.
     eu.start_rollups(h0 + TimeDelta::hours(1)).await.unwrap();
     let mut samples = Vec::new();
     for (store, batch) in [(&eu, at_eu), (&us, at_us)] {
@@ -950,8 +951,19 @@ async fn seeded() -> Ctx {
         .unwrap();
     assert_eq!(rolled.map(|r| r.through), Some(h0 + TimeDelta::hours(2)));
 
-    // Alert state as the alert engine keeps it: checkout firing at eu, search resolved at us.
     let pool = db.pool().await;
+    let packed: (i64, i64) = sqlx::query_as(
+        "select (select count(*) from run_blocks), (select count(*) from hist_minute_block)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        packed.0 > 0 && packed.1 > 0,
+        "the panels read packed hours too: {packed:?}"
+    );
+
+    // Alert state as the alert engine keeps it: checkout firing at eu, search resolved at us.
     let at = |m: i64| h0 + TimeDelta::minutes(m);
     sqlx::query(
         "insert into alerts (alert_key, probe, rule, location, severity, state, since, fired_at, resolved_at,

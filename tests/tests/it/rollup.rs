@@ -84,11 +84,13 @@ async fn stored(pool: &PgPool, table: &str) -> (i64, i64) {
     // The minute rows: those in the table and those packed into hour blocks
     // (migration 0015), pending ones aside.
     let table = match table {
-        "hist_minute" => "(select probe_id, location_id, minute, bins, stats, sums from hist_minute
+        "hist_minute" => {
+            "(select probe_id, location_id, minute, bins, stats, sums from hist_minute
                           union all
                           select b.probe_id, b.location_id, k.minute, k.bins, k.stats, k.sums
                           from hist_minute_block b,
-                               prober_block_minutes(b.hour, b.bins, b.stats, b.sums) k) m",
+                               prober_block_minutes(b.hour, b.bins, b.stats, b.sums) k) m"
+        }
         other => other,
     };
     let (runs, failures, n): (i64, i64, i64) = sqlx::query_as(&format!(
@@ -211,7 +213,11 @@ async fn closed_minutes_fold_once_hours_roll_up_once_and_reads_stay_exact() {
         .unwrap();
     let after = store.runs("api", day.0, day.1, None, 1_000).await.unwrap();
     assert_eq!(after.len(), hist.len() as usize);
-    assert_eq!(format!("{after:?}"), format!("{before:?}"), "packing changes no run");
+    assert_eq!(
+        format!("{after:?}"),
+        format!("{before:?}"),
+        "packing changes no run"
+    );
     let packed: (i64, i64, i64) = sqlx::query_as(
         "select (select count(*) from runs), (select count(*) from hist_minute),
                 (select coalesce(sum(cardinality(run_id)), 0)::bigint from run_blocks)",
@@ -219,7 +225,11 @@ async fn closed_minutes_fold_once_hours_roll_up_once_and_reads_stay_exact() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(packed, (1, 1, hist.len() as i64 - 1), "only 10:10 is left as rows");
+    assert_eq!(
+        packed,
+        (1, 1, hist.len() as i64 - 1),
+        "only 10:10 is left as rows"
+    );
     for table in ["hist_minute", "hist_hour", "hist_day"] {
         assert_eq!(
             stored(&pool, table).await,

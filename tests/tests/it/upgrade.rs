@@ -318,16 +318,38 @@ async fn scalar(pool: &PgPool, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Every stored run: the `runs` rows and, from migration 0015 on, the
+/// packed hours too (`prober_run_rows`; a rollup hours later packs them).
+async fn all_runs(pool: &PgPool) -> &'static str {
+    let packs: bool = sqlx::query_scalar(
+        "select to_regprocedure('prober_run_rows(timestamptz, timestamptz)') is not null",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    if packs {
+        "prober_run_rows('-infinity', 'infinity')"
+    } else {
+        "runs"
+    }
+}
+
 async fn scheduled_runs(pool: &PgPool) -> i64 {
-    scalar(pool, "select count(*) from runs where trigger = 0").await
+    let runs = all_runs(pool).await;
+    scalar(
+        pool,
+        &format!("select count(*) from {runs} r where trigger = 0"),
+    )
+    .await
 }
 
 /// Scheduled runs per probe name.
 async fn runs_per_probe(pool: &PgPool) -> BTreeMap<String, i64> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select p.name, count(*) from runs r join probes p on p.id = r.probe_id
-         where r.trigger = 0 group by 1",
-    )
+    let runs = all_runs(pool).await;
+    let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "select p.name, count(*) from {runs} r join probes p on p.id = r.probe_id
+         where r.trigger = 0 group by 1"
+    ))
     .fetch_all(pool)
     .await
     .unwrap();
@@ -341,7 +363,10 @@ async fn exactly_once(pool: &PgPool, step: &str) -> Vec<String> {
     let runs = scheduled_runs(pool).await;
     let without_total = scalar(
         pool,
-        "select count(*) from runs where trigger = 0 and total_us is null",
+        &format!(
+            "select count(*) from {} r where trigger = 0 and total_us is null",
+            all_runs(pool).await
+        ),
     )
     .await;
     let mut problems = Vec::new();
