@@ -8,19 +8,38 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::probes::{label_filters, label_schema};
 use super::AppState;
 use crate::store::trends::{Finding, FindingFilter};
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// The query of the trend lists, for the document: the handlers read
+/// `since`, `state` and `limit` as [`TrendArgs`] and `label` from the
+/// query's pairs, so that it may repeat.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct TrendQuery {
     /// Findings detected or updated in this window: a duration (`7d`, `12h`)
     /// or an RFC 3339 time. All when absent.
     pub since: Option<String>,
     /// Only findings in this state.
     pub state: Option<TrendState>,
+    /// Keep findings whose probe has this label (its newest definition's), as
+    /// `key=value`; several separated by commas or by repeating `label`; every
+    /// one must hold.
+    #[param(style = Form, explode, schema_with = label_schema)]
+    pub label: Option<Vec<String>>,
     /// Findings to return, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+}
+
+/// [`TrendQuery`] less `label`, as the handlers parse it.
+#[derive(Debug, Deserialize)]
+pub struct TrendArgs {
+    since: Option<String>,
+    state: Option<TrendState>,
+    limit: Option<i64>,
 }
 
 /// A finding's state.
@@ -54,9 +73,10 @@ pub struct TrendList {
     responses((status = 200, body = TrendList), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(core): State<AppState>,
-    Query(q): Query<TrendQuery>,
+    Query(q): Query<TrendArgs>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<TrendList>, ApiError> {
-    let filter = filter(None, &q)?;
+    let filter = filter(None, &q, &pairs)?;
     Ok(Json(TrendList {
         trends: core.store.findings(&filter).await?,
     }))
@@ -69,14 +89,15 @@ pub async fn list(
 pub async fn for_probe(
     State(core): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<TrendQuery>,
+    Query(q): Query<TrendArgs>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<TrendList>, ApiError> {
     if !core.store.probe_exists(&name).await? {
         return Err(ApiError::not_found(format!(
             "no probe named {name:?} has been stored; GET /api/v1/probes lists them"
         )));
     }
-    let filter = filter(Some(name), &q)?;
+    let filter = filter(Some(name), &q, &pairs)?;
     Ok(Json(TrendList {
         trends: core.store.findings(&filter).await?,
     }))
@@ -125,7 +146,11 @@ pub async fn ack(
     }
 }
 
-fn filter(probe: Option<String>, q: &TrendQuery) -> Result<FindingFilter, ApiError> {
+fn filter(
+    probe: Option<String>,
+    q: &TrendArgs,
+    pairs: &[(String, String)],
+) -> Result<FindingFilter, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -136,6 +161,7 @@ fn filter(probe: Option<String>, q: &TrendQuery) -> Result<FindingFilter, ApiErr
         probe,
         since: q.since.as_deref().map(since).transpose()?,
         state: q.state.map(|s| s.as_str().to_string()),
+        labels: label_filters(pairs)?,
         limit,
     })
 }

@@ -32,6 +32,7 @@ pub async fn stored(
             since: Some(since),
             state: None,
             limit: 1000,
+            ..FindingFilter::default()
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -109,6 +109,8 @@ pub struct FindingFilter {
     pub probe: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub state: Option<String>,
+    /// Every one must be among the labels of the probe's newest definition.
+    pub labels: Vec<(String, String)>,
     /// At most this many, newest first.
     pub limit: i64,
 }
@@ -287,10 +289,21 @@ impl Store {
 
     /// Stored findings, newest first.
     pub async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
+        // One object per filter, every one contained: `a=b&a=c` matches nothing.
+        let wanted: Vec<sqlx::types::Json<std::collections::BTreeMap<&str, &str>>> = filter
+            .labels
+            .iter()
+            .map(|(k, v)| sqlx::types::Json([(k.as_str(), v.as_str())].into()))
+            .collect();
         let sql = finding_select(
             "where ($1::text is null or p.name = $1)
                and ($2::timestamptz is null or t.detected_at >= $2 or t.updated_at >= $2)
                and ($3::text is null or t.state = $3)
+               and not exists (
+                   select 1 from unnest($5::jsonb[]) w
+                   where not coalesce((select v.definition -> 'labels' from probe_versions v
+                                       where v.probe_id = t.probe_id order by v.id desc limit 1),
+                                      '{}'::jsonb) @> w)
              order by t.detected_at desc, t.id desc
              limit $4",
         );
@@ -299,6 +312,7 @@ impl Store {
             .bind(filter.since)
             .bind(&filter.state)
             .bind(filter.limit.max(1))
+            .bind(&wanted)
             .fetch_all(self.pool())
             .await
             .map_err(|e| err("reading trend findings failed", e))?;

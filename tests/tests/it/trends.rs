@@ -322,6 +322,38 @@ async fn the_api_lists_and_acknowledges_findings() {
     );
     let (code, _) = http_get(d.addr, "/api/v1/probes/nobody/trends").await;
     assert_eq!(code, 404);
+
+    // By label: those of the probe's newest definition, every one must hold.
+    let count = |body: &str| json(body)["trends"].as_array().map(Vec::len);
+    let (code, body) = http_get(d.addr, "/api/v1/trends?label=team=payments").await;
+    assert_eq!((code, count(&body)), (200, Some(0)), "no labels yet");
+    sqlx::query(
+        "insert into probe_versions (probe_id, version, definition, source, first_seen_at)
+         select probe_id, 'v2hash', $1, 'probes/x.yaml:1', now() from probe_versions limit 1",
+    )
+    .bind(serde_json::json!({"name": "checkout", "labels": {"service": "checkout", "team": "payments"}}))
+    .execute(&db.pool().await)
+    .await
+    .unwrap();
+    for (query, found) in [
+        ("label=team=payments", 1),
+        ("label=team=payments&label=service=checkout", 1),
+        ("label=team=payments,service=checkout", 1),
+        ("label=team=search", 0),
+        ("label=team=payments&label=team=search", 0),
+    ] {
+        let (code, body) = http_get(d.addr, &format!("/api/v1/trends?{query}")).await;
+        assert_eq!((code, count(&body)), (200, Some(found)), "{query}: {body}");
+    }
+    let (code, body) = http_get(
+        d.addr,
+        "/api/v1/probes/checkout/trends?label=service=checkout",
+    )
+    .await;
+    assert_eq!((code, count(&body)), (200, Some(1)), "{body}");
+    let (code, body) = http_get(d.addr, "/api/v1/trends?label=team").await;
+    assert_eq!(code, 400);
+    assert!(body.contains("key=value"), "{body}");
     let (code, body) = http_get(d.addr, "/api/v1/trends?state=closed").await;
     assert_eq!(code, 400);
     assert!(
