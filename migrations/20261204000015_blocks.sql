@@ -81,7 +81,8 @@ create table hist_minute_block (
 
 -- The key of the bin holding `v` (`prober_bin_key`, with the bucket found
 -- by a binary search in C instead of a bit string, and no FROM, so the
--- planner inlines it: ~50 times faster per element).
+-- planner inlines it: a 60 s probe's day of blocks gets its bins back in
+-- 9 ms instead of 22).
 create function prober_key_of(v bigint) returns bigint
 language sql immutable parallel safe as $$
     select (width_bucket(v, '{256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152,4194304,8388608,16777216,33554432,67108864,134217728,268435456,536870912,1073741824,2147483648,4294967296}'::int8[])::int8 << 8)
@@ -132,8 +133,10 @@ $$;
 -- The minute rows of one block (the tag taken off); a minute with counters
 -- and no bins keeps an empty bins array. Each minute's elements are a slice
 -- of the sorted arrays, found by binary search: no sort and no grouping of
--- the block's elements (PL/pgSQL for that: 2.2 times faster than grouping in
--- SQL on the blocks of a 1 s probe, 1.3 times on those of a 60 s one).
+-- the block's elements (PL/pgSQL for that). With `prober_block_full`
+-- returning the bins as they are when nothing is implied, a day of a 1 s
+-- probe's blocks reads in 136 ms instead of 296 when grouped in SQL, a 60 s
+-- probe's in 25 ms instead of 32.
 create function prober_block_minutes(block_hour timestamptz, block_bins int8[],
                                      block_stats int8[], block_sums int8[])
 returns table (minute timestamptz, bins int8[], stats int8[], sums int8[])

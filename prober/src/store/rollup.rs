@@ -170,24 +170,15 @@ impl Store {
     /// hour and day rows, in one transaction. `None` without a mark.
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
         let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
-        let mut tx = self.pool().begin().await.map_err(fail)?;
-        // The first fold after a long stop covers many minutes: more than
-        // the connections' 30 s `statement_timeout` may be needed.
-        sqlx::query("set local statement_timeout = '10min'")
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        sqlx::query("select pg_advisory_xact_lock($1)")
-            .bind(FOLD_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        let mark: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> =
-            sqlx::query_as("select rolled_through, recent_through from hist_mark for update")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
-        let Some((from, recent)) = mark else {
+        let mut tx = self.fold_transaction().await.map_err(fail)?;
+        type Mark = (DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let mark: Option<Mark> = sqlx::query_as(
+            "select rolled_through, recent_through, packed_through from hist_mark for update",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let Some((from, recent, packed)) = mark else {
             return Ok(None);
         };
         let close = floor(now - CLOSE_AFTER, MINUTE);
@@ -229,7 +220,7 @@ impl Store {
                 .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
-        self.pack(to - PACK_AFTER).await?;
+        self.pack(packed, to - PACK_AFTER).await?;
         Ok(Some(Rolled {
             upserted: u64::try_from(upserted).unwrap_or(0),
             through: to,
@@ -239,34 +230,36 @@ impl Store {
 }
 
 impl Store {
+    /// A transaction holding the fold lock (replicas fold and pack in turn),
+    /// with a statement timeout long enough for the first fold or pack after
+    /// a long stop: more than the connections' 30 s may be needed.
+    async fn fold_transaction(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("set local statement_timeout = '10min'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(FOLD_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     /// Packs the runs and minute rows before `through` into hour blocks
-    /// (`prober_pack`, migration 0015), from where the last pack stopped, a
-    /// day per transaction: the first pack of a database full of rows (an
-    /// upgrade) moves at most a day's rows at a time. Nothing to do when the
-    /// last pack reached `through`.
-    pub async fn pack(&self, through: DateTime<Utc>) -> Result<(), StoreError> {
+    /// (`prober_pack`, migration 0015), from where the last pack stopped
+    /// (`packed`, read with the mark), a day per transaction: the first pack
+    /// of a database full of rows (an upgrade) moves at most a day's rows at
+    /// a time. Nothing to do when the last pack reached `through`.
+    async fn pack(
+        &self,
+        packed: Option<DateTime<Utc>>,
+        through: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let fail = |e: sqlx::Error| err("packing closed hours into blocks failed", e);
-        let packed: Option<Option<DateTime<Utc>>> =
-            sqlx::query_scalar("select packed_through from hist_mark")
-                .fetch_optional(self.pool())
-                .await
-                .map_err(fail)?;
-        let Some(packed) = packed else {
-            return Ok(());
-        };
         let mut at = packed.unwrap_or(through - PACK_FIRST);
         while at < through {
             at = (at + TimeDelta::days(1)).min(through);
-            let mut tx = self.pool().begin().await.map_err(fail)?;
-            sqlx::query("set local statement_timeout = '10min'")
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            sqlx::query("select pg_advisory_xact_lock($1)")
-                .bind(FOLD_LOCK)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            let mut tx = self.fold_transaction().await.map_err(fail)?;
             sqlx::query("select prober_pack($1)")
                 .bind(at)
                 .execute(&mut *tx)
