@@ -86,10 +86,11 @@ pub struct OpenTrends {
     pub count: usize,
 }
 
-/// `trend` (a ticket): fires while the probe has an open trend finding,
-/// resolves once every finding is acknowledged or ended. `None` while there
-/// is nothing open and the alert is not active (no alert is made for it).
-pub fn trend(open: Option<&OpenTrends>, active: bool) -> Option<Verdict> {
+/// `trend` (a ticket unless the probe's `alert.trend_severity` says `page`):
+/// fires while the probe has an open trend finding, resolves once every
+/// finding is acknowledged or ended. `None` while there is nothing open and
+/// the alert is not active (no alert is made for it).
+pub fn trend(open: Option<&OpenTrends>, active: bool, severity: Severity) -> Option<Verdict> {
     let good = "every trend finding of the probe is acknowledged or ended".to_string();
     match open {
         Some(o) => {
@@ -102,9 +103,9 @@ pub fn trend(open: Option<&OpenTrends>, active: bool) -> Option<Verdict> {
                 "{} (trend finding {}{more}; acknowledge: POST /api/v1/trends/{}/ack)",
                 o.summary, o.newest_id, o.newest_id
             );
-            Some(Verdict::once(Some(bad), good, Severity::Ticket))
+            Some(Verdict::once(Some(bad), good, severity))
         }
-        None if active => Some(Verdict::once(None, good, Severity::Ticket)),
+        None if active => Some(Verdict::once(None, good, severity)),
         None => None,
     }
 }
@@ -186,8 +187,10 @@ mod tests {
             summary: "api (eu): total p50 +20.0 ms".into(),
             count: 2,
         };
-        let v = trend(Some(&open), false).unwrap();
+        let v = trend(Some(&open), false, Severity::Ticket).unwrap();
         assert_eq!(v.severity, Severity::Ticket);
+        let paged = trend(Some(&open), false, Severity::Page).unwrap();
+        assert_eq!(paged.severity, Severity::Page, "alert.trend_severity: page");
         assert_eq!(v.thresholds, (1, 1));
         let bad = v.bad.unwrap();
         assert!(
@@ -195,11 +198,11 @@ mod tests {
             "{bad}"
         );
         assert!(bad.ends_with("POST /api/v1/trends/7/ack)"), "{bad}");
-        let resolve = trend(None, true).unwrap();
+        let resolve = trend(None, true, Severity::Ticket).unwrap();
         assert!(resolve.bad.is_none());
         assert!(resolve.good.contains("acknowledged or ended"));
         assert!(
-            trend(None, false).is_none(),
+            trend(None, false, Severity::Ticket).is_none(),
             "nothing open, nothing active: no alert"
         );
     }

@@ -1,14 +1,17 @@
 //! Slow drifts in one probe's hourly medians: Mann–Kendall with a Theil–Sen
 //! slope over the last days, the daily cycle taken out (the engine compares
 //! like hours), reported when the change over the window clears the floor.
+//! For a probe with a `latency` alert, the drift of its total latency at the
+//! rule's quantile is forecast: when it would cross the threshold.
 
 use chrono::TimeDelta;
 
-use super::series::{human_us, phase_name, quantile_series};
+use super::series::{human_us, phase_name, quantile_series, Series};
+use crate::config::policy::LatencyRule;
 use crate::run::PHASES;
 use crate::store::trends::{NewFinding, Subject, TrendPoint};
 use crate::trend::changepoint;
-use crate::trend::drift::{self, format_per_day, Point};
+use crate::trend::drift::{self, crossing_after, format_ahead, format_per_day, line_at, Point};
 
 /// The window a drift is measured over.
 pub const DRIFT_WINDOW: TimeDelta = TimeDelta::days(7);
@@ -19,9 +22,13 @@ pub const MIN_DRIFT_POINTS: usize = 72;
 /// Smallest change over the window worth reporting, in µs (the step floor's 1 ms).
 pub const MIN_DRIFT_CHANGE_US: f64 = 1_000.0;
 
+/// How far ahead a forecast looks: a week's slope says little beyond a season.
+pub const FORECAST_HORIZON: TimeDelta = TimeDelta::days(90);
+
 /// The drifts of every phase's median in `hourly` (one subject, oldest first).
-/// A series with a change point is a step, not a drift (Mann–Kendall calls
-/// a step a trend): those phases are left to the step analysis.
+/// A series with a change point left once its trend line is taken out is a
+/// step, not a drift (Mann–Kendall calls a step a trend): those phases are
+/// left to the step analysis.
 pub fn drifts(
     subject: &Subject,
     hourly: &[TrendPoint],
@@ -34,18 +41,10 @@ pub fn drifts(
         if series.values.len() < MIN_DRIFT_POINTS {
             continue;
         }
-        if changepoint::detect(&series.values, steps).is_ok_and(|cps| !cps.is_empty()) {
+        let points = points_of(&series);
+        if has_step(&points, steps) {
             continue;
         }
-        let points: Vec<Point> = series
-            .times
-            .iter()
-            .zip(&series.values)
-            .map(|(t, v)| Point {
-                at: t.timestamp() as f64,
-                value: *v,
-            })
-            .collect();
         let Ok(Some(d)) = drift::detect(&points, cfg) else {
             continue;
         };
@@ -74,7 +73,7 @@ pub fn drifts(
             probe_id: subject.probe_id,
             location_id: subject.location_id,
             phase: i16::try_from(phase).unwrap_or(0),
-            statistic: "p50",
+            statistic: "p50".into(),
             kind: "drift",
             change_at: *first,
             window_end: *last,
@@ -83,7 +82,111 @@ pub fn drifts(
             p_value: d.test.p_value,
             effect_size: None,
             summary,
+            crosses: None,
         });
     }
     out
+}
+
+/// The forecast of a probe with a `latency` alert: when the total latency's
+/// quantile of the rule (hourly, over the week) drifts up and its Theil–Sen
+/// line, read at the last hour, reaches `rule.above` within
+/// [`FORECAST_HORIZON`], a drift finding of that quantile saying when
+/// ("crosses 800 ms in about 12 days"). None otherwise, nor when the line is
+/// already above (the latency alert itself speaks then) or the series has a
+/// step (a step is not a trend to extrapolate).
+pub fn forecast(
+    subject: &Subject,
+    hourly: &[TrendPoint],
+    rule: &LatencyRule,
+    cfg: &drift::Config,
+    steps: &changepoint::Config,
+) -> Option<NewFinding> {
+    let series = quantile_series(hourly, 0, rule.quantile);
+    let points = points_of(&series);
+    if series.values.len() < MIN_DRIFT_POINTS || has_step(&points, steps) {
+        return None;
+    }
+    let d = drift::detect(&points, cfg).ok()??;
+    let (first, last) = (*series.times.first()?, *series.times.last()?);
+    let now_level = line_at(&points, d.slope_per_second, last.timestamp() as f64)?;
+    let threshold = rule.above.as_secs_f64() * 1e6;
+    let horizon = FORECAST_HORIZON.num_seconds() as f64;
+    let secs = crossing_after(now_level, d.slope_per_second, threshold, horizon)?;
+    let crosses_at = last + TimeDelta::seconds(secs as i64);
+    let start_level = line_at(&points, d.slope_per_second, first.timestamp() as f64)?;
+    let statistic = quantile_name(rule.quantile);
+    let summary = format!(
+        "{} ({}): total {statistic} {} over {:.1} days ({} → {}); crosses the latency alert's {} {} ({})",
+        subject.probe,
+        subject.location,
+        format_per_day(d.slope_per_second),
+        (last - first).num_seconds() as f64 / 86_400.0,
+        human_us(start_level),
+        human_us(now_level),
+        human_us(threshold),
+        format_ahead(secs),
+        crosses_at.format("%Y-%m-%d"),
+    );
+    Some(NewFinding {
+        probe_id: subject.probe_id,
+        location_id: subject.location_id,
+        phase: 0,
+        statistic: statistic.into(),
+        kind: "drift",
+        change_at: first,
+        window_end: last,
+        before: start_level,
+        after: now_level,
+        p_value: d.test.p_value,
+        effect_size: None,
+        summary,
+        crosses: Some((crosses_at, threshold)),
+    })
+}
+
+/// A quantile as the findings name it: 0.95 → `p95`, 0.999 → `p99.9`.
+pub fn quantile_name(q: f64) -> String {
+    let pct = format!("{:.3}", q * 100.0);
+    let pct = pct.trim_end_matches('0').trim_end_matches('.');
+    format!("p{pct}")
+}
+
+/// Whether a change point remains once the series' Theil–Sen line is taken
+/// out: a step, left to the step analysis. A steady drift with little noise
+/// is cut into pieces by the change-point test; with its line taken out
+/// nothing is left, and it stays a drift.
+fn has_step(points: &[Point], steps: &changepoint::Config) -> bool {
+    let slope = drift::theil_sen(points).ok().flatten().unwrap_or(0.0);
+    let t0 = points.first().map_or(0.0, |p| p.at);
+    let residuals: Vec<f64> = (points.iter())
+        .map(|p| p.value - slope * (p.at - t0))
+        .collect();
+    changepoint::detect(&residuals, steps).is_ok_and(|cps| !cps.is_empty())
+}
+
+fn points_of(series: &Series) -> Vec<Point> {
+    series
+        .times
+        .iter()
+        .zip(&series.values)
+        .map(|(t, v)| Point {
+            at: t.timestamp() as f64,
+            value: *v,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_named_as_people_write_them() {
+        assert_eq!(quantile_name(0.5), "p50");
+        assert_eq!(quantile_name(0.95), "p95");
+        assert_eq!(quantile_name(0.99), "p99");
+        assert_eq!(quantile_name(0.9), "p90");
+        assert_eq!(quantile_name(0.999), "p99.9");
+    }
 }

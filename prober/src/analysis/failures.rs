@@ -103,7 +103,7 @@ pub fn failure_steps(
             probe_id: subject.probe_id,
             location_id: subject.location_id,
             phase: 0,
-            statistic: "failure_ratio",
+            statistic: "failure_ratio".into(),
             kind: "step",
             change_at: at,
             window_end: points.last().map_or(at, |p| p.time),
@@ -112,6 +112,7 @@ pub fn failure_steps(
             p_value: t.p_value,
             effect_size: None,
             summary,
+            crosses: None,
         });
     }
     out

@@ -7,13 +7,15 @@
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
-//! - `drifts.rs`: slow drifts of hourly medians over a week.
+//! - `drifts.rs`: slow drifts of hourly medians over a week, and the
+//!   forecast of a drift crossing the probe's latency alert threshold.
 
 pub mod drifts;
 pub mod failures;
 pub mod series;
 pub mod steps;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +24,13 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::AlertEngine;
+use crate::config::policy::LatencyRule;
 use crate::config::settings::TrendSettings;
 use crate::store::trends::{Saved, Subject};
 use crate::store::{Store, StoreError};
 use crate::trend::compare::Floor;
 use crate::trend::drift;
-use drifts::{drifts, DRIFT_WINDOW};
+use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
 use series::{step_for, MIN_RUNS_FOR_P95};
 use steps::{steps, StepConfig};
@@ -56,6 +59,9 @@ pub struct AnalysisConfig {
     pub every: Duration,
     pub steps: StepConfig,
     pub drift: drift::Config,
+    /// The `latency` alert rule of each probe that has one (by name): the
+    /// forecast's threshold. The daemon refreshes it before every pass.
+    pub latency: HashMap<String, LatencyRule>,
 }
 
 impl Default for AnalysisConfig {
@@ -64,6 +70,7 @@ impl Default for AnalysisConfig {
             every: ANALYSE_EVERY,
             steps: StepConfig::default(),
             drift: drift::Config::default(),
+            latency: HashMap::new(),
         }
     }
 }
@@ -111,7 +118,7 @@ pub struct Pass {
 pub fn start(
     store: Store,
     alerts: Arc<AlertEngine>,
-    cfg: AnalysisConfig,
+    mut cfg: AnalysisConfig,
     stats: Arc<AnalysisStats>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -127,6 +134,7 @@ pub fn start(
                 continue;
             }
             let started = std::time::Instant::now();
+            cfg.latency = alerts.latency_rules();
             match analyse(&store, &cfg, Utc::now()).await {
                 Ok(p) => {
                     stats.passes.fetch_add(1, Ordering::Relaxed);
@@ -253,6 +261,12 @@ async fn analyse_one(
             .into_iter()
             .map(|f| (f, DRIFT_WINDOW)),
     );
+    if let Some(rule) = cfg.latency.get(&s.probe) {
+        found.extend(
+            forecast(s, &hourly, rule, &cfg.drift, &cfg.steps.changepoint)
+                .map(|f| (f, DRIFT_WINDOW)),
+        );
+    }
     let (mut new, mut updated) = (0, 0);
     for (f, same_within) in found {
         match store.save_finding(&f, now, same_within).await? {

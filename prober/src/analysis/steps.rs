@@ -83,16 +83,16 @@ fn without_named_phases(mut found: Vec<NewFinding>, points: &[TrendPoint]) -> Ve
         [a, b, ..] => (b.time - a.time).abs(),
         _ => chrono::TimeDelta::zero(),
     };
-    let totals: Vec<(&'static str, DateTime<Utc>)> = found
+    let totals: Vec<(String, DateTime<Utc>)> = found
         .iter()
         .filter(|f| f.phase == 0)
-        .map(|f| (f.statistic, f.change_at))
+        .map(|f| (f.statistic.to_string(), f.change_at))
         .collect();
     found.retain(|f| {
         f.phase == 0
             || !totals
                 .iter()
-                .any(|(s, at)| *s == f.statistic && (f.change_at - *at).abs() <= step * 6)
+                .any(|(s, at)| *s == f.statistic.as_ref() && (f.change_at - *at).abs() <= step * 6)
     });
     found
 }
@@ -249,7 +249,7 @@ fn finding(
         probe_id: subject.probe_id,
         location_id: subject.location_id,
         phase: i16::try_from(phase).unwrap_or(0),
-        statistic,
+        statistic: statistic.into(),
         kind: "step",
         change_at: at,
         window_end: end,
@@ -258,6 +258,7 @@ fn finding(
         p_value: c.test.p_value,
         effect_size: Some(c.test.cles),
         summary,
+        crosses: None,
     }
 }
 

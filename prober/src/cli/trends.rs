@@ -63,6 +63,13 @@ fn line(f: &Finding) -> String {
         f.summary,
         f.p_value
     );
+    if let (Some(at), Some(us)) = (f.crosses_at, f.crosses_us) {
+        out.push_str(&format!(
+            "\n    crosses {} at {} at this slope (the latency alert's threshold)",
+            crate::analysis::series::human_us(us),
+            at.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
     // The context: what else changed within the hour.
     let hm = "%H:%M UTC";
     if let Some(t) = f.probe_changed_at {

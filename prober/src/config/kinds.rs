@@ -276,6 +276,7 @@ pub struct AlertOverrides {
     pub slo: Option<super::policy::SloRule>,
     pub cert_expiry_days: Option<u32>,
     pub min_locations: Option<u32>,
+    pub trend_severity: Option<super::policy::Severity>,
 }
 
 impl AlertOverrides {
@@ -292,6 +293,7 @@ impl AlertOverrides {
             slo: self.slo.or(default.slo),
             cert_expiry_days: self.cert_expiry_days.unwrap_or(default.cert_expiry_days),
             min_locations: self.min_locations.unwrap_or(default.min_locations),
+            trend_severity: self.trend_severity.unwrap_or(default.trend_severity),
         }
     }
 }
@@ -313,6 +315,11 @@ pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(Stri
         }
     }
     let severity = severity_at(&mut problems, "alert.severity", raw.severity.as_deref());
+    let trend_severity = severity_at(
+        &mut problems,
+        "alert.trend_severity",
+        raw.trend_severity.as_deref(),
+    );
     let latency_severity = raw.latency.as_ref().and_then(|l| {
         severity_at(
             &mut problems,
@@ -380,6 +387,7 @@ pub fn alert_overrides(raw: &super::raw::RawAlert) -> (AlertOverrides, Vec<(Stri
             slo,
             cert_expiry_days: raw.cert_expiry_days,
             min_locations: raw.min_locations,
+            trend_severity,
         },
         problems,
     )

@@ -49,6 +49,8 @@ pub struct Policy {
     /// more than 1, each location's `failing` alert is recorded without notifying,
     /// and `<probe>/failing/all` notifies.
     pub min_locations: u32,
+    /// Severity of `trend` (default ticket: a trend is rarely an emergency).
+    pub trend_severity: Severity,
 }
 
 /// Fires when the quantile of the total latency over the last `over` exceeds `above`.
@@ -93,6 +95,7 @@ impl Default for Policy {
             slo: None,
             cert_expiry_days: DEFAULT_CERT_EXPIRY_DAYS,
             min_locations: 1,
+            trend_severity: Severity::Ticket,
         }
     }
 }

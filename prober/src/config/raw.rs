@@ -110,6 +110,9 @@ pub struct RawAlert {
     /// Page only when at least this many locations fail at once (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_locations: Option<u32>,
+    /// Severity of the `trend` alert: `ticket` (default) or `page`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend_severity: Option<String>,
 }
 
 /// `latency:` — e.g. `{quantile: 0.99, above: 800ms, over: 10m}`.

@@ -42,8 +42,8 @@ pub struct NewFinding {
     pub probe_id: i32,
     pub location_id: i16,
     pub phase: i16,
-    /// `p50`, `p95`, `p99` or `failure_ratio`.
-    pub statistic: &'static str,
+    /// `p50`, `p95`, `p99` (any `pNN` a latency rule uses) or `failure_ratio`.
+    pub statistic: std::borrow::Cow<'static, str>,
     /// `step` or `drift`.
     pub kind: &'static str,
     pub change_at: DateTime<Utc>,
@@ -53,6 +53,9 @@ pub struct NewFinding {
     pub p_value: f64,
     pub effect_size: Option<f64>,
     pub summary: String,
+    /// A drift's forecast: when its line reaches the latency alert's
+    /// threshold, and the threshold (µs).
+    pub crosses: Option<(DateTime<Utc>, f64)>,
 }
 
 /// A stored finding, as the API and the command line show it.
@@ -63,7 +66,8 @@ pub struct Finding {
     pub location: String,
     /// `total`, `dns`, `connect`, `tls`, `first_byte` or `transfer`.
     pub phase: String,
-    /// `p50`, `p95`, `p99` or `failure_ratio`.
+    /// `p50`, `p95`, `p99` (or the quantile of a forecast's latency rule, like
+    /// `p90`) or `failure_ratio`.
     pub statistic: String,
     /// `step` (a change point) or `drift` (a slow trend; the change is per day).
     pub kind: String,
@@ -93,6 +97,10 @@ pub struct Finding {
     /// When the prober's build recording this probe's runs at this location
     /// changed within an hour of `change_at`, the nearest (from the runs, kept 14 days).
     pub build_changed_at: Option<DateTime<Utc>>,
+    /// A drift's forecast: when it carries the statistic across the probe's
+    /// `latency` alert threshold (`crosses_us`, µs), at the slope measured.
+    pub crosses_at: Option<DateTime<Utc>>,
+    pub crosses_us: Option<f64>,
 }
 
 /// Whether [`Store::save_finding`] added a row or updated the one that
@@ -118,7 +126,7 @@ pub struct FindingFilter {
 const FINDING_COLUMNS: &str = "t.id, p.name, l.name, t.phase, t.statistic, t.kind, t.detected_at,
     t.updated_at, t.change_at, t.window_end, t.before_value, t.after_value, t.absolute_change,
     t.relative_change, t.p_value, t.effect_size, t.summary, t.state, t.acknowledged_by,
-    t.acknowledged_at";
+    t.acknowledged_at, t.crosses_at, t.crosses_us";
 
 /// A finding's row: its columns, then its context (`events.rs`).
 fn finding_select(filter: &str) -> String {
@@ -248,14 +256,17 @@ impl Store {
              ), updated as (
                  update trends t set updated_at = $6, change_at = $7, window_end = $8,
                         before_value = $9, after_value = $10, absolute_change = $11,
-                        relative_change = $12, p_value = $13, effect_size = $14, summary = $15
+                        relative_change = $12, p_value = $13, effect_size = $14, summary = $15,
+                        crosses_at = $17, crosses_us = $18
                  from existing e where t.probe_id = $1 and t.id = e.id
                  returning t.id
              ), inserted as (
                  insert into trends (probe_id, location_id, phase, statistic, kind, detected_at,
                         updated_at, change_at, window_end, before_value, after_value,
-                        absolute_change, relative_change, p_value, effect_size, summary)
-                 select $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+                        absolute_change, relative_change, p_value, effect_size, summary,
+                        crosses_at, crosses_us)
+                 select $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                        $17, $18
                  where not exists (select 1 from existing)
                  returning id
              )
@@ -264,7 +275,7 @@ impl Store {
         .bind(f.probe_id)
         .bind(f.location_id)
         .bind(f.phase)
-        .bind(f.statistic)
+        .bind(f.statistic.as_ref())
         .bind(f.kind)
         .bind(now)
         .bind(f.change_at)
@@ -277,6 +288,8 @@ impl Store {
         .bind(f.effect_size)
         .bind(&f.summary)
         .bind(same_within)
+        .bind(f.crosses.map(|c| c.0))
+        .bind(f.crosses.map(|c| c.1))
         .fetch_one(self.pool())
         .await
         .map_err(fail)?;
@@ -390,8 +403,10 @@ fn finding_of_row(r: &sqlx::postgres::PgRow) -> Result<Finding, sqlx::Error> {
         state: r.try_get(17)?,
         acknowledged_by: r.try_get(18)?,
         acknowledged_at: r.try_get(19)?,
-        events: events_of_json(r.try_get(20)?)?,
-        probe_changed_at: r.try_get(21)?,
-        build_changed_at: r.try_get(22)?,
+        crosses_at: r.try_get(20)?,
+        crosses_us: r.try_get(21)?,
+        events: events_of_json(r.try_get(22)?)?,
+        probe_changed_at: r.try_get(23)?,
+        build_changed_at: r.try_get(24)?,
     })
 }

@@ -262,6 +262,47 @@ pub fn format_per_day(slope_us_per_second: f64) -> String {
     format!("{way} {amount}/day")
 }
 
+/// The Theil–Sen line's value at time `at` (seconds): the median of
+/// `value − slope·(t − at)` over `points`, the usual intercept moved to `at`.
+/// `None` without points.
+pub fn line_at(points: &[Point], slope_per_second: f64, at: f64) -> Option<f64> {
+    let mut moved: Vec<f64> = points
+        .iter()
+        .map(|p| p.value - slope_per_second * (p.at - at))
+        .collect();
+    median_in_place(&mut moved)
+}
+
+/// Seconds until a line now at `level`, changing `slope_per_second`, reaches
+/// `threshold` from below; `None` when it does not rise, is already there,
+/// or would take longer than `horizon_secs`.
+pub fn crossing_after(
+    level: f64,
+    slope_per_second: f64,
+    threshold: f64,
+    horizon_secs: f64,
+) -> Option<f64> {
+    let rising_below = slope_per_second > 0.0 && level < threshold;
+    if !rising_below {
+        return None;
+    }
+    let secs = (threshold - level) / slope_per_second;
+    (secs.is_finite() && secs <= horizon_secs).then_some(secs)
+}
+
+/// A time ahead as people say it: "in about 12 days", "in about 30 hours",
+/// "within the hour".
+pub fn format_ahead(secs: f64) -> String {
+    let hours = secs / 3_600.0;
+    if hours < 1.0 {
+        "within the hour".to_string()
+    } else if hours < 48.0 {
+        format!("in about {hours:.0} hours")
+    } else {
+        format!("in about {:.0} days", hours / 24.0)
+    }
+}
+
 #[cfg(test)]
 #[path = "drift_tests.rs"]
 mod tests;

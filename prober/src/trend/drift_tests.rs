@@ -203,3 +203,38 @@ fn slopes_read_as_people_say_them() {
     assert_eq!(format_per_day(0.0), "flat");
     assert_eq!(format_per_day(f64::NAN), "flat");
 }
+
+#[test]
+fn a_rising_line_crosses_its_threshold_when_the_arithmetic_says() {
+    // 600 ms now, rising 10 ms a day: 800 ms in 20 days.
+    let per_day = 10_000.0 / DAY_SECS;
+    let secs = crossing_after(600_000.0, per_day, 800_000.0, 90.0 * DAY_SECS).unwrap();
+    assert!((secs / DAY_SECS - 20.0).abs() < 1e-9, "{secs}");
+    assert_eq!(format_ahead(secs), "in about 20 days");
+    assert_eq!(format_ahead(30.0 * 3_600.0), "in about 30 hours");
+    assert_eq!(format_ahead(600.0), "within the hour");
+    // Beyond the horizon, falling, flat, already above, or not a number: no forecast.
+    assert_eq!(
+        crossing_after(600_000.0, per_day, 800_000.0, 19.0 * DAY_SECS),
+        None
+    );
+    assert_eq!(crossing_after(600_000.0, -per_day, 800_000.0, 1e9), None);
+    assert_eq!(crossing_after(600_000.0, 0.0, 800_000.0, 1e9), None);
+    assert_eq!(crossing_after(900_000.0, per_day, 800_000.0, 1e9), None);
+    assert_eq!(crossing_after(f64::NAN, per_day, 800_000.0, 1e9), None);
+}
+
+#[test]
+fn the_line_is_read_at_the_time_asked() {
+    // y = 100 + 2·t with one outlier: the median intercept ignores it.
+    let mut pts: Vec<Point> = (0..11)
+        .map(|i| Point {
+            at: f64::from(i),
+            value: 100.0 + 2.0 * f64::from(i),
+        })
+        .collect();
+    pts[3].value = 10_000.0;
+    assert_eq!(line_at(&pts, 2.0, 10.0), Some(120.0));
+    assert_eq!(line_at(&pts, 2.0, 0.0), Some(100.0));
+    assert_eq!(line_at(&[], 2.0, 0.0), None);
+}

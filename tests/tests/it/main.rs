@@ -19,6 +19,7 @@ mod docker_context;
 mod docs;
 mod events;
 mod examples;
+mod forecast;
 mod fuzz;
 mod helpers;
 mod hostile;

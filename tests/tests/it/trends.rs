@@ -16,7 +16,12 @@ use crate::db::TestDb;
 use crate::store::{lcg, meta, record};
 
 /// A run whose first byte takes `first_byte_us`, the other phases fixed, all with ±10 % noise.
-fn run(m: &Arc<ProbeMeta>, at: DateTime<Utc>, first_byte_us: u64, seed: &mut u64) -> RunRecord {
+pub(crate) fn run(
+    m: &Arc<ProbeMeta>,
+    at: DateTime<Utc>,
+    first_byte_us: u64,
+    seed: &mut u64,
+) -> RunRecord {
     let mut noisy = |us: u64| us * (90 + lcg(seed) % 21) / 100;
     let phases = Phases {
         dns_us: Some(noisy(2_000)),
@@ -75,7 +80,7 @@ async fn write_hours(
     }
 }
 
-async fn store(db: &TestDb, location: &str) -> Store {
+pub(crate) async fn store(db: &TestDb, location: &str) -> Store {
     let store = Store::new(&db.url, location).unwrap();
     store.migrate().await.unwrap();
     store

@@ -226,6 +226,14 @@ impl AlertEngine {
         *self.probes.write() = map;
     }
 
+    /// The `latency` rule of every probe that has one, by name (the trend
+    /// forecast's thresholds).
+    pub fn latency_rules(&self) -> HashMap<String, crate::config::policy::LatencyRule> {
+        (self.probes.read().iter())
+            .filter_map(|(name, e)| Some((name.clone(), e.policy.latency?)))
+            .collect()
+    }
+
     /// Hands a finished run to the engine; never waits.
     pub fn submit(&self, r: &RunRecord) {
         if self.tx.try_send(r.clone()).is_err() {

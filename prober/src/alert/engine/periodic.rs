@@ -149,7 +149,7 @@ fn verdicts(name: &str, entry: &ProbeEntry, inputs: &Inputs) -> Vec<(&'static st
     let quantile = inputs.quantiles.get(name).copied().flatten();
     let trend = inputs.trends.as_ref().and_then(|t| {
         let active = inputs.trend_active.iter().any(|n| n == name);
-        rules::trend(t.get(name), active)
+        rules::trend(t.get(name), active, p.trend_severity)
     });
     [
         (RULE_SLO_PAGE, rules::slo(counts, p, Severity::Page)),

@@ -103,6 +103,7 @@ pub(super) struct AlertingFile {
     pub(super) severity: Option<String>,
     pub(super) slo: Option<RawSlo>,
     pub(super) cert_expiry_days: Option<u32>,
+    pub(super) trend_severity: Option<String>,
     pub(super) evaluate_every: Option<String>,
     pub(super) remind_every: Option<String>,
     pub(super) by_label: Option<Vec<Option<ByLabelFile>>>,

@@ -36,6 +36,7 @@ pub(super) fn alerting(
         slo: f.slo.clone(),
         cert_expiry_days: f.cert_expiry_days,
         min_locations: None,
+        trend_severity: f.trend_severity.clone(),
     };
     let policy = overrides_at(sink, "alerting", &defaults).apply(d.alerting);
     let by_label = by_label(sink, f.by_label.as_deref().unwrap_or(&[]));

@@ -90,7 +90,7 @@ fn alerting_label_overrides_silences_and_the_token_are_read_and_checked() {
     std::env::set_var("PROBER_TEST_API_TOKEN", "t0k-0123456789abcdef");
     std::fs::write(
         &file,
-        "api_token: \"${env:PROBER_TEST_API_TOKEN}\"\nalerting:\n  failures_to_fire: 4\n  slo: {objective: 99.5}\n  remind_every: 4h\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: ticket, min_locations: 2}\nsilences:\n  - matchers: {team: pay}\n    cron: \"0 0 2 * * Sun\"\n    duration: 2h\n    comment: weekly maintenance\n",
+        "api_token: \"${env:PROBER_TEST_API_TOKEN}\"\nalerting:\n  failures_to_fire: 4\n  trend_severity: page\n  slo: {objective: 99.5}\n  remind_every: 4h\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: ticket, min_locations: 2, trend_severity: ticket}\nsilences:\n  - matchers: {team: pay}\n    cron: \"0 0 2 * * Sun\"\n    duration: 2h\n    comment: weekly maintenance\n",
     )
     .unwrap();
     let args = SettingsArgs {
@@ -103,6 +103,12 @@ fn alerting_label_overrides_silences_and_the_token_are_read_and_checked() {
     assert_eq!(s.remind_every, Some(Duration::from_secs(4 * 3600)));
     assert_eq!(s.alerting_by_label.len(), 1);
     assert_eq!(s.alerting_by_label[0].alert.min_locations, Some(2));
+    use crate::config::policy::Severity;
+    assert_eq!(s.alerting.trend_severity, Severity::Page);
+    assert_eq!(
+        s.alerting_by_label[0].alert.trend_severity,
+        Some(Severity::Ticket)
+    );
     assert_eq!(s.silences[0].duration_ms, Some(2 * 3600 * 1000));
     assert_eq!(s.silences[0].id, "file:0");
     assert_eq!(s.api_token, Some(ApiToken("t0k-0123456789abcdef".into())));
@@ -116,6 +122,7 @@ fn alerting_label_overrides_silences_and_the_token_are_read_and_checked() {
         ("silences:\n  - matchers: {team: pay}\n    cron: \"nope\"\n    duration: 1h\n    comment: x\n", "not a cron expression"),
         ("alerting:\n  by_label:\n    - labels: {team: pay}\n      alert: {severity: loud}\n", "alerting.by_label[0].alert.severity"),
         ("alerting:\n  slo: {objective: 120}\n", "alerting.slo.objective"),
+        ("alerting:\n  trend_severity: urgent\n", "alerting.trend_severity: \"urgent\" is not a severity"),
         ("alerting:\n  evaluate_every: 10ms\n", "alerting.evaluate_every: must be at least 1s"),
     ] {
         std::fs::write(&file, text).unwrap();
