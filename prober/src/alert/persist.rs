@@ -74,13 +74,31 @@ pub async fn save(
     store: &Store,
     change: &Change,
     notices: &dyn NoticeWriter,
-) -> Result<(), StoreError> {
+    fence: Option<Fence<'_>>,
+) -> Result<Saved, StoreError> {
     let a = &change.alert;
     let mut tx = store
         .pool()
         .begin()
         .await
         .map_err(|e| err("cannot save alert", e))?;
+    if let Some(f) = fence {
+        // Held (shared) until the commit: a takeover waits for this save.
+        let held: Option<i32> = sqlx::query_scalar(
+            "select 1 from leases
+             where name = $1 and holder = $2 and term = $3 and expires_at > now()
+             for share",
+        )
+        .bind(f.lease)
+        .bind(f.holder)
+        .bind(f.term)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| err("cannot check the evaluator lease", e))?;
+        if held.is_none() {
+            return Ok(Saved::Fenced);
+        }
+    }
     sqlx::query(
         "insert into alerts (alert_key, probe, rule, location, severity, state, consecutive_failures,
                              consecutive_successes, since, fired_at, resolved_at, last_error_class,
@@ -150,7 +168,26 @@ pub async fn save(
     if let Some(notice) = &change.notice {
         notices.write(&mut tx, a, notice).await?;
     }
-    tx.commit().await.map_err(|e| err("cannot save alert", e))
+    tx.commit().await.map_err(|e| err("cannot save alert", e))?;
+    Ok(Saved::Written)
+}
+
+/// The lease a change was made under: the change is saved only while that
+/// lease still has this holder and term (see `alert/engine/leader.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub lease: &'a str,
+    pub holder: &'a str,
+    pub term: i64,
+}
+
+/// What [`save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Written,
+    /// Refused, nothing written: the fence's lease has another holder or
+    /// term now, or expired.
+    Fenced,
 }
 
 /// Transitions, newest first, optionally of one probe.

@@ -130,7 +130,7 @@ pub fn start(
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            if !alerts.leader.load(Ordering::SeqCst) {
+            if !alerts.is_leader() {
                 continue;
             }
             let started = std::time::Instant::now();

@@ -185,10 +185,10 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
     a.resolved_at = Some(now);
     let resolved = change(&a, State::Firing, Event::Resolve);
 
-    persist::save(&store, &fired, &outbox::Outbox::new(routing))
+    persist::save(&store, &fired, &outbox::Outbox::new(routing), None)
         .await
         .unwrap();
-    let refused = persist::save(&store, &resolved, &RefusingOutbox).await;
+    let refused = persist::save(&store, &resolved, &RefusingOutbox, None).await;
 
     assert!(refused.is_err(), "the save reports the outbox's failure");
     let saved = persist::load(&store).await.unwrap();

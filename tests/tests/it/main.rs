@@ -27,6 +27,7 @@ mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
 mod layout;
+mod leases;
 mod manual_runs;
 mod metrics;
 mod notify;

@@ -8,13 +8,13 @@
 //! Every `evaluate_every` the same task also
 //! - releases triggers held back by a silence or a firing upstream once that ends,
 //! - sends reminders of alerts that keep firing (`remind_every`),
-//! - and, on the one replica holding the evaluator lock (a Postgres advisory
-//!   lock), evaluates the rules that read merged data of every location:
-//!   `latency` and the SLO burn-rate pairs.
+//! - and, on the one replica holding the evaluator lease (a row in Postgres
+//!   renewed every few seconds), evaluates the rules that read merged data
+//!   of every location: `latency`, the SLO burn-rate pairs, `trend`.
 //!
 //! Files: `observe.rs` (per-run rules), `periodic.rs` (rules over every
 //! location), `notices.rs` (suppression, releases, reminders), `leader.rs`
-//! (the evaluator lock), `task.rs` (the loop and the save queue). The rules
+//! (the evaluator lease), `task.rs` (the loop and the save queue). The rules
 //! themselves are pure functions in [`super::rules`].
 
 mod leader;
@@ -55,8 +55,7 @@ pub const RULE_SLO_TICKET: &str = "slo_ticket";
 pub const RULE_TREND: &str = "trend";
 /// The location of alerts computed from every location's data.
 pub const ALL_LOCATIONS: &str = "all";
-/// The advisory lock held by the replica that evaluates the periodic rules.
-pub const EVALUATOR_LOCK: i64 = leader::EVALUATOR_LOCK;
+pub use leader::{Lease, EVALUATOR_LEASE, LEASE_TTL, RENEW_EVERY};
 
 /// What the engine knows of a probe: its policy, and labels, runbook,
 /// description and dependencies for silences, suppression and notices.
@@ -111,8 +110,11 @@ pub struct AlertEngine {
     pub dropped: AtomicU64,
     /// Whether the saved state has been loaded (before that, runs wait).
     pub loaded: AtomicBool,
-    /// Whether this replica holds the evaluator lock.
+    /// Whether this replica holds the evaluator lease (as of the last
+    /// renewal or evaluation; [`AlertEngine::is_leader`] asks the lease).
     pub leader: AtomicBool,
+    /// The evaluator lease (`leader.rs`).
+    pub lease: Lease,
     /// Periodic evaluations done (for tests and metrics).
     pub evaluations: AtomicU64,
 }
@@ -149,6 +151,7 @@ impl AlertEngine {
         stop: CancellationToken,
     ) -> Arc<AlertEngine> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let settings_location = settings.location.clone();
         let engine = Arc::new(AlertEngine {
             alerts: Mutex::new(HashMap::new()),
             probes: RwLock::new(HashMap::new()),
@@ -161,6 +164,11 @@ impl AlertEngine {
             dropped: Default::default(),
             loaded: Default::default(),
             leader: Default::default(),
+            lease: Lease::new(
+                EVALUATOR_LEASE,
+                Lease::holder_for(&settings_location),
+                LEASE_TTL,
+            ),
             evaluations: Default::default(),
         });
         engine.set_probes(probes);
@@ -173,6 +181,11 @@ impl AlertEngine {
             }
         });
         engine
+    }
+
+    /// Whether this replica holds the evaluator lease now.
+    pub fn is_leader(&self) -> bool {
+        self.lease.term().is_some()
     }
 
     /// The settings now in force.

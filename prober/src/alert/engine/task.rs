@@ -11,11 +11,11 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::leader::Leadership;
+use super::leader::RENEW_EVERY;
 use super::{AlertEngine, ALL_LOCATIONS};
+use crate::alert::persist::Saved;
 use crate::alert::{persist, Change, NoticeWriter};
 use crate::run::RunRecord;
-use crate::store::Store;
 
 pub(super) async fn run(
     engine: Arc<AlertEngine>,
@@ -29,8 +29,9 @@ pub(super) async fn run(
     let mut save_tick = tokio::time::interval(Duration::from_secs(1));
     let mut evaluate = tokio::time::interval(engine.cfg().evaluate_every);
     evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leadership = Leadership::default();
+    let mut term: Option<i64> = None;
     let notices = engine.notices.clone();
+    let renewing = tokio::spawn(renew(engine.clone(), stop.clone()));
     loop {
         tokio::select! {
             r = rx.recv() => match r {
@@ -38,15 +39,40 @@ pub(super) async fn run(
                 None => return,
             },
             _ = save_tick.tick() => {}
-            _ = evaluate.tick() => periodic(&engine, &mut leadership, &mut unsaved).await,
-            _ = engine.wake.notified() => periodic(&engine, &mut leadership, &mut unsaved).await,
+            _ = evaluate.tick() => periodic(&engine, &mut term, &mut unsaved).await,
+            _ = engine.wake.notified() => periodic(&engine, &mut term, &mut unsaved).await,
             _ = stop.cancelled() => {
-                save(&engine.store, &*notices, &mut unsaved).await;
+                save(&engine, &*notices, &mut unsaved).await;
+                // Handed over only after the last changes are saved.
+                let _ = renewing.await;
                 return;
             }
         }
-        save(&engine.store, &*notices, &mut unsaved).await;
+        save(&engine, &*notices, &mut unsaved).await;
     }
+}
+
+/// Renews (or takes) the evaluator lease every [`RENEW_EVERY`], apart from
+/// the evaluations so a slow one never lets it lapse; wakes an evaluation
+/// when this replica becomes leader. Releases it when stopped.
+async fn renew(engine: Arc<AlertEngine>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(RENEW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        let held = engine.lease.renew(&engine.store).await.is_some();
+        if held && !engine.leader.swap(true, Ordering::SeqCst) {
+            tracing::info!(holder = %engine.lease.holder, "this replica now evaluates the periodic alert rules");
+            engine.wake.notify_one();
+        } else if !held && engine.leader.swap(false, Ordering::SeqCst) {
+            tracing::warn!(holder = %engine.lease.holder, "this replica no longer holds the evaluator lease; another replica evaluates the periodic rules");
+        }
+    }
+    engine.lease.release(&engine.store).await;
+    engine.leader.store(false, Ordering::SeqCst);
 }
 
 /// Loads the saved state before anything is evaluated (runs wait in the
@@ -75,22 +101,22 @@ async fn load(engine: &AlertEngine, stop: &CancellationToken) -> bool {
     }
 }
 
-/// One periodic evaluation: silences, leadership, periodic rules, releases and reminders.
-async fn periodic(
-    engine: &AlertEngine,
-    leadership: &mut Leadership,
-    unsaved: &mut VecDeque<Change>,
-) {
+/// One periodic evaluation: silences, leadership, periodic rules, releases
+/// and reminders. `term`: the lease term of the last evaluation as leader.
+async fn periodic(engine: &AlertEngine, term: &mut Option<i64>, unsaved: &mut VecDeque<Change>) {
     let now = Utc::now();
     match persist::active_silences(&engine.store, now).await {
         Ok(s) => *engine.api_silences.write() = s,
         Err(e) => tracing::warn!(error = %e, "cannot read silences; keeping the last ones read"),
     }
-    let was_leader = engine.leader.load(Ordering::SeqCst);
-    let leader = leadership.check(&engine.store).await;
+    let now_term = engine.lease.term();
+    let leader = now_term.is_some();
     engine.leader.store(leader, Ordering::SeqCst);
-    if leader && !was_leader {
-        // Another replica may have changed the all-locations alerts meanwhile.
+    if leader && now_term != *term {
+        // A new term: another replica may have changed the all-locations
+        // alerts meanwhile; what this one left unsaved under an older term
+        // is dropped (its save would be refused).
+        unsaved.retain(|c| c.alert.location != ALL_LOCATIONS);
         if let Ok(saved) = persist::load(&engine.store).await {
             let mut alerts = engine.alerts.lock();
             alerts.retain(|_, a| a.location != ALL_LOCATIONS);
@@ -99,6 +125,7 @@ async fn periodic(
             }
         }
     }
+    *term = now_term;
     if leader {
         unsaved.extend(engine.evaluate_periodic(now).await);
     }
@@ -106,11 +133,28 @@ async fn periodic(
     engine.evaluations.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Saves changes in order; stops at the first failure and keeps the rest for later.
-async fn save(store: &Store, notices: &dyn NoticeWriter, unsaved: &mut VecDeque<Change>) {
+/// Saves changes in order; stops at the first failure and keeps the rest
+/// for later. A change to an all-locations alert is saved under the lease
+/// (fenced): dropped when this replica no longer holds it, or when Postgres
+/// says another replica took it meanwhile; the new leader evaluates again.
+async fn save(engine: &AlertEngine, notices: &dyn NoticeWriter, unsaved: &mut VecDeque<Change>) {
     while let Some(change) = unsaved.front() {
-        match persist::save(store, change, notices).await {
-            Ok(()) => {
+        let fence = if change.alert.location == ALL_LOCATIONS {
+            let Some(t) = engine.lease.term() else {
+                tracing::warn!(alert = %change.alert.key, "dropping a change of an all-locations alert: this replica no longer holds the evaluator lease");
+                unsaved.pop_front();
+                continue;
+            };
+            Some(engine.lease.fence(t))
+        } else {
+            None
+        };
+        match persist::save(&engine.store, change, notices, fence).await {
+            Ok(Saved::Written) => {
+                unsaved.pop_front();
+            }
+            Ok(Saved::Fenced) => {
+                tracing::warn!(alert = %change.alert.key, "dropping a change of an all-locations alert: another replica took the evaluator lease");
                 unsaved.pop_front();
             }
             Err(e) => {
