@@ -114,7 +114,7 @@ pub struct Pass {
 }
 
 /// Starts the periodic analysis; it analyses only while this replica holds
-/// the alert evaluator lock (`alerts.leader`).
+/// the evaluator lease (`alerts.is_leader()`), from the moment it takes it.
 pub fn start(
     store: Store,
     alerts: Arc<AlertEngine>,
@@ -130,8 +130,13 @@ pub fn start(
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            if !alerts.is_leader() {
-                continue;
+            // A follower waits here and analyses as soon as it leads (a
+            // takeover, or the first renewal after start), not a period later.
+            while !alerts.is_leader() {
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::alert::engine::RENEW_EVERY) => {}
+                    _ = stop.cancelled() => return,
+                }
             }
             let started = std::time::Instant::now();
             cfg.latency = alerts.latency_rules();

@@ -42,5 +42,6 @@ mod secrets;
 mod settings;
 mod store;
 mod trends;
+mod trends_live;
 mod upgrade;
 mod write_faults;
