@@ -83,19 +83,7 @@ pub async fn save(
         .await
         .map_err(|e| err("cannot save alert", e))?;
     if let Some(f) = fence {
-        // Held (shared) until the commit: a takeover waits for this save.
-        let held: Option<i32> = sqlx::query_scalar(
-            "select 1 from leases
-             where name = $1 and holder = $2 and term = $3 and expires_at > now()
-             for share",
-        )
-        .bind(f.lease)
-        .bind(f.holder)
-        .bind(f.term)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| err("cannot check the evaluator lease", e))?;
-        if held.is_none() {
+        if !f.holds(&mut tx).await? {
             return Ok(Saved::Fenced);
         }
     }
@@ -179,6 +167,25 @@ pub struct Fence<'a> {
     pub lease: &'a str,
     pub holder: &'a str,
     pub term: i64,
+}
+
+impl Fence<'_> {
+    /// Whether the lease still has this holder and term, unexpired; the row
+    /// stays share-locked until `tx` ends, so a takeover waits for it.
+    async fn holds(&self, tx: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
+        let held: Option<i32> = sqlx::query_scalar(
+            "select 1 from leases
+             where name = $1 and holder = $2 and term = $3 and expires_at > now()
+             for share",
+        )
+        .bind(self.lease)
+        .bind(self.holder)
+        .bind(self.term)
+        .fetch_optional(tx)
+        .await
+        .map_err(|e| err("cannot check the evaluator lease", e))?;
+        Ok(held.is_some())
+    }
 }
 
 /// What [`save`] did.

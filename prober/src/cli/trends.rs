@@ -63,10 +63,10 @@ fn line(f: &Finding) -> String {
         f.summary,
         f.p_value
     );
-    if let (Some(at), Some(us)) = (f.crosses_at, f.crosses_us) {
+    if let (Some(at), Some(ms)) = (f.crosses_at, f.crosses_ms) {
         out.push_str(&format!(
             "\n    crosses {} at {} at this slope (the latency alert's threshold)",
-            crate::analysis::series::human_us(us),
+            crate::analysis::series::human_us(ms * 1_000.0),
             at.format("%Y-%m-%d %H:%M UTC")
         ));
     }

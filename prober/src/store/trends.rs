@@ -98,9 +98,9 @@ pub struct Finding {
     /// changed within an hour of `change_at`, the nearest (from the runs, kept 14 days).
     pub build_changed_at: Option<DateTime<Utc>>,
     /// A drift's forecast: when it carries the statistic across the probe's
-    /// `latency` alert threshold (`crosses_us`, µs), at the slope measured.
+    /// `latency` alert threshold (`crosses_ms`), at the slope measured.
     pub crosses_at: Option<DateTime<Utc>>,
-    pub crosses_us: Option<f64>,
+    pub crosses_ms: Option<f64>,
 }
 
 /// Whether [`Store::save_finding`] added a row or updated the one that
@@ -404,7 +404,7 @@ fn finding_of_row(r: &sqlx::postgres::PgRow) -> Result<Finding, sqlx::Error> {
         acknowledged_by: r.try_get(18)?,
         acknowledged_at: r.try_get(19)?,
         crosses_at: r.try_get(20)?,
-        crosses_us: r.try_get(21)?,
+        crosses_ms: r.try_get::<Option<f64>, _>(21)?.map(|us| us / 1_000.0),
         events: events_of_json(r.try_get(22)?)?,
         probe_changed_at: r.try_get(23)?,
         build_changed_at: r.try_get(24)?,

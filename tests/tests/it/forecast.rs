@@ -81,7 +81,7 @@ async fn a_rising_p95_is_forecast_to_cross_the_latency_threshold() {
         ),
         ("near", "total", "p95", "drift")
     );
-    assert_eq!(f.crosses_us, Some(150_000.0));
+    assert_eq!(f.crosses_ms, Some(150.0));
     // p95 ≈ 1.1 × (20 + 80 + 2·days) ms: ≈ 119 ms at day 4, rising ≈ 2.2 ms
     // a day, reaching 150 ms about 14 days after the last hour.
     let ahead = (f.crosses_at.unwrap() - end).num_hours() as f64 / 24.0;
