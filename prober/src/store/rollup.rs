@@ -52,7 +52,7 @@ const PACK_AFTER: TimeDelta = TimeDelta::hours(1);
 const PACK_FIRST: TimeDelta = TimeDelta::days(32);
 
 /// The advisory lock folds take, so replicas never interleave (`"prober"` in ASCII).
-const FOLD_LOCK: i64 = 0x7072_6f62_6572;
+pub(super) const FOLD_LOCK: i64 = 0x7072_6f62_6572;
 
 /// What one rollup did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

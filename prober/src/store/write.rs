@@ -37,7 +37,7 @@ impl Store {
             let (probe_id, version_id) = self.version_ids(&r.meta).await?;
             cols.push(r, probe_id, version_id, form);
         }
-        let inserted: i64 = sqlx::query_scalar(INSERT_RUNS)
+        let insert = sqlx::query_scalar(INSERT_RUNS)
             .bind(&cols.run_id)
             .bind(&cols.scheduled_at)
             .bind(&cols.probe_id)
@@ -62,18 +62,41 @@ impl Store {
             .bind(&cols.s_key)
             .bind(&cols.detail)
             .bind(&cols.trigger)
-            .bind(self.count_api_runs)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
-                err(
-                    &format!("writing {} runs to {}", batch.len(), self.target()),
-                    e,
-                )
-            })?;
+            .bind(self.count_api_runs);
+        let fail = |e| {
+            err(
+                &format!("writing {} runs to {}", batch.len(), self.target()),
+                e,
+            )
+        };
+        let oldest = batch.iter().map(|r| r.scheduled_at).min();
+        let inserted: i64 = if oldest.is_some_and(|t| t < Utc::now() - PACKABLE_AFTER) {
+            // A run whose hour a rollup may be packing (a batch replayed
+            // late): written after the pack in progress, if any, commits, so
+            // the statement sees where packing reached and finds the run in
+            // its block. Otherwise a replay could insert again a run the pack
+            // had just moved (and count it twice). Newer runs never wait.
+            let mut tx = self.pool.begin().await.map_err(fail)?;
+            sqlx::query("select pg_advisory_xact_lock_shared($1)")
+                .bind(super::rollup::FOLD_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            let n = insert.fetch_one(&mut *tx).await.map_err(fail)?;
+            tx.commit().await.map_err(fail)?;
+            n
+        } else {
+            insert.fetch_one(&self.pool).await.map_err(fail)?
+        };
         Ok(u64::try_from(inserted).unwrap_or(0))
     }
 }
+
+/// Runs scheduled before now less this may lie in an hour a rollup is
+/// packing (it packs the hours before H less an hour, H at most the last
+/// full hour): their batch waits for a pack in progress. Ten minutes short
+/// of that hour, for replicas whose clocks differ.
+const PACKABLE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(50);
 
 /// A batch as columns, for `unnest`.
 #[derive(Default)]
@@ -186,7 +209,8 @@ pub fn error_class_id(c: crate::run::ErrorClass) -> i16 {
 /// then, for the runs actually inserted (scheduled ones only, unless API runs
 /// count), one `hist_pending` row per (probe, minute) with every phase's bins
 /// and counters (encoding: migration 0011). Insert-only: nothing here waits on
-/// the fold or the rollup (`rollup.rs`).
+/// the fold or the rollup (`rollup.rs`), except a batch of runs old enough to
+/// be packed (see [`PACKABLE_AFTER`]).
 const INSERT_RUNS: &str = r#"
 with input as (
     select * from unnest(

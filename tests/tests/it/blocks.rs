@@ -196,3 +196,70 @@ async fn retention_drops_packed_hours_with_their_days() {
         "the 20-day-old hour of runs is gone, its minutes are kept 31 days"
     );
 }
+
+/// A replay racing the pack of its own hour: the pack has moved the hour's
+/// runs into its block, not yet committed, when the replayed batch is
+/// written. The replay waits for the pack and then finds its runs in the
+/// block: counted once (it used to wait on the moved rows only, insert them
+/// again once the pack committed, and count them twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_racing_the_pack_of_its_hour_counts_once() {
+    use chrono::DurationRound;
+    /// The rollup's fold lock (`store/rollup.rs`: "prober" in ASCII).
+    const FOLD_LOCK: i64 = 0x7072_6f62_6572;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let m = meta("api");
+    // Old enough for its hour to be packed now.
+    let start = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(4);
+    store.start_rollups(start).await.unwrap();
+    let batch: Vec<_> = (0..60)
+        .map(|i| {
+            record(
+                &m,
+                start + TimeDelta::minutes(i),
+                10_000 + 100 * i as u64,
+                true,
+            )
+        })
+        .collect();
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 60);
+    // Folded and rolled up, not packed yet (H is the hour after).
+    store
+        .rollup(start + TimeDelta::minutes(65))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts(&pool).await, (60, 0, 60, 60));
+
+    // A pack in progress, as the rollup runs it.
+    let mut packing = pool.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(FOLD_LOCK)
+        .execute(&mut *packing)
+        .await
+        .unwrap();
+    sqlx::query("select prober_pack($1)")
+        .bind(start + TimeDelta::hours(1))
+        .execute(&mut *packing)
+        .await
+        .unwrap();
+    let replay = tokio::spawn({
+        let store = store.clone();
+        async move { store.write_runs(&batch).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!replay.is_finished(), "the replay waits for the pack");
+    packing.commit().await.unwrap();
+    assert_eq!(
+        replay.await.unwrap().unwrap(),
+        0,
+        "nothing new in the replay"
+    );
+    assert_eq!(
+        counts(&pool).await,
+        (0, 60, 60, 60),
+        "every run once, as a row or packed, at every resolution"
+    );
+}
