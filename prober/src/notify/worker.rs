@@ -25,8 +25,16 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(86_400);
 /// How long one send may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// A claim lasts this long; a worker that died mid-send frees its rows after it.
-pub const LEASE: Duration = Duration::from_secs(60);
+/// A claim lasts this long: three sends' timeouts, so it never lapses while
+/// its one send is in flight (another replica would send it again); a worker
+/// that died mid-send frees its row after it.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// Notifications claimed at a time: one, so a crash leaves only the one in
+/// flight claimed (the one a receiver may have accepted), not a batch whose
+/// rest would wait out the lease; and a claim is never held while earlier
+/// ones of its batch are sent.
+pub const CLAIM: i64 = 1;
+const _: () = assert!(LEASE.as_secs() >= 3 * SEND_TIMEOUT.as_secs());
 /// How often the outbox is polled when it is idle.
 pub const POLL: Duration = Duration::from_millis(250);
 /// The longest `Retry-After` honoured.
@@ -214,7 +222,7 @@ async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: Can
                 _ = stop.cancelled() => return,
             }
         }
-        let claimed = match outbox::claim(&store, 16, LEASE).await {
+        let claimed = match outbox::claim(&store, CLAIM, LEASE).await {
             Ok(c) => {
                 warned = false;
                 c

@@ -213,4 +213,40 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
         [("hook", "trigger")],
         "the trigger was recorded with its transition"
     );
+
+    // A worker claims one notification at a time: one that dies holding a
+    // claim (mid-send) delays only that one, not a batch; another worker
+    // sends the next at once, and the claimed one after the lease.
+    let mut b = Alert::new("payments", "failing", "lab", Severity::Page, now);
+    b.state = State::Firing;
+    b.notified = true;
+    let routing_b = Receivers::new(Routing {
+        receivers: vec![Receiver {
+            name: "hook".into(),
+            kind: ReceiverKind::Webhook,
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: None,
+            routing_key: None,
+            labels: Default::default(),
+        }],
+        dashboard_url: None,
+    });
+    let fired_b = change(&b, State::Pending, Event::Trigger);
+    persist::save(&store, &fired_b, &outbox::Outbox::new(routing_b), None)
+        .await
+        .unwrap();
+    use prober::notify::worker::{CLAIM, LEASE};
+    let crashed = outbox::claim(&store, CLAIM, LEASE).await.unwrap();
+    assert_eq!(crashed.len(), 1, "one claimed at a time");
+    let next = outbox::claim(&store, CLAIM, LEASE).await.unwrap();
+    assert_eq!(
+        next.len(),
+        1,
+        "the next is not held by the crashed worker's claim"
+    );
+    assert_ne!(next[0].id, crashed[0].id);
+    assert!(outbox::claim(&store, CLAIM, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
 }
