@@ -218,6 +218,15 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
     }
     assert_eq!(prober["read_only"], true);
     assert_eq!(prober["cap_drop"][0], "ALL");
+    // Stopped, it finishes its runs and drains its queue before compose kills it.
+    let grace = prober["stop_grace_period"]
+        .as_str()
+        .unwrap_or("10s (compose's default)");
+    assert!(
+        seconds(grace) >= stop_needs().as_secs(),
+        "stop_grace_period {grace} is shorter than the daemon's shutdown ({:?})",
+        stop_needs()
+    );
 
     let settings = Settings::resolve(&SettingsArgs {
         config: Some(repo().join("deploy/compose/prober.yaml")),
@@ -262,6 +271,19 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
 
 // === Kubernetes ===
 
+/// How long a stopping daemon may take with the default settings: runs in
+/// flight (`shutdown_grace`), then the queue's drain (`DRAIN_LIMIT`).
+fn stop_needs() -> std::time::Duration {
+    Settings::default().shutdown_grace + prober::daemon::DRAIN_LIMIT
+}
+
+/// Whole seconds written as `45s`; anything else fails the test.
+fn seconds(text: &str) -> u64 {
+    text.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?} is not whole seconds like 45s"))
+}
+
 fn manifests() -> Vec<Value> {
     let dir = repo().join("deploy/kubernetes");
     let kustomization = &yaml("deploy/kubernetes/kustomization.yaml")[0];
@@ -298,6 +320,14 @@ async fn kubernetes_manifests_parse_and_their_ports_and_paths_are_the_prober_s()
     let port: i64 = DEFAULT_LISTEN.rsplit(':').next().unwrap().parse().unwrap();
 
     assert_eq!(c["ports"][0]["containerPort"], port);
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    assert!(
+        grace >= stop_needs().as_secs(),
+        "terminationGracePeriodSeconds {grace} is shorter than the daemon's shutdown ({:?})",
+        stop_needs()
+    );
     assert_eq!(env("PROBER_LISTEN")["value"], format!("0.0.0.0:{port}"));
     let named = c["ports"][0]["name"].clone();
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], named);
