@@ -222,7 +222,7 @@ async fn readyz(State(core): State<AppState>) -> Response {
         "store": store,
         "store_degraded_for_s": degraded_for_s,
         "queue": {
-            "depth": core.queue.len(),
+            "depth": core.queue.depth(),
             "capacity": core.queue.capacity(),
             "dropped_total": core.queue.dropped(),
         },

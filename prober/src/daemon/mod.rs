@@ -125,7 +125,8 @@ impl Daemon {
             self.stop.cancel();
             let _ = writer.await;
         }
-        let lost = self.queue.len();
+        self.queue.report_drops();
+        let lost = self.queue.depth();
         if lost > 0 {
             tracing::error!(
                 results = lost,

@@ -368,6 +368,8 @@ async fn flush(
         };
         match written {
             Ok(()) => {
+                queue.written(batch.len());
+                queue.report_drops();
                 health.batches.fetch_add(1, Ordering::Relaxed);
                 health
                     .runs_written

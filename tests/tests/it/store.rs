@@ -389,3 +389,44 @@ async fn the_day_window_is_exact_before_and_after_the_recent_rows_exist() {
         "the generic window over hour rows agrees"
     );
 }
+
+/// The queue's depth counts the batch the writer is writing, and every
+/// dropped result is counted and reported once, also those a failed batch
+/// could not put back.
+#[test]
+fn the_queue_counts_its_batch_in_flight_and_every_drop() {
+    use prober::store::queue::ResultQueue;
+    let m = meta("q");
+    let at: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+    let run = |i: i64| record(&m, at + TimeDelta::seconds(i), 1_000, true);
+    let q = ResultQueue::new(3);
+    for i in 0..3 {
+        q.push(run(i));
+    }
+    let batch = q.take(2);
+    assert_eq!(
+        (q.len(), q.depth()),
+        (1, 3),
+        "the batch in flight is still due"
+    );
+    q.written(2);
+    assert_eq!(q.depth(), 1);
+
+    // A failed batch goes back; past the capacity its oldest are dropped.
+    let failed = q.take(1);
+    q.push(run(10));
+    q.push(run(11));
+    q.push(run(12));
+    assert_eq!((q.depth(), q.dropped()), (4, 0));
+    q.put_back(failed);
+    q.push(run(13));
+    assert_eq!((q.len(), q.depth(), q.dropped()), (3, 3, 2));
+    assert_eq!(
+        q.unreported_drops(),
+        1,
+        "the first drop is logged at once, the next waits"
+    );
+    q.report_drops();
+    assert_eq!(q.unreported_drops(), 0, "and is logged by the next report");
+    drop(batch);
+}

@@ -34,9 +34,9 @@ impl StoreCollector {
         gauge(
             enc,
             "prober_store_queue_depth",
-            "Results waiting to be written to Postgres.",
+            "Results waiting to be written to Postgres (queued and in the batch being written).",
             None,
-            self.queue.len() as u64,
+            self.queue.depth() as u64,
         )?;
         gauge(
             enc,
