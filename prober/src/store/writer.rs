@@ -17,7 +17,7 @@ use super::{clean_text, Cause, Form, Store, StoreError, MAX_ERROR_MESSAGE_BYTES}
 use crate::config::settings::Retention;
 
 /// Longest wait between two attempts while Postgres is away.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A write (or prepare) still running after this marks the store degraded,
 /// with that as its reason, until it finishes.
 pub const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);

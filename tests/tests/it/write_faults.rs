@@ -376,3 +376,67 @@ async fn a_write_waiting_on_postgres_is_reported_with_its_reason_and_lands_once_
     assert_eq!(rows, stats.runs_finished.load(Ordering::SeqCst) as i64);
     assert_eq!(distinct, rows);
 }
+
+/// Alerting while Postgres hangs (issue 18, item 5): a save that gets no
+/// answer no longer holds the alert engine, so the per-run rules go on
+/// evaluating in memory; once Postgres answers, the changes are saved in
+/// order and the trigger is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_postgres_does_not_stop_the_per_run_rules() {
+    use crate::notify::{receiver, FakeReceiver};
+    use prober::alert::State;
+    use prober::config::receivers::ReceiverKind;
+
+    let _shared = crate::helpers::TIMING.read().await;
+    let target = FakeTarget::start().await;
+    let hook = FakeReceiver::start(200).await;
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut s = settings(db.url_via(proxy.addr));
+    s.receivers = vec![receiver(
+        "hook",
+        ReceiverKind::Webhook,
+        &format!("{}/hook", hook.url),
+    )];
+    let yaml = format!(
+        "name: shop\nevery: 1s\ntimeout: 900ms\nalert: {{failures_to_fire: 8}}\nhttp: {{url: \"{}\"}}\n",
+        target.url("/status/503")
+    );
+    let daemon = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let alerts = daemon.core.alerts.clone();
+    let state = || {
+        alerts
+            .active()
+            .into_iter()
+            .find(|a| a.key == "shop/failing/test-lab")
+            .map(|a| a.state)
+    };
+    // Loaded and evaluating: the first failure makes it pending.
+    assert!(wait_for(Duration::from_secs(15), || state().is_some()).await);
+    proxy.hold();
+    // Each save gets no answer for 5 s. When the engine waited on every
+    // one, one run was evaluated per 5 s: the eighth failure took ~35 s.
+    assert!(
+        wait_for(Duration::from_secs(25), || state() == Some(State::Firing)).await,
+        "the eighth failure fires the alert in memory while Postgres hangs: {:?}",
+        state()
+    );
+    proxy.release();
+    let saved = wait_for(Duration::from_secs(30), || !hook.accepted().is_empty()).await;
+    assert!(saved, "the trigger is sent once Postgres answers");
+    let pool = db.pool().await;
+    let stored: String =
+        sqlx::query_scalar("select state from alerts where alert_key = 'shop/failing/test-lab'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, "firing");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let triggers = (hook.accepted().into_iter())
+        .filter(|r| r.json()["event"] == "trigger")
+        .count();
+    assert_eq!(triggers, 1, "{:?}", hook.requests());
+    daemon.shutdown().await;
+}

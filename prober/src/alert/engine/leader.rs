@@ -77,7 +77,7 @@ impl Lease {
     pub async fn renew(&self, store: &Store) -> Option<i64> {
         let sent = Instant::now();
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        let got: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "insert into leases as l (name, holder, term, expires_at)
              values ($1, $2, 1, now() + $3 * interval '1 millisecond')
              on conflict (name) do update
@@ -90,8 +90,13 @@ impl Lease {
         .bind(self.name)
         .bind(&self.holder)
         .bind(ttl_ms)
-        .fetch_optional(store.pool())
-        .await;
+        .fetch_optional(store.pool());
+        // A hung Postgres must not hold the renewal past the lease.
+        let got: Result<Option<i64>, String> = match tokio::time::timeout(self.ttl / 2, query).await
+        {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.ttl / 2)),
+        };
         let mut held = self.held.lock();
         match got {
             Ok(Some(term)) => {

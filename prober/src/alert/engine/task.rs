@@ -1,6 +1,11 @@
 //! The engine's task: load the saved state, then take runs, evaluate
 //! periodically, and save every change in order (the save queue: a change
 //! that cannot be saved waits, with the ones after it, and is retried).
+//!
+//! Postgres away or hung never stops the per-run rules: a save attempt and a
+//! periodic pass are bounded ([`SAVE_TIMEOUT`], [`PERIODIC_TIMEOUT`]), and
+//! after a failed save the next waits a backoff while runs go on being
+//! evaluated in memory; the changes are saved, in order, when it answers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -17,6 +22,21 @@ use crate::alert::persist::Saved;
 use crate::alert::{persist, Change, NoticeWriter};
 use crate::run::RunRecord;
 
+/// The longest a round of saves may take before it is abandoned (the
+/// change being saved stays first in the queue).
+const SAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a periodic pass may take; past it the pass is skipped.
+const PERIODIC_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait after a failed save, doubling up to [`SAVE_RETRY_MAX`].
+const SAVE_RETRY_MIN: Duration = Duration::from_millis(500);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// When the save queue is next tried.
+struct Retry {
+    at: Option<tokio::time::Instant>,
+    backoff: Duration,
+}
+
 pub(super) async fn run(
     engine: Arc<AlertEngine>,
     mut rx: mpsc::Receiver<RunRecord>,
@@ -32,6 +52,10 @@ pub(super) async fn run(
     let mut term: Option<i64> = None;
     let notices = engine.notices.clone();
     let renewing = tokio::spawn(renew(engine.clone(), stop.clone()));
+    let mut retry = Retry {
+        at: None,
+        backoff: SAVE_RETRY_MIN,
+    };
     loop {
         tokio::select! {
             r = rx.recv() => match r {
@@ -39,16 +63,48 @@ pub(super) async fn run(
                 None => return,
             },
             _ = save_tick.tick() => {}
-            _ = evaluate.tick() => periodic(&engine, &mut term, &mut unsaved).await,
-            _ = engine.wake.notified() => periodic(&engine, &mut term, &mut unsaved).await,
+            _ = evaluate.tick() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
+            _ = engine.wake.notified() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
             _ = stop.cancelled() => {
-                save(&engine, &*notices, &mut unsaved).await;
+                let _ = tokio::time::timeout(SAVE_TIMEOUT, save(&engine, &*notices, &mut unsaved)).await;
                 // Handed over only after the last changes are saved.
                 let _ = renewing.await;
                 return;
             }
         }
-        save(&engine, &*notices, &mut unsaved).await;
+        if unsaved.is_empty() || retry.at.is_some_and(|t| tokio::time::Instant::now() < t) {
+            continue;
+        }
+        let saved =
+            tokio::time::timeout(SAVE_TIMEOUT, save(&engine, &*notices, &mut unsaved)).await;
+        if saved.as_ref().is_ok_and(|all| *all) {
+            retry.at = None;
+            retry.backoff = SAVE_RETRY_MIN;
+        } else {
+            if saved.is_err() {
+                tracing::warn!(waiting = unsaved.len(), "saving alert state got no answer from Postgres within {} s; runs are still evaluated, the changes wait", SAVE_TIMEOUT.as_secs());
+            }
+            retry.at = Some(tokio::time::Instant::now() + retry.backoff);
+            retry.backoff = (retry.backoff * 2).min(SAVE_RETRY_MAX);
+        }
+    }
+}
+
+/// [`periodic`], skipped when it takes longer than [`PERIODIC_TIMEOUT`]
+/// (Postgres hung): the per-run rules go on meanwhile.
+async fn periodic_bounded(
+    engine: &AlertEngine,
+    term: &mut Option<i64>,
+    unsaved: &mut VecDeque<Change>,
+) {
+    if tokio::time::timeout(PERIODIC_TIMEOUT, periodic(engine, term, unsaved))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "a periodic alert evaluation got no answer from Postgres within {} s; skipped, the next one runs as usual",
+            PERIODIC_TIMEOUT.as_secs()
+        );
     }
 }
 
@@ -134,10 +190,14 @@ async fn periodic(engine: &AlertEngine, term: &mut Option<i64>, unsaved: &mut Ve
 }
 
 /// Saves changes in order; stops at the first failure and keeps the rest
-/// for later. A change to an all-locations alert is saved under the lease
+/// for later. Returns whether every change was saved. A change to an all-locations alert is saved under the lease
 /// (fenced): dropped when this replica no longer holds it, or when Postgres
 /// says another replica took it meanwhile; the new leader evaluates again.
-async fn save(engine: &AlertEngine, notices: &dyn NoticeWriter, unsaved: &mut VecDeque<Change>) {
+async fn save(
+    engine: &AlertEngine,
+    notices: &dyn NoticeWriter,
+    unsaved: &mut VecDeque<Change>,
+) -> bool {
     while let Some(change) = unsaved.front() {
         let fence = if change.alert.location == ALL_LOCATIONS {
             let Some(t) = engine.lease.term() else {
@@ -159,8 +219,9 @@ async fn save(engine: &AlertEngine, notices: &dyn NoticeWriter, unsaved: &mut Ve
             }
             Err(e) => {
                 tracing::warn!(error = %e, waiting = unsaved.len(), "cannot save alert state; will retry");
-                return;
+                return false;
             }
         }
     }
+    true
 }
