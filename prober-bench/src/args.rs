@@ -51,6 +51,15 @@ pub struct BenchArgs {
     /// daemon runs it, scored; Apache Otava beside it. --every defaults to 60s.
     #[arg(long, conflicts_with_all = ["side_by_side", "storage"])]
     pub trends: bool,
+    /// Soak: the real daemon for --seconds (e.g. 3600), a row every
+    /// --soak-every seconds: RSS, open files, queue depth, runs/s, start
+    /// lateness p99, write time per batch; then RSS growth after warm-up and
+    /// whether every run was persisted.
+    #[arg(long, conflicts_with_all = ["side_by_side", "storage", "trends", "json"])]
+    pub soak: bool,
+    /// With --soak: seconds between two rows.
+    #[arg(long, default_value_t = 60)]
+    pub soak_every: u64,
     #[command(flatten)]
     pub trend: TrendArgs,
     #[command(flatten)]

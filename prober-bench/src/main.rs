@@ -3,7 +3,9 @@
 //! persisted to a scratch Postgres database; prints one table of figures.
 //! `--side-by-side` runs the whole comparison with blackbox_exporter;
 //! `--storage` measures what the store keeps per run (`storage`); `--trends`
-//! evaluates the trend detection on planted changes (`trends`).
+//! evaluates the trend detection on planted changes (`trends`); `--soak`
+//! runs the daemon for an hour or more and prints its resources over time
+//! (`soak`).
 //!
 //! A workspace member of its own, so the shipped `prober` binary holds no
 //! benchmark code. Method, in short (BENCHMARKS.md has the long form):
@@ -36,6 +38,7 @@ mod procfs;
 mod report;
 mod side;
 mod single;
+mod soak;
 mod storage;
 mod target;
 mod trends;
@@ -111,6 +114,8 @@ fn main() -> ExitCode {
         runtime.block_on(trends::run(&args))
     } else if args.storage {
         runtime.block_on(storage::run(&args))
+    } else if args.soak {
+        runtime.block_on(soak::run(&args))
     } else {
         runtime.block_on(single::run(&args))
     };

@@ -101,7 +101,7 @@ async fn run_with_target(
 
 /// The daemon's settings: the defaults, on the scratch database, on a free
 /// port, with a queue large enough for every run of the bench (nothing dropped).
-fn settings(args: &BenchArgs, rate: f64) -> Settings {
+pub fn settings(args: &BenchArgs, rate: f64) -> Settings {
     let expected_runs = rate * (args.warm_up as f64 + args.seconds as f64 + 5.0);
     Settings {
         database_url: args.database_url.clone(),
@@ -138,7 +138,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(d: &Daemon, t: &Target) -> Snapshot {
+    pub fn take(d: &Daemon, t: &Target) -> Snapshot {
         let process_cpu_us = process_cpu_us();
         let target_cpu_us = t.cpu_us();
         let s = &d.scheduler_stats;
@@ -175,7 +175,7 @@ pub struct Totals {
 
 impl Totals {
     /// Shuts the daemon down (runs in flight finish, the queue is flushed) and counts.
-    async fn after_shutdown(daemon: Daemon) -> Totals {
+    pub async fn after_shutdown(daemon: Daemon) -> Totals {
         let queue = daemon.queue.clone();
         let health = daemon.store_health.clone();
         let stats = daemon.scheduler_stats.clone();

@@ -1,0 +1,172 @@
+//! `--soak`: the real daemon against the loopback target for `--seconds`
+//! (an hour or more), one row every `--soak-every` seconds: RSS, open file
+//! descriptors, queue depth, runs finished and written per second, start
+//! lateness p99 (read back from the runs stored in that interval) and the
+//! mean write time per batch. It ends with the RSS growth after warm-up
+//! (flat means within 10 %) and whether every run was persisted.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use prober::daemon::{http_executor, Daemon};
+
+use crate::args::BenchArgs;
+use crate::db::{check_database_url, query_window, recreate_database};
+use crate::probes::build_probes;
+use crate::procfs::machine_line;
+use crate::single::{settings, Snapshot, Totals};
+use crate::target::Target;
+
+/// RSS growth after warm-up still called flat.
+const FLAT: f64 = 0.10;
+
+/// One row of the soak table.
+struct Row {
+    elapsed_s: u64,
+    rss_mib: f64,
+    fds: usize,
+    queue: u64,
+    finished_per_s: f64,
+    written_per_s: f64,
+    lateness_p99_ms: Option<f64>,
+    write_ms_per_batch: Option<f64>,
+}
+
+pub async fn run(args: &BenchArgs) -> Result<String, String> {
+    if args.probes == 0 || args.seconds == 0 || args.soak_every == 0 {
+        return Err("--probes, --seconds and --soak-every must be at least 1".into());
+    }
+    let db = check_database_url(&args.database_url)?;
+    let timeout = (args.every / 2).min(Duration::from_secs(5));
+    let target = Target::start(Duration::from_millis(args.target_delay_ms))?;
+    let result = soak(args, &db, &target, timeout).await;
+    target.stop();
+    result
+}
+
+async fn soak(
+    args: &BenchArgs,
+    db: &str,
+    target: &Target,
+    timeout: Duration,
+) -> Result<String, String> {
+    drop(recreate_database(&args.database_url, db).await?);
+    let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
+    let rate = args.probes as f64 / args.every.as_secs_f64();
+    let settings = settings(args, rate);
+    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
+    let daemon = Daemon::start(&settings, probes, exec)
+        .await
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
+
+    let start = Snapshot::take(&daemon, target);
+    let mut prev = Snapshot::take(&daemon, target);
+    let mut rows = Vec::new();
+    let every = Duration::from_secs(args.soak_every);
+    while rows.len() as u64 * args.soak_every < args.seconds {
+        tokio::time::sleep(every).await;
+        let now = Snapshot::take(&daemon, target);
+        let row = row_of(args, &daemon, &start, &prev, &now).await;
+        eprintln!(
+            "bench: soak: {} s, RSS {:.1} MiB, {} fds, queue {}",
+            row.elapsed_s, row.rss_mib, row.fds, row.queue
+        );
+        rows.push(row);
+        prev = now;
+    }
+    let totals = Totals::after_shutdown(daemon).await;
+    let stored = query_window(
+        &args.database_url,
+        start.wall - chrono::TimeDelta::hours(1),
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(render(args, &rows, &totals, stored.all_rows))
+}
+
+async fn row_of(
+    args: &BenchArgs,
+    daemon: &Daemon,
+    start: &Snapshot,
+    prev: &Snapshot,
+    now: &Snapshot,
+) -> Row {
+    let secs = now.at.duration_since(prev.at).as_secs_f64().max(1e-9);
+    let batches = now.batches.saturating_sub(prev.batches);
+    let lateness = query_window(&args.database_url, prev.wall, now.wall)
+        .await
+        .ok()
+        .and_then(|s| s.lateness[1])
+        .map(|us| f64::from(us) / 1_000.0);
+    Row {
+        elapsed_s: now.at.duration_since(start.at).as_secs(),
+        rss_mib: now.rss_kib.unwrap_or(0) as f64 / 1_024.0,
+        fds: std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count),
+        queue: daemon.queue.depth() as u64,
+        finished_per_s: now.finished.saturating_sub(prev.finished) as f64 / secs,
+        written_per_s: now.written.saturating_sub(prev.written) as f64 / secs,
+        lateness_p99_ms: lateness,
+        write_ms_per_batch: (batches > 0)
+            .then(|| now.write_us.saturating_sub(prev.write_us) as f64 / batches as f64 / 1_000.0),
+    }
+}
+
+fn render(args: &BenchArgs, rows: &[Row], totals: &Totals, stored_rows: i64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", machine_line());
+    let _ = writeln!(
+        out,
+        "prober {} soak: {} probes every {} ms, {} s after a {} s warm-up, a row every {} s\n",
+        prober::VERSION,
+        args.probes,
+        args.every.as_millis(),
+        args.seconds,
+        args.warm_up,
+        args.soak_every
+    );
+    let _ = writeln!(out, "| elapsed s | RSS MiB | open fds | queue | finished/s | written/s | lateness p99 ms | write ms/batch |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} | {:.0} | {:.0} | {} | {} |",
+            r.elapsed_s,
+            r.rss_mib,
+            r.fds,
+            r.queue,
+            r.finished_per_s,
+            r.written_per_s,
+            opt(r.lateness_p99_ms),
+            opt(r.write_ms_per_batch)
+        );
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let growth = (last.rss_mib - first.rss_mib) / first.rss_mib.max(1e-9);
+        let _ = writeln!(
+            out,
+            "\nRSS {:.1} MiB at the first row, {:.1} MiB at the last ({:+.1} %): {}; peak {:.1} MiB",
+            first.rss_mib,
+            last.rss_mib,
+            100.0 * growth,
+            if growth.abs() <= FLAT { "flat" } else { "NOT flat" },
+            rows.iter().map(|r| r.rss_mib).fold(0.0, f64::max)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "runs finished {}, written {}, rows stored {}, dropped {}, left in the queue {}: {}",
+        totals.finished,
+        totals.written,
+        stored_rows,
+        totals.dropped,
+        totals.left,
+        if totals.all_persisted(stored_rows) {
+            "every run persisted once"
+        } else {
+            "NOT every run persisted once"
+        }
+    );
+    out
+}
