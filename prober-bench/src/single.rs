@@ -60,15 +60,7 @@ async fn run_with_target(
         .map_err(|e| e.to_string())?;
     drop(store);
 
-    let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
-    let rate = args.probes as f64 / args.every.as_secs_f64();
-    let settings = settings(args, rate);
-    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
-    let daemon = Daemon::start(&settings, probes, exec)
-        .await
-        .map_err(|e| format!("cannot start the daemon: {e}"))?;
-
-    tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
+    let (daemon, settings, rate) = start_daemon(args, target, timeout).await?;
     let pg0 = pg_backend_cpu(&mut admin, db).await;
     let s0 = Snapshot::take(&daemon, target);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -99,9 +91,27 @@ async fn run_with_target(
     Ok(crate::report::render(&inputs))
 }
 
+/// Starts the daemon with `--probes` probes against `target` and waits
+/// `--warm-up`; returns it with its settings and its runs per second.
+pub async fn start_daemon(
+    args: &BenchArgs,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(Daemon, Settings, f64), String> {
+    let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
+    let rate = args.probes as f64 / args.every.as_secs_f64();
+    let settings = settings(args, rate);
+    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
+    let daemon = Daemon::start(&settings, probes, exec)
+        .await
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
+    Ok((daemon, settings, rate))
+}
+
 /// The daemon's settings: the defaults, on the scratch database, on a free
 /// port, with a queue large enough for every run of the bench (nothing dropped).
-pub fn settings(args: &BenchArgs, rate: f64) -> Settings {
+fn settings(args: &BenchArgs, rate: f64) -> Settings {
     let expected_runs = rate * (args.warm_up as f64 + args.seconds as f64 + 5.0);
     Settings {
         database_url: args.database_url.clone(),

@@ -8,13 +8,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use prober::daemon::{http_executor, Daemon};
+use prober::daemon::Daemon;
 
 use crate::args::BenchArgs;
 use crate::db::{check_database_url, query_window, recreate_database};
-use crate::probes::build_probes;
 use crate::procfs::machine_line;
-use crate::single::{settings, Snapshot, Totals};
+use crate::single::{start_daemon, Snapshot, Totals};
 use crate::target::Target;
 
 /// RSS growth after warm-up still called flat.
@@ -51,14 +50,7 @@ async fn soak(
     timeout: Duration,
 ) -> Result<String, String> {
     drop(recreate_database(&args.database_url, db).await?);
-    let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
-    let rate = args.probes as f64 / args.every.as_secs_f64();
-    let settings = settings(args, rate);
-    let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
-    let daemon = Daemon::start(&settings, probes, exec)
-        .await
-        .map_err(|e| format!("cannot start the daemon: {e}"))?;
-    tokio::time::sleep(Duration::from_secs(args.warm_up)).await;
+    let (daemon, _, _) = start_daemon(args, target, timeout).await?;
 
     let start = Snapshot::take(&daemon, target);
     let mut prev = Snapshot::take(&daemon, target);
