@@ -119,7 +119,7 @@ async fn the_other_replica_leads_within_seconds_when_the_leader_stops() {
     leader.shutdown().await;
     assert!(
         wait_for(Duration::from_secs(6), || other.core.alerts.is_leader()).await,
-        "the other replica takes over within a renewal (3 s) of the handover"
+        "the other replica takes over within a renewal (2 s) of the handover"
     );
     eprintln!("takeover after a clean shutdown: {:?}", started.elapsed());
     other.shutdown().await;

@@ -9,6 +9,7 @@ mod alerts;
 mod api;
 mod auth;
 mod blocks;
+mod chaos;
 mod check;
 mod daemon;
 mod dashboards;

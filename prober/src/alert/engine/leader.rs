@@ -26,7 +26,7 @@ pub const EVALUATOR_LEASE: &str = "evaluator";
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// How often the holder renews it, and a follower tries to take it.
-pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 
 /// The lease as this replica holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
