@@ -93,8 +93,20 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO).min(RETRY_AFTER_MAX))
 }
 
-/// Sends one notification to one receiver.
-pub async fn send(client: &reqwest::Client, r: &Receiver, c: &Content) -> Verdict {
+/// The header a webhook request carries so that the receiver can drop a
+/// repeat: the same value on every attempt of one notification (retries, and
+/// a re-send after a crash between acceptance and its record), another for
+/// every other notification (a reminder too).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// Sends one notification to one receiver; a webhook gets `idempotency_key`
+/// in [`IDEMPOTENCY_HEADER`].
+pub async fn send(
+    client: &reqwest::Client,
+    r: &Receiver,
+    c: &Content,
+    idempotency_key: Option<&str>,
+) -> Verdict {
     let body = render::body(r, c);
     let bytes = match serde_json::to_vec(&body) {
         Ok(b) => b,
@@ -107,6 +119,9 @@ pub async fn send(client: &reqwest::Client, r: &Receiver, c: &Content) -> Verdic
         .timeout(SEND_TIMEOUT);
     if let (ReceiverKind::Webhook, Some(secret)) = (r.kind, &r.secret) {
         req = req.header(SIGNATURE_HEADER, signature(secret, &bytes));
+    }
+    if let (ReceiverKind::Webhook, Some(key)) = (r.kind, idempotency_key) {
+        req = req.header(IDEMPOTENCY_HEADER, key);
     }
     // Only the origin: webhook URLs (Slack's) carry their secret in the path.
     let shown = origin(&url);
@@ -282,7 +297,8 @@ async fn resend(store: &Store, client: &reqwest::Client, by_name: &HashMap<&str,
         let Ok(content) = serde_json::from_value::<Content>(payload) else {
             continue;
         };
-        if let Verdict::Retry { error, .. } | Verdict::Fail(error) = send(client, r, &content).await
+        if let Verdict::Retry { error, .. } | Verdict::Fail(error) =
+            send(client, r, &content, None).await
         {
             tracing::warn!(receiver = %r.name, alert = %content.alert_key, "cannot re-send a firing alert to Alertmanager (it ends the alert 4 minutes after the last receipt); next try in a minute: {error}");
         }
@@ -304,7 +320,9 @@ async fn attempt(client: &reqwest::Client, r: Option<&Receiver>, c: &Claimed) ->
             ))
         }
     };
-    send(client, r, &content).await
+    // The outbox row: one per notification and receiver, the same on every attempt.
+    let key = format!("{}-{}", c.dedup_key, c.id);
+    send(client, r, &content, Some(&key)).await
 }
 
 /// The reason to give up a failing notification recorded `age` ago, if it is time.

@@ -354,6 +354,17 @@ async fn a_failing_receiver_gets_it_after_retries_and_retry_after_is_honoured() 
     assert!(wait_until(Duration::from_secs(10), || limited.accepted().len() == 1).await);
     let f = flaky.requests();
     assert_eq!(f.len(), 3, "500, 500, then 200");
+    let key = f[0].headers.get("idempotency-key").cloned();
+    assert!(
+        key.as_ref().is_some_and(|k| !k.is_empty()),
+        "{:?}",
+        f[0].headers
+    );
+    assert!(
+        f.iter()
+            .all(|r| r.headers.get("idempotency-key") == key.as_ref()),
+        "every attempt of one notification carries the same Idempotency-Key"
+    );
     // Backoff: about 1 s, then about 2 s (±25 %).
     assert!(f[1].at - f[0].at >= Duration::from_millis(700));
     assert!(f[2].at - f[1].at >= Duration::from_millis(1_400));
