@@ -335,14 +335,10 @@ async fn slo_burn_rate_pages_from_the_stored_counts_and_only_one_replica_evaluat
     );
     let leaders = [&d1, &d2]
         .iter()
-        .filter(|d| d.core.alerts.leader.load(Ordering::SeqCst))
+        .filter(|d| d.core.alerts.is_leader())
         .count();
     assert_eq!(leaders, 1, "exactly one replica holds the evaluator lock");
-    let leader = if d1.core.alerts.leader.load(Ordering::SeqCst) {
-        &d1
-    } else {
-        &d2
-    };
+    let leader = if d1.core.alerts.is_leader() { &d1 } else { &d2 };
     let a = alert(leader, key).unwrap();
     assert_eq!(a.severity, prober::alert::Severity::Page);
     assert!(a.failed_runs >= 3, "{a:?}");

@@ -149,17 +149,19 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
     let db = TestDb::create().await;
     let store = prober::store::Store::new(&db.url, "lab").unwrap();
     store.migrate().await.unwrap();
-    let routing = Receivers::new(Routing {
-        receivers: vec![Receiver {
-            name: "hook".into(),
-            kind: ReceiverKind::Webhook,
-            url: "http://127.0.0.1:9/hook".into(),
-            secret: None,
-            routing_key: None,
-            labels: Default::default(),
-        }],
-        dashboard_url: None,
-    });
+    let routing = || {
+        Receivers::new(Routing {
+            receivers: vec![Receiver {
+                name: "hook".into(),
+                kind: ReceiverKind::Webhook,
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: None,
+                routing_key: None,
+                labels: Default::default(),
+            }],
+            dashboard_url: None,
+        })
+    };
     let now = chrono::Utc::now();
     let change = |alert: &Alert, from: State, event: Event| Change {
         alert: alert.clone(),
@@ -185,7 +187,7 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
     a.resolved_at = Some(now);
     let resolved = change(&a, State::Firing, Event::Resolve);
 
-    persist::save(&store, &fired, &outbox::Outbox::new(routing), None)
+    persist::save(&store, &fired, &outbox::Outbox::new(routing()), None)
         .await
         .unwrap();
     let refused = persist::save(&store, &resolved, &RefusingOutbox, None).await;
@@ -220,19 +222,8 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
     let mut b = Alert::new("payments", "failing", "lab", Severity::Page, now);
     b.state = State::Firing;
     b.notified = true;
-    let routing_b = Receivers::new(Routing {
-        receivers: vec![Receiver {
-            name: "hook".into(),
-            kind: ReceiverKind::Webhook,
-            url: "http://127.0.0.1:9/hook".into(),
-            secret: None,
-            routing_key: None,
-            labels: Default::default(),
-        }],
-        dashboard_url: None,
-    });
     let fired_b = change(&b, State::Pending, Event::Trigger);
-    persist::save(&store, &fired_b, &outbox::Outbox::new(routing_b), None)
+    persist::save(&store, &fired_b, &outbox::Outbox::new(routing()), None)
         .await
         .unwrap();
     use prober::notify::worker::{CLAIM, LEASE};

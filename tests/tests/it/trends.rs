@@ -102,6 +102,25 @@ pub(crate) async fn with_step(db: &TestDb, end: DateTime<Utc>) -> Store {
     store
 }
 
+/// A daemon at the store's location, evaluating every second, notifying `hook`.
+pub(crate) fn lab_settings(
+    db: &TestDb,
+    hook: &crate::notify::FakeReceiver,
+) -> prober::config::settings::Settings {
+    prober::config::settings::Settings {
+        database_url: db.url.clone(),
+        location: "trend-lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        receivers: vec![crate::notify::receiver(
+            "hook",
+            prober::config::receivers::ReceiverKind::Webhook,
+            &format!("{}/hook", hook.url),
+        )],
+        evaluate_every: std::time::Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn all() -> FindingFilter {
     FindingFilter {
         limit: 100,
@@ -398,8 +417,7 @@ async fn an_open_finding_is_a_ticket_until_it_is_acknowledged() {
     use crate::helpers::{
         admin_token, closed_port, http_request_as, probes, wait_for, ADMIN_TOKEN,
     };
-    use crate::notify::{receiver, FakeReceiver};
-    use prober::config::receivers::ReceiverKind;
+    use crate::notify::FakeReceiver;
     use prober::config::settings::Settings;
     use prober::daemon::{http_executor, Daemon};
     use std::time::Duration;
@@ -418,17 +436,8 @@ async fn an_open_finding_is_a_ticket_until_it_is_acknowledged() {
     let id = store.findings(&all()).await.unwrap()[0].id;
     let hook = FakeReceiver::start(200).await;
     let settings = Settings {
-        database_url: db.url.clone(),
-        location: "trend-lab".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        receivers: vec![receiver(
-            "hook",
-            ReceiverKind::Webhook,
-            &format!("{}/hook", hook.url),
-        )],
-        evaluate_every: Duration::from_secs(1),
         api_token: admin_token(),
-        ..Settings::default()
+        ..lab_settings(&db, &hook)
     };
     // The probe runs once an hour against a closed port: one failure, no `failing` alert.
     let yaml = format!(

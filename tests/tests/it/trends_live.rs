@@ -10,14 +10,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
-use prober::config::receivers::ReceiverKind;
 use prober::config::settings::{Settings, TrendSettings};
 use prober::daemon::{http_executor, Daemon};
 
 use crate::db::TestDb;
 use crate::helpers::{cli, http_request, probes, wait_for, FakeTarget};
-use crate::notify::{receiver, FakeReceiver};
-use crate::trends::{all, with_step};
+use crate::notify::FakeReceiver;
+use crate::trends::{all, lab_settings, with_step};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_finds_a_step_once_and_pages_across_a_restart() {
@@ -27,20 +26,11 @@ async fn the_daemon_finds_a_step_once_and_pages_across_a_restart() {
     let target = FakeTarget::start().await;
     let hook = FakeReceiver::start(200).await;
     let settings = Settings {
-        database_url: db.url.clone(),
-        location: "trend-lab".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        receivers: vec![receiver(
-            "hook",
-            ReceiverKind::Webhook,
-            &format!("{}/hook", hook.url),
-        )],
-        evaluate_every: Duration::from_secs(1),
         trends: TrendSettings {
             enabled: true,
             ..TrendSettings::default()
         },
-        ..Settings::default()
+        ..lab_settings(&db, &hook)
     };
     // The new level: first byte ~110 ms. Once an hour: one live run.
     let yaml = format!(

@@ -110,9 +110,6 @@ pub struct AlertEngine {
     pub dropped: AtomicU64,
     /// Whether the saved state has been loaded (before that, runs wait).
     pub loaded: AtomicBool,
-    /// Whether this replica holds the evaluator lease (as of the last
-    /// renewal or evaluation; [`AlertEngine::is_leader`] asks the lease).
-    pub leader: AtomicBool,
     /// The evaluator lease (`leader.rs`).
     pub lease: Lease,
     /// Periodic evaluations done (for tests and metrics).
@@ -163,7 +160,6 @@ impl AlertEngine {
             wake: tokio::sync::Notify::new(),
             dropped: Default::default(),
             loaded: Default::default(),
-            leader: Default::default(),
             lease: Lease::new(
                 EVALUATOR_LEASE,
                 Lease::holder_for(&settings_location),

@@ -3,8 +3,6 @@
 //! reason ends; reminders repeat while an alert keeps firing. The state
 //! change is always recorded: these decide only the [`Notice`].
 
-use std::sync::atomic::Ordering;
-
 use chrono::{DateTime, Utc};
 
 use super::{AlertEngine, AlertMap, ProbeEntry, ALL_LOCATIONS, RULE_FAILING};
@@ -94,7 +92,7 @@ impl AlertEngine {
     /// this replica owns (its location; `all` too while it is the evaluator).
     pub(super) fn release_and_remind(&self, now: DateTime<Utc>) -> Vec<Change> {
         let cfg = self.cfg();
-        let leader = self.leader.load(Ordering::SeqCst);
+        let leader = self.is_leader();
         let mut alerts = self.alerts.lock();
         let keys: Vec<String> = (alerts.values())
             .filter(|a| a.state == State::Firing)

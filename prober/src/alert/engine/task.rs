@@ -114,21 +114,22 @@ async fn periodic_bounded(
 async fn renew(engine: Arc<AlertEngine>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_held = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
         let held = engine.lease.renew(&engine.store).await.is_some();
-        if held && !engine.leader.swap(true, Ordering::SeqCst) {
+        if held && !was_held {
             tracing::info!(holder = %engine.lease.holder, "this replica now evaluates the periodic alert rules");
             engine.wake.notify_one();
-        } else if !held && engine.leader.swap(false, Ordering::SeqCst) {
+        } else if !held && was_held {
             tracing::warn!(holder = %engine.lease.holder, "this replica no longer holds the evaluator lease; another replica evaluates the periodic rules");
         }
+        was_held = held;
     }
     engine.lease.release(&engine.store).await;
-    engine.leader.store(false, Ordering::SeqCst);
 }
 
 /// Loads the saved state before anything is evaluated (runs wait in the
@@ -167,7 +168,6 @@ async fn periodic(engine: &AlertEngine, term: &mut Option<i64>, unsaved: &mut Ve
     }
     let now_term = engine.lease.term();
     let leader = now_term.is_some();
-    engine.leader.store(leader, Ordering::SeqCst);
     if leader && now_term != *term {
         // A new term: another replica may have changed the all-locations
         // alerts meanwhile; what this one left unsaved under an older term

@@ -66,7 +66,7 @@ impl Collector for AlertCollector {
             "prober_alert_evaluator",
             "Whether this replica holds the evaluator lock and evaluates the all-locations rules (1) or not (0).",
             None,
-            u64::from(engine.leader.load(Ordering::Relaxed)),
+            u64::from(engine.is_leader()),
         )
     }
 }
