@@ -39,15 +39,19 @@ FROM debian:${DEBIAN_RELEASE}-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /etc/prober --shell /usr/sbin/nologin prober
+    && useradd --system --uid 10001 --user-group --home-dir /etc/prober --shell /usr/sbin/nologin prober \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/prober/spool
 COPY --from=build /usr/local/bin/prober /usr/local/bin/prober
 COPY --chown=root:root probes /etc/prober/probes
 WORKDIR /etc/prober
 USER 10001:10001
 # Listen on every interface inside the container; `prober healthcheck` reaches it on loopback.
+# Results wait for Postgres in the spool (replayed after a crash): mount a volume here.
 ENV PROBER_LISTEN=0.0.0.0:9680 \
     PROBER_PROBES=/etc/prober/probes \
+    PROBER_SPOOL_DIR=/var/lib/prober/spool \
     RUST_LOG=info
+VOLUME /var/lib/prober/spool
 EXPOSE 9680
 # No curl in the image: the binary checks its own /healthz (exit 0 healthy, 1 not).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// With --soak: seconds between two rows.
     #[arg(long, default_value_t = 60)]
     pub soak_every: u64,
+    /// With --soak: Postgres unreachable for the whole soak (the daemon's URL
+    /// names a closed loopback port): every run waits in the queue and the
+    /// spool; prints the memory and disk per queued run.
+    #[arg(long, requires = "soak")]
+    pub outage: bool,
     #[command(flatten)]
     pub trend: TrendArgs,
     #[command(flatten)]

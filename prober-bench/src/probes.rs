@@ -14,7 +14,7 @@ pub const PROBES_PER_TEXT: usize = 250;
 /// A duration as the probe format writes it (`1s`, `1500ms`).
 pub fn yaml_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
+use prober::store::spool::SpoolSettings;
 use sqlx::Connection;
 
 use crate::args::BenchArgs;
@@ -109,12 +110,29 @@ pub async fn start_daemon(
     Ok((daemon, settings, rate))
 }
 
+/// A Postgres URL nothing answers (port 1 on loopback): `--outage`.
+pub const OUTAGE_URL: &str = "postgres://postgres@127.0.0.1:1/prober_bench_outage";
+
+/// The bench daemon's spool: this process's own, under the temporary directory.
+pub fn spool_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("prober-bench-spool-{}", std::process::id()))
+}
+
 /// The daemon's settings: the defaults, on the scratch database, on a free
 /// port, with a queue large enough for every run of the bench (nothing dropped).
 fn settings(args: &BenchArgs, rate: f64) -> Settings {
     let expected_runs = rate * (args.warm_up as f64 + args.seconds as f64 + 5.0);
     Settings {
-        database_url: args.database_url.clone(),
+        database_url: if args.outage {
+            OUTAGE_URL.to_string()
+        } else {
+            args.database_url.clone()
+        },
+        // Spooled, as `prober run` does by default.
+        spool: SpoolSettings {
+            dir: Some(spool_dir()),
+            ..SpoolSettings::default()
+        },
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         queue_capacity: Settings::default()
             .queue_capacity

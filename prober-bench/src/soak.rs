@@ -13,7 +13,7 @@ use prober::daemon::Daemon;
 use crate::args::BenchArgs;
 use crate::db::{check_database_url, query_window, recreate_database};
 use crate::procfs::machine_line;
-use crate::single::{start_daemon, Snapshot, Totals};
+use crate::single::{spool_dir, start_daemon, Snapshot, Totals};
 use crate::target::Target;
 
 /// RSS growth after warm-up still called flat.
@@ -67,14 +67,35 @@ async fn soak(
         rows.push(row);
         prev = now;
     }
+    let spool_bytes = dir_bytes(&spool_dir());
     let totals = Totals::after_shutdown(daemon).await;
+    let _ = std::fs::remove_dir_all(spool_dir());
+    if args.outage {
+        return Ok(render(args, &rows, &totals, None, spool_bytes));
+    }
     let stored = query_window(
         &args.database_url,
         start.wall - chrono::TimeDelta::hours(1),
         chrono::Utc::now(),
     )
     .await?;
-    Ok(render(args, &rows, &totals, stored.all_rows))
+    Ok(render(
+        args,
+        &rows,
+        &totals,
+        Some(stored.all_rows),
+        spool_bytes,
+    ))
+}
+
+/// Bytes of the files in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 async fn row_of(
@@ -104,13 +125,24 @@ async fn row_of(
     }
 }
 
-fn render(args: &BenchArgs, rows: &[Row], totals: &Totals, stored_rows: i64) -> String {
+fn render(
+    args: &BenchArgs,
+    rows: &[Row],
+    totals: &Totals,
+    stored_rows: Option<i64>,
+    spool_bytes: u64,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", machine_line());
     let _ = writeln!(
         out,
-        "prober {} soak: {} probes every {} ms, {} s after a {} s warm-up, a row every {} s\n",
+        "prober {} soak{}: {} probes every {} ms, {} s after a {} s warm-up, a row every {} s\n",
         prober::VERSION,
+        if args.outage {
+            " with Postgres unreachable throughout (--outage)"
+        } else {
+            ""
+        },
         args.probes,
         args.every.as_millis(),
         args.seconds,
@@ -146,6 +178,21 @@ fn render(args: &BenchArgs, rows: &[Row], totals: &Totals, stored_rows: i64) -> 
             rows.iter().map(|r| r.rss_mib).fold(0.0, f64::max)
         );
     }
+    let Some(stored_rows) = stored_rows else {
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            let queued = last.queue.saturating_sub(first.queue).max(1) as f64;
+            let _ = writeln!(
+                out,
+                "outage: {} runs queued at the end, {} dropped; memory per queued run {:.0} bytes (RSS growth from the first row to the last over the runs queued in between); spool {:.1} MiB on disk, {:.0} bytes per queued run",
+                last.queue,
+                totals.dropped,
+                (last.rss_mib - first.rss_mib) * 1_048_576.0 / queued,
+                spool_bytes as f64 / 1_048_576.0,
+                spool_bytes as f64 / last.queue.max(1) as f64
+            );
+        }
+        return out;
+    };
     let _ = writeln!(
         out,
         "runs finished {}, written {}, rows stored {}, dropped {}, left in the queue {}: {}",

@@ -28,6 +28,9 @@ pub enum StartError {
     /// The socket was bound but its address cannot be read.
     #[error("cannot read the bound address: {0}; check the listen address, then start again")]
     BoundAddress(std::io::Error),
+    /// The spool directory cannot be used (or another process holds it).
+    #[error("{0}")]
+    Spool(#[from] crate::store::spool::SpoolError),
     /// The probe runner (TLS roots, HTTP clients) cannot be built.
     #[error("cannot prepare the probe runner: {0}")]
     Runner(String),

@@ -79,11 +79,18 @@ pub struct Daemon {
     pub store_health: Arc<StoreHealth>,
     pub scheduler_stats: Arc<SchedulerStats>,
     writer: tokio::task::JoinHandle<()>,
+    spool: Option<SpoolTask>,
     server: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     drain: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
+}
+
+/// The spool's thread and what stops it (after the writer's last batch).
+struct SpoolTask {
+    stop: CancellationToken,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Loads probes or returns every problem, each with file:line.
@@ -127,10 +134,21 @@ impl Daemon {
         }
         self.queue.report_drops();
         let lost = self.queue.depth();
-        if lost > 0 {
+        let spooled = self.spool.is_some();
+        if let Some(spool) = self.spool {
+            // The last write and sync; a segment whose runs are all stored goes.
+            spool.stop.cancel();
+            let _ = tokio::task::spawn_blocking(move || spool.thread.join()).await;
+        }
+        if lost > 0 && spooled {
+            tracing::warn!(
+                results = lost,
+                "Postgres did not come back within the shutdown limit: these results stay in the spool and are stored at the next start"
+            );
+        } else if lost > 0 {
             tracing::error!(
                 results = lost,
-                "Postgres did not come back within the shutdown limit: these results are lost"
+                "Postgres did not come back within the shutdown limit: these results are lost (no spool.dir is set)"
             );
         }
         self.stop.cancel();

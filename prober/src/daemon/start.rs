@@ -9,7 +9,7 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{reload, Core, Daemon, StartError};
+use super::{reload, Core, Daemon, SpoolTask, StartError};
 use crate::alert::engine::{AlertEngine, EngineSettings};
 use crate::analysis::{self, AnalysisConfig, AnalysisStats};
 use crate::api::{self, ApiState, AppState, ManualRuns};
@@ -22,6 +22,7 @@ use crate::results::LiveState;
 use crate::schedule::{Clock, Executor, Limits, Scheduler, SchedulerStats};
 use crate::store::audit::AuditLog;
 use crate::store::queue::ResultQueue;
+use crate::store::spool::Spool;
 use crate::store::writer::{self, StoreHealth, WriterConfig};
 use crate::store::{redact_url, Store};
 use crate::telemetry::metrics::{
@@ -37,6 +38,7 @@ struct Storage {
     queue: Arc<ResultQueue>,
     health: Arc<StoreHealth>,
     writer: tokio::task::JoinHandle<()>,
+    spool: Option<SpoolTask>,
 }
 
 impl Daemon {
@@ -69,6 +71,7 @@ impl Daemon {
             scheduler_stats: core.scheduler_stats.clone(),
             core,
             writer: storage.writer,
+            spool: storage.spool,
             server,
             notifier,
             drain,
@@ -86,7 +89,24 @@ fn start_storage(
 ) -> Result<Storage, StartError> {
     let store = Store::new(&settings.database_url, &settings.location)?
         .with_api_runs_counted(settings.api.manual_runs_count);
-    let queue = Arc::new(ResultQueue::new(settings.queue_capacity));
+    let (spool, replayed) = match &settings.spool.dir {
+        None => (None, Vec::new()),
+        Some(dir) => {
+            let (spool, replayed) = Spool::open(dir, settings.spool.sync_every)?;
+            (Some(Arc::new(spool)), replayed)
+        }
+    };
+    let queue = Arc::new(ResultQueue::bounded(
+        settings.queue_capacity,
+        settings.queue_max_bytes,
+        spool.clone(),
+        replayed,
+    ));
+    let spool = spool.map(|spool| {
+        let stop = CancellationToken::new();
+        let thread = spool.run(stop.clone());
+        SpoolTask { stop, thread }
+    });
     let health = Arc::new(StoreHealth::default());
     let writer = tokio::spawn(writer::run(
         store.clone(),
@@ -107,6 +127,7 @@ fn start_storage(
         queue,
         health,
         writer,
+        spool,
     })
 }
 

@@ -519,7 +519,7 @@ async fn execute(
     if let Some(hook) = shared.on_run.get().filter(|_| counted) {
         hook(&record);
     }
-    shared.queue.push(record.clone());
+    shared.queue.push(&record);
     shared.stats.runs_finished.fetch_add(1, Ordering::Relaxed);
     shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     record

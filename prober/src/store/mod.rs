@@ -11,7 +11,8 @@
 //! - `read.rs`, `rollup.rs`, `audit.rs`: reads, hour/day rollups, the audit log;
 //! - `trends.rs`: the series the trend analysis reads and the findings it stores;
 //! - `events.rs`: change events (deploys and other marks) and a finding's context;
-//! - `queue.rs`, `writer.rs`: the queue between probing and Postgres, and its writer task.
+//! - `queue.rs`, `writer.rs`: the queue between probing and Postgres, and its writer task;
+//! - `spool/`: the queue's copy on local disk, replayed after a crash, and its binary form.
 //!
 //! [`RunRecord`]: crate::run::RunRecord
 
@@ -24,6 +25,7 @@ pub mod queue;
 pub mod read;
 pub mod rollup;
 mod schema;
+pub mod spool;
 pub mod trends;
 mod write;
 pub mod writer;

@@ -6,28 +6,99 @@
 //! and logged, never silently: every dropped result is in exactly one log
 //! line (at most one line per [`DROP_REPORT_EVERY`], the rest reported by the
 //! next line or by [`ResultQueue::report_drops`]).
+//!
+//! A queued run is held in its binary form ([`codec`], ~150 bytes for a
+//! typical HTTP run rather than ~2 KB as a [`RunRecord`]) and, with a spool,
+//! written to disk in the same form: a run leaves the spool when it is
+//! written to Postgres or dropped.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::run::RunRecord;
+use super::spool::{codec, Replayed, Spool};
+use crate::run::{ProbeMeta, RunRecord};
 
 /// At most one log line about dropped results per this.
 pub const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct ResultQueue {
-    items: Mutex<VecDeque<RunRecord>>,
+    items: Mutex<Items>,
     capacity: usize,
+    /// Most bytes queued, counting each run's binary form and [`ENTRY_OVERHEAD`].
+    max_bytes: usize,
+    spool: Option<Arc<Spool>>,
     notify: Notify,
     dropped: AtomicU64,
     /// Taken by the writer and not yet written or put back.
     in_flight: AtomicUsize,
     drops: Mutex<DropLog>,
+}
+
+/// What the queue holds beside a run's binary form: the entry (its probe,
+/// segment, and the box's pointer and length) and the allocator's rounding.
+pub const ENTRY_OVERHEAD: usize = 64;
+
+#[derive(Debug, Default)]
+struct Items {
+    q: VecDeque<Entry>,
+    /// Of the runs in `q`, by [`Entry::cost`].
+    bytes: usize,
+}
+
+impl Items {
+    fn push_back(&mut self, e: Entry) {
+        self.bytes += e.cost();
+        self.q.push_back(e);
+    }
+
+    fn push_front(&mut self, e: Entry) {
+        self.bytes += e.cost();
+        self.q.push_front(e);
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let e = self.q.pop_front()?;
+        self.bytes -= e.cost();
+        Some(e)
+    }
+}
+
+/// A queued run: its probe, its spool segment, its binary form.
+#[derive(Debug)]
+struct Entry {
+    meta: Arc<ProbeMeta>,
+    segment: u64,
+    bytes: Box<[u8]>,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.bytes.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// Runs the writer took: write [`Batch::records`], then hand the batch back
+/// with [`ResultQueue::written`] or [`ResultQueue::put_back`].
+#[derive(Debug)]
+pub struct Batch {
+    pub records: Vec<RunRecord>,
+    entries: Vec<Entry>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 /// Drops not yet in a log line.
@@ -40,10 +111,13 @@ struct DropLog {
 }
 
 impl ResultQueue {
+    /// A queue in memory only, bounded by its length alone.
     pub fn new(capacity: usize) -> ResultQueue {
         ResultQueue {
-            items: Mutex::new(VecDeque::new()),
+            items: Mutex::new(Items::default()),
             capacity: capacity.max(1),
+            max_bytes: usize::MAX,
+            spool: None,
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -51,24 +125,60 @@ impl ResultQueue {
         }
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, VecDeque<RunRecord>> {
+    /// A queue of at most `capacity` runs and `max_bytes`; with a spool,
+    /// holding first the runs `replayed` from it (an earlier process's, not yet stored).
+    pub fn bounded(
+        capacity: usize,
+        max_bytes: usize,
+        spool: Option<Arc<Spool>>,
+        replayed: Vec<Replayed>,
+    ) -> ResultQueue {
+        let q = ResultQueue {
+            spool,
+            max_bytes: max_bytes.max(1),
+            ..ResultQueue::new(capacity)
+        };
+        for (segment, meta, bytes) in replayed {
+            q.enqueue(Entry {
+                meta,
+                segment,
+                bytes,
+            });
+        }
+        q
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Items> {
         self.items.lock()
     }
 
-    /// Adds a result; drops the oldest one if the queue is full.
-    pub fn push(&self, r: RunRecord) {
-        let overflow = {
+    /// Adds a result (to the spool too, if there is one); drops the oldest
+    /// one if the queue is full.
+    pub fn push(&self, r: &RunRecord) {
+        let mut bytes = Vec::with_capacity(192);
+        codec::encode_run(r, &mut bytes);
+        let segment = self.spool.as_ref().map_or(0, |s| s.append(&r.meta, &bytes));
+        self.enqueue(Entry {
+            meta: r.meta.clone(),
+            segment,
+            bytes: bytes.into_boxed_slice(),
+        });
+    }
+
+    fn enqueue(&self, e: Entry) {
+        let mut lost = Vec::new();
+        {
             let mut q = self.lock();
-            let overflow = if q.len() >= self.capacity {
-                q.pop_front()
-            } else {
-                None
-            };
-            q.push_back(r);
-            overflow
-        };
-        if let Some(lost) = overflow {
-            self.drop_counted(&lost.meta.name, 1);
+            while !q.q.is_empty()
+                && (q.q.len() >= self.capacity || q.bytes + e.cost() > self.max_bytes)
+            {
+                lost.extend(q.pop_front());
+            }
+            q.push_back(e);
+        }
+        if let Some(first) = lost.first() {
+            self.drop_counted(&first.meta.name, lost.len() as u64);
+            self.spooled_done(&lost);
         }
         self.notify.notify_one();
     }
@@ -76,37 +186,77 @@ impl ResultQueue {
     /// Takes up to `n` results from the front; they count in
     /// [`ResultQueue::depth`] until [`ResultQueue::written`] or
     /// [`ResultQueue::put_back`].
-    pub fn take(&self, n: usize) -> Vec<RunRecord> {
-        let mut q = self.lock();
-        let n = n.min(q.len());
-        self.in_flight.fetch_add(n, Ordering::Relaxed);
-        q.drain(..n).collect()
+    pub fn take(&self, n: usize) -> Batch {
+        let taken: Vec<Entry> = {
+            let mut q = self.lock();
+            let n = n.min(q.q.len());
+            self.in_flight.fetch_add(n, Ordering::Relaxed);
+            let taken: Vec<Entry> = q.q.drain(..n).collect();
+            q.bytes -= taken.iter().map(Entry::cost).sum::<usize>();
+            taken
+        };
+        let mut batch = Batch {
+            records: Vec::with_capacity(taken.len()),
+            entries: Vec::with_capacity(taken.len()),
+        };
+        for e in taken {
+            match codec::decode_run(&e.bytes, e.meta.clone()) {
+                Ok(r) => {
+                    batch.records.push(r);
+                    batch.entries.push(e);
+                }
+                Err(err) => {
+                    // Only a run replayed from a damaged spool can get here
+                    // (frames are checksummed, so hardly ever).
+                    tracing::error!(probe = %e.meta.name, error = %err, "a queued run cannot be read back: it is dropped");
+                    self.written_entries(std::slice::from_ref(&e));
+                    self.drop_counted(&e.meta.name, 1);
+                }
+            }
+        }
+        batch
     }
 
-    /// The writer stored `n` results it took.
-    pub fn written(&self, n: usize) {
+    /// The writer stored the runs of `batch`.
+    pub fn written(&self, batch: Batch) {
+        self.written_entries(&batch.entries);
+    }
+
+    fn written_entries(&self, entries: &[Entry]) {
         self.in_flight
-            .fetch_sub(n.min(self.in_flight()), Ordering::Relaxed);
+            .fetch_sub(entries.len().min(self.in_flight()), Ordering::Relaxed);
+        self.spooled_done(entries);
+    }
+
+    /// Tells the spool these runs need no replay (stored or dropped).
+    fn spooled_done(&self, entries: &[Entry]) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        for chunk in entries.chunk_by(|a, b| a.segment == b.segment) {
+            spool.done(chunk[0].segment, chunk.len() as u64);
+        }
     }
 
     /// Puts a batch that could not be written back at the front, in order.
-    pub fn put_back(&self, batch: Vec<RunRecord>) {
-        self.written(batch.len());
-        let mut lost: Option<(String, u64)> = None;
+    pub fn put_back(&self, batch: Batch) {
+        self.in_flight
+            .fetch_sub(batch.len().min(self.in_flight()), Ordering::Relaxed);
+        let mut lost: Vec<Entry> = Vec::new();
         {
             let mut q = self.lock();
-            for r in batch.into_iter().rev() {
-                if q.len() >= self.capacity {
+            for e in batch.entries.into_iter().rev() {
+                if q.q.len() >= self.capacity || q.bytes + e.cost() > self.max_bytes {
                     // The batch holds the oldest results: they are the ones to lose.
-                    let e = lost.get_or_insert_with(|| (r.meta.name.clone(), 0));
-                    e.1 += 1;
+                    lost.push(e);
                     continue;
                 }
-                q.push_front(r);
+                q.push_front(e);
             }
         }
-        if let Some((probe, n)) = lost {
-            self.drop_counted(&probe, n);
+        if let Some(first) = lost.first() {
+            self.drop_counted(&first.meta.name, lost.len() as u64);
+            self.spooled_done(&lost);
         }
     }
 
@@ -137,8 +287,9 @@ impl ResultQueue {
             dropped = d.unreported,
             dropped_total = self.dropped(),
             capacity = self.capacity,
+            max_bytes = self.max_bytes,
             probe = d.probe.as_deref().unwrap_or(""),
-            "result queue full while Postgres was unavailable: dropped the oldest results; raise queue_capacity or restore Postgres"
+            "result queue full while Postgres was unavailable: dropped the oldest results; raise queue_capacity or queue_max_bytes, or restore Postgres"
         );
         d.unreported = 0;
         d.probe = None;
@@ -147,7 +298,16 @@ impl ResultQueue {
 
     /// Results queued, not counting those the writer is writing.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().q.len()
+    }
+
+    /// Bytes queued (not counting the batch being written), by [`ENTRY_OVERHEAD`] and binary form.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     /// Results not yet stored: queued and being written.

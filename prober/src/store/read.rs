@@ -57,9 +57,9 @@ impl Resolution {
     /// The coarsest table whose rows fit evenly in `step`.
     pub fn for_step(step: Duration) -> Resolution {
         let s = step.as_secs();
-        if s >= 86_400 && s % 86_400 == 0 {
+        if s >= 86_400 && s.is_multiple_of(86_400) {
             Resolution::Day
-        } else if s >= 3_600 && s % 3_600 == 0 {
+        } else if s >= 3_600 && s.is_multiple_of(3_600) {
             Resolution::Hour
         } else {
             Resolution::Minute

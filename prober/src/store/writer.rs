@@ -359,7 +359,7 @@ async fn flush(
         // On `stop` (the shutdown limit passed) the write is abandoned and the
         // batch goes back, so the daemon counts it among the unwritten results.
         let written = tokio::select! {
-            r = write_isolating(store, health, &batch) => Some(r),
+            r = write_isolating(store, health, &batch.records) => Some(r),
             _ = stop.cancelled() => None,
         };
         let Some(written) = written else {
@@ -368,12 +368,11 @@ async fn flush(
         };
         match written {
             Ok(()) => {
-                queue.written(batch.len());
+                let n = batch.len() as u64;
+                queue.written(batch);
                 queue.report_drops();
                 health.batches.fetch_add(1, Ordering::Relaxed);
-                health
-                    .runs_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                health.runs_written.fetch_add(n, Ordering::Relaxed);
                 health.write_us.fetch_add(
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,

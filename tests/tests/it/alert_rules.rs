@@ -724,6 +724,7 @@ async fn a_reload_applies_new_receivers_and_silences_from_the_settings_file_and_
         probes: Some(vec![probes_dir.clone()]),
         location: Some("lab".into()),
         api_token: Some(TOKEN.into()),
+        spool_dir: Some(dir.path().join("spool")),
         ..Default::default()
     };
     let s = Settings::resolve(&args).unwrap();

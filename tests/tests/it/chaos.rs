@@ -77,6 +77,7 @@ async fn the_lease_moves_within_15_s_when_its_holder_freezes_or_dies() {
             .env("DATABASE_URL", &db.url)
             .env("PROBER_LISTEN", "127.0.0.1:0")
             .env("PROBER_LOCATION", format!("lab-{i}"))
+            .env("PROBER_SPOOL_DIR", dir.path().join(format!("spool-{i}")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

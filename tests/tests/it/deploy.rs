@@ -156,6 +156,11 @@ fn the_dockerfile_builds_the_tested_binary_and_runs_it_unprivileged_with_a_healt
         "a slim Debian runtime stage"
     );
     assert!(runtime.contains("USER 10001:10001"), "runs as non-root");
+    assert!(
+        runtime.contains("install -d -o 10001 -g 10001 -m 0750 /var/lib/prober/spool")
+            && runtime.contains("PROBER_SPOOL_DIR=/var/lib/prober/spool"),
+        "the spool is a directory the non-root user owns"
+    );
     assert!(runtime.contains("CMD [\"prober\", \"healthcheck\""));
     let port = DEFAULT_LISTEN.rsplit(':').next().unwrap();
     assert!(runtime.contains(&format!("PROBER_LISTEN=0.0.0.0:{port}")));
@@ -217,6 +222,11 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
         );
     }
     assert_eq!(prober["read_only"], true);
+    assert!(
+        mounts.contains(&"spool:/var/lib/prober/spool"),
+        "the spool is on a volume (the root is read-only): {mounts:?}"
+    );
+    assert!(compose["volumes"].get("spool").is_some());
     assert_eq!(prober["cap_drop"][0], "ALL");
     // Stopped, it finishes its runs and drains its queue before compose kills it.
     let grace = prober["stop_grace_period"]
@@ -479,6 +489,20 @@ fn kubernetes_deployment_is_hardened_and_the_network_policy_fits_it() {
     assert_ne!(pod["securityContext"]["runAsUser"], 0);
     let c = &pod["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let spool = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/prober/spool")
+        .expect("the spool directory is a volume (the root file system is read-only)");
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == spool["name"] && v["emptyDir"].is_object()),
+        "the spool is an emptyDir: it outlives a restart of the container"
+    );
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert!(c["resources"]["limits"]["memory"].is_string());

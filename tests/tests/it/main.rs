@@ -41,6 +41,7 @@ mod scenarios;
 mod scheduler;
 mod secrets;
 mod settings;
+mod spool;
 mod store;
 mod trends;
 mod trends_live;

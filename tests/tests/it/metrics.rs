@@ -323,6 +323,7 @@ async fn metrics_labels_add_probe_labels_to_every_per_probe_series() {
         config: Some(file),
         database_url: Some(db.url.clone()),
         listen: Some("127.0.0.1:0".parse().unwrap()),
+        spool_dir: Some(dir.path().join("spool")),
         ..Default::default()
     })
     .unwrap();

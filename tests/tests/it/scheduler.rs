@@ -77,7 +77,7 @@ fn start(yaml: &str, exec: Executor, wall: DateTime<Utc>) -> Harness {
 impl Harness {
     async fn stop(self) -> (Vec<RunRecord>, Arc<SchedulerStats>, Arc<LiveState>) {
         self.scheduler.shutdown(Duration::from_secs(60)).await;
-        (self.queue.take(usize::MAX), self.stats, self.live)
+        (self.queue.take(usize::MAX).records, self.stats, self.live)
     }
 }
 

@@ -395,13 +395,13 @@ async fn the_day_window_is_exact_before_and_after_the_recent_rows_exist() {
 /// could not put back.
 #[test]
 fn the_queue_counts_its_batch_in_flight_and_every_drop() {
-    use prober::store::queue::ResultQueue;
+    use prober::store::queue::{ResultQueue, ENTRY_OVERHEAD};
     let m = meta("q");
     let at: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
     let run = |i: i64| record(&m, at + TimeDelta::seconds(i), 1_000, true);
     let q = ResultQueue::new(3);
     for i in 0..3 {
-        q.push(run(i));
+        q.push(&run(i));
     }
     let batch = q.take(2);
     assert_eq!(
@@ -409,17 +409,18 @@ fn the_queue_counts_its_batch_in_flight_and_every_drop() {
         (1, 3),
         "the batch in flight is still due"
     );
-    q.written(2);
+    assert_eq!(batch.records[1].scheduled_at, at + TimeDelta::seconds(1));
+    q.written(batch);
     assert_eq!(q.depth(), 1);
 
     // A failed batch goes back; past the capacity its oldest are dropped.
     let failed = q.take(1);
-    q.push(run(10));
-    q.push(run(11));
-    q.push(run(12));
+    q.push(&run(10));
+    q.push(&run(11));
+    q.push(&run(12));
     assert_eq!((q.depth(), q.dropped()), (4, 0));
     q.put_back(failed);
-    q.push(run(13));
+    q.push(&run(13));
     assert_eq!((q.len(), q.depth(), q.dropped()), (3, 3, 2));
     assert_eq!(
         q.unreported_drops(),
@@ -428,5 +429,23 @@ fn the_queue_counts_its_batch_in_flight_and_every_drop() {
     );
     q.report_drops();
     assert_eq!(q.unreported_drops(), 0, "and is logged by the next report");
-    drop(batch);
+    let left: Vec<_> = q.take(3).records.iter().map(|r| r.scheduled_at).collect();
+    assert_eq!(
+        left,
+        [11, 12, 13].map(|i| at + TimeDelta::seconds(i)),
+        "the newest are kept, in order"
+    );
+
+    // Bounded by bytes too: room for two runs, so the third drops the first.
+    q.push(&run(20));
+    let one = q.bytes();
+    assert!(
+        one > ENTRY_OVERHEAD && one < 300,
+        "a queued run takes {one} bytes"
+    );
+    let q = ResultQueue::bounded(100, 2 * one + one / 2, None, Vec::new());
+    for i in 0..3 {
+        q.push(&run(i));
+    }
+    assert_eq!((q.len(), q.dropped(), q.bytes()), (2, 1, 2 * one));
 }

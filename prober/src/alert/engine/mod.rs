@@ -94,6 +94,34 @@ impl EngineSettings {
 /// twice its length in slots, so inline values would cost ~1.4 KiB per probe.
 type AlertMap = HashMap<String, Box<Alert>>;
 
+/// What the per-run rules read of a run, waiting in the engine's channel:
+/// ~40 bytes for a run that passed without a certificate, not a second
+/// copy of the run (the channel holds [`QUEUE`] of them while the saved
+/// state is loading).
+#[derive(Debug)]
+pub(super) struct Observed {
+    probe: Arc<crate::run::ProbeMeta>,
+    at: chrono::DateTime<chrono::Utc>,
+    /// A failed run's error and what on-call is shown of it.
+    failure: Option<Box<(crate::run::ProbeError, crate::alert::LastFailure)>>,
+    cert: Option<Box<crate::run::CertInfo>>,
+}
+
+impl Observed {
+    fn of(r: &RunRecord) -> Observed {
+        Observed {
+            probe: r.meta.clone(),
+            at: r.started_at,
+            failure: r
+                .outcome
+                .error
+                .as_ref()
+                .map(|e| Box::new((e.clone(), crate::alert::LastFailure::of(r, e)))),
+            cert: r.outcome.cert.clone().map(Box::new),
+        }
+    }
+}
+
 pub struct AlertEngine {
     alerts: Mutex<AlertMap>,
     probes: RwLock<HashMap<String, Arc<ProbeEntry>>>,
@@ -103,7 +131,7 @@ pub struct AlertEngine {
     store: Store,
     /// Records each change's notice in the transaction that saves it.
     notices: Arc<dyn NoticeWriter>,
-    tx: mpsc::Sender<RunRecord>,
+    tx: mpsc::Sender<Observed>,
     /// Wakes the engine for an evaluation now (a silence was added or ended).
     wake: tokio::sync::Notify,
     /// Runs not evaluated because the engine's queue was full.
@@ -245,7 +273,7 @@ impl AlertEngine {
 
     /// Hands a finished run to the engine; never waits.
     pub fn submit(&self, r: &RunRecord) {
-        if self.tx.try_send(r.clone()).is_err() {
+        if self.tx.try_send(Observed::of(r)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::error!(

@@ -3,33 +3,33 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{AlertEngine, AlertMap, ProbeEntry, RULE_CERT_EXPIRY, RULE_FAILING};
-use crate::alert::{rules, Alert, Change, LastFailure, Severity, State, Transition};
-use crate::run::RunRecord;
+use super::{AlertEngine, AlertMap, Observed, ProbeEntry, RULE_CERT_EXPIRY, RULE_FAILING};
+use crate::alert::{rules, Alert, Change, Severity, State, Transition};
 
 impl AlertEngine {
     /// The alerts a run moves: `failing`, and `cert_expiry` when the run saw a certificate.
-    pub(super) fn observe(&self, r: &RunRecord) -> Vec<Change> {
-        let Some(entry) = self.entry(&r.meta.name) else {
+    pub(super) fn observe(&self, r: &Observed) -> Vec<Change> {
+        let name = r.probe.name.as_str();
+        let Some(entry) = self.entry(name) else {
             return Vec::new();
         };
         let policy = entry.policy;
         if !policy.enabled {
             return Vec::new();
         }
-        let at = r.started_at;
+        let at = r.at;
         let cfg = self.cfg();
         let loc = cfg.location.as_str();
         let mut alerts = self.alerts.lock();
         let mut changes = Vec::new();
 
-        let key = format!("{}/{RULE_FAILING}/{loc}", r.meta.name);
+        let key = format!("{name}/{RULE_FAILING}/{loc}");
         let mut alert = alerts.remove(&key).unwrap_or_else(|| {
-            let a = Alert::new(&r.meta.name, RULE_FAILING, loc, policy.severity, at);
+            let a = Alert::new(name, RULE_FAILING, loc, policy.severity, at);
             Box::new(a)
         });
         let was_active = alert.is_active();
-        let error = r.outcome.error.as_ref();
+        let error = r.failure.as_ref().map(|f| &f.0);
         if let Some(e) = error {
             alert.last_error = Some(e.clone());
         }
@@ -38,17 +38,17 @@ impl AlertEngine {
             alert.failed_runs = 0;
             alert.last_failure = None;
         }
-        if let Some(e) = error {
+        if let Some(f) = &r.failure {
             alert.failed_runs = alert.failed_runs.saturating_add(1);
-            alert.last_failure = Some(Box::new(LastFailure::of(r, e)));
+            alert.last_failure = Some(Box::new(f.1.clone()));
         }
         let moved = Moved { t, was_active };
         self.settle(&mut alerts, alert, moved, &entry, at, &mut changes);
 
-        if let Some(v) = rules::cert_expiry(r.outcome.cert.as_ref(), &policy) {
-            let key = format!("{}/{RULE_CERT_EXPIRY}/{loc}", r.meta.name);
+        if let Some(v) = rules::cert_expiry(r.cert.as_deref(), &policy) {
+            let key = format!("{name}/{RULE_CERT_EXPIRY}/{loc}");
             let mut alert = alerts.remove(&key).unwrap_or_else(|| {
-                let a = Alert::new(&r.meta.name, RULE_CERT_EXPIRY, loc, Severity::Ticket, at);
+                let a = Alert::new(name, RULE_CERT_EXPIRY, loc, Severity::Ticket, at);
                 Box::new(a)
             });
             let was_active = alert.is_active();

@@ -17,10 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::leader::RENEW_EVERY;
-use super::{AlertEngine, ALL_LOCATIONS};
+use super::{AlertEngine, Observed, ALL_LOCATIONS};
 use crate::alert::persist::Saved;
 use crate::alert::{persist, Change, NoticeWriter};
-use crate::run::RunRecord;
 
 /// The longest a round of saves may take before it is abandoned (the
 /// change being saved stays first in the queue).
@@ -39,7 +38,7 @@ struct Retry {
 
 pub(super) async fn run(
     engine: Arc<AlertEngine>,
-    mut rx: mpsc::Receiver<RunRecord>,
+    mut rx: mpsc::Receiver<Observed>,
     stop: CancellationToken,
 ) {
     if !load(&engine, &stop).await {

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use super::file::{RetentionFile, SettingsFile, TrendsFile};
+use super::file::{RetentionFile, SettingsFile, SpoolFile, TrendsFile};
 use super::sink::Sink;
 use super::{access, checks, policy, receivers};
-use super::{Retention, Settings, SettingsArgs, TrendSettings, DAY};
+use super::{Retention, Settings, SettingsArgs, TrendSettings, DAY, DEFAULT_SPOOL_DIR};
+use crate::store::spool::SpoolSettings;
 
 /// Turns the file and the flags into settings, reporting every problem in `sink`.
 pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink) -> Settings {
@@ -29,8 +30,10 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
     let retention = file.retention.take().unwrap_or_default();
     let retention = retention_of(sink, &retention, &d.retention);
     let trends = trends_of(sink, &file.trends.take().unwrap_or_default(), &d.trends);
+    let spool = spool_of(sink, args, file.spool.take().unwrap_or_default(), &d.spool);
     let s = Settings {
         trends,
+        spool,
         retention,
         alerting: alerting.policy,
         receivers,
@@ -68,6 +71,7 @@ fn layered(args: &SettingsArgs, file: SettingsFile, sink: &mut Sink, d: Settings
         queue_capacity: (args.queue_capacity)
             .or(file.queue_capacity)
             .unwrap_or(d.queue_capacity),
+        queue_max_bytes: file.queue_max_bytes.unwrap_or(d.queue_max_bytes),
         batch_size: file.batch_size.unwrap_or(d.batch_size),
         flush_interval: sink.duration(
             "flush_interval",
@@ -93,6 +97,37 @@ fn retention_of(sink: &mut Sink, f: &RetentionFile, d: &Retention) -> Retention 
         minutes: sink.duration("retention.minutes", f.minutes.as_deref(), d.minutes),
         hours: sink.duration("retention.hours", f.hours.as_deref(), d.hours),
     }
+}
+
+/// `spool:`: the directory (flag over file over `spool` in the working
+/// directory; none with `--no-spool` or `enabled: false`) and how often it is synced.
+fn spool_of(
+    sink: &mut Sink,
+    args: &SettingsArgs,
+    f: SpoolFile,
+    d: &SpoolSettings,
+) -> SpoolSettings {
+    let dir = (args.spool_dir.clone())
+        .or(f.dir)
+        .unwrap_or_else(|| DEFAULT_SPOOL_DIR.into());
+    if dir.as_os_str().is_empty() {
+        sink.error(
+            "spool.dir",
+            "must name a directory; to keep results in memory only, set spool.enabled: false (or --no-spool)",
+        );
+    }
+    let enabled = !args.no_spool && f.enabled.unwrap_or(true);
+    let s = SpoolSettings {
+        dir: enabled.then_some(dir),
+        sync_every: sink.duration("spool.sync_every", f.sync_every.as_deref(), d.sync_every),
+    };
+    if s.sync_every < Duration::from_millis(10) || s.sync_every > Duration::from_secs(60) {
+        sink.error(
+            "spool.sync_every",
+            "must be between 10ms and 60s (default 1s: what an operating system crash can lose)",
+        );
+    }
+    s
 }
 
 fn trends_of(sink: &mut Sink, f: &TrendsFile, d: &TrendSettings) -> TrendSettings {
@@ -167,6 +202,7 @@ fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
                 .then_some("--queue-capacity / PROBER_QUEUE_CAPACITY"),
         ),
         ("batch_size", s.batch_size, None),
+        ("queue_max_bytes", s.queue_max_bytes, None),
         ("recent_runs", s.recent_runs, None),
     ] {
         if v == 0 {

@@ -24,6 +24,7 @@ pub(super) struct SettingsFile {
     pub(super) max_concurrency: Option<usize>,
     pub(super) max_per_host: Option<usize>,
     pub(super) queue_capacity: Option<usize>,
+    pub(super) queue_max_bytes: Option<usize>,
     pub(super) batch_size: Option<usize>,
     pub(super) flush_interval: Option<String>,
     pub(super) recent_runs: Option<usize>,
@@ -40,6 +41,16 @@ pub(super) struct SettingsFile {
     pub(super) api: Option<ApiFile>,
     pub(super) metrics_labels: Option<Vec<String>>,
     pub(super) trends: Option<TrendsFile>,
+    pub(super) spool: Option<SpoolFile>,
+}
+
+/// `spool:` in `prober.yaml`: results on local disk until Postgres has them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SpoolFile {
+    pub(super) enabled: Option<bool>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) sync_every: Option<String>,
 }
 
 /// `api:` in `prober.yaml`: who may call the API, and manual runs.

@@ -43,6 +43,10 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/probe
 pub const DEFAULT_LOCATION: &str = "local";
 /// `/healthz`, `/readyz` and (later) the API and `/metrics`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9680";
+/// Where `prober run` spools results unless `spool.dir` says otherwise
+/// (relative to the working directory). [`Settings::default`] has no spool:
+/// a daemon started from code (the tests, the benchmark) chooses its own.
+pub const DEFAULT_SPOOL_DIR: &str = "spool";
 /// The settings file read when present in the working directory.
 pub const DEFAULT_SETTINGS_FILE: &str = "prober.yaml";
 
@@ -70,9 +74,15 @@ pub struct SettingsArgs {
     /// Runs in flight at once against one host [default: 64].
     #[arg(long, env = "PROBER_MAX_PER_HOST")]
     pub max_per_host: Option<usize>,
-    /// Results waiting for Postgres before the oldest are dropped and counted [default: 200000].
+    /// Results waiting for Postgres before the oldest are dropped and counted [default: 1000000].
     #[arg(long, env = "PROBER_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
+    /// Directory where results wait on disk until Postgres has them, replayed after a crash [default: spool].
+    #[arg(long, env = "PROBER_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Keep results waiting for Postgres in memory only: a crash loses them [default: they are spooled].
+    #[arg(long, env = "PROBER_NO_SPOOL")]
+    pub no_spool: bool,
     /// Do not run database migrations at start [default: they run].
     #[arg(long, env = "PROBER_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -116,6 +126,9 @@ pub struct Settings {
     pub max_concurrency: usize,
     pub max_per_host: usize,
     pub queue_capacity: usize,
+    /// Most memory the queued results take (their binary form and
+    /// [`ENTRY_OVERHEAD`](crate::store::queue::ENTRY_OVERHEAD) each) before the oldest are dropped.
+    pub queue_max_bytes: usize,
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub recent_runs: usize,
@@ -146,6 +159,8 @@ pub struct Settings {
     pub metrics_labels: Vec<String>,
     /// `trends:` — the trend analysis (read at start; a reload does not change it).
     pub trends: TrendSettings,
+    /// `spool:` — results on local disk until Postgres has them (read at start).
+    pub spool: crate::store::spool::SpoolSettings,
 }
 
 /// The trend analysis' settings (README, "Trends").
@@ -203,7 +218,8 @@ impl Default for Settings {
                 .unwrap_or(([127, 0, 0, 1], 9680).into()),
             max_concurrency: 1024,
             max_per_host: 64,
-            queue_capacity: 200_000,
+            queue_capacity: 1_000_000,
+            queue_max_bytes: 256 << 20,
             batch_size: 2_000,
             flush_interval: Duration::from_millis(250),
             recent_runs: 20,
@@ -226,6 +242,7 @@ impl Default for Settings {
             file: None,
             metrics_labels: Vec::new(),
             trends: TrendSettings::default(),
+            spool: Default::default(),
         }
     }
 }

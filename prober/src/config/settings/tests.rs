@@ -449,3 +449,57 @@ fn trend_settings_are_read_and_their_bounds_checked_in_place() {
         assert!(err.contains(field), "{field}: {err}");
     }
 }
+
+#[test]
+fn the_spool_is_on_by_default_in_the_working_directory_and_can_be_moved_or_turned_off() {
+    let dir = tempfile_dir();
+    let file = dir.join("prober.yaml");
+    let resolve = |yaml: &str, args: SettingsArgs| {
+        std::fs::write(&file, yaml).unwrap();
+        Settings::resolve(&SettingsArgs {
+            config: Some(file.clone()),
+            ..args
+        })
+    };
+    let s = resolve("location: x\n", SettingsArgs::default()).unwrap();
+    assert_eq!(s.spool.dir, Some(PathBuf::from(DEFAULT_SPOOL_DIR)));
+    assert_eq!(s.spool.sync_every, Duration::from_secs(1));
+    assert_eq!(Settings::default().spool.dir, None, "code chooses its own");
+
+    let s = resolve(
+        "spool:\n  dir: /var/x\n  sync_every: 200ms\n",
+        SettingsArgs::default(),
+    )
+    .unwrap();
+    assert_eq!(s.spool.dir, Some(PathBuf::from("/var/x")));
+    assert_eq!(s.spool.sync_every, Duration::from_millis(200));
+    let flag = SettingsArgs {
+        spool_dir: Some("/flag".into()),
+        ..SettingsArgs::default()
+    };
+    let s = resolve("spool:\n  dir: /var/x\n", flag).unwrap();
+    assert_eq!(s.spool.dir, Some(PathBuf::from("/flag")));
+
+    let off = resolve("spool:\n  enabled: false\n", SettingsArgs::default()).unwrap();
+    assert_eq!(off.spool.dir, None);
+    let no_spool = SettingsArgs {
+        no_spool: true,
+        ..SettingsArgs::default()
+    };
+    assert_eq!(resolve("location: x\n", no_spool).unwrap().spool.dir, None);
+
+    let err = resolve(
+        "spool:\n  dir: \"\"\n  sync_every: 2m\n",
+        SettingsArgs::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spool.dir") && err.contains("spool.enabled: false"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spool.sync_every") && err.contains("between 10ms and 60s"),
+        "{err}"
+    );
+}

@@ -45,6 +45,20 @@ impl StoreCollector {
             None,
             self.queue.capacity() as u64,
         )?;
+        gauge(
+            enc,
+            "prober_store_queue_bytes",
+            "Memory the queued results take (their binary form and the queue's own per result), not counting the batch being written.",
+            None,
+            self.queue.bytes() as u64,
+        )?;
+        gauge(
+            enc,
+            "prober_store_queue_max_bytes",
+            "Bytes the queue holds before it drops the oldest (queue_max_bytes).",
+            None,
+            self.queue.max_bytes() as u64,
+        )?;
         counter(
             enc,
             "prober_store_queue_dropped",

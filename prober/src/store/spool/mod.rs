@@ -1,0 +1,475 @@
+//! The spool: every result not yet acknowledged by Postgres, on local disk,
+//! so a crash or a kill loses at most [`WRITE_EVERY`] of runs (an operating
+//! system crash or a power cut at most `spool.sync_every`).
+//!
+//! Append-only segment files `<id>.seg` in `spool.dir`, each a header
+//! ([`MAGIC`], which names the format's version) and frames: a length, a
+//! CRC-32C, a kind byte and the payload ([`codec`]). A segment holds a probe's
+//! identity (name, version, definition) once, before its first run, so each
+//! segment reads alone. Frames are gathered in memory and written by one
+//! thread: to the operating system every [`WRITE_EVERY`], `fdatasync`ed every
+//! `sync_every` (group commit: one sync for every run of the interval).
+//!
+//! A segment is deleted once every run in it is written to Postgres or
+//! dropped (the queue says so with [`Spool::done`]); at start every segment
+//! left is replayed into the queue (the store skips runs it holds, so a run
+//! written just before a crash counts once). A torn last frame (the crash
+//! came mid-write) ends its segment's replay, logged; a segment of an
+//! unknown format is set aside as `<id>.seg.unreadable`, never deleted.
+//!
+//! One process per directory: `LOCK` is held (`flock`) while the spool is open.
+
+pub mod codec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::run::ProbeMeta;
+
+/// First bytes of every segment: the format and its version.
+pub const MAGIC: &[u8; 8] = b"PRSPOOL1";
+/// A segment is closed (and a new one begun) past this size.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// Gathered frames reach the operating system at least this often: what a
+/// kill of the process can lose.
+pub const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// A frame's length and CRC before its kind byte and payload.
+const FRAME_HEAD: usize = 8;
+/// No frame is longer (a run with the largest bodies and messages the probe
+/// keeps is far shorter); a longer length marks a torn or corrupt frame.
+const MAX_FRAME: usize = 16 << 20;
+const KIND_META: u8 = 1;
+const KIND_RUN: u8 = 2;
+
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// `spool:` in the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// Where the segments go; `None`: no spool (results wait in memory only).
+    pub dir: Option<PathBuf>,
+    /// How often the segment being written is `fdatasync`ed (default 1 s).
+    pub sync_every: Duration,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            dir: None,
+            sync_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the spool cannot be opened: the daemon does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot use spool directory {dir}: {source}; set spool.dir (PROBER_SPOOL_DIR) to a writable directory, or --no-spool (PROBER_NO_SPOOL=true, spool.enabled: false) to keep results in memory only")]
+    Dir { dir: PathBuf, source: io::Error },
+    #[error("spool directory {dir} is in use by another prober process; give each instance its own spool.dir (PROBER_SPOOL_DIR)")]
+    Locked { dir: PathBuf },
+}
+
+/// A run read back from a segment at start: its segment, its probe, its bytes.
+pub type Replayed = (u64, Arc<ProbeMeta>, Box<[u8]>);
+/// A run of one segment: its probe and its bytes.
+type SegmentRun = (Arc<ProbeMeta>, Box<[u8]>);
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    sync_every: Duration,
+    state: Mutex<State>,
+    /// The writer's side: only the syncing thread takes it.
+    file: Mutex<Option<(u64, File)>>,
+    _lock: File,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Frames not yet written.
+    pending: Vec<u8>,
+    /// The segment new runs go to, and its size with `pending`.
+    current: u64,
+    current_bytes: u64,
+    /// Probes whose identity is in the current segment: their id there.
+    /// Keyed by the `Arc`'s address, which cannot be reused while held here.
+    metas: HashMap<usize, (u64, Arc<ProbeMeta>)>,
+    /// Every segment: runs in it not yet done, and its size.
+    segments: BTreeMap<u64, Segment>,
+    /// A write failed: logged once until one succeeds.
+    failing: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Segment {
+    outstanding: u64,
+    bytes: u64,
+}
+
+impl Spool {
+    /// Opens (creating) `dir`, takes its lock, and reads every segment left
+    /// by an earlier process: those runs are returned, in order, to be queued again.
+    pub fn open(dir: &Path, sync_every: Duration) -> Result<(Spool, Vec<Replayed>), SpoolError> {
+        let fail = |source| SpoolError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(fail)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(fail)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(dir).map_err(fail)? {
+            let name = entry.map_err(fail)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_suffix(".seg")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut state = State::default();
+        let mut replayed = Vec::new();
+        for &id in &ids {
+            let path = segment_path(dir, id);
+            let runs = read_segment(&path);
+            match runs {
+                Ok(runs) => {
+                    let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    state.segments.insert(
+                        id,
+                        Segment {
+                            outstanding: runs.len() as u64,
+                            bytes,
+                        },
+                    );
+                    replayed.extend(runs.into_iter().map(|(m, b)| (id, m, b)));
+                }
+                Err(e) => {
+                    let aside = path.with_extension("seg.unreadable");
+                    tracing::error!(segment = %path.display(), error = %e, set_aside = %aside.display(), "a spool segment cannot be read: it is set aside, not replayed; its runs are not stored");
+                    let _ = fs::rename(&path, &aside);
+                }
+            }
+        }
+        state.current = ids.last().map_or(0, |l| l + 1);
+        state.segments.insert(state.current, Segment::default());
+        if !replayed.is_empty() {
+            tracing::info!(
+                runs = replayed.len(),
+                segments = ids.len(),
+                dir = %dir.display(),
+                "replaying results an earlier process spooled but had not stored"
+            );
+        }
+        Ok((
+            Spool {
+                dir: dir.to_path_buf(),
+                sync_every,
+                state: Mutex::new(state),
+                file: Mutex::new(None),
+                _lock: lock,
+            },
+            replayed,
+        ))
+    }
+
+    /// Appends an encoded run of `meta`; returns the segment it is in.
+    pub fn append(&self, meta: &Arc<ProbeMeta>, run: &[u8]) -> u64 {
+        let mut s = self.state.lock();
+        let s = &mut *s;
+        let key = Arc::as_ptr(meta) as usize;
+        let next_id = s.metas.len() as u64;
+        let start = s.pending.len();
+        let id = match s.metas.get(&key) {
+            Some((id, _)) => *id,
+            None => {
+                s.metas.insert(key, (next_id, meta.clone()));
+                frame(&mut s.pending, KIND_META, next_id, |out| {
+                    codec::encode_meta(meta, out)
+                });
+                next_id
+            }
+        };
+        frame(&mut s.pending, KIND_RUN, id, |out| {
+            out.extend_from_slice(run)
+        });
+        s.current_bytes += (s.pending.len() - start) as u64;
+        let seg = s.segments.entry(s.current).or_default();
+        seg.outstanding += 1;
+        s.current
+    }
+
+    /// `n` runs of segment `seg` are stored or dropped: none of them need replaying.
+    pub fn done(&self, seg: u64, n: u64) {
+        let mut s = self.state.lock();
+        if let Some(g) = s.segments.get_mut(&seg) {
+            g.outstanding = g.outstanding.saturating_sub(n);
+        }
+    }
+
+    /// Bytes in segments on disk and gathered for them.
+    pub fn bytes(&self) -> u64 {
+        let s = self.state.lock();
+        s.segments.values().map(|g| g.bytes).sum::<u64>() + s.pending.len() as u64
+    }
+
+    /// Writes what is gathered to the operating system, `fdatasync`s when
+    /// `sync`, and deletes the segments whose runs are all done. Blocking:
+    /// call it from a thread that may block.
+    /// `closing`: no run comes after this flush, so the current segment goes
+    /// too when its runs are all done.
+    pub fn flush(&self, sync: bool, closing: bool) {
+        let mut file = self.file.lock();
+        let (seg, pending) = {
+            let mut s = self.state.lock();
+            let pending = std::mem::take(&mut s.pending);
+            let seg = s.current;
+            if s.current_bytes >= SEGMENT_BYTES {
+                s.roll();
+            }
+            (seg, pending)
+        };
+        let written = self.write(&mut file, seg, &pending, sync);
+        let mut s = self.state.lock();
+        match written {
+            Ok(()) => {
+                if let Some(g) = s.segments.get_mut(&seg) {
+                    g.bytes += pending.len() as u64;
+                }
+                if std::mem::take(&mut s.failing) {
+                    tracing::info!(dir = %self.dir.display(), "the spool is written again");
+                }
+            }
+            Err(e) => {
+                // What the failed write left in the file may be torn, and the
+                // runs gathered since name probes whose identity was in the
+                // lost frames: they are given up (they still wait in memory)
+                // and later runs go to a new segment, which reads alone.
+                *file = None;
+                s.pending.clear();
+                s.roll();
+                if !std::mem::replace(&mut s.failing, true) {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot write the spool: results still wait in memory for Postgres, but a crash now loses them; free space in the spool directory or fix its permissions");
+                }
+            }
+        }
+        let finished: Vec<u64> = s
+            .segments
+            .iter()
+            .filter(|(id, g)| (**id < s.current || closing) && g.outstanding == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in finished {
+            s.segments.remove(&id);
+            if file.as_ref().is_some_and(|(open, _)| *open == id) {
+                *file = None;
+            }
+            let path = segment_path(&self.dir, id);
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(segment = %path.display(), error = %e, "cannot delete a spooled segment whose runs are all stored; it will be replayed (harmlessly) at the next start");
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        file: &mut Option<(u64, File)>,
+        seg: u64,
+        pending: &[u8],
+        sync: bool,
+    ) -> io::Result<()> {
+        if pending.is_empty() && !sync {
+            return Ok(());
+        }
+        if file.as_ref().is_none_or(|(id, _)| *id != seg) {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let path = segment_path(&self.dir, seg);
+            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+            if f.metadata()?.len() == 0 {
+                f.write_all(MAGIC)?;
+                if let Some(g) = self.state.lock().segments.get_mut(&seg) {
+                    g.bytes += MAGIC.len() as u64;
+                }
+            }
+            // The new file's directory entry must survive a crash too.
+            File::open(&self.dir)?.sync_all()?;
+            *file = Some((seg, f));
+        }
+        let Some((_, f)) = file else {
+            return Ok(());
+        };
+        f.write_all(pending)?;
+        if sync {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Writes and syncs until `stop`: every [`WRITE_EVERY`] to the operating
+    /// system, every `sync_every` to the disk. On a thread of its own (it blocks).
+    pub fn run(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("prober-spool".into())
+            .spawn(move || {
+                let mut last_sync = std::time::Instant::now();
+                loop {
+                    let stopping = stop.is_cancelled();
+                    let sync = stopping || last_sync.elapsed() >= self.sync_every;
+                    self.flush(sync, stopping);
+                    if sync {
+                        last_sync = std::time::Instant::now();
+                    }
+                    if stopping {
+                        return;
+                    }
+                    std::thread::sleep(WRITE_EVERY.min(self.sync_every));
+                }
+            })
+            .expect("the operating system refused to start the spool thread")
+    }
+}
+
+impl State {
+    /// Starts a new segment for the runs that come next.
+    fn roll(&mut self) {
+        self.current += 1;
+        self.current_bytes = 0;
+        self.metas.clear();
+        self.segments.insert(self.current, Segment::default());
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016}.seg"))
+}
+
+/// Appends a frame: length, CRC-32C of kind and payload, kind, meta id, payload.
+fn frame(out: &mut Vec<u8>, kind: u8, meta_id: u64, payload: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; FRAME_HEAD]);
+    out.push(kind);
+    let mut v = meta_id;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    payload(out);
+    let body = &out[at + FRAME_HEAD..];
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let crc = CRC.checksum(body);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Every run of a segment with its probe, in order. Stops at a torn or
+/// corrupt frame (logged); a wrong header is an error.
+fn read_segment(path: &Path) -> io::Result<Vec<SegmentRun>> {
+    let mut buf = Vec::new();
+    File::open(path)?.read_to_end(&mut buf)?;
+    if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a spool segment of this format (PRSPOOL1); written by another release?",
+        ));
+    }
+    let mut at = MAGIC.len();
+    let mut metas: HashMap<u64, Arc<ProbeMeta>> = HashMap::new();
+    let mut runs = Vec::new();
+    let torn = |at: usize, why: &str| {
+        tracing::warn!(segment = %path.display(), byte = at, why, "the spool segment ends in a torn or damaged frame (the process stopped mid-write): the runs before it are replayed, the rest of the segment is not");
+    };
+    while at < buf.len() {
+        let Some(head) = buf.get(at..at + FRAME_HEAD) else {
+            torn(at, "frame header cut short");
+            break;
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let Some(body) = buf
+            .get(at + FRAME_HEAD..at + FRAME_HEAD + len)
+            .filter(|_| len <= MAX_FRAME && len > 0)
+        else {
+            torn(at, "frame cut short or too long");
+            break;
+        };
+        if CRC.checksum(body) != crc {
+            torn(at, "checksum mismatch");
+            break;
+        }
+        at += FRAME_HEAD + len;
+        let kind = body[0];
+        let (meta_id, used) = match varint(&body[1..]) {
+            Some(v) => v,
+            None => {
+                torn(at, "frame without a probe id");
+                break;
+            }
+        };
+        let payload = &body[1 + used..];
+        match kind {
+            KIND_META => match codec::decode_meta(payload) {
+                Ok(m) => {
+                    metas.insert(meta_id, Arc::new(m));
+                }
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "a probe's identity in the spool cannot be read; its runs in this segment are skipped")
+                }
+            },
+            KIND_RUN => match metas.get(&meta_id) {
+                Some(m) => runs.push((m.clone(), payload.into())),
+                None => {
+                    tracing::warn!(segment = %path.display(), byte = at, "a spooled run names a probe the segment does not hold; skipped")
+                }
+            },
+            _ => {
+                tracing::warn!(segment = %path.display(), byte = at, kind, "unknown frame kind in the spool; skipped")
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// A LEB128 varint at the start of `b`: its value and length.
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().take(10).enumerate() {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
