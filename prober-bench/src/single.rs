@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
-use prober::config::settings::Settings;
+use prober::config::settings::{Settings, SpoolSettings};
 use prober::daemon::{http_executor, Daemon};
-use prober::store::spool::SpoolSettings;
+
 use sqlx::Connection;
 
 use crate::args::BenchArgs;

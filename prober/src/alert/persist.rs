@@ -15,12 +15,32 @@ use crate::store::{clean_json, clean_text, err, Store, StoreError, MAX_ERROR_MES
 
 /// Every alert that is not a quiet ok.
 pub async fn load(store: &Store) -> Result<Vec<Alert>, StoreError> {
+    load_where(store, None).await
+}
+
+/// The alerts of `probes` at `location` that are not a quiet ok (a replica
+/// taking these probes over from another).
+pub async fn load_probes(
+    store: &Store,
+    probes: &[String],
+    location: &str,
+) -> Result<Vec<Alert>, StoreError> {
+    load_where(store, Some((probes, location))).await
+}
+
+async fn load_where(
+    store: &Store,
+    only: Option<(&[String], &str)>,
+) -> Result<Vec<Alert>, StoreError> {
     let rows = sqlx::query(
         "select alert_key, probe, rule, location, severity, state, consecutive_failures,
                 consecutive_successes, since, fired_at, resolved_at, last_error_class, last_error_message,
                 failed_runs, last_failure, notified, suppressed, last_notified_at
-         from alerts where state <> 'ok'",
+         from alerts where state <> 'ok'
+          and ($1::text[] is null or (probe = any($1) and location = $2))",
     )
+    .bind(only.map(|(p, _)| p))
+    .bind(only.map(|(_, l)| l))
     .fetch_all(store.pool())
     .await
     .map_err(|e| err("cannot load alert state", e))?;

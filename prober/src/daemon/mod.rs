@@ -8,6 +8,7 @@
 //! (on SIGHUP, a file change or `POST /api/v1/reload`).
 
 mod error;
+pub mod members;
 pub mod reload;
 mod start;
 
@@ -61,6 +62,8 @@ pub struct Core {
     pub audit: AuditLog,
     /// The trend analysis' counters.
     pub analysis: Arc<AnalysisStats>,
+    /// The replicas of this location sharing its probes (`members.rs`).
+    pub members: Arc<members::Members>,
 }
 
 impl Core {

@@ -9,7 +9,9 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::members::{adopted, Members};
 use super::{reload, Core, Daemon, SpoolTask, StartError};
+use crate::alert::engine::leader::Lease;
 use crate::alert::engine::{AlertEngine, EngineSettings};
 use crate::analysis::{self, AnalysisConfig, AnalysisStats};
 use crate::api::{self, ApiState, AppState, ManualRuns};
@@ -59,7 +61,7 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let (core, notifier) = start_core(settings, probes, exec, &storage, &stop);
+        let (core, notifier) = start_core(settings, probes, exec, &storage, &drain, &stop);
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
         reload::spawn_triggers(core.clone(), stop.clone());
@@ -147,6 +149,7 @@ fn start_core(
     probes: Vec<Probe>,
     exec: Executor,
     storage: &Storage,
+    drain: &CancellationToken,
     stop: &CancellationToken,
 ) -> (Arc<Core>, tokio::task::JoinHandle<()>) {
     let Storage {
@@ -200,9 +203,30 @@ fn start_core(
     scheduler.count_api_runs(settings.api.manual_runs_count);
     let hook = alerts.clone();
     scheduler.on_run(Arc::new(move |r| hook.submit(r)));
+    let members = Arc::new(Members::new(
+        &settings.location,
+        Lease::holder_for(&settings.location),
+    ));
+    let owns = members.clone();
+    scheduler.share(&settings.location, Arc::new(move |p| owns.owns(p)));
+    let scheduler = Arc::new(scheduler);
+    // Probes taken over from another replica: their alerts as it saved them.
+    let (sched, engine, me) = (scheduler.clone(), alerts.clone(), members.me.clone());
+    let changed = move |before: &[String], after: &[String]| {
+        let probes = sched.probes();
+        let adopted = adopted(probes.iter().map(|p| p.name.as_str()), &me, before, after);
+        if !adopted.is_empty() {
+            engine.adopt(adopted);
+        }
+    };
+    tokio::spawn(
+        members
+            .clone()
+            .run(store.clone(), health.clone(), drain.clone(), changed),
+    );
     let core = Arc::new(Core {
         settings: Arc::new(settings.clone()),
-        scheduler: Arc::new(scheduler),
+        scheduler,
         live,
         queue: queue.clone(),
         store: store.clone(),
@@ -215,6 +239,7 @@ fn start_core(
         receivers,
         audit,
         analysis: analysis_stats,
+        members,
     });
     (core, notifier)
 }

@@ -66,6 +66,26 @@ impl Trigger {
     }
 }
 
+/// The run id of a scheduled tick: the same for every replica of a location
+/// that runs that tick, so the store (whose key holds the run id) keeps one
+/// of them when replicas sharing the location's probes both run it during a
+/// handover. A UUID v7 with the tick's millisecond (time-ordered like any
+/// other run id) and 74 bits of SHA-256 of location, probe and tick.
+pub fn tick_run_id(location: &str, probe: &str, tick: DateTime<Utc>) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [location.as_bytes(), probe.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(tick.timestamp_nanos_opt().unwrap_or(i64::MAX).to_le_bytes());
+    let digest = h.finalize();
+    let mut rest = [0u8; 10];
+    rest.copy_from_slice(&digest[..10]);
+    let ms = u64::try_from(tick.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(ms, &rest).into_uuid()
+}
+
 /// One finished run, as it is stored.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -79,4 +99,32 @@ pub struct RunRecord {
     pub outcome: Outcome,
     /// Scheduled, or asked for through the API.
     pub trigger: Trigger,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_s_run_id_is_its_location_probe_and_tick_and_time_ordered() {
+        let t: DateTime<Utc> = "2026-12-01T10:00:00.250Z".parse().unwrap();
+        let id = tick_run_id("eu", "home", t);
+        assert_eq!(
+            id,
+            tick_run_id("eu", "home", t),
+            "every replica computes the same"
+        );
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos), (t.timestamp() as u64, 250_000_000));
+        for other in [
+            tick_run_id("us", "home", t),
+            tick_run_id("eu", "homes", t),
+            tick_run_id("e", "uhome", t),
+            tick_run_id("eu", "home", t + chrono::TimeDelta::microseconds(1)),
+        ] {
+            assert_ne!(id, other);
+        }
+        assert!(id < tick_run_id("eu", "home", t + chrono::TimeDelta::milliseconds(1)));
+    }
 }

@@ -25,8 +25,8 @@ use uuid::Uuid;
 use crate::config::{Probe, Schedule};
 use crate::probe::run_limit;
 use crate::results::{metric_bucket, LiveState, MetricHist, METRIC_BUCKETS_US};
+use crate::run::{tick_run_id, ProbeMeta, RunRecord, Trigger};
 use crate::run::{ErrorClass, Outcome};
-use crate::run::{ProbeMeta, RunRecord, Trigger};
 use crate::store::queue::ResultQueue;
 
 mod precise;
@@ -193,10 +193,16 @@ struct Shared {
     on_run: std::sync::OnceLock<RunHook>,
     /// API runs count like scheduled ones (`api.manual_runs_count`).
     count_api_runs: AtomicBool,
+    /// Replicas sharing the probes: the location (a tick's run id is derived
+    /// from it) and whether this replica runs a probe now.
+    shared_by: std::sync::OnceLock<(String, OwnsHook)>,
 }
 
 /// A function told of every finished run; it must not wait.
 pub type RunHook = Arc<dyn Fn(&RunRecord) + Send + Sync>;
+
+/// Whether this replica runs the named probe's ticks now; it must not wait.
+pub type OwnsHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Shared {
     fn host_limit(&self, host: &str) -> Arc<Semaphore> {
@@ -254,6 +260,7 @@ impl Scheduler {
             runs: TaskTracker::new(),
             on_run: std::sync::OnceLock::new(),
             count_api_runs: AtomicBool::new(false),
+            shared_by: std::sync::OnceLock::new(),
         });
         let scheduler = Scheduler {
             shared,
@@ -347,6 +354,14 @@ impl Scheduler {
         let _ = self.shared.on_run.set(hook);
     }
 
+    /// Shares the probes with the other replicas of `location` (once): a
+    /// tick runs only where `owns` says, and its run id is
+    /// [`tick_run_id`], the same on every replica. Without this every tick
+    /// runs here, with a random run id.
+    pub fn share(&self, location: &str, owns: OwnsHook) {
+        let _ = self.shared.shared_by.set((location.to_string(), owns));
+    }
+
     /// The probes being scheduled, by name.
     pub fn probes(&self) -> Vec<Arc<Probe>> {
         let mut v: Vec<Arc<Probe>> = self
@@ -435,6 +450,14 @@ async fn probe_loop(
             _ = stop.cancelled() => return,
         }
         last = tick;
+        // Another replica's tick: not run, not skipped.
+        if shared
+            .shared_by
+            .get()
+            .is_some_and(|(_, owns)| !owns(&probe.name))
+        {
+            continue;
+        }
         // Woken more than a tick late (a stalled process): the ticks in between are skipped.
         let now = shared.clock.now();
         let mut missed = 0u64;
@@ -504,8 +527,14 @@ async fn execute(
     let lateness = started_at - scheduled_at;
     let lateness_us = lateness.num_microseconds().unwrap_or(i64::MAX);
     shared.stats.record_lateness(lateness_us);
+    let run_id = match shared.shared_by.get() {
+        Some((location, _)) if trigger == Trigger::Schedule => {
+            tick_run_id(location, &meta.name, scheduled_at)
+        }
+        _ => Uuid::now_v7(),
+    };
     let record = RunRecord {
-        run_id: Uuid::now_v7(),
+        run_id,
         meta,
         scheduled_at,
         started_at,

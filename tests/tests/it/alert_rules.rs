@@ -776,3 +776,61 @@ async fn a_reload_applies_new_receivers_and_silences_from_the_settings_file_and_
     assert!(first.accepted().is_empty(), "the old receiver is gone");
     d.shutdown().await;
 }
+
+/// Two replicas of one location share its probes (issue 18, item 2). The
+/// one running a firing probe stops; the other takes the probe over with
+/// its alert as saved, so the incident goes on without a second page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_taking_over_a_firing_probe_does_not_page_again() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let hook = FakeReceiver::start(200).await;
+    let (url, status) = switchable_target().await;
+    let yaml = format!(
+        "- name: cart\n  every: 1s\n  timeout: 500ms\n  alert: {{failures_to_fire: 2}}\n  http: {{url: \"{url}\"}}\n"
+    );
+    let s = settings(&db, &hook);
+    let (a, b) = (start(&s, &yaml).await, start(&s, &yaml).await);
+    let both = |d: &Daemon| d.core.members.view().len() == 2;
+    assert!(
+        wait_for(Duration::from_secs(20), || both(&a) && both(&b)).await,
+        "each replica sees the other"
+    );
+    let (owner, other) = if a.core.members.owns("cart") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(
+        !other.core.members.owns("cart"),
+        "one replica runs the probe"
+    );
+    status.store(503, Ordering::SeqCst);
+    let key = "cart/failing/lab";
+    let triggers = || {
+        received(&hook, key)
+            .iter()
+            .filter(|(e, _)| e == "trigger")
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || triggers() == 1).await,
+        "the owner pages once"
+    );
+
+    // A clean stop leaves the members: the other takes the probe at its next renewal.
+    owner.shutdown().await;
+    assert!(
+        wait_for(Duration::from_secs(10), || other.core.members.owns("cart")).await,
+        "the other replica takes the probe over"
+    );
+    let runs = other.live.get("cart").map_or(0, |p| p.lock().runs);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        other.live.get("cart").map_or(0, |p| p.lock().runs) >= runs + 3,
+        "the other replica runs the probe now"
+    );
+    assert!(firing(&other, key), "the incident goes on");
+    assert_eq!(triggers(), 1, "no second page for the same incident");
+    other.shutdown().await;
+}

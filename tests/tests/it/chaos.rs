@@ -10,28 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::db::TestDb;
-use crate::helpers::{cli_command, closed_port};
-
-/// The children, killed (and thawed first) when the test ends, passed or not.
-struct Replicas(Vec<Child>);
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            signal("CONT", c.id());
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn signal(name: &str, pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-    assert!(status.is_ok(), "kill -{name} {pid}");
-}
+use crate::helpers::{cli_command, closed_port, signal, Children};
 
 /// The pid of the process holding the evaluator lease now (its holder name
 /// is `location/host/pid/random`).
@@ -70,7 +49,7 @@ async fn the_lease_moves_within_15_s_when_its_holder_freezes_or_dies() {
         format!("name: home\nevery: 1h\nhttp: {{url: \"{url}\"}}\n"),
     )
     .unwrap();
-    let mut replicas = Replicas(Vec::new());
+    let mut replicas = Children(Vec::new());
     for i in 0..3 {
         let child = cli_command(dir.path(), &["run"])
             .env("PROBER_PROBES", dir.path())

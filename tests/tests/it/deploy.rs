@@ -488,6 +488,10 @@ fn kubernetes_deployment_is_hardened_and_the_network_policy_fits_it() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_ne!(pod["securityContext"]["runAsUser"], 0);
     let c = &pod["containers"][0];
+    assert_eq!(
+        deployment["spec"]["replicas"], 3,
+        "replicas of one location share its probes"
+    );
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     let spool = c["volumeMounts"]
         .as_array()

@@ -540,3 +540,40 @@ pub async fn switchable_target() -> (String, std::sync::Arc<std::sync::atomic::A
     });
     (url, status)
 }
+
+/// `n` probe files in `dir/probes`, `p000` … each every second against
+/// `url`; returns the directory.
+pub fn probe_files(dir: &Path, n: usize, url: &str) -> std::path::PathBuf {
+    let probes = dir.join("probes");
+    std::fs::create_dir_all(&probes).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            probes.join(format!("p{i:03}.yaml")),
+            format!("name: p{i:03}\nevery: 1s\nhttp: {{url: \"{url}\"}}\n"),
+        )
+        .unwrap();
+    }
+    probes
+}
+
+/// Child processes, thawed and killed when the test ends, passed or not.
+pub struct Children(pub Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            signal("CONT", c.id());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends signal `name` (`KILL`, `STOP`, `CONT`) to `pid`.
+pub fn signal(name: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(status.is_ok(), "kill -{name} {pid}");
+}

@@ -36,6 +36,7 @@ mod once;
 mod pg_tls;
 mod recent;
 mod reload;
+mod replicas;
 mod rollup;
 mod scenarios;
 mod scheduler;

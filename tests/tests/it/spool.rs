@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
 use crate::db::TestDb;
-use crate::helpers::{cli_command, FakeTarget, Proxy, TIMING};
+use crate::helpers::{cli_command, probe_files, FakeTarget, Proxy, TIMING};
 
 /// Probes, each every second: the rate is this many runs per second.
 const PROBES: usize = 100;
@@ -101,18 +101,7 @@ async fn a_killed_prober_loses_at_most_a_second_of_runs_even_during_an_outage() 
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let target = FakeTarget::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let probes = dir.path().join("probes");
-    std::fs::create_dir(&probes).unwrap();
-    for i in 0..PROBES {
-        std::fs::write(
-            probes.join(format!("p{i:03}.yaml")),
-            format!(
-                "name: p{i:03}\nevery: 1s\nhttp: {{url: \"{}\"}}\n",
-                target.url("/")
-            ),
-        )
-        .unwrap();
-    }
+    probe_files(dir.path(), PROBES, &target.url("/"));
     let url = db.url_via(proxy.addr);
     let begun = Utc::now();
 

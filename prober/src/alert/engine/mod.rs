@@ -17,7 +17,7 @@
 //! (the evaluator lease), `task.rs` (the loop and the save queue). The rules
 //! themselves are pure functions in [`super::rules`].
 
-mod leader;
+pub mod leader;
 mod notices;
 mod observe;
 mod periodic;
@@ -94,6 +94,15 @@ impl EngineSettings {
 /// twice its length in slots, so inline values would cost ~1.4 KiB per probe.
 type AlertMap = HashMap<String, Box<Alert>>;
 
+/// What the engine's task takes, in order.
+#[derive(Debug)]
+pub(super) enum Input {
+    Run(Observed),
+    /// This replica now runs these probes, another did before: their saved
+    /// per-run alerts are read again before their next runs are evaluated.
+    Adopt(Vec<String>),
+}
+
 /// What the per-run rules read of a run, waiting in the engine's channel:
 /// ~40 bytes for a run that passed without a certificate, not a second
 /// copy of the run (the channel holds [`QUEUE`] of them while the saved
@@ -131,7 +140,7 @@ pub struct AlertEngine {
     store: Store,
     /// Records each change's notice in the transaction that saves it.
     notices: Arc<dyn NoticeWriter>,
-    tx: mpsc::Sender<Observed>,
+    tx: mpsc::Sender<Input>,
     /// Wakes the engine for an evaluation now (a silence was added or ended).
     wake: tokio::sync::Notify,
     /// Runs not evaluated because the engine's queue was full.
@@ -273,7 +282,7 @@ impl AlertEngine {
 
     /// Hands a finished run to the engine; never waits.
     pub fn submit(&self, r: &RunRecord) {
-        if self.tx.try_send(Observed::of(r)).is_err() {
+        if self.tx.try_send(Input::Run(Observed::of(r))).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::error!(
@@ -281,6 +290,15 @@ impl AlertEngine {
                     "alert evaluation is behind: runs were not evaluated"
                 );
             }
+        }
+    }
+
+    /// This replica took `probes` over from another of its location: their
+    /// per-run alerts (`failing`, `cert_expiry`) are read from Postgres again,
+    /// as the other replica left them, before their next runs are evaluated.
+    pub fn adopt(&self, probes: Vec<String>) {
+        if self.tx.try_send(Input::Adopt(probes)).is_err() {
+            tracing::warn!("alert evaluation is behind: the alerts of probes taken over from another replica are not read again");
         }
     }
 

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::leader::RENEW_EVERY;
-use super::{AlertEngine, Observed, ALL_LOCATIONS};
+use super::{AlertEngine, Input, ALL_LOCATIONS};
+use super::{RULE_CERT_EXPIRY, RULE_FAILING};
 use crate::alert::persist::Saved;
 use crate::alert::{persist, Change, NoticeWriter};
 
@@ -38,7 +39,7 @@ struct Retry {
 
 pub(super) async fn run(
     engine: Arc<AlertEngine>,
-    mut rx: mpsc::Receiver<Observed>,
+    mut rx: mpsc::Receiver<Input>,
     stop: CancellationToken,
 ) {
     if !load(&engine, &stop).await {
@@ -58,7 +59,8 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Some(r) => unsaved.extend(engine.observe(&r)),
+                Some(Input::Run(r)) => unsaved.extend(engine.observe(&r)),
+                Some(Input::Adopt(probes)) => adopt(&engine, &probes).await,
                 None => return,
             },
             _ = save_tick.tick() => {}
@@ -129,6 +131,36 @@ async fn renew(engine: Arc<AlertEngine>, stop: CancellationToken) {
         was_held = held;
     }
     engine.lease.release(&engine.store).await;
+}
+
+/// Replaces the per-run alerts of `probes` at this location with what
+/// Postgres holds (the replica that ran them before saved them); bounded:
+/// on no answer the alerts stay as this replica had them.
+async fn adopt(engine: &AlertEngine, probes: &[String]) {
+    let loc = engine.cfg().location.clone();
+    let read = tokio::time::timeout(
+        SAVE_TIMEOUT,
+        persist::load_probes(&engine.store, probes, &loc),
+    )
+    .await;
+    let Ok(Ok(saved)) = read else {
+        tracing::warn!(
+            probes = probes.len(),
+            "cannot read the alerts of probes taken over from another replica; their alerts go on from this replica's copy"
+        );
+        return;
+    };
+    let mut alerts = engine.alerts.lock();
+    for p in probes {
+        for rule in [RULE_FAILING, RULE_CERT_EXPIRY] {
+            alerts.remove(&format!("{p}/{rule}/{loc}"));
+        }
+    }
+    for a in saved {
+        if a.rule == RULE_FAILING || a.rule == RULE_CERT_EXPIRY {
+            alerts.insert(a.key.clone(), Box::new(a));
+        }
+    }
 }
 
 /// Loads the saved state before anything is evaluated (runs wait in the

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::file::{RetentionFile, SettingsFile, SpoolFile, TrendsFile};
 use super::sink::Sink;
+use super::DEFAULT_SPOOL_DIR;
 use super::{access, checks, policy, receivers};
-use super::{Retention, Settings, SettingsArgs, TrendSettings, DAY, DEFAULT_SPOOL_DIR};
-use crate::store::spool::SpoolSettings;
+use super::{Retention, Settings, SettingsArgs, SpoolSettings, TrendSettings, DAY};
 
 /// Turns the file and the flags into settings, reporting every problem in `sink`.
 pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink) -> Settings {

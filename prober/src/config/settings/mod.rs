@@ -160,7 +160,7 @@ pub struct Settings {
     /// `trends:` — the trend analysis (read at start; a reload does not change it).
     pub trends: TrendSettings,
     /// `spool:` — results on local disk until Postgres has them (read at start).
-    pub spool: crate::store::spool::SpoolSettings,
+    pub spool: SpoolSettings,
 }
 
 /// The trend analysis' settings (README, "Trends").
@@ -188,6 +188,24 @@ impl Default for TrendSettings {
             min_shift: Duration::from_millis(1),
             min_shift_ratio: 0.05,
             max_pvalue: 0.001,
+        }
+    }
+}
+
+/// `spool:` in the settings: results on local disk until Postgres has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// Where the segments go; `None`: no spool (results wait in memory only).
+    pub dir: Option<PathBuf>,
+    /// How often the segment being written is `fdatasync`ed (default 1 s).
+    pub sync_every: Duration,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            dir: None,
+            sync_every: Duration::from_secs(1),
         }
     }
 }

@@ -178,43 +178,12 @@ pub fn decode_run(buf: &[u8], meta: Arc<ProbeMeta>) -> Result<RunRecord, DecodeE
     let response_bytes = r.uint()?;
     let remote_addr = r.opt_text()?;
     let redirects = r.u32()?;
-    let cert = match r.uint()? {
-        0 => None,
-        _ => Some(CertInfo {
-            subject: r.text()?,
-            issuer: r.text()?,
-            not_after: {
-                let ns = r.signed()?;
-                r.time(ns)?
-            },
-            days_left: r.signed()?,
-        }),
-    };
+    let cert = r.cert()?;
     let assertions = r.assertions()?;
     let trace_id = r.trace_id()?;
     let mut steps = Vec::new();
     for _ in 0..r.count()? {
-        steps.push(StepOutcome {
-            name: r.text()?,
-            status: match r.uint()? {
-                0 => StepStatus::Passed,
-                1 => StepStatus::Failed,
-                2 => StepStatus::Skipped,
-                _ => return Err(r.bad("step status")),
-            },
-            error: r.error()?,
-            request: r.text()?,
-            status_code: r.opt_u16()?,
-            phases: r.phases()?,
-            assertions: r.assertions()?,
-            extracted: {
-                let mut v = Vec::new();
-                for _ in 0..r.count()? {
-                    v.push(r.text()?);
-                }
-                v
-            },
-        });
+        steps.push(r.step()?);
     }
     let mut attempts = Vec::new();
     for _ in 0..r.count()? {
@@ -510,6 +479,45 @@ impl Reader<'_> {
             first_byte_us: self.opt()?,
             transfer_us: self.opt()?,
             total_us: self.uint()?,
+        })
+    }
+
+    fn cert(&mut self) -> Result<Option<CertInfo>, DecodeError> {
+        if self.uint()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(CertInfo {
+            subject: self.text()?,
+            issuer: self.text()?,
+            not_after: {
+                let ns = self.signed()?;
+                self.time(ns)?
+            },
+            days_left: self.signed()?,
+        }))
+    }
+
+    fn step(&mut self) -> Result<StepOutcome, DecodeError> {
+        Ok(StepOutcome {
+            name: self.text()?,
+            status: match self.uint()? {
+                0 => StepStatus::Passed,
+                1 => StepStatus::Failed,
+                2 => StepStatus::Skipped,
+                _ => return Err(self.bad("step status")),
+            },
+            error: self.error()?,
+            request: self.text()?,
+            status_code: self.opt_u16()?,
+            phases: self.phases()?,
+            assertions: self.assertions()?,
+            extracted: {
+                let mut v = Vec::new();
+                for _ in 0..self.count()? {
+                    v.push(self.text()?);
+                }
+                v
+            },
         })
     }
 

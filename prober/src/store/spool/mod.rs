@@ -49,24 +49,6 @@ const KIND_RUN: u8 = 2;
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
-/// `spool:` in the settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpoolSettings {
-    /// Where the segments go; `None`: no spool (results wait in memory only).
-    pub dir: Option<PathBuf>,
-    /// How often the segment being written is `fdatasync`ed (default 1 s).
-    pub sync_every: Duration,
-}
-
-impl Default for SpoolSettings {
-    fn default() -> Self {
-        SpoolSettings {
-            dir: None,
-            sync_every: Duration::from_secs(1),
-        }
-    }
-}
-
 /// Why the spool cannot be opened: the daemon does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {

@@ -1,0 +1,118 @@
+//! Replicas sharing a location's probes (issue 18, item 2): three `prober
+//! run` processes of one location on one database run each tick once at
+//! steady state; when one is killed (SIGKILL) and another frozen (SIGSTOP)
+//! the survivors take their probes within 15 s; no tick is stored twice.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+
+use crate::db::TestDb;
+use crate::helpers::{cli_command, probe_files, signal, Children, FakeTarget, TIMING};
+
+const PROBES: usize = 30;
+
+fn start(dir: &Path, db: &TestDb, i: usize) -> Child {
+    cli_command(dir, &["run"])
+        .env("PROBER_PROBES", dir.join("probes"))
+        .env("DATABASE_URL", &db.url)
+        .env("PROBER_LISTEN", "127.0.0.1:0")
+        .env("PROBER_LOCATION", "lab")
+        .env("PROBER_SPOOL_DIR", dir.join(format!("spool-{i}")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn members(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from members where location = 'lab' and expires_at > now()")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Probes with a run stored for a tick at or after `since`.
+async fn probes_running_since(pool: &PgPool, since: DateTime<Utc>) -> i64 {
+    sqlx::query_scalar("select count(distinct probe_id) from runs where scheduled_at >= $1")
+        .bind(since)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Waits up to 30 s until every probe has run at or after `since`; how long it took.
+async fn all_running_again(pool: &PgPool, since: DateTime<Utc>) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if probes_running_since(pool, since).await == PROBES as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_probes_and_take_over_within_15_s() {
+    let _shared = TIMING.read().await;
+    let db = TestDb::create().await;
+    let target = FakeTarget::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    probe_files(dir.path(), PROBES, &target.url("/"));
+    let replicas = Children((0..3).map(|i| start(dir.path(), &db, i)).collect());
+    let pool = db.pool().await;
+    let t = Instant::now();
+    while members(&pool).await < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "three members within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Steady state: the target sees one request per tick, not three.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = target.counts.requests();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let per_s = (target.counts.requests() - before) as f64 / 5.0;
+    eprintln!("three replicas, {PROBES} probes every second: {per_s:.1} requests/s at the target");
+    assert!(
+        per_s <= PROBES as f64 * 1.2 && per_s >= PROBES as f64 * 0.8,
+        "each tick runs once among the replicas: {per_s} requests/s for {PROBES} probes a second"
+    );
+
+    // Killed: its probes move when its row expires.
+    signal("KILL", replicas.0[0].id());
+    let killed_at = Utc::now();
+    let took = all_running_again(&pool, killed_at + TimeDelta::seconds(1)).await;
+    eprintln!("every probe running again {took:?} after a SIGKILL");
+    assert!(
+        took <= Duration::from_secs(15),
+        "takeover after a kill took {took:?}"
+    );
+
+    // Frozen: the same, and thawed it rejoins without running ticks twice.
+    signal("STOP", replicas.0[1].id());
+    let frozen_at = Utc::now();
+    let took = all_running_again(&pool, frozen_at + TimeDelta::seconds(1)).await;
+    eprintln!("every probe running again {took:?} after a SIGSTOP");
+    assert!(
+        took <= Duration::from_secs(15),
+        "takeover after a freeze took {took:?}"
+    );
+    signal("CONT", replicas.0[1].id());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let (rows, ticks): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct (probe_id, scheduled_at)) from runs where trigger = 0",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, ticks, "a tick stored twice");
+    drop(replicas);
+}
