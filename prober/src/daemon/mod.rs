@@ -85,6 +85,8 @@ pub struct Daemon {
     spool: Option<SpoolTask>,
     server: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
+    /// Renews this replica's membership; leaves once `drain` is cancelled.
+    membership: tokio::task::JoinHandle<()>,
     drain: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
@@ -127,6 +129,8 @@ impl Daemon {
         tracing::info!("shutting down: no new runs; waiting for runs in flight");
         let unfinished = self.core.scheduler.shutdown(self.grace).await;
         self.drain.cancel();
+        // Leaving hands this replica's probes over at the others' next renewal.
+        let _ = tokio::time::timeout(members::RENEW_EVERY, self.membership).await;
         let mut writer = self.writer;
         if tokio::time::timeout(DRAIN_LIMIT, &mut writer)
             .await

@@ -61,7 +61,7 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let (core, notifier) = start_core(settings, probes, exec, &storage, &drain, &stop);
+        let (core, tasks) = start_core(settings, probes, exec, &storage, &drain, &stop);
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
         reload::spawn_triggers(core.clone(), stop.clone());
@@ -75,7 +75,8 @@ impl Daemon {
             writer: storage.writer,
             spool: storage.spool,
             server,
-            notifier,
+            notifier: tasks.notifier,
+            membership: tasks.membership,
             drain,
             stop,
             grace: settings.shutdown_grace,
@@ -151,7 +152,7 @@ fn start_core(
     storage: &Storage,
     drain: &CancellationToken,
     stop: &CancellationToken,
-) -> (Arc<Core>, tokio::task::JoinHandle<()>) {
+) -> (Arc<Core>, Tasks) {
     let Storage {
         store,
         queue,
@@ -219,11 +220,12 @@ fn start_core(
             engine.adopt(adopted);
         }
     };
-    tokio::spawn(
-        members
-            .clone()
-            .run(store.clone(), health.clone(), drain.clone(), changed),
-    );
+    let membership = tokio::spawn(members.clone().run(
+        store.clone(),
+        health.clone(),
+        drain.clone(),
+        changed,
+    ));
     let core = Arc::new(Core {
         settings: Arc::new(settings.clone()),
         scheduler,
@@ -241,7 +243,19 @@ fn start_core(
         analysis: analysis_stats,
         members,
     });
-    (core, notifier)
+    (
+        core,
+        Tasks {
+            notifier,
+            membership,
+        },
+    )
+}
+
+/// Tasks the daemon waits for when it stops.
+struct Tasks {
+    notifier: tokio::task::JoinHandle<()>,
+    membership: tokio::task::JoinHandle<()>,
 }
 
 /// One collector per subsystem, in the order of the page.

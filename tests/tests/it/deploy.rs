@@ -282,9 +282,11 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
 // === Kubernetes ===
 
 /// How long a stopping daemon may take with the default settings: runs in
-/// flight (`shutdown_grace`), then the queue's drain (`DRAIN_LIMIT`).
+/// flight (`shutdown_grace`), leaving the members (`RENEW_EVERY`), then the queue's drain (`DRAIN_LIMIT`).
 fn stop_needs() -> std::time::Duration {
-    Settings::default().shutdown_grace + prober::daemon::DRAIN_LIMIT
+    Settings::default().shutdown_grace
+        + prober::daemon::members::RENEW_EVERY
+        + prober::daemon::DRAIN_LIMIT
 }
 
 /// Whole seconds written as `45s`; anything else fails the test.
