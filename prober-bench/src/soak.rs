@@ -174,7 +174,13 @@ fn render(
             first.rss_mib,
             last.rss_mib,
             100.0 * growth,
-            if growth.abs() <= FLAT { "flat" } else { "NOT flat" },
+            if args.outage {
+                "grows with the queue (--outage)"
+            } else if growth.abs() <= FLAT {
+                "flat"
+            } else {
+                "NOT flat"
+            },
             rows.iter().map(|r| r.rss_mib).fold(0.0, f64::max)
         );
     }
