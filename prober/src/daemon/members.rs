@@ -14,8 +14,10 @@
 //! both may run a tick; its run id ([`crate::run::tick_run_id`]) is the same
 //! on both, and the store keeps one.
 //!
-//! Postgres away: the last view is kept (this replica always in it), so
-//! probing goes on with the same assignment. A replica starts running ticks
+//! Postgres away: the last view is kept for a TTL (this replica always in
+//! it); past that every replica that cannot read the members runs every
+//! probe, since the others' rows may have expired meanwhile (their ticks
+//! are stored once). A replica starts running ticks
 //! once it has read the members, or after [`JOIN_WAIT`] if Postgres does
 //! not answer (then alone, it runs every probe).
 
@@ -49,6 +51,8 @@ pub struct Members {
     /// Set once the members have been read (or [`JOIN_WAIT`] passed).
     joined: std::sync::atomic::AtomicBool,
     created: std::time::Instant,
+    /// The last successful read of the members.
+    read_at: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Members {
@@ -59,6 +63,7 @@ impl Members {
             me,
             joined: std::sync::atomic::AtomicBool::new(false),
             created: std::time::Instant::now(),
+            read_at: parking_lot::Mutex::new(None),
         }
     }
 
@@ -76,6 +81,12 @@ impl Members {
             }
             self.joined.store(true, Ordering::Relaxed);
         }
+        // Members not read for a TTL (Postgres away): the others' rows may
+        // have expired meanwhile, so every probe runs here rather than none
+        // (a tick another replica also runs is stored once).
+        if self.read_at.lock().is_none_or(|t| t.elapsed() > MEMBER_TTL) {
+            return true;
+        }
         let view = self.view();
         owner(&view, probe).is_none_or(|m| *m == self.me)
     }
@@ -89,7 +100,11 @@ impl Members {
                 insert into members (location, member, expires_at)
                 values ($1, $2, now() + $3 * interval '1 millisecond')
                 on conflict (location, member) do update set expires_at = excluded.expires_at
-                returning member)
+                returning member),
+             gone as (
+                -- Rows of replicas killed long ago: they would pile up otherwise.
+                delete from members
+                 where location = $1 and expires_at < now() - interval '1 hour')
              select member from members
               where location = $1 and expires_at > now() and member <> $2
              union all select member from me",
@@ -107,9 +122,15 @@ impl Members {
             Ok(mut members) => {
                 members.sort();
                 members.dedup();
-                self.joined
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                *self.read_at.lock() = Some(std::time::Instant::now());
+                let joined = self.joined.swap(true, std::sync::atomic::Ordering::Relaxed);
                 let mut view = self.view.write();
+                if !joined {
+                    // The first read, before any tick ran here: every probe this
+                    // replica runs is taken over, its alerts read as saved.
+                    *view = Arc::new(members);
+                    return Some(Arc::new(Vec::new()));
+                }
                 if **view == members {
                     return None;
                 }
@@ -260,6 +281,8 @@ mod tests {
         let m = Members::new("lab", "lab/h/1/x".into());
         assert!(!m.owns("anything"), "not before it has read the members");
         m.joined.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(m.owns("anything"), "never read: alone");
+        *m.read_at.lock() = Some(std::time::Instant::now());
         assert!(m.owns("anything"));
         *m.view.write() = Arc::new(vec!["lab/h/1/x".into(), "lab/h/2/y".into()]);
         let mine = (0..100).filter(|i| m.owns(&format!("p{i}"))).count();

@@ -85,8 +85,9 @@ pub struct Daemon {
     spool: Option<SpoolTask>,
     server: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
-    /// Renews this replica's membership; leaves once `drain` is cancelled.
+    /// Renews this replica's membership; leaves once `leave` is cancelled.
     membership: tokio::task::JoinHandle<()>,
+    leave: CancellationToken,
     drain: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
@@ -127,10 +128,12 @@ impl Daemon {
     /// Stops scheduling, waits for runs in flight, flushes the queue, stops the server.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: no new runs; waiting for runs in flight");
+        // Leaving first hands this replica's probes over at the others' next
+        // renewal, while its last runs finish (a tick both run is stored once).
+        self.leave.cancel();
+        let _ = tokio::time::timeout(members::RENEW_EVERY, self.membership).await;
         let unfinished = self.core.scheduler.shutdown(self.grace).await;
         self.drain.cancel();
-        // Leaving hands this replica's probes over at the others' next renewal.
-        let _ = tokio::time::timeout(members::RENEW_EVERY, self.membership).await;
         let mut writer = self.writer;
         if tokio::time::timeout(DRAIN_LIMIT, &mut writer)
             .await

@@ -61,7 +61,7 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let (core, tasks) = start_core(settings, probes, exec, &storage, &drain, &stop);
+        let (core, tasks) = start_core(settings, probes, exec, &storage, &stop);
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
         reload::spawn_triggers(core.clone(), stop.clone());
@@ -77,6 +77,7 @@ impl Daemon {
             server,
             notifier: tasks.notifier,
             membership: tasks.membership,
+            leave: tasks.leave,
             drain,
             stop,
             grace: settings.shutdown_grace,
@@ -150,7 +151,6 @@ fn start_core(
     probes: Vec<Probe>,
     exec: Executor,
     storage: &Storage,
-    drain: &CancellationToken,
     stop: &CancellationToken,
 ) -> (Arc<Core>, Tasks) {
     let Storage {
@@ -220,10 +220,11 @@ fn start_core(
             engine.adopt(adopted);
         }
     };
+    let leave = CancellationToken::new();
     let membership = tokio::spawn(members.clone().run(
         store.clone(),
         health.clone(),
-        drain.clone(),
+        leave.clone(),
         changed,
     ));
     let core = Arc::new(Core {
@@ -248,6 +249,7 @@ fn start_core(
         Tasks {
             notifier,
             membership,
+            leave,
         },
     )
 }
@@ -256,6 +258,8 @@ fn start_core(
 struct Tasks {
     notifier: tokio::task::JoinHandle<()>,
     membership: tokio::task::JoinHandle<()>,
+    /// Cancelled as the daemon stops: this replica leaves the members.
+    leave: CancellationToken,
 }
 
 /// One collector per subsystem, in the order of the page.

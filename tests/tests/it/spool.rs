@@ -114,6 +114,18 @@ async fn a_killed_prober_loses_at_most_a_second_of_runs_even_during_an_outage() 
     // Postgres away for 6 s, then SIGKILL in the middle of the outage.
     let second = start(dir.path(), &url, "second.log");
     wait_stored(&pool, kill_1, 2 * PROBES as i64, "the second process").await;
+    // The killed process's membership expires: then the second runs every probe.
+    for _ in 0..100 {
+        let live: i64 = sqlx::query_scalar("select count(*) from members where expires_at > now()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if live == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.cut();
     let cut = Utc::now();
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -120,6 +120,7 @@ impl Spool {
             Err(fs::TryLockError::Error(e)) => return Err(fail(e)),
         }
         let mut ids = Vec::new();
+        let mut aside_max: Option<u64> = None;
         for entry in fs::read_dir(dir).map_err(fail)? {
             let name = entry.map_err(fail)?.file_name();
             let name = name.to_string_lossy();
@@ -128,6 +129,12 @@ impl Spool {
                 .and_then(|s| s.parse::<u64>().ok())
             {
                 ids.push(id);
+            } else if let Some(id) = name
+                .strip_suffix(".seg.unreadable")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                // Never reused: a later set-aside must not overwrite it.
+                aside_max = aside_max.max(Some(id));
             }
         }
         ids.sort_unstable();
@@ -155,7 +162,7 @@ impl Spool {
                 }
             }
         }
-        state.current = ids.last().map_or(0, |l| l + 1);
+        state.current = ids.last().copied().max(aside_max).map_or(0, |l| l + 1);
         state.segments.insert(state.current, Segment::default());
         if !replayed.is_empty() {
             tracing::info!(
@@ -263,8 +270,12 @@ impl Spool {
             .filter(|(id, g)| (**id < s.current || closing) && g.outstanding == 0)
             .map(|(id, _)| *id)
             .collect();
+        for id in &finished {
+            s.segments.remove(id);
+        }
+        // Unlinked without the state lock: probing appends meanwhile.
+        drop(s);
         for id in finished {
-            s.segments.remove(&id);
             if file.as_ref().is_some_and(|(open, _)| *open == id) {
                 *file = None;
             }
@@ -290,6 +301,11 @@ impl Spool {
         if file.as_ref().is_none_or(|(id, _)| *id != seg) {
             if pending.is_empty() {
                 return Ok(());
+            }
+            // The segment being closed keeps the promise too: its last frames
+            // were written without a sync when the roll came.
+            if let Some((_, old)) = file.take() {
+                old.sync_data()?;
             }
             let path = segment_path(&self.dir, seg);
             let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -378,6 +394,10 @@ fn frame(out: &mut Vec<u8>, kind: u8, meta_id: u64, payload: impl FnOnce(&mut Ve
 fn read_segment(path: &Path) -> io::Result<Vec<SegmentRun>> {
     let mut buf = Vec::new();
     File::open(path)?.read_to_end(&mut buf)?;
+    if buf.len() < MAGIC.len() && MAGIC.starts_with(&buf) {
+        // Created, then the process stopped before its header was written.
+        return Ok(Vec::new());
+    }
     if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -159,6 +159,13 @@ fn a_segment_of_another_format_is_set_aside_not_deleted() {
         8,
         "ids continue past it"
     );
+    drop(spool);
+    // Cut before its header: empty, not unreadable; ids never reuse a set-aside one.
+    fs::write(dir.path().join("0000000000000003.seg"), b"PRSP").unwrap();
+    let (spool, replayed) = open(dir.path());
+    assert!(replayed.is_empty());
+    assert!(!dir.path().join("0000000000000003.seg.unreadable").exists());
+    assert_eq!(spool.append(&m, &encoded(&typical(m.clone()))), 8);
 }
 
 #[test]
