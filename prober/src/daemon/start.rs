@@ -204,29 +204,8 @@ fn start_core(
     scheduler.count_api_runs(settings.api.manual_runs_count);
     let hook = alerts.clone();
     scheduler.on_run(Arc::new(move |r| hook.submit(r)));
-    let members = Arc::new(Members::new(
-        &settings.location,
-        Lease::holder_for(&settings.location),
-    ));
-    let owns = members.clone();
-    scheduler.share(&settings.location, Arc::new(move |p| owns.owns(p)));
     let scheduler = Arc::new(scheduler);
-    // Probes taken over from another replica: their alerts as it saved them.
-    let (sched, engine, me) = (scheduler.clone(), alerts.clone(), members.me.clone());
-    let changed = move |before: &[String], after: &[String]| {
-        let probes = sched.probes();
-        let adopted = adopted(probes.iter().map(|p| p.name.as_str()), &me, before, after);
-        if !adopted.is_empty() {
-            engine.adopt(adopted);
-        }
-    };
-    let leave = CancellationToken::new();
-    let membership = tokio::spawn(members.clone().run(
-        store.clone(),
-        health.clone(),
-        leave.clone(),
-        changed,
-    ));
+    let (members, membership, leave) = share_probes(settings, &scheduler, &alerts, storage);
     let core = Arc::new(Core {
         settings: Arc::new(settings.clone()),
         scheduler,
@@ -252,6 +231,40 @@ fn start_core(
             leave,
         },
     )
+}
+
+/// Makes this replica a member of its location: the scheduler runs only
+/// its share of the probes, and the alerts of probes it takes over are read
+/// again. Returns the members, their task and what makes it leave.
+fn share_probes(
+    settings: &Settings,
+    scheduler: &Arc<Scheduler>,
+    alerts: &Arc<AlertEngine>,
+    storage: &Storage,
+) -> (Arc<Members>, tokio::task::JoinHandle<()>, CancellationToken) {
+    let members = Arc::new(Members::new(
+        &settings.location,
+        Lease::holder_for(&settings.location),
+    ));
+    let owns = members.clone();
+    scheduler.share(&settings.location, Arc::new(move |p| owns.owns(p)));
+    // Probes taken over from another replica: their alerts as it saved them.
+    let (sched, engine, me) = (scheduler.clone(), alerts.clone(), members.me.clone());
+    let changed = move |before: &[String], after: &[String]| {
+        let probes = sched.probes();
+        let adopted = adopted(probes.iter().map(|p| p.name.as_str()), &me, before, after);
+        if !adopted.is_empty() {
+            engine.adopt(adopted);
+        }
+    };
+    let leave = CancellationToken::new();
+    let membership = tokio::spawn(members.clone().run(
+        storage.store.clone(),
+        storage.health.clone(),
+        leave.clone(),
+        changed,
+    ));
+    (members, membership, leave)
 }
 
 /// Tasks the daemon waits for when it stops.
