@@ -113,12 +113,7 @@ impl Members {
         .bind(&self.me)
         .bind(ttl_ms)
         .fetch_all(store.pool());
-        let got: Result<Vec<String>, String> = match tokio::time::timeout(RENEW_EVERY, query).await
-        {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {RENEW_EVERY:?}")),
-        };
-        match got {
+        match crate::store::bounded(RENEW_EVERY, query).await {
             Ok(mut members) => {
                 members.sort();
                 members.dedup();
@@ -155,8 +150,8 @@ impl Members {
             .bind(&self.location)
             .bind(&self.me)
             .execute(store.pool());
-        if !matches!(tokio::time::timeout(RENEW_EVERY, query).await, Ok(Ok(_))) {
-            tracing::warn!("cannot leave the members of this location; the others take its probes when its row expires");
+        if let Err(e) = crate::store::bounded(RENEW_EVERY, query).await {
+            tracing::warn!(error = %e, "cannot leave the members of this location; the others take its probes when its row expires");
         }
     }
 

@@ -41,6 +41,8 @@ struct Storage {
     health: Arc<StoreHealth>,
     writer: tokio::task::JoinHandle<()>,
     spool: Option<SpoolTask>,
+    /// The spool directory's instance id: notification claims are made under it.
+    instance: Option<String>,
 }
 
 impl Daemon {
@@ -106,6 +108,7 @@ fn start_storage(
         spool.clone(),
         replayed,
     ));
+    let instance = spool.as_ref().map(|s| s.instance().to_string());
     let spool = spool.map(|spool| {
         let stop = CancellationToken::new();
         let thread = spool.run(stop.clone());
@@ -132,6 +135,7 @@ fn start_storage(
         health,
         writer,
         spool,
+        instance,
     })
 }
 
@@ -186,6 +190,7 @@ fn start_core(
         receivers.clone(),
         notify_stats.clone(),
         health.clone(),
+        storage.instance.clone(),
         stop.clone(),
     );
     let scheduler = Scheduler::start(

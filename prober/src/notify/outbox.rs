@@ -100,12 +100,14 @@ pub async fn claim(
     store: &Store,
     limit: i64,
     lease: std::time::Duration,
+    instance: Option<&str>,
 ) -> Result<Vec<Claimed>, StoreError> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let rows = sqlx::query(
         "update notifications n
             set attempts = n.attempts + 1,
-                next_attempt_at = now() + make_interval(secs => $2::double precision / 1000)
+                next_attempt_at = now() + make_interval(secs => $2::double precision / 1000),
+                claimed_by = $3
           where n.id in (
              select c.id from notifications c
               where c.delivered_at is null and c.failed_at is null and c.next_attempt_at <= now()
@@ -120,6 +122,7 @@ pub async fn claim(
     )
     .bind(limit)
     .bind(lease_ms)
+    .bind(instance)
     .fetch_all(store.pool())
     .await
     .map_err(|e| err("cannot claim notifications", e))?;
@@ -141,9 +144,25 @@ pub async fn claim(
     Ok(out)
 }
 
+/// Makes the claims `instance` still holds due now: they were left by an
+/// earlier process on the same spool directory, which stopped mid-send (a
+/// live process holds the directory's lock, so none is in flight). Sent
+/// again with the same idempotency key. Returns how many.
+pub async fn recover(store: &Store, instance: &str) -> Result<u64, StoreError> {
+    sqlx::query(
+        "update notifications set next_attempt_at = now(), claimed_by = null
+          where claimed_by = $1 and delivered_at is null and failed_at is null",
+    )
+    .bind(instance)
+    .execute(store.pool())
+    .await
+    .map(|r| r.rows_affected())
+    .map_err(|e| err("cannot recover this instance's notification claims", e))
+}
+
 /// The receiver accepted the notification.
 pub async fn delivered(store: &Store, id: i64) -> Result<(), StoreError> {
-    sqlx::query("update notifications set delivered_at = now(), last_error = null where id = $1")
+    sqlx::query("update notifications set delivered_at = now(), last_error = null, claimed_by = null where id = $1")
         .bind(id)
         .execute(store.pool())
         .await
@@ -158,7 +177,7 @@ pub async fn retry(
     at: DateTime<Utc>,
     error: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("update notifications set next_attempt_at = $2, last_error = $3 where id = $1")
+    sqlx::query("update notifications set next_attempt_at = $2, last_error = $3, claimed_by = null where id = $1")
         .bind(id)
         .bind(at)
         .bind(error)
@@ -170,7 +189,7 @@ pub async fn retry(
 
 /// Given up: the reason stays in `last_error`.
 pub async fn failed(store: &Store, id: i64, error: &str) -> Result<(), StoreError> {
-    sqlx::query("update notifications set failed_at = now(), last_error = $2 where id = $1")
+    sqlx::query("update notifications set failed_at = now(), last_error = $2, claimed_by = null where id = $1")
         .bind(id)
         .bind(error)
         .execute(store.pool())
@@ -185,7 +204,7 @@ pub async fn release(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
         return Ok(());
     }
     sqlx::query(
-        "update notifications set next_attempt_at = now(), attempts = greatest(attempts - 1, 0)
+        "update notifications set next_attempt_at = now(), attempts = greatest(attempts - 1, 0), claimed_by = null
          where id = any($1) and delivered_at is null and failed_at is null",
     )
     .bind(ids)

@@ -204,27 +204,48 @@ pub struct NotifyStats {
 
 /// Starts the worker; it stops when `stop` is cancelled (claimed but unsent
 /// notifications are given back).
+/// `instance`: the spool directory's id (see `Spool::instance`), under
+/// which claims are made and, at start, recovered.
 pub fn start(
     store: Store,
     receivers: Receivers,
     stats: Arc<NotifyStats>,
     store_ready: Arc<crate::store::writer::StoreHealth>,
+    instance: Option<String>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // The outbox exists only once the writer has created and migrated the database.
         tokio::select! {
-            () = store_ready.wait_prepared() => run(store, receivers, stats, stop).await,
+            () = store_ready.wait_prepared() => run(store, receivers, stats, instance, stop).await,
             () = stop.cancelled() => {}
         }
     })
 }
 
-async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: CancellationToken) {
+async fn run(
+    store: Store,
+    shared: Receivers,
+    stats: Arc<NotifyStats>,
+    instance: Option<String>,
+    stop: CancellationToken,
+) {
     let client = client();
     let mut warned = false;
     let mut last_resend = tokio::time::Instant::now();
+    let mut unrecovered = instance.is_some();
     loop {
+        if let (true, Some(me)) = (unrecovered, &instance) {
+            match outbox::recover(&store, me).await {
+                Ok(n) => {
+                    unrecovered = false;
+                    if n > 0 {
+                        tracing::info!(notifications = n, "notifications an earlier process on this spool directory claimed and had not settled are due again now (same idempotency key)");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot recover earlier claims yet"),
+            }
+        }
         let routing = shared.get();
         let by_name: HashMap<&str, &Receiver> = (routing.receivers.iter())
             .map(|r| (r.name.as_str(), r))
@@ -237,7 +258,7 @@ async fn run(store: Store, shared: Receivers, stats: Arc<NotifyStats>, stop: Can
                 _ = stop.cancelled() => return,
             }
         }
-        let claimed = match outbox::claim(&store, CLAIM, LEASE).await {
+        let claimed = match outbox::claim(&store, CLAIM, LEASE, instance.as_deref()).await {
             Ok(c) => {
                 warned = false;
                 c

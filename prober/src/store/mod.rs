@@ -120,6 +120,18 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
 }
 
+/// Waits at most `limit` for `query`: its error, or the silence, as text.
+/// For the tasks that must not wait on a hung Postgres (leases, membership).
+pub async fn bounded<T>(
+    limit: Duration,
+    query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, query).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
 /// The URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -227,17 +227,43 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
         .await
         .unwrap();
     use prober::notify::worker::{CLAIM, LEASE};
-    let crashed = outbox::claim(&store, CLAIM, LEASE).await.unwrap();
+    let crashed = outbox::claim(&store, CLAIM, LEASE, Some("instance-a"))
+        .await
+        .unwrap();
     assert_eq!(crashed.len(), 1, "one claimed at a time");
-    let next = outbox::claim(&store, CLAIM, LEASE).await.unwrap();
+    let next = outbox::claim(&store, CLAIM, LEASE, Some("instance-b"))
+        .await
+        .unwrap();
     assert_eq!(
         next.len(),
         1,
         "the next is not held by the crashed worker's claim"
     );
     assert_ne!(next[0].id, crashed[0].id);
-    assert!(outbox::claim(&store, CLAIM, LEASE)
+    assert!(outbox::claim(&store, CLAIM, LEASE, None)
         .await
         .unwrap()
         .is_empty());
+
+    // The crashed worker's instance restarts (same spool directory, so
+    // none of its claims is in flight): its claim is due at once, not
+    // after the lease; another instance's claim is left alone.
+    assert_eq!(outbox::recover(&store, "instance-c").await.unwrap(), 0);
+    assert_eq!(outbox::recover(&store, "instance-a").await.unwrap(), 1);
+    let again = outbox::claim(&store, CLAIM, LEASE, Some("instance-a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [crashed[0].id],
+        "the restarted instance sends its interrupted notification again at once"
+    );
+    assert_eq!(again[0].dedup_key, crashed[0].dedup_key);
+    // Settled, a claim is no longer the instance's: a later restart
+    // does not make a backed-off retry due early.
+    let at = chrono::Utc::now() + chrono::TimeDelta::minutes(5);
+    outbox::retry(&store, again[0].id, at, "refused")
+        .await
+        .unwrap();
+    assert_eq!(outbox::recover(&store, "instance-a").await.unwrap(), 0);
 }

@@ -11,6 +11,7 @@ mod auth;
 mod blocks;
 mod chaos;
 mod check;
+mod claims;
 mod daemon;
 mod dashboards;
 mod db;

@@ -92,11 +92,7 @@ impl Lease {
         .bind(ttl_ms)
         .fetch_optional(store.pool());
         // A hung Postgres must not hold the renewal past the lease.
-        let got: Result<Option<i64>, String> = match tokio::time::timeout(self.ttl / 2, query).await
-        {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.ttl / 2)),
-        };
+        let got = crate::store::bounded(self.ttl / 2, query).await;
         let mut held = self.held.lock();
         match got {
             Ok(Some(term)) => {

@@ -265,6 +265,17 @@ fn nanos(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
+/// Appends `v` as a LEB128 varint (the encoding of every integer here).
+pub(super) fn put_uint(out: &mut Vec<u8>, v: u64) {
+    Writer(out).uint(v);
+}
+
+/// The LEB128 varint at the start of `b`: its value and its length.
+pub(super) fn get_uint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut r = Reader { buf: b, at: 0 };
+    r.uint().ok().map(|v| (v, r.at))
+}
+
 struct Writer<'a>(&'a mut Vec<u8>);
 
 impl Writer<'_> {

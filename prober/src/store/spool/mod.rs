@@ -70,6 +70,8 @@ pub struct Spool {
     state: Mutex<State>,
     /// The writer's side: only the syncing thread takes it.
     file: Mutex<Option<(u64, File)>>,
+    /// This directory's instance id (see [`Spool::instance`]).
+    instance: String,
     _lock: File,
 }
 
@@ -119,6 +121,7 @@ impl Spool {
             }
             Err(fs::TryLockError::Error(e)) => return Err(fail(e)),
         }
+        let instance = instance_id(dir).map_err(fail)?;
         let mut ids = Vec::new();
         let mut aside_max: Option<u64> = None;
         for entry in fs::read_dir(dir).map_err(fail)? {
@@ -178,10 +181,18 @@ impl Spool {
                 sync_every,
                 state: Mutex::new(state),
                 file: Mutex::new(None),
+                instance,
                 _lock: lock,
             },
             replayed,
         ))
+    }
+
+    /// An id kept in the directory across restarts, and held by one process
+    /// at a time (the lock): what this process claims in Postgres under it
+    /// was claimed by this process or by an earlier one that has stopped.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Appends an encoded run of `meta`; returns the segment it is in.
@@ -366,6 +377,23 @@ impl State {
     }
 }
 
+/// The directory's instance id, from its `instance` file (created with a
+/// new UUID when missing or unreadable).
+fn instance_id(dir: &Path) -> io::Result<String> {
+    let path = dir.join("instance");
+    if let Ok(text) = fs::read_to_string(&path) {
+        if let Ok(id) = uuid::Uuid::parse_str(text.trim()) {
+            return Ok(id.to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = dir.join("instance.tmp");
+    fs::write(&tmp, format!("{id}\n"))?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016}.seg"))
 }
@@ -375,12 +403,7 @@ fn frame(out: &mut Vec<u8>, kind: u8, meta_id: u64, payload: impl FnOnce(&mut Ve
     let at = out.len();
     out.extend_from_slice(&[0; FRAME_HEAD]);
     out.push(kind);
-    let mut v = meta_id;
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+    codec::put_uint(out, meta_id);
     payload(out);
     let body = &out[at + FRAME_HEAD..];
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
@@ -430,7 +453,7 @@ fn read_segment(path: &Path) -> io::Result<Vec<SegmentRun>> {
         }
         at += FRAME_HEAD + len;
         let kind = body[0];
-        let (meta_id, used) = match varint(&body[1..]) {
+        let (meta_id, used) = match codec::get_uint(&body[1..]) {
             Some(v) => v,
             None => {
                 torn(at, "frame without a probe id");
@@ -459,18 +482,6 @@ fn read_segment(path: &Path) -> io::Result<Vec<SegmentRun>> {
         }
     }
     Ok(runs)
-}
-
-/// A LEB128 varint at the start of `b`: its value and length.
-fn varint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, byte) in b.iter().take(10).enumerate() {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

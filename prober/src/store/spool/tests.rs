@@ -30,7 +30,7 @@ fn seg_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "LOCK")
+        .filter(|n| n != "LOCK" && n != "instance")
         .collect();
     v.sort();
     v
@@ -175,6 +175,25 @@ fn a_second_process_on_the_same_directory_is_refused() {
     let err = Spool::open(dir.path(), Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, SpoolError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("its own spool.dir"), "{err}");
+}
+
+#[test]
+fn the_instance_id_is_kept_across_restarts_and_differs_between_directories() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = open(one.path()).0.instance().to_string();
+    let again = open(one.path()).0.instance().to_string();
+    assert_eq!(
+        first, again,
+        "a restart on the same directory is the same instance"
+    );
+    assert_ne!(
+        first,
+        open(two.path()).0.instance(),
+        "each directory its own"
+    );
+    fs::write(one.path().join("instance"), "not a uuid").unwrap();
+    let replaced = open(one.path()).0.instance().to_string();
+    assert!(uuid::Uuid::parse_str(&replaced).is_ok(), "{replaced}");
 }
 
 #[test]
