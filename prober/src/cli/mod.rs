@@ -135,11 +135,10 @@ pub fn main() -> ExitCode {
         }),
         Command::Demo { settings, demo } => demo::run(settings, demo),
         Command::Migrate { settings } => with_runtime(settings, |s| async move {
-            crate::store::Store::create_database_if_missing(&s.database_url)
-                .await
-                .map_err(|e| e.to_string())?;
             let store = crate::store::Store::new(&s.database_url, &s.location)
                 .map_err(|e| e.to_string())?;
+            store.pick_host().await;
+            store.ensure_database().await.map_err(|e| e.to_string())?;
             store.migrate().await.map_err(|e| e.to_string())?;
             println!(
                 "migrations applied to {}",

@@ -120,7 +120,6 @@ fn start_storage(
         queue.clone(),
         health.clone(),
         WriterConfig {
-            database_url: settings.database_url.clone(),
             migrate: settings.migrate,
             batch_size: settings.batch_size,
             flush_interval: settings.flush_interval,

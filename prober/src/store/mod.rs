@@ -13,6 +13,7 @@
 //! - `events.rs`: change events (deploys and other marks) and a finding's context;
 //! - `queue.rs`, `writer.rs`: the queue between probing and Postgres, and its writer task;
 //! - `spool/`: the queue's copy on local disk, replayed after a crash, and its binary form.
+//! - `hosts.rs`: several hosts in `DATABASE_URL`, and the failover between them.
 //!
 //! [`RunRecord`]: crate::run::RunRecord
 
@@ -21,6 +22,7 @@ mod clean;
 mod dimensions;
 mod error;
 pub mod events;
+pub mod hosts;
 pub mod queue;
 pub mod read;
 pub mod rollup;
@@ -77,6 +79,8 @@ pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// The hosts of `DATABASE_URL` and the one the pool uses.
+    hosts: Arc<hosts::Failover>,
     ids: Arc<Mutex<Ids>>,
     location: String,
     build: String,
@@ -93,8 +97,29 @@ struct Ids {
     partitions: std::collections::HashSet<NaiveDate>,
 }
 
-/// Options for connections: UTC sessions, quiet statement logs.
+/// Options for connections to each host of `url` (see [`hosts`]), and the
+/// session they must offer.
+fn host_options(url: &str) -> Result<(Vec<PgConnectOptions>, hosts::SessionAttrs), StoreError> {
+    let split = hosts::split(url).map_err(|e| {
+        StoreError::new(
+            format!("DATABASE_URL {:?}: {e}", redact_url(url)),
+            Cause::Other,
+        )
+    })?;
+    let opts = (split.urls.iter())
+        .map(|u| one_host_options(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((opts, split.attrs))
+}
+
+/// Options for connections to the first host of `url`.
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let (mut opts, _) = host_options(url)?;
+    Ok(opts.swap_remove(0))
+}
+
+/// Options for connections to the one host of `url`: UTC sessions, quiet statement logs.
+fn one_host_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| {
         StoreError::with_source(
             format!(
@@ -139,20 +164,36 @@ pub fn redact_url(url: &str) -> String {
             let _ = u.set_password(Some("<redacted>"));
             u.to_string()
         }
-        _ => url.to_string(),
+        Ok(_) => url.to_string(),
+        // Not one URL (several hosts): the password is cut by hand.
+        Err(_) => {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_string();
+            };
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            match rest[..end].rfind('@').map(|at| (&rest[..at], &rest[at..])) {
+                Some((userinfo, after)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:<redacted>{after}"),
+                    None => url.to_string(),
+                },
+                None => url.to_string(),
+            }
+        }
     }
 }
 
 impl Store {
     /// A store whose connections open on demand: never fails because Postgres is down.
     pub fn new(url: &str, location: &str) -> Result<Store, StoreError> {
-        let opts = connect_options(url)?;
+        let (opts, attrs) = host_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(opts);
+            .after_connect(move |conn, _| Box::pin(hosts::writable(conn, attrs)))
+            .connect_lazy_with(opts[0].clone());
         Ok(Store {
             pool,
+            hosts: Arc::new(hosts::Failover::new(opts, attrs)),
             ids: Default::default(),
             location: location.to_string(),
             build: crate::VERSION.to_string(),
@@ -169,6 +210,18 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A write failed: with several hosts in `DATABASE_URL`, checks in the
+    /// background which one to use (see [`hosts`]).
+    pub fn fail_over(&self) {
+        self.hosts.check(&self.pool);
+    }
+
+    /// Points the pool at the first host of `DATABASE_URL` that suits
+    /// (see [`hosts`]), waiting for the check: for one-shot commands.
+    pub async fn pick_host(&self) {
+        self.hosts.choose(&self.pool).await;
     }
 
     /// Where this store's Postgres is, for messages: `Postgres at host:port/database`.

@@ -14,13 +14,26 @@ const PARTITIONED: [&str; 4] = ["runs", "hist_minute", "minute_bins", "minute_co
 
 impl Store {
     /// Creates the database of `url` if it does not exist (connecting to `postgres` to do it).
+    /// With several hosts, on the first.
     pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
-        let opts = connect_options(url)?;
+        Store::create_database_with(connect_options(url)?, &redact_url(url)).await
+    }
+
+    /// Creates this store's database, on the host its pool uses, if it does not exist.
+    pub async fn ensure_database(&self) -> Result<(), StoreError> {
+        let opts = (*self.pool.connect_options()).clone();
+        Store::create_database_with(opts, &self.target()).await
+    }
+
+    async fn create_database_with(
+        opts: sqlx::postgres::PgConnectOptions,
+        shown: &str,
+    ) -> Result<(), StoreError> {
         let db = opts.get_database().unwrap_or("postgres").to_string();
         match opts.connect().await {
             Ok(_) => return Ok(()),
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
-            Err(e) => return Err(err(&format!("cannot connect to {}", redact_url(url)), e)),
+            Err(e) => return Err(err(&format!("cannot connect to {shown}"), e)),
         }
         let admin = opts.clone().database("postgres");
         let mut conn = admin.connect().await.map_err(|e| {

@@ -132,7 +132,6 @@ impl StoreHealth {
 /// What the writer needs to know.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    pub database_url: String,
     pub migrate: bool,
     pub batch_size: usize,
     pub flush_interval: Duration,
@@ -174,6 +173,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     health.set_degraded(&e);
+                    store.fail_over();
                     sleep_or(&stop, backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
@@ -210,6 +210,7 @@ pub async fn run(
             }
             Err(e) => {
                 health.set_degraded(&e);
+                store.fail_over();
                 // Whatever failed (a lost connection, a failover, a restore,
                 // a database dropped and created again), prepare it again
                 // before the next write: create, migrate, partitions, and
@@ -265,7 +266,7 @@ async fn sleep_or(stop: &CancellationToken, d: Duration) {
 async fn prepare(store: &Store, cfg: &WriterConfig) -> Result<(), StoreError> {
     store.forget_cached();
     if cfg.migrate {
-        Store::create_database_if_missing(&cfg.database_url).await?;
+        store.ensure_database().await?;
         store.migrate().await?;
     } else {
         store.ping().await?;

@@ -21,6 +21,7 @@ mod docker_context;
 mod docs;
 mod events;
 mod examples;
+mod failover;
 mod forecast;
 mod fuzz;
 mod helpers;
