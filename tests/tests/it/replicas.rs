@@ -1,7 +1,9 @@
 //! Replicas sharing a location's probes (issue 18, item 2): three `prober
 //! run` processes of one location on one database run each tick once at
 //! steady state; when one is killed (SIGKILL) and another frozen (SIGSTOP)
-//! the survivors take their probes within 15 s; no tick is stored twice.
+//! the survivors take their probes within 15 s; a replica added under load
+//! takes a share without ticks run twice, and hands it back at once when
+//! stopped; no tick is stored twice.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -106,6 +108,36 @@ async fn three_replicas_share_the_probes_and_take_over_within_15_s() {
     );
     signal("CONT", replicas.0[1].id());
     tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // A replica added under load takes a share, and no tick runs twice;
+    // removed cleanly (SIGTERM), it hands its probes over at once.
+    let mut replicas = replicas;
+    replicas.0.push(start(dir.path(), &db, 3));
+    let t = Instant::now();
+    while members(&pool).await < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the added replica joins"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = target.counts.requests();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let per_s = (target.counts.requests() - before) as f64 / 5.0;
+    eprintln!("with a replica added: {per_s:.1} requests/s at the target");
+    assert!(
+        per_s <= PROBES as f64 * 1.2 && per_s >= PROBES as f64 * 0.8,
+        "each tick runs once with the added replica: {per_s} requests/s"
+    );
+    signal("TERM", replicas.0[3].id());
+    let stopped_at = Utc::now();
+    let took = all_running_again(&pool, stopped_at + TimeDelta::seconds(1)).await;
+    eprintln!("every probe running again {took:?} after a clean stop of the added replica");
+    assert!(
+        took <= Duration::from_secs(8),
+        "a clean stop hands over within a renewal (2 s): {took:?}"
+    );
 
     let (rows, ticks): (i64, i64) = sqlx::query_as(
         "select count(*), count(distinct (probe_id, scheduled_at)) from runs where trigger = 0",
