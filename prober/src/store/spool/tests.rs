@@ -169,6 +169,41 @@ fn a_segment_of_another_format_is_set_aside_not_deleted() {
 }
 
 #[test]
+fn a_stalled_disk_bounds_what_waits_to_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let m = meta("a");
+    assert_eq!(spool.append(&m, b"kept"), 0);
+    // Nothing written (no writer thread: the disk "hangs"): appends stop
+    // at the bound instead of growing memory.
+    let big = vec![7u8; 1 << 20];
+    let mut spooled = 0;
+    for _ in 0..(MAX_PENDING >> 20) + 8 {
+        if spool.append(&m, &big) != NOT_SPOOLED {
+            spooled += 1;
+        }
+    }
+    assert!(spooled <= MAX_PENDING >> 20, "{spooled}");
+    assert!(spool.bytes() < (MAX_PENDING + (2 << 20)) as u64);
+    // A run not spooled is done without touching a segment's count.
+    spool.done(NOT_SPOOLED, 8);
+    spool.flush(true, false);
+    assert_ne!(
+        spool.append(&m, b"after"),
+        NOT_SPOOLED,
+        "spooled again once written"
+    );
+    spool.flush(true, false);
+    drop(spool);
+    let (_, replayed) = open(dir.path());
+    assert_eq!(
+        replayed.len(),
+        spooled + 2,
+        "every spooled run, none of the rest"
+    );
+}
+
+#[test]
 fn a_second_process_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_first, _) = open(dir.path());
