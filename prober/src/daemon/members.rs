@@ -28,6 +28,7 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::schedule::Turn;
 use crate::store::writer::StoreHealth;
 use crate::store::Store;
 
@@ -74,10 +75,16 @@ impl Members {
 
     /// Whether this replica runs `probe`'s ticks.
     pub fn owns(&self, probe: &str) -> bool {
+        self.turn(probe) == Turn::Mine
+    }
+
+    /// Whose turn `probe`'s tick is: unknown while joining (up to
+    /// [`JOIN_WAIT`] before the first read of the members).
+    pub fn turn(&self, probe: &str) -> Turn {
         use std::sync::atomic::Ordering;
         if !self.joined.load(Ordering::Relaxed) {
             if self.created.elapsed() < JOIN_WAIT {
-                return false;
+                return Turn::Unknown;
             }
             self.joined.store(true, Ordering::Relaxed);
         }
@@ -85,10 +92,13 @@ impl Members {
         // have expired meanwhile, so every probe runs here rather than none
         // (a tick another replica also runs is stored once).
         if self.read_at.lock().is_none_or(|t| t.elapsed() > MEMBER_TTL) {
-            return true;
+            return Turn::Mine;
         }
         let view = self.view();
-        owner(&view, probe).is_none_or(|m| *m == self.me)
+        match owner(&view, probe) {
+            Some(m) if *m != self.me => Turn::Theirs,
+            _ => Turn::Mine,
+        }
     }
 
     /// Renews this replica's row and reads the live members; on failure the
@@ -274,7 +284,11 @@ mod tests {
     #[test]
     fn alone_a_replica_owns_everything() {
         let m = Members::new("lab", "lab/h/1/x".into());
-        assert!(!m.owns("anything"), "not before it has read the members");
+        assert_eq!(
+            m.turn("anything"),
+            Turn::Unknown,
+            "not known before it has read the members"
+        );
         m.joined.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(m.owns("anything"), "never read: alone");
         *m.read_at.lock() = Some(std::time::Instant::now());

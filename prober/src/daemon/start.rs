@@ -251,7 +251,7 @@ fn share_probes(
         Lease::holder_for(&settings.location),
     ));
     let owns = members.clone();
-    scheduler.share(&settings.location, Arc::new(move |p| owns.owns(p)));
+    scheduler.share(&settings.location, Arc::new(move |p| owns.turn(p)));
     // Probes taken over from another replica: their alerts as it saved them.
     let (sched, engine, me) = (scheduler.clone(), alerts.clone(), members.me.clone());
     let changed = move |before: &[String], after: &[String]| {

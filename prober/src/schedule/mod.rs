@@ -201,8 +201,19 @@ struct Shared {
 /// A function told of every finished run; it must not wait.
 pub type RunHook = Arc<dyn Fn(&RunRecord) + Send + Sync>;
 
-/// Whether this replica runs the named probe's ticks now; it must not wait.
-pub type OwnsHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Whose turn the named probe's tick is now; it must not wait.
+pub type OwnsHook = Arc<dyn Fn(&str) -> Turn + Send + Sync>;
+
+/// Who runs a tick among the replicas sharing the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// This replica.
+    Mine,
+    /// Another replica: not run here, not skipped.
+    Theirs,
+    /// Not known yet (this replica is joining): not run, counted as skipped.
+    Unknown,
+}
 
 impl Shared {
     fn host_limit(&self, host: &str) -> Arc<Semaphore> {
@@ -450,13 +461,14 @@ async fn probe_loop(
             _ = stop.cancelled() => return,
         }
         last = tick;
-        // Another replica's tick: not run, not skipped.
-        if shared
-            .shared_by
-            .get()
-            .is_some_and(|(_, owns)| !owns(&probe.name))
-        {
-            continue;
+        match shared.shared_by.get().map(|(_, owns)| owns(&probe.name)) {
+            None | Some(Turn::Mine) => {}
+            Some(Turn::Theirs) => continue,
+            Some(Turn::Unknown) => {
+                shared.stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
+                state.lock().skipped_ticks += 1;
+                continue;
+            }
         }
         // Woken more than a tick late (a stalled process): the ticks in between are skipped.
         let now = shared.clock.now();

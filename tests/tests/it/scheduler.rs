@@ -415,3 +415,44 @@ async fn once_and_a_scheduled_run_record_the_same_retried_timeout() {
     );
     assert_eq!(verdict(&scheduled)["attempts"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_joining_replica_counts_its_ticks_as_skipped_and_another_replicas_ticks_are_not() {
+    use prober::schedule::Turn;
+    let exec = sleeping_executor(Duration::from_millis(10), Arc::default(), Arc::default());
+    let h = start(
+        "name: mine\nevery: 1s\nhttp: {url: \"http://127.0.0.1:9/\"}\n---\nname: theirs\nevery: 1s\nhttp: {url: \"http://127.0.0.1:9/\"}\n",
+        exec,
+        wall(),
+    );
+    // Joining for the first 4 s: nobody knows whose turn a tick is.
+    let joined = tokio::time::Instant::now() + Duration::from_secs(4);
+    h.scheduler.share(
+        "lab",
+        Arc::new(move |p: &str| {
+            if tokio::time::Instant::now() < joined {
+                Turn::Unknown
+            } else if p == "mine" {
+                Turn::Mine
+            } else {
+                Turn::Theirs
+            }
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let (runs, stats, live) = h.stop().await;
+    let ran = |p: &str| runs.iter().filter(|r| r.meta.name == p).count() as u64;
+    let skipped = |p: &str| live.probe(p).lock().skipped_ticks;
+    assert_eq!(ran("theirs"), 0);
+    assert!(ran("mine") >= 6, "{}", ran("mine"));
+    assert_eq!(
+        ran("mine") + skipped("mine"),
+        10,
+        "each of this replica's ticks ran or was counted as skipped"
+    );
+    assert_eq!(skipped("theirs"), skipped("mine"), "only while joining");
+    assert_eq!(
+        stats.skipped_ticks.load(Ordering::SeqCst),
+        skipped("mine") + skipped("theirs")
+    );
+}
