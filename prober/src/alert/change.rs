@@ -21,7 +21,7 @@ use crate::store::StoreError;
 
 /// `trigger` when an alert fires, `resolve` when it resolves, `remind`
 /// while it keeps firing (`alerting.remind_every`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     Trigger,
@@ -132,4 +132,9 @@ pub trait NoticeWriter: Send + Sync {
         alert: &'a Alert,
         notice: &'a Notice,
     ) -> WriteFuture<'a>;
+
+    /// Postgres is away and the change cannot be saved yet: sends what the
+    /// notice owes now, without waiting (in the background), so on-call is
+    /// told; [`NoticeWriter::write`] later records it as delivered.
+    fn send_now(&self, _alert: &Alert, _notice: &Notice) {}
 }

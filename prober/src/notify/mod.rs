@@ -7,6 +7,7 @@
 //! receiver in the same transaction as the alert's state change; [`worker`]
 //! delivers them. Receivers are configuration ([`crate::config::receivers`]).
 
+pub mod direct;
 pub mod outbox;
 pub mod render;
 pub mod worker;

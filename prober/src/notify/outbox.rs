@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::direct::Direct;
 use super::{content, NewNotification, Receivers};
 use crate::alert::change::WriteFuture;
 use crate::alert::{Alert, Event, Notice, NoticeWriter};
@@ -63,18 +64,22 @@ fn outbox_row(r: &sqlx::postgres::PgRow) -> Result<OutboxRow, sqlx::Error> {
 
 /// Inserts notifications in the transaction of an alert change. A resolve is
 /// recorded only for receivers that were sent the incident's trigger.
+/// `direct`: which were already delivered while Postgres was away (recorded
+/// as delivered, not sent again).
 async fn insert(
     tx: &mut sqlx::PgConnection,
     alert_key: &str,
     notes: &[NewNotification],
+    direct: &Direct,
 ) -> Result<(), StoreError> {
     for n in notes {
+        let delivered = direct.take_delivered(n);
         // The payload carries the run's error message: no NUL reaches jsonb.
         let mut payload = n.payload.clone();
         clean_json(&mut payload, usize::MAX);
         sqlx::query(
-            "insert into notifications (alert_key, receiver, event, dedup_key, payload)
-             select $1, $2, $3, $4, $5
+            "insert into notifications (alert_key, receiver, event, dedup_key, payload, delivered_at)
+             select $1, $2, $3, $4, $5, case when $6 then now() end
              where $3 = 'trigger' or exists (
                  select 1 from notifications t
                  where t.receiver = $2 and t.dedup_key = $4 and t.event = 'trigger')
@@ -85,6 +90,7 @@ async fn insert(
         .bind(n.event.as_str())
         .bind(&n.dedup_key)
         .bind(&payload)
+        .bind(delivered)
         .execute(&mut *tx)
         .await
         .map_err(|e| err("cannot record notification", e))?;
@@ -275,12 +281,17 @@ pub async fn recent(
 #[derive(Debug, Clone)]
 pub struct Outbox {
     routing: Receivers,
+    /// Sent while Postgres was away (see `direct.rs`).
+    direct: std::sync::Arc<Direct>,
 }
 
 impl Outbox {
     /// Routes with the receivers and dashboard link of `routing` (replaced on reload).
     pub fn new(routing: Receivers) -> Outbox {
-        Outbox { routing }
+        Outbox {
+            routing,
+            direct: std::sync::Arc::default(),
+        }
     }
 
     /// One notification per receiver whose labels the probe has.
@@ -321,7 +332,12 @@ impl NoticeWriter for Outbox {
         notice: &'a Notice,
     ) -> WriteFuture<'a> {
         let notes = self.notifications(alert, notice);
-        Box::pin(async move { insert(tx, &alert.key, &notes).await })
+        Box::pin(async move { insert(tx, &alert.key, &notes, &self.direct).await })
+    }
+
+    fn send_now(&self, alert: &Alert, notice: &Notice) {
+        let notes = self.notifications(alert, notice);
+        self.direct.send(&alert.key, notes, &self.routing);
     }
 }
 

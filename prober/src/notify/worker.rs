@@ -183,7 +183,7 @@ pub async fn send(
     }
 }
 
-fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("prober/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
@@ -326,7 +326,11 @@ async fn resend(store: &Store, client: &reqwest::Client, by_name: &HashMap<&str,
     }
 }
 
-async fn attempt(client: &reqwest::Client, r: Option<&Receiver>, c: &Claimed) -> Verdict {
+pub(super) async fn attempt(
+    client: &reqwest::Client,
+    r: Option<&Receiver>,
+    c: &Claimed,
+) -> Verdict {
     let Some(r) = r else {
         return Verdict::Fail(format!(
             "receiver {:?} is no longer in the settings; not sent: add it back to prober.yaml to deliver new notifications",

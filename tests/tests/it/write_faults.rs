@@ -383,21 +383,11 @@ async fn a_write_waiting_on_postgres_is_reported_with_its_reason_and_lands_once_
 /// order and the trigger is sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_postgres_does_not_stop_the_per_run_rules() {
-    use crate::notify::{receiver, FakeReceiver};
     use prober::alert::State;
-    use prober::config::receivers::ReceiverKind;
 
     let _shared = crate::helpers::TIMING.read().await;
     let target = FakeTarget::start().await;
-    let hook = FakeReceiver::start(200).await;
-    let db = TestDb::create().await;
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut s = settings(db.url_via(proxy.addr));
-    s.receivers = vec![receiver(
-        "hook",
-        ReceiverKind::Webhook,
-        &format!("{}/hook", hook.url),
-    )];
+    let (hook, db, proxy, s) = paging_through_a_proxy().await;
     let yaml = format!(
         "name: shop\nevery: 1s\ntimeout: 900ms\nalert: {{failures_to_fire: 8}}\nhttp: {{url: \"{}\"}}\n",
         target.url("/status/503")
@@ -438,5 +428,96 @@ async fn a_hung_postgres_does_not_stop_the_per_run_rules() {
         .filter(|r| r.json()["event"] == "trigger")
         .count();
     assert_eq!(triggers, 1, "{:?}", hook.requests());
+    daemon.shutdown().await;
+}
+
+/// A webhook receiver, a database behind a proxy the test controls, and
+/// settings that page the receiver and reach Postgres through the proxy.
+async fn paging_through_a_proxy() -> (crate::notify::FakeReceiver, TestDb, Proxy, Settings) {
+    use crate::notify::{receiver, FakeReceiver};
+    use prober::config::receivers::ReceiverKind;
+    let hook = FakeReceiver::start(200).await;
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut s = settings(db.url_via(proxy.addr));
+    s.receivers = vec![receiver(
+        "hook",
+        ReceiverKind::Webhook,
+        &format!("{}/hook", hook.url),
+    )];
+    (hook, db, proxy, s)
+}
+
+/// Postgres refused (down), not hung: a probe that starts failing still
+/// pages, and its recovery still resolves, while Postgres is away (item
+/// 5); when it returns, both are recorded as delivered and neither is
+/// sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_call_is_paged_and_told_of_the_recovery_while_postgres_is_down() {
+    use crate::helpers::switchable_target;
+
+    let _shared = crate::helpers::TIMING.read().await;
+    let (url, status) = switchable_target().await;
+    let (hook, db, proxy, s) = paging_through_a_proxy().await;
+    let yaml = format!(
+        "name: shop\nevery: 1s\ntimeout: 900ms\nalert: {{failures_to_fire: 2, successes_to_resolve: 2}}\nhttp: {{url: \"{url}\"}}\n"
+    );
+    let daemon = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let alerts = daemon.core.alerts.clone();
+    // Loaded (the engine evaluates only after reading the saved state).
+    assert!(
+        wait_for(Duration::from_secs(15), || alerts
+            .loaded
+            .load(Ordering::SeqCst))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.cut();
+    status.store(503, Ordering::SeqCst);
+    let events = || {
+        (hook.accepted().into_iter())
+            .map(|r| r.json()["event"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || events() == ["trigger"]).await,
+        "paged while Postgres is down: {:?}",
+        hook.requests()
+    );
+    status.store(200, Ordering::SeqCst);
+    assert!(
+        wait_for(Duration::from_secs(20), || events()
+            == ["trigger", "resolve"])
+        .await,
+        "told of the recovery while Postgres is down: {:?}",
+        events()
+    );
+    proxy.restore();
+    let pool = db.pool().await;
+    let recorded = || async {
+        sqlx::query_as::<_, (String, bool)>(
+            "select event, delivered_at is not null from notifications order by id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default()
+    };
+    let mut rows = Vec::new();
+    for _ in 0..300 {
+        rows = recorded().await;
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rows,
+        [("trigger".to_string(), true), ("resolve".to_string(), true)],
+        "recorded as delivered once Postgres is back"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(events(), ["trigger", "resolve"], "nothing sent twice");
     daemon.shutdown().await;
 }

@@ -85,6 +85,13 @@ pub(super) async fn run(
             if saved.is_err() {
                 tracing::warn!(waiting = unsaved.len(), "saving alert state got no answer from Postgres within {} s; runs are still evaluated, the changes wait", SAVE_TIMEOUT.as_secs());
             }
+            // On-call is told now, not when Postgres returns: the per-run
+            // alerts' notices go out directly (each once).
+            for c in unsaved.iter().filter(|c| c.alert.location != ALL_LOCATIONS) {
+                if let Some(n) = &c.notice {
+                    notices.send_now(&c.alert, n);
+                }
+            }
             retry.at = Some(tokio::time::Instant::now() + retry.backoff);
             retry.backoff = (retry.backoff * 2).min(SAVE_RETRY_MAX);
         }
