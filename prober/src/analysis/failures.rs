@@ -61,8 +61,9 @@ pub fn failure_steps(
         return Vec::new();
     };
     let sum = |pts: &[TrendPoint]| {
-        pts.iter()
-            .fold((0, 0), |(f, n), p| (f + p.failures, n + p.runs))
+        pts.iter().fold((0i64, 0i64), |(f, n), p| {
+            (f.saturating_add(p.failures), n.saturating_add(p.runs))
+        })
     };
     let mut out = Vec::new();
     for cp in found {
@@ -122,11 +123,16 @@ pub fn failure_steps(
 fn without_worst(points: &[TrendPoint], k: usize) -> (i64, i64) {
     let mut sides: Vec<(i64, i64)> = points.iter().map(|p| (p.failures, p.runs)).collect();
     // Highest ratio first: f1 / n1 > f2 / n2 without dividing.
-    sides.sort_by(|a, b| (b.0 * a.1.max(1)).cmp(&(a.0 * b.1.max(1))));
+    // In i128: counts read from Postgres cannot overflow the products.
+    sides.sort_by(|a, b| {
+        (i128::from(b.0) * i128::from(a.1.max(1))).cmp(&(i128::from(a.0) * i128::from(b.1.max(1))))
+    });
     sides
         .iter()
         .skip(k)
-        .fold((0, 0), |(f, n), &(pf, pn)| (f + pf, n + pn))
+        .fold((0i64, 0i64), |(f, n), &(pf, pn)| {
+            (f.saturating_add(pf), n.saturating_add(pn))
+        })
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub fn run(paths: &[PathBuf], args: SettingsArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let with_settings = settings_file.map_or(String::new(), |f| format!(", settings {f}"));
-    println!(
+    say!(
         "ok: {} probe(s) in {} file(s){with_settings}, {warnings} warning(s)",
         report.probes.len(),
         report.files

@@ -1,5 +1,13 @@
 //! The command line. Exit codes: 0 ok, 1 a probe or check failed, 2 usage or configuration error.
 
+/// `println!` that ends quietly when stdout is closed (`prober trends | head`)
+/// instead of panicking; another write error is said on stderr.
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::cli::say_line(format_args!($($t)*))
+    };
+}
+
 mod check;
 mod demo;
 pub mod healthcheck;
@@ -140,7 +148,7 @@ pub fn main() -> ExitCode {
             store.pick_host().await;
             store.ensure_database().await.map_err(|e| e.to_string())?;
             store.migrate().await.map_err(|e| e.to_string())?;
-            println!(
+            say!(
                 "migrations applied to {}",
                 crate::store::redact_url(&s.database_url)
             );
@@ -189,6 +197,16 @@ pub fn main() -> ExitCode {
 
 /// Prints `text` and a newline on stdout; a closed pipe (`prober schema | head`)
 /// ends the output quietly instead of panicking as `println!` does.
+/// One line on stdout (see `say!`).
+pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write to stdout: {e}");
+        }
+    }
+}
+
 fn print_out(text: &str) -> ExitCode {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();

@@ -38,16 +38,16 @@ pub async fn stored(
         .map_err(|e| e.to_string())?;
     if json {
         for f in &found {
-            println!("{}", serde_json::to_string(f).map_err(|e| e.to_string())?);
+            say!("{}", serde_json::to_string(f).map_err(|e| e.to_string())?);
         }
     } else if found.is_empty() {
-        println!(
+        say!(
             "no trend findings since {}",
             since.format("%Y-%m-%d %H:%M UTC")
         );
     } else {
         for f in &found {
-            println!("{}", line(f));
+            say!("{}", line(f));
         }
     }
     Ok(())
@@ -165,10 +165,10 @@ pub fn file(path: &Path, json: bool) -> Result<(), String> {
     let found = changepoint::detect(&values, &changepoint::Config::default())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if found.is_empty() && !json {
-        println!("no change point in {} values", values.len());
+        say!("no change point in {} values", values.len());
     }
     for cp in &found {
-        println!("{}", describe(&rows, cp, json));
+        say!("{}", describe(&rows, cp, json));
     }
     Ok(())
 }

@@ -86,9 +86,28 @@ fn file_error(file: &Path, pos: Pos, message: String) -> Diagnostic {
     }
 }
 
+/// Directories deeper than this under a probe path are not read.
+const MAX_DEPTH: usize = 16;
+
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    collect_under(path, out, diags, &mut std::collections::HashSet::new(), 0);
+}
+
+/// `seen`: the directories read so far, by their real path, so a symlink
+/// loop (`probes/self -> .`) is read once instead of until the kernel stops it.
+fn collect_under(
+    path: &Path,
+    out: &mut Vec<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    depth: usize,
+) {
     if path.is_file() {
         out.push(path.to_path_buf());
+        return;
+    }
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if depth > MAX_DEPTH || !seen.insert(real) {
         return;
     }
     let entries = match std::fs::read_dir(path) {
@@ -114,7 +133,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic
             continue;
         }
         if p.is_dir() {
-            collect_files(&p, out, diags);
+            collect_under(&p, out, diags, seen, depth + 1);
         } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(p);
         }

@@ -109,11 +109,14 @@ fn start_storage(
         replayed,
     ));
     let instance = spool.as_ref().map(|s| s.instance().to_string());
-    let spool = spool.map(|spool| {
-        let stop = CancellationToken::new();
-        let thread = spool.run(stop.clone());
-        SpoolTask { stop, thread }
-    });
+    let spool = match spool {
+        None => None,
+        Some(spool) => {
+            let stop = CancellationToken::new();
+            let thread = spool.run(stop.clone())?;
+            Some(SpoolTask { stop, thread })
+        }
+    };
     let health = Arc::new(StoreHealth::default());
     let writer = tokio::spawn(writer::run(
         store.clone(),

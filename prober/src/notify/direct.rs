@@ -35,7 +35,7 @@ type Key = (String, String, Event);
 #[derive(Debug, Default)]
 pub struct Direct {
     state: Mutex<State>,
-    client: std::sync::OnceLock<reqwest::Client>,
+    client: std::sync::OnceLock<Option<reqwest::Client>>,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +81,10 @@ impl Direct {
             return;
         }
         let routing = routing.get();
-        let client = self.client.get_or_init(worker::client).clone();
+        let Some(client) = (self.client).get_or_init(|| worker::client().ok()).clone() else {
+            tracing::error!("cannot build an HTTP client to notify while Postgres is away; the notifications wait for the outbox");
+            return;
+        };
         for n in todo {
             let Some(receiver) = routing
                 .receivers

@@ -86,11 +86,13 @@ pub fn backoff(attempts: i32) -> Duration {
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX));
+        return Some(Duration::from_secs(secs).clamp(BACKOFF_MIN, RETRY_AFTER_MAX));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let wait = at.with_timezone(&Utc) - Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO).min(RETRY_AFTER_MAX))
+    // `Retry-After: 0` (or a date past) waits the shortest backoff: never a
+    // tight loop of sends to a receiver that asks to be left alone.
+    Some((wait.to_std().unwrap_or(Duration::ZERO)).clamp(BACKOFF_MIN, RETRY_AFTER_MAX))
 }
 
 /// The header a webhook request carries so that the receiver can drop a
@@ -183,12 +185,13 @@ pub async fn send(
     }
 }
 
-pub(super) fn client() -> reqwest::Client {
+/// The HTTP client of deliveries. Building it fails only when the TLS
+/// backend or the resolver cannot start (logged by the caller).
+pub(super) fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .user_agent(concat!("prober/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
         .build()
-        .unwrap_or_default()
 }
 
 /// What the worker did, for `/metrics`.
@@ -230,7 +233,18 @@ async fn run(
     instance: Option<String>,
     stop: CancellationToken,
 ) {
-    let client = client();
+    let client = loop {
+        match client() {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client that sends notifications; none is sent until it can be built (retried every minute)");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
     let mut warned = false;
     let mut last_resend = tokio::time::Instant::now();
     let mut unrecovered = instance.is_some();
@@ -399,6 +413,19 @@ async fn settle(store: &Store, c: &Claimed, verdict: Verdict, stats: &NotifyStat
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_zero_waits_the_shortest_backoff_and_long_ones_are_capped() {
+        let with = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(with("0"), Some(BACKOFF_MIN));
+        assert_eq!(with("Tue, 01 Dec 1998 00:00:00 GMT"), Some(BACKOFF_MIN));
+        assert_eq!(with("120"), Some(Duration::from_secs(120)));
+        assert_eq!(with("99999999"), Some(RETRY_AFTER_MAX));
+    }
+
     use super::*;
 
     #[test]

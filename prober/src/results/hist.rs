@@ -51,9 +51,11 @@ pub fn bin_key(us: u64) -> i32 {
     ((bucket << 8) | (v >> bucket) as u32) as i32
 }
 
-/// The lowest and highest value of the bin with stored key `key`.
+/// The lowest and highest value of the bin with stored key `key`. A key
+/// [`bin_key`] cannot write (a bucket past 24: a damaged or hand-written
+/// row) is read in the last bucket, never as an overflowing value.
 pub fn bin_of_key(key: i32) -> (u64, u64) {
-    let (bucket, sub) = ((key >> 8) as u32 & 63, (key & 255) as u64);
+    let (bucket, sub) = (((key >> 8) as u32 & 63).min(24), (key & 255) as u64);
     let lo = sub << bucket;
     (lo, lo + (1u64 << bucket) - 1)
 }
@@ -134,6 +136,12 @@ impl SparseHist {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_no_bin_has_is_read_in_the_last_bucket_without_overflow() {
+        assert_eq!(bin_of_key(63 << 8 | 255), bin_of_key(24 << 8 | 255));
+        assert!(bin_of_key(bin_key(MAX_TRACKABLE_US)).1 >= MAX_TRACKABLE_US);
+    }
+
     use super::*;
 
     fn lcg(seed: &mut u64) -> u64 {

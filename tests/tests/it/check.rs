@@ -615,3 +615,18 @@ fn schema_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn a_symlink_loop_in_a_probe_directory_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("home.yaml"),
+        "name: home\nevery: 10s\nhttp: {url: \"http://127.0.0.1:9/\"}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("self")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("again")).unwrap();
+    let run = prober(&[OsStr::new("check"), dir.path().as_os_str()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("ok: 1 probe(s)"), "{}", run.stdout);
+}

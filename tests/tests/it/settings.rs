@@ -129,6 +129,23 @@ fn check_config_reports_every_settings_problem_with_its_line_and_column() {
 }
 
 #[test]
+fn numbers_and_durations_past_their_bounds_are_refused_not_overflowed() {
+    let dir = workdir(
+        "max_per_host: 10000000000\nretention: {runs: 300000000y}\nalerting: {evaluate_every: 400000000000y}\n",
+    );
+    let out = cli(dir.path(), &["check", "--config", "prober.yaml"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for words in [
+        "max_per_host: must be 1 to 1000000",
+        "retention.runs: \"300000000y\" is longer than 100 years",
+        "alerting.evaluate_every: \"400000000000y\" is longer than 100 years",
+    ] {
+        assert!(err.contains(words), "{words}\n{err}");
+    }
+}
+
+#[test]
 fn check_without_config_checks_the_prober_yaml_of_the_working_directory_as_run_would() {
     let dir = workdir(BROKEN);
 

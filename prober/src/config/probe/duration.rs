@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use crate::config::diag::Ctx;
 
+/// The longest duration in a probe file (an interval, a timeout, a retry
+/// delay): 366 days. Longer ones would overflow the scheduler's times.
+pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 /// Parses `30s`, `1m30s`, `500ms`; reports a bad one at `field`.
 pub fn parse_duration(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Duration> {
     if !is_duration_syntax(text) {
@@ -16,6 +20,15 @@ pub fn parse_duration(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<Dura
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => {
             ctx.error(field, format!("{field} must be greater than zero"));
+            None
+        }
+        Ok(d) if d > MAX_PROBE_DURATION => {
+            ctx.error(
+                field,
+                format!(
+                    "{text:?} is longer than 366 days (8784h), the longest duration a probe takes"
+                ),
+            );
             None
         }
         Ok(d) => Some(d),
@@ -64,5 +77,17 @@ mod tests {
         for bad in ["", "30", "30 seconds", "30 s", "1d", "s", "1.5s", "-1s"] {
             assert!(!is_duration_syntax(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_duration_past_a_year_is_refused_with_the_limit() {
+        let text = "name: x\nevery: 9000000h\nhttp: {url: \"http://127.0.0.1:9/\"}\n";
+        let mut report = crate::config::LoadReport::default();
+        crate::config::load::load_text(std::path::Path::new("x.yaml"), text, &mut report);
+        let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+        assert!(
+            errors.iter().any(|e| e.contains("longer than 366 days")),
+            "{errors:?}"
+        );
     }
 }

@@ -179,10 +179,13 @@ fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
             "must be 1 to 64 characters (it is recorded with every run)",
         );
     }
-    for (field, v, flag) in [
+    // Upper bounds: far above any real use, low enough that no count
+    // overflows a semaphore or an allocation ("unlimited" is not a number).
+    for (field, v, max, flag) in [
         (
             "max_concurrency",
             s.max_concurrency,
+            1_000_000,
             args.max_concurrency
                 .is_some()
                 .then_some("--max-concurrency / PROBER_MAX_CONCURRENCY"),
@@ -190,6 +193,7 @@ fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
         (
             "max_per_host",
             s.max_per_host,
+            1_000_000,
             args.max_per_host
                 .is_some()
                 .then_some("--max-per-host / PROBER_MAX_PER_HOST"),
@@ -197,21 +201,22 @@ fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
         (
             "queue_capacity",
             s.queue_capacity,
+            100_000_000,
             args.queue_capacity
                 .is_some()
                 .then_some("--queue-capacity / PROBER_QUEUE_CAPACITY"),
         ),
-        ("batch_size", s.batch_size, None),
-        ("queue_max_bytes", s.queue_max_bytes, None),
-        ("recent_runs", s.recent_runs, None),
+        ("batch_size", s.batch_size, 100_000, None),
+        ("queue_max_bytes", s.queue_max_bytes, usize::MAX, None),
+        ("recent_runs", s.recent_runs, 100_000, None),
     ] {
-        if v == 0 {
-            sink.place(
-                flag.is_some(),
-                flag.unwrap_or_default(),
-                field,
-                "must be at least 1",
-            );
+        if v == 0 || v > max {
+            let message = if max == usize::MAX {
+                "must be at least 1".to_string()
+            } else {
+                format!("must be 1 to {max}")
+            };
+            sink.place(flag.is_some(), flag.unwrap_or_default(), field, &message);
         }
     }
     if s.evaluate_every < Duration::from_secs(1) {

@@ -10,6 +10,10 @@ use super::super::yaml::{Document, Pos};
 use super::alerting::expand_env;
 use super::{EnvMode, ValueProblem};
 
+/// The longest duration a setting takes (retention, intervals, limits):
+/// 100 years. Times computed from longer ones overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Where problems of the settings go: placed in the file by path, or at the flag.
 pub(super) struct Sink {
     pub(super) file: PathBuf,
@@ -63,7 +67,8 @@ impl Sink {
         }
     }
 
-    /// A duration setting: its value, or the default when absent (or bad, reported).
+    /// A duration setting: its value, or the default when absent (or bad,
+    /// reported). At most [`MAX_DURATION`]: past it times overflow.
     pub(super) fn duration(
         &mut self,
         field: &str,
@@ -71,13 +76,25 @@ impl Sink {
         default: Duration,
     ) -> Duration {
         let Some(text) = text else { return default };
-        humantime::parse_duration(text).unwrap_or_else(|e| {
-            self.error(
-                field,
-                format!("{text:?} is not a duration ({e}); write it with its unit, like 250ms, 10s, 14d"),
-            );
-            default
-        })
+        match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    field,
+                    format!(
+                        "{text:?} is longer than 100 years, the longest duration a setting takes"
+                    ),
+                );
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.error(
+                    field,
+                    format!("{text:?} is not a duration ({e}); write it with its unit, like 250ms, 10s, 14d"),
+                );
+                default
+            }
+        }
     }
 
     /// `value` with `${env:NAME}` substituted; `None` when it cannot be known

@@ -45,6 +45,9 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(100);
 /// memory only, as without a spool, until the writer catches up. 64 MiB is
 /// ~7 minutes at 1,000 runs/s.
 pub const MAX_PENDING: usize = 64 << 20;
+/// Segment ids from file names at or past this are not ours (a file put
+/// there by hand): ignored, so ids never reach [`NOT_SPOOLED`] or wrap.
+const MAX_SEGMENT_ID: u64 = 1 << 48;
 /// The segment of a run that was not spooled ([`MAX_PENDING`]): no segment.
 pub const NOT_SPOOLED: u64 = u64::MAX;
 const FRAME_HEAD: usize = 8;
@@ -63,6 +66,8 @@ pub enum SpoolError {
     Dir { dir: PathBuf, source: io::Error },
     #[error("spool directory {dir} is in use by another prober process; give each instance its own spool.dir (PROBER_SPOOL_DIR)")]
     Locked { dir: PathBuf },
+    #[error("cannot start the spool's writer thread: {0}; raise the process's thread or pids limit, or run with --no-spool (PROBER_NO_SPOOL=true) to keep results in memory only")]
+    Thread(io::Error),
 }
 
 /// A run read back from a segment at start: its segment, its probe, its bytes.
@@ -139,11 +144,13 @@ impl Spool {
             if let Some(id) = name
                 .strip_suffix(".seg")
                 .and_then(|s| s.parse::<u64>().ok())
+                .filter(|id| *id < MAX_SEGMENT_ID)
             {
                 ids.push(id);
             } else if let Some(id) = name
                 .strip_suffix(".seg.unreadable")
                 .and_then(|s| s.parse::<u64>().ok())
+                .filter(|id| *id < MAX_SEGMENT_ID)
             {
                 // Never reused: a later set-aside must not overwrite it.
                 aside_max = aside_max.max(Some(id));
@@ -361,7 +368,7 @@ impl Spool {
     pub fn run(
         self: Arc<Self>,
         stop: tokio_util::sync::CancellationToken,
-    ) -> std::thread::JoinHandle<()> {
+    ) -> Result<std::thread::JoinHandle<()>, SpoolError> {
         std::thread::Builder::new()
             .name("prober-spool".into())
             .spawn(move || {
@@ -379,7 +386,7 @@ impl Spool {
                     std::thread::sleep(WRITE_EVERY.min(self.sync_every));
                 }
             })
-            .expect("the operating system refused to start the spool thread")
+            .map_err(SpoolError::Thread)
     }
 }
 
