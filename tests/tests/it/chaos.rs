@@ -2,7 +2,9 @@
 //! `prober run` processes share one database; the evaluator lease's holder
 //! is frozen (SIGSTOP), then the next one killed (SIGKILL). Each time another
 //! process holds the lease within 15 s, and the thawed one does not take it
-//! back.
+//! back. Last the holder is cut off from Postgres (a partition: each process
+//! reaches it through a proxy of its own): the last one takes the lease
+//! within 15 s and keeps it when the partition heals.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::db::TestDb;
-use crate::helpers::{cli_command, closed_port, signal, Children};
+use crate::helpers::{cli_command, closed_port, signal, Children, Proxy};
 
 /// The pid of the process holding the evaluator lease now (its holder name
 /// is `location/host/pid/random`).
@@ -50,10 +52,12 @@ async fn the_lease_moves_within_15_s_when_its_holder_freezes_or_dies() {
     )
     .unwrap();
     let mut replicas = Children(Vec::new());
+    let mut proxies = Vec::new();
     for i in 0..3 {
+        let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
         let child = cli_command(dir.path(), &["run"])
             .env("PROBER_PROBES", dir.path())
-            .env("DATABASE_URL", &db.url)
+            .env("DATABASE_URL", db.url_via(proxy.addr))
             .env("PROBER_LISTEN", "127.0.0.1:0")
             .env("PROBER_LOCATION", format!("lab-{i}"))
             .env("PROBER_SPOOL_DIR", dir.path().join(format!("spool-{i}")))
@@ -62,6 +66,7 @@ async fn the_lease_moves_within_15_s_when_its_holder_freezes_or_dies() {
             .spawn()
             .unwrap();
         replicas.0.push(child);
+        proxies.push(proxy);
     }
     let pids: Vec<u32> = replicas.0.iter().map(Child::id).collect();
 
@@ -91,13 +96,28 @@ async fn the_lease_moves_within_15_s_when_its_holder_freezes_or_dies() {
     // Killed: no clean hand-over, the lease expires and moves on.
     signal("KILL", second);
     let (third, waited) = next_holder(&pool, &[second], Duration::from_secs(30)).await;
-    assert!(
-        third.is_some(),
-        "another replica takes the lease from the killed one"
-    );
+    let third = third.expect("another replica takes the lease from the killed one");
     assert!(
         waited <= Duration::from_secs(15),
         "takeover after a kill took {waited:?}"
     );
     eprintln!("takeover after SIGKILL: {waited:?}");
+
+    // Cut off from Postgres: it cannot renew, the last replica takes over.
+    let cut_off = &proxies[pids.iter().position(|p| *p == third).unwrap()];
+    cut_off.cut();
+    let (fourth, waited) = next_holder(&pool, &[second, third], Duration::from_secs(30)).await;
+    let fourth = fourth.expect("the last replica takes the lease from the cut-off one");
+    assert!(
+        waited <= Duration::from_secs(15),
+        "takeover after a partition took {waited:?}"
+    );
+    eprintln!("takeover after a partition: {waited:?}");
+    cut_off.restore();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        holder_pid(&pool).await,
+        Some(fourth),
+        "the healed replica did not take the lease back"
+    );
 }

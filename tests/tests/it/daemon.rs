@@ -4,23 +4,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use prober::config::settings::Settings;
 use prober::daemon::{http_executor, Daemon};
 use prober::store::writer::StoreState;
 
 use crate::db::TestDb;
 use crate::helpers::{cli_command, http_get, probes, wait_for, FakeTarget, Proxy};
 
-fn settings(database_url: String) -> Settings {
-    Settings {
-        database_url,
-        location: "test-lab".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        flush_interval: Duration::from_millis(50),
-        shutdown_grace: Duration::from_secs(5),
-        ..Settings::default()
-    }
-}
+use crate::helpers::daemon_settings as settings;
 
 fn probe_yaml(target: &FakeTarget, n: usize, path: &str) -> String {
     (0..n)
@@ -35,14 +25,6 @@ fn probe_yaml(target: &FakeTarget, n: usize, path: &str) -> String {
 
 /// probe, location, lateness, first byte, success, version, build
 type LandedRun = (String, String, i32, Option<i32>, bool, String, String);
-
-async fn count_runs(db: &TestDb) -> (i64, i64) {
-    let pool = db.pool().await;
-    sqlx::query_as("select count(*), count(distinct run_id) from runs")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_run_made_during_a_postgres_outage_is_stored_exactly_once() {
@@ -100,7 +82,7 @@ async fn every_run_made_during_a_postgres_outage_is_stored_exactly_once() {
     daemon.shutdown().await;
 
     let finished = stats.runs_finished.load(Ordering::SeqCst) as i64;
-    let (rows, distinct) = count_runs(&db).await;
+    let (rows, distinct) = db.count_runs().await;
     assert_eq!(queue.dropped(), 0);
     assert_eq!(rows, finished, "every run is in the database");
     assert_eq!(distinct, rows, "none twice");
@@ -144,7 +126,7 @@ async fn the_daemon_probes_while_postgres_is_unreachable_at_start_and_stores_it_
     );
     daemon.shutdown().await;
 
-    let (rows, distinct) = count_runs(&db).await;
+    let (rows, distinct) = db.count_runs().await;
     assert_eq!(rows, stats.runs_finished.load(Ordering::SeqCst) as i64);
     assert_eq!(distinct, rows);
 }
@@ -233,7 +215,7 @@ async fn sigterm_lets_runs_in_flight_finish_and_stores_every_finished_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
 
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let (rows, _) = count_runs(&db).await;
+    let (rows, _) = db.count_runs().await;
     // Every request the target answered is a finished run, and every finished run is stored.
     assert_eq!(rows as usize, counts.responses(), "{stderr}");
     assert_eq!(counts.requests(), counts.responses(), "no run was cut off");

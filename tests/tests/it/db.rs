@@ -35,6 +35,15 @@ impl TestDb {
         format!("postgres://postgres@{addr}/{}", self.name)
     }
 
+    /// Runs stored, and distinct run ids among them.
+    pub async fn count_runs(&self) -> (i64, i64) {
+        let pool = self.pool().await;
+        sqlx::query_as("select count(*), count(distinct run_id) from runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn pool(&self) -> sqlx::PgPool {
         let opts: PgConnectOptions = self.url.parse().unwrap();
         sqlx::PgPool::connect_with(

@@ -577,3 +577,16 @@ pub fn signal(name: &str, pid: u32) {
         .status();
     assert!(status.is_ok(), "kill -{name} {pid}");
 }
+
+/// Settings of an in-process daemon for the store's tests: location
+/// `test-lab`, any port, quick flushes, a 5 s shutdown grace.
+pub fn daemon_settings(database_url: String) -> prober::config::settings::Settings {
+    prober::config::settings::Settings {
+        database_url,
+        location: "test-lab".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        flush_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    }
+}

@@ -46,6 +46,7 @@ mod secrets;
 mod settings;
 mod spool;
 mod store;
+mod store_chaos;
 mod trends;
 mod trends_live;
 mod upgrade;

@@ -16,16 +16,7 @@ use sqlx::Connection;
 use crate::db::{server_url, TestDb};
 use crate::helpers::{http_get, probes, wait_for, FakeTarget, Proxy};
 
-fn settings(database_url: String) -> Settings {
-    Settings {
-        database_url,
-        location: "test-lab".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        flush_interval: Duration::from_millis(50),
-        shutdown_grace: Duration::from_secs(5),
-        ..Settings::default()
-    }
-}
+use crate::helpers::daemon_settings as settings;
 
 fn ok_probes(target: &FakeTarget, n: usize) -> String {
     (0..n)
@@ -36,14 +27,6 @@ fn ok_probes(target: &FakeTarget, n: usize) -> String {
             )
         })
         .collect()
-}
-
-async fn count_runs(db: &TestDb) -> (i64, i64) {
-    let pool = db.pool().await;
-    sqlx::query_as("select count(*), count(distinct run_id) from runs")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +112,7 @@ async fn nul_bytes_and_refused_runs_never_stop_the_writer_and_every_run_is_store
     daemon.shutdown().await;
 
     let finished = stats.runs_finished.load(Ordering::SeqCst) as i64;
-    let (rows, distinct) = count_runs(&db).await;
+    let (rows, distinct) = db.count_runs().await;
     assert_eq!(queue.dropped(), 0);
     assert_eq!(rows, finished, "every run is in the database");
     assert_eq!(distinct, rows, "none twice");
@@ -246,7 +229,7 @@ async fn withheld_replies_make_readyz_unready_and_every_run_is_written_once_afte
     daemon.shutdown().await;
 
     let finished = stats.runs_finished.load(Ordering::SeqCst) as i64;
-    let (rows, distinct) = count_runs(&db).await;
+    let (rows, distinct) = db.count_runs().await;
     assert_eq!(queue.dropped(), 0);
     assert_eq!(rows, finished, "every run is in the database");
     assert_eq!(distinct, rows, "none twice");
@@ -306,7 +289,7 @@ async fn a_database_dropped_and_created_again_empty_is_prepared_again_and_writte
     daemon.shutdown().await;
 
     let finished = stats.runs_finished.load(Ordering::SeqCst) as i64;
-    let (rows, distinct) = count_runs(&db).await;
+    let (rows, distinct) = db.count_runs().await;
     assert_eq!(queue.dropped(), 0);
     assert_eq!(distinct, rows, "none twice");
     assert!(
@@ -372,7 +355,7 @@ async fn a_write_waiting_on_postgres_is_reported_with_its_reason_and_lands_once_
     assert!(drained, "the write finishes once the lock is gone");
     let stats = daemon.scheduler_stats.clone();
     daemon.shutdown().await;
-    let (rows, distinct) = count_runs(&db).await;
+    let (rows, distinct) = db.count_runs().await;
     assert_eq!(rows, stats.runs_finished.load(Ordering::SeqCst) as i64);
     assert_eq!(distinct, rows);
 }
