@@ -137,4 +137,7 @@ pub trait NoticeWriter: Send + Sync {
     /// notice owes now, without waiting (in the background), so on-call is
     /// told; [`NoticeWriter::write`] later records it as delivered.
     fn send_now(&self, _alert: &Alert, _notice: &Notice) {}
+
+    /// The change owing `notice` committed (after [`NoticeWriter::write`]).
+    fn saved(&self, _alert: &Alert, _notice: &Notice) {}
 }

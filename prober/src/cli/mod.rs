@@ -195,8 +195,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Prints `text` and a newline on stdout; a closed pipe (`prober schema | head`)
-/// ends the output quietly instead of panicking as `println!` does.
 /// One line on stdout (see `say!`).
 pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
@@ -207,6 +205,8 @@ pub(crate) fn say_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Prints `text` and a newline on stdout; a closed pipe (`prober schema | head`)
+/// ends the output quietly instead of panicking as `println!` does.
 fn print_out(text: &str) -> ExitCode {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();

@@ -26,6 +26,7 @@ pub async fn stored(
 ) -> Result<(), String> {
     let store =
         Store::new(&settings.database_url, &settings.location).map_err(|e| e.to_string())?;
+    store.pick_host().await;
     let found = store
         .findings(&FindingFilter {
             probe,

@@ -5,14 +5,19 @@
 //! database. When a per-run alert change cannot be saved, the engine asks
 //! for its notice to be sent at once ([`Direct::send`]): each trigger
 //! (and each resolve whose trigger this process sent the same way) goes to
-//! its receivers once, now. When the change is saved later, its outbox rows
-//! are recorded as delivered for the receivers that accepted
-//! ([`Direct::take_delivered`]), so the worker does not send them again. A
-//! receiver that refused waits for the outbox, as before.
+//! its receivers once, now, with an idempotency key of its own
+//! (`<dedup key>-direct-<event>`). When the change is saved later, the
+//! rows of the notifications a receiver accepted go in as delivered
+//! ([`Direct::delivered`], read in the save's transaction), so the worker
+//! does not send them again; they are forgotten once that save commits
+//! ([`Direct::forget`]), so a save that fails and is retried still finds
+//! them. A receiver that refused waits for the outbox, as before.
 //!
-//! What this cannot promise: a process that dies before Postgres returns
-//! never records the change; the next one evaluates the runs again and may
-//! page the incident a second time (under another dedup key).
+//! What stays at-least-once: a send still in flight when its change is
+//! saved (its row goes in as due and the worker sends it again, under the
+//! row's key), and a process that dies before Postgres returns (the change
+//! is never recorded; the next process may page the incident again, under
+//! another dedup key).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,9 +29,8 @@ use super::worker::{self, Verdict};
 use super::{NewNotification, Receivers};
 use crate::alert::Event;
 
-/// At most this many notifications are remembered as sent directly (an
-/// outage with more incidents than this loses the memory of the oldest:
-/// they may be sent a second time through the outbox).
+/// At most this many notifications are sent directly before their changes
+/// are saved; past it the rest wait for the outbox (bounded memory).
 const REMEMBERED: usize = 10_000;
 
 /// One notification: receiver, dedup key, event.
@@ -35,19 +39,25 @@ type Key = (String, String, Event);
 #[derive(Debug, Default)]
 pub struct Direct {
     state: Mutex<State>,
-    client: std::sync::OnceLock<Option<reqwest::Client>>,
+    /// Built on first use; a failed build is tried again at the next send.
+    client: Mutex<Option<reqwest::Client>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Sent (or being sent) directly: never twice.
+    /// Sent (or being sent) directly and not yet saved: never twice.
     tried: HashSet<Key>,
     /// Accepted by the receiver: recorded as delivered when saved.
     delivered: HashSet<Key>,
 }
 
 fn key(n: &NewNotification) -> Key {
-    (n.receiver.clone(), n.dedup_key.clone(), n.event)
+    key_of(n, n.event)
+}
+
+/// The key of `n`'s receiver and incident for `event`.
+fn key_of(n: &NewNotification, event: Event) -> Key {
+    (n.receiver.clone(), n.dedup_key.clone(), event)
 }
 
 impl Direct {
@@ -65,11 +75,7 @@ impl Direct {
             for n in notes {
                 let allowed = match n.event {
                     Event::Trigger => true,
-                    Event::Resolve => s.delivered.contains(&(
-                        n.receiver.clone(),
-                        n.dedup_key.clone(),
-                        Event::Trigger,
-                    )),
+                    Event::Resolve => s.delivered.contains(&key_of(&n, Event::Trigger)),
                     Event::Remind => false,
                 };
                 if allowed && s.tried.len() < REMEMBERED && s.tried.insert(key(&n)) {
@@ -80,15 +86,24 @@ impl Direct {
         if todo.is_empty() {
             return;
         }
-        let routing = routing.get();
-        let Some(client) = (self.client).get_or_init(|| worker::client().ok()).clone() else {
+        let client = {
+            let mut c = self.client.lock();
+            if c.is_none() {
+                *c = worker::client().ok();
+            }
+            c.clone()
+        };
+        let Some(client) = client else {
             tracing::error!("cannot build an HTTP client to notify while Postgres is away; the notifications wait for the outbox");
+            let mut s = self.state.lock();
+            for n in &todo {
+                s.tried.remove(&key(n));
+            }
             return;
         };
+        let routing = routing.get();
         for n in todo {
-            let Some(receiver) = routing
-                .receivers
-                .iter()
+            let Some(receiver) = (routing.receivers.iter())
                 .find(|r| r.name == n.receiver)
                 .cloned()
             else {
@@ -109,8 +124,10 @@ impl Direct {
                 match worker::attempt(&client, Some(&receiver), &c).await {
                     Verdict::Delivered => {
                         tracing::info!(alert = %alert_key, receiver = %n.receiver, event = n.event.as_str(), "notified while Postgres is away (recorded as delivered when it returns)");
+                        // Not when its change was saved meanwhile: its row went
+                        // in as due, and the worker sends it again.
                         let mut s = me.state.lock();
-                        if s.delivered.len() < REMEMBERED {
+                        if s.tried.contains(&key(&n)) {
                             s.delivered.insert(key(&n));
                         }
                     }
@@ -122,20 +139,26 @@ impl Direct {
         }
     }
 
-    /// Whether `n` was delivered directly; forgets it (its row is being recorded).
-    pub fn take_delivered(&self, n: &NewNotification) -> bool {
+    /// Whether `n` was delivered directly (read inside the save's transaction).
+    pub fn delivered(&self, n: &NewNotification) -> bool {
+        self.state.lock().delivered.contains(&key(n))
+    }
+
+    /// `notes` are saved (the transaction committed): forgotten. A trigger
+    /// stays known as delivered until its incident's resolve is saved, so
+    /// that resolve may be sent directly too.
+    pub fn forget(&self, notes: &[NewNotification]) {
         let mut s = self.state.lock();
-        let k = key(n);
-        s.tried.remove(&k);
-        // A trigger stays known until its incident's resolve is recorded.
-        if n.event == Event::Resolve {
-            let trigger = (k.0.clone(), k.1.clone(), Event::Trigger);
-            s.delivered.remove(&trigger);
+        for n in notes {
+            s.tried.remove(&key(n));
+            if n.event != Event::Trigger {
+                s.delivered.remove(&key(n));
+                s.delivered.remove(&key_of(n, Event::Trigger));
+            }
         }
-        if n.event == Event::Trigger {
-            s.delivered.contains(&k)
-        } else {
-            s.delivered.remove(&k)
+        // Triggers whose resolve never comes (a restart, a reload) are bounded.
+        if s.delivered.len() > REMEMBERED {
+            s.delivered.clear();
         }
     }
 }

@@ -73,7 +73,7 @@ async fn insert(
     direct: &Direct,
 ) -> Result<(), StoreError> {
     for n in notes {
-        let delivered = direct.take_delivered(n);
+        let delivered = direct.delivered(n);
         // The payload carries the run's error message: no NUL reaches jsonb.
         let mut payload = n.payload.clone();
         clean_json(&mut payload, usize::MAX);
@@ -338,6 +338,10 @@ impl NoticeWriter for Outbox {
     fn send_now(&self, alert: &Alert, notice: &Notice) {
         let notes = self.notifications(alert, notice);
         self.direct.send(&alert.key, notes, &self.routing);
+    }
+
+    fn saved(&self, alert: &Alert, notice: &Notice) {
+        self.direct.forget(&self.notifications(alert, notice));
     }
 }
 

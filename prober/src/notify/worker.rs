@@ -359,8 +359,14 @@ pub(super) async fn attempt(
             ))
         }
     };
-    // The outbox row: one per notification and receiver, the same on every attempt.
-    let key = format!("{}-{}", c.dedup_key, c.id);
+    // The outbox row: one per notification and receiver, the same on every
+    // attempt. A direct send (id 0: no row yet, Postgres away) is keyed by
+    // its event, so a trigger and its resolve never share a key.
+    let key = if c.id == 0 {
+        format!("{}-direct-{}", c.dedup_key, c.event.as_str())
+    } else {
+        format!("{}-{}", c.dedup_key, c.id)
+    };
     send(client, r, &content, Some(&key)).await
 }
 

@@ -141,13 +141,16 @@ impl Failover {
         });
     }
 
-    /// Points the pool at the first host that answers and suits `attrs`.
+    /// Keeps the pool's host if it still suits `attrs`; else points the pool
+    /// at the first host, in the URL's order, that answers and suits.
     pub(super) async fn choose(&self, pool: &PgPool) {
         if self.hosts.len() < 2 {
             return;
         }
         let was = self.current.load(Ordering::Acquire);
-        for (i, opts) in self.hosts.iter().enumerate() {
+        let order = std::iter::once(was).chain((0..self.hosts.len()).filter(|i| *i != was));
+        for i in order {
+            let opts = &self.hosts[i];
             if !matches!(
                 tokio::time::timeout(CHECK_TIMEOUT, suits(opts, self.attrs)).await,
                 Ok(Ok(()))
@@ -162,15 +165,16 @@ impl Failover {
                     to = %host(opts),
                     "Postgres failover: the store now writes to another host of DATABASE_URL"
                 );
-                // Idle connections to the host left behind are closed; one in
-                // use fails there and is closed by the next check.
-                for _ in 0..pool.size() {
-                    match pool.try_acquire() {
-                        Some(c) => {
-                            let _ = c.close().await;
-                        }
-                        None => break,
+            }
+            // A write failed: the idle connections are closed, so none left
+            // on a host that changed (or was in use at the last switch) is
+            // used again; new ones open where the pool points.
+            for _ in 0..pool.size() {
+                match pool.try_acquire() {
+                    Some(c) => {
+                        let _ = c.close().await;
                     }
+                    None => break,
                 }
             }
             return;
@@ -185,9 +189,16 @@ fn host(o: &PgConnectOptions) -> String {
     format!("{}:{}", o.get_host(), o.get_port())
 }
 
-/// Whether a new connection with `opts` opens and, for `ReadWrite`, can write.
+/// Whether a new connection with `opts` opens and, for `ReadWrite`, can
+/// write. A host without the database yet (a new cluster) is asked through
+/// its `postgres` database, so the store can create it on the primary.
 async fn suits(opts: &PgConnectOptions, attrs: SessionAttrs) -> Result<(), sqlx::Error> {
-    let mut conn = opts.connect().await?;
+    let mut conn = match opts.connect().await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            opts.clone().database("postgres").connect().await?
+        }
+        other => other?,
+    };
     let ok = writable(&mut conn, attrs).await;
     let _ = conn.close().await;
     ok

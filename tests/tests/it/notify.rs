@@ -37,6 +37,11 @@ impl Recorded {
     pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+
+    /// A header's value (names in lower case), empty when absent.
+    pub(crate) fn header(&self, name: &str) -> String {
+        self.headers.get(name).cloned().unwrap_or_default()
+    }
 }
 
 /// A scripted answer: status and extra headers.

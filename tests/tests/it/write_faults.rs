@@ -502,5 +502,13 @@ async fn on_call_is_paged_and_told_of_the_recovery_while_postgres_is_down() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(events(), ["trigger", "resolve"], "nothing sent twice");
+    let keys: std::collections::HashSet<String> = (hook.accepted().into_iter())
+        .map(|r| r.header("idempotency-key"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        2,
+        "a trigger and its resolve never share a key: {keys:?}"
+    );
     daemon.shutdown().await;
 }

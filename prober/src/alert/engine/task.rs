@@ -249,6 +249,9 @@ async fn save(
         };
         match persist::save(&engine.store, change, notices, fence).await {
             Ok(Saved::Written) => {
+                if let Some(n) = &change.notice {
+                    notices.saved(&change.alert, n);
+                }
                 unsaved.pop_front();
             }
             Ok(Saved::Fenced) => {

@@ -39,7 +39,6 @@ pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// Gathered frames reach the operating system at least this often: what a
 /// kill of the process can lose.
 pub const WRITE_EVERY: Duration = Duration::from_millis(100);
-/// A frame's length and CRC before its kind byte and payload.
 /// Frames gathered and not yet written are bounded: past this (the disk
 /// stalled: a hung `fdatasync`, a frozen network volume) new runs wait in
 /// memory only, as without a spool, until the writer catches up. 64 MiB is
@@ -50,6 +49,7 @@ pub const MAX_PENDING: usize = 64 << 20;
 const MAX_SEGMENT_ID: u64 = 1 << 48;
 /// The segment of a run that was not spooled ([`MAX_PENDING`]): no segment.
 pub const NOT_SPOOLED: u64 = u64::MAX;
+/// A frame's length and CRC before its kind byte and payload.
 const FRAME_HEAD: usize = 8;
 /// No frame is longer (a run with the largest bodies and messages the probe
 /// keeps is far shorter); a longer length marks a torn or corrupt frame.
@@ -414,6 +414,9 @@ fn instance_id(dir: &Path) -> io::Result<String> {
     fs::write(&tmp, format!("{id}\n"))?;
     File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, &path)?;
+    // The new name must survive a crash too, or claims made under this id
+    // would not be recovered after one.
+    File::open(dir)?.sync_all()?;
     Ok(id)
 }
 
