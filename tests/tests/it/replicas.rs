@@ -13,15 +13,19 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
 use crate::db::TestDb;
-use crate::helpers::{cli_command, probe_files, signal, Children, FakeTarget, TIMING};
+use crate::helpers::{cli_command, http_get, probe_files, signal, Children, FakeTarget, TIMING};
 
 const PROBES: usize = 30;
 
 fn start(dir: &Path, db: &TestDb, i: usize) -> Child {
+    start_on(dir, db, i, "127.0.0.1:0".parse().unwrap())
+}
+
+fn start_on(dir: &Path, db: &TestDb, i: usize, listen: std::net::SocketAddr) -> Child {
     cli_command(dir, &["run"])
         .env("PROBER_PROBES", dir.join("probes"))
         .env("DATABASE_URL", &db.url)
-        .env("PROBER_LISTEN", "127.0.0.1:0")
+        .env("PROBER_LISTEN", listen.to_string())
         .env("PROBER_LOCATION", "lab")
         .env("PROBER_SPOOL_DIR", dir.join(format!("spool-{i}")))
         .stdout(Stdio::null())
@@ -112,7 +116,12 @@ async fn three_replicas_share_the_probes_and_take_over_within_15_s() {
     // A replica added under load takes a share, and no tick runs twice;
     // removed cleanly (SIGTERM), it hands its probes over at once.
     let mut replicas = replicas;
-    replicas.0.push(start(dir.path(), &db, 3));
+    // On a port of its own, to read what it ran from its /metrics.
+    let added = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    replicas.0.push(start_on(dir.path(), &db, 3, added));
     let t = Instant::now();
     while members(&pool).await < 3 {
         assert!(
@@ -129,6 +138,15 @@ async fn three_replicas_share_the_probes_and_take_over_within_15_s() {
     assert!(
         per_s <= PROBES as f64 * 1.2 && per_s >= PROBES as f64 * 0.8,
         "each tick runs once with the added replica: {per_s} requests/s"
+    );
+    let (_, page) = http_get(added, "/metrics").await;
+    let ran: f64 = (page.lines())
+        .find_map(|l| l.strip_prefix("prober_scheduler_runs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        ran > 0.0,
+        "the added replica runs a share of the probes:\n{page}"
     );
     signal("TERM", replicas.0[3].id());
     let stopped_at = Utc::now();
