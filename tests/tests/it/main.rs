@@ -31,6 +31,7 @@ mod kinds_dns_grpc;
 mod kinds_tcp_tls;
 mod layout;
 mod leases;
+mod lost_ack;
 mod manual_runs;
 mod metrics;
 mod notify;
