@@ -139,6 +139,13 @@ impl Direct {
         }
     }
 
+    /// Nothing sent directly is waiting to be saved (the usual case: the
+    /// save path then skips this bookkeeping).
+    pub fn is_idle(&self) -> bool {
+        let s = self.state.lock();
+        s.tried.is_empty() && s.delivered.is_empty()
+    }
+
     /// Whether `n` was delivered directly (read inside the save's transaction).
     pub fn delivered(&self, n: &NewNotification) -> bool {
         self.state.lock().delivered.contains(&key(n))

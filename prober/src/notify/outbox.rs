@@ -341,7 +341,11 @@ impl NoticeWriter for Outbox {
     }
 
     fn saved(&self, alert: &Alert, notice: &Notice) {
-        self.direct.forget(&self.notifications(alert, notice));
+        // Routing and encoding a notice again only when something was sent
+        // directly (Postgres was away), not on every save.
+        if !self.direct.is_idle() {
+            self.direct.forget(&self.notifications(alert, notice));
+        }
     }
 }
 

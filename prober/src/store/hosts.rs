@@ -34,22 +34,48 @@ pub struct Hosts {
     pub attrs: SessionAttrs,
 }
 
-/// Splits `url`'s comma-separated hosts into one URL each; reads and
-/// removes `target_session_attrs`. A URL of one host comes back as it is
-/// (without that parameter). The error says what is wrong, not the URL
-/// (which may hold a password): the caller names it redacted.
-pub fn split(url: &str) -> Result<Hosts, String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Ok(Hosts {
-            urls: vec![url.to_string()],
-            attrs: SessionAttrs::Any,
-        });
-    };
+/// A URL's pieces as written: `scheme://userinfo@hostlist` then the tail
+/// (path and query). `userinfo` keeps its `@`; empty when there is none.
+pub(super) struct Parts<'a> {
+    pub scheme: &'a str,
+    pub userinfo: &'a str,
+    pub hostlist: &'a str,
+    pub tail: &'a str,
+}
+
+/// `url` cut into [`Parts`]; `None` without `://`.
+pub(super) fn parts(url: &str) -> Option<Parts<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let (userinfo, hostlist) = match authority.rfind('@') {
         Some(at) => (&authority[..=at], &authority[at + 1..]),
         None => ("", authority),
+    };
+    Some(Parts {
+        scheme,
+        userinfo,
+        hostlist,
+        tail,
+    })
+}
+
+/// Splits `url`'s comma-separated hosts into one URL each; reads and
+/// removes `target_session_attrs`. A URL of one host comes back as it is
+/// (without that parameter). The error says what is wrong, not the URL
+/// (which may hold a password): the caller names it redacted.
+pub fn split(url: &str) -> Result<Hosts, String> {
+    let Some(Parts {
+        scheme,
+        userinfo,
+        hostlist,
+        tail,
+    }) = parts(url)
+    else {
+        return Ok(Hosts {
+            urls: vec![url.to_string()],
+            attrs: SessionAttrs::Any,
+        });
     };
     let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
     let mut attrs = SessionAttrs::Any;

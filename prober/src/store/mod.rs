@@ -166,19 +166,15 @@ pub fn redact_url(url: &str) -> String {
         }
         Ok(_) => url.to_string(),
         // Not one URL (several hosts): the password is cut by hand.
-        Err(_) => {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                return url.to_string();
-            };
-            let end = rest.find(['/', '?']).unwrap_or(rest.len());
-            match rest[..end].rfind('@').map(|at| (&rest[..at], &rest[at..])) {
-                Some((userinfo, after)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:<redacted>{after}"),
-                    None => url.to_string(),
-                },
+        Err(_) => match hosts::parts(url) {
+            Some(p) => match p.userinfo.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}://{user}:<redacted>@{}{}", p.scheme, p.hostlist, p.tail)
+                }
                 None => url.to_string(),
-            }
-        }
+            },
+            None => url.to_string(),
+        },
     }
 }
 

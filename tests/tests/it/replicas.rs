@@ -41,6 +41,14 @@ async fn members(pool: &PgPool) -> i64 {
         .unwrap_or(0)
 }
 
+/// The target's requests a second over 5 s, after 3 s to settle.
+async fn requests_per_s(target: &FakeTarget) -> f64 {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = target.counts.requests();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    (target.counts.requests() - before) as f64 / 5.0
+}
+
 /// Probes with a run stored for a tick at or after `since`.
 async fn probes_running_since(pool: &PgPool, since: DateTime<Utc>) -> i64 {
     sqlx::query_scalar("select count(distinct probe_id) from runs where scheduled_at >= $1")
@@ -81,10 +89,7 @@ async fn three_replicas_share_the_probes_and_take_over_within_15_s() {
     }
 
     // Steady state: the target sees one request per tick, not three.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = target.counts.requests();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let per_s = (target.counts.requests() - before) as f64 / 5.0;
+    let per_s = requests_per_s(&target).await;
     eprintln!("three replicas, {PROBES} probes every second: {per_s:.1} requests/s at the target");
     assert!(
         per_s <= PROBES as f64 * 1.2 && per_s >= PROBES as f64 * 0.8,
@@ -130,10 +135,7 @@ async fn three_replicas_share_the_probes_and_take_over_within_15_s() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = target.counts.requests();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let per_s = (target.counts.requests() - before) as f64 / 5.0;
+    let per_s = requests_per_s(&target).await;
     eprintln!("with a replica added: {per_s:.1} requests/s at the target");
     assert!(
         per_s <= PROBES as f64 * 1.2 && per_s >= PROBES as f64 * 0.8,
