@@ -117,6 +117,36 @@ pub struct Change {
     pub alert: Alert,
     pub transition: Option<Transition>,
     pub notice: Option<Notice>,
+    /// The alert as it was before the change.
+    pub before: Before,
+}
+
+/// What a per-run alert looked like before a change. Its change is saved
+/// only over a row that still looks so (`persist::save`), so when two
+/// replicas evaluate one probe's runs for a moment (a handover, views of
+/// the members that differ for a few seconds), each transition, trigger
+/// and reminder is recorded once: the second is refused and its replica
+/// reads the alert again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    pub state: super::State,
+    pub since: DateTime<Utc>,
+    pub last_notified_at: Option<DateTime<Utc>>,
+}
+
+impl Before {
+    pub fn of(a: &Alert) -> Before {
+        Before {
+            state: a.state,
+            since: a.since,
+            last_notified_at: a.last_notified_at,
+        }
+    }
+
+    /// Whether the alert was pending or firing.
+    pub fn was_active(&self) -> bool {
+        matches!(self.state, super::State::Pending | super::State::Firing)
+    }
 }
 
 /// A boxed future of a [`NoticeWriter`] (a trait object cannot have an `async fn`).

@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 
 pub use crate::config::policy::{Policy, Severity};
 use crate::run::ProbeError;
-pub use change::{Change, Event, LastFailure, Notice, NoticeWriter, ProbeInfo};
+pub use change::{Before, Change, Event, LastFailure, Notice, NoticeWriter, ProbeInfo};
 pub use rules::Verdict;
 
 /// The states of an alert.

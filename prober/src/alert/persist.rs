@@ -107,7 +107,12 @@ pub async fn save(
             return Ok(Saved::Fenced);
         }
     }
-    sqlx::query(
+    // A per-run alert's change goes only over a row that still looks as
+    // `before` (or none: a new alert, a database emptied); two replicas'
+    // inserts of a new alert meet at the key, the second then compared.
+    // A quiet ok matches a quiet ok whatever its time.
+    let b = &change.before;
+    let written = sqlx::query(
         "insert into alerts (alert_key, probe, rule, location, severity, state, consecutive_failures,
                              consecutive_successes, since, fired_at, resolved_at, last_error_class,
                              last_error_message, failed_runs, last_failure, notified, suppressed,
@@ -122,7 +127,10 @@ pub async fn save(
              last_error_message = excluded.last_error_message,
              failed_runs = excluded.failed_runs, last_failure = excluded.last_failure,
              notified = excluded.notified, suppressed = excluded.suppressed,
-             last_notified_at = excluded.last_notified_at, updated_at = now()",
+             last_notified_at = excluded.last_notified_at, updated_at = now()
+         where not $19 or (alerts.state = 'ok' and $20 = 'ok')
+               or (alerts.state = $20 and alerts.since = $21
+                   and alerts.last_notified_at is not distinct from $22)",
     )
     .bind(&a.key)
     .bind(&a.probe)
@@ -156,28 +164,41 @@ pub async fn save(
     .bind(a.notified)
     .bind(&a.suppressed)
     .bind(a.last_notified_at)
+    .bind(fence.is_none())
+    .bind(b.state.as_str())
+    .bind(b.since)
+    .bind(b.last_notified_at)
     .execute(&mut *tx)
     .await
     .map_err(|e| err("cannot save alert", e))?;
+    if written.rows_affected() == 0 {
+        return Ok(Saved::Stale);
+    }
     if let Some(t) = &change.transition {
-        sqlx::query(
-            "insert into alert_transitions (alert_key, from_state, to_state, at, reason)
-             values ($1, $2, $3, $4, $5)",
-        )
-        .bind(&t.key)
-        .bind(t.from.as_str())
-        .bind(t.to.as_str())
-        .bind(t.at)
-        .bind(clean_text(&t.reason, MAX_ERROR_MESSAGE_BYTES))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| err("cannot save alert transition", e))?;
+        record_transition(&mut tx, t).await?;
     }
     if let Some(notice) = &change.notice {
         notices.write(&mut tx, a, notice).await?;
     }
     tx.commit().await.map_err(|e| err("cannot save alert", e))?;
     Ok(Saved::Written)
+}
+
+/// One transition into the alert's history, in the save's transaction.
+async fn record_transition(tx: &mut sqlx::PgConnection, t: &Transition) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into alert_transitions (alert_key, from_state, to_state, at, reason)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(&t.key)
+    .bind(t.from.as_str())
+    .bind(t.to.as_str())
+    .bind(t.at)
+    .bind(clean_text(&t.reason, MAX_ERROR_MESSAGE_BYTES))
+    .execute(tx)
+    .await
+    .map_err(|e| err("cannot save alert transition", e))?;
+    Ok(())
 }
 
 /// The lease a change was made under: the change is saved only while that
@@ -215,6 +236,9 @@ pub enum Saved {
     /// Refused, nothing written: the fence's lease has another holder or
     /// term now, or expired.
     Fenced,
+    /// Refused, nothing written: the saved alert changed since this
+    /// replica's copy (another replica evaluated the probe's runs too).
+    Stale,
 }
 
 /// Transitions, newest first, optionally of one probe.

@@ -177,6 +177,11 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
             reason: "why".into(),
             probe: Default::default(),
         }),
+        before: prober::alert::Before {
+            state: from,
+            since: alert.since,
+            last_notified_at: alert.last_notified_at,
+        },
     };
     let mut a = Alert::new("checkout", "failing", "lab", Severity::Page, now);
     a.state = State::Firing;

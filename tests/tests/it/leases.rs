@@ -27,6 +27,7 @@ fn fleet_change() -> Change {
     );
     a.state = State::Pending;
     Change {
+        before: prober::alert::Before::of(&a),
         alert: a,
         transition: None,
         notice: None,

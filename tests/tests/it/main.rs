@@ -6,6 +6,8 @@
 
 mod alert_rules;
 mod alerts;
+mod alerts_shared;
+mod alerts_start_down;
 mod api;
 mod auth;
 mod blocks;

@@ -416,7 +416,8 @@ async fn a_hung_postgres_does_not_stop_the_per_run_rules() {
 
 /// A webhook receiver, a database behind a proxy the test controls, and
 /// settings that page the receiver and reach Postgres through the proxy.
-async fn paging_through_a_proxy() -> (crate::notify::FakeReceiver, TestDb, Proxy, Settings) {
+pub(crate) async fn paging_through_a_proxy(
+) -> (crate::notify::FakeReceiver, TestDb, Proxy, Settings) {
     use crate::notify::{receiver, FakeReceiver};
     use prober::config::receivers::ReceiverKind;
     let hook = FakeReceiver::start(200).await;

@@ -145,7 +145,8 @@ pub struct AlertEngine {
     wake: tokio::sync::Notify,
     /// Runs not evaluated because the engine's queue was full.
     pub dropped: AtomicU64,
-    /// Whether the saved state has been loaded (before that, runs wait).
+    /// Whether the saved state has been loaded (before that, runs wait
+    /// [`task::LOAD_GRACE`], then are evaluated provisionally).
     pub loaded: AtomicBool,
     /// The evaluator lease (`leader.rs`).
     pub lease: Lease,
@@ -206,13 +207,7 @@ impl AlertEngine {
         });
         engine.set_probes(probes);
         let task = engine.clone();
-        tokio::spawn(async move {
-            // Nothing to read before the writer has created and migrated the database.
-            tokio::select! {
-                () = store_ready.wait_prepared() => task::run(task, rx, stop).await,
-                () = stop.cancelled() => {}
-            }
-        });
+        tokio::spawn(task::run(task, rx, store_ready, stop));
         engine
     }
 

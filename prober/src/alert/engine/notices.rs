@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{AlertEngine, AlertMap, ProbeEntry, ALL_LOCATIONS, RULE_FAILING};
 use crate::alert::silence;
-use crate::alert::{Alert, Change, Event, Notice, State, Transition};
+use crate::alert::{Alert, Before, Change, Event, Notice, State, Transition};
 
 /// A notice of `event` for the probe of `entry`.
 fn notice(event: Event, reason: String, entry: &ProbeEntry) -> Notice {
@@ -105,13 +105,14 @@ impl AlertEngine {
                 continue;
             };
             let entry = self.entry(&a.probe).unwrap_or_default();
+            let before = Before::of(&a);
             let change = if a.notified {
                 remind(&mut a, cfg.remind_every, &entry, now)
             } else {
                 let why = self.suppression(&alerts, &a, &entry, now);
                 release(&mut a, why, &entry, now)
             };
-            changes.extend(change);
+            changes.extend(change.map(|c| Change { before, ..c }));
             alerts.insert(key, a);
         }
         changes
@@ -169,11 +170,14 @@ fn remind(
     Some(change(a, Some(n)))
 }
 
+/// A change without a transition; `before` is the alert as it is now
+/// ([`AlertEngine::release_and_remind`] sets it to the alert before).
 fn change(a: &Alert, notice: Option<Notice>) -> Change {
     Change {
         alert: a.clone(),
         transition: None,
         notice,
+        before: Before::of(a),
     }
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{AlertEngine, AlertMap, Observed, ProbeEntry, RULE_CERT_EXPIRY, RULE_FAILING};
-use crate::alert::{rules, Alert, Change, Severity, State, Transition};
+use crate::alert::{rules, Alert, Before, Change, Severity, State, Transition};
 
 impl AlertEngine {
     /// The alerts a run moves: `failing`, and `cert_expiry` when the run saw a certificate.
@@ -28,7 +28,7 @@ impl AlertEngine {
             let a = Alert::new(name, RULE_FAILING, loc, policy.severity, at);
             Box::new(a)
         });
-        let was_active = alert.is_active();
+        let before = Before::of(&alert);
         let error = r.failure.as_ref().map(|f| &f.0);
         if let Some(e) = error {
             alert.last_error = Some(e.clone());
@@ -42,7 +42,7 @@ impl AlertEngine {
             alert.failed_runs = alert.failed_runs.saturating_add(1);
             alert.last_failure = Some(Box::new(f.1.clone()));
         }
-        let moved = Moved { t, was_active };
+        let moved = Moved { t, before };
         self.settle(&mut alerts, alert, moved, &entry, at, &mut changes);
 
         if let Some(v) = rules::cert_expiry(r.cert.as_deref(), &policy) {
@@ -51,9 +51,9 @@ impl AlertEngine {
                 let a = Alert::new(name, RULE_CERT_EXPIRY, loc, Severity::Ticket, at);
                 Box::new(a)
             });
-            let was_active = alert.is_active();
+            let before = Before::of(&alert);
             let t = alert.evaluate(&v, at);
-            let moved = Moved { t, was_active };
+            let moved = Moved { t, before };
             self.settle(&mut alerts, alert, moved, &entry, at, &mut changes);
         }
         changes
@@ -74,21 +74,22 @@ impl AlertEngine {
             Some(t) => self.on_transition(alerts, &mut alert, t, entry, now),
             None => None,
         };
-        if moved.t.is_some() || moved.was_active || alert.is_active() {
+        if moved.t.is_some() || moved.before.was_active() || alert.is_active() {
             changes.push(Change {
                 alert: Alert::clone(&alert),
                 transition: moved.t,
                 notice,
+                before: moved.before,
             });
         }
         alerts.insert(alert.key.clone(), alert);
     }
 }
 
-/// What an evaluation did to an alert: its transition, and whether it was active before.
+/// What an evaluation did to an alert: its transition, and the alert before.
 pub(super) struct Moved {
     pub t: Option<Transition>,
-    pub was_active: bool,
+    pub before: Before,
 }
 
 /// Whether a transition begins a new incident (its failed-run count starts over).

@@ -13,7 +13,7 @@ use super::{AlertEngine, AlertMap, ProbeEntry, ALL_LOCATIONS, RULE_FAILING};
 use super::{RULE_LATENCY, RULE_SLO_PAGE, RULE_SLO_TICKET, RULE_TREND};
 use crate::alert::burn::{self, Counts};
 use crate::alert::rules::OpenTrends;
-use crate::alert::{persist, rules, Alert, Change, LastFailure, Severity, Verdict};
+use crate::alert::{persist, rules, Alert, Before, Change, LastFailure, Severity, Verdict};
 use crate::store::trends::FindingFilter;
 use crate::store::{Resolution, Store};
 
@@ -71,13 +71,13 @@ impl AlertEngine {
                     .unwrap_or_else(|| {
                         Box::new(Alert::new(name, rule, ALL_LOCATIONS, v.severity, now))
                     });
-                let was_active = a.is_active();
+                let before = Before::of(&a);
                 let t = a.evaluate(&v, now);
                 if let Some(f) = v.failed {
                     a.failed_runs = f;
                     a.last_failure = latest_failure(&alerts, name);
                 }
-                let moved = Moved { t, was_active };
+                let moved = Moved { t, before };
                 self.settle(&mut alerts, a, moved, entry, now, &mut changes);
             }
         }

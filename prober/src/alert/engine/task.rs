@@ -6,6 +6,13 @@
 //! periodic pass are bounded ([`SAVE_TIMEOUT`], [`PERIODIC_TIMEOUT`]), and
 //! after a failed save the next waits a backoff while runs go on being
 //! evaluated in memory; the changes are saved, in order, when it answers.
+//!
+//! Nor does a start without Postgres: when the saved state cannot be read
+//! within [`LOAD_GRACE`], runs are evaluated *provisionally* from a blank
+//! state (each trigger sent directly, as while Postgres is away) and kept
+//! ([`EARLY_MAX`] at most); once the state is read, they are evaluated again
+//! from it, in order, and those changes are saved: a notice the provisional
+//! pass already delivered is recorded as delivered, not sent again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -17,10 +24,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::leader::RENEW_EVERY;
-use super::{AlertEngine, Input, ALL_LOCATIONS};
+use super::{AlertEngine, Input, Observed, ALL_LOCATIONS};
 use super::{RULE_CERT_EXPIRY, RULE_FAILING};
 use crate::alert::persist::Saved;
-use crate::alert::{persist, Change, NoticeWriter};
+use crate::alert::{persist, Alert, Change, NoticeWriter};
+use crate::store::writer::StoreHealth;
 
 /// The longest a round of saves may take before it is abandoned (the
 /// change being saved stays first in the queue).
@@ -30,6 +38,19 @@ const PERIODIC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The wait after a failed save, doubling up to [`SAVE_RETRY_MAX`].
 const SAVE_RETRY_MIN: Duration = Duration::from_millis(500);
 const SAVE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long a start waits for the saved state before it evaluates runs
+/// provisionally (a normal start reads it well within this).
+pub const LOAD_GRACE: Duration = Duration::from_secs(10);
+/// Runs kept for evaluating again once the saved state is read; past it
+/// the oldest go (the newest runs decide an alert's state).
+pub const EARLY_MAX: usize = super::QUEUE;
+
+/// Runs evaluated provisionally while the saved state cannot be read.
+#[derive(Default)]
+struct Early {
+    runs: VecDeque<Observed>,
+    dropped: u64,
+}
 
 /// When the save queue is next tried.
 struct Retry {
@@ -40,11 +61,26 @@ struct Retry {
 pub(super) async fn run(
     engine: Arc<AlertEngine>,
     mut rx: mpsc::Receiver<Input>,
+    store_ready: Arc<StoreHealth>,
     stop: CancellationToken,
 ) {
-    if !load(&engine, &stop).await {
-        return;
-    }
+    let loading = load(engine.clone(), store_ready);
+    tokio::pin!(loading);
+    // A normal start reads the saved state before it evaluates any run.
+    let mut early = tokio::select! {
+        saved = &mut loading => {
+            install(&engine, saved);
+            None
+        }
+        () = tokio::time::sleep(LOAD_GRACE) => {
+            tracing::warn!(
+                "cannot read the saved alert state within {} s (Postgres away?): runs are evaluated from a blank state meanwhile and on-call is paged directly; they are evaluated again from the saved state once it is read",
+                LOAD_GRACE.as_secs()
+            );
+            Some(Early::default())
+        }
+        () = stop.cancelled() => return,
+    };
     let mut unsaved: VecDeque<Change> = VecDeque::new();
     let mut save_tick = tokio::time::interval(Duration::from_secs(1));
     let mut evaluate = tokio::time::interval(engine.cfg().evaluate_every);
@@ -58,14 +94,25 @@ pub(super) async fn run(
     };
     loop {
         tokio::select! {
-            r = rx.recv() => match r {
-                Some(Input::Run(r)) => unsaved.extend(engine.observe(&r)),
-                Some(Input::Adopt(probes)) => adopt(&engine, &probes).await,
-                None => return,
+            r = rx.recv() => match (r, &mut early) {
+                (Some(Input::Run(r)), None) => unsaved.extend(engine.observe(&r)),
+                (Some(Input::Run(r)), Some(early)) => provisional(&engine, &*notices, early, r),
+                (Some(Input::Adopt(probes)), None) => adopt(&engine, &probes).await,
+                // The load reads every probe's alerts.
+                (Some(Input::Adopt(_)), Some(_)) => {}
+                (None, _) => return,
             },
+            saved = &mut loading, if early.is_some() => {
+                install(&engine, saved);
+                let early = early.take().unwrap_or_default();
+                tracing::info!(runs = early.runs.len(), dropped = early.dropped, "read the saved alert state; evaluating the runs since the start again from it");
+                for r in early.runs {
+                    unsaved.extend(engine.observe(&r));
+                }
+            }
             _ = save_tick.tick() => {}
-            _ = evaluate.tick() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
-            _ = engine.wake.notified() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
+            _ = evaluate.tick(), if early.is_none() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
+            _ = engine.wake.notified(), if early.is_none() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
             _ = stop.cancelled() => {
                 let _ = tokio::time::timeout(SAVE_TIMEOUT, save(&engine, &*notices, &mut unsaved)).await;
                 // Handed over only after the last changes are saved.
@@ -170,30 +217,53 @@ async fn adopt(engine: &AlertEngine, probes: &[String]) {
     }
 }
 
-/// Loads the saved state before anything is evaluated (runs wait in the
-/// channel meanwhile), retrying with backoff; false if stopped first.
-async fn load(engine: &AlertEngine, stop: &CancellationToken) -> bool {
+/// Reads the saved state once the database is prepared, each attempt
+/// bounded by [`SAVE_TIMEOUT`], retrying with backoff until it is read.
+async fn load(engine: Arc<AlertEngine>, store_ready: Arc<StoreHealth>) -> Vec<Alert> {
+    // Nothing to read before the writer has created and migrated the database.
+    store_ready.wait_prepared().await;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match persist::load(&engine.store).await {
-            Ok(saved) => {
-                let mut alerts = engine.alerts.lock();
-                for a in saved {
-                    alerts.insert(a.key.clone(), Box::new(a));
-                }
-                engine.loaded.store(true, Ordering::SeqCst);
-                return true;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot load alert state yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return false,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+        match tokio::time::timeout(SAVE_TIMEOUT, persist::load(&engine.store)).await {
+            Ok(Ok(saved)) => return saved,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load alert state yet; retrying"),
+            Err(_) => tracing::warn!(
+                "loading alert state got no answer from Postgres within {} s; retrying",
+                SAVE_TIMEOUT.as_secs()
+            ),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The saved state replaces whatever was evaluated provisionally.
+fn install(engine: &AlertEngine, saved: Vec<Alert>) {
+    let mut alerts = engine.alerts.lock();
+    alerts.clear();
+    for a in saved {
+        alerts.insert(a.key.clone(), Box::new(a));
+    }
+    engine.loaded.store(true, Ordering::SeqCst);
+}
+
+/// A run while the saved state cannot be read: evaluated from what the
+/// runs since the start say, its triggers (and their resolves) sent
+/// directly, nothing saved; kept to be evaluated again from the saved state.
+fn provisional(engine: &AlertEngine, notices: &dyn NoticeWriter, early: &mut Early, r: Observed) {
+    for c in engine.observe(&r) {
+        if let (Some(n), false) = (&c.notice, c.alert.location == ALL_LOCATIONS) {
+            notices.send_now(&c.alert, n);
         }
     }
+    if early.runs.len() >= EARLY_MAX {
+        early.runs.pop_front();
+        early.dropped += 1;
+        if early.dropped == 1 {
+            tracing::warn!(kept = EARLY_MAX, "still no saved alert state: the oldest runs since the start will not be evaluated again from it");
+        }
+    }
+    early.runs.push_back(r);
 }
 
 /// One periodic evaluation: silences, leadership, periodic rules, releases
@@ -231,6 +301,8 @@ async fn periodic(engine: &AlertEngine, term: &mut Option<i64>, unsaved: &mut Ve
 /// for later. Returns whether every change was saved. A change to an all-locations alert is saved under the lease
 /// (fenced): dropped when this replica no longer holds it, or when Postgres
 /// says another replica took it meanwhile; the new leader evaluates again.
+/// A per-run alert's change is saved only over the row it was made from
+/// ([`crate::alert::Before`]); when refused, the alert is read again.
 async fn save(
     engine: &AlertEngine,
     notices: &dyn NoticeWriter,
@@ -257,6 +329,14 @@ async fn save(
             Ok(Saved::Fenced) => {
                 tracing::warn!(alert = %change.alert.key, "dropping a change of an all-locations alert: another replica took the evaluator lease");
                 unsaved.pop_front();
+            }
+            Ok(Saved::Stale) => {
+                // Another replica ran the probe's ticks too and saved first:
+                // this copy's changes of the alert go, and it is read again.
+                let (key, probe) = (change.alert.key.clone(), change.alert.probe.clone());
+                tracing::info!(alert = %key, "another replica of this location saved this alert first (it ran the probe too, in a handover); reading it again");
+                unsaved.retain(|c| c.alert.key != key);
+                adopt(engine, &[probe]).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, waiting = unsaved.len(), "cannot save alert state; will retry");
