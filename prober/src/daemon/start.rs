@@ -105,7 +105,7 @@ fn start_storage(
     let queue = Arc::new(ResultQueue::bounded(
         settings.queue_capacity,
         settings.queue_max_bytes,
-        spool.clone(),
+        spool.clone().map(|s| (s, settings.spool.memory_bytes)),
         replayed,
     ));
     let instance = spool.as_ref().map(|s| s.instance().to_string());

@@ -1,5 +1,6 @@
-//! A chaos case of issue 18, item 6, on the real daemon with a TCP proxy in
-//! front of Postgres: an outage longer than the queue holds. It asserts
+//! Chaos cases of issue 18 on the real daemon with a TCP proxy in front of
+//! Postgres: an outage longer than the queue holds (item 6), and one longer
+//! than the memory window, whose runs wait on disk (item 1). They assert
 //! counts: every run stored once, none lost beyond what the queue's bound
 //! drops (and those counted), and the dropped are the oldest.
 
@@ -20,8 +21,8 @@ fn settings(database_url: String, queue_capacity: usize) -> Settings {
     }
 }
 
-fn five_probes(target: &FakeTarget) -> String {
-    (0..5)
+fn n_probes(target: &FakeTarget, n: usize) -> String {
+    (0..n)
         .map(|i| {
             format!(
                 "- name: p{i}\n  every: 1s\n  timeout: 900ms\n  http: {{url: \"{}\"}}\n",
@@ -34,12 +35,19 @@ fn five_probes(target: &FakeTarget) -> String {
 /// A daemon of five probes a second writing through a proxy the test
 /// controls, once it has written its first runs.
 async fn started(queue_capacity: usize) -> (FakeTarget, TestDb, Proxy, Daemon) {
+    started_with(|url| settings(url, queue_capacity), 5).await
+}
+
+async fn started_with(
+    settings: impl FnOnce(String) -> Settings,
+    n: usize,
+) -> (FakeTarget, TestDb, Proxy, Daemon) {
     let target = FakeTarget::start().await;
     let db = TestDb::create().await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let daemon = Daemon::start(
-        &settings(db.url_via(proxy.addr), queue_capacity),
-        probes(&five_probes(&target)),
+        &settings(db.url_via(proxy.addr)),
+        probes(&n_probes(&target, n)),
         http_executor().unwrap(),
     )
     .await
@@ -94,4 +102,62 @@ async fn an_outage_longer_than_the_queue_drops_the_oldest_counted_and_stores_the
         oldest_kept - cut >= chrono::TimeDelta::seconds(2),
         "the outage's first runs were dropped, not its last ({oldest_kept} after a cut at {cut}, newest {newest})"
     );
+}
+
+/// The queue holds a window in memory (`spool.memory_bytes`); the rest of
+/// an outage waits in the spool, is read back as Postgres catches up, and
+/// every run is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_past_the_memory_window_waits_on_disk_and_is_stored_once() {
+    use prober::config::settings::SpoolSettings;
+    let _shared = crate::helpers::TIMING.read().await;
+    let spool = tempfile::tempdir().unwrap();
+    // ~75 runs: under 4 s of 20 probes a second (the setting's floor is
+    // 1 MiB; the queue takes any window).
+    let window = 16 << 10;
+    let (_target, db, proxy, daemon) = started_with(
+        |url| Settings {
+            spool: SpoolSettings {
+                dir: Some(spool.path().to_path_buf()),
+                memory_bytes: window,
+                ..SpoolSettings::default()
+            },
+            ..daemon_settings(url)
+        },
+        20,
+    )
+    .await;
+    proxy.cut();
+    let queue = daemon.queue.clone();
+    let mut most = 0;
+    let past = wait_for(Duration::from_secs(30), || {
+        most = most.max(queue.memory_bytes());
+        queue.bytes() > 3 * window
+    })
+    .await;
+    assert!(
+        past,
+        "the outage outgrows the window: {} bytes",
+        queue.bytes()
+    );
+    // The window, a run over it, and the runs the spool has not written yet
+    // (written every 100 ms: a few of 20 a second).
+    assert!(
+        most <= window + 8 * 1024,
+        "memory held {most} bytes with a window of {window}, {} queued",
+        queue.bytes()
+    );
+    proxy.restore();
+    assert!(
+        wait_for(Duration::from_secs(30), || queue.is_empty()
+            && daemon.store_health.state() == StoreState::Ok)
+        .await,
+        "read back from disk and written once Postgres is back"
+    );
+    let stats = daemon.scheduler_stats.clone();
+    daemon.shutdown().await;
+    let finished = stats.runs_finished.load(Ordering::SeqCst) as i64;
+    let (stored, distinct) = db.count_runs().await;
+    assert_eq!(stored, distinct, "none twice");
+    assert_eq!((stored, queue.dropped()), (finished, 0), "none lost");
 }

@@ -120,7 +120,14 @@ fn spool_of(
     let s = SpoolSettings {
         dir: enabled.then_some(dir),
         sync_every: sink.duration("spool.sync_every", f.sync_every.as_deref(), d.sync_every),
+        memory_bytes: f.memory_bytes.unwrap_or(d.memory_bytes),
     };
+    if s.memory_bytes < super::SPOOL_MEMORY_MIN {
+        sink.error(
+            "spool.memory_bytes",
+            "must be at least 1048576 (1 MiB; default 16 MiB: the memory waiting results may take, the rest wait on disk)",
+        );
+    }
     if s.sync_every < Duration::from_millis(10) || s.sync_every > Duration::from_secs(60) {
         sink.error(
             "spool.sync_every",

@@ -51,6 +51,7 @@ pub(super) struct SpoolFile {
     pub(super) enabled: Option<bool>,
     pub(super) dir: Option<PathBuf>,
     pub(super) sync_every: Option<String>,
+    pub(super) memory_bytes: Option<usize>,
 }
 
 /// `api:` in `prober.yaml`: who may call the API, and manual runs.

@@ -199,13 +199,23 @@ pub struct SpoolSettings {
     pub dir: Option<PathBuf>,
     /// How often the segment being written is `fdatasync`ed (default 1 s).
     pub sync_every: Duration,
+    /// The queue's memory window: past it waiting runs are held on disk
+    /// only, and read back as the writer drains (default [`SPOOL_MEMORY_BYTES`]).
+    pub memory_bytes: usize,
 }
+
+/// The default `spool.memory_bytes`: 16 MiB, ~75,000 typical runs (over a
+/// minute at 1,000 runs/s), far more than a batch.
+pub const SPOOL_MEMORY_BYTES: usize = 16 << 20;
+/// The least `spool.memory_bytes`: room for a few batches.
+pub const SPOOL_MEMORY_MIN: usize = 1 << 20;
 
 impl Default for SpoolSettings {
     fn default() -> Self {
         SpoolSettings {
             dir: None,
             sync_every: Duration::from_secs(1),
+            memory_bytes: SPOOL_MEMORY_BYTES,
         }
     }
 }

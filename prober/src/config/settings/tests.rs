@@ -466,13 +466,22 @@ fn the_spool_is_on_by_default_in_the_working_directory_and_can_be_moved_or_turne
     assert_eq!(s.spool.sync_every, Duration::from_secs(1));
     assert_eq!(Settings::default().spool.dir, None, "code chooses its own");
 
+    assert_eq!(s.spool.memory_bytes, 16 << 20);
     let s = resolve(
-        "spool:\n  dir: /var/x\n  sync_every: 200ms\n",
+        "spool:\n  dir: /var/x\n  sync_every: 200ms\n  memory_bytes: 2097152\n",
         SettingsArgs::default(),
     )
     .unwrap();
     assert_eq!(s.spool.dir, Some(PathBuf::from("/var/x")));
     assert_eq!(s.spool.sync_every, Duration::from_millis(200));
+    assert_eq!(s.spool.memory_bytes, 2 << 20);
+    let small = resolve("spool:\n  memory_bytes: 4096\n", SettingsArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        small.contains("spool.memory_bytes") && small.contains("1 MiB"),
+        "{small}"
+    );
     let flag = SettingsArgs {
         spool_dir: Some("/flag".into()),
         ..SettingsArgs::default()

@@ -20,16 +20,18 @@
 //! One process per directory: `LOCK` is held (`flock`) while the spool is open.
 
 pub mod codec;
+mod frame;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use self::frame::{frame, walk, KIND_META, KIND_RUN};
 use crate::run::ProbeMeta;
 
 /// First bytes of every segment: the format and its version.
@@ -49,15 +51,6 @@ pub const MAX_PENDING: usize = 64 << 20;
 const MAX_SEGMENT_ID: u64 = 1 << 48;
 /// The segment of a run that was not spooled ([`MAX_PENDING`]): no segment.
 pub const NOT_SPOOLED: u64 = u64::MAX;
-/// A frame's length and CRC before its kind byte and payload.
-const FRAME_HEAD: usize = 8;
-/// No frame is longer (a run with the largest bodies and messages the probe
-/// keeps is far shorter); a longer length marks a torn or corrupt frame.
-const MAX_FRAME: usize = 16 << 20;
-const KIND_META: u8 = 1;
-const KIND_RUN: u8 = 2;
-
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// Why the spool cannot be opened: the daemon does not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +63,29 @@ pub enum SpoolError {
     Thread(io::Error),
 }
 
-/// A run read back from a segment at start: its segment, its probe, its bytes.
-pub type Replayed = (u64, Arc<ProbeMeta>, Box<[u8]>);
+/// A segment left by an earlier process: its runs are queued again, on
+/// disk (the queue reads them back with [`Spool::read_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub segment: u64,
+    /// Runs in it that can be read back.
+    pub runs: u64,
+    /// Their encoded bytes.
+    pub bytes: u64,
+}
 /// A run of one segment: its probe and its bytes.
-type SegmentRun = (Arc<ProbeMeta>, Box<[u8]>);
+pub type SegmentRun = (Arc<ProbeMeta>, Box<[u8]>);
+
+/// Where a spooled run is ([`Spool::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In its segment's file: it can be read back.
+    Written,
+    /// Gathered, not written yet.
+    Pending,
+    /// Never to be written: not spooled, or its segment's write failed.
+    Never,
+}
 
 #[derive(Debug)]
 pub struct Spool {
@@ -103,6 +115,8 @@ struct State {
     failing: bool,
     /// Runs are not spooled ([`MAX_PENDING`]): logged once until a write succeeds.
     stalled: bool,
+    /// Segments whose write failed: their runs after it never reach the file.
+    unwritten: std::collections::BTreeSet<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -161,18 +175,29 @@ impl Spool {
         let mut replayed = Vec::new();
         for &id in &ids {
             let path = segment_path(dir, id);
-            let runs = read_segment(&path);
-            match runs {
-                Ok(runs) => {
-                    let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let (mut runs, mut bytes) = (0, 0);
+            let counted = walk(&path, 0, |_, run| {
+                runs += 1;
+                bytes += run.len() as u64;
+                true
+            });
+            match counted {
+                Ok(()) => {
+                    let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     state.segments.insert(
                         id,
                         Segment {
-                            outstanding: runs.len() as u64,
-                            bytes,
+                            outstanding: runs,
+                            bytes: size,
                         },
                     );
-                    replayed.extend(runs.into_iter().map(|(m, b)| (id, m, b)));
+                    if runs > 0 {
+                        replayed.push(Replayed {
+                            segment: id,
+                            runs,
+                            bytes,
+                        });
+                    }
                 }
                 Err(e) => {
                     let aside = path.with_extension("seg.unreadable");
@@ -185,7 +210,7 @@ impl Spool {
         state.segments.insert(state.current, Segment::default());
         if !replayed.is_empty() {
             tracing::info!(
-                runs = replayed.len(),
+                runs = replayed.iter().map(|r| r.runs).sum::<u64>(),
                 segments = ids.len(),
                 dir = %dir.display(),
                 "replaying results an earlier process spooled but had not stored"
@@ -211,16 +236,17 @@ impl Spool {
         &self.instance
     }
 
-    /// Appends an encoded run of `meta`; returns the segment it is in, or
-    /// [`NOT_SPOOLED`] while the disk does not keep up.
-    pub fn append(&self, meta: &Arc<ProbeMeta>, run: &[u8]) -> u64 {
+    /// Appends an encoded run of `meta`; returns the segment it is in and
+    /// where its frame starts there, or [`NOT_SPOOLED`] while the disk does
+    /// not keep up.
+    pub fn append(&self, meta: &Arc<ProbeMeta>, run: &[u8]) -> (u64, u32) {
         let mut s = self.state.lock();
         let s = &mut *s;
         if s.pending.len() >= MAX_PENDING {
             if !std::mem::replace(&mut s.stalled, true) {
                 tracing::error!(dir = %self.dir.display(), waiting_mib = MAX_PENDING >> 20, "the spool's disk does not keep up (its writes have not finished): new results wait in memory only, and a crash now loses them, until it does; check the spool directory's volume");
             }
-            return NOT_SPOOLED;
+            return (NOT_SPOOLED, 0);
         }
         let key = Arc::as_ptr(meta) as usize;
         let next_id = s.metas.len() as u64;
@@ -235,13 +261,60 @@ impl Spool {
                 next_id
             }
         };
+        // The run's frame starts after the header, the frames before it in
+        // the segment, and its probe's identity if that came first.
+        let at = MAGIC.len() as u64 + s.current_bytes + (s.pending.len() - start) as u64;
         frame(&mut s.pending, KIND_RUN, id, |out| {
             out.extend_from_slice(run)
         });
         s.current_bytes += (s.pending.len() - start) as u64;
         let seg = s.segments.entry(s.current).or_default();
         seg.outstanding += 1;
-        s.current
+        // A segment rolls at SEGMENT_BYTES and a frame is at most MAX_FRAME.
+        (s.current, u32::try_from(at).unwrap_or(u32::MAX))
+    }
+
+    /// Whether the run framed at `at` in segment `seg` is in its file yet.
+    pub fn place(&self, seg: u64, at: u32) -> Place {
+        if seg == NOT_SPOOLED {
+            return Place::Never;
+        }
+        let s = self.state.lock();
+        match s.segments.get(&seg) {
+            // Whole gathered chunks are written: a frame is in or out.
+            Some(g) if g.bytes > u64::from(at) => Place::Written,
+            Some(_) if seg == s.current => Place::Pending,
+            // An earlier segment is complete unless its write failed.
+            Some(_) if s.unwritten.contains(&seg) => Place::Never,
+            Some(_) => Place::Pending,
+            None => Place::Never,
+        }
+    }
+
+    /// Reads back the runs of segment `seg` framed at or after byte `from`:
+    /// after the first `skip`, at most `max_runs`, stopping once `max_bytes`
+    /// are read. Also whether the segment ended before `max_runs` (its file
+    /// damaged since: those runs are lost). Blocking (reads the file).
+    pub fn read_back(
+        &self,
+        seg: u64,
+        from: u32,
+        skip: u64,
+        max_runs: u64,
+        max_bytes: usize,
+    ) -> io::Result<(Vec<SegmentRun>, bool)> {
+        let (mut seen, mut bytes) = (0u64, 0usize);
+        let mut runs = Vec::new();
+        walk(&segment_path(&self.dir, seg), from as usize, |meta, run| {
+            seen += 1;
+            if seen > skip {
+                bytes += run.len();
+                runs.push((meta.clone(), run.into()));
+            }
+            (runs.len() as u64) < max_runs && bytes < max_bytes
+        })?;
+        let ended = (runs.len() as u64) < max_runs && bytes < max_bytes;
+        Ok((runs, ended))
     }
 
     /// `n` runs of segment `seg` are stored or dropped: none of them need replaying.
@@ -292,6 +365,11 @@ impl Spool {
                 // and later runs go to a new segment, which reads alone.
                 *file = None;
                 s.pending.clear();
+                // Both lose frames: the one written, and the one begun
+                // since if it rolled.
+                s.unwritten.insert(seg);
+                let current = s.current;
+                s.unwritten.insert(current);
                 s.roll();
                 if !std::mem::replace(&mut s.failing, true) {
                     tracing::error!(dir = %self.dir.display(), error = %e, "cannot write the spool: results still wait in memory for Postgres, but a crash now loses them; free space in the spool directory or fix its permissions");
@@ -306,6 +384,7 @@ impl Spool {
             .collect();
         for id in &finished {
             s.segments.remove(id);
+            s.unwritten.remove(id);
         }
         // Unlinked without the state lock: probing appends meanwhile.
         drop(s);
@@ -422,92 +501,6 @@ fn instance_id(dir: &Path) -> io::Result<String> {
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016}.seg"))
-}
-
-/// Appends a frame: length, CRC-32C of kind and payload, kind, meta id, payload.
-fn frame(out: &mut Vec<u8>, kind: u8, meta_id: u64, payload: impl FnOnce(&mut Vec<u8>)) {
-    let at = out.len();
-    out.extend_from_slice(&[0; FRAME_HEAD]);
-    out.push(kind);
-    codec::put_uint(out, meta_id);
-    payload(out);
-    let body = &out[at + FRAME_HEAD..];
-    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    let crc = CRC.checksum(body);
-    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Every run of a segment with its probe, in order. Stops at a torn or
-/// corrupt frame (logged); a wrong header is an error.
-fn read_segment(path: &Path) -> io::Result<Vec<SegmentRun>> {
-    let mut buf = Vec::new();
-    File::open(path)?.read_to_end(&mut buf)?;
-    if buf.len() < MAGIC.len() && MAGIC.starts_with(&buf) {
-        // Created, then the process stopped before its header was written.
-        return Ok(Vec::new());
-    }
-    if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a spool segment of this format (PRSPOOL1); written by another release?",
-        ));
-    }
-    let mut at = MAGIC.len();
-    let mut metas: HashMap<u64, Arc<ProbeMeta>> = HashMap::new();
-    let mut runs = Vec::new();
-    let torn = |at: usize, why: &str| {
-        tracing::warn!(segment = %path.display(), byte = at, why, "the spool segment ends in a torn or damaged frame (the process stopped mid-write): the runs before it are replayed, the rest of the segment is not");
-    };
-    while at < buf.len() {
-        let Some(head) = buf.get(at..at + FRAME_HEAD) else {
-            torn(at, "frame header cut short");
-            break;
-        };
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let Some(body) = buf
-            .get(at + FRAME_HEAD..at + FRAME_HEAD + len)
-            .filter(|_| len <= MAX_FRAME && len > 0)
-        else {
-            torn(at, "frame cut short or too long");
-            break;
-        };
-        if CRC.checksum(body) != crc {
-            torn(at, "checksum mismatch");
-            break;
-        }
-        at += FRAME_HEAD + len;
-        let kind = body[0];
-        let (meta_id, used) = match codec::get_uint(&body[1..]) {
-            Some(v) => v,
-            None => {
-                torn(at, "frame without a probe id");
-                break;
-            }
-        };
-        let payload = &body[1 + used..];
-        match kind {
-            KIND_META => match codec::decode_meta(payload) {
-                Ok(m) => {
-                    metas.insert(meta_id, Arc::new(m));
-                }
-                Err(e) => {
-                    tracing::warn!(segment = %path.display(), error = %e, "a probe's identity in the spool cannot be read; its runs in this segment are skipped")
-                }
-            },
-            KIND_RUN => match metas.get(&meta_id) {
-                Some(m) => runs.push((m.clone(), payload.into())),
-                None => {
-                    tracing::warn!(segment = %path.display(), byte = at, "a spooled run names a probe the segment does not hold; skipped")
-                }
-            },
-            _ => {
-                tracing::warn!(segment = %path.display(), byte = at, kind, "unknown frame kind in the spool; skipped")
-            }
-        }
-    }
-    Ok(runs)
 }
 
 #[cfg(test)]

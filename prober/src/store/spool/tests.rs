@@ -22,8 +22,26 @@ fn encoded(r: &RunRecord) -> Vec<u8> {
     b
 }
 
-fn open(dir: &Path) -> (Spool, Vec<Replayed>) {
-    Spool::open(dir, Duration::from_secs(1)).unwrap()
+/// Opens the spool in `dir` and reads back every run it replays: its
+/// segment, its probe, its bytes.
+/// A run read back: its segment, its probe, its bytes.
+type Back = (u64, Arc<ProbeMeta>, Box<[u8]>);
+
+fn open(dir: &Path) -> (Spool, Vec<Back>) {
+    let (spool, replayed) = Spool::open(dir, Duration::from_secs(1)).unwrap();
+    let mut runs = Vec::new();
+    for r in replayed {
+        let (read, ended) = spool
+            .read_back(r.segment, 0, 0, r.runs, usize::MAX)
+            .unwrap();
+        assert!(!ended, "every run counted at open is read back");
+        assert_eq!(
+            read.iter().map(|(_, b)| b.len() as u64).sum::<u64>(),
+            r.bytes
+        );
+        runs.extend(read.into_iter().map(|(m, b)| (r.segment, m, b)));
+    }
+    (spool, runs)
 }
 
 fn seg_files(dir: &Path) -> Vec<String> {
@@ -69,7 +87,7 @@ fn a_segment_goes_once_its_runs_are_done_and_a_clean_close_leaves_nothing() {
     let m = meta("a");
     let (spool, _) = open(dir.path());
     let r = typical(m.clone());
-    let seg = spool.append(&m, &encoded(&r));
+    let (seg, _) = spool.append(&m, &encoded(&r));
     spool.append(&m, &encoded(&r));
     spool.flush(true, false);
     assert_eq!(seg_files(dir.path()).len(), 1);
@@ -91,12 +109,12 @@ fn segments_roll_and_the_done_ones_are_deleted_while_later_ones_stay() {
     let (spool, _) = open(dir.path());
     let r = encoded(&typical(m.clone()));
     let per_segment = (SEGMENT_BYTES as usize / r.len()) + 1;
-    let first = spool.append(&m, &r);
+    let (first, _) = spool.append(&m, &r);
     for _ in 1..per_segment {
         spool.append(&m, &r);
     }
     spool.flush(false, false);
-    let second = spool.append(&m, &r);
+    let (second, _) = spool.append(&m, &r);
     assert_eq!(second, first + 1, "the next run starts a new segment");
     spool.flush(false, false);
     assert_eq!(seg_files(dir.path()).len(), 2);
@@ -155,7 +173,7 @@ fn a_segment_of_another_format_is_set_aside_not_deleted() {
     assert!(dir.path().join("0000000000000007.seg.unreadable").exists());
     let m = meta("a");
     assert_eq!(
-        spool.append(&m, &encoded(&typical(m.clone()))),
+        spool.append(&m, &encoded(&typical(m.clone()))).0,
         8,
         "ids continue past it"
     );
@@ -165,7 +183,7 @@ fn a_segment_of_another_format_is_set_aside_not_deleted() {
     let (spool, replayed) = open(dir.path());
     assert!(replayed.is_empty());
     assert!(!dir.path().join("0000000000000003.seg.unreadable").exists());
-    assert_eq!(spool.append(&m, &encoded(&typical(m.clone()))), 8);
+    assert_eq!(spool.append(&m, &encoded(&typical(m.clone()))).0, 8);
 }
 
 #[test]
@@ -173,13 +191,13 @@ fn a_stalled_disk_bounds_what_waits_to_be_written() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let m = meta("a");
-    assert_eq!(spool.append(&m, b"kept"), 0);
+    assert_eq!(spool.append(&m, b"kept").0, 0);
     // Nothing written (no writer thread: the disk "hangs"): appends stop
     // at the bound instead of growing memory.
     let big = vec![7u8; 1 << 20];
     let mut spooled = 0;
     for _ in 0..(MAX_PENDING >> 20) + 8 {
-        if spool.append(&m, &big) != NOT_SPOOLED {
+        if spool.append(&m, &big).0 != NOT_SPOOLED {
             spooled += 1;
         }
     }
@@ -189,7 +207,7 @@ fn a_stalled_disk_bounds_what_waits_to_be_written() {
     spool.done(NOT_SPOOLED, 8);
     spool.flush(true, false);
     assert_ne!(
-        spool.append(&m, b"after"),
+        spool.append(&m, b"after").0,
         NOT_SPOOLED,
         "spooled again once written"
     );

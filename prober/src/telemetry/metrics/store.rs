@@ -48,9 +48,16 @@ impl StoreCollector {
         gauge(
             enc,
             "prober_store_queue_bytes",
-            "Memory the queued results take (their binary form and the queue's own per result), not counting the batch being written.",
+            "What the queued results take (their binary form and the queue's own per result), in memory and waiting on disk in the spool, not counting the batch being written.",
             None,
             self.queue.bytes() as u64,
+        )?;
+        gauge(
+            enc,
+            "prober_store_queue_memory_bytes",
+            "Of prober_store_queue_bytes, what is held in memory (with a spool, about spool.memory_bytes at most; the rest waits on disk).",
+            None,
+            self.queue.memory_bytes() as u64,
         )?;
         gauge(
             enc,

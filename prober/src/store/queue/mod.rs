@@ -10,9 +10,12 @@
 //! A queued run is held in its binary form ([`codec`], ~150 bytes for a
 //! typical HTTP run rather than ~2 KB as a [`RunRecord`]) and, with a spool,
 //! written to disk in the same form: a run leaves the spool when it is
-//! written to Postgres or dropped.
+//! written to Postgres or dropped. With a spool, memory holds a window of
+//! the queue (`spool.memory_bytes`); the rest is read back from the spool's
+//! segments as the writer drains (`items.rs`).
 
-use std::collections::VecDeque;
+mod items;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +23,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+pub use self::items::ENTRY_OVERHEAD;
+use self::items::{Entry, Items, Lost, Range};
 use super::spool::{codec, Replayed, Spool};
-use crate::run::{ProbeMeta, RunRecord};
+use crate::run::RunRecord;
 
 /// At most one log line about dropped results per this.
 pub const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -33,54 +38,13 @@ pub struct ResultQueue {
     /// Most bytes queued, counting each run's binary form and [`ENTRY_OVERHEAD`].
     max_bytes: usize,
     spool: Option<Arc<Spool>>,
+    /// With a spool: the memory the front may hold before new runs wait on disk.
+    window: Option<usize>,
     notify: Notify,
     dropped: AtomicU64,
     /// Taken by the writer and not yet written or put back.
     in_flight: AtomicUsize,
     drops: Mutex<DropLog>,
-}
-
-/// What the queue holds beside a run's binary form: the entry (its probe,
-/// segment, and the box's pointer and length) and the allocator's rounding.
-pub const ENTRY_OVERHEAD: usize = 64;
-
-#[derive(Debug, Default)]
-struct Items {
-    q: VecDeque<Entry>,
-    /// Of the runs in `q`, by [`Entry::cost`].
-    bytes: usize,
-}
-
-impl Items {
-    fn push_back(&mut self, e: Entry) {
-        self.bytes += e.cost();
-        self.q.push_back(e);
-    }
-
-    fn push_front(&mut self, e: Entry) {
-        self.bytes += e.cost();
-        self.q.push_front(e);
-    }
-
-    fn pop_front(&mut self) -> Option<Entry> {
-        let e = self.q.pop_front()?;
-        self.bytes -= e.cost();
-        Some(e)
-    }
-}
-
-/// A queued run: its probe, its spool segment, its binary form.
-#[derive(Debug)]
-struct Entry {
-    meta: Arc<ProbeMeta>,
-    segment: u64,
-    bytes: Box<[u8]>,
-}
-
-impl Entry {
-    fn cost(&self) -> usize {
-        self.bytes.len() + ENTRY_OVERHEAD
-    }
 }
 
 /// Runs the writer took: write [`Batch::records`], then hand the batch back
@@ -118,6 +82,7 @@ impl ResultQueue {
             capacity: capacity.max(1),
             max_bytes: usize::MAX,
             spool: None,
+            window: None,
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -126,24 +91,35 @@ impl ResultQueue {
     }
 
     /// A queue of at most `capacity` runs and `max_bytes`; with a spool,
-    /// holding first the runs `replayed` from it (an earlier process's, not yet stored).
+    /// holding at most `window` bytes in memory, and first the runs
+    /// `replayed` from it (an earlier process's, not yet stored; on disk).
     pub fn bounded(
         capacity: usize,
         max_bytes: usize,
-        spool: Option<Arc<Spool>>,
+        spool: Option<(Arc<Spool>, usize)>,
         replayed: Vec<Replayed>,
     ) -> ResultQueue {
+        let window = spool.as_ref().map(|(_, w)| (*w).max(1));
         let q = ResultQueue {
-            spool,
+            spool: spool.map(|(s, _)| s),
+            window,
             max_bytes: max_bytes.max(1),
             ..ResultQueue::new(capacity)
         };
-        for (segment, meta, bytes) in replayed {
-            q.enqueue(Entry {
-                meta,
-                segment,
-                bytes,
+        for r in replayed {
+            let mut items = q.lock();
+            items.push_range(Range {
+                segment: r.segment,
+                from: 0,
+                skip: 0,
+                count: r.runs,
+                bytes: usize::try_from(r.bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(ENTRY_OVERHEAD.saturating_mul(r.runs as usize)),
             });
+            let lost = q.room(&mut items, 0);
+            drop(items);
+            q.lost(lost);
         }
         q
     }
@@ -157,42 +133,78 @@ impl ResultQueue {
     pub fn push(&self, r: &RunRecord) {
         let mut bytes = Vec::with_capacity(192);
         codec::encode_run(r, &mut bytes);
-        let segment = self.spool.as_ref().map_or(0, |s| s.append(&r.meta, &bytes));
-        self.enqueue(Entry {
+        let (segment, at) = self
+            .spool
+            .as_ref()
+            .map_or((0, 0), |s| s.append(&r.meta, &bytes));
+        let e = Entry {
             meta: r.meta.clone(),
             segment,
+            at,
             bytes: bytes.into_boxed_slice(),
-        });
+        };
+        let lost = {
+            let mut q = self.lock();
+            let lost = self.room(&mut q, e.cost());
+            q.push_back(e, self.window);
+            if let (Some(w), Some(spool)) = (self.window, &self.spool) {
+                q.balance(w, spool);
+            }
+            lost
+        };
+        self.lost(lost);
+        self.notify.notify_one();
     }
 
-    fn enqueue(&self, e: Entry) {
+    /// Lets go of the oldest runs until one more costing `cost` fits (with
+    /// `cost` 0: until what is held fits).
+    fn room(&self, q: &mut Items, cost: usize) -> Vec<Lost> {
         let mut lost = Vec::new();
+        while q.len() > 0
+            && (q.len() + usize::from(cost > 0) > self.capacity
+                || q.bytes() + cost > self.max_bytes)
         {
-            let mut q = self.lock();
-            while !q.q.is_empty()
-                && (q.q.len() >= self.capacity || q.bytes + e.cost() > self.max_bytes)
-            {
-                lost.extend(q.pop_front());
+            lost.extend(q.pop_oldest());
+        }
+        lost
+    }
+
+    /// Counts and logs runs let go of, and tells the spool.
+    fn lost(&self, lost: Vec<Lost>) {
+        if lost.is_empty() {
+            return;
+        }
+        let probe = lost.iter().find_map(|l| match l {
+            Lost::Memory(e) => Some(e.meta.name.clone()),
+            Lost::Disk(_) => None,
+        });
+        self.drop_counted(
+            probe.as_deref().unwrap_or("(a run on disk)"),
+            lost.len() as u64,
+        );
+        let mut memory = Vec::new();
+        for l in lost {
+            match l {
+                Lost::Memory(e) => memory.push(e),
+                Lost::Disk(seg) => {
+                    if let Some(s) = &self.spool {
+                        s.done(seg, 1);
+                    }
+                }
             }
-            q.push_back(e);
         }
-        if let Some(first) = lost.first() {
-            self.drop_counted(&first.meta.name, lost.len() as u64);
-            self.spooled_done(&lost);
-        }
-        self.notify.notify_one();
+        self.spooled_done(&memory);
     }
 
     /// Takes up to `n` results from the front; they count in
     /// [`ResultQueue::depth`] until [`ResultQueue::written`] or
     /// [`ResultQueue::put_back`].
     pub fn take(&self, n: usize) -> Batch {
+        self.read_back(n);
         let taken: Vec<Entry> = {
             let mut q = self.lock();
-            let n = n.min(q.q.len());
-            self.in_flight.fetch_add(n, Ordering::Relaxed);
-            let taken: Vec<Entry> = q.q.drain(..n).collect();
-            q.bytes -= taken.iter().map(Entry::cost).sum::<usize>();
+            let taken = q.take_front(n);
+            self.in_flight.fetch_add(taken.len(), Ordering::Relaxed);
             taken
         };
         let mut batch = Batch {
@@ -215,6 +227,46 @@ impl ResultQueue {
             }
         }
         batch
+    }
+
+    /// Before a take: when the front holds fewer than `n` runs and some are
+    /// on disk, reads the first range back (half a window at most). The
+    /// file is read without the queue's lock, so probing never waits on it.
+    fn read_back(&self, n: usize) {
+        let (Some(window), Some(spool)) = (self.window, &self.spool) else {
+            return;
+        };
+        let read = {
+            let mut q = self.lock();
+            q.balance(window, spool);
+            if q.front.len() >= n {
+                return;
+            }
+            match q.disk.front() {
+                Some(r) => r.clone(),
+                None => return,
+            }
+        };
+        let got = spool.read_back(
+            read.segment,
+            read.from,
+            read.skip,
+            read.left(),
+            (window / 2).max(1),
+        );
+        let (runs, ended) = match got {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::error!(segment = read.segment, error = %e, "cannot read queued runs back from the spool: they are dropped; check the spool directory");
+                (Vec::new(), true)
+            }
+        };
+        let lost = self.lock().read_back(&read, runs, ended);
+        if lost > 0 {
+            tracing::error!(segment = read.segment, lost, "queued runs were missing from their spool segment (damaged or removed since written): they are dropped");
+            self.drop_counted("(a run on disk)", lost);
+            spool.done(read.segment, lost);
+        }
     }
 
     /// The writer stored the runs of `batch`.
@@ -242,22 +294,19 @@ impl ResultQueue {
     pub fn put_back(&self, batch: Batch) {
         self.in_flight
             .fetch_sub(batch.len().min(self.in_flight()), Ordering::Relaxed);
-        let mut lost: Vec<Entry> = Vec::new();
+        let mut lost = Vec::new();
         {
             let mut q = self.lock();
             for e in batch.entries.into_iter().rev() {
-                if q.q.len() >= self.capacity || q.bytes + e.cost() > self.max_bytes {
+                if q.len() >= self.capacity || q.bytes() + e.cost() > self.max_bytes {
                     // The batch holds the oldest results: they are the ones to lose.
-                    lost.push(e);
+                    lost.push(Lost::Memory(e));
                     continue;
                 }
                 q.push_front(e);
             }
         }
-        if let Some(first) = lost.first() {
-            self.drop_counted(&first.meta.name, lost.len() as u64);
-            self.spooled_done(&lost);
-        }
+        self.lost(lost);
     }
 
     /// Counts `n` dropped results and logs them, at most one line per
@@ -298,12 +347,23 @@ impl ResultQueue {
 
     /// Results queued, not counting those the writer is writing.
     pub fn len(&self) -> usize {
-        self.lock().q.len()
+        self.lock().len()
     }
 
-    /// Bytes queued (not counting the batch being written), by [`ENTRY_OVERHEAD`] and binary form.
+    /// Bytes queued (not counting the batch being written), by [`ENTRY_OVERHEAD`]
+    /// and binary form, in memory and on disk.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes()
+    }
+
+    /// Of [`ResultQueue::bytes`], those held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.lock().memory_bytes()
+    }
+
+    /// With a spool, the memory window (`spool.memory_bytes`).
+    pub fn window(&self) -> Option<usize> {
+        self.window
     }
 
     pub fn max_bytes(&self) -> usize {
@@ -342,3 +402,6 @@ impl ResultQueue {
         self.notify.notified().await;
     }
 }
+
+#[cfg(test)]
+mod tests;
