@@ -106,8 +106,19 @@ fn collect_under(
         out.push(path.to_path_buf());
         return;
     }
+    if depth > MAX_DEPTH {
+        diags.push(Diagnostic {
+            severity: Severity::Warning,
+            ..file_error(
+                path,
+                Pos::default(),
+                format!("directory nested more than {MAX_DEPTH} deep under the probe path: not read; move its probe files nearer the top"),
+            )
+        });
+        return;
+    }
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if depth > MAX_DEPTH || !seen.insert(real) {
+    if !seen.insert(real) {
         return;
     }
     let entries = match std::fs::read_dir(path) {

@@ -630,3 +630,21 @@ fn a_symlink_loop_in_a_probe_directory_is_read_once() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stdout.contains("ok: 1 probe(s)"), "{}", run.stdout);
 }
+
+#[test]
+fn a_directory_too_deep_is_named_not_skipped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = (0..20).fold(dir.path().to_path_buf(), |p, i| p.join(format!("d{i}")));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(
+        deep.join("lost.yaml"),
+        "name: lost\nevery: 10s\nhttp: {url: \"http://127.0.0.1:9/\"}\n",
+    )
+    .unwrap();
+    let run = prober(&[OsStr::new("check"), dir.path().as_os_str()]);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("nested more than 16 deep") && said.contains("d16"),
+        "{said}"
+    );
+}
