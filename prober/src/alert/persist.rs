@@ -172,7 +172,7 @@ pub async fn save(
     .await
     .map_err(|e| err("cannot save alert", e))?;
     if written.rows_affected() == 0 {
-        return Ok(Saved::Stale);
+        return already_saved(&mut tx, a).await;
     }
     if let Some(t) = &change.transition {
         record_transition(&mut tx, t).await?;
@@ -182,6 +182,28 @@ pub async fn save(
     }
     tx.commit().await.map_err(|e| err("cannot save alert", e))?;
     Ok(Saved::Written)
+}
+
+/// A change refused by its row: already saved when the row is the change
+/// (a retry of a save that committed though its answer was lost, or the
+/// same change from another replica), else stale.
+async fn already_saved(tx: &mut sqlx::PgConnection, a: &Alert) -> Result<Saved, StoreError> {
+    let same: Option<bool> = sqlx::query_scalar(
+        "select state = $2 and since = $3 and last_notified_at is not distinct from $4
+         from alerts where alert_key = $1",
+    )
+    .bind(&a.key)
+    .bind(a.state.as_str())
+    .bind(a.since)
+    .bind(a.last_notified_at)
+    .fetch_optional(tx)
+    .await
+    .map_err(|e| err("cannot read the saved alert", e))?;
+    Ok(if same == Some(true) {
+        Saved::Written
+    } else {
+        Saved::Stale
+    })
 }
 
 /// One transition into the alert's history, in the save's transaction.

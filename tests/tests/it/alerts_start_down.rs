@@ -148,3 +148,56 @@ async fn an_alert_firing_before_a_start_without_postgres_resolves_once_it_is_rea
     );
     second.shutdown().await;
 }
+
+/// The alert fired before a restart and its failures go on while the new
+/// process cannot read Postgres: evaluated from a blank state it pages a
+/// second incident. Once the saved state is read, that incident is
+/// resolved (so no receiver keeps it open) and the saved one goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_incident_paged_before_the_state_is_read_is_resolved_once_it_is() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let (url, status) = switchable_target().await;
+    status.store(503, Ordering::SeqCst);
+    let (hook, db, proxy, s) = paging_through_a_proxy().await;
+    let yaml = failing_probe(&url);
+    let first = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let pool = db.pool().await;
+    assert_eq!(recorded(&pool, 1).await.len(), 1, "the first process pages");
+    assert!(wait_for(Duration::from_secs(10), || events(&hook) == ["trigger"]).await);
+    first.shutdown().await;
+
+    proxy.cut();
+    let second = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || events(&hook)
+            == ["trigger", "trigger"])
+        .await,
+        "paged again before the saved state is read: {:?}",
+        events(&hook)
+    );
+    proxy.restore();
+    assert!(
+        wait_for(Duration::from_secs(30), || events(&hook)
+            == ["trigger", "trigger", "resolve"])
+        .await,
+        "the second incident is resolved: {:?}",
+        events(&hook)
+    );
+    let keys: Vec<String> = (hook.accepted().into_iter())
+        .map(|r| r.json()["dedup_key"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_ne!(keys[0], keys[1], "two incidents");
+    assert_eq!(keys[2], keys[1], "the resolve closes the second");
+    assert_eq!(alert_state(&pool).await.as_deref(), Some("firing"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        recorded(&pool, 1).await,
+        [("trigger".to_string(), true)],
+        "the saved incident goes on, paged once"
+    );
+    second.shutdown().await;
+}

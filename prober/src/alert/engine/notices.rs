@@ -19,6 +19,21 @@ fn notice(event: Event, reason: String, entry: &ProbeEntry) -> Notice {
 }
 
 impl AlertEngine {
+    /// The resolve of an incident paged provisionally (before the saved
+    /// state was read) that the saved state does not hold.
+    pub(super) fn withdrawal(&self, paged: &Alert) -> (Alert, Notice) {
+        let entry = self.entry(&paged.probe).unwrap_or_default();
+        let mut a = paged.clone();
+        a.state = State::Resolved;
+        a.resolved_at = Some(Utc::now());
+        let n = notice(
+            Event::Resolve,
+            "paged while the saved alert state could not be read (Postgres away at start); the saved state holds this alert under its own notification".into(),
+            &entry,
+        );
+        (a, n)
+    }
+
     /// Why notifications of this alert are held back now, if they are: an
     /// active silence that matches it, or an upstream (`depends_on`) firing.
     fn suppression(

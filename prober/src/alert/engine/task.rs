@@ -27,7 +27,7 @@ use super::leader::RENEW_EVERY;
 use super::{AlertEngine, Input, Observed, ALL_LOCATIONS};
 use super::{RULE_CERT_EXPIRY, RULE_FAILING};
 use crate::alert::persist::Saved;
-use crate::alert::{persist, Alert, Change, NoticeWriter};
+use crate::alert::{persist, Alert, Change, NoticeWriter, State};
 use crate::store::writer::StoreHealth;
 
 /// The longest a round of saves may take before it is abandoned (the
@@ -66,10 +66,15 @@ pub(super) async fn run(
 ) {
     let loading = load(engine.clone(), store_ready);
     tokio::pin!(loading);
+    let notices = engine.notices.clone();
+    // Taken (and renewed) only once the saved state is read: a replica that
+    // cannot evaluate the periodic rules must not hold the lease.
+    let mut renewing = None;
     // A normal start reads the saved state before it evaluates any run.
     let mut early = tokio::select! {
         saved = &mut loading => {
             install(&engine, saved);
+            renewing = Some(tokio::spawn(renew(engine.clone(), stop.clone())));
             None
         }
         () = tokio::time::sleep(LOAD_GRACE) => {
@@ -86,8 +91,6 @@ pub(super) async fn run(
     let mut evaluate = tokio::time::interval(engine.cfg().evaluate_every);
     evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term: Option<i64> = None;
-    let notices = engine.notices.clone();
-    let renewing = tokio::spawn(renew(engine.clone(), stop.clone()));
     let mut retry = Retry {
         at: None,
         backoff: SAVE_RETRY_MIN,
@@ -103,12 +106,9 @@ pub(super) async fn run(
                 (None, _) => return,
             },
             saved = &mut loading, if early.is_some() => {
-                install(&engine, saved);
                 let early = early.take().unwrap_or_default();
-                tracing::info!(runs = early.runs.len(), dropped = early.dropped, "read the saved alert state; evaluating the runs since the start again from it");
-                for r in early.runs {
-                    unsaved.extend(engine.observe(&r));
-                }
+                finish_loading(&engine, &*notices, saved, early, &mut unsaved).await;
+                renewing = Some(tokio::spawn(renew(engine.clone(), stop.clone())));
             }
             _ = save_tick.tick() => {}
             _ = evaluate.tick(), if early.is_none() => periodic_bounded(&engine, &mut term, &mut unsaved).await,
@@ -116,7 +116,9 @@ pub(super) async fn run(
             _ = stop.cancelled() => {
                 let _ = tokio::time::timeout(SAVE_TIMEOUT, save(&engine, &*notices, &mut unsaved)).await;
                 // Handed over only after the last changes are saved.
-                let _ = renewing.await;
+                if let Some(r) = renewing {
+                    let _ = r.await;
+                }
                 return;
             }
         }
@@ -247,6 +249,46 @@ fn install(engine: &AlertEngine, saved: Vec<Alert>) {
     engine.loaded.store(true, Ordering::SeqCst);
 }
 
+/// The saved state is read at last: it replaces the provisional one, the
+/// silences are read, and the runs since the start are evaluated again
+/// from it (their changes saved). A provisional incident the saved state
+/// does not hold (the alert was already firing under an earlier trigger,
+/// or fires at another run) is resolved directly, so no receiver keeps it
+/// open.
+async fn finish_loading(
+    engine: &AlertEngine,
+    notices: &dyn NoticeWriter,
+    saved: Vec<Alert>,
+    early: Early,
+    unsaved: &mut VecDeque<Change>,
+) {
+    let paged: Vec<Alert> = (engine.alerts.lock().values())
+        .filter(|a| a.state == State::Firing && a.notified && a.location != ALL_LOCATIONS)
+        .map(|a| Alert::clone(a))
+        .collect();
+    install(engine, saved);
+    let silences = persist::active_silences(&engine.store, Utc::now());
+    if let Ok(Ok(s)) = tokio::time::timeout(SAVE_TIMEOUT, silences).await {
+        *engine.api_silences.write() = s;
+    }
+    tracing::info!(
+        runs = early.runs.len(),
+        dropped = early.dropped,
+        "read the saved alert state; evaluating the runs since the start again from it"
+    );
+    for r in early.runs {
+        unsaved.extend(engine.observe(&r));
+    }
+    for p in paged {
+        let same = (engine.alerts.lock().get(&p.key)).is_some_and(|a| a.fired_at == p.fired_at);
+        if !same {
+            let (a, n) = engine.withdrawal(&p);
+            tracing::warn!(alert = %p.key, "an incident paged while the saved alert state could not be read is not the saved one: resolving it");
+            notices.send_now(&a, &n);
+        }
+    }
+}
+
 /// A run while the saved state cannot be read: evaluated from what the
 /// runs since the start say, its triggers (and their resolves) sent
 /// directly, nothing saved; kept to be evaluated again from the saved state.
@@ -332,10 +374,12 @@ async fn save(
             }
             Ok(Saved::Stale) => {
                 // Another replica ran the probe's ticks too and saved first:
-                // this copy's changes of the alert go, and it is read again.
+                // this copy's changes of the probe's alerts here go, and
+                // they are read again (together: `adopt` reads them all).
                 let (key, probe) = (change.alert.key.clone(), change.alert.probe.clone());
+                let location = change.alert.location.clone();
                 tracing::info!(alert = %key, "another replica of this location saved this alert first (it ran the probe too, in a handover); reading it again");
-                unsaved.retain(|c| c.alert.key != key);
+                unsaved.retain(|c| c.alert.probe != probe || c.alert.location != location);
                 adopt(engine, &[probe]).await;
             }
             Err(e) => {

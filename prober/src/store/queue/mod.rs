@@ -16,6 +16,7 @@
 
 mod items;
 
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,9 +257,21 @@ impl ResultQueue {
         );
         let (runs, ended) = match got {
             Ok(got) => got,
-            Err(e) => {
+            // The segment is gone or not ours: its runs cannot come back.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::InvalidData
+                ) =>
+            {
                 tracing::error!(segment = read.segment, error = %e, "cannot read queued runs back from the spool: they are dropped; check the spool directory");
                 (Vec::new(), true)
+            }
+            // Anything else may pass (too many open files, an I/O error of
+            // a network volume): the runs stay queued, tried at the next take.
+            Err(e) => {
+                tracing::warn!(segment = read.segment, error = %e, "cannot read queued runs back from the spool yet; trying again at the next write");
+                return;
             }
         };
         let lost = self.lock().read_back(&read, runs, ended);
