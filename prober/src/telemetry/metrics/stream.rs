@@ -2,6 +2,10 @@
 //! per-probe, per-phase histograms), more than the daemon's whole memory
 //! budget, so it is encoded on a blocking thread in 64 KiB chunks that go out
 //! as the client reads them.
+//!
+//! A scraper that never reads must not hold a thread for ever: at most
+//! [`MAX_SCRAPES`] pages are encoded at once (more get 503), and a scrape
+//! whose client takes no chunk for [`STALL`] is abandoned.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,23 +26,49 @@ use super::Metrics;
 const CHUNK: usize = 64 * 1024;
 /// Chunks encoded ahead of the client: the most a scrape holds besides its snapshot.
 const CHUNKS_AHEAD: usize = 4;
+/// Pages encoded at once (each on a blocking thread); past it a scrape gets
+/// 503 and is tried again by its scraper.
+pub const MAX_SCRAPES: usize = 8;
+/// A client that takes no chunk for this long is gone: its scrape ends.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+static SCRAPES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SCRAPES);
 
 /// Encodes `metrics` on a blocking thread into a streamed body. An encoding
 /// failure aborts the response (no final chunk), so a scraper never takes a
 /// truncated page for a whole one.
 pub fn respond(metrics: Arc<Metrics>) -> Response {
+    let Ok(permit) = SCRAPES.try_acquire() else {
+        tracing::warn!(
+            at_once = MAX_SCRAPES,
+            "too many /metrics scrapes at once; answering 503"
+        );
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("{MAX_SCRAPES} /metrics scrapes are being served already; try again shortly (a scraper that does not read its page holds one for up to {} s)\n", STALL.as_secs()),
+        )
+            .into_response();
+    };
     let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = ChunkWriter {
             tx,
             buf: String::with_capacity(CHUNK),
+            stall: STALL,
+            stalled: false,
         };
         let done = metrics.encode(&mut out).and_then(|()| out.flush());
-        if done.is_err() && !out.tx.is_closed() {
+        if done.is_err() && !out.tx.is_closed() && !out.stalled {
             tracing::error!("encoding /metrics failed");
+        }
+        // Ends the response without its last chunk: never taken for a whole
+        // page. A client that has not made room gets no more.
+        if done.is_err() {
             let _ = out
                 .tx
-                .blocking_send(Err(io::Error::other("encoding the metrics failed")));
+                .try_send(Err(io::Error::other("the metrics page was cut short")));
         }
     });
     (
@@ -52,17 +82,39 @@ pub fn respond(metrics: Arc<Metrics>) -> Response {
 struct ChunkWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: String,
+    /// How long a chunk may wait for the client to take one.
+    stall: std::time::Duration,
+    /// The client took nothing for `stall`.
+    stalled: bool,
 }
 
 impl ChunkWriter {
     fn flush(&mut self) -> fmt::Result {
+        use mpsc::error::TrySendError;
         if self.buf.is_empty() {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| fmt::Error)
+        let mut chunk = Ok(Bytes::from(chunk));
+        let deadline = std::time::Instant::now() + self.stall;
+        loop {
+            match self.tx.try_send(chunk) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(c)) if std::time::Instant::now() < deadline => {
+                    chunk = c;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.stalled = true;
+                    tracing::warn!(
+                        after_s = self.stall.as_secs(),
+                        "a /metrics client took nothing for too long; its scrape is abandoned"
+                    );
+                    return Err(fmt::Error);
+                }
+                Err(TrySendError::Closed(_)) => return Err(fmt::Error),
+            }
+        }
     }
 }
 
@@ -106,6 +158,8 @@ mod tests {
             let mut out = ChunkWriter {
                 tx,
                 buf: String::new(),
+                stall: STALL,
+                stalled: false,
             };
             for _ in 0..10_000 {
                 out.write_str(line)?;
@@ -120,5 +174,23 @@ mod tests {
         assert!(chunks.len() > 3, "{} chunks", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= CHUNK + line.len()));
         assert_eq!(chunks.concat(), line.repeat(10_000).as_bytes());
+    }
+
+    #[test]
+    fn a_client_that_takes_nothing_frees_the_thread() {
+        use std::fmt::Write as _;
+        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+        let mut out = ChunkWriter {
+            tx,
+            buf: String::new(),
+            stall: std::time::Duration::from_millis(50),
+            stalled: false,
+        };
+        let line = "x".repeat(1024);
+        let started = std::time::Instant::now();
+        let wrote = (0..10_000).try_for_each(|_| out.write_str(&line));
+        assert!(wrote.is_err() && out.stalled, "the writer gives up");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(rx);
     }
 }
