@@ -60,6 +60,13 @@ pub fn steps(
                 if !beyond_the_daily_cycle(&b, &a, phase, &c, history, &cfg.floor) {
                     continue;
                 }
+                // A phase's step the total shows too, at the same split, is
+                // the total's to report (its finding names the phases that
+                // moved): found in another pass than the total's, or a few
+                // points off, it would be a second finding of one change.
+                if phase != 0 && confirmed(&b, &a, 0, &cfg.floor).is_some() {
+                    continue;
+                }
                 let at = points[series.index[cp.index]].time;
                 let end = points.last().map_or(at, |p| p.time);
                 let moved = if phase == 0 {
@@ -327,6 +334,50 @@ mod tests {
         assert!(judged(130_000.0, &[110_000.0, 108_000.0]));
         // One earlier day is enough.
         assert!(judged(130_000.0, &[100_000.0]));
+    }
+
+    #[test]
+    fn a_step_of_the_total_and_a_phase_is_one_finding_on_the_total_naming_it() {
+        // First byte is 60 % of the total; both step +30 % at the 12th point.
+        let with_first_byte = |pts: Vec<TrendPoint>| -> Vec<TrendPoint> {
+            pts.into_iter()
+                .map(|mut p| {
+                    let mut fb = SparseHist::default();
+                    let total = p.phases[0].clone();
+                    for (lo, _, n) in total.bins() {
+                        for _ in 0..n {
+                            fb.record(lo * 6 / 10);
+                        }
+                    }
+                    p.phases[4] = fb;
+                    p
+                })
+                .collect()
+        };
+        let (today, history) = days(130_000.0, &[100_000.0, 100_000.0]);
+        let today = with_first_byte(today);
+        let history: Vec<Vec<TrendPoint>> = history.into_iter().map(with_first_byte).collect();
+        let subject = Subject {
+            probe_id: 1,
+            probe: "shop".into(),
+            location_id: 1,
+            location: "lab".into(),
+            runs: 1_200,
+        };
+        let found = steps(
+            &subject,
+            &today,
+            &history,
+            &[("p50", 0.5)],
+            &StepConfig::default(),
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].phase, 0);
+        assert!(
+            found[0].summary.contains("first_byte +"),
+            "{}",
+            found[0].summary
+        );
     }
 
     #[test]
