@@ -64,7 +64,10 @@ pub fn steps(
                 // the total's to report (its finding names the phases that
                 // moved): found in another pass than the total's, or a few
                 // points off, it would be a second finding of one change.
-                if phase != 0 && confirmed(&b, &a, 0, &cfg.floor).is_some() {
+                let total = (phase != 0)
+                    .then(|| confirmed(&b, &a, 0, &cfg.floor))
+                    .flatten();
+                if total.is_some_and(|t| t.shift_us.signum() == c.shift_us.signum()) {
                     continue;
                 }
                 let at = points[series.index[cp.index]].time;

@@ -29,8 +29,10 @@ use super::worker::{self, Verdict};
 use super::{NewNotification, Receivers};
 use crate::alert::Event;
 
-/// At most this many notifications sent directly are remembered until
-/// their changes are saved; past it they are forgotten (bounded memory).
+/// At most this many notifications are sent directly before their changes
+/// are saved; past it the rest wait for the outbox (bounded memory). Sends
+/// whose changes will never be saved (a stale change, a provisional
+/// incident) are forgotten by the engine (`NoticeWriter::saved`).
 const REMEMBERED: usize = 10_000;
 
 /// One notification: receiver, dedup key, event.
@@ -78,16 +80,7 @@ impl Direct {
                     Event::Resolve => s.delivered.contains(&key_of(&n, Event::Trigger)),
                     Event::Remind => false,
                 };
-                if s.tried.len() >= REMEMBERED {
-                    // Sends whose changes were never saved (a provisional
-                    // incident, a change another replica saved first) would
-                    // otherwise fill it and stop direct paging for good:
-                    // forgotten, at the price of repeats through the outbox.
-                    tracing::warn!(remembered = REMEMBERED, "too many notifications sent directly are waiting to be saved; forgetting them (those still waiting may be sent again through the outbox)");
-                    s.tried.clear();
-                    s.delivered.clear();
-                }
-                if allowed && s.tried.insert(key(&n)) {
+                if allowed && s.tried.len() < REMEMBERED && s.tried.insert(key(&n)) {
                     todo.push(n);
                 }
             }

@@ -34,6 +34,12 @@ impl AlertEngine {
         (a, n)
     }
 
+    /// The trigger notice of `a` (to forget a provisional one sent directly).
+    pub(super) fn trigger_of(&self, a: &Alert) -> Notice {
+        let entry = self.entry(&a.probe).unwrap_or_default();
+        notice(Event::Trigger, String::new(), &entry)
+    }
+
     /// Why notifications of this alert are held back now, if they are: an
     /// active silence that matches it, or an upstream (`depends_on`) firing.
     fn suppression(

@@ -280,11 +280,16 @@ async fn finish_loading(
         unsaved.extend(engine.observe(&r));
     }
     for p in paged {
-        let same = (engine.alerts.lock().get(&p.key)).is_some_and(|a| a.fired_at == p.fired_at);
+        let same = (engine.alerts.lock().get(&p.key))
+            .is_some_and(|a| a.fired_at == p.fired_at && a.notified);
         if !same {
             let (a, n) = engine.withdrawal(&p);
             tracing::warn!(alert = %p.key, "an incident paged while the saved alert state could not be read is not the saved one: resolving it");
             notices.send_now(&a, &n);
+            // Neither is saved: what was sent of them is forgotten (the
+            // resolve's send, still running, then records nothing).
+            notices.saved(&p, &engine.trigger_of(&p));
+            notices.saved(&a, &n);
         }
     }
 }
@@ -379,7 +384,14 @@ async fn save(
                 let (key, probe) = (change.alert.key.clone(), change.alert.probe.clone());
                 let location = change.alert.location.clone();
                 tracing::info!(alert = %key, "another replica of this location saved this alert first (it ran the probe too, in a handover); reading it again");
-                unsaved.retain(|c| c.alert.probe != probe || c.alert.location != location);
+                unsaved.retain(|c| {
+                    let keep = c.alert.probe != probe || c.alert.location != location;
+                    if let (false, Some(n)) = (keep, &c.notice) {
+                        // Never saved: what was sent of it directly is forgotten.
+                        notices.saved(&c.alert, n);
+                    }
+                    keep
+                });
                 adopt(engine, &[probe]).await;
             }
             Err(e) => {

@@ -41,9 +41,20 @@ use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
 
 /// The collectors of one daemon, in the order their families appear on the page.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Pages being encoded ([`stream::MAX_SCRAPES`] at most).
+    scrapes: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            registry: Registry::default(),
+            scrapes: Arc::new(tokio::sync::Semaphore::new(stream::MAX_SCRAPES)),
+        }
+    }
 }
 
 impl Metrics {

@@ -5,7 +5,10 @@
 //!
 //! A scraper that never reads must not hold a thread for ever: at most
 //! [`MAX_SCRAPES`] pages are encoded at once (more get 503), and a scrape
-//! whose client takes no chunk for [`STALL`] is abandoned.
+//! whose client takes no chunk for [`STALL`], or is not done within
+//! [`SCRAPE_MAX`], is abandoned. A page ends with an empty chunk (the end
+//! marker): a body whose encoder stopped without it ends in an error, so a
+//! cut page is never taken for a whole one.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,14 +34,15 @@ const CHUNKS_AHEAD: usize = 4;
 pub const MAX_SCRAPES: usize = 8;
 /// A client that takes no chunk for this long is gone: its scrape ends.
 pub const STALL: std::time::Duration = std::time::Duration::from_secs(30);
-
-static SCRAPES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SCRAPES);
+/// The longest a scrape may take in all (a scraper's own timeout is
+/// shorter: Prometheus's is at most its scrape interval).
+pub const SCRAPE_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Encodes `metrics` on a blocking thread into a streamed body. An encoding
 /// failure aborts the response (no final chunk), so a scraper never takes a
 /// truncated page for a whole one.
 pub fn respond(metrics: Arc<Metrics>) -> Response {
-    let Ok(permit) = SCRAPES.try_acquire() else {
+    let Ok(permit) = metrics.scrapes.clone().try_acquire_owned() else {
         tracing::warn!(
             at_once = MAX_SCRAPES,
             "too many /metrics scrapes at once; answering 503"
@@ -53,22 +57,10 @@ pub fn respond(metrics: Arc<Metrics>) -> Response {
     let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut out = ChunkWriter {
-            tx,
-            buf: String::with_capacity(CHUNK),
-            stall: STALL,
-            stalled: false,
-        };
-        let done = metrics.encode(&mut out).and_then(|()| out.flush());
+        let mut out = ChunkWriter::new(tx, STALL, SCRAPE_MAX);
+        let done = metrics.encode(&mut out).and_then(|()| out.finish());
         if done.is_err() && !out.tx.is_closed() && !out.stalled {
             tracing::error!("encoding /metrics failed");
-        }
-        // Ends the response without its last chunk: never taken for a whole
-        // page. A client that has not made room gets no more.
-        if done.is_err() {
-            let _ = out
-                .tx
-                .try_send(Err(io::Error::other("the metrics page was cut short")));
         }
     });
     (
@@ -84,31 +76,59 @@ struct ChunkWriter {
     buf: String,
     /// How long a chunk may wait for the client to take one.
     stall: std::time::Duration,
-    /// The client took nothing for `stall`.
+    /// When the whole scrape must be done.
+    deadline: std::time::Instant,
+    /// The client was too slow: its scrape is abandoned.
     stalled: bool,
 }
 
 impl ChunkWriter {
+    fn new(
+        tx: mpsc::Sender<io::Result<Bytes>>,
+        stall: std::time::Duration,
+        max: std::time::Duration,
+    ) -> ChunkWriter {
+        ChunkWriter {
+            tx,
+            buf: String::with_capacity(CHUNK),
+            stall,
+            deadline: std::time::Instant::now() + max,
+            stalled: false,
+        }
+    }
+
     fn flush(&mut self) -> fmt::Result {
-        use mpsc::error::TrySendError;
         if self.buf.is_empty() {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK));
-        let mut chunk = Ok(Bytes::from(chunk));
-        let deadline = std::time::Instant::now() + self.stall;
+        self.send(Bytes::from(chunk))
+    }
+
+    /// The last chunk, then the end marker.
+    fn finish(&mut self) -> fmt::Result {
+        self.flush()?;
+        self.send(Bytes::new())
+    }
+
+    /// Sends a chunk once the client has room, within the stall and the
+    /// scrape's deadline (this thread waits on the client, never on tokio's).
+    fn send(&mut self, chunk: Bytes) -> fmt::Result {
+        use mpsc::error::TrySendError;
+        let give_up = self.deadline.min(std::time::Instant::now() + self.stall);
+        let mut chunk = Ok(chunk);
         loop {
             match self.tx.try_send(chunk) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Full(c)) if std::time::Instant::now() < deadline => {
+                Err(TrySendError::Full(c)) if std::time::Instant::now() < give_up => {
                     chunk = c;
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(TrySendError::Full(_)) => {
                     self.stalled = true;
                     tracing::warn!(
-                        after_s = self.stall.as_secs(),
-                        "a /metrics client took nothing for too long; its scrape is abandoned"
+                        stall_s = self.stall.as_secs(),
+                        "a /metrics client read too slowly; its scrape is abandoned"
                     );
                     return Err(fmt::Error);
                 }
@@ -128,7 +148,8 @@ impl fmt::Write for ChunkWriter {
     }
 }
 
-/// The response body: the chunks as they come.
+/// The response body: the chunks as they come, until the end marker; the
+/// channel closed without it (the encoder stopped) is an error.
 struct ChunkBody(mpsc::Receiver<io::Result<Bytes>>);
 
 impl HttpBody for ChunkBody {
@@ -139,9 +160,13 @@ impl HttpBody for ChunkBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
+        self.0.poll_recv(cx).map(|chunk| match chunk {
+            Some(Ok(c)) if c.is_empty() => None,
+            Some(c) => Some(c.map(Frame::data)),
+            None => Some(Err(io::Error::other(
+                "the metrics page was cut short (its client read too slowly, or encoding failed)",
+            ))),
+        })
     }
 }
 
@@ -155,22 +180,18 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(CHUNKS_AHEAD);
         let line = "prober_probe_runs_total{probe=\"p\",result=\"success\"} 1\n";
         let writer = std::thread::spawn(move || {
-            let mut out = ChunkWriter {
-                tx,
-                buf: String::new(),
-                stall: STALL,
-                stalled: false,
-            };
+            let mut out = ChunkWriter::new(tx, STALL, SCRAPE_MAX);
             for _ in 0..10_000 {
                 out.write_str(line)?;
             }
-            out.flush()
+            out.finish()
         });
         let mut chunks = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
             chunks.push(chunk.unwrap_or_else(|e| panic!("{e}")));
         }
         assert_eq!(writer.join().ok(), Some(Ok(())));
+        assert_eq!(chunks.pop().map(|c| c.len()), Some(0), "the end marker");
         assert!(chunks.len() > 3, "{} chunks", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= CHUNK + line.len()));
         assert_eq!(chunks.concat(), line.repeat(10_000).as_bytes());
@@ -180,17 +201,26 @@ mod tests {
     fn a_client_that_takes_nothing_frees_the_thread() {
         use std::fmt::Write as _;
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
-        let mut out = ChunkWriter {
-            tx,
-            buf: String::new(),
-            stall: std::time::Duration::from_millis(50),
-            stalled: false,
-        };
+        let mut out = ChunkWriter::new(tx, std::time::Duration::from_millis(50), SCRAPE_MAX);
         let line = "x".repeat(1024);
         let started = std::time::Instant::now();
         let wrote = (0..10_000).try_for_each(|_| out.write_str(&line));
         assert!(wrote.is_err() && out.stalled, "the writer gives up");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        drop(rx);
+        drop(out);
+        // The body: the chunks sent, then an error, never a clean end.
+        let mut body = ChunkBody(rx);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut frames = 0;
+        let end = loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => frames += 1,
+                Poll::Ready(other) => break other.map(|r| r.is_err()),
+                Poll::Pending => break None,
+            }
+        };
+        assert_eq!(frames, CHUNKS_AHEAD);
+        assert_eq!(end, Some(true), "a cut page ends in an error");
     }
 }
