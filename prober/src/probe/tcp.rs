@@ -25,6 +25,12 @@ use crate::run::{AssertionResult, ErrorClass, ProbeError};
 
 /// Most bytes read while waiting for `expect` to match.
 pub const MAX_READ_BYTES: usize = 64 * 1024;
+/// Up to this much read, `expect` is tried after every read; past it, once
+/// an eighth more has arrived or the server pauses for [`QUIET`], so a
+/// server dripping a byte at a time costs O(n) matching, not O(n²).
+const MATCH_EVERY_READ: usize = 4 * 1024;
+/// A pause in the server's writes after which what arrived is matched.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How reading for `expect` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,9 +185,31 @@ impl TcpKind<'_> {
         self.reading = true;
         let mut buf = vec![0u8; 8192];
         let mut first_byte_at = None;
+        // What was matched last, and when the last bytes came.
+        let (mut matched_len, mut last_read) = (0, Instant::now());
         loop {
             let room = (MAX_READ_BYTES - self.received.len()).min(buf.len());
-            let n = stream.read(&mut buf[..room]).await.map_err(|e| {
+            let read = stream.read(&mut buf[..room]);
+            let read = if matched_len < self.received.len() {
+                match tokio::time::timeout(QUIET, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // The server paused: what arrived is matched now.
+                        matched_len = self.received.len();
+                        if re.is_match(&String::from_utf8_lossy(&self.received)) {
+                            self.read_end = Some(ReadEnd::Matched);
+                            p.hop.transfer_us = Some(micros(
+                                last_read.saturating_duration_since(p.stage_started()),
+                            ));
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                read.await
+            };
+            let n = read.map_err(|e| {
                 fail(
                     ErrorClass::InvalidResponse,
                     format!("the connection to {where_} failed while reading: {e}"),
@@ -189,12 +217,23 @@ impl TcpKind<'_> {
             })?;
             let now = Instant::now();
             if n == 0 {
+                if matched_len < self.received.len()
+                    && re.is_match(&String::from_utf8_lossy(&self.received))
+                {
+                    // Matched by bytes not yet tried when the server closed.
+                    self.read_end = Some(ReadEnd::Matched);
+                    p.hop.transfer_us = Some(micros(
+                        last_read.saturating_duration_since(p.stage_started()),
+                    ));
+                    return Ok(());
+                }
                 self.read_end = Some(ReadEnd::Eof);
                 if let Some(at) = first_byte_at {
                     p.hop.transfer_us = Some(micros(now.saturating_duration_since(at)));
                 }
                 return Ok(());
             }
+            last_read = now;
             if first_byte_at.is_none() {
                 first_byte_at = Some(now);
                 p.hop.first_byte_us =
@@ -202,9 +241,16 @@ impl TcpKind<'_> {
                 p.enter_at(Stage::Transfer, now);
             }
             self.received.extend_from_slice(&buf[..n]);
-            let end = if re.is_match(&String::from_utf8_lossy(&self.received)) {
+            let len = self.received.len();
+            let due = len <= MATCH_EVERY_READ
+                || len - matched_len >= matched_len / 8
+                || len >= MAX_READ_BYTES;
+            if due {
+                matched_len = len;
+            }
+            let end = if due && re.is_match(&String::from_utf8_lossy(&self.received)) {
                 Some(ReadEnd::Matched)
-            } else if self.received.len() >= MAX_READ_BYTES {
+            } else if len >= MAX_READ_BYTES {
                 Some(ReadEnd::Cap)
             } else {
                 None

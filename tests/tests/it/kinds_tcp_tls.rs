@@ -41,6 +41,9 @@ enum Behaviour {
     Pong,
     /// Writes 100 KiB of `x` and keeps the connection open.
     Flood,
+    /// Drips 20 KiB of `x` in small writes, then `READY` in two pieces,
+    /// and keeps the connection open (or closes, with `true`).
+    Drip(bool),
 }
 
 async fn tcp_server(behaviour: Behaviour) -> SocketAddr {
@@ -74,6 +77,18 @@ async fn tcp_server(behaviour: Behaviour) -> SocketAddr {
                     Behaviour::Flood => {
                         let _ = sock.write_all(&vec![b'x'; 100 * 1024]).await;
                         tokio::time::sleep(hold).await;
+                    }
+                    Behaviour::Drip(close) => {
+                        for _ in 0..200 {
+                            let _ = sock.write_all(&[b'x'; 100]).await;
+                            let _ = sock.flush().await;
+                        }
+                        let _ = sock.write_all(b"REA").await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let _ = sock.write_all(b"DY\r\n").await;
+                        if !close {
+                            tokio::time::sleep(hold).await;
+                        }
                     }
                 }
             });
@@ -200,6 +215,22 @@ async fn tcp_a_wrong_banner_from_a_server_that_stays_open_is_an_assertion_not_a_
         "{}",
         message(&o)
     );
+}
+
+#[tokio::test]
+async fn tcp_a_match_after_a_long_drip_is_found_at_once_open_or_closed() {
+    // Past 4 KiB `expect` is tried only once an eighth more has arrived or
+    // the server pauses: the last small piece must still match, at once.
+    for close in [false, true] {
+        let addr = tcp_server(Behaviour::Drip(close)).await;
+        let o = run(&tcp_probe(addr, "  expect: \"READY\"\n")).await;
+        assert!(o.success, "close {close}: {}", message(&o));
+        assert!(
+            o.phases.total_us < 1_000_000,
+            "found at once, not at the 2 s timeout: {} µs",
+            o.phases.total_us
+        );
+    }
 }
 
 #[tokio::test]
