@@ -51,6 +51,40 @@ async fn alert_state(pool: &PgPool) -> Option<String> {
         .unwrap()
 }
 
+/// A first process whose probe failed and paged (saved), then stopped.
+struct Paged {
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    hook: FakeReceiver,
+    db: crate::db::TestDb,
+    proxy: crate::helpers::Proxy,
+    settings: prober::config::settings::Settings,
+    yaml: String,
+    pool: PgPool,
+}
+
+async fn paged_before_a_restart() -> Paged {
+    let (url, status) = switchable_target().await;
+    status.store(503, Ordering::SeqCst);
+    let (hook, db, proxy, settings) = paging_through_a_proxy().await;
+    let yaml = failing_probe(&url);
+    let first = Daemon::start(&settings, probes(&yaml), http_executor().unwrap())
+        .await
+        .unwrap();
+    let pool = db.pool().await;
+    assert_eq!(recorded(&pool, 1).await.len(), 1, "the first process pages");
+    assert!(wait_for(Duration::from_secs(10), || events(&hook) == ["trigger"]).await);
+    first.shutdown().await;
+    Paged {
+        status,
+        hook,
+        db,
+        proxy,
+        settings,
+        yaml,
+        pool,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_without_postgres_it_pages_and_records_the_incident_once_postgres_is_back() {
     let _shared = crate::helpers::TIMING.read().await;
@@ -110,17 +144,15 @@ async fn started_without_postgres_it_pages_and_records_the_incident_once_postgre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_firing_before_a_start_without_postgres_resolves_once_it_is_read() {
     let _shared = crate::helpers::TIMING.read().await;
-    let (url, status) = switchable_target().await;
-    status.store(503, Ordering::SeqCst);
-    let (hook, db, proxy, s) = paging_through_a_proxy().await;
-    let yaml = failing_probe(&url);
-    let first = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
-        .await
-        .unwrap();
-    let pool = db.pool().await;
-    assert_eq!(recorded(&pool, 1).await.len(), 1, "the first process pages");
-    assert!(wait_for(Duration::from_secs(10), || events(&hook) == ["trigger"]).await);
-    first.shutdown().await;
+    let Paged {
+        status,
+        hook,
+        db: _db,
+        proxy,
+        settings: s,
+        yaml,
+        pool,
+    } = paged_before_a_restart().await;
 
     proxy.cut();
     status.store(200, Ordering::SeqCst);
@@ -156,17 +188,15 @@ async fn an_alert_firing_before_a_start_without_postgres_resolves_once_it_is_rea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_incident_paged_before_the_state_is_read_is_resolved_once_it_is() {
     let _shared = crate::helpers::TIMING.read().await;
-    let (url, status) = switchable_target().await;
-    status.store(503, Ordering::SeqCst);
-    let (hook, db, proxy, s) = paging_through_a_proxy().await;
-    let yaml = failing_probe(&url);
-    let first = Daemon::start(&s, probes(&yaml), http_executor().unwrap())
-        .await
-        .unwrap();
-    let pool = db.pool().await;
-    assert_eq!(recorded(&pool, 1).await.len(), 1, "the first process pages");
-    assert!(wait_for(Duration::from_secs(10), || events(&hook) == ["trigger"]).await);
-    first.shutdown().await;
+    let Paged {
+        status: _,
+        hook,
+        db: _db,
+        proxy,
+        settings: s,
+        yaml,
+        pool,
+    } = paged_before_a_restart().await;
 
     proxy.cut();
     let second = Daemon::start(&s, probes(&yaml), http_executor().unwrap())

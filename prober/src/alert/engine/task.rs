@@ -134,13 +134,8 @@ pub(super) async fn run(
             if saved.is_err() {
                 tracing::warn!(waiting = unsaved.len(), "saving alert state got no answer from Postgres within {} s; runs are still evaluated, the changes wait", SAVE_TIMEOUT.as_secs());
             }
-            // On-call is told now, not when Postgres returns: the per-run
-            // alerts' notices go out directly (each once).
-            for c in unsaved.iter().filter(|c| c.alert.location != ALL_LOCATIONS) {
-                if let Some(n) = &c.notice {
-                    notices.send_now(&c.alert, n);
-                }
-            }
+            // On-call is told now, not when Postgres returns.
+            send_directly(&*notices, unsaved.iter());
             retry.at = Some(tokio::time::Instant::now() + retry.backoff);
             retry.backoff = (retry.backoff * 2).min(SAVE_RETRY_MAX);
         }
@@ -294,15 +289,21 @@ async fn finish_loading(
     }
 }
 
+/// The per-run alerts' notices of `changes`, sent directly (each once:
+/// `NoticeWriter::send_now`); the all-locations alerts' wait for Postgres.
+fn send_directly<'a>(notices: &dyn NoticeWriter, changes: impl Iterator<Item = &'a Change>) {
+    for c in changes.filter(|c| c.alert.location != ALL_LOCATIONS) {
+        if let Some(n) = &c.notice {
+            notices.send_now(&c.alert, n);
+        }
+    }
+}
+
 /// A run while the saved state cannot be read: evaluated from what the
 /// runs since the start say, its triggers (and their resolves) sent
 /// directly, nothing saved; kept to be evaluated again from the saved state.
 fn provisional(engine: &AlertEngine, notices: &dyn NoticeWriter, early: &mut Early, r: Observed) {
-    for c in engine.observe(&r) {
-        if let (Some(n), false) = (&c.notice, c.alert.location == ALL_LOCATIONS) {
-            notices.send_now(&c.alert, n);
-        }
-    }
+    send_directly(notices, engine.observe(&r).iter());
     if early.runs.len() >= EARLY_MAX {
         early.runs.pop_front();
         early.dropped += 1;
