@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 
-use prober::analysis::{analyse, AnalysisConfig};
+use prober::analysis::{Analyser, AnalysisConfig};
 use prober::run::RunRecord;
 use prober::store::trends::FindingFilter;
 use prober::store::Store;
@@ -73,6 +73,9 @@ pub struct Cost {
     pub subjects: u64,
     /// Wall time per probe and pass, ms (all passes' wall / all subjects).
     pub per_probe_ms: f64,
+    /// Share of the probes' passes that ran the full step analysis (the
+    /// others read only their new points: `prober::analysis::screen`).
+    pub full_share: f64,
     /// Share of one core at a pass every 5 min, extrapolated: 1,000 and 10,000 probes.
     pub core_share_1k: f64,
     pub core_share_10k: f64,
@@ -247,26 +250,35 @@ async fn replay(
         times.push(now);
         now += sweep;
     }
+    // The cost is that of the dense passes: a pass every 5 minutes, as the
+    // daemon runs it (the sweep's passes an hour apart each analyse drifts).
+    let dense_start = times.len();
     let mut now = dense_from;
     while now <= end {
         times.push(now);
         now += PASS;
     }
     let (mut walls, mut subjects, mut max_subjects) = (Vec::new(), 0u64, 0u64);
+    let mut full = 0u64;
+    let mut analyser = Analyser::default();
     for (k, now) in times.iter().enumerate() {
         let t = Instant::now();
-        let pass = analyse(store, &cfg, *now)
+        let pass = analyser
+            .pass(store, &cfg, *now)
             .await
             .map_err(|e| format!("analysis at {now}: {e}"))?;
-        walls.push(t.elapsed().as_secs_f64() * 1_000.0);
-        subjects += pass.subjects;
+        let wall = t.elapsed().as_secs_f64() * 1_000.0;
+        if k >= dense_start {
+            walls.push(wall);
+            subjects += pass.subjects;
+            full += pass.full;
+        }
         max_subjects = max_subjects.max(pass.subjects);
         if k % 50 == 0 {
             eprintln!(
-                "bench: trends: pass {k}/{} at {now}: {} probes, {:.0} ms",
+                "bench: trends: pass {k}/{} at {now}: {} probes, {wall:.0} ms",
                 times.len(),
                 pass.subjects,
-                walls[k]
             );
         }
     }
@@ -283,6 +295,7 @@ async fn replay(
         ],
         subjects: max_subjects,
         per_probe_ms,
+        full_share: full as f64 / subjects.max(1) as f64,
         core_share_1k: per_probe_ms * 1_000.0 / 1_000.0 / pass_s,
         core_share_10k: per_probe_ms * 10_000.0 / 1_000.0 / pass_s,
     };

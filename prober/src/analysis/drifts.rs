@@ -28,7 +28,9 @@ pub const FORECAST_HORIZON: TimeDelta = TimeDelta::days(90);
 /// The drifts of every phase's median in `hourly` (one subject, oldest first).
 /// A series with a change point left once its trend line is taken out is a
 /// step, not a drift (Mann–Kendall calls a step a trend): those phases are
-/// left to the step analysis.
+/// left to the step analysis. A phase drifting the way the total does is
+/// named in the total's finding, not reported on its own: one finding per
+/// change.
 pub fn drifts(
     subject: &Subject,
     hourly: &[TrendPoint],
@@ -69,7 +71,7 @@ pub fn drifts(
             human_us(after),
             100.0 * d.relative_per_day,
         );
-        out.push(NewFinding {
+        let finding = NewFinding {
             probe_id: subject.probe_id,
             location_id: subject.location_id,
             phase: i16::try_from(phase).unwrap_or(0),
@@ -83,9 +85,41 @@ pub fn drifts(
             effect_size: None,
             summary,
             crosses: None,
-        });
+        };
+        out.push((finding, d.slope_per_second));
     }
-    out
+    fold_into_total(out)
+}
+
+/// The phases drifting the same way as the total, named in its finding
+/// ("; with it: first_byte rising 1.2 ms/day") and dropped; every finding
+/// when the total does not drift.
+fn fold_into_total(found: Vec<(NewFinding, f64)>) -> Vec<NewFinding> {
+    let Some(total_slope) = found.iter().find(|(f, _)| f.phase == 0).map(|(_, s)| *s) else {
+        return found.into_iter().map(|(f, _)| f).collect();
+    };
+    let (with_total, rest): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|(f, s)| f.phase != 0 && s.signum() == total_slope.signum());
+    let named: Vec<String> = with_total
+        .iter()
+        .map(|(f, s)| {
+            format!(
+                "{} {}",
+                phase_name(usize::try_from(f.phase).unwrap_or(0)),
+                format_per_day(*s)
+            )
+        })
+        .collect();
+    rest.into_iter()
+        .map(|(mut f, _)| {
+            if f.phase == 0 && !named.is_empty() {
+                f.summary.push_str("; with it: ");
+                f.summary.push_str(&named.join(", "));
+            }
+            f
+        })
+        .collect()
 }
 
 /// The forecast of a probe with a `latency` alert: when the total latency's
@@ -180,6 +214,50 @@ fn points_of(series: &Series) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn drift(phase: i16, slope: f64) -> (NewFinding, f64) {
+        let at = "2026-11-29T00:00:00Z".parse().unwrap();
+        let f = NewFinding {
+            probe_id: 1,
+            location_id: 1,
+            phase,
+            statistic: "p50".into(),
+            kind: "drift",
+            change_at: at,
+            window_end: at,
+            before: 1.0,
+            after: 2.0,
+            p_value: 0.0,
+            effect_size: None,
+            summary: format!("phase {phase}"),
+            crosses: None,
+        };
+        (f, slope)
+    }
+
+    #[test]
+    fn a_phase_drifting_with_the_total_is_named_in_its_finding() {
+        let per_day = |ms: f64| ms * 1e3 / 86_400.0;
+        let found = fold_into_total(vec![
+            drift(0, per_day(3.0)),
+            drift(4, per_day(2.0)),
+            drift(3, per_day(-0.5)),
+        ]);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found[0].phase, 0);
+        assert!(
+            found[0]
+                .summary
+                .ends_with("; with it: first_byte rising 2.0 ms/day"),
+            "{}",
+            found[0].summary
+        );
+        // Falling while the total rises: its own finding.
+        assert_eq!(found[1].phase, 3);
+        // Without a total drift every phase's drift is its own finding.
+        let alone = fold_into_total(vec![drift(4, 1.0), drift(2, 1.0)]);
+        assert_eq!(alone.len(), 2);
+    }
 
     #[test]
     fn quantiles_are_named_as_people_write_them() {

@@ -4,18 +4,23 @@
 //! confirmed on the histograms before and after it, and the findings are
 //! stored: once, updated when a later pass moves them.
 //!
+//! - `screen.rs`: each probe's light series kept between passes, so that a
+//!   pass reads only the points closed since the last one, and the full
+//!   analysis only when they show a change (or once an hour);
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
 //! - `drifts.rs`: slow drifts of hourly medians over a week, and the
-//!   forecast of a drift crossing the probe's latency alert threshold.
+//!   forecast of a drift crossing the probe's latency alert threshold, once
+//!   an hour (when an hourly point closes).
 
 pub mod drifts;
 pub mod failures;
+pub mod screen;
 pub mod series;
 pub mod steps;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +31,15 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::engine::AlertEngine;
 use crate::config::policy::LatencyRule;
 use crate::config::settings::TrendSettings;
-use crate::store::trends::{Saved, Subject};
+use crate::store::trends::{NewFinding, Saved, Subject, TrendPoint};
 use crate::store::{Store, StoreError};
 use crate::trend::compare::Floor;
 use crate::trend::drift;
 use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
+use screen::{Plan, Screen, FULL_EVERY};
 use series::{step_for, MIN_RUNS_FOR_P95};
-use steps::{steps, StepConfig};
+use steps::{candidates, steps, StepConfig};
 
 /// How often the analysis runs by default.
 pub const ANALYSE_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -109,6 +115,9 @@ pub struct AnalysisStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
     pub subjects: u64,
+    /// Subjects whose full step analysis ran (the others' screens showed no
+    /// change, or no point had closed).
+    pub full: u64,
     pub new: u64,
     pub updated: u64,
 }
@@ -123,6 +132,7 @@ pub fn start(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut analyser = Analyser::default();
         let mut tick = tokio::time::interval(cfg.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -140,7 +150,7 @@ pub fn start(
             }
             let started = std::time::Instant::now();
             cfg.latency = alerts.latency_rules();
-            match analyse(&store, &cfg, Utc::now()).await {
+            match analyser.pass(&store, &cfg, Utc::now()).await {
                 Ok(p) => {
                     stats.passes.fetch_add(1, Ordering::Relaxed);
                     stats.subjects.store(p.subjects, Ordering::Relaxed);
@@ -172,86 +182,232 @@ pub fn start(
     })
 }
 
-/// One pass over every probe with recent runs, as of `now`. A probe whose
-/// series cannot be read is skipped (logged); the pass goes on.
+/// One pass over every probe with recent runs, as of `now`, with nothing
+/// remembered from earlier passes (drifts analysed whatever the hour). A
+/// probe whose series cannot be read is skipped (logged); the pass goes on.
 pub async fn analyse(
     store: &Store,
     cfg: &AnalysisConfig,
     now: DateTime<Utc>,
 ) -> Result<Pass, StoreError> {
-    let subjects = store.trend_subjects(now - RATE_WINDOW, now).await?;
-    let mut pass = Pass {
-        subjects: subjects.len() as u64,
-        ..Pass::default()
-    };
-    for s in &subjects {
-        match analyse_one(store, cfg, s, now).await {
-            Ok((new, updated)) => {
-                pass.new += new;
-                pass.updated += updated;
-            }
-            Err(e) => tracing::warn!(probe = %s.probe, location = %s.location, error = %e,
-                "trend analysis of this probe failed; the next pass retries"),
-        }
-    }
-    Ok(pass)
+    Analyser::default().pass(store, cfg, now).await
 }
 
-async fn analyse_one(
-    store: &Store,
-    cfg: &AnalysisConfig,
-    s: &Subject,
-    now: DateTime<Utc>,
-) -> Result<(u64, u64), StoreError> {
-    // The rate window starts at the hour before `now - 2h`: up to 3 hours.
-    let from_hour = (now - RATE_WINDOW)
+/// The periodic analysis' memory between passes: what it need not read again.
+#[derive(Debug, Default)]
+pub struct Analyser {
+    /// The last closed hour whose drifts were analysed: hourly points change
+    /// only when an hour closes, so drifts are analysed once an hour, not
+    /// every pass (a twelfth of their reads at a pass every 5 minutes).
+    drift_hour: Option<DateTime<Utc>>,
+    /// Each probe and location's light series (`screen.rs`).
+    screens: HashMap<(i32, i16), Screen>,
+}
+
+impl Analyser {
+    /// One pass over every probe with recent runs, as of `now`. A probe
+    /// whose series cannot be read is skipped (logged); the pass goes on.
+    pub async fn pass(
+        &mut self,
+        store: &Store,
+        cfg: &AnalysisConfig,
+        now: DateTime<Utc>,
+    ) -> Result<Pass, StoreError> {
+        let subjects = store.trend_subjects(now - RATE_WINDOW, now).await?;
+        let mut pass = Pass {
+            subjects: subjects.len() as u64,
+            ..Pass::default()
+        };
+        let to_hour = closed_hour(now);
+        let drifts_too = self.drift_hour != Some(to_hour);
+        for s in &subjects {
+            match self.analyse_one(store, cfg, s, now, drifts_too).await {
+                Ok((full, new, updated)) => {
+                    pass.full += u64::from(full);
+                    pass.new += new;
+                    pass.updated += updated;
+                }
+                Err(e) => tracing::warn!(probe = %s.probe, location = %s.location, error = %e,
+                    "trend analysis of this probe failed; the next pass retries"),
+            }
+        }
+        self.drift_hour = Some(to_hour);
+        let live: HashSet<(i32, i16)> = subjects
+            .iter()
+            .map(|s| (s.probe_id, s.location_id))
+            .collect();
+        self.screens.retain(|k, _| live.contains(k));
+        Ok(pass)
+    }
+
+    /// One probe and location's share of a pass: its screen extended by
+    /// the points closed since the last pass, and the full analysis when
+    /// the screen calls for it or an hour has passed (`screen.rs`).
+    async fn analyse_one(
+        &mut self,
+        store: &Store,
+        cfg: &AnalysisConfig,
+        s: &Subject,
+        now: DateTime<Utc>,
+        drifts_too: bool,
+    ) -> Result<(bool, u64, u64), StoreError> {
+        let w = StepWindow::of(s, now);
+        let key = (s.probe_id, s.location_id);
+        let plan = self
+            .screens
+            .get(&key)
+            .map_or(Plan::Full, |sc| sc.plan(w.step_delta, w.to));
+        let st = &cfg.steps;
+        let full = match (plan, self.screens.get_mut(&key)) {
+            (Plan::Extend { from }, Some(screen)) => {
+                let new =
+                    (store.trend_points(s.probe_id, s.location_id, from, w.to, w.step)).await?;
+                let earlier = earlier_days(store, s, &w, from).await?;
+                let with_p95 = w.stats.len() > 1;
+                screen.extend(
+                    &new,
+                    &earlier,
+                    w.from,
+                    w.to,
+                    with_p95,
+                    &st.changepoint,
+                    st.min_points_after,
+                )
+            }
+            (Plan::Nothing, Some(_)) => false,
+            _ => true,
+        };
+        let mut found = Vec::new();
+        if full {
+            let points =
+                (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
+            let earlier = earlier_days(store, s, &w, w.from).await?;
+            found = step_findings(cfg, s, &w, &points, &earlier);
+            // A new screen's next full analysis comes sooner by a share of
+            // the hour taken from the probe's id: spread over passes.
+            let offset = if self.screens.contains_key(&key) {
+                TimeDelta::zero()
+            } else {
+                FULL_EVERY * s.probe_id.rem_euclid(12) / 12
+            };
+            let screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
+            self.screens.insert(key, screen);
+        }
+        if drifts_too {
+            found.extend(drift_findings(store, cfg, s, now).await?);
+        }
+        let (new, updated) = save(store, &found, now).await?;
+        Ok((full, new, updated))
+    }
+}
+
+/// The window of a probe's step series as of a pass.
+struct StepWindow {
+    step: Duration,
+    step_delta: TimeDelta,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// The statistics its points hold enough runs for.
+    stats: Vec<(&'static str, f64)>,
+}
+
+impl StepWindow {
+    fn of(s: &Subject, now: DateTime<Utc>) -> StepWindow {
+        // The rate window starts at the hour before `now - 2h`: up to 3 hours.
+        let from_hour = (now - RATE_WINDOW)
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(now - RATE_WINDOW);
+        let hours = ((now - from_hour).num_seconds() as f64 / 3600.0).max(1.0);
+        let rate = s.runs as f64 / hours;
+        let step = step_for(rate);
+        let step_delta = TimeDelta::from_std(step).unwrap_or(TimeDelta::hours(1));
+        let to = (now - CLOSE_AFTER)
+            .duration_trunc(step_delta)
+            .unwrap_or(now - CLOSE_AFTER);
+        let mut stats = vec![("p50", 0.5)];
+        if rate * step.as_secs_f64() / 3600.0 >= MIN_RUNS_FOR_P95 {
+            stats.push(("p95", 0.95));
+        }
+        StepWindow {
+            step,
+            step_delta,
+            from: to - step_delta * POINTS,
+            to,
+            stats,
+        }
+    }
+}
+
+/// The end of the last hour whose points are closed at `now`.
+fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
+    (now - CLOSE_AFTER)
         .duration_trunc(TimeDelta::hours(1))
-        .unwrap_or(now - RATE_WINDOW);
-    let hours = ((now - from_hour).num_seconds() as f64 / 3600.0).max(1.0);
-    let rate = s.runs as f64 / hours;
-    let step = step_for(rate);
-    let step_delta = TimeDelta::from_std(step).unwrap_or(TimeDelta::hours(1));
-    let to = (now - CLOSE_AFTER)
-        .duration_trunc(step_delta)
-        .unwrap_or(now - CLOSE_AFTER);
-    let from = to - step_delta * POINTS;
-    let points = store
-        .trend_points(s.probe_id, s.location_id, from, to, step)
-        .await?;
-    // The same clock times on earlier days: the daily cycle a step is judged against.
-    let mut history = Vec::with_capacity(SEASON_DAYS as usize);
+        .unwrap_or(now)
+}
+
+/// A finding and how far from it a stored one may be and still report the
+/// same change.
+type Found = (NewFinding, TimeDelta);
+
+/// The points of `[from, w.to)` at the same clock times on each of the
+/// [`SEASON_DAYS`] earlier days (yesterday first): the daily cycle a step is
+/// judged against.
+async fn earlier_days(
+    store: &Store,
+    s: &Subject,
+    w: &StepWindow,
+    from: DateTime<Utc>,
+) -> Result<Vec<Vec<TrendPoint>>, StoreError> {
+    let mut days = Vec::with_capacity(SEASON_DAYS as usize);
     for day in 1..=SEASON_DAYS {
         let back = TimeDelta::days(day);
-        history.push(
-            store
-                .trend_points(s.probe_id, s.location_id, from - back, to - back, step)
-                .await?,
-        );
+        let (from, to) = (from - back, w.to - back);
+        days.push((store.trend_points(s.probe_id, s.location_id, from, to, w.step)).await?);
     }
-    let mut stats = vec![("p50", 0.5)];
-    if rate * step.as_secs_f64() / 3600.0 >= MIN_RUNS_FOR_P95 {
-        stats.push(("p95", 0.95));
-    }
-    // The same change seen again may move by a few points as points arrive;
-    // a drift's window start moves with every pass.
-    let mut found: Vec<_> = steps(s, &points, &history, &stats, &cfg.steps)
+    Ok(days)
+}
+
+/// The steps of latency and of the failure ratio in `points`, the full
+/// step window of `w`; `history` holds the earlier days' points.
+fn step_findings(
+    cfg: &AnalysisConfig,
+    s: &Subject,
+    w: &StepWindow,
+    points: &[TrendPoint],
+    history: &[Vec<TrendPoint>],
+) -> Vec<Found> {
+    let cands = candidates(points, &w.stats, &cfg.steps);
+    // The same change seen again may move by a few points as points arrive.
+    let same = w.step_delta * 6;
+    let mut found: Vec<Found> = steps(s, points, cands, history, &cfg.steps)
         .into_iter()
-        .map(|f| (f, step_delta * 6))
+        .map(|f| (f, same))
         .collect();
     let st = &cfg.steps;
     found.extend(
         failure_steps(
             s,
-            &points,
+            points,
             &st.changepoint,
             st.floor.max_pvalue,
             st.min_points_after,
         )
         .into_iter()
-        .map(|f| (f, step_delta * 6)),
+        .map(|f| (f, same)),
     );
-    let hour = TimeDelta::hours(1);
-    let to_hour = (now - CLOSE_AFTER).duration_trunc(hour).unwrap_or(now);
+    found
+}
+
+/// The drifts of the hourly points of the last [`DRIFT_WINDOW`], and the
+/// forecast of the probe's latency alert. A drift's window start moves with
+/// every pass.
+async fn drift_findings(
+    store: &Store,
+    cfg: &AnalysisConfig,
+    s: &Subject,
+    now: DateTime<Utc>,
+) -> Result<Vec<Found>, StoreError> {
+    let to_hour = closed_hour(now);
     let hourly = store
         .trend_points(
             s.probe_id,
@@ -261,20 +417,28 @@ async fn analyse_one(
             Duration::from_secs(3600),
         )
         .await?;
-    found.extend(
-        drifts(s, &hourly, &cfg.drift, &cfg.steps.changepoint)
-            .into_iter()
-            .map(|f| (f, DRIFT_WINDOW)),
-    );
+    let mut found: Vec<Found> = drifts(s, &hourly, &cfg.drift, &cfg.steps.changepoint)
+        .into_iter()
+        .map(|f| (f, DRIFT_WINDOW))
+        .collect();
     if let Some(rule) = cfg.latency.get(&s.probe) {
         found.extend(
             forecast(s, &hourly, rule, &cfg.drift, &cfg.steps.changepoint)
                 .map(|f| (f, DRIFT_WINDOW)),
         );
     }
+    Ok(found)
+}
+
+/// Stores the findings of a pass: (new, updated).
+async fn save(
+    store: &Store,
+    found: &[Found],
+    now: DateTime<Utc>,
+) -> Result<(u64, u64), StoreError> {
     let (mut new, mut updated) = (0, 0);
     for (f, same_within) in found {
-        match store.save_finding(&f, now, same_within).await? {
+        match store.save_finding(f, now, *same_within).await? {
             Saved::New(id) => {
                 tracing::info!(id, summary = %f.summary, "trend found");
                 new += 1;

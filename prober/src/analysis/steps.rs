@@ -31,16 +31,29 @@ impl Default for StepConfig {
     }
 }
 
-/// The confirmed steps in `points` (one subject, oldest first). `history`
-/// holds the points of the same clock times on earlier days (yesterday
-/// first): a step must be more than the daily cycle moved those.
-pub fn steps(
-    subject: &Subject,
+/// A change point of one phase's statistic, confirmed on the histograms on
+/// either side of it and not the total's to report; not yet judged against
+/// the daily cycle, which needs earlier days' points (read only when there
+/// is a candidate: most passes have none).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    phase: usize,
+    statistic: &'static str,
+    q: f64,
+    /// Point indexes of the segments before and after the change.
+    before: Vec<usize>,
+    after: Vec<usize>,
+    confirmation: Confirmation,
+    /// The index of the first point after the change.
+    at: usize,
+}
+
+/// The candidates for a step in `points` (one subject, oldest first).
+pub fn candidates(
     points: &[TrendPoint],
-    history: &[Vec<TrendPoint>],
     stats: &[(&'static str, f64)],
     cfg: &StepConfig,
-) -> Vec<NewFinding> {
+) -> Vec<Candidate> {
     let mut out = Vec::new();
     for phase in 0..PHASES.len() {
         for &(statistic, q) in stats {
@@ -57,9 +70,6 @@ pub fn steps(
                 let Some(c) = confirmed(&b, &a, phase, &cfg.floor) else {
                     continue;
                 };
-                if !beyond_the_daily_cycle(&b, &a, phase, &c, history, &cfg.floor) {
-                    continue;
-                }
                 // A phase's step the total shows too, at the same split, is
                 // the total's to report (its finding names the phases that
                 // moved): found in another pass than the total's, or a few
@@ -70,29 +80,116 @@ pub fn steps(
                 if total.is_some_and(|t| t.shift_us.signum() == c.shift_us.signum()) {
                     continue;
                 }
-                let at = points[series.index[cp.index]].time;
-                let end = points.last().map_or(at, |p| p.time);
-                let moved = if phase == 0 {
-                    phase_breakdown(&b, &a, &cfg.floor)
-                } else {
-                    String::new()
-                };
-                out.push(finding(
-                    subject, phase, statistic, q, &b, &a, &c, at, end, &moved,
-                ));
+                out.push(Candidate {
+                    phase,
+                    statistic,
+                    q,
+                    before,
+                    after,
+                    confirmation: c,
+                    at: series.index[cp.index],
+                });
             }
         }
     }
-    without_named_phases(out, points)
+    out
+}
+
+/// The confirmed steps among `candidates` (from [`candidates`] over the
+/// same `points`). `history` holds the points of the same clock times on
+/// earlier days (yesterday first): a step must be more than the daily cycle
+/// moved those.
+pub fn steps(
+    subject: &Subject,
+    points: &[TrendPoint],
+    candidates: Vec<Candidate>,
+    history: &[Vec<TrendPoint>],
+    cfg: &StepConfig,
+) -> Vec<NewFinding> {
+    let mut out = Vec::new();
+    for cand in candidates {
+        let (b, a) = (pick(points, &cand.before), pick(points, &cand.after));
+        let (phase, c) = (cand.phase, &cand.confirmation);
+        if !beyond_the_daily_cycle(&b, &a, phase, c, history, &cfg.floor) {
+            continue;
+        }
+        let Some(at) = points.get(cand.at).map(|p| p.time) else {
+            continue;
+        };
+        let end = points.last().map_or(at, |p| p.time);
+        let moved = if phase == 0 {
+            phase_breakdown(&b, &a, &cfg.floor)
+        } else {
+            String::new()
+        };
+        out.push(finding(
+            subject,
+            phase,
+            cand.statistic,
+            cand.q,
+            &b,
+            &a,
+            c,
+            at,
+            end,
+            &moved,
+        ));
+    }
+    without_named_phases(one_per_change(out, point_step(points)), points)
+}
+
+/// Points a change may spread over: two change points of the same phase and
+/// statistic, the same way, this close are one change.
+const SPREAD_POINTS: i32 = 12;
+
+/// The time between the points of a series.
+fn point_step(points: &[TrendPoint]) -> chrono::TimeDelta {
+    match points {
+        [a, b, ..] => (b.time - a.time).abs(),
+        _ => chrono::TimeDelta::zero(),
+    }
+}
+
+/// One finding per change: a level that moves over several points (a step
+/// on a rising stretch of the daily cycle, or one that settles) can be split
+/// twice the same way, a few points apart. Of such neighbours (the same
+/// phase and statistic, the same direction, within [`SPREAD_POINTS`]) only
+/// the clearest is kept: the one whose effect (the probability that a run
+/// after is slower than one before) is farthest from even. In the harness
+/// the other was placed 35–60 minutes early and reported as a second change.
+fn one_per_change(mut found: Vec<NewFinding>, step: chrono::TimeDelta) -> Vec<NewFinding> {
+    let clarity = |f: &NewFinding| f.effect_size.map_or(0.0, |e| (e - 0.5).abs());
+    let up = |f: &NewFinding| f.after > f.before;
+    found.sort_by(|a, b| {
+        (a.phase, a.statistic.as_ref(), a.change_at).cmp(&(
+            b.phase,
+            b.statistic.as_ref(),
+            b.change_at,
+        ))
+    });
+    let mut out: Vec<NewFinding> = Vec::with_capacity(found.len());
+    for f in found {
+        match out.last_mut() {
+            Some(last)
+                if last.phase == f.phase
+                    && last.statistic == f.statistic
+                    && up(last) == up(&f)
+                    && f.change_at - last.change_at <= step * SPREAD_POINTS =>
+            {
+                if clarity(&f) > clarity(last) {
+                    *last = f;
+                }
+            }
+            _ => out.push(f),
+        }
+    }
+    out
 }
 
 /// A phase's step that the total shows too is already named in the total's
 /// finding ("first_byte +48 ms"): one finding per change, not one per phase.
 fn without_named_phases(mut found: Vec<NewFinding>, points: &[TrendPoint]) -> Vec<NewFinding> {
-    let step = match points {
-        [a, b, ..] => (b.time - a.time).abs(),
-        _ => chrono::TimeDelta::zero(),
-    };
+    let step = point_step(points);
     let totals: Vec<(String, DateTime<Utc>)> = found
         .iter()
         .filter(|f| f.phase == 0)
@@ -367,12 +464,13 @@ mod tests {
             location: "lab".into(),
             runs: 1_200,
         };
+        let cfg = StepConfig::default();
         let found = steps(
             &subject,
             &today,
+            candidates(&today, &[("p50", 0.5)], &cfg),
             &history,
-            &[("p50", 0.5)],
-            &StepConfig::default(),
+            &cfg,
         );
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].phase, 0);
@@ -381,6 +479,43 @@ mod tests {
             "{}",
             found[0].summary
         );
+    }
+
+    #[test]
+    fn a_change_split_twice_the_same_way_is_one_finding_the_clearer() {
+        let at = |m: i64| {
+            "2026-11-28T17:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::TimeDelta::minutes(m)
+        };
+        let f = |phase: i16, minute: i64, after: f64, cles: f64| NewFinding {
+            probe_id: 1,
+            location_id: 1,
+            phase,
+            statistic: "p50".into(),
+            kind: "step",
+            change_at: at(minute),
+            window_end: at(300),
+            before: 100.0,
+            after,
+            p_value: 1e-6,
+            effect_size: Some(cles),
+            summary: format!("{phase} at {minute}"),
+            crosses: None,
+        };
+        let step = chrono::TimeDelta::minutes(5);
+        let kept = one_per_change(
+            vec![
+                f(0, 25, 110.0, 0.62), // early, a mixed after
+                f(0, 85, 112.0, 0.71), // the change
+                f(0, 150, 90.0, 0.30), // down again: another change
+                f(3, 30, 110.0, 0.65), // another phase
+            ],
+            step,
+        );
+        let said: Vec<&str> = kept.iter().map(|f| f.summary.as_str()).collect();
+        assert_eq!(said, ["0 at 85", "0 at 150", "3 at 30"]);
+        // Farther apart than an hour: two changes.
+        let apart = one_per_change(vec![f(0, 0, 110.0, 0.7), f(0, 65, 120.0, 0.7)], step);
+        assert_eq!(apart.len(), 2);
     }
 
     #[test]

@@ -175,7 +175,8 @@ impl Store {
     /// One probe's series at one location: a point per `step` in
     /// `[from, to)`, every phase's bins merged, read from the minute rows
     /// for steps under an hour and the hour rows otherwise. Points without
-    /// runs are absent.
+    /// runs are absent. The rows' bins are concatenated in SQL and added up
+    /// here: `prober_merge`'s sort and group in SQL took 3–4 times as long.
     pub async fn trend_points(
         &self,
         probe_id: i32,
@@ -190,7 +191,7 @@ impl Store {
         // them only as restrictions (see `Resolution::rows`).
         let sql = format!(
             "select date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
-                    prober_merge(h.bins) bins,
+                    prober_cat(h.bins) bins,
                     sum(prober_runs(h.stats, 0))::int8, sum(prober_failures(h.stats, 0))::int8
              from {rows} h
              where h.probe_id = $1 and h.location_id = $2 and h.{col} >= $3 and h.{col} < $4

@@ -95,6 +95,60 @@ fn theil_sen_needs_two_times() {
 }
 
 #[test]
+fn seasonal_kendall_by_hand() {
+    // Hour 0 on three days: 1, 2, 3 (S = 3, Var = 3·2·11/18); hour 1: 3,
+    // 2, 2 (S = −1 − 1 + 0 = −2, one tie of two: Var = (66 − 18)/18).
+    let day = DAY_SECS;
+    let pts = points(&[
+        (0.0, 1.0),
+        (HOUR_SECS, 3.0),
+        (day, 2.0),
+        (day + HOUR_SECS, 2.0),
+        (2.0 * day, 3.0),
+        (2.0 * day + HOUR_SECS, 2.0),
+    ]);
+    let sk = seasonal_kendall(&pts).unwrap();
+    assert_eq!((sk.n, sk.s), (6, 1));
+    assert!((sk.var_s - (66.0 / 18.0 + 48.0 / 18.0)).abs() < 1e-12);
+    // Continuity correction: S − sign(S) = 0.
+    assert_eq!((sk.z, sk.p_value), (0.0, 1.0));
+    // Plain Mann–Kendall over the same points in time order compares unlike
+    // hours too: (1, 3, 2, 2, 3, 2) gives S = 5 − 3 + 1 + 1 − 1 = 3.
+    let plain = mann_kendall(&[1.0, 3.0, 2.0, 2.0, 3.0, 2.0]).unwrap();
+    assert_eq!(plain.s, 3);
+}
+
+/// Hourly p50s (µs) of a stationary probe of the trends harness (±10–20 %
+/// daily cycle, lognormal runs, one a minute) from 2026-11-25 00:00 UTC.
+const HARNESS_STATIONARY: [u32; 74] = [
+    92_159, 93_695, 90_623, 97_791, 102_911, 109_567, 108_543, 115_199, 111_615, 114_175, 120_319,
+    114_687, 114_687, 112_639, 106_495, 110_591, 101_887, 102_399, 97_279, 92_671, 83_967, 80_383,
+    84_479, 89_599, 91_135, 94_719, 96_767, 97_791, 100_863, 102_911, 107_007, 109_567, 110_591,
+    112_127, 110_591, 114_175, 112_639, 114_687, 108_543, 102_911, 98_303, 97_279, 96_767, 90_623,
+    90_623, 86_015, 87_039, 90_623, 90_111, 90_111, 91_135, 98_815, 96_255, 102_911, 103_423,
+    110_591, 109_567, 110_591, 121_855, 114_175, 113_663, 112_127, 111_103, 110_079, 101_887,
+    97_279, 93_695, 88_063, 88_063, 88_575, 83_967, 86_527, 90_623, 91_135,
+];
+
+#[test]
+fn a_stationary_harness_series_is_no_drift_when_like_hours_are_compared() {
+    let series: Vec<Point> = (HARNESS_STATIONARY.iter().enumerate())
+        .map(|(h, v)| Point {
+            at: 1_795_564_800.0 + h as f64 * HOUR_SECS,
+            value: f64::from(*v),
+        })
+        .collect();
+    // Mann–Kendall over the deseasonalised points, as the analysis first
+    // did, calls it a drift: the profile came from the same 74 points.
+    let flat = deseasonalise(&series).unwrap();
+    let values: Vec<f64> = flat.iter().map(|p| p.value).collect();
+    assert!(mann_kendall(&values).unwrap().p_value < 0.001);
+    // The seasonal test does not.
+    assert!(seasonal_kendall(&series).unwrap().p_value > 0.01);
+    assert_eq!(detect(&series, &Config::default()).unwrap(), None);
+}
+
+#[test]
 fn a_pure_daily_cycle_is_not_a_drift() {
     // 7.5 days, starting at 05:00: the half day would pass for a trend.
     for seed in 1..6 {

@@ -50,6 +50,7 @@ mod settings;
 mod spool;
 mod store;
 mod store_chaos;
+mod trend_screen;
 mod trends;
 mod trends_live;
 mod upgrade;

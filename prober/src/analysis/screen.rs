@@ -1,0 +1,309 @@
+//! The screen: what a pass needs to know whether a probe's full analysis is
+//! worth reading for. Reading a probe's step series (8 hours of every
+//! phase's bins, and the same hours of two earlier days) is most of a pass's
+//! cost, and on most passes nothing changed. So each probe keeps, between
+//! passes, a light copy of its series: per point the runs, failures, and the
+//! total's p50 and p95 as ratios to the same clock time on the earlier days
+//! (their mean), where the daily cycle cancels. A pass reads only the points
+//! closed since the last one (and the earlier days' at those times), and
+//! runs the change-point test on the ratios and on the failure ratio; the
+//! full analysis runs when that test finds a change point, and otherwise
+//! once every [`FULL_EVERY`], so a step in one phase alone that the total
+//! does not show is found within that much more.
+//!
+//! On the raw total the daily cycle alone makes change points in most 8-hour
+//! windows (the full analysis rejects them against the earlier days); on the
+//! ratios it does not. A step of the total is a step of its ratio, so the
+//! full analysis still runs for it; a probe without an earlier day has no
+//! ratios, and no step of it is reported before it has one (`steps.rs`).
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::store::trends::TrendPoint;
+use crate::trend::changepoint;
+
+/// The screen's change-point test takes p-values up to this many times the
+/// full analysis' threshold.
+pub const SCREEN_LAXER: f64 = 10.0;
+
+/// How often a probe's full analysis runs when its screen shows no change.
+pub const FULL_EVERY: TimeDelta = TimeDelta::hours(1);
+
+/// One point of a screen: 20 bytes (8 hours at 5 minutes: 96 points, about
+/// 2 KB a probe and location; 20 MB for 10,000).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Light {
+    /// Minutes since the Unix epoch.
+    minute: u32,
+    runs: u32,
+    failures: u32,
+    /// The total's p50 and p95 over the mean of the earlier days' at the
+    /// same clock time; NaN without a sample or an earlier day.
+    p50: f32,
+    p95: f32,
+}
+
+/// The total's quantile `q` of a point.
+fn total_at(p: &TrendPoint, q: f64) -> Option<f64> {
+    p.phases
+        .first()
+        .and_then(|h| h.value_at_quantile(q))
+        .map(|v| v as f64)
+}
+
+impl Light {
+    /// `p` with its ratios to the points of `earlier` days at the same
+    /// clock time (day k + 1 back in `earlier[k]`, sorted by time).
+    fn of(p: &TrendPoint, earlier: &[Vec<TrendPoint>]) -> Light {
+        let ratio = |q: f64| -> f32 {
+            let mut base = Vec::with_capacity(earlier.len());
+            for (k, day) in earlier.iter().enumerate() {
+                let at = p.time - TimeDelta::days(k as i64 + 1);
+                if let Ok(i) = day.binary_search_by_key(&at, |d| d.time) {
+                    base.extend(total_at(&day[i], q));
+                }
+            }
+            match (total_at(p, q), base.is_empty()) {
+                (Some(v), false) => {
+                    let mean = base.iter().sum::<f64>() / base.len() as f64;
+                    if mean > 0.0 {
+                        (v / mean) as f32
+                    } else {
+                        f32::NAN
+                    }
+                }
+                _ => f32::NAN,
+            }
+        };
+        Light {
+            minute: u32::try_from(p.time.timestamp().div_euclid(60)).unwrap_or(0),
+            runs: u32::try_from(p.runs).unwrap_or(u32::MAX),
+            failures: u32::try_from(p.failures).unwrap_or(u32::MAX),
+            p50: ratio(0.5),
+            p95: ratio(0.95),
+        }
+    }
+
+    fn time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(i64::from(self.minute) * 60, 0).unwrap_or_default()
+    }
+}
+
+/// A probe's light series at one location, as of the last pass.
+#[derive(Debug, Clone)]
+pub struct Screen {
+    step: TimeDelta,
+    /// The end of the last point read.
+    to: DateTime<Utc>,
+    /// When the last full analysis ran (its `to`).
+    full_at: DateTime<Utc>,
+    points: Vec<Light>,
+}
+
+/// What a pass does for one probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// No point closed since the last pass: nothing to analyse.
+    Nothing,
+    /// Read the points in `[from, to)` and [`Screen::extend`] with them.
+    Extend { from: DateTime<Utc> },
+    /// Read the whole window and analyse it fully.
+    Full,
+}
+
+impl Screen {
+    /// A screen from a full analysis' points of `[.., to)` at `step`, and
+    /// the earlier days' (see [`Screen::extend`]). The next full analysis
+    /// is due after [`FULL_EVERY`] less `offset` (spread over probes, so the
+    /// passes that run them do not all fall together).
+    pub fn new(
+        step: TimeDelta,
+        to: DateTime<Utc>,
+        offset: TimeDelta,
+        points: &[TrendPoint],
+        earlier: &[Vec<TrendPoint>],
+    ) -> Screen {
+        Screen {
+            step,
+            to,
+            full_at: to - offset,
+            points: points.iter().map(|p| Light::of(p, earlier)).collect(),
+        }
+    }
+
+    /// What to read for the window ending at `to`, at `step`.
+    pub fn plan(&self, step: TimeDelta, to: DateTime<Utc>) -> Plan {
+        if step != self.step || to < self.to {
+            Plan::Full
+        } else if to == self.to {
+            Plan::Nothing
+        } else if to - self.full_at >= FULL_EVERY {
+            Plan::Full
+        } else {
+            Plan::Extend { from: self.to }
+        }
+    }
+
+    /// Appends the points read for `[self.to, to)` (with the earlier days'
+    /// at the same times, day k + 1 back in `earlier[k]`), drops those
+    /// before `from`, and says whether the change-point test finds a change
+    /// in the total's p50 ratios (and p95's when `with_p95`) or the failure
+    /// ratio with at least `min_after` points after it: the full analysis
+    /// is then due.
+    #[allow(clippy::too_many_arguments)]
+    pub fn extend(
+        &mut self,
+        new: &[TrendPoint],
+        earlier: &[Vec<TrendPoint>],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        with_p95: bool,
+        cfg: &changepoint::Config,
+        min_after: usize,
+    ) -> bool {
+        self.points
+            .extend(new.iter().map(|p| Light::of(p, earlier)));
+        let first = self.points.partition_point(|p| p.time() < from);
+        self.points.drain(..first);
+        self.to = to;
+        // A laxer test than the full analysis': the ratios are noisier than
+        // the total (an earlier day's noise is in them), and a change the
+        // full analysis would find must not wait for the screen.
+        let cfg = changepoint::Config {
+            max_pvalue: (cfg.max_pvalue * SCREEN_LAXER).min(1.0),
+            ..cfg.clone()
+        };
+        let changed = |series: &[f64]| {
+            changepoint::detect(series, &cfg).is_ok_and(|cps| {
+                cps.iter()
+                    .any(|cp| cp.after.end.saturating_sub(cp.after.start) >= min_after)
+            })
+        };
+        let latency = |q: fn(&Light) -> f32| -> Vec<f64> {
+            (self.points.iter())
+                .map(q)
+                .filter(|v| !v.is_nan())
+                .map(f64::from)
+                .collect()
+        };
+        let failures: Vec<f64> = (self.points.iter())
+            .map(|p| f64::from(p.failures) / f64::from(p.runs.max(1)))
+            .collect();
+        changed(&latency(|p| p.p50))
+            || (with_p95 && changed(&latency(|p| p.p95)))
+            || changed(&failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::hist::SparseHist;
+    use crate::run::PHASES;
+
+    const STEP: TimeDelta = TimeDelta::minutes(5);
+    const CFG: changepoint::Config = changepoint::Config {
+        window_len: 50,
+        max_pvalue: 0.001,
+        min_magnitude: 0.0,
+        min_segment: 5,
+    };
+
+    fn t0() -> DateTime<Utc> {
+        "2026-11-29T00:00:00Z".parse().unwrap()
+    }
+
+    /// Point `i` (5 minutes each from `t0`) of `days` back: 20 runs around
+    /// `median_us` with a little noise, `failures` of them failed.
+    fn point(days: i64, i: i64, median_us: f64, failures: i64) -> TrendPoint {
+        let mut total = SparseHist::default();
+        let level = median_us * (1.0 + 0.004 * ((i * 37 + days * 5) % 11 - 5) as f64);
+        for k in 0..20 {
+            let wobble = 1.0 + 0.01 * ((i * 7 + k) % 11 - 5) as f64;
+            total.record((level * wobble) as u64);
+        }
+        let mut phases = vec![SparseHist::default(); PHASES.len()];
+        phases[0] = total;
+        TrendPoint {
+            time: t0() - TimeDelta::days(days) + STEP * i32::try_from(i).unwrap(),
+            runs: 20,
+            failures,
+            phases,
+        }
+    }
+
+    /// A day's 100 points: a rising stretch of the daily cycle (100 → 140
+    /// ms), `extra` from point 90 on; a failure in 7 points, or `fails` in
+    /// each from 90 when it is not 0.
+    fn day(days: i64, extra: f64, fails: i64) -> Vec<TrendPoint> {
+        (0..100)
+            .map(|i| {
+                let cycle = 100_000.0 * (1.0 + 0.4 * i as f64 / 100.0);
+                let usual = i64::from(i % 7 == 0);
+                if i < 90 {
+                    point(days, i, cycle, usual)
+                } else {
+                    point(
+                        days,
+                        i,
+                        cycle * extra,
+                        if fails == 0 { usual } else { fails },
+                    )
+                }
+            })
+            .collect()
+    }
+
+    fn to(upto: i32) -> DateTime<Utc> {
+        t0() + STEP * upto
+    }
+
+    #[test]
+    fn a_pass_without_a_new_point_does_nothing_and_an_hour_brings_a_full_one() {
+        let pts = day(0, 1.0, 0);
+        let s = Screen::new(STEP, to(40), TimeDelta::zero(), &pts[..40], &[]);
+        assert_eq!(s.plan(STEP, to(40)), Plan::Nothing);
+        assert_eq!(s.plan(STEP, to(41)), Plan::Extend { from: to(40) });
+        assert_eq!(s.plan(STEP, to(40) + FULL_EVERY), Plan::Full);
+        assert_eq!(s.plan(STEP * 2, to(41)), Plan::Full, "a new step");
+        // Spread over probes: an offset brings the next full pass sooner.
+        let early = Screen::new(STEP, to(40), TimeDelta::minutes(30), &pts[..40], &[]);
+        assert_eq!(
+            early.plan(STEP, to(40) + TimeDelta::minutes(30)),
+            Plan::Full
+        );
+    }
+
+    #[test]
+    fn the_daily_cycle_cancels_and_a_step_beyond_it_calls_for_the_full_analysis() {
+        let earlier = vec![day(1, 1.0, 0), day(2, 1.0, 0)];
+        // The cycle alone: the raw total has change points, its ratios none.
+        let quiet = day(0, 1.0, 0);
+        let raw: Vec<f64> = quiet.iter().filter_map(|p| total_at(p, 0.5)).collect();
+        assert!(!changepoint::detect(&raw, &CFG).unwrap().is_empty());
+        let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &quiet[..90], &earlier);
+        let from = to(96) - STEP * 96;
+        assert!(!s.extend(&quiet[90..96], &earlier, from, to(96), true, &CFG, 4));
+        assert_eq!(s.points.len(), 96);
+        // +30 % from point 90, or failures: due.
+        for (extra, fails) in [(1.3, 0), (1.0, 10)] {
+            let today = day(0, extra, fails);
+            let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &earlier);
+            assert!(
+                s.extend(&today[90..96], &earlier, from, to(96), false, &CFG, 4),
+                "×{extra}, {fails} failures"
+            );
+        }
+    }
+
+    #[test]
+    fn without_an_earlier_day_only_failures_are_screened() {
+        let today = day(0, 1.3, 0);
+        let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &[]);
+        assert!(s.points.iter().all(|p| p.p50.is_nan()));
+        assert!(!s.extend(&today[90..96], &[], to(0), to(96), true, &CFG, 4));
+        let failing = day(0, 1.0, 10);
+        let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &failing[..90], &[]);
+        assert!(s.extend(&failing[90..96], &[], to(0), to(96), true, &CFG, 4));
+    }
+}

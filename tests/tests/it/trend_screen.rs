@@ -1,0 +1,68 @@
+//! The periodic analysis keeps each probe's light series between passes
+//! (`prober::analysis::screen`): a pass reads only the points closed since
+//! the last one and runs the full analysis only when they show a change.
+//! It must find a step at the same pass as a full analysis of every pass
+//! would, and skip the full analysis on quiet passes.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use prober::analysis::{analyse, Analyser, AnalysisConfig};
+
+use crate::db::TestDb;
+use crate::trends::{all, with_step};
+
+#[tokio::test]
+async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet_passes() {
+    let (db_full, db_screened) = (TestDb::create().await, TestDb::create().await);
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    // The step is at `end - 2h`; passes every 5 minutes from 40 minutes
+    // before it, as the daemon runs them.
+    let (full, screened) = (
+        with_step(&db_full, end).await,
+        with_step(&db_screened, end).await,
+    );
+    let cfg = AnalysisConfig::default();
+    let mut analyser = Analyser::default();
+    let first = end - TimeDelta::hours(2) - TimeDelta::minutes(40) + TimeDelta::minutes(3);
+    let (mut found_full, mut found_screened) = (None, None);
+    let mut quiet_full_passes = 0;
+    for k in 0..30 {
+        let now = first + TimeDelta::minutes(5 * k);
+        let a = analyse(&full, &cfg, now).await.unwrap();
+        let b = analyser.pass(&screened, &cfg, now).await.unwrap();
+        if k == 0 {
+            assert_eq!(b.full, 1, "a probe's first pass is a full analysis");
+            // Again at the same time: no point has closed, nothing is read.
+            let again = analyser.pass(&screened, &cfg, now).await.unwrap();
+            assert_eq!((again.subjects, again.full), (1, 0), "{again:?}");
+        }
+        if a.new > 0 && found_full.is_none() {
+            found_full = Some(k);
+        }
+        if b.new > 0 && found_screened.is_none() {
+            found_screened = Some(k);
+        }
+        // Before the step (at k = 8) and the hourly full analysis.
+        if (1..8).contains(&k) {
+            quiet_full_passes += b.full;
+        }
+    }
+    let k = found_full.expect("the full analysis finds the step");
+    assert_eq!(
+        found_screened,
+        Some(k),
+        "the screened analysis finds it at the same pass"
+    );
+    assert_eq!(
+        quiet_full_passes, 0,
+        "before the step no pass runs the full analysis"
+    );
+    let (a, b) = (
+        full.findings(&all()).await.unwrap(),
+        screened.findings(&all()).await.unwrap(),
+    );
+    assert_eq!((a.len(), b.len()), (1, 1), "{a:#?}\n{b:#?}");
+    assert_eq!(
+        (a[0].change_at, &a[0].summary),
+        (b[0].change_at, &b[0].summary)
+    );
+}
