@@ -377,8 +377,9 @@ fn step_findings(
     history: &[Vec<TrendPoint>],
 ) -> Vec<Found> {
     let cands = candidates(points, &w.stats, &cfg.steps);
-    // The same change seen again may move by a few points as points arrive.
-    let same = w.step_delta * 6;
+    // The same change seen again may move by a few points as points arrive
+    // (within the spread `steps::one_per_change` folds in one pass).
+    let same = w.step_delta * steps::SPREAD_POINTS;
     let mut found: Vec<Found> = steps(s, points, cands, history, &cfg.steps)
         .into_iter()
         .map(|f| (f, same))

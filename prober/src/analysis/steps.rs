@@ -118,7 +118,7 @@ pub fn steps(
         };
         let end = points.last().map_or(at, |p| p.time);
         let moved = if phase == 0 {
-            phase_breakdown(&b, &a, &cfg.floor)
+            phase_breakdown(&b, &a, history, &cfg.floor)
         } else {
             String::new()
         };
@@ -140,7 +140,7 @@ pub fn steps(
 
 /// Points a change may spread over: two change points of the same phase and
 /// statistic, the same way, this close are one change.
-const SPREAD_POINTS: i32 = 12;
+pub const SPREAD_POINTS: i32 = 12;
 
 /// The time between the points of a series.
 fn point_step(points: &[TrendPoint]) -> chrono::TimeDelta {
@@ -240,9 +240,10 @@ fn confirmed(
 /// than this split: a later change point of a day that stepped). Today's
 /// `before` only vetoes, it sets no level: a segment of an hour at a chance
 /// high or low would move any level taken from it. A day whose segments hold fewer than half of today's runs on
-/// either side is no baseline, and without any baseline the change is not
-/// reported: a new probe's cycle is unknown, so its steps wait for a day of
-/// history (in the harness, nearly every false step came from first days).
+/// either side is no baseline, and with fewer than [`MIN_BASELINES`] the
+/// change is not reported: a new probe's cycle is unknown, so its steps wait
+/// for two days of history (in the harness, nearly every false step came
+/// from first days, and the last one from a second day judged against one).
 fn beyond_the_daily_cycle(
     before: &[&TrendPoint],
     after: &[&TrendPoint],
@@ -254,7 +255,7 @@ fn beyond_the_daily_cycle(
     let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), phase));
     let (today_before, today_after) = (bins(before), bins(after));
-    let mut compared = false;
+    let mut compared = 0;
     for (k, day) in history.iter().enumerate() {
         let back = chrono::TimeDelta::days(k as i64 + 1);
         let same_times = |pts: &[&TrendPoint]| -> Vec<&TrendPoint> {
@@ -282,13 +283,25 @@ fn beyond_the_daily_cycle(
         if same_way(compare::confirm(&bins(&b), &today_before, floor)) {
             return false;
         }
-        compared = true;
+        compared += 1;
     }
-    compared
+    compared >= MIN_BASELINES
 }
 
+/// Earlier days a step must be judged against (see
+/// [`beyond_the_daily_cycle`]); the analysis reads `SEASON_DAYS` (2).
+pub const MIN_BASELINES: usize = 2;
+
 /// "first_byte +48.0 ms; dns, connect, tls unchanged".
-fn phase_breakdown(before: &[&TrendPoint], after: &[&TrendPoint], floor: &Floor) -> String {
+/// A phase moved when its own change is confirmed and is more than the
+/// daily cycle moved it (as the total's step must be): over a segment where
+/// the cycle falls, a phase that did not step looks as if it fell.
+fn phase_breakdown(
+    before: &[&TrendPoint],
+    after: &[&TrendPoint],
+    history: &[Vec<TrendPoint>],
+    floor: &Floor,
+) -> String {
     let mut moved = Vec::new();
     let mut unchanged = Vec::new();
     for phase in 1..PHASES.len() {
@@ -300,7 +313,10 @@ fn phase_breakdown(before: &[&TrendPoint], after: &[&TrendPoint], floor: &Floor)
             continue;
         }
         match compare::confirm(&bins_of(&b), &bins_of(&a), floor) {
-            Some(c) if c.confirmed() => {
+            Some(c)
+                if c.confirmed()
+                    && beyond_the_daily_cycle(before, after, phase, &c, history, floor) =>
+            {
                 moved.push(format!("{} {}", phase_name(phase), signed_us(c.shift_us)));
             }
             _ => unchanged.push(phase_name(phase)),
@@ -432,8 +448,9 @@ mod tests {
         assert!(judged(130_000.0, &[100_000.0, 100_000.0]));
         // The cycle explains +10 %, about +18 % is left: over the 5 % floor.
         assert!(judged(130_000.0, &[110_000.0, 108_000.0]));
-        // One earlier day is enough.
-        assert!(judged(130_000.0, &[100_000.0]));
+        // One earlier day is not enough: one day's chance level at these
+        // hours would be the only evidence.
+        assert!(!judged(130_000.0, &[100_000.0]));
     }
 
     #[test]
@@ -519,14 +536,51 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_the_daily_cycle_moved_is_named_unchanged() {
+        // Each phase's runs spread ±10 % around its median, 50 a point.
+        let pt = |days: i64, i: i64, tls: f64, first_byte: f64| {
+            let mut p = point(days, 5 * i, tls + first_byte, 50);
+            for (phase, median) in [(3, tls), (4, first_byte)] {
+                let mut h = SparseHist::default();
+                for k in 0..50 {
+                    h.record((median * (0.9 + 0.2 * (k as f64 + 0.5) / 50.0)) as u64);
+                }
+                p.phases[phase] = h;
+            }
+            p
+        };
+        // From the 12th point the cycle takes tls from 20 to 16 ms, today
+        // and yesterday; first byte steps from 60 to 80 ms today only.
+        let day = |days: i64, stepped: bool| -> Vec<TrendPoint> {
+            (0..24)
+                .map(|i| {
+                    let late = i >= 12;
+                    let tls = if late { 16_000.0 } else { 20_000.0 };
+                    let fb = if late && stepped { 80_000.0 } else { 60_000.0 };
+                    pt(days, i, tls, fb)
+                })
+                .collect()
+        };
+        let today = day(0, true);
+        let history = vec![day(1, false), day(2, false)];
+        let (b, a): (Vec<&TrendPoint>, Vec<&TrendPoint>) =
+            (today[..12].iter().collect(), today[12..].iter().collect());
+        let said = phase_breakdown(&b, &a, &history, &Floor::default());
+        assert!(said.starts_with("first_byte +"), "{said}");
+        assert!(said.contains("tls"), "{said}");
+        assert!(!said.contains("tls -"), "{said}");
+    }
+
+    #[test]
     fn without_an_earlier_day_a_step_waits() {
         assert!(!judged(130_000.0, &[]));
     }
 
     #[test]
     fn a_sparse_earlier_day_is_no_baseline() {
-        // Yesterday like today would explain the step; too sparse, it does not.
-        let (today, mut history) = days(130_000.0, &[130_000.0, 100_000.0]);
+        // Yesterday like today would explain the step; too sparse, it does
+        // not; the two days before it are the baselines.
+        let (today, mut history) = days(130_000.0, &[130_000.0, 100_000.0, 100_000.0]);
         for p in &mut history[0] {
             p.runs = 10;
         }
@@ -535,6 +589,11 @@ mod tests {
         let floor = Floor::default();
         let c = confirmed(&before, &after, 0, &floor).unwrap();
         assert!(beyond_the_daily_cycle(
+            &before, &after, 0, &c, &history, &floor
+        ));
+        // With only one baseline left, the step waits.
+        history.pop();
+        assert!(!beyond_the_daily_cycle(
             &before, &after, 0, &c, &history, &floor
         ));
     }

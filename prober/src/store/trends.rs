@@ -230,9 +230,10 @@ impl Store {
     }
 
     /// Stores a finding, or updates the open one that reports the same
-    /// change: same probe, location, phase, statistic and kind, its change
-    /// time within `same_within` of this one. Steps and drifts move as
-    /// points arrive; they are reported once.
+    /// change: same probe, location, phase, statistic and kind, the same
+    /// direction, its change time within `same_within` of this one. Steps
+    /// and drifts move as points arrive; they are reported once. A change
+    /// the other way is another change (a rise and its recovery).
     pub async fn save_finding(
         &self,
         f: &NewFinding,
@@ -253,6 +254,7 @@ impl Store {
                  select id from trends
                  where probe_id = $1 and location_id = $2 and phase = $3 and statistic = $4
                    and kind = $5 and state <> 'ended' and change_at between $7 - $16 and $7 + $16
+                   and sign(after_value - before_value) = sign($10::float8 - $9::float8)
                  order by abs(extract(epoch from change_at - $7)) limit 1 for update
              ), updated as (
                  update trends t set updated_at = $6, change_at = $7, window_end = $8,

@@ -50,9 +50,10 @@ pub(crate) fn run(
 }
 
 /// Eight hours of one run a minute ending at `end`; `first_byte(minute)` gives
-/// each run's first byte. The same eight hours the day before hold the first
-/// minute's level throughout: the earlier day a step is judged against (the
-/// daily cycle), without which the analysis reports no step.
+/// each run's first byte. The same eight hours on each of the two days
+/// before hold the first minute's level throughout: the earlier days a step
+/// is judged against (the daily cycle), without which the analysis reports
+/// no step.
 async fn write_hours(
     store: &Store,
     m: &Arc<ProbeMeta>,
@@ -60,18 +61,14 @@ async fn write_hours(
     first_byte: impl Fn(i64) -> u64,
 ) {
     let start = end - TimeDelta::hours(8);
-    let yesterday = start - TimeDelta::days(1);
     let mut seed = 7;
-    let mut runs: Vec<_> = (0..8 * 60)
-        .map(|i| {
-            run(
-                m,
-                yesterday + TimeDelta::minutes(i),
-                first_byte(0),
-                &mut seed,
-            )
-        })
-        .collect();
+    let mut runs = Vec::new();
+    for back in [2, 1] {
+        let earlier = start - TimeDelta::days(back);
+        runs.extend(
+            (0..8 * 60).map(|i| run(m, earlier + TimeDelta::minutes(i), first_byte(0), &mut seed)),
+        );
+    }
     runs.extend(
         (0..8 * 60).map(|i| run(m, start + TimeDelta::minutes(i), first_byte(i), &mut seed)),
     );
@@ -485,4 +482,70 @@ async fn an_open_finding_is_a_ticket_until_it_is_acknowledged() {
     );
     assert_eq!(events("trigger").len(), 1, "one ticket per incident");
     d.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_change_moves_its_finding_and_a_change_back_is_another() {
+    use prober::store::trends::{NewFinding, Saved};
+    let db = TestDb::create().await;
+    let store = store(&db, "trend-lab").await;
+    store
+        .write_runs(&[record(
+            &meta("flap"),
+            "2026-11-30T17:00:00Z".parse().unwrap(),
+            1_000,
+            true,
+        )])
+        .await
+        .unwrap();
+    let probe_id: i32 = sqlx::query_scalar("select id from probes where name = 'flap'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let location_id: i16 = sqlx::query_scalar("select id from locations where name = 'trend-lab'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let at =
+        |m: i64| "2026-11-30T18:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::minutes(m);
+    let step = |minute: i64, before: f64, after: f64| NewFinding {
+        probe_id,
+        location_id,
+        phase: 0,
+        statistic: "p50".into(),
+        kind: "step",
+        change_at: at(minute),
+        window_end: at(120),
+        before,
+        after,
+        p_value: 1e-6,
+        effect_size: Some(0.7),
+        summary: format!("at {minute}"),
+        crosses: None,
+    };
+    let within = TimeDelta::hours(1);
+    let now = at(130);
+    let Saved::New(up) = store
+        .save_finding(&step(0, 100.0, 130.0), now, within)
+        .await
+        .unwrap()
+    else {
+        panic!("a first finding is new");
+    };
+    // Placed 40 minutes later by a later pass: the same change, moved.
+    assert_eq!(
+        store
+            .save_finding(&step(40, 100.0, 131.0), now, within)
+            .await
+            .unwrap(),
+        Saved::Updated(up)
+    );
+    // Back down 20 minutes after that: another change, not a move of the rise.
+    let down = store
+        .save_finding(&step(60, 131.0, 100.0), now, within)
+        .await
+        .unwrap();
+    assert!(matches!(down, Saved::New(id) if id != up), "{down:?}");
+    let found = store.findings(&all()).await.unwrap();
+    assert_eq!(found.len(), 2, "{found:#?}");
 }

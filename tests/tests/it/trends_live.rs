@@ -1,4 +1,4 @@
-//! The trend analysis as the daemon runs it. The store holds a day of
+//! The trend analysis as the daemon runs it. The store holds two days of
 //! history and a step in first byte two hours ago, written through the
 //! writer (the step analysis needs the same hours of earlier days, which a
 //! test cannot wait for); the daemon runs with `trends` on and its probe
