@@ -44,6 +44,9 @@ use steps::{candidates, steps, StepConfig};
 /// How often the analysis runs by default.
 pub const ANALYSE_EVERY: Duration = Duration::from_secs(5 * 60);
 
+/// Most probes whose new points one read fetches.
+const BATCH_READ: usize = 1_000;
+
 /// Points of a step series: 8 hours at the finest step, 4 days at the coarsest.
 pub const POINTS: i32 = 96;
 
@@ -220,8 +223,10 @@ impl Analyser {
         };
         let to_hour = closed_hour(now);
         let drifts_too = self.drift_hour != Some(to_hour);
+        let mut new_points = self.read_new_points(store, &subjects, now).await;
         for s in &subjects {
-            match self.analyse_one(store, cfg, s, now, drifts_too).await {
+            let new = new_points.remove(&(s.probe_id, s.location_id));
+            match self.analyse_one(store, cfg, s, now, drifts_too, new).await {
                 Ok((full, new, updated)) => {
                     pass.full += u64::from(full);
                     pass.new += new;
@@ -240,9 +245,47 @@ impl Analyser {
         Ok(pass)
     }
 
+    /// The points closed since the last pass of every probe whose screen
+    /// is to be extended, read together: one read per window (most probes
+    /// share one), not one per probe. A read that fails leaves its probes
+    /// out: they read their own (and log why) in `analyse_one`.
+    async fn read_new_points(
+        &self,
+        store: &Store,
+        subjects: &[Subject],
+        now: DateTime<Utc>,
+    ) -> HashMap<(i32, i16), Vec<TrendPoint>> {
+        type Window = (DateTime<Utc>, DateTime<Utc>, Duration);
+        let mut groups: HashMap<Window, Vec<(i32, i16)>> = HashMap::new();
+        for s in subjects {
+            let key = (s.probe_id, s.location_id);
+            let w = StepWindow::of(s, now);
+            if let Some(Plan::Extend { from }) =
+                self.screens.get(&key).map(|sc| sc.plan(w.step_delta, w.to))
+            {
+                groups.entry((from, w.to, w.step)).or_default().push(key);
+            }
+        }
+        let mut out = HashMap::new();
+        for ((from, to, step), keys) in groups {
+            for chunk in keys.chunks(BATCH_READ) {
+                match store.trend_points_of(chunk, from, to, step).await {
+                    Ok(found) => {
+                        out.extend(chunk.iter().map(|k| (*k, Vec::new())));
+                        out.extend(found);
+                    }
+                    Err(e) => tracing::debug!(error = %e, probes = chunk.len(),
+                        "reading new trend points together failed; each probe reads its own"),
+                }
+            }
+        }
+        out
+    }
+
     /// One probe and location's share of a pass: its screen extended by
-    /// the points closed since the last pass, and the full analysis when
-    /// the screen calls for it or an hour has passed (`screen.rs`).
+    /// the points closed since the last pass (`new`, when the pass read
+    /// them already), and the full analysis when the screen calls for it
+    /// or an hour has passed (`screen.rs`).
     async fn analyse_one(
         &mut self,
         store: &Store,
@@ -250,6 +293,7 @@ impl Analyser {
         s: &Subject,
         now: DateTime<Utc>,
         drifts_too: bool,
+        new: Option<Vec<TrendPoint>>,
     ) -> Result<(bool, u64, u64), StoreError> {
         let w = StepWindow::of(s, now);
         let key = (s.probe_id, s.location_id);
@@ -260,13 +304,15 @@ impl Analyser {
         let st = &cfg.steps;
         let full = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
-                let new =
-                    (store.trend_points(s.probe_id, s.location_id, from, w.to, w.step)).await?;
-                let earlier = earlier_days(store, s, &w, from).await?;
+                let new = match new {
+                    Some(points) => points,
+                    None => {
+                        (store.trend_points(s.probe_id, s.location_id, from, w.to, w.step)).await?
+                    }
+                };
                 let with_p95 = w.stats.len() > 1;
                 screen.extend(
                     &new,
-                    &earlier,
                     w.from,
                     w.to,
                     with_p95,
@@ -281,7 +327,7 @@ impl Analyser {
         if full {
             let points =
                 (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
-            let earlier = earlier_days(store, s, &w, w.from).await?;
+            let earlier = earlier_days(store, s, &w).await?;
             found = step_findings(cfg, s, &w, &points, &earlier);
             // A new screen's next full analysis comes sooner by a share of
             // the hour taken from the probe's id: spread over passes.
@@ -349,19 +395,18 @@ fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
 /// same change.
 type Found = (NewFinding, TimeDelta);
 
-/// The points of `[from, w.to)` at the same clock times on each of the
+/// The points of the step window at the same clock times on each of the
 /// [`SEASON_DAYS`] earlier days (yesterday first): the daily cycle a step is
-/// judged against.
+/// judged against; and, for the screen, the hour after the window.
 async fn earlier_days(
     store: &Store,
     s: &Subject,
     w: &StepWindow,
-    from: DateTime<Utc>,
 ) -> Result<Vec<Vec<TrendPoint>>, StoreError> {
     let mut days = Vec::with_capacity(SEASON_DAYS as usize);
     for day in 1..=SEASON_DAYS {
         let back = TimeDelta::days(day);
-        let (from, to) = (from - back, w.to - back);
+        let (from, to) = (w.from - back, w.to + screen::read_ahead() - back);
         days.push((store.trend_points(s.probe_id, s.location_id, from, to, w.step)).await?);
     }
     Ok(days)

@@ -4,9 +4,10 @@
 //! cost, and on most passes nothing changed. So each probe keeps, between
 //! passes, a light copy of its series: per point the runs, failures, and the
 //! total's p50 and p95 as ratios to the same clock time on the earlier days
-//! (their mean), where the daily cycle cancels. A pass reads only the points
-//! closed since the last one (and the earlier days' at those times), and
-//! runs the change-point test on the ratios and on the failure ratio; the
+//! (their mean), where the daily cycle cancels. A pass reads only today's
+//! points closed since the last one (the earlier days' at those times were
+//! read by the last full analysis, an hour ahead), and runs the change-point
+//! test on the ratios and on the failure ratio; the
 //! full analysis runs when that test finds a change point, and otherwise
 //! once every [`FULL_EVERY`], so a step in one phase alone that the total
 //! does not show is found within that much more.
@@ -29,8 +30,14 @@ pub const SCREEN_LAXER: f64 = 10.0;
 /// How often a probe's full analysis runs when its screen shows no change.
 pub const FULL_EVERY: TimeDelta = TimeDelta::hours(1);
 
+/// How far past a full analysis' window the earlier days are read: the
+/// bases of the points to come until the next one.
+pub fn read_ahead() -> TimeDelta {
+    FULL_EVERY
+}
+
 /// One point of a screen: 20 bytes (8 hours at 5 minutes: 96 points, about
-/// 2 KB a probe and location; 20 MB for 10,000).
+/// 2 KB a probe and location with the hour ahead's bases; 20 MB for 10,000).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Light {
     /// Minutes since the Unix epoch.
@@ -51,36 +58,63 @@ fn total_at(p: &TrendPoint, q: f64) -> Option<f64> {
         .map(|v| v as f64)
 }
 
-impl Light {
-    /// `p` with its ratios to the points of `earlier` days at the same
-    /// clock time (day k + 1 back in `earlier[k]`, sorted by time).
-    fn of(p: &TrendPoint, earlier: &[Vec<TrendPoint>]) -> Light {
-        let ratio = |q: f64| -> f32 {
-            let mut base = Vec::with_capacity(earlier.len());
+/// The mean of the earlier days' total p50 and p95 at one clock time (NaN
+/// where no earlier day has a sample).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Base {
+    /// Minutes since the Unix epoch of today's point it is the base of.
+    minute: u32,
+    p50: f32,
+    p95: f32,
+}
+
+fn minute_of(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp().div_euclid(60)).unwrap_or(0)
+}
+
+impl Base {
+    /// The base of today's point at `at` from `earlier` days (day k + 1
+    /// back in `earlier[k]`, sorted by time).
+    fn at(at: DateTime<Utc>, earlier: &[Vec<TrendPoint>]) -> Base {
+        let mean = |q: f64| -> f32 {
+            let mut sum = (0.0, 0usize);
             for (k, day) in earlier.iter().enumerate() {
-                let at = p.time - TimeDelta::days(k as i64 + 1);
-                if let Ok(i) = day.binary_search_by_key(&at, |d| d.time) {
-                    base.extend(total_at(&day[i], q));
-                }
-            }
-            match (total_at(p, q), base.is_empty()) {
-                (Some(v), false) => {
-                    let mean = base.iter().sum::<f64>() / base.len() as f64;
-                    if mean > 0.0 {
-                        (v / mean) as f32
-                    } else {
-                        f32::NAN
+                let then = at - TimeDelta::days(k as i64 + 1);
+                if let Ok(i) = day.binary_search_by_key(&then, |d| d.time) {
+                    if let Some(v) = total_at(&day[i], q) {
+                        sum = (sum.0 + v, sum.1 + 1);
                     }
                 }
+            }
+            if sum.1 == 0 {
+                f32::NAN
+            } else {
+                (sum.0 / sum.1 as f64) as f32
+            }
+        };
+        Base {
+            minute: minute_of(at),
+            p50: mean(0.5),
+            p95: mean(0.95),
+        }
+    }
+}
+
+impl Light {
+    /// `p` with its ratios to `base` (NaN without one).
+    fn of(p: &TrendPoint, base: Option<&Base>) -> Light {
+        let ratio = |q: f64, b: Option<f32>| -> f32 {
+            match (total_at(p, q), b) {
+                (Some(v), Some(b)) if b > 0.0 => (v / f64::from(b)) as f32,
                 _ => f32::NAN,
             }
         };
         Light {
-            minute: u32::try_from(p.time.timestamp().div_euclid(60)).unwrap_or(0),
+            minute: minute_of(p.time),
             runs: u32::try_from(p.runs).unwrap_or(u32::MAX),
             failures: u32::try_from(p.failures).unwrap_or(u32::MAX),
-            p50: ratio(0.5),
-            p95: ratio(0.95),
+            p50: ratio(0.5, base.map(|b| b.p50)),
+            p95: ratio(0.95, base.map(|b| b.p95)),
         }
     }
 
@@ -98,6 +132,9 @@ pub struct Screen {
     /// When the last full analysis ran (its `to`).
     full_at: DateTime<Utc>,
     points: Vec<Light>,
+    /// The bases of the points to come until the next full analysis, from
+    /// the earlier days it read: a pass reads only today's new points.
+    ahead: Vec<Base>,
 }
 
 /// What a pass does for one probe.
@@ -113,8 +150,9 @@ pub enum Plan {
 
 impl Screen {
     /// A screen from a full analysis' points of `[.., to)` at `step`, and
-    /// the earlier days' (see [`Screen::extend`]). The next full analysis
-    /// is due after [`FULL_EVERY`] less `offset` (spread over probes, so the
+    /// the earlier days' (day k + 1 back in `earlier[k]`), which must reach
+    /// [`FULL_EVERY`] past `to` (see [`read_ahead`]). The next full analysis
+    /// is due after `FULL_EVERY` less `offset` (spread over probes, so the
     /// passes that run them do not all fall together).
     pub fn new(
         step: TimeDelta,
@@ -123,11 +161,21 @@ impl Screen {
         points: &[TrendPoint],
         earlier: &[Vec<TrendPoint>],
     ) -> Screen {
+        let full_at = to - offset;
+        let mut ahead = Vec::new();
+        let mut t = to;
+        while t < full_at + FULL_EVERY && step > TimeDelta::zero() {
+            ahead.push(Base::at(t, earlier));
+            t += step;
+        }
         Screen {
             step,
             to,
-            full_at: to - offset,
-            points: points.iter().map(|p| Light::of(p, earlier)).collect(),
+            full_at,
+            points: (points.iter())
+                .map(|p| Light::of(p, Some(&Base::at(p.time, earlier))))
+                .collect(),
+            ahead,
         }
     }
 
@@ -144,25 +192,26 @@ impl Screen {
         }
     }
 
-    /// Appends the points read for `[self.to, to)` (with the earlier days'
-    /// at the same times, day k + 1 back in `earlier[k]`), drops those
-    /// before `from`, and says whether the change-point test finds a change
-    /// in the total's p50 ratios (and p95's when `with_p95`) or the failure
-    /// ratio with at least `min_after` points after it: the full analysis
-    /// is then due.
-    #[allow(clippy::too_many_arguments)]
+    /// Appends the points read for `[self.to, to)`, drops those before
+    /// `from`, and says whether the change-point test finds a change in the
+    /// total's p50 ratios (and p95's when `with_p95`) or the failure ratio
+    /// with at least `min_after` points after it: the full analysis is then
+    /// due.
     pub fn extend(
         &mut self,
         new: &[TrendPoint],
-        earlier: &[Vec<TrendPoint>],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         with_p95: bool,
         cfg: &changepoint::Config,
         min_after: usize,
     ) -> bool {
-        self.points
-            .extend(new.iter().map(|p| Light::of(p, earlier)));
+        for p in new {
+            let m = minute_of(p.time);
+            let base = (self.ahead.binary_search_by_key(&m, |b| b.minute).ok())
+                .and_then(|i| self.ahead.get(i));
+            self.points.push(Light::of(p, base));
+        }
         let first = self.points.partition_point(|p| p.time() < from);
         self.points.drain(..first);
         self.to = to;
@@ -283,14 +332,14 @@ mod tests {
         assert!(!changepoint::detect(&raw, &CFG).unwrap().is_empty());
         let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &quiet[..90], &earlier);
         let from = to(96) - STEP * 96;
-        assert!(!s.extend(&quiet[90..96], &earlier, from, to(96), true, &CFG, 4));
+        assert!(!s.extend(&quiet[90..96], from, to(96), true, &CFG, 4));
         assert_eq!(s.points.len(), 96);
         // +30 % from point 90, or failures: due.
         for (extra, fails) in [(1.3, 0), (1.0, 10)] {
             let today = day(0, extra, fails);
             let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &earlier);
             assert!(
-                s.extend(&today[90..96], &earlier, from, to(96), false, &CFG, 4),
+                s.extend(&today[90..96], from, to(96), false, &CFG, 4),
                 "×{extra}, {fails} failures"
             );
         }
@@ -301,9 +350,9 @@ mod tests {
         let today = day(0, 1.3, 0);
         let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &[]);
         assert!(s.points.iter().all(|p| p.p50.is_nan()));
-        assert!(!s.extend(&today[90..96], &[], to(0), to(96), true, &CFG, 4));
+        assert!(!s.extend(&today[90..96], to(0), to(96), true, &CFG, 4));
         let failing = day(0, 1.0, 10);
         let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &failing[..90], &[]);
-        assert!(s.extend(&failing[90..96], &[], to(0), to(96), true, &CFG, 4));
+        assert!(s.extend(&failing[90..96], to(0), to(96), true, &CFG, 4));
     }
 }

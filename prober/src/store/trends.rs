@@ -2,6 +2,7 @@
 //! histograms, and the findings (`trends`, migration 0013), one row per
 //! change however often the analysis sees it again.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -185,48 +186,76 @@ impl Store {
         to: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<TrendPoint>, StoreError> {
+        let mut all = self
+            .trend_points_of(&[(probe_id, location_id)], from, to, step)
+            .await?;
+        Ok(all.remove(&(probe_id, location_id)).unwrap_or_default())
+    }
+
+    /// [`Store::trend_points`] of several probes and locations in one read:
+    /// what a pass reads of every screened probe's new points.
+    pub async fn trend_points_of(
+        &self,
+        subjects: &[(i32, i16)],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<HashMap<(i32, i16), Vec<TrendPoint>>, StoreError> {
         let (rows, col) = Resolution::for_step(step).rows("$3", "$4");
         let step_secs = step.as_secs().max(60) as f64;
-        // The probe and location as values, not joins: the live views take
-        // them only as restrictions (see `Resolution::rows`).
+        // The probes and locations as values, not joins: the live views take
+        // them only as restrictions (see `Resolution::rows`); one probe as
+        // plain equalities, so each of the views' branches is an index range.
+        let who = if subjects.len() == 1 {
+            "h.probe_id = ($1::int4[])[1] and h.location_id = ($2::int2[])[1]"
+        } else {
+            "(h.probe_id, h.location_id) in (select * from unnest($1::int4[], $2::int2[]))"
+        };
         let sql = format!(
-            "select date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
+            "select h.probe_id, h.location_id,
+                    date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
                     prober_cat(h.bins) bins,
                     sum(prober_runs(h.stats, 0))::int8, sum(prober_failures(h.stats, 0))::int8
              from {rows} h
-             where h.probe_id = $1 and h.location_id = $2 and h.{col} >= $3 and h.{col} < $4
-             group by 1 order by 1"
+             where {who} and h.{col} >= $3 and h.{col} < $4
+             group by 1, 2, 3 order by 1, 2, 3"
         );
         let fail = |e| {
+            let first = subjects.first().map_or(0, |s| s.0);
             err(
-                &format!("reading the trend series of probe id {probe_id}"),
+                &format!(
+                    "reading the trend series of probe id {first} (and {} more)",
+                    subjects.len().saturating_sub(1)
+                ),
                 e,
             )
         };
+        let (probes, locations): (Vec<i32>, Vec<i16>) = subjects.iter().copied().unzip();
         let rows = sqlx::query(&sql)
-            .bind(probe_id)
-            .bind(location_id)
+            .bind(&probes)
+            .bind(&locations)
             .bind(from)
             .bind(to)
             .bind(step_secs)
             .fetch_all(self.pool())
             .await
             .map_err(fail)?;
-        let mut points = Vec::with_capacity(rows.len());
+        let mut out: HashMap<(i32, i16), Vec<TrendPoint>> = HashMap::new();
         for r in &rows {
-            let bins: Vec<i64> = r.try_get(1).map_err(fail)?;
-            let runs: i64 = r.try_get(2).map_err(fail)?;
+            let bins: Vec<i64> = r.try_get(3).map_err(fail)?;
+            let runs: i64 = r.try_get(4).map_err(fail)?;
             if runs == 0 {
                 continue;
             }
-            points.push(TrendPoint {
-                time: r.try_get(0).map_err(fail)?,
+            let key = (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
+            out.entry(key).or_default().push(TrendPoint {
+                time: r.try_get(2).map_err(fail)?,
                 runs,
-                failures: r.try_get(3).map_err(fail)?,
+                failures: r.try_get(5).map_err(fail)?,
                 phases: unpack_phases(&bins, PHASES.len()),
             });
         }
-        Ok(points)
+        Ok(out)
     }
 
     /// Stores a finding, or updates the open one that reports the same

@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use prober::analysis::{analyse, Analyser, AnalysisConfig};
 
 use crate::db::TestDb;
-use crate::trends::{all, with_step};
+use crate::store::meta;
+use crate::trends::{all, with_step, write_hours};
 
 #[tokio::test]
 async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet_passes() {
@@ -20,6 +21,10 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
         with_step(&db_full, end).await,
         with_step(&db_screened, end).await,
     );
+    // A second probe, steady: the new points of both are read together.
+    for store in [&full, &screened] {
+        write_hours(store, &meta("steady"), end, |_| 80_000).await;
+    }
     let cfg = AnalysisConfig::default();
     let mut analyser = Analyser::default();
     let first = end - TimeDelta::hours(2) - TimeDelta::minutes(40) + TimeDelta::minutes(3);
@@ -30,10 +35,10 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
         let a = analyse(&full, &cfg, now).await.unwrap();
         let b = analyser.pass(&screened, &cfg, now).await.unwrap();
         if k == 0 {
-            assert_eq!(b.full, 1, "a probe's first pass is a full analysis");
+            assert_eq!(b.full, 2, "a probe's first pass is a full analysis");
             // Again at the same time: no point has closed, nothing is read.
             let again = analyser.pass(&screened, &cfg, now).await.unwrap();
-            assert_eq!((again.subjects, again.full), (1, 0), "{again:?}");
+            assert_eq!((again.subjects, again.full), (2, 0), "{again:?}");
         }
         if a.new > 0 && found_full.is_none() {
             found_full = Some(k);

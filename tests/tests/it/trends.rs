@@ -54,7 +54,7 @@ pub(crate) fn run(
 /// before hold the first minute's level throughout: the earlier days a step
 /// is judged against (the daily cycle), without which the analysis reports
 /// no step.
-async fn write_hours(
+pub(crate) async fn write_hours(
     store: &Store,
     m: &Arc<ProbeMeta>,
     end: DateTime<Utc>,
