@@ -6,7 +6,7 @@
 //!
 //! - `screen.rs`: each probe's light series kept between passes, so that a
 //!   pass reads only the points closed since the last one, and the full
-//!   analysis only when they show a change (or once an hour);
+//!   analysis only when they show a change (or every two hours);
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
@@ -285,7 +285,7 @@ impl Analyser {
     /// One probe and location's share of a pass: its screen extended by
     /// the points closed since the last pass (`new`, when the pass read
     /// them already), and the full analysis when the screen calls for it
-    /// or an hour has passed (`screen.rs`).
+    /// or two hours have passed (`screen.rs`).
     async fn analyse_one(
         &mut self,
         store: &Store,
@@ -302,7 +302,11 @@ impl Analyser {
             .get(&key)
             .map_or(Plan::Full, |sc| sc.plan(w.step_delta, w.to));
         let st = &cfg.steps;
-        let full = match (plan, self.screens.get_mut(&key)) {
+        // Periodic: the screen is built anew from every read (late runs
+        // included, the earlier days' bases of the coming points). On the
+        // screen's call: today's window only, the earlier days for a
+        // candidate, and the screen kept as extended.
+        let (full, periodic) = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
                 let new = match new {
                     Some(points) => points,
@@ -311,33 +315,41 @@ impl Analyser {
                     }
                 };
                 let with_p95 = w.stats.len() > 1;
-                screen.extend(
+                let called = screen.extend(
                     &new,
                     w.from,
                     w.to,
                     with_p95,
                     &st.changepoint,
                     st.min_points_after,
-                )
+                );
+                (called, false)
             }
-            (Plan::Nothing, Some(_)) => false,
-            _ => true,
+            (Plan::Nothing, Some(_)) => (false, false),
+            _ => (true, true),
         };
         let mut found = Vec::new();
         if full {
             let points =
                 (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
-            let earlier = earlier_days(store, s, &w).await?;
-            found = step_findings(cfg, s, &w, &points, &earlier);
-            // A new screen's next full analysis comes sooner by a share of
-            // the hour taken from the probe's id: spread over passes.
-            let offset = if self.screens.contains_key(&key) {
-                TimeDelta::zero()
+            let cands = candidates(&points, &w.stats, &cfg.steps);
+            let earlier = if periodic || !cands.is_empty() {
+                earlier_days(store, s, &w).await?
             } else {
-                FULL_EVERY * s.probe_id.rem_euclid(12) / 12
+                Vec::new()
             };
-            let screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
-            self.screens.insert(key, screen);
+            found = step_findings(cfg, s, &w, &points, cands, &earlier);
+            if periodic {
+                // A new screen's next full analysis comes sooner by a share
+                // of `FULL_EVERY` taken from the probe's id: spread over passes.
+                let offset = if self.screens.contains_key(&key) {
+                    TimeDelta::zero()
+                } else {
+                    FULL_EVERY * s.probe_id.rem_euclid(12) / 12
+                };
+                let screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
+                self.screens.insert(key, screen);
+            }
         }
         if drifts_too {
             found.extend(drift_findings(store, cfg, s, now).await?);
@@ -412,16 +424,17 @@ async fn earlier_days(
     Ok(days)
 }
 
-/// The steps of latency and of the failure ratio in `points`, the full
-/// step window of `w`; `history` holds the earlier days' points.
+/// The steps of latency (from `cands`, [`candidates`] of `points`) and of
+/// the failure ratio in `points`, the full step window of `w`; `history`
+/// holds the earlier days' points (may be empty without a candidate).
 fn step_findings(
     cfg: &AnalysisConfig,
     s: &Subject,
     w: &StepWindow,
     points: &[TrendPoint],
+    cands: Vec<steps::Candidate>,
     history: &[Vec<TrendPoint>],
 ) -> Vec<Found> {
-    let cands = candidates(points, &w.stats, &cfg.steps);
     // The same change seen again may move by a few points as points arrive
     // (within the spread `steps::one_per_change` folds in one pass).
     let same = w.step_delta * steps::SPREAD_POINTS;

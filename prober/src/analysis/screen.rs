@@ -6,11 +6,13 @@
 //! total's p50 and p95 as ratios to the same clock time on the earlier days
 //! (their mean), where the daily cycle cancels. A pass reads only today's
 //! points closed since the last one (the earlier days' at those times were
-//! read by the last full analysis, an hour ahead), and runs the change-point
-//! test on the ratios and on the failure ratio; the
-//! full analysis runs when that test finds a change point, and otherwise
-//! once every [`FULL_EVERY`], so a step in one phase alone that the total
-//! does not show is found within that much more.
+//! read by the last periodic full analysis, two hours ahead), and runs the
+//! change-point test on the ratios and on the failure ratio. The full
+//! analysis runs when that test finds a change point (today's window, and
+//! the earlier days only for a candidate), and otherwise once every
+//! [`FULL_EVERY`] (everything read anew, the screen rebuilt), so a step in
+//! one phase alone that the total does not show is found within that much
+//! more.
 //!
 //! On the raw total the daily cycle alone makes change points in most 8-hour
 //! windows (the full analysis rejects them against the earlier days); on the
@@ -28,7 +30,7 @@ use crate::trend::changepoint;
 pub const SCREEN_LAXER: f64 = 10.0;
 
 /// How often a probe's full analysis runs when its screen shows no change.
-pub const FULL_EVERY: TimeDelta = TimeDelta::hours(1);
+pub const FULL_EVERY: TimeDelta = TimeDelta::hours(2);
 
 /// How far past a full analysis' window the earlier days are read: the
 /// bases of the points to come until the next one.
@@ -37,7 +39,8 @@ pub fn read_ahead() -> TimeDelta {
 }
 
 /// One point of a screen: 20 bytes (8 hours at 5 minutes: 96 points, about
-/// 2 KB a probe and location with the hour ahead's bases; 20 MB for 10,000).
+/// 2.2 KB a probe and location with the bases of the 2 hours ahead, 12
+/// bytes a point; 22 MB for 10,000).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Light {
     /// Minutes since the Unix epoch.
@@ -317,10 +320,12 @@ mod tests {
         assert_eq!(s.plan(STEP * 2, to(41)), Plan::Full, "a new step");
         // Spread over probes: an offset brings the next full pass sooner.
         let early = Screen::new(STEP, to(40), TimeDelta::minutes(30), &pts[..40], &[]);
+        let sooner = to(40) + FULL_EVERY - TimeDelta::minutes(30);
         assert_eq!(
-            early.plan(STEP, to(40) + TimeDelta::minutes(30)),
-            Plan::Full
+            early.plan(STEP, sooner - STEP),
+            Plan::Extend { from: to(40) }
         );
+        assert_eq!(early.plan(STEP, sooner), Plan::Full);
     }
 
     #[test]
