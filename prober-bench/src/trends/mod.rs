@@ -1,7 +1,7 @@
 //! `--trends`: the trend-detection evaluation harness (issue 17, Acceptance).
 //! Synthetic probes with one planted change each ([`synth`]) are written
 //! through the real store into a scratch database, then the analysis is
-//! replayed as the daemon runs it (`prober::analysis::analyse` at successive
+//! replayed as the daemon runs it (`prober::analysis::Analyser::pass` at successive
 //! `now`): every `--trend-sweep` minutes over the history, every 5 minutes
 //! over the last `--trend-dense-hours` (which hold the planted steps, so the
 //! detection delay is that of a daemon passing every 5 minutes). The stored

@@ -53,7 +53,7 @@ pub fn render(f: &TrendFigures) -> String {
     );
     let _ = writeln!(
         out,
-        "prober (prober::analysis::analyse, stored findings):\n"
+        "prober (prober::analysis::Analyser, stored findings):\n"
     );
     table(&mut out, &f.rows, true);
     let c = &f.cost;

@@ -12,7 +12,7 @@
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
 //! - `drifts.rs`: slow drifts of hourly medians over a week, and the
 //!   forecast of a drift crossing the probe's latency alert threshold, once
-//!   an hour (when an hourly point closes).
+//!   for each closed hour, spread over the hour's passes by probe.
 
 pub mod drifts;
 pub mod failures;
@@ -61,6 +61,9 @@ const RATE_WINDOW: TimeDelta = TimeDelta::hours(2);
 /// more than the daily cycle moved them (`steps::beyond_the_daily_cycle`).
 /// Two, so one unusual day is not the only baseline.
 pub const SEASON_DAYS: i64 = 2;
+
+// A step needs `MIN_BASELINES` earlier days: fewer read, and none is reported.
+const _: () = assert!(steps::MIN_BASELINES as i64 <= SEASON_DAYS);
 
 /// What the analysis is told.
 #[derive(Debug, Clone)]
@@ -163,6 +166,7 @@ pub fn start(
                         .fetch_add(p.updated, Ordering::Relaxed);
                     tracing::debug!(
                         subjects = p.subjects,
+                        full = p.full,
                         new = p.new,
                         updated = p.updated,
                         "trend analysis done"
@@ -199,10 +203,11 @@ pub async fn analyse(
 /// The periodic analysis' memory between passes: what it need not read again.
 #[derive(Debug, Default)]
 pub struct Analyser {
-    /// The last closed hour whose drifts were analysed: hourly points change
-    /// only when an hour closes, so drifts are analysed once an hour, not
-    /// every pass (a twelfth of their reads at a pass every 5 minutes).
-    drift_hour: Option<DateTime<Utc>>,
+    /// Each probe and location's last closed hour whose drifts were
+    /// analysed: hourly points change only when an hour closes, so drifts
+    /// are analysed once an hour, not every pass, and spread over the
+    /// hour's passes by probe (`drift_due`).
+    drifted: HashMap<(i32, i16), DateTime<Utc>>,
     /// Each probe and location's light series (`screen.rs`).
     screens: HashMap<(i32, i16), Screen>,
 }
@@ -222,26 +227,30 @@ impl Analyser {
             ..Pass::default()
         };
         let to_hour = closed_hour(now);
-        let drifts_too = self.drift_hour != Some(to_hour);
         let mut new_points = self.read_new_points(store, &subjects, now).await;
         for s in &subjects {
-            let new = new_points.remove(&(s.probe_id, s.location_id));
+            let key = (s.probe_id, s.location_id);
+            let new = new_points.remove(&key);
+            let drifts_too = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every);
             match self.analyse_one(store, cfg, s, now, drifts_too, new).await {
                 Ok((full, new, updated)) => {
                     pass.full += u64::from(full);
                     pass.new += new;
                     pass.updated += updated;
+                    if drifts_too {
+                        self.drifted.insert(key, to_hour);
+                    }
                 }
                 Err(e) => tracing::warn!(probe = %s.probe, location = %s.location, error = %e,
                     "trend analysis of this probe failed; the next pass retries"),
             }
         }
-        self.drift_hour = Some(to_hour);
         let live: HashSet<(i32, i16)> = subjects
             .iter()
             .map(|s| (s.probe_id, s.location_id))
             .collect();
         self.screens.retain(|k, _| live.contains(k));
+        self.drifted.retain(|k, _| live.contains(k));
         Ok(pass)
     }
 
@@ -274,8 +283,8 @@ impl Analyser {
                         out.extend(chunk.iter().map(|k| (*k, Vec::new())));
                         out.extend(found);
                     }
-                    Err(e) => tracing::debug!(error = %e, probes = chunk.len(),
-                        "reading new trend points together failed; each probe reads its own"),
+                    Err(e) => tracing::warn!(error = %e, probes = chunk.len(),
+                        "reading new trend points together failed; each probe reads its own this pass"),
                 }
             }
         }
@@ -341,11 +350,12 @@ impl Analyser {
             found = step_findings(cfg, s, &w, &points, cands, &earlier);
             if periodic {
                 // A new screen's next full analysis comes sooner by a share
-                // of `FULL_EVERY` taken from the probe's id: spread over passes.
-                let offset = if self.screens.contains_key(&key) {
-                    TimeDelta::zero()
-                } else {
-                    FULL_EVERY * s.probe_id.rem_euclid(12) / 12
+                // of `FULL_EVERY` taken from the probe's id, so they are
+                // spread over passes; a rebuilt one keeps its share (a late
+                // pass or a long absence does not bunch them).
+                let offset = match self.screens.get(&key) {
+                    Some(old) => old.behind_schedule(w.to),
+                    None => FULL_EVERY * s.probe_id.rem_euclid(12) / 12,
                 };
                 let screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
                 self.screens.insert(key, screen);
@@ -396,6 +406,36 @@ impl StepWindow {
     }
 }
 
+/// Whether a probe's drifts are to be analysed at `now`, its last analysis
+/// having been for the closed hour `last`: once for each closed hour, at the
+/// pass of its share of the hour (the hour cut into as many shares as it
+/// has passes `every` apart, the share taken from the probe's id), so the
+/// week of hourly points is not read for every probe on one pass; at once
+/// when it has none yet or missed a whole hour (passes slower than shares).
+fn drift_due(
+    last: Option<&DateTime<Utc>>,
+    probe_id: i32,
+    now: DateTime<Utc>,
+    every: Duration,
+) -> bool {
+    let to_hour = closed_hour(now);
+    let Some(last) = last else {
+        return true;
+    };
+    if *last >= to_hour {
+        return false;
+    }
+    if *last < to_hour - TimeDelta::hours(1) {
+        return true;
+    }
+    let every = TimeDelta::from_std(every)
+        .unwrap_or(TimeDelta::hours(1))
+        .max(TimeDelta::minutes(1));
+    let shares = (TimeDelta::hours(1).num_seconds() / every.num_seconds()).max(1);
+    let share = i64::from(probe_id).rem_euclid(shares);
+    (now - CLOSE_AFTER) - to_hour >= every * i32::try_from(share).unwrap_or(0)
+}
+
 /// The end of the last hour whose points are closed at `now`.
 fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
     (now - CLOSE_AFTER)
@@ -409,7 +449,8 @@ type Found = (NewFinding, TimeDelta);
 
 /// The points of the step window at the same clock times on each of the
 /// [`SEASON_DAYS`] earlier days (yesterday first): the daily cycle a step is
-/// judged against; and, for the screen, the hour after the window.
+/// judged against; and, for the screen, [`screen::read_ahead`] after the
+/// window.
 async fn earlier_days(
     store: &Store,
     s: &Subject,
@@ -506,4 +547,57 @@ async fn save(
         }
     }
     Ok((new, updated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drifts_are_analysed_once_an_hour_at_the_probe_s_share_of_it() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let every = Duration::from_secs(300);
+        let hour = t("2026-12-01T10:00:00Z");
+        let before = hour - TimeDelta::hours(1);
+        // Never analysed: at once.
+        assert!(drift_due(None, 7, t("2026-12-01T10:03:00Z"), every));
+        // Done for this hour: not again.
+        assert!(!drift_due(Some(&hour), 7, t("2026-12-01T10:50:00Z"), every));
+        // Probe 7's share is 35 minutes into the hour (after the 2-minute close).
+        assert!(!drift_due(
+            Some(&before),
+            7,
+            t("2026-12-01T10:36:00Z"),
+            every
+        ));
+        assert!(drift_due(
+            Some(&before),
+            7,
+            t("2026-12-01T10:37:00Z"),
+            every
+        ));
+        // Probe 12's share is the first.
+        assert!(drift_due(
+            Some(&before),
+            12,
+            t("2026-12-01T10:02:00Z"),
+            every
+        ));
+        // An hour missed (passes slower than shares): at once.
+        let two_back = hour - TimeDelta::hours(2);
+        assert!(drift_due(
+            Some(&two_back),
+            11,
+            t("2026-12-01T10:02:00Z"),
+            every
+        ));
+        // Passes an hour apart: one share, the first pass.
+        let hourly = Duration::from_secs(3600);
+        assert!(drift_due(
+            Some(&before),
+            11,
+            t("2026-12-01T10:02:00Z"),
+            hourly
+        ));
+    }
 }

@@ -114,8 +114,8 @@ impl Light {
         };
         Light {
             minute: minute_of(p.time),
-            runs: u32::try_from(p.runs).unwrap_or(u32::MAX),
-            failures: u32::try_from(p.failures).unwrap_or(u32::MAX),
+            runs: u32::try_from(p.runs.max(0)).unwrap_or(u32::MAX),
+            failures: u32::try_from(p.failures.max(0)).unwrap_or(u32::MAX),
             p50: ratio(0.5, base.map(|b| b.p50)),
             p95: ratio(0.95, base.map(|b| b.p95)),
         }
@@ -180,6 +180,14 @@ impl Screen {
                 .collect(),
             ahead,
         }
+    }
+
+    /// How far `to` is past the last due time of the periodic analysis
+    /// (less than [`FULL_EVERY`]): the offset that keeps a rebuilt screen
+    /// on its schedule.
+    pub fn behind_schedule(&self, to: DateTime<Utc>) -> TimeDelta {
+        let every = FULL_EVERY.num_seconds().max(1);
+        TimeDelta::seconds((to - self.full_at).num_seconds().rem_euclid(every))
     }
 
     /// What to read for the window ending at `to`, at `step`.
@@ -311,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_without_a_new_point_does_nothing_and_an_hour_brings_a_full_one() {
+    fn a_pass_without_a_new_point_does_nothing_and_two_hours_bring_a_full_one() {
         let pts = day(0, 1.0, 0);
         let s = Screen::new(STEP, to(40), TimeDelta::zero(), &pts[..40], &[]);
         assert_eq!(s.plan(STEP, to(40)), Plan::Nothing);
@@ -326,6 +334,15 @@ mod tests {
             Plan::Extend { from: to(40) }
         );
         assert_eq!(early.plan(STEP, sooner), Plan::Full);
+        // Rebuilt at a late pass, a screen keeps its schedule.
+        let late = sooner + TimeDelta::minutes(25);
+        assert_eq!(early.behind_schedule(late), TimeDelta::minutes(25));
+        let rebuilt = Screen::new(STEP, late, early.behind_schedule(late), &pts[..40], &[]);
+        assert_eq!(
+            rebuilt.plan(STEP, sooner + FULL_EVERY),
+            Plan::Full,
+            "due when it would have been"
+        );
     }
 
     #[test]

@@ -205,11 +205,14 @@ impl Store {
         let step_secs = step.as_secs().max(60) as f64;
         // The probes and locations as values, not joins: the live views take
         // them only as restrictions (see `Resolution::rows`); one probe as
-        // plain equalities, so each of the views' branches is an index range.
+        // plain equalities, so each of the views' branches is an index range;
+        // several as `= any` restrictions, the pairs checked after (probe 1
+        // at location 2 is not asked for by probe 1 at 1 and probe 2 at 2).
         let who = if subjects.len() == 1 {
             "h.probe_id = ($1::int4[])[1] and h.location_id = ($2::int2[])[1]"
         } else {
-            "(h.probe_id, h.location_id) in (select * from unnest($1::int4[], $2::int2[]))"
+            "h.probe_id = any($1::int4[]) and h.location_id = any($2::int2[])
+             and (h.probe_id, h.location_id) in (select * from unnest($1::int4[], $2::int2[]))"
         };
         let sql = format!(
             "select h.probe_id, h.location_id,
@@ -222,11 +225,12 @@ impl Store {
         );
         let fail = |e| {
             let first = subjects.first().map_or(0, |s| s.0);
+            let more = match subjects.len() {
+                0 | 1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
             err(
-                &format!(
-                    "reading the trend series of probe id {first} (and {} more)",
-                    subjects.len().saturating_sub(1)
-                ),
+                &format!("reading the trend series of probe id {first}{more}"),
                 e,
             )
         };

@@ -5,16 +5,17 @@
 //! trend test sees it. Latency has a daily cycle, which over a window that does
 //! not hold whole days looks like a trend. So like hours are compared: the
 //! test is the seasonal Kendall test ([`seasonal_kendall`]: Mann–Kendall
-//! within each hour of the day, summed), the slope the seasonal Theil–Sen
-//! slope, and [`deseasonalise`] removes the hour-of-day profile for the
-//! level and the forecast. Mann–Kendall over deseasonalised points was tried
-//! first and is not valid: the profile is estimated from the same points (24
-//! of 72 degrees of freedom over three days), which shrinks the noise the
-//! test's variance assumes, and in the harness 16 of the 120 hourly series of
-//! the stationary probes (20 probes, 6 phases) showed a drift at p < 0.001
-//! in some window of 3 to 4 days; the seasonal test, none. Points are treated as independent between days; the default
-//! threshold is strict (p < 0.001) and a drift must also be large enough per
-//! day to matter.
+//! within each hour of the day, summed), and the slope and level are read
+//! by Theil–Sen from the points [`deseasonalise`]d (the hour-of-day profile
+//! removed; also what the forecast extrapolates). Mann–Kendall over
+//! deseasonalised points was tried first and is not valid: the profile is
+//! estimated from the same points (24 of 72 degrees of freedom over three
+//! days), which shrinks the noise the test's variance assumes, and in the
+//! harness 16 of the 120 hourly series of the stationary probes (20 probes,
+//! 6 phases) showed a drift at p < 0.001 in some window of 3 to 4 days; the
+//! seasonal test, none. Points are treated as independent between days; the
+//! default threshold is strict (p < 0.001) and a drift must also be large
+//! enough per day to matter.
 
 use super::{check_finite, median_in_place, pvalue, TrendError};
 

@@ -46,7 +46,8 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
         if b.new > 0 && found_screened.is_none() {
             found_screened = Some(k);
         }
-        // Before the step (at k = 8) and the hourly full analysis.
+        // Before the step (at k = 8); the periodic full analyses of the two
+        // probes (ids 1 and 2) fall 110 and 100 minutes after the first pass.
         if (1..8).contains(&k) {
             quiet_full_passes += b.full;
         }
@@ -70,4 +71,68 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
         (a[0].change_at, &a[0].summary),
         (b[0].change_at, &b[0].summary)
     );
+}
+
+#[tokio::test]
+async fn new_points_read_together_are_each_asked_pair_and_no_other() {
+    use crate::store::record;
+    use crate::trends::store as lab_store;
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let (east, west) = (lab_store(&db, "east").await, lab_store(&db, "west").await);
+    let at: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let runs = |name: &str, us: u64| -> Vec<_> {
+        (0..10)
+            .map(|i| record(&meta(name), at + TimeDelta::minutes(i), us, true))
+            .collect()
+    };
+    east.write_runs(&runs("a", 10_000)).await.unwrap();
+    west.write_runs(&runs("a", 20_000)).await.unwrap();
+    west.write_runs(&runs("b", 30_000)).await.unwrap();
+    let id = |sql: &'static str| {
+        let pool = east.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (
+        id("select id from probes where name = 'a'").await,
+        id("select id from probes where name = 'b'").await,
+    );
+    let loc = |name: &'static str| {
+        let pool = east.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i16>("select id from locations where name = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (e, w) = (loc("east").await, loc("west").await);
+    let got = east
+        .trend_points_of(
+            &[(a, e), (b, w)],
+            at,
+            at + TimeDelta::minutes(10),
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    let mut keys: Vec<_> = got.keys().copied().collect();
+    keys.sort_unstable();
+    let mut want = vec![(a, e), (b, w)];
+    want.sort_unstable();
+    assert_eq!(keys, want, "probe a at west was not asked for");
+    for (key, us) in [((a, e), 10_000), ((b, w), 30_000)] {
+        let points = &got[&key];
+        assert_eq!(points.len(), 2, "two 5-minute points of {key:?}");
+        assert_eq!(points.iter().map(|p| p.runs).sum::<i64>(), 10);
+        let p50 = points[0].phases[0].value_at_quantile(0.5).unwrap();
+        assert!(p50.abs_diff(us) <= us / 50, "{key:?}: {p50} µs");
+    }
 }
