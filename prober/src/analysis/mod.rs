@@ -7,6 +7,8 @@
 //! - `screen.rs`: each probe's light series kept between passes, so that a
 //!   pass reads only the points closed since the last one, and the full
 //!   analysis only when they show a change (or every two hours);
+//! - `window.rs`: a probe's step window as of a pass, and when its drifts
+//!   are due;
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
@@ -19,13 +21,14 @@ pub mod failures;
 pub mod screen;
 pub mod series;
 pub mod steps;
+mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::AlertEngine;
@@ -38,8 +41,8 @@ use crate::trend::drift;
 use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
 use screen::{Plan, Screen, FULL_EVERY};
-use series::{step_for, MIN_RUNS_FOR_P95};
 use steps::{candidates, steps, StepConfig};
+use window::{closed_hour, drift_due, StepWindow};
 
 /// How often the analysis runs by default.
 pub const ANALYSE_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -369,80 +372,6 @@ impl Analyser {
     }
 }
 
-/// The window of a probe's step series as of a pass.
-struct StepWindow {
-    step: Duration,
-    step_delta: TimeDelta,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    /// The statistics its points hold enough runs for.
-    stats: Vec<(&'static str, f64)>,
-}
-
-impl StepWindow {
-    fn of(s: &Subject, now: DateTime<Utc>) -> StepWindow {
-        // The rate window starts at the hour before `now - 2h`: up to 3 hours.
-        let from_hour = (now - RATE_WINDOW)
-            .duration_trunc(TimeDelta::hours(1))
-            .unwrap_or(now - RATE_WINDOW);
-        let hours = ((now - from_hour).num_seconds() as f64 / 3600.0).max(1.0);
-        let rate = s.runs as f64 / hours;
-        let step = step_for(rate);
-        let step_delta = TimeDelta::from_std(step).unwrap_or(TimeDelta::hours(1));
-        let to = (now - CLOSE_AFTER)
-            .duration_trunc(step_delta)
-            .unwrap_or(now - CLOSE_AFTER);
-        let mut stats = vec![("p50", 0.5)];
-        if rate * step.as_secs_f64() / 3600.0 >= MIN_RUNS_FOR_P95 {
-            stats.push(("p95", 0.95));
-        }
-        StepWindow {
-            step,
-            step_delta,
-            from: to - step_delta * POINTS,
-            to,
-            stats,
-        }
-    }
-}
-
-/// Whether a probe's drifts are to be analysed at `now`, its last analysis
-/// having been for the closed hour `last`: once for each closed hour, at the
-/// pass of its share of the hour (the hour cut into as many shares as it
-/// has passes `every` apart, the share taken from the probe's id), so the
-/// week of hourly points is not read for every probe on one pass; at once
-/// when it has none yet or missed a whole hour (passes slower than shares).
-fn drift_due(
-    last: Option<&DateTime<Utc>>,
-    probe_id: i32,
-    now: DateTime<Utc>,
-    every: Duration,
-) -> bool {
-    let to_hour = closed_hour(now);
-    let Some(last) = last else {
-        return true;
-    };
-    if *last >= to_hour {
-        return false;
-    }
-    if *last < to_hour - TimeDelta::hours(1) {
-        return true;
-    }
-    let every = TimeDelta::from_std(every)
-        .unwrap_or(TimeDelta::hours(1))
-        .max(TimeDelta::minutes(1));
-    let shares = (TimeDelta::hours(1).num_seconds() / every.num_seconds()).max(1);
-    let share = i64::from(probe_id).rem_euclid(shares);
-    (now - CLOSE_AFTER) - to_hour >= every * i32::try_from(share).unwrap_or(0)
-}
-
-/// The end of the last hour whose points are closed at `now`.
-fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
-    (now - CLOSE_AFTER)
-        .duration_trunc(TimeDelta::hours(1))
-        .unwrap_or(now)
-}
-
 /// A finding and how far from it a stored one may be and still report the
 /// same change.
 type Found = (NewFinding, TimeDelta);
@@ -547,57 +476,4 @@ async fn save(
         }
     }
     Ok((new, updated))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drifts_are_analysed_once_an_hour_at_the_probe_s_share_of_it() {
-        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-        let every = Duration::from_secs(300);
-        let hour = t("2026-12-01T10:00:00Z");
-        let before = hour - TimeDelta::hours(1);
-        // Never analysed: at once.
-        assert!(drift_due(None, 7, t("2026-12-01T10:03:00Z"), every));
-        // Done for this hour: not again.
-        assert!(!drift_due(Some(&hour), 7, t("2026-12-01T10:50:00Z"), every));
-        // Probe 7's share is 35 minutes into the hour (after the 2-minute close).
-        assert!(!drift_due(
-            Some(&before),
-            7,
-            t("2026-12-01T10:36:00Z"),
-            every
-        ));
-        assert!(drift_due(
-            Some(&before),
-            7,
-            t("2026-12-01T10:37:00Z"),
-            every
-        ));
-        // Probe 12's share is the first.
-        assert!(drift_due(
-            Some(&before),
-            12,
-            t("2026-12-01T10:02:00Z"),
-            every
-        ));
-        // An hour missed (passes slower than shares): at once.
-        let two_back = hour - TimeDelta::hours(2);
-        assert!(drift_due(
-            Some(&two_back),
-            11,
-            t("2026-12-01T10:02:00Z"),
-            every
-        ));
-        // Passes an hour apart: one share, the first pass.
-        let hourly = Duration::from_secs(3600);
-        assert!(drift_due(
-            Some(&before),
-            11,
-            t("2026-12-01T10:02:00Z"),
-            hourly
-        ));
-    }
 }
