@@ -18,6 +18,7 @@
 //! [`RunRecord`]: crate::run::RunRecord
 
 pub mod audit;
+mod block_points;
 mod clean;
 mod dimensions;
 mod error;

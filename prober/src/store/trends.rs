@@ -2,13 +2,14 @@
 //! histograms, and the findings (`trends`, migration 0013), one row per
 //! change however often the analysis sees it again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::block_points::{add_block, Gathered, Span};
 use super::events::{events_of_json, ChangeEvent, FINDING_CONTEXT_COLUMNS, FINDING_CONTEXT_JOINS};
 use super::read::unpack_phases;
 use super::{err, Resolution, Store, StoreError};
@@ -201,8 +202,8 @@ impl Store {
         to: DateTime<Utc>,
         step: Duration,
     ) -> Result<HashMap<(i32, i16), Vec<TrendPoint>>, StoreError> {
-        let (rows, col) = Resolution::for_step(step).rows("$3", "$4");
-        let step_secs = step.as_secs().max(60) as f64;
+        let resolution = Resolution::for_step(step);
+        let step_secs = step.as_secs().max(60) as i64;
         // The probes and locations as values, not joins: the live views take
         // them only as restrictions (see `Resolution::rows`); one probe as
         // plain equalities, so each of the views' branches is an index range;
@@ -214,14 +215,36 @@ impl Store {
             "h.probe_id = any($1::int4[]) and h.location_id = any($2::int2[])
              and (h.probe_id, h.location_id) in (select * from unnest($1::int4[], $2::int2[]))"
         };
+        // Minutes: the rows not packed yet merged per point here, and the
+        // blocks as they are stored, opened in Rust (`block_points.rs`).
+        let (rows, col, blocks) = match resolution {
+            Resolution::Minute => (
+                "(select probe_id, location_id, minute, bins, stats from hist_minute
+                  union all select probe_id, location_id, minute, bins, stats from hist_pending
+                  union all select probe_id, location_id, minute, bins, stats from v1_minute_rows)"
+                    .to_string(),
+                "minute",
+                format!(
+                    "union all
+                     select h.probe_id, h.location_id, h.hour, h.bins, h.stats, h.sums, null, null
+                     from hist_minute_block h
+                     where {who} and h.hour >= date_trunc('hour', $3, 'UTC') and h.hour < $4"
+                ),
+            ),
+            _ => {
+                let (rows, col) = resolution.rows("$3", "$4");
+                (rows, col, String::new())
+            }
+        };
         let sql = format!(
             "select h.probe_id, h.location_id,
                     date_bin(make_interval(secs => $5), h.{col}, timestamptz '1970-01-01 00:00:00+00') t,
-                    prober_cat(h.bins) bins,
+                    prober_cat(h.bins) bins, null::int8[] stats, null::int8[] sums,
                     sum(prober_runs(h.stats, 0))::int8, sum(prober_failures(h.stats, 0))::int8
              from {rows} h
              where {who} and h.{col} >= $3 and h.{col} < $4
-             group by 1, 2, 3 order by 1, 2, 3"
+             group by 1, 2, 3
+             {blocks}"
         );
         let fail = |e| {
             let first = subjects.first().map_or(0, |s| s.0);
@@ -240,24 +263,52 @@ impl Store {
             .bind(&locations)
             .bind(from)
             .bind(to)
-            .bind(step_secs)
+            .bind(step_secs as f64)
             .fetch_all(self.pool())
             .await
             .map_err(fail)?;
-        let mut out: HashMap<(i32, i16), Vec<TrendPoint>> = HashMap::new();
+        let span = Span {
+            from: from.timestamp(),
+            to: to.timestamp(),
+            step: step_secs,
+        };
+        let mut gathered: HashMap<(i32, i16), BTreeMap<i64, Gathered>> = HashMap::new();
         for r in &rows {
-            let bins: Vec<i64> = r.try_get(3).map_err(fail)?;
-            let runs: i64 = r.try_get(4).map_err(fail)?;
-            if runs == 0 {
-                continue;
-            }
             let key = (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
-            out.entry(key).or_default().push(TrendPoint {
-                time: r.try_get(2).map_err(fail)?,
-                runs,
-                failures: r.try_get(5).map_err(fail)?,
-                phases: unpack_phases(&bins, PHASES.len()),
-            });
+            let t: DateTime<Utc> = r.try_get(2).map_err(fail)?;
+            let bins: Vec<i64> = r.try_get(3).map_err(fail)?;
+            let points = gathered.entry(key).or_default();
+            match r.try_get::<Option<Vec<i64>>, _>(4).map_err(fail)? {
+                Some(stats) => {
+                    let sums: Vec<i64> = r.try_get(5).map_err(fail)?;
+                    add_block(points, span, t.timestamp(), &bins, &stats, &sums);
+                }
+                None => {
+                    let (runs, failures) =
+                        (r.try_get(6).map_err(fail)?, r.try_get(7).map_err(fail)?);
+                    points
+                        .entry(t.timestamp())
+                        .or_default()
+                        .add(runs, failures, &bins);
+                }
+            }
+        }
+        let mut out: HashMap<(i32, i16), Vec<TrendPoint>> = HashMap::new();
+        for (key, points) in gathered {
+            let series: Vec<TrendPoint> = (points.into_iter())
+                .filter(|(_, g)| g.runs != 0)
+                .filter_map(|(t, g)| {
+                    Some(TrendPoint {
+                        time: DateTime::from_timestamp(t, 0)?,
+                        runs: g.runs,
+                        failures: g.failures,
+                        phases: unpack_phases(&g.bins, PHASES.len()),
+                    })
+                })
+                .collect();
+            if !series.is_empty() {
+                out.insert(key, series);
+            }
         }
         Ok(out)
     }

@@ -3,8 +3,11 @@
 //! hour was packed is still counted once, a late run joins its hour's block,
 //! every read stays exact, and retention drops packed hours with their days.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use hdrhistogram::Histogram;
+use prober::results::hist::bin_key;
 use prober::store::{Resolution, Store};
 use sqlx::PgPool;
 
@@ -262,4 +265,96 @@ async fn a_replay_racing_the_pack_of_its_hour_counts_once() {
         (0, 60, 60, 60),
         "every run once, as a row or packed, at every resolution"
     );
+}
+
+/// (phase, bin key) → count of a point's phases.
+fn point_bins(p: &prober::store::trends::TrendPoint) -> BTreeMap<(i64, i64), u64> {
+    let mut out = BTreeMap::new();
+    for (phase, h) in p.phases.iter().enumerate() {
+        for (lo, _, n) in h.bins() {
+            *out.entry((phase as i64, i64::from(bin_key(lo))))
+                .or_default() += n;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn trend_points_opened_from_blocks_equal_the_minute_rows_they_hold() {
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    store.start_rollups(start).await.unwrap();
+    let mut seed = 11;
+    // "slow" runs once a minute (every cell one sample, its bin implied by
+    // its sum in a block); "fast" every 10 s, some failing (cells of six
+    // samples, bins stored).
+    let mut batch = Vec::new();
+    for (name, every) in [("slow", 60), ("fast", 10)] {
+        let m = meta(name);
+        for i in 0..(3 * 3600 / every) {
+            let us = 2_000 + lcg(&mut seed) % 90_000;
+            let ok = !lcg(&mut seed).is_multiple_of(9);
+            batch.push(record(&m, start + TimeDelta::seconds(every * i), us, ok));
+        }
+    }
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 180 + 1_080);
+    // 12:05: 09:00 and 10:00 packed, 11:00 stays minute rows.
+    store
+        .rollup(start + TimeDelta::minutes(185))
+        .await
+        .unwrap()
+        .unwrap();
+    let blocks: i64 = sqlx::query_scalar("select count(*) from hist_minute_block")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(blocks, 4, "two hours of two probes packed");
+    let probes: Vec<(i32, i16)> =
+        sqlx::query_as("select id, (select id from locations limit 1) from probes order by name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    // A 7-minute step: points that straddle the hours, so a point gathers
+    // from a block and from the next block or from minute rows; a window
+    // that starts and ends inside blocks.
+    let (from, to) = (
+        start + TimeDelta::minutes(23),
+        start + TimeDelta::minutes(170),
+    );
+    let got = store
+        .trend_points_of(&probes, from, to, Duration::from_secs(420))
+        .await
+        .unwrap();
+    for key in &probes {
+        let want: Vec<(DateTime<Utc>, Vec<i64>, i64, i64)> = sqlx::query_as(
+            "select date_bin(interval '420 s', m.minute, timestamptz '1970-01-01 00:00:00+00'),
+                    prober_cat(m.bins), sum(prober_runs(m.stats, 0))::int8,
+                    sum(prober_failures(m.stats, 0))::int8
+             from prober_minutes($1, $2) m
+             where m.probe_id = $3 and m.location_id = $4 and m.minute >= $1 and m.minute < $2
+             group by 1 order by 1",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(key.0)
+        .bind(key.1)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let points = &got[key];
+        assert_eq!(points.len(), want.len(), "{key:?}");
+        assert!(want.len() >= 20, "{key:?}: {} points", want.len());
+        for (p, (t, bins, runs, failures)) in points.iter().zip(&want) {
+            assert_eq!((p.time, p.runs, p.failures), (*t, *runs, *failures));
+            let mut w = BTreeMap::new();
+            for e in bins {
+                *w.entry((e >> 48, (e >> 32) & 0xffff)).or_default() += (e & 0xffff_ffff) as u64;
+            }
+            assert_eq!(point_bins(p), w, "{key:?} at {t}");
+        }
+    }
 }
