@@ -360,7 +360,8 @@ impl Analyser {
                     Some(old) => old.behind_schedule(w.to),
                     None => FULL_EVERY * s.probe_id.rem_euclid(12) / 12,
                 };
-                let screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
+                let mut screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
+                screen.settle(w.stats.len() > 1, &st.changepoint, st.min_points_after);
                 self.screens.insert(key, screen);
             }
         }

@@ -22,6 +22,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::steps;
 use crate::store::trends::TrendPoint;
 use crate::trend::changepoint;
 
@@ -31,6 +32,16 @@ pub const SCREEN_LAXER: f64 = 10.0;
 
 /// How often a probe's full analysis runs when its screen shows no change.
 pub const FULL_EVERY: TimeDelta = TimeDelta::hours(2);
+
+/// A change point the full analysis has seen calls for it again while its
+/// p-value is within the full analysis' own threshold (the evidence a
+/// finding needs), and otherwise only when its p-value has become this
+/// many times smaller (the evidence grew: a real step's p-value falls as
+/// points arrive after it; a chance one's wanders in the screen's laxer
+/// band). Without this, a change point called for once called every pass
+/// while it stayed in the window: on stationary probes, two thirds of the
+/// full analyses.
+pub const CALL_AGAIN_FACTOR: f64 = 3.0;
 
 /// How far past a full analysis' window the earlier days are read: the
 /// bases of the points to come until the next one.
@@ -138,6 +149,27 @@ pub struct Screen {
     /// The bases of the points to come until the next full analysis, from
     /// the earlier days it read: a pass reads only today's new points.
     ahead: Vec<Base>,
+    /// The change points the full analysis has seen since: not called for
+    /// again (`CALL_AGAIN_FACTOR`).
+    seen: Vec<Seen>,
+}
+
+/// Which of the screen's series a change point is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Series {
+    P50,
+    P95,
+    Failures,
+}
+
+/// A change point the full analysis has seen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    series: Series,
+    /// Minutes since the Unix epoch of its first point after.
+    minute: u32,
+    rising: bool,
+    p_value: f64,
 }
 
 /// What a pass does for one probe.
@@ -179,6 +211,7 @@ impl Screen {
                 .map(|p| Light::of(p, Some(&Base::at(p.time, earlier))))
                 .collect(),
             ahead,
+            seen: Vec::new(),
         }
     }
 
@@ -226,32 +259,93 @@ impl Screen {
         let first = self.points.partition_point(|p| p.time() < from);
         self.points.drain(..first);
         self.to = to;
+        self.seen.retain(|c| c.minute >= minute_of(from));
+        self.test(with_p95, cfg, min_after, true)
+    }
+
+    /// Records every change point the screen's test finds now as seen: the
+    /// full analysis has just read the whole window.
+    pub fn settle(&mut self, with_p95: bool, cfg: &changepoint::Config, min_after: usize) {
+        self.test(with_p95, cfg, min_after, false);
+    }
+
+    /// Runs the change-point test on the total's p50 ratios (and p95's when
+    /// `with_p95`) and the failure ratio; says, when `call`, whether it
+    /// finds a change point with at least `min_after` points after it that
+    /// the full analysis has not seen, or has seen but that is now as
+    /// strong as the full test asks or [`CALL_AGAIN_FACTOR`] times stronger
+    /// than when seen. Every such change point is then recorded as seen.
+    fn test(
+        &mut self,
+        with_p95: bool,
+        cfg: &changepoint::Config,
+        min_after: usize,
+        call: bool,
+    ) -> bool {
         // A laxer test than the full analysis': the ratios are noisier than
         // the total (an earlier day's noise is in them), and a change the
         // full analysis would find must not wait for the screen.
+        let strong = cfg.max_pvalue;
         let cfg = changepoint::Config {
             max_pvalue: (cfg.max_pvalue * SCREEN_LAXER).min(1.0),
             ..cfg.clone()
         };
-        let changed = |series: &[f64]| {
-            changepoint::detect(series, &cfg).is_ok_and(|cps| {
-                cps.iter()
-                    .any(|cp| cp.after.end.saturating_sub(cp.after.start) >= min_after)
-            })
-        };
-        let latency = |q: fn(&Light) -> f32| -> Vec<f64> {
+        let latency = |q: fn(&Light) -> f32| -> Vec<(u32, f64)> {
             (self.points.iter())
-                .map(q)
-                .filter(|v| !v.is_nan())
-                .map(f64::from)
+                .filter(|p| !q(p).is_nan())
+                .map(|p| (p.minute, f64::from(q(p))))
                 .collect()
         };
-        let failures: Vec<f64> = (self.points.iter())
-            .map(|p| f64::from(p.failures) / f64::from(p.runs.max(1)))
+        let failures: Vec<(u32, f64)> = (self.points.iter())
+            .map(|p| (p.minute, f64::from(p.failures) / f64::from(p.runs.max(1))))
             .collect();
-        changed(&latency(|p| p.p50))
-            || (with_p95 && changed(&latency(|p| p.p95)))
-            || changed(&failures)
+        let mut series = vec![(Series::P50, latency(|p| p.p50))];
+        if with_p95 {
+            series.push((Series::P95, latency(|p| p.p95)));
+        }
+        series.push((Series::Failures, failures));
+        let near = u32::try_from(self.step.num_minutes() * steps::SPREAD_POINTS as i64)
+            .unwrap_or(u32::MAX);
+        let mut called = false;
+        for (which, points) in series {
+            let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+            let Ok(cps) = changepoint::detect(&values, &cfg) else {
+                continue;
+            };
+            for cp in cps {
+                let after = cp.after.end.saturating_sub(cp.after.start);
+                let Some(&(minute, _)) = points.get(cp.index) else {
+                    continue;
+                };
+                if after < min_after {
+                    continue;
+                }
+                let found = Seen {
+                    series: which,
+                    minute,
+                    rising: cp.after.mean > cp.before.mean,
+                    p_value: cp.p_value,
+                };
+                let same = self.seen.iter_mut().find(|c| {
+                    c.series == which
+                        && c.rising == found.rising
+                        && c.minute.abs_diff(minute) <= near
+                });
+                match same {
+                    Some(c)
+                        if cp.p_value > strong && cp.p_value * CALL_AGAIN_FACTOR > c.p_value => {}
+                    Some(c) => {
+                        *c = found;
+                        called |= call;
+                    }
+                    None => {
+                        self.seen.push(found);
+                        called |= call;
+                    }
+                }
+            }
+        }
+        called
     }
 }
 
@@ -365,6 +459,43 @@ mod tests {
                 "×{extra}, {fails} failures"
             );
         }
+    }
+
+    #[test]
+    fn a_change_point_seen_is_not_called_for_again_until_its_evidence_grows() {
+        let earlier = vec![day(1, 1.0, 0), day(2, 1.0, 0)];
+        let today = day(0, 1.3, 0);
+        let from = to(96) - STEP * 96;
+        let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &earlier);
+        assert!(s.extend(&today[90..96], from, to(96), false, &CFG, 4));
+        assert!(
+            s.extend(&[], from, to(96), false, &CFG, 4),
+            "as strong as the full test asks: called again"
+        );
+        // A threshold under which the change point is in the screen's band
+        // only (found, but weaker than the full test asks).
+        let p = (s.seen.iter().map(|c| c.p_value)).fold(f64::INFINITY, f64::min);
+        let weak = changepoint::Config {
+            max_pvalue: p / 2.0,
+            ..CFG
+        };
+        assert!(
+            !s.extend(&[], from, to(96), false, &weak, 4),
+            "seen, and no stronger"
+        );
+        s.seen
+            .iter_mut()
+            .for_each(|c| c.p_value *= CALL_AGAIN_FACTOR * 2.0);
+        assert!(
+            s.extend(&[], from, to(96), false, &weak, 4),
+            "its p-value fell"
+        );
+        // A screen rebuilt by the full analysis has seen what is in its window.
+        let mut rebuilt = Screen::new(STEP, to(96), TimeDelta::zero(), &today[..96], &earlier);
+        rebuilt.settle(false, &weak, 4);
+        assert!(!rebuilt.extend(&[], from, to(96), false, &weak, 4));
+        let mut unsettled = Screen::new(STEP, to(96), TimeDelta::zero(), &today[..96], &earlier);
+        assert!(unsettled.extend(&[], from, to(96), false, &weak, 4));
     }
 
     #[test]

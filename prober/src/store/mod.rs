@@ -87,6 +87,8 @@ pub struct Store {
     build: String,
     /// API runs are added to the minute bins and counters too (`api.manual_runs_count`).
     count_api_runs: bool,
+    /// When the v1 tables were last found empty or not (`trends.rs`).
+    v1_checked: Arc<Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 /// Ids of dimension rows already known to exist.
@@ -195,6 +197,7 @@ impl Store {
             location: location.to_string(),
             build: crate::VERSION.to_string(),
             count_api_runs: false,
+            v1_checked: Arc::default(),
         })
     }
 

@@ -350,11 +350,108 @@ async fn trend_points_opened_from_blocks_equal_the_minute_rows_they_hold() {
         assert!(want.len() >= 20, "{key:?}: {} points", want.len());
         for (p, (t, bins, runs, failures)) in points.iter().zip(&want) {
             assert_eq!((p.time, p.runs, p.failures), (*t, *runs, *failures));
-            let mut w = BTreeMap::new();
-            for e in bins {
-                *w.entry((e >> 48, (e >> 32) & 0xffff)).or_default() += (e & 0xffff_ffff) as u64;
-            }
-            assert_eq!(point_bins(p), w, "{key:?} at {t}");
+            assert_eq!(point_bins(p), elements(bins), "{key:?} at {t}");
         }
+    }
+    // Hours: the trend reads' own union of the live view's branches.
+    let hourly = store
+        .trend_points_of(
+            &probes,
+            start,
+            start + TimeDelta::hours(3),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    for key in &probes {
+        let want: Vec<(DateTime<Utc>, Vec<i64>, i64, i64)> = sqlx::query_as(
+            "select h.hour, prober_cat(h.bins), sum(prober_runs(h.stats, 0))::int8,
+                    sum(prober_failures(h.stats, 0))::int8
+             from hist_hour_live h where h.probe_id = $1 and h.location_id = $2
+             group by 1 order by 1",
+        )
+        .bind(key.0)
+        .bind(key.1)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let points = &hourly[key];
+        assert_eq!(points.len(), 3, "{key:?}");
+        for (p, (t, bins, runs, failures)) in points.iter().zip(&want) {
+            assert_eq!((p.time, p.runs, p.failures), (*t, *runs, *failures));
+            assert_eq!(point_bins(p), elements(bins), "{key:?} at {t}");
+        }
+    }
+}
+
+/// (phase, bin key) → count of stored bin elements.
+fn elements(bins: &[i64]) -> BTreeMap<(i64, i64), u64> {
+    let mut w = BTreeMap::new();
+    for e in bins {
+        *w.entry((e >> 48, (e >> 32) & 0xffff)).or_default() += (e & 0xffff_ffff) as u64;
+    }
+    w
+}
+
+/// A previous release (N-1) writes the v1 tables during a rolling upgrade:
+/// the trend reads, which leave the v1 branches out while those are empty,
+/// count its runs once it has written any.
+#[tokio::test]
+async fn trend_points_count_what_a_previous_release_wrote_to_the_v1_tables() {
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    let at: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    store.start_rollups(at).await.unwrap();
+    store
+        .write_runs(&[record(&meta("old"), at, 40_000, true)])
+        .await
+        .unwrap();
+    let (probe, location): (i32, i16) =
+        sqlx::query_as("select id, (select id from locations limit 1) from probes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // N-1's minute at 09:10: 3 runs of phase total, one failed, one bin;
+    // its own rollup mark at 09:00, so the minute is not rolled up yet.
+    let v1_minute = at + TimeDelta::minutes(10);
+    sqlx::query(
+        "insert into rollup_mark values (true, $1, $1)
+         on conflict (only_row) do update set rolled_through = $1, day_rolled_through = $1",
+    )
+    .bind(at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for sql in [
+        "insert into minute_counters values ($1, $2, $3, 0, 3, 1, 150000)",
+        "insert into minute_bins values ($1, $2, $3, 0, 49152, 49407, 3)",
+    ] {
+        sqlx::query(sql)
+            .bind(v1_minute)
+            .bind(probe)
+            .bind(location)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for step in [300, 3600] {
+        let points = store
+            .trend_points(
+                probe,
+                location,
+                at,
+                at + TimeDelta::hours(1),
+                Duration::from_secs(step),
+            )
+            .await
+            .unwrap();
+        let (runs, failures): (i64, i64) =
+            (points.iter()).fold((0, 0), |(r, f), p| (r + p.runs, f + p.failures));
+        assert_eq!((runs, failures), (4, 1), "step {step} s: {points:?}");
+        let total: u64 = points.iter().map(|p| p.phases[0].total()).sum();
+        assert_eq!(total, 4, "step {step} s");
     }
 }
