@@ -60,6 +60,13 @@ const CLOSE_AFTER: TimeDelta = TimeDelta::minutes(2);
 /// The recent window that tells which probes run, and how often.
 const RATE_WINDOW: TimeDelta = TimeDelta::hours(2);
 
+/// How long the periodic analysis keeps its list of probes (and their
+/// rates) before reading it again: reading it scans two hours of every
+/// probe's rows, a third of a quiet pass' reads. A probe that starts
+/// running waits this long at most to be analysed; a change needs hours
+/// of its points to be found anyway.
+const SUBJECTS_EVERY: TimeDelta = TimeDelta::minutes(30);
+
 /// Earlier days read at the same clock times as a step series: a step must be
 /// more than the daily cycle moved them (`steps::beyond_the_daily_cycle`).
 /// Two, so one unusual day is not the only baseline.
@@ -213,6 +220,8 @@ pub struct Analyser {
     drifted: HashMap<(i32, i16), DateTime<Utc>>,
     /// Each probe and location's light series (`screen.rs`).
     screens: HashMap<(i32, i16), Screen>,
+    /// The probes to analyse, and when they were read (`SUBJECTS_EVERY`).
+    subjects: Option<(DateTime<Utc>, Arc<[Subject]>)>,
 }
 
 impl Analyser {
@@ -224,18 +233,30 @@ impl Analyser {
         cfg: &AnalysisConfig,
         now: DateTime<Utc>,
     ) -> Result<Pass, StoreError> {
-        let subjects = store.trend_subjects(now - RATE_WINDOW, now).await?;
+        let subjects = match self.subjects.take() {
+            Some((at, subjects)) if at <= now && now - at < SUBJECTS_EVERY => (at, subjects),
+            _ => {
+                let read = store.trend_subjects(now - RATE_WINDOW, now).await?;
+                (now, Arc::from(read))
+            }
+        };
+        let (counted, subjects) = self.subjects.insert(subjects).clone();
+        let subjects = &subjects[..];
         let mut pass = Pass {
             subjects: subjects.len() as u64,
             ..Pass::default()
         };
         let to_hour = closed_hour(now);
-        let mut new_points = self.read_new_points(store, &subjects, now).await;
-        for s in &subjects {
+        let mut new_points = self.read_new_points(store, subjects, counted, now).await;
+        for s in subjects {
             let key = (s.probe_id, s.location_id);
-            let new = new_points.remove(&key);
             let drifts_too = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every);
-            match self.analyse_one(store, cfg, s, now, drifts_too, new).await {
+            let work = Work {
+                w: StepWindow::of(s, counted, now),
+                drifts_too,
+                new: new_points.remove(&key),
+            };
+            match self.analyse_one(store, cfg, s, work, now).await {
                 Ok((full, new, updated)) => {
                     pass.full += u64::from(full);
                     pass.new += new;
@@ -265,13 +286,14 @@ impl Analyser {
         &self,
         store: &Store,
         subjects: &[Subject],
+        counted: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> HashMap<(i32, i16), Vec<TrendPoint>> {
         type Window = (DateTime<Utc>, DateTime<Utc>, Duration);
         let mut groups: HashMap<Window, Vec<(i32, i16)>> = HashMap::new();
         for s in subjects {
             let key = (s.probe_id, s.location_id);
-            let w = StepWindow::of(s, now);
+            let w = StepWindow::of(s, counted, now);
             if let Some(Plan::Extend { from }) =
                 self.screens.get(&key).map(|sc| sc.plan(w.step_delta, w.to))
             {
@@ -303,11 +325,10 @@ impl Analyser {
         store: &Store,
         cfg: &AnalysisConfig,
         s: &Subject,
+        work: Work,
         now: DateTime<Utc>,
-        drifts_too: bool,
-        new: Option<Vec<TrendPoint>>,
     ) -> Result<(bool, u64, u64), StoreError> {
-        let w = StepWindow::of(s, now);
+        let Work { w, drifts_too, new } = work;
         let key = (s.probe_id, s.location_id);
         let plan = self
             .screens
@@ -371,6 +392,16 @@ impl Analyser {
         let (new, updated) = save(store, &found, now).await?;
         Ok((full, new, updated))
     }
+}
+
+/// One probe and location's share of a pass, as the pass found it.
+struct Work {
+    w: StepWindow,
+    /// Whether its drifts are due (`drift_due`).
+    drifts_too: bool,
+    /// Its points closed since the last pass, when read together with
+    /// others' (`Analyser::read_new_points`).
+    new: Option<Vec<TrendPoint>>,
 }
 
 /// A finding and how far from it a stored one may be and still report the

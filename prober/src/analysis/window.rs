@@ -21,12 +21,15 @@ pub(super) struct StepWindow {
 }
 
 impl StepWindow {
-    pub(super) fn of(s: &Subject, now: DateTime<Utc>) -> StepWindow {
-        // The rate window starts at the hour before `now - 2h`: up to 3 hours.
-        let from_hour = (now - RATE_WINDOW)
+    /// The window of `s` at `now`, its runs counted by
+    /// [`Store::trend_subjects`](crate::store::Store::trend_subjects) at
+    /// `counted` (the rate is over the window they were counted in).
+    pub(super) fn of(s: &Subject, counted: DateTime<Utc>, now: DateTime<Utc>) -> StepWindow {
+        // The rate window starts at the hour before `counted - 2h`: up to 3 hours.
+        let from_hour = (counted - RATE_WINDOW)
             .duration_trunc(TimeDelta::hours(1))
-            .unwrap_or(now - RATE_WINDOW);
-        let hours = ((now - from_hour).num_seconds() as f64 / 3600.0).max(1.0);
+            .unwrap_or(counted - RATE_WINDOW);
+        let hours = ((counted - from_hour).num_seconds() as f64 / 3600.0).max(1.0);
         let rate = s.runs as f64 / hours;
         let step = step_for(rate);
         let step_delta = TimeDelta::from_std(step).unwrap_or(TimeDelta::hours(1));
@@ -87,6 +90,34 @@ pub(super) fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_is_over_the_window_its_runs_were_counted_in() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        // 120 runs counted at 16:00 over 14:00-16:00: one a minute, so a
+        // 5-minute point holds 5.
+        let s = Subject {
+            probe_id: 1,
+            probe: "p".into(),
+            location_id: 1,
+            location: "l".into(),
+            runs: 120,
+        };
+        let counted = t("2026-12-01T16:00:00Z");
+        let later = t("2026-12-01T16:25:00Z");
+        let five = TimeDelta::minutes(5);
+        assert_eq!(StepWindow::of(&s, counted, counted).step_delta, five);
+        assert_eq!(
+            StepWindow::of(&s, counted, later).step_delta,
+            five,
+            "the same step while the count is kept"
+        );
+        // Over the 2 h 25 min window of 16:25 the same count is a slower rate.
+        assert_eq!(
+            StepWindow::of(&s, later, later).step_delta,
+            TimeDelta::minutes(10)
+        );
+    }
 
     #[test]
     fn drifts_are_analysed_once_an_hour_at_the_probe_s_share_of_it() {

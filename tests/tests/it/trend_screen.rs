@@ -136,3 +136,34 @@ async fn new_points_read_together_are_each_asked_pair_and_no_other() {
         assert!(p50.abs_diff(us) <= us / 50, "{key:?}: {p50} µs");
     }
 }
+
+#[tokio::test]
+async fn the_list_of_probes_is_read_again_every_half_hour() {
+    use crate::store::record;
+    use crate::trends::store as lab_store;
+
+    let db = TestDb::create().await;
+    let store = lab_store(&db, "east").await;
+    let at: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let runs = |name: &str, from: DateTime<Utc>| -> Vec<_> {
+        (0..10)
+            .map(|i| record(&meta(name), from + TimeDelta::minutes(i), 10_000, true))
+            .collect()
+    };
+    store
+        .write_runs(&runs("a", at - TimeDelta::minutes(10)))
+        .await
+        .unwrap();
+    let cfg = AnalysisConfig::default();
+    let mut analyser = Analyser::default();
+    assert_eq!(analyser.pass(&store, &cfg, at).await.unwrap().subjects, 1);
+    store.write_runs(&runs("b", at)).await.unwrap();
+    let soon = analyser
+        .pass(&store, &cfg, at + TimeDelta::minutes(25))
+        .await;
+    assert_eq!(soon.unwrap().subjects, 1, "the list is kept for 30 minutes");
+    let later = analyser
+        .pass(&store, &cfg, at + TimeDelta::minutes(30))
+        .await;
+    assert_eq!(later.unwrap().subjects, 2, "then read again: b is analysed");
+}
