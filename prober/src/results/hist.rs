@@ -82,10 +82,38 @@ impl SparseHist {
         self.total += count;
     }
 
+    /// Adds `other`'s bins: one pass over both sorted lists (adding them
+    /// bin by bin moved this one's tail at every new bin: quadratic in the
+    /// bins of a day's merged points).
     pub fn merge(&mut self, other: &SparseHist) {
-        for &(lo, c) in &other.bins {
-            self.add_bin(lo, c);
+        if other.bins.is_empty() {
+            return;
         }
+        let mine = std::mem::take(&mut self.bins);
+        let theirs = &other.bins;
+        let mut out = Vec::with_capacity(mine.len() + theirs.len());
+        let (mut i, mut j) = (0, 0);
+        while let (Some(&x), Some(&y)) = (mine.get(i), theirs.get(j)) {
+            match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => {
+                    out.push(x);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(y);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push((x.0, x.1 + y.1));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(mine.get(i..).unwrap_or_default());
+        out.extend_from_slice(theirs.get(j..).unwrap_or_default());
+        self.bins = out;
+        self.total += other.total;
     }
 
     pub fn total(&self) -> u64 {

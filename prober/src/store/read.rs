@@ -332,7 +332,12 @@ impl Resolution {
 /// phase id below `phases` (elements of other phases are ignored).
 pub(super) fn unpack_phases(bins: &[i64], phases: usize) -> Vec<SparseHist> {
     let mut out = vec![SparseHist::default(); phases];
-    for &e in bins {
+    // Sorted, each bin is added at the end of its phase's list (several
+    // rows' bins concatenated would otherwise move the list's tail at
+    // almost every new bin).
+    let mut bins = bins.to_vec();
+    bins.sort_unstable();
+    for &e in &bins {
         let phase = usize::try_from(e >> 48).unwrap_or(usize::MAX);
         if let Some(hist) = out.get_mut(phase) {
             let (lo, _) = bin_of_key(((e >> 32) & 0xffff) as i32);
