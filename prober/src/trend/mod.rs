@@ -48,17 +48,50 @@ pub(crate) fn check_finite(values: impl IntoIterator<Item = f64>) -> Result<(), 
     }
 }
 
-/// The median of `values` (sorted in place); `None` when empty. The mean of the
-/// two middle values for an even count.
+/// The median of `values` (reordered in place by a linear selection, not
+/// sorted: sorting the ~14,000 pairwise slopes of a week of hourly points
+/// for Theil–Sen stood out in the analysis' profile); `None` when empty.
+/// The mean of the two middle values for an even count.
 pub(crate) fn median_in_place(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
+    let even = values.len().is_multiple_of(2);
+    let (lower, m, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    let m = *m;
+    if even {
+        // The other middle value: the largest of those below.
+        let below = lower.iter().copied().max_by(f64::total_cmp)?;
+        Some((below + m) / 2.0)
     } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
+        Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_median_by_selection_is_the_sorted_one() {
+        let mut seed = 7u64;
+        for len in [1usize, 2, 3, 4, 5, 10, 11, 100, 101] {
+            let values: Vec<f64> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((seed >> 40) % 50) as f64 - 20.0
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let m = len / 2;
+            let want = if !len.is_multiple_of(2) {
+                sorted[m]
+            } else {
+                (sorted[m - 1] + sorted[m]) / 2.0
+            };
+            let got = super::median_in_place(&mut values.clone());
+            assert_eq!(got, Some(want), "{len} values");
+        }
+        assert_eq!(super::median_in_place(&mut []), None);
+    }
 }
