@@ -349,26 +349,36 @@ impl Store {
                 }
             }
         }
-        let mut out: HashMap<(i32, i16), Vec<TrendPoint>> = HashMap::new();
-        for (key, points) in gathered {
-            let series: Vec<TrendPoint> = (points.into_iter())
-                .filter(|(_, g)| g.runs != 0)
-                .filter_map(|(t, g)| {
-                    Some(TrendPoint {
-                        time: DateTime::from_timestamp(t, 0)?,
-                        runs: g.runs,
-                        failures: g.failures,
-                        phases: unpack_phases(&g.bins, PHASES.len()),
-                    })
-                })
-                .collect();
-            if !series.is_empty() {
-                out.insert(key, series);
-            }
-        }
-        Ok(out)
+        Ok(series_of(gathered))
     }
+}
 
+/// Each probe and location's gathered points as a series: every phase's
+/// bins unpacked, the points without runs left out, in time order.
+fn series_of(
+    gathered: HashMap<(i32, i16), BTreeMap<i64, Gathered>>,
+) -> HashMap<(i32, i16), Vec<TrendPoint>> {
+    let mut out: HashMap<(i32, i16), Vec<TrendPoint>> = HashMap::new();
+    for (key, points) in gathered {
+        let series: Vec<TrendPoint> = (points.into_iter())
+            .filter(|(_, g)| g.runs != 0)
+            .filter_map(|(t, g)| {
+                Some(TrendPoint {
+                    time: DateTime::from_timestamp(t, 0)?,
+                    runs: g.runs,
+                    failures: g.failures,
+                    phases: unpack_phases(&g.bins, PHASES.len()),
+                })
+            })
+            .collect();
+        if !series.is_empty() {
+            out.insert(key, series);
+        }
+    }
+    out
+}
+
+impl Store {
     /// Stores a finding, or updates the open one that reports the same
     /// change: same probe, location, phase, statistic and kind, the same
     /// direction, its change time within `same_within` of this one. Steps
