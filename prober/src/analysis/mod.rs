@@ -390,6 +390,12 @@ impl Analyser {
             found.extend(drift_findings(store, cfg, s, now).await?);
         }
         let (new, updated) = save(store, &found, now).await?;
+        if full && !periodic {
+            // Its findings saved: what the screen called for is seen.
+            if let Some(screen) = self.screens.get_mut(&key) {
+                screen.acted();
+            }
+        }
         Ok((full, new, updated))
     }
 }

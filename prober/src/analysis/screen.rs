@@ -8,8 +8,10 @@
 //! points closed since the last one (the earlier days' at those times were
 //! read by the last periodic full analysis, two hours ahead), and runs the
 //! change-point test on the ratios and on the failure ratio. The full
-//! analysis runs when that test finds a change point (today's window, and
-//! the earlier days only for a candidate), and otherwise once every
+//! analysis runs when that test finds a change point it has not seen, or
+//! one it has seen that is now as strong as its own test asks or
+//! [`CALL_AGAIN_FACTOR`] times stronger (today's window, and the earlier
+//! days only for a candidate), and otherwise once every
 //! [`FULL_EVERY`] (everything read anew, the screen rebuilt), so a step in
 //! one phase alone that the total does not show is found within that much
 //! more.
@@ -152,6 +154,9 @@ pub struct Screen {
     /// The change points the full analysis has seen since: not called for
     /// again (`CALL_AGAIN_FACTOR`).
     seen: Vec<Seen>,
+    /// Those the last `extend` called the full analysis for: seen once it
+    /// has run ([`Screen::acted`]); a pass that failed calls again.
+    called: Vec<Seen>,
 }
 
 /// Which of the screen's series a change point is in.
@@ -170,6 +175,16 @@ struct Seen {
     minute: u32,
     rising: bool,
     p_value: f64,
+}
+
+impl Seen {
+    /// Whether `other` is this change point again (moved by at most `near`
+    /// minutes as points arrive).
+    fn matches(&self, other: &Seen, near: u32) -> bool {
+        self.series == other.series
+            && self.rising == other.rising
+            && self.minute.abs_diff(other.minute) <= near
+    }
 }
 
 /// What a pass does for one probe.
@@ -212,6 +227,7 @@ impl Screen {
                 .collect(),
             ahead,
             seen: Vec::new(),
+            called: Vec::new(),
         }
     }
 
@@ -239,8 +255,9 @@ impl Screen {
     /// Appends the points read for `[self.to, to)`, drops those before
     /// `from`, and says whether the change-point test finds a change in the
     /// total's p50 ratios (and p95's when `with_p95`) or the failure ratio
-    /// with at least `min_after` points after it: the full analysis is then
-    /// due.
+    /// with at least `min_after` points after it that calls for the full
+    /// analysis (see [`Screen::test`]): it is then due, and
+    /// [`Screen::acted`] once it has run.
     pub fn extend(
         &mut self,
         new: &[TrendPoint],
@@ -269,12 +286,35 @@ impl Screen {
         self.test(with_p95, cfg, min_after, false);
     }
 
+    /// The full analysis the last `extend` called for has run and its
+    /// findings are saved: the change points it was called for are seen.
+    pub fn acted(&mut self) {
+        for c in std::mem::take(&mut self.called) {
+            self.see(c);
+        }
+    }
+
+    /// Records `c` as seen, in place of the one it matches.
+    fn see(&mut self, c: Seen) {
+        let near = self.near();
+        match self.seen.iter_mut().find(|s| s.matches(&c, near)) {
+            Some(s) => *s = c,
+            None => self.seen.push(c),
+        }
+    }
+
+    /// How far apart (minutes) two change points may be and be one.
+    fn near(&self) -> u32 {
+        u32::try_from(self.step.num_minutes() * i64::from(steps::SPREAD_POINTS)).unwrap_or(u32::MAX)
+    }
+
     /// Runs the change-point test on the total's p50 ratios (and p95's when
     /// `with_p95`) and the failure ratio; says, when `call`, whether it
     /// finds a change point with at least `min_after` points after it that
     /// the full analysis has not seen, or has seen but that is now as
     /// strong as the full test asks or [`CALL_AGAIN_FACTOR`] times stronger
-    /// than when seen. Every such change point is then recorded as seen.
+    /// than when seen; those are kept in `called` until [`Screen::acted`].
+    /// Without `call`, every change point found is recorded as seen.
     fn test(
         &mut self,
         with_p95: bool,
@@ -304,8 +344,8 @@ impl Screen {
             series.push((Series::P95, latency(|p| p.p95)));
         }
         series.push((Series::Failures, failures));
-        let near = u32::try_from(self.step.num_minutes() * steps::SPREAD_POINTS as i64)
-            .unwrap_or(u32::MAX);
+        let near = self.near();
+        self.called.clear();
         let mut called = false;
         for (which, points) in series {
             let values: Vec<f64> = points.iter().map(|p| p.1).collect();
@@ -326,22 +366,15 @@ impl Screen {
                     rising: cp.after.mean > cp.before.mean,
                     p_value: cp.p_value,
                 };
-                let same = self.seen.iter_mut().find(|c| {
-                    c.series == which
-                        && c.rising == found.rising
-                        && c.minute.abs_diff(minute) <= near
-                });
+                let same = self.seen.iter().find(|c| c.matches(&found, near));
                 match same {
                     Some(c)
                         if cp.p_value > strong && cp.p_value * CALL_AGAIN_FACTOR > c.p_value => {}
-                    Some(c) => {
-                        *c = found;
-                        called |= call;
+                    _ if call => {
+                        self.called.push(found);
+                        called = true;
                     }
-                    None => {
-                        self.seen.push(found);
-                        called |= call;
-                    }
+                    _ => self.see(found),
                 }
             }
         }
@@ -468,21 +501,27 @@ mod tests {
         let from = to(96) - STEP * 96;
         let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &earlier);
         assert!(s.extend(&today[90..96], from, to(96), false, &CFG, 4));
-        assert!(
-            s.extend(&[], from, to(96), false, &CFG, 4),
-            "as strong as the full test asks: called again"
-        );
         // A threshold under which the change point is in the screen's band
         // only (found, but weaker than the full test asks).
-        let p = (s.seen.iter().map(|c| c.p_value)).fold(f64::INFINITY, f64::min);
+        let p = (s.called.iter().map(|c| c.p_value)).fold(f64::INFINITY, f64::min);
         let weak = changepoint::Config {
             max_pvalue: p / 2.0,
             ..CFG
         };
         assert!(
+            s.extend(&[], from, to(96), false, &weak, 4),
+            "the full analysis did not run (a failed read): called again"
+        );
+        s.acted();
+        assert!(
             !s.extend(&[], from, to(96), false, &weak, 4),
             "seen, and no stronger"
         );
+        assert!(
+            s.extend(&[], from, to(96), false, &CFG, 4),
+            "as strong as the full test asks: called again"
+        );
+        s.acted();
         s.seen
             .iter_mut()
             .for_each(|c| c.p_value *= CALL_AGAIN_FACTOR * 2.0);

@@ -376,7 +376,7 @@ async fn trend_points_opened_from_blocks_equal_the_minute_rows_they_hold() {
         .await
         .unwrap();
         let points = &hourly[key];
-        assert_eq!(points.len(), 3, "{key:?}");
+        assert_eq!((points.len(), want.len()), (3, 3), "{key:?}");
         for (p, (t, bins, runs, failures)) in points.iter().zip(&want) {
             assert_eq!((p.time, p.runs, p.failures), (*t, *runs, *failures));
             assert_eq!(point_bins(p), elements(bins), "{key:?} at {t}");

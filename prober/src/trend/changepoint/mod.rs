@@ -310,8 +310,8 @@ fn student_t(a: Moments, b: Moments) -> f64 {
 
 /// Absolute deviations from the median, for the Brown–Forsythe spread test.
 fn deviations(values: &[f64]) -> Vec<f64> {
-    let mut sorted = values.to_vec();
-    let med = median_in_place(&mut sorted).unwrap_or(0.0);
+    let mut scratch = values.to_vec();
+    let med = median_in_place(&mut scratch).unwrap_or(0.0);
     values.iter().map(|v| (v - med).abs()).collect()
 }
 
