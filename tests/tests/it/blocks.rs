@@ -4,6 +4,7 @@
 //! every read stays exact, and retention drops packed hours with their days.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use hdrhistogram::Histogram;
@@ -18,6 +19,15 @@ async fn store(db: &TestDb) -> Store {
     let store = Store::new(&db.url, "blocks-location").unwrap();
     store.migrate().await.unwrap();
     store
+}
+
+/// A new database with a migrated store, and a pool to look at it (the
+/// database lives as long as the first).
+async fn lab() -> (TestDb, Store, PgPool) {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let pool = db.pool().await;
+    (db, store, pool)
 }
 
 /// (runs stored as rows, runs packed, samples of phase `total` at minute
@@ -37,9 +47,7 @@ async fn counts(pool: &PgPool) -> (i64, i64, i64, i64) {
 
 #[tokio::test]
 async fn a_batch_replayed_after_its_hour_was_packed_counts_once() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let pool = db.pool().await;
+    let (_db, store, pool) = lab().await;
     let m = meta("api");
     let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
     store.start_rollups(start).await.unwrap();
@@ -160,9 +168,7 @@ async fn a_batch_replayed_after_its_hour_was_packed_counts_once() {
 
 #[tokio::test]
 async fn retention_drops_packed_hours_with_their_days() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let pool = db.pool().await;
+    let (_db, store, pool) = lab().await;
     let m = meta("old");
     let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
     let old = record(&m, now - TimeDelta::days(20), 1_000, true);
@@ -210,9 +216,7 @@ async fn a_replay_racing_the_pack_of_its_hour_counts_once() {
     use chrono::DurationRound;
     /// The rollup's fold lock (`store/rollup.rs`: "prober" in ASCII).
     const FOLD_LOCK: i64 = 0x7072_6f62_6572;
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let pool = db.pool().await;
+    let (_db, store, pool) = lab().await;
     let m = meta("api");
     // Old enough for its hour to be packed now.
     let start = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(4);
@@ -281,11 +285,7 @@ fn point_bins(p: &prober::store::trends::TrendPoint) -> BTreeMap<(i64, i64), u64
 
 #[tokio::test]
 async fn trend_points_opened_from_blocks_equal_the_minute_rows_they_hold() {
-    use std::time::Duration;
-
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let pool = db.pool().await;
+    let (_db, store, pool) = lab().await;
     let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
     store.start_rollups(start).await.unwrap();
     let mut seed = 11;
@@ -398,11 +398,7 @@ fn elements(bins: &[i64]) -> BTreeMap<(i64, i64), u64> {
 /// count its runs once it has written any.
 #[tokio::test]
 async fn trend_points_count_what_a_previous_release_wrote_to_the_v1_tables() {
-    use std::time::Duration;
-
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let pool = db.pool().await;
+    let (_db, store, pool) = lab().await;
     let at: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
     store.start_rollups(at).await.unwrap();
     store
