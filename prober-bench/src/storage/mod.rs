@@ -57,6 +57,20 @@ pub struct StorageFigures {
     pub database_bytes: i64,
     /// What was timed, p50 and max ms.
     pub reads: Vec<(String, [f64; 2])>,
+    /// The hour rows once packed into day blocks.
+    pub hour_blocks: HourBlocks,
+}
+
+/// The hour rows before and after `prober_pack_hours` (migration 0020) packed
+/// them into day blocks, as the rollup does 35 days on.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HourBlocks {
+    pub hour_rows: i64,
+    /// `hist_hour` before packing, indexes and TOAST included.
+    pub row_bytes: i64,
+    pub blocks: i64,
+    /// `hist_hour_block` after packing, indexes and TOAST included.
+    pub block_bytes: i64,
 }
 
 /// What seeding did and how long it took.
@@ -104,7 +118,20 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         .map_err(|e| format!("vacuum analyze: {e}"))?;
     let (relations, database_bytes, schema_version) = report::relations(&pool).await?;
     let probe = format!("bench-{:05}", args.probes.div_ceil(2));
-    let reads = time_reads(&store, &pool, &probe, from, to).await?;
+    let mut reads = time_reads(&store, &pool, &probe, from, to).await?;
+    let hour_blocks = pack_hours(&pool, &relations, to).await?;
+    let ms = time_op(REPEAT, || async {
+        store
+            .quantile(&probe, 0, Resolution::Hour, from, to, 0.95)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    reads.push((
+        "Store::quantile p95, whole range, hour bins packed into day blocks".into(),
+        ms,
+    ));
     pool.close().await;
     let figures = StorageFigures {
         probes: args.probes,
@@ -117,6 +144,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         relations,
         database_bytes,
         reads,
+        hour_blocks,
     };
     if args.json {
         serde_json::to_string(&figures)
@@ -259,6 +287,39 @@ fn api_step(span: TimeDelta) -> Duration {
         .find(|u| secs >= *u)
         .unwrap_or(60);
     Duration::from_secs(((secs + unit - 1) / unit * unit) as u64)
+}
+
+/// Packs every hour row before `to` into day blocks, as the rollup does once
+/// their day is 35 days old, and measures both forms.
+async fn pack_hours(
+    pool: &sqlx::PgPool,
+    relations: &[report::Relation],
+    to: DateTime<Utc>,
+) -> Result<HourBlocks, String> {
+    let rows = relations.iter().find(|r| r.name == "hist_hour");
+    let fail = |e: sqlx::Error| format!("packing the hour rows into day blocks failed: {e}");
+    sqlx::query("select prober_pack_hours($1)")
+        .bind(to)
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+    sqlx::query("vacuum analyze hist_hour_block")
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+    let (blocks, block_bytes): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from hist_hour_block),
+                pg_total_relation_size('hist_hour_block')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(fail)?;
+    Ok(HourBlocks {
+        hour_rows: rows.map_or(0, |r| r.rows),
+        row_bytes: rows.map_or(0, |r| r.bytes),
+        blocks,
+        block_bytes,
+    })
 }
 
 /// Times the dashboards' two heaviest panels and the store's reads of one

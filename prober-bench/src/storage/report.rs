@@ -160,6 +160,19 @@ pub fn render(f: &StorageFigures) -> String {
         mib(f.database_bytes),
         per_run(f.database_bytes, s.runs)
     );
+    let h = &f.hour_blocks;
+    let _ = writeln!(
+        out,
+        "hour rows packed into day blocks (migration 0020; the rollup does it 35 days on): \
+         {} rows, {} bytes ({:.1} bytes/run) -> {} blocks, {} bytes ({:.1} bytes/run, {:.0} bytes an hour)\n",
+        h.hour_rows,
+        h.row_bytes,
+        per_run(h.row_bytes, s.runs),
+        h.blocks,
+        h.block_bytes,
+        per_run(h.block_bytes, s.runs),
+        per_run(h.block_bytes, u64::try_from(h.hour_rows).unwrap_or(0)),
+    );
     let _ = writeln!(
         out,
         "| {:<70} | {:>8} | {:>8} |",

@@ -400,9 +400,12 @@ pub async fn firing_locations(
 }
 
 /// Runs and failed runs (phase total, every location) of each probe over
-/// each window ending now. Windows up to 2 h read minute counters (whole
-/// minutes, the current one included); longer ones read hour counters
-/// (whole hours, the current one included).
+/// each window ending now. Windows up to 2 h read minute rows (whole
+/// minutes, the current one included); longer ones read hour rows (whole
+/// hours, the current one included), through `prober_minutes` and
+/// `prober_hours` from the window's start, so only the packed hours and
+/// days in the window are opened (the `*_counters_live` views would open
+/// every packed hour of the probe).
 pub async fn window_counts(
     store: &Store,
     probes: &[String],
@@ -413,9 +416,9 @@ pub async fn window_counts(
         .iter()
         .map(|p| (p.clone(), vec![Counts::default(); windows.len()]))
         .collect();
-    for (table, col, trunc, short) in [
-        ("minute_counters_live", "minute", "minute", true),
-        ("hour_counters_live", "hour", "hour", false),
+    for (rows, trunc, short) in [
+        ("prober_minutes", "minute", true),
+        ("prober_hours", "hour", false),
     ] {
         let picked: Vec<(usize, i64)> = windows
             .iter()
@@ -433,10 +436,11 @@ pub async fn window_counts(
              from probes p
              cross join unnest($2::int[], $3::bigint[]) as w(i, secs)
              cross join lateral (
-                 select coalesce(sum(runs), 0)::bigint runs, coalesce(sum(failures), 0)::bigint failures
-                 from {table}
-                 where probe_id = p.id and phase = 0
-                   and {col} >= date_trunc('{trunc}', $4::timestamptz - make_interval(secs => w.secs))) c
+                 select coalesce(sum(prober_runs(h.stats, 0)), 0)::bigint runs,
+                        coalesce(sum(prober_failures(h.stats, 0)), 0)::bigint failures
+                 from {rows}(date_trunc('{trunc}', $4::timestamptz - make_interval(secs => w.secs)),
+                             'infinity') h
+                 where h.probe_id = p.id) c
              where p.name = any($1)"
         );
         let rows = sqlx::query(&sql)

@@ -215,6 +215,15 @@ fn points_of(series: &Series) -> Vec<Point> {
 mod tests {
     use super::*;
 
+    /// The trend reads take hour rows from `hist_hour` directly: every
+    /// window they read (the drift week, the same hours of the earlier
+    /// days, the day being analysed) ends before the packed days begin.
+    #[test]
+    fn no_trend_read_reaches_a_packed_day_of_hours() {
+        let longest = DRIFT_WINDOW + TimeDelta::days(crate::analysis::SEASON_DAYS + 1);
+        assert!(crate::store::rollup::HOURS_PACK_AFTER > longest * 3);
+    }
+
     fn drift(phase: i16, slope: f64) -> (NewFinding, f64) {
         let at = "2026-11-29T00:00:00Z".parse().unwrap();
         let f = NewFinding {

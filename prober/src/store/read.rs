@@ -315,14 +315,15 @@ impl Resolution {
     /// `to` (both included; readers add their own bounds), and their time
     /// column: `prober_minutes(from, to)` (migration 0015: stored, pending
     /// and packed minute rows, opening only the blocks of the hours in
-    /// range), or the live hour and day views (migration 0011). Postgres
+    /// range), `prober_hours(from, to)` (migration 0020: the same for hour
+    /// rows and packed days), or the live day view (migration 0011). Postgres
     /// pushes a reader's conditions into their branches only as
     /// restrictions (`probe_id = <value>`, or a lateral reference), never
     /// from a join, so readers filter that way.
     pub(super) fn rows(self, from: &str, to: &str) -> (String, &'static str) {
         match self {
             Resolution::Minute => (format!("prober_minutes({from}, {to})"), "minute"),
-            Resolution::Hour => ("hist_hour_live".into(), "hour"),
+            Resolution::Hour => (format!("prober_hours({from}, {to})"), "hour"),
             Resolution::Day => ("hist_day_live".into(), "day"),
         }
     }

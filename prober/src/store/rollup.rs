@@ -15,7 +15,10 @@
 //!
 //! Then, in transactions of their own, [`Store::pack`] moves the runs and
 //! minute rows of the hours before H less [`PACK_AFTER`] into one block row
-//! per (probe, location, hour) each (migration 0015).
+//! per (probe, location, hour) each (migration 0015), and
+//! [`Store::pack_hours`] the hour rows of the days closed more than
+//! [`HOURS_PACK_AFTER`] ago into one block per (probe, location, day)
+//! (migration 0020).
 //!
 //! After the transaction, [`Store::vacuum_rolled`] vacuums what it churned:
 //! `hist_pending` is a queue (every row deleted a minute after it is
@@ -50,6 +53,22 @@ const PACK_AFTER: TimeDelta = TimeDelta::hours(1);
 /// How far back the first pack of a database looks: past the longest
 /// default retention (minutes, 31 days).
 const PACK_FIRST: TimeDelta = TimeDelta::days(32);
+
+/// Days that ended more than this ago have their hour rows packed into
+/// day blocks (`Store::pack_hours`, migration 0020): past every window the
+/// daemon reads from hour rows directly (the trend analysis' drift week
+/// and the same hours of earlier days, the fleet reads' and burn rates'
+/// 30 days), so none of them opens a block.
+pub const HOURS_PACK_AFTER: TimeDelta = TimeDelta::days(35);
+
+/// Days of hour rows packed per rollup at most: packing a day of 1,000
+/// probes at 60 s takes Postgres about 20 s, and an upgraded database holding
+/// a year of hour rows catches up a day a minute rather than in one go.
+const HOUR_PACK_DAYS_PER_ROLLUP: usize = 1;
+
+/// Days without hour rows passed over per rollup at most (each is one
+/// short transaction), so a daemon that was stopped for weeks catches up.
+const HOUR_PACK_EMPTY_DAYS_PER_ROLLUP: usize = 64;
 
 /// The advisory lock folds take, so replicas never interleave (`"prober"` in ASCII).
 pub(super) const FOLD_LOCK: i64 = 0x7072_6f62_6572;
@@ -171,14 +190,20 @@ impl Store {
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
         let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
         let mut tx = self.fold_transaction().await.map_err(fail)?;
-        type Mark = (DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        type Mark = (
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
         let mark: Option<Mark> = sqlx::query_as(
-            "select rolled_through, recent_through, packed_through from hist_mark for update",
+            "select rolled_through, recent_through, packed_through, hours_packed_through
+             from hist_mark for update",
         )
         .fetch_optional(&mut *tx)
         .await
         .map_err(fail)?;
-        let Some((from, recent, packed)) = mark else {
+        let Some((from, recent, packed, hours_packed)) = mark else {
             return Ok(None);
         };
         let close = floor(now - CLOSE_AFTER, MINUTE);
@@ -221,6 +246,8 @@ impl Store {
         }
         tx.commit().await.map_err(fail)?;
         self.pack(packed, to - PACK_AFTER).await?;
+        self.pack_hours(hours_packed, floor_day(to) - HOURS_PACK_AFTER)
+            .await?;
         Ok(Some(Rolled {
             upserted: u64::try_from(upserted).unwrap_or(0),
             through: to,
@@ -270,6 +297,57 @@ impl Store {
         Ok(())
     }
 
+    /// Packs the hour rows of the days before `through` (a UTC midnight)
+    /// into day blocks (`prober_pack_hours`, migration 0020), a day per
+    /// transaction from where the last pack stopped (`packed`; the first
+    /// pack of a database starts at its oldest hour row): at most
+    /// [`HOUR_PACK_DAYS_PER_ROLLUP`] days with rows, and
+    /// [`HOUR_PACK_EMPTY_DAYS_PER_ROLLUP`] without. Nothing to do when the
+    /// last pack reached `through`.
+    pub(super) async fn pack_hours(
+        &self,
+        packed: Option<DateTime<Utc>>,
+        through: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let fail = |e: sqlx::Error| err("packing closed days of hour rows into blocks failed", e);
+        let pack = |at: DateTime<Utc>| async move {
+            let mut tx = self.fold_transaction().await?;
+            let packed: i64 = sqlx::query_scalar("select prober_pack_hours($1)")
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(packed)
+        };
+        let mut at = match packed {
+            Some(at) => at,
+            None => {
+                // Sets the mark (nothing is older), so this is asked once.
+                let oldest: Option<DateTime<Utc>> =
+                    sqlx::query_scalar("select min(hour) from hist_hour")
+                        .fetch_one(self.pool())
+                        .await
+                        .map_err(fail)?;
+                let start = floor_day(oldest.unwrap_or(through).min(through));
+                pack(start).await.map_err(fail)?;
+                start
+            }
+        };
+        let (mut full, mut empty) = (0, 0);
+        while at < through
+            && full < HOUR_PACK_DAYS_PER_ROLLUP
+            && empty < HOUR_PACK_EMPTY_DAYS_PER_ROLLUP
+        {
+            at = (at + TimeDelta::days(1)).min(through);
+            if pack(at).await.map_err(fail)? > 0 {
+                full += 1;
+            } else {
+                empty += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Vacuums the tables a rollup churned: `hist_pending` and `hist_recent`
     /// (its rows are rewritten as minutes are added) after every fold,
     /// `hist_hour` and `hist_day` after an hour was rolled up (`hours`),
@@ -292,7 +370,12 @@ impl Store {
     }
 }
 
-/// `t` rounded down to a multiple of `step` (a minute or an hour).
+/// `t` rounded down to its UTC midnight.
+fn floor_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    floor(t, TimeDelta::days(1))
+}
+
+/// `t` rounded down to a multiple of `step` (a minute, an hour or a day).
 fn floor(t: DateTime<Utc>, step: TimeDelta) -> DateTime<Utc> {
     t.duration_trunc(step).unwrap_or(t)
 }
@@ -311,5 +394,7 @@ mod tests {
         assert_eq!(floor(t, MINUTE), m);
         let h: DateTime<Utc> = "2026-11-26T10:00:00Z".parse().unwrap();
         assert_eq!(floor(t, HOUR), h);
+        let d: DateTime<Utc> = "2026-11-26T00:00:00Z".parse().unwrap();
+        assert_eq!(floor_day(t), d);
     }
 }

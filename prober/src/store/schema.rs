@@ -107,7 +107,7 @@ impl Store {
     }
 
     /// Drops raw runs and minute data past their retention (partitions and
-    /// packed blocks), and old hour rows.
+    /// packed blocks), and old hour rows and packed days of them.
     pub async fn apply_retention(
         &self,
         now: DateTime<Utc>,
@@ -147,6 +147,12 @@ impl Store {
                 .await
                 .map_err(|e| err(&format!("retention of {table} failed"), e))?;
         }
+        // A packed day goes once its last hour is past the cutoff.
+        sqlx::query("delete from hist_hour_block where day <= $1 - interval '1 day'")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("retention of hist_hour_block failed", e))?;
         // The audit log is kept as long as raw runs.
         sqlx::query("delete from audit_log where at < $1")
             .bind(now - chrono::TimeDelta::from_std(r.runs).unwrap_or_default())

@@ -23,7 +23,7 @@ async fn store(db: &TestDb) -> Store {
 
 /// A new database with a migrated store, and a pool to look at it (the
 /// database lives as long as the first).
-async fn lab() -> (TestDb, Store, PgPool) {
+pub(crate) async fn lab() -> (TestDb, Store, PgPool) {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let pool = db.pool().await;

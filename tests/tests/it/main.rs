@@ -28,6 +28,7 @@ mod forecast;
 mod fuzz;
 mod helpers;
 mod hostile;
+mod hour_blocks;
 mod http_probe;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
