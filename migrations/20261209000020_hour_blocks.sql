@@ -2,26 +2,26 @@
 -- one row per (probe, location, UTC day) in a denser encoding, so that 400
 -- days of hour histograms fit the storage budget (issue 16: 30 days of
 -- minutes and 400 days of hours for 1,000 probes at 60 s in 10 GiB; hour
--- rows alone were ~12.5 GB of it, ~1.3 KB a row, which pglz does not shrink).
+-- rows alone were ~12.5 GB of it, ~1.3 KB a row after TOAST's pglz).
 --
 -- 1. `hist_hour_block`: the day's hour rows. Every bin element is spread
 --    over three aligned int2 arrays, in the order of the rows' elements
 --    (hour, phase, key):
 --      tags    hour << 8 | phase     (hour of the UTC day 0-23; phase < 256)
---      keys    the bin's key less the key of the element before it (the
---              first element: less 0), mostly small numbers
+--      keys    the bin's key less the key of the element before it in
+--              its hour (the hour's first element: less 0), mostly small
 --      counts  the bin's count (at most 32,767)
 --    and the counters as in a minute block, tagged with the hour in bits
 --    56-60:
 --      stats   hour << 56 | phase << 48 | runs << 24 | failures
 --      sums    aligned with stats
 --    TOAST compresses the tags (long runs of one value) and the differences
---    and counts (small numbers); it saved nothing on the int8 elements.
---    Measured on 2,400 synthetic hour rows (6 phases, 60 samples each, ~310
---    bins a row; ARCHITECTURE.md "Hour blocks"): 1,369 bytes an hour as
---    rows; as a block, counters included, 488. The bins alone: 1,133 bytes
---    an hour as int8 elements tagged with their hour in a day row, 819 as
---    int2 keys and counts, 474 with the keys as differences.
+--    and counts (small numbers) far better than int8 elements. Measured on
+--    2,400 synthetic hour rows (6 phases, 60 samples each, ~310 bins a row;
+--    ARCHITECTURE.md "Hour blocks"): 1,369 bytes an hour as rows; as a
+--    block, counters included, 488. The bins alone: 1,133 bytes an hour as
+--    int8 elements tagged with their hour in a day row, 819 as int2 keys and
+--    counts, 474 with the keys as differences.
 -- 2. `prober_pack_hours(through)` moves the hour rows before `through` (a
 --    UTC midnight) into blocks. A row with a count over 32,767 (a location
 --    running a probe more than 9 times a second) stays a row. A late row of
@@ -42,11 +42,13 @@
 -- directly (the trend analysis' 30-day drift, the fleet reads' and burn
 -- rates' 30 days).
 --
--- Upgrade: nothing is moved by this migration; the first rollup packs, a few
--- days per rollup. A previous release (N-1, migration 0019) reads hours
--- through `hist_hour_live`, which includes the blocks: it answers the same,
--- more slowly for a probe with packed days. Its retention leaves blocks in
--- place until this release runs again.
+-- Upgrade: nothing is moved by this migration; the first rollup packs, one
+-- day with rows per rollup. A previous release (N-1, migration 0019) reads
+-- hours through `hist_hour_live` and `hour_counters_live`, which include the
+-- blocks unbounded: the same answers; its counter reads (burn rates) open
+-- only a packed day's counters (~0.2 ms a day), its bin reads (the hour
+-- resolution of its API) every packed day of the probe (~10 ms a day). Its
+-- retention leaves blocks in place until this release runs again.
 
 alter table hist_mark add column hours_packed_through timestamptz;
 
@@ -62,33 +64,44 @@ create table hist_hour_block (
     primary key (probe_id, location_id, day)
 );
 
--- Whether an hour row fits a block: every count at most 32,767.
-create function prober_hour_packable(bins int8[]) returns boolean
+-- Retention and reads across probes go by day.
+create index hist_hour_block_day on hist_hour_block using brin (day);
+
+-- Whether an hour row fits a block: every count at most 32,767, every
+-- phase below 256.
+create function prober_hour_packable(bins int8[], stats int8[]) returns boolean
 language sql immutable parallel safe as $$
-    select not exists (select from unnest(bins) e where e & 4294967295 > 32767)
+    select not exists (select from unnest(bins) e
+                       where e & 4294967295 > 32767 or e >> 48 > 255)
+       and not exists (select from unnest(stats) e where e >> 48 > 255)
 $$;
 
 -- The hour rows of one block (the encoding of migration 0011, tags taken
--- off). The arrays are unnested side by side in the select list, which
--- streams them (in FROM they are materialised first): 8.4 ms for a day of
--- ~310 bins an hour instead of 14.7.
+-- off), one per hour with counters (every hour row with bins has them).
+-- An hour's elements are a slice of the arrays, found by binary search in
+-- the sorted tags, and decoded only when its bins are read: a reader of
+-- counters only, or of a few hours of the day, decodes nothing else. The
+-- arrays are unnested side by side in the select list, which streams them
+-- (in FROM they are materialised first).
 create function prober_hour_block_hours(block_day timestamptz, b_tags int2[], b_keys int2[],
                                         b_counts int2[], b_stats int8[], b_sums int8[])
 returns table (hour timestamptz, bins int8[], stats int8[], sums int8[])
 language sql immutable parallel safe as $$
-    select block_day + make_interval(hours => coalesce(s.h, b.h)::integer),
-           coalesce(b.bins, '{}'), coalesce(s.stats, '{}'), coalesce(s.sums, '{}')
-    from (select e >> 56 as h, array_agg(e & 72057594037927935 order by e) as stats,
-                 array_agg(v order by e) as sums
-          from unnest(b_stats, b_sums) as u(e, v)
-          group by 1) s
-    full join (select (t >> 8)::int8 as h,
-                      array_agg(((t & 255)::int8 << 48) | (k << 32) | c::int8 order by i) as bins
-               from (select t, c, i, sum(d) over (order by i) as k
-                     from (select unnest(b_tags) as t, unnest(b_keys) as d,
-                                  unnest(b_counts) as c,
-                                  generate_series(1, cardinality(b_tags)) as i) z) x
-               group by 1) b on b.h = s.h
+    select block_day + make_interval(hours => s.h::integer),
+           coalesce((select array_agg(((t & 255)::int8 << 48) | (k << 32) | c::int8 order by i)
+                     from (select t, c, i, sum(d) over (order by i) as k
+                           from (select unnest(b_tags[s.lo:s.hi]) as t,
+                                        unnest(b_keys[s.lo:s.hi]) as d,
+                                        unnest(b_counts[s.lo:s.hi]) as c,
+                                        generate_series(s.lo, s.hi) as i) z) x), '{}'),
+           s.stats, s.sums
+    from (select h, stats, sums,
+                 width_bucket(((h << 8) - 1)::int2, b_tags) + 1 as lo,
+                 width_bucket((((h + 1) << 8) - 1)::int2, b_tags) as hi
+          from (select e >> 56 as h, array_agg(e & 72057594037927935 order by e) as stats,
+                       array_agg(v order by e) as sums
+                from unnest(b_stats, b_sums) as u(e, v)
+                group by 1) g) s
 $$;
 
 create function prober_pack_hours(through timestamptz) returns bigint
@@ -100,7 +113,7 @@ begin
     with reopened as (
         delete from hist_hour_block b
         using (select distinct probe_id, location_id, date_trunc('day', hour, 'UTC') as day
-               from hist_hour where hour < through and prober_hour_packable(bins)) r
+               from hist_hour where hour < through and prober_hour_packable(bins, stats)) r
         where b.probe_id = r.probe_id and b.location_id = r.location_id and b.day = r.day
         returning b.*
     )
@@ -114,7 +127,7 @@ begin
         sums = prober_sums_add(h.stats, h.sums, excluded.stats, excluded.sums);
 
     with moved as (
-        delete from hist_hour h where h.hour < through and prober_hour_packable(h.bins)
+        delete from hist_hour h where h.hour < through and prober_hour_packable(h.bins, h.stats)
         returning h.probe_id, h.location_id, h.hour, h.bins, h.stats, h.sums
     ), t as (
         select probe_id, location_id, date_trunc('day', hour, 'UTC') as day,
@@ -122,14 +135,14 @@ begin
         from moved
     ), el as (
         select probe_id, location_id, day, (h << 56) | e as o,
-               ((h << 8) | (e >> 48))::int2 as tag, (e >> 32) & 65535 as k,
+               h, ((h << 8) | (e >> 48))::int2 as tag, (e >> 32) & 65535 as k,
                (e & 32767)::int2 as c
         from t, unnest(t.bins) e
     ), b as (
         select probe_id, location_id, day, array_agg(tag order by o) as tags,
                array_agg(d order by o) as keys, array_agg(c order by o) as counts
         from (select el.*,
-                     (k - coalesce(lag(k) over (partition by probe_id, location_id, day
+                     (k - coalesce(lag(k) over (partition by probe_id, location_id, day, h
                                                order by o), 0))::int2 as d
               from el) x
         group by 1, 2, 3

@@ -323,11 +323,15 @@ impl Store {
             Some(at) => at,
             None => {
                 // Sets the mark (nothing is older), so this is asked once.
+                // No index answers it: a scan of every hour row, under the
+                // fold's long statement timeout, not the pool's 30 s.
+                let mut tx = self.fold_transaction().await.map_err(fail)?;
                 let oldest: Option<DateTime<Utc>> =
                     sqlx::query_scalar("select min(hour) from hist_hour")
-                        .fetch_one(self.pool())
+                        .fetch_one(&mut *tx)
                         .await
                         .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
                 let start = floor_day(oldest.unwrap_or(through).min(through));
                 pack(start).await.map_err(fail)?;
                 start

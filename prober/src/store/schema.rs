@@ -147,7 +147,8 @@ impl Store {
                 .await
                 .map_err(|e| err(&format!("retention of {table} failed"), e))?;
         }
-        // A packed day goes once its last hour is past the cutoff.
+        // A packed day goes once all its hours are past the cutoff: up to a
+        // day after its hour rows would have gone.
         sqlx::query("delete from hist_hour_block where day <= $1 - interval '1 day'")
             .bind(cutoff)
             .execute(&self.pool)

@@ -325,6 +325,12 @@ async fn roll_up(store: &Store, health: &StoreHealth) {
         Err(e) => {
             health.rollup_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "the fold of closed minutes or the pack of closed hours failed; the rows stay readable and the next rollup retries");
+            // The fold may have committed before a pack failed: its queue
+            // is vacuumed all the same, so a pack failing every time does
+            // not leave the dead pending rows to grow.
+            if let Err(e) = store.vacuum_rolled(false).await {
+                tracing::warn!(error = %e, "dead pending rows stay until the next vacuum or autovacuum");
+            }
         }
     }
 }

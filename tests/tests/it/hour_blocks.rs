@@ -1,7 +1,8 @@
 //! Hour blocks (migration 0020): the rollup packs the hour rows of days
 //! closed more than 35 days ago into one row per (probe, location, day).
 //! Every read answers as the rows did (the API's quantiles equal
-//! HdrHistogram's, the views a previous release reads give the same rows), a
+//! HdrHistogram's, the burn rates count every run, the views a previous
+//! release reads give the same rows and counts), a
 //! late row of a packed day is added to its block, a row a block cannot hold
 //! stays a row without reopening its day's block, and retention drops packed
 //! days.
@@ -106,8 +107,30 @@ async fn packed_days_answer_as_their_hour_rows_did_and_take_late_rows() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(failures, (0..1_440).filter(|i| i % 17 == 0).count() as i64);
+    let failed = (0..1_440).filter(|i| i % 17 == 0).count() as u64;
+    assert_eq!(failures, failed as i64);
     assert_quantiles(&store, start, &hist).await;
+    // The burn rates' counts over a 40-day window, and the counters view a
+    // previous release reads them from.
+    let counts = prober::alert::persist::window_counts(
+        &store,
+        &["old-api".to_string()],
+        &[std::time::Duration::from_secs(40 * 86_400)],
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (counts["old-api"][0].runs, counts["old-api"][0].failures),
+        (1_440, failed)
+    );
+    let view: (i64, i64) = sqlx::query_as(
+        "select sum(runs)::bigint, sum(failures)::bigint from hour_counters_live where phase = 0",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(view, (1_440, failed as i64));
 
     // A run replayed 37 days late: folded into an hour row, then added to
     // its day's block when the next day is packed.
