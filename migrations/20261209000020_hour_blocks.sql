@@ -24,7 +24,8 @@
 --    counts, 474 with the keys as differences.
 -- 2. `prober_pack_hours(through)` moves the hour rows before `through` (a
 --    UTC midnight) into blocks. A row with a count over 32,767 (a location
---    running a probe more than 9 times a second) stays a row. A late row of
+--    running a probe more than 9 times a second) or a phase over 255 stays
+--    a row, and does not reopen its day's block. A late row of
 --    a day already packed (a run replayed more than 35 days late) opens the
 --    day's block back into rows, is added there, and the day is packed again.
 --    `hist_mark.hours_packed_through` records how far packing reached.
@@ -38,16 +39,16 @@
 --    day of the probes asked for is opened).
 --
 -- When: the rollup (`store/rollup.rs`) packs the days that ended more than
--- 35 days ago, past every window the daemon reads from `hist_hour` rows
--- directly (the trend analysis' 30-day drift, the fleet reads' and burn
--- rates' 30 days).
+-- 35 days ago: past every window the daemon reads from `hist_hour` rows
+-- directly (the trend analysis' week and earlier days), and past the 30-day
+-- reads (panels, fleet reads, burn rates), which then open no block.
 --
 -- Upgrade: nothing is moved by this migration; the first rollup packs, one
 -- day with rows per rollup. A previous release (N-1, migration 0019) reads
 -- hours through `hist_hour_live` and `hour_counters_live`, which include the
 -- blocks unbounded: the same answers; its counter reads (burn rates) open
 -- only a packed day's counters (~0.2 ms a day), its bin reads (the hour
--- resolution of its API) every packed day of the probe (~10 ms a day). Its
+-- resolution of its API) every packed day of the probe (~14 ms a day). Its
 -- retention leaves blocks in place until this release runs again.
 
 alter table hist_mark add column hours_packed_through timestamptz;

@@ -56,9 +56,9 @@ const PACK_FIRST: TimeDelta = TimeDelta::days(32);
 
 /// Days that ended more than this ago have their hour rows packed into
 /// day blocks (`Store::pack_hours`, migration 0020): past every window the
-/// daemon reads from hour rows directly (the trend analysis' drift week
-/// and the same hours of earlier days, the fleet reads' and burn rates'
-/// 30 days), so none of them opens a block.
+/// daemon reads from `hist_hour` directly (the trend analysis' drift week
+/// and the same hours of earlier days), and past the 30-day reads (panels,
+/// fleet reads, burn rates), which then open no block.
 pub const HOURS_PACK_AFTER: TimeDelta = TimeDelta::days(35);
 
 /// Days of hour rows packed per rollup at most: packing a day of 1,000
