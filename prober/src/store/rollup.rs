@@ -62,7 +62,7 @@ const PACK_FIRST: TimeDelta = TimeDelta::days(32);
 pub const HOURS_PACK_AFTER: TimeDelta = TimeDelta::days(35);
 
 /// Days of hour rows packed per rollup at most: packing a day of 1,000
-/// probes at 60 s takes Postgres about 20 s, and an upgraded database holding
+/// probes at 60 s takes Postgres about 20–30 s, and an upgraded database holding
 /// a year of hour rows catches up a day a minute rather than in one go.
 const HOUR_PACK_DAYS_PER_ROLLUP: usize = 1;
 
