@@ -28,6 +28,12 @@ use crate::db::fresh_store;
 use crate::probes::build_probes_of;
 pub use report::Relation;
 
+/// The page of runs the runs API returns by default (`DEFAULT_RUNS_PAGE`).
+const RUNS_PAGE: i64 = 100;
+
+/// The location the seeded runs are written as (their run ids derive from it).
+const LOCATION: &str = "local";
+
 /// Runs per `write_runs` call.
 pub const BATCH: usize = 1000;
 /// `--probes` when `--storage` is given without it.
@@ -98,7 +104,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     if args.every > MAX_EVERY {
         return Err("--storage: --every must be at most 3600s".into());
     }
-    let store = fresh_store(&args.database_url, "local").await?;
+    let store = fresh_store(&args.database_url, LOCATION).await?;
     let metas = metas(args.probes, args.every)?;
     let now = Utc::now();
     let to = now.duration_trunc(TimeDelta::seconds(1)).unwrap_or(now);
@@ -211,7 +217,7 @@ async fn seed(
             if batch.len() == BATCH || new_minute {
                 w.flush(&mut batch).await?;
             }
-            batch.push(synth::record(meta, i as u64 + 1, tick as u64, at));
+            batch.push(synth::record(meta, LOCATION, i as u64 + 1, tick as u64, at));
         }
     }
     w.flush(&mut batch).await?;
@@ -372,6 +378,42 @@ async fn time_reads(
             "Store::latency_series, whole range, {}s step",
             step.as_secs()
         ),
+        ms,
+    ));
+    // The runs API's first page over the whole range: every run in range is
+    // read (packed ones decoded, derived ids computed) to sort them.
+    let ms = time_op(REPEAT, move || async move {
+        let runs = store
+            .runs(probe, from, to, None, RUNS_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if runs.is_empty() {
+            return Err(format!("Store::runs of {probe}: no runs"));
+        }
+        Ok(())
+    })
+    .await?;
+    out.push((
+        format!("Store::runs, whole range, first page of {RUNS_PAGE}"),
+        ms,
+    ));
+    // A page in the range's first hour: one packed block.
+    let hour = from + TimeDelta::hours(1);
+    let ms = time_op(REPEAT, move || async move {
+        let runs = store
+            .runs(probe, from, hour, None, RUNS_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if runs.is_empty() {
+            return Err(format!(
+                "Store::runs of {probe} in {from} – {hour}: no runs"
+            ));
+        }
+        Ok(())
+    })
+    .await?;
+    out.push((
+        format!("Store::runs, the first hour, first page of {RUNS_PAGE}"),
         ms,
     ));
     Ok(out)

@@ -119,8 +119,15 @@ fn fail_run(s: &mut Synthetic, class: f64) {
 
 /// The stored record of probe `probe`'s run at tick `tick`, scheduled `at`,
 /// built as the integration tests build theirs (`Outcome::failed`, then the
-/// measured fields).
-pub fn record(meta: &Arc<ProbeMeta>, probe: u64, tick: u64, at: DateTime<Utc>) -> RunRecord {
+/// measured fields), with the run id the daemon's scheduler gives a tick of
+/// `location` (`tick_run_id`).
+pub fn record(
+    meta: &Arc<ProbeMeta>,
+    location: &str,
+    probe: u64,
+    tick: u64,
+    at: DateTime<Utc>,
+) -> RunRecord {
     let s = synthetic(probe, tick);
     let started_at = at + TimeDelta::microseconds(s.lateness_us);
     let mut o = Outcome::failed(
@@ -140,7 +147,7 @@ pub fn record(meta: &Arc<ProbeMeta>, probe: u64, tick: u64, at: DateTime<Utc>) -
     o.remote_addr = Some("192.0.2.10:443".into());
     o.trace_id = format!("{:016x}{:016x}", mix(probe), mix(tick));
     RunRecord {
-        run_id: uuid::Uuid::now_v7(),
+        run_id: prober::run::tick_run_id(location, &meta.name, at),
         meta: meta.clone(),
         scheduled_at: at,
         started_at,

@@ -71,6 +71,9 @@ impl Trigger {
 /// of them when replicas sharing the location's probes both run it during a
 /// handover. A UUID v7 with the tick's millisecond (time-ordered like any
 /// other run id) and 74 bits of SHA-256 of location, probe and tick.
+/// Packed runs store no id where it is this one: the store derives it
+/// again in SQL (`prober_tick_run_id`, migration 0021), so a change here
+/// is a change there too (`tests/it/run_blocks.rs` compares the two).
 pub fn tick_run_id(location: &str, probe: &str, tick: DateTime<Utc>) -> Uuid {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();

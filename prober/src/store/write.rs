@@ -237,7 +237,7 @@ ins as (
        or not exists (select 1 from run_blocks b
                       where b.probe_id = t.probe_id and b.location_id = $5::int2
                         and b.hour = date_trunc('hour', t.scheduled_at, 'UTC')
-                        and t.run_id = any(b.run_id))
+                        and prober_block_holds(b, t.run_id, t.scheduled_at))
     on conflict do nothing
     returning run_id, scheduled_at, probe_id, success, trigger
 ),

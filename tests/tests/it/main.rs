@@ -44,6 +44,7 @@ mod recent;
 mod reload;
 mod replicas;
 mod rollup;
+mod run_blocks;
 mod scenarios;
 mod scheduler;
 mod secrets;
