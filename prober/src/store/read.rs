@@ -4,12 +4,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::{err, Store, StoreError};
 use crate::results::hist::{bin_of_key, SparseHist};
+
+/// The first window [`Store::runs`] reads, back from its upper bound: two
+/// hours hold the rows not packed yet, and a page of 100 runs of a probe
+/// running every 72 s or faster. Each next window is four times as long.
+const RUNS_FIRST_WINDOW: TimeDelta = TimeDelta::hours(2);
 
 /// Counts and percentiles of one probe over a window (phase `total`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -149,7 +154,37 @@ impl Store {
 
     /// Runs of `probe` in `[from, to)`, newest first, strictly before `before`
     /// (a cursor): stored rows and packed hours alike (`prober_run_rows`).
+    ///
+    /// A page is read from the newest hours first, in windows widened until
+    /// one holds `limit` runs or reaches `from`: a page found in `[lo, hi)`
+    /// is the page of `[from, hi)` (every run after its last one is in the
+    /// window), and the hours before `lo` are never opened (a packed hour's
+    /// runs are decoded and their ids derived to be sorted).
     pub async fn runs(
+        &self,
+        probe: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        before: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        let hi = match before {
+            Some((at, _)) => to.min(at + TimeDelta::microseconds(1)),
+            None => to,
+        };
+        let mut span = RUNS_FIRST_WINDOW;
+        loop {
+            let lo = if hi - from > span { hi - span } else { from };
+            let page = self.runs_in(probe, lo, to, before, limit).await?;
+            if lo == from || page.len() as i64 >= limit {
+                return Ok(page);
+            }
+            span = span.checked_mul(4).unwrap_or(TimeDelta::MAX);
+        }
+    }
+
+    /// [`Store::runs`] over one window.
+    async fn runs_in(
         &self,
         probe: &str,
         from: DateTime<Utc>,
