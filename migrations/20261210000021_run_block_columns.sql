@@ -25,8 +25,9 @@
 -- A previous release (N-1) calls the same functions (`prober_pack`,
 -- `prober_run_rows`) and gets these definitions; its writer's check for a
 -- replayed run already packed (`t.run_id = any(b.run_id)`) does not see a
--- derived id, so a batch it replays more than an hour late during the
--- upgrade is counted again (ARCHITECTURE.md "Run blocks, second encoding").
+-- derived id, so a batch it replays more than an hour late is inserted
+-- again: the pack keeps one run per key of `runs`, its samples are counted
+-- twice (ARCHITECTURE.md "Run blocks, second encoding").
 
 alter table run_blocks
     alter column scheduled_at drop not null,
@@ -91,13 +92,45 @@ declare
     us constant int8 := (extract(epoch from at) * 1000000)::int8;
     l constant bytea := convert_to(location, 'UTF8');
     p constant bytea := convert_to(probe, 'UTF8');
+    -- Rust: `timestamp_nanos_opt().unwrap_or(i64::MAX)` (nanoseconds past
+    -- 1677-2262 do not fit) and `u64::try_from(timestamp_millis()).unwrap_or(0)`.
+    ns constant int8 := case when abs(us) <= 9223372036854775 then us * 1000
+                             else 9223372036854775807 end;
     h bytea := substr(sha256(prober_le8(octet_length(l)) || l || prober_le8(octet_length(p)) || p
-                             || prober_le8(us * 1000)), 1, 10);
+                             || prober_le8(ns)), 1, 10);
 begin
     h := set_byte(set_byte(h, 0, 112 | (get_byte(h, 0) & 15)), 2, 128 | (get_byte(h, 2) & 63));
-    return encode(substr(int8send(us / 1000), 3, 6) || h, 'hex')::uuid;
+    return encode(substr(int8send(greatest(us, 0) / 1000), 3, 6) || h, 'hex')::uuid;
 end
 $$;
+
+-- A packed run's derived id is computed from its probe's and location's
+-- names, so they are kept as they are: a name is not changed, and a probe or
+-- location with packed runs is not deleted (the dimension tables' rows are
+-- never changed or deleted by the prober; this stops a manual fix-up from
+-- rewriting history).
+create function prober_keep_named() returns trigger
+language plpgsql as $$
+begin
+    if tg_op = 'UPDATE' and new.name is distinct from old.name then
+        raise exception 'the % "%" cannot be renamed to "%": packed runs derive their ids from its name',
+            tg_table_name, old.name, new.name
+            using hint = 'Add a probe or location under the new name instead; the old one keeps its history.';
+    end if;
+    if tg_op = 'DELETE' and exists (select 1 from run_blocks b
+                                    where (tg_table_name = 'probes' and b.probe_id = old.id)
+                                       or (tg_table_name = 'locations' and b.location_id = old.id)) then
+        raise exception 'the % "%" cannot be deleted: it has packed runs, which derive their ids from its name',
+            tg_table_name, old.name
+            using hint = 'Retention drops packed runs; delete it once none are left.';
+    end if;
+    return case when tg_op = 'DELETE' then old else new end;
+end
+$$;
+create trigger probes_keep_named before update of name or delete on probes
+    for each row execute function prober_keep_named();
+create trigger locations_keep_named before update of name or delete on locations
+    for each row execute function prober_keep_named();
 
 -- The two halves of an int4 column (NULL stays NULL) and back.
 create function prober_hi(v int4) returns int2
@@ -235,9 +268,13 @@ begin
         where b.probe_id = m.probe_id and b.location_id = m.location_id and b.hour = m.hour
         returning b
     ), every_run as (
-        select * from moved
-        union all
-        select u.* from touched t, prober_block_runs(t.b) u
+        -- One of each (probe, scheduled_at, run_id), the key of `runs`: a
+        -- run a previous release's writer inserted again after it was packed
+        -- (it cannot see derived ids) is packed once.
+        select distinct on (probe_id, location_id, scheduled_at, run_id) *
+        from (select * from moved
+              union all
+              select u.* from touched t, prober_block_runs(t.b) u) a
     ), ordered as (
         select r.*, date_trunc('hour', r.scheduled_at, 'UTC') as hour,
                (extract(epoch from r.scheduled_at - lag(r.scheduled_at, 1,

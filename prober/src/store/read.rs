@@ -175,7 +175,7 @@ impl Store {
         let mut span = RUNS_FIRST_WINDOW;
         loop {
             let lo = if hi - from > span { hi - span } else { from };
-            let page = self.runs_in(probe, lo, to, before, limit).await?;
+            let page = self.runs_in(probe, lo, hi, before, limit).await?;
             if lo == from || page.len() as i64 >= limit {
                 return Ok(page);
             }

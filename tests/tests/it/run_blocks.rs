@@ -41,11 +41,16 @@ async fn packed(pool: &PgPool) -> (i64, i64, i64) {
 #[tokio::test]
 async fn the_sql_tick_run_id_is_the_schedulers() {
     let (_db, _store, pool) = lab().await;
-    let ticks: [DateTime<Utc>; 4] = [
+    // Before 1970 the millisecond is 0, past 2262 the nanoseconds are
+    // i64::MAX (Rust's fallbacks).
+    let ticks: [DateTime<Utc>; 7] = [
         "2026-11-26T09:00:00Z".parse().unwrap(),
         "2026-11-26T09:00:00.123Z".parse().unwrap(),
         "2026-11-26T09:00:00.123456Z".parse().unwrap(),
         "1999-12-31T23:59:59.999999Z".parse().unwrap(),
+        "1969-12-31T23:59:59.998500Z".parse().unwrap(),
+        "1600-01-01T00:00:00Z".parse().unwrap(),
+        "2300-01-01T00:00:00.000001Z".parse().unwrap(),
     ];
     for (location, probe) in [("home", "api"), ("eu-west", "checkout → pay"), ("", "ü")] {
         for at in ticks {
@@ -126,6 +131,14 @@ async fn packed_runs_read_back_as_they_were_written_and_count_once() {
 
     // The batch replayed: no run is new, derived id or stored.
     assert_eq!(store.write_runs(&batch).await.unwrap(), 0);
+    // A packed run inserted again as a row, as a previous release's writer
+    // does on a late replay (it cannot see derived ids): packed once.
+    sqlx::query("insert into runs select * from prober_run_rows($1, $1) where run_id = $2")
+        .bind(batch[4].scheduled_at)
+        .bind(batch[4].run_id)
+        .execute(&pool)
+        .await
+        .unwrap();
     // A run of a packed hour with a new id is new, though a packed run has
     // its time: stored, then packed into the block.
     let mut other = batch[2].clone();
@@ -170,6 +183,20 @@ async fn packed_runs_read_back_as_they_were_written_and_count_once() {
     }
     let whole: Vec<_> = runs.iter().map(|r| (r.scheduled_at, r.run_id)).collect();
     assert_eq!(paged, whole);
+
+    // The names the packed ids derive from stay as they are.
+    for sql in [
+        "update probes set name = 'api-renamed' where name = 'api'",
+        "delete from probes where name = 'api'",
+        "update locations set name = 'elsewhere'",
+    ] {
+        let e = sqlx::query(sql).execute(&pool).await.unwrap_err();
+        assert!(
+            e.to_string().contains("packed runs derive their ids")
+                || e.to_string().contains("it has packed runs"),
+            "{sql}: {e}"
+        );
+    }
 }
 
 /// An hour packed in the first encoding (migration 0015, before 0021): read
