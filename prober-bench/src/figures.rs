@@ -17,6 +17,9 @@ pub struct Figures {
     /// Process CPU minus the target thread's, per run finished, µs.
     pub cpu_us_per_probe: Option<f64>,
     pub pg_cpu_us_per_probe: Option<f64>,
+    /// Every Postgres process's CPU (exited backends, WAL writer, checkpointer), per run, µs.
+    #[serde(default)]
+    pub pg_cluster_cpu_us_per_probe: Option<f64>,
     pub machine_busy_pct: Option<f64>,
     /// Start lateness p50, p99, max, µs (from `runs`).
     pub lateness_us: [Option<i32>; 3],
@@ -59,6 +62,7 @@ impl Figures {
                 .zip(target)
                 .and_then(|(p, t)| per_run(p.saturating_sub(t))),
             pg_cpu_us_per_probe: i.pg.and_then(|(us, _, _)| per_run(us)),
+            pg_cluster_cpu_us_per_probe: i.pg_cluster_us.and_then(per_run),
             machine_busy_pct: i.machine_busy_pct(),
             lateness_us: i.stored.lateness,
             skipped: i.delta(|s| s.skipped),

@@ -14,6 +14,49 @@ pub fn stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// utime + stime + cutime + cstime (fields 14 to 17) of a `/proc/<pid>/stat`
+/// line, in clock ticks: the process's own CPU and that of its children it
+/// has waited for (exited ones).
+pub fn stat_ticks_with_children(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let mut sum = 0u64;
+    for i in 11..15 {
+        sum += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
+
+/// CPU of every process named `postgres*` on this host, in µs, exited
+/// children included (the postmaster waits for its backends, so theirs is
+/// in its cutime and cstime once they are gone): backends, the WAL writer,
+/// the checkpointer, autovacuum. Includes other databases' backends, so it
+/// means something on a quiet machine only. `None` without a `postgres` process.
+pub fn postgres_cluster_cpu_us() -> Option<u64> {
+    let mut ticks = 0u64;
+    let mut seen = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let comm = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(c, _)| c);
+        if comm.is_some_and(|c| c.starts_with("postgres")) {
+            if let Some(t) = stat_ticks_with_children(&stat) {
+                ticks += t;
+                seen = true;
+            }
+        }
+    }
+    seen.then_some(ticks * (1_000_000 / USER_HZ))
+}
+
 /// User + system CPU of the whole process (all threads, exited ones included), µs.
 pub fn process_cpu_us() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -96,6 +139,9 @@ mod tests {
     fn stat_ticks_reads_utime_and_stime_past_a_name_with_spaces() {
         let line = "42 (a b) c) S 1 42 42 0 -1 4194304 98 0 0 0 36 1 0 0 20 0 1 0 142689";
         assert_eq!(stat_ticks(line), Some(37));
+        assert_eq!(stat_ticks_with_children(line), Some(37));
+        let parent = "7 (postgres) S 1 7 7 0 -1 4194304 98 0 0 0 36 1 500 20 20 0 1 0 142689";
+        assert_eq!(stat_ticks_with_children(parent), Some(557));
     }
 
     #[test]

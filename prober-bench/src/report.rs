@@ -106,6 +106,12 @@ fn cpu_rows(i: &Inputs<'_>, rows: &mut Rows) {
             "n/a (backends not visible in /proc)".into(),
         ),
     }
+    if let Some(us) = i.pg_cluster_us {
+        rows.row(
+            "Postgres CPU µs per probe, every process (gone backends, WAL, checkpoints)",
+            per_run(i, us),
+        );
+    }
     if let Some(busy) = i.machine_busy_pct() {
         rows.row("machine CPU busy (all processes)", format!("{busy:.0}%"));
     }

@@ -17,7 +17,7 @@ use crate::db::Stored;
 use crate::db::{check_database_url, pg_backend_cpu, pg_delta, query_window, recreate_database};
 use crate::figures::Figures;
 use crate::probes::build_probes;
-use crate::procfs::{machine_jiffies, process_cpu_us, status_kib};
+use crate::procfs::{machine_jiffies, postgres_cluster_cpu_us, process_cpu_us, status_kib};
 use crate::target::Target;
 
 /// Runs the benchmark; returns the text to print.
@@ -63,10 +63,12 @@ async fn run_with_target(
 
     let (daemon, settings, rate) = start_daemon(args, target, timeout).await?;
     let pg0 = pg_backend_cpu(&mut admin, db).await;
+    let cluster0 = postgres_cluster_cpu_us();
     let s0 = Snapshot::take(&daemon, target);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let s1 = Snapshot::take(&daemon, target);
     let pg1 = pg_backend_cpu(&mut admin, db).await;
+    let cluster1 = postgres_cluster_cpu_us();
 
     let totals = Totals::after_shutdown(daemon).await;
     let _ = admin.close().await;
@@ -80,6 +82,7 @@ async fn run_with_target(
         s0: &s0,
         s1: &s1,
         pg: pg_delta(&pg0, &pg1),
+        pg_cluster_us: cluster0.zip(cluster1).map(|(a, b)| b.saturating_sub(a)),
         stored: &stored,
         totals: &totals,
     };
@@ -234,6 +237,8 @@ pub struct Inputs<'a> {
     pub s1: &'a Snapshot,
     /// Postgres backend CPU over the window: (µs, backends counted, backends gone).
     pub pg: Option<(u64, usize, usize)>,
+    /// CPU of every Postgres process over the window, exited ones included, µs.
+    pub pg_cluster_us: Option<u64>,
     pub stored: &'a Stored,
     pub totals: &'a Totals,
 }

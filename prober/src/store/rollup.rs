@@ -84,30 +84,29 @@ pub struct Rolled {
     pub hours: bool,
 }
 
-/// Element-level bins and counters of the rows of `{src}`, filtered by `{filter}`.
-const ELEMENTS: &str = r#"
-eb as (select probe_id, location_id, minute, e & -4294967296 as k, e & 4294967295 as n
-       from {src}, unnest(bins) e where {filter}),
-es as (select probe_id, location_id, minute, e >> 48 as p, (e >> 24) & 16777215 as r,
-              e & 16777215 as f, v as s
-       from {src}, unnest(stats, sums) as u(e, v) where {filter})
-"#;
-
-/// Packs the elements by `{res}` (minute, hour, day) where `{late}` holds and
-/// adds them to `hist_{res}`.
+/// Merges the rows of `{src}` where `{filter}` and `{late}` hold by (probe,
+/// location, `{res}`) and adds them to `hist_{res}`. Each group's bins are
+/// gathered into one array and normalised by one call of `prober_bins_norm`
+/// (migration 0011): one small sort and group per row written. Grouping
+/// every bin by (probe, location, period, bin) across the whole fold, one
+/// hash table of 1.5 million entries at 5,000 runs/s, cost more
+/// (ARCHITECTURE.md, "The fold's SQL"). Counters are few (one per phase), so
+/// they are still summed in one table-wide group, the cheaper of the two
+/// measured for them.
 const UPSERT: &str = r#"
 b_{res} as (
-    select probe_id, location_id, t, array_agg(k | n order by k) as bins
-    from (select probe_id, location_id, date_trunc('{res}', minute, 'UTC') as t, k, sum(n)::int8 as n
-          from eb where {late} group by 1, 2, 3, 4) x
-    group by 1, 2, 3
+    select probe_id, location_id, date_trunc('{res}', minute, 'UTC') as t,
+           prober_bins_norm(array_agg(e)) as bins
+    from {src}, unnest(bins) e where {filter} and {late} group by 1, 2, 3
 ),
 s_{res} as (
     select probe_id, location_id, t,
            array_agg((p << 48) | (r << 24) | f order by p) as stats, array_agg(s order by p) as sums
-    from (select probe_id, location_id, date_trunc('{res}', minute, 'UTC') as t, p,
-                 sum(r)::int8 as r, sum(f)::int8 as f, sum(s)::int8 as s
-          from es where {late} group by 1, 2, 3, 4) x
+    from (select probe_id, location_id, date_trunc('{res}', minute, 'UTC') as t, e >> 48 as p,
+                 sum((e >> 24) & 16777215)::int8 as r, sum(e & 16777215)::int8 as f,
+                 sum(v)::int8 as s
+          from {src}, unnest(stats, sums) as u(e, v) where {filter} and {late}
+          group by 1, 2, 3, 4) x
     group by 1, 2, 3
 ),
 w_{res} as (
@@ -126,19 +125,25 @@ w_{res} as (
 /// The statement adding `src` (a relation with the pending rows' columns) to
 /// the tables of `targets` (resolution, condition on `minute`).
 fn add_statement(prelude: &str, src: &str, filter: &str, targets: &[(&str, &str)]) -> String {
-    let mut sql = format!(
-        "with {prelude}{}",
-        ELEMENTS.replace("{src}", src).replace("{filter}", filter)
-    );
-    for (res, late) in targets {
-        sql += ",";
-        sql += &UPSERT.replace("{res}", res).replace("{late}", late);
-    }
+    let ctes: Vec<String> = targets
+        .iter()
+        .map(|(res, late)| {
+            UPSERT
+                .replace("{src}", src)
+                .replace("{filter}", filter)
+                .replace("{res}", res)
+                .replace("{late}", late)
+        })
+        .collect();
     let counts: Vec<String> = targets
         .iter()
         .map(|(res, _)| format!("(select count(*) from w_{res})"))
         .collect();
-    sql + "select (" + &counts.join(" + ") + ")::int8"
+    format!(
+        "with {prelude}{} select ({})::int8",
+        ctes.join(","),
+        counts.join(" + ")
+    )
 }
 
 /// Step 1: pending rows of minutes before $1 into minute rows, and into hour
