@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::clean::{clean_detail, clean_text};
+use super::pending::PendingRows;
 use super::{err, Store, StoreError, MAX_ERROR_MESSAGE_BYTES};
 use crate::results::hist::bin_key;
 use crate::run::{phase_samples, RunRecord};
@@ -35,8 +36,10 @@ impl Store {
             .await?;
         for r in batch {
             let (probe_id, version_id) = self.version_ids(&r.meta).await?;
-            cols.push(r, probe_id, version_id, form);
+            let counted = r.trigger.id() == 0 || self.count_api_runs;
+            cols.push(r, probe_id, version_id, form, counted);
         }
+        let pending = cols.pending.columns();
         let insert = sqlx::query_scalar(INSERT_RUNS)
             .bind(&cols.run_id)
             .bind(&cols.scheduled_at)
@@ -62,7 +65,17 @@ impl Store {
             .bind(&cols.s_key)
             .bind(&cols.detail)
             .bind(&cols.trigger)
-            .bind(self.count_api_runs);
+            .bind(self.count_api_runs)
+            .bind(&pending.probe_id)
+            .bind(&pending.minute)
+            .bind(&pending.bins_from)
+            .bind(&pending.bins_to)
+            .bind(&pending.stats_from)
+            .bind(&pending.stats_to)
+            .bind(&pending.bins)
+            .bind(&pending.stats)
+            .bind(&pending.sums)
+            .bind(pending.counted);
         let fail = |e| {
             err(
                 &format!("writing {} runs to {}", batch.len(), self.target()),
@@ -119,6 +132,8 @@ struct RunColumns {
     s_phase: Vec<i16>,
     s_us: Vec<i64>,
     s_key: Vec<i32>,
+    /// The `hist_pending` rows of the counted runs.
+    pending: PendingRows,
 }
 
 fn clamp_i32(v: i64) -> i32 {
@@ -126,8 +141,9 @@ fn clamp_i32(v: i64) -> i32 {
 }
 
 impl RunColumns {
-    fn push(&mut self, r: &RunRecord, probe_id: i32, version_id: i32, form: Form) {
+    fn push(&mut self, r: &RunRecord, probe_id: i32, version_id: i32, form: Form, counted: bool) {
         let o = &r.outcome;
+        let key = counted.then(|| self.pending.run(probe_id, r.scheduled_at));
         self.run_id.push(r.run_id);
         self.scheduled_at.push(r.scheduled_at);
         self.probe_id.push(probe_id);
@@ -135,10 +151,14 @@ impl RunColumns {
         self.lateness_us.push(clamp_i32(r.lateness_us));
         self.trigger.push(r.trigger.id());
         let mut sample = |phase: i16, us: u64| {
+            let (us, bin) = (i64::try_from(us).unwrap_or(i64::MAX), bin_key(us));
             self.s_run_id.push(r.run_id);
             self.s_phase.push(phase);
-            self.s_us.push(i64::try_from(us).unwrap_or(i64::MAX));
-            self.s_key.push(bin_key(us));
+            self.s_us.push(us);
+            self.s_key.push(bin);
+            if let Some(key) = key {
+                self.pending.sample(key, phase, us, bin, !o.success);
+            }
         };
         let phases = phase_samples(&o.phases);
         for (i, us) in phases.iter().enumerate() {
@@ -208,7 +228,8 @@ pub fn error_class_id(c: crate::run::ErrorClass) -> i16 {
 /// One statement, one round trip: insert the runs (skipping known run ids),
 /// then, for the runs actually inserted (scheduled ones only, unless API runs
 /// count), one `hist_pending` row per (probe, minute) with every phase's bins
-/// and counters (encoding: migration 0011). Insert-only: nothing here waits on
+/// and counters (encoding: migration 0011): the rows the writer built when
+/// every counted run was new, else grouped here from the samples. Insert-only: nothing here waits on
 /// the fold or the rollup (`rollup.rs`), except a batch of runs old enough to
 /// be packed (see [`PACKABLE_AFTER`]).
 const INSERT_RUNS: &str = r#"
@@ -265,10 +286,20 @@ stats as (
           from samples group by 1, 2, 3) c
     group by 1, 2
 ),
+counted as (select count(*) as n from ins where ins.trigger = 0 or $25::bool),
 pending as (
     insert into hist_pending (probe_id, location_id, minute, bins, stats, sums)
+    -- Every counted run was new: the rows the writer built ($26-$35, `pending.rs`).
+    select u.probe_id, $5::int2, u.minute, ($32::int8[])[u.bf:u.bt], ($33::int8[])[u.sf:u.st],
+           ($34::int8[])[u.sf:u.st]
+    from unnest($26::int4[], $27::timestamptz[], $28::int4[], $29::int4[], $30::int4[], $31::int4[])
+         as u(probe_id, minute, bf, bt, sf, st)
+    where (select n from counted) = $35::int8
+    union all
+    -- Some were known (a replay): the samples of the runs inserted.
     select probe_id, $5::int2, minute, bins, stats, sums
     from stats join bins using (probe_id, minute)
+    where (select n from counted) <> $35::int8
 )
 select count(*) from ins
 "#;

@@ -449,3 +449,59 @@ fn the_queue_counts_its_batch_in_flight_and_every_drop() {
     }
     assert_eq!((q.len(), q.dropped(), q.bytes()), (2, 1, 2 * one));
 }
+
+/// The pending rows of a batch of new runs, which the writer builds in Rust,
+/// equal, array for array, the rows the statement groups from the samples
+/// when a run of the batch is already known (a replay).
+#[tokio::test]
+async fn pending_rows_built_by_the_writer_equal_the_sql_grouping() {
+    let at: DateTime<Utc> = "2026-11-26T10:29:10Z".parse().unwrap();
+    let mut batch = Vec::new();
+    for (p, name) in ["alpha", "beta", "gamma"].iter().enumerate() {
+        let m = meta(name);
+        for i in 0..40u64 {
+            let mut r = record(
+                &m,
+                at + TimeDelta::seconds(i as i64 * 2),
+                900 + (i * 37 + p as u64 * 11) % 400 * 25,
+                !(i + p as u64).is_multiple_of(6),
+            );
+            if i.is_multiple_of(9) {
+                // An API run is stored but not counted.
+                r.trigger = prober::run::Trigger::Api;
+            }
+            batch.push(r);
+        }
+    }
+    let built = TestDb::create().await;
+    let store = migrated_store(&built).await;
+    assert_eq!(store.write_runs(&batch).await.unwrap(), 120);
+    let from_rust = pending_rows(&built).await;
+
+    let grouped = TestDb::create().await;
+    let store = migrated_store(&grouped).await;
+    let known = record(&meta("known"), at, 1_000, true);
+    store
+        .write_runs(std::slice::from_ref(&known))
+        .await
+        .unwrap();
+    let mut replay = batch.clone();
+    replay.push(known);
+    assert_eq!(store.write_runs(&replay).await.unwrap(), 120);
+    let from_sql = pending_rows(&grouped).await;
+
+    assert_eq!(from_rust.len(), 6, "3 probes × 2 minutes");
+    assert_eq!(from_rust, from_sql);
+}
+
+/// Every pending row but probe `known`'s: probe, minute, bins, stats, sums.
+async fn pending_rows(db: &TestDb) -> Vec<(String, DateTime<Utc>, Vec<i64>, Vec<i64>, Vec<i64>)> {
+    sqlx::query_as(
+        "select p.name, h.minute, h.bins, h.stats, h.sums
+         from hist_pending h join probes p on p.id = h.probe_id
+         where p.name <> 'known' order by 1, 2",
+    )
+    .fetch_all(&db.pool().await)
+    .await
+    .unwrap()
+}
