@@ -22,8 +22,19 @@
 --    sum the pending rows the same way). The hourly refresh rewrites each
 --    row whole, `fresh_*` empty again.
 --
+-- 3. A fold that both updated a minute row at or after R (a late run into a
+--    minute already folded) and inserted a new one counted the new one twice:
+--    Postgres fires the statement's update trigger first, whose refresh of
+--    the pair reads the inserted row too, then the insert trigger adds it
+--    again. The fold now adds late rows into existing minute rows in a
+--    statement of its own, before the one that inserts new minutes; the
+--    mark's `folded_through` (the close of the last fold) tells which pending
+--    rows may be late, so only those are looked up (`store/rollup.rs`).
+--
 -- The previous release (N-1), whose fold fires the same trigger and whose
 -- reads call `prober_recent`, gets these definitions too.
+
+alter table hist_mark add column folded_through timestamptz;
 
 alter table hist_recent
     alter column bins set default '{}',

@@ -6,7 +6,9 @@
 //! one short transaction under an advisory lock (replicas take turns):
 //! 1. deletes the pending rows of closed minutes and adds them to
 //!    `hist_minute`, and to `hist_hour` and `hist_day` when their minute is
-//!    before the mark H (late runs, e.g. queued while Postgres was away);
+//!    before the mark H (late runs, e.g. queued while Postgres was away):
+//!    first those whose minute row exists, then, in a second statement, the
+//!    new minutes;
 //! 2. adds the minute rows of the hours closed since, [H, H'), to `hist_hour`
 //!    and `hist_day`, and moves H to H';
 //! 3. then rewrites `hist_recent` (every probe's last day and month in one
@@ -146,12 +148,36 @@ fn add_statement(prelude: &str, src: &str, filter: &str, targets: &[(&str, &str)
     )
 }
 
-/// Step 1: pending rows of minutes before $1 into minute rows, and into hour
-/// and day rows when before H ($2).
+/// Step 1, then: the other pending rows of minutes before $1 into new minute
+/// rows, and into hour and day rows when before H ($2).
 fn fold_sql() -> String {
     add_statement(
         "moved as (delete from hist_pending where minute < $1 \
          returning probe_id, location_id, minute, bins, stats, sums),",
+        "moved",
+        "true",
+        &[
+            ("minute", "true"),
+            ("hour", "minute < $2"),
+            ("day", "minute < $2"),
+        ],
+    )
+}
+
+/// Step 1, late rows first: pending rows of minutes before $1 whose minute
+/// row exists already (only those before $3, the last fold's close, can be),
+/// into those minute rows, and into hour and day rows when before H ($2).
+/// A statement of its own, before [`fold_sql`]'s inserts: one statement that
+/// updated a minute row at or after R and inserted another counted the new
+/// one twice in `hist_recent` (its update trigger's refresh reads the
+/// inserted row, then its insert trigger adds it; migration 0022).
+fn fold_late_sql() -> String {
+    add_statement(
+        "moved as (delete from hist_pending p \
+         where p.minute < $1 and p.minute < coalesce($3, 'infinity') \
+           and exists (select 1 from hist_minute m where m.probe_id = p.probe_id \
+                       and m.location_id = p.location_id and m.minute = p.minute) \
+         returning p.probe_id, p.location_id, p.minute, p.bins, p.stats, p.sums),",
         "moved",
         "true",
         &[
@@ -200,15 +226,17 @@ impl Store {
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
         );
         let mark: Option<Mark> = sqlx::query_as(
-            "select rolled_through, recent_through, packed_through, hours_packed_through
+            "select rolled_through, recent_through, packed_through, hours_packed_through,
+                    folded_through
              from hist_mark for update",
         )
         .fetch_optional(&mut *tx)
         .await
         .map_err(fail)?;
-        let Some((from, recent, packed, hours_packed)) = mark else {
+        let Some((from, recent, packed, hours_packed, folded)) = mark else {
             return Ok(None);
         };
         let close = floor(now - CLOSE_AFTER, MINUTE);
@@ -221,12 +249,26 @@ impl Store {
                 .await
                 .map_err(fail)?;
         }
-        let mut upserted: i64 = sqlx::query_scalar(&fold_sql())
+        let mut upserted: i64 = sqlx::query_scalar(&fold_late_sql())
+            .bind(close)
+            .bind(from)
+            .bind(folded)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?;
+        upserted += sqlx::query_scalar::<_, i64>(&fold_sql())
             .bind(close)
             .bind(from)
             .fetch_one(&mut *tx)
             .await
             .map_err(fail)?;
+        sqlx::query(
+            "update hist_mark set folded_through = greatest(coalesce(folded_through, $1), $1)",
+        )
+        .bind(close)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
         if to > from {
             upserted += sqlx::query_scalar::<_, i64>(&roll_sql())
                 .bind(from)

@@ -34,7 +34,10 @@ impl Store {
         let mut cols = RunColumns::default();
         self.register_versions(batch.iter().map(|r| &*r.meta))
             .await?;
-        for r in batch {
+        // A run twice in one batch is stored once, so it is counted once:
+        // its second copy's samples would join the one row inserted.
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        for r in batch.iter().filter(|r| seen.insert(r.run_id)) {
             let (probe_id, version_id) = self.version_ids(&r.meta).await?;
             let counted = r.trigger.id() == 0 || self.count_api_runs;
             cols.push(r, probe_id, version_id, form, counted);

@@ -151,6 +151,19 @@ async fn recent_rows_answer_as_the_hour_and_day_rows_through_folds_and_rollups()
     eu.rollup(nine + TimeDelta::minutes(86)).await.unwrap();
     assert!(assert_recent_exact(&pool, probe, ten_thirty, "late runs folded").await);
 
+    // A late run into a folded minute of the current hour and a new minute,
+    // in one fold: the minute row's update and insert both reach the recent
+    // row, each once.
+    runs(
+        &eu,
+        nine + TimeDelta::minutes(70) + TimeDelta::seconds(50),
+        2,
+    )
+    .await;
+    runs(&eu, nine + TimeDelta::minutes(82), 3).await;
+    eu.rollup(nine + TimeDelta::minutes(87)).await.unwrap();
+    assert!(assert_recent_exact(&pool, probe, ten_thirty, "a late and a new minute").await);
+
     // Not folded yet: pending rows count too.
     runs(&us, nine + TimeDelta::minutes(88), 4).await;
     runs(&eu, nine - TimeDelta::hours(5), 4).await;
