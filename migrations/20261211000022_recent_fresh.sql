@@ -27,14 +27,11 @@
 --    Postgres fires the statement's update trigger first, whose refresh of
 --    the pair reads the inserted row too, then the insert trigger adds it
 --    again. The fold now adds late rows into existing minute rows in a
---    statement of its own, before the one that inserts new minutes; the
---    mark's `folded_through` (the close of the last fold) tells which pending
---    rows may be late, so only those are looked up (`store/rollup.rs`).
+--    statement of its own, then inserts the new minutes in another that
+--    leaves alone any row whose minute row exists (`store/rollup.rs`).
 --
 -- The previous release (N-1), whose fold fires the same trigger and whose
 -- reads call `prober_recent`, gets these definitions too.
-
-alter table hist_mark add column folded_through timestamptz;
 
 alter table hist_recent
     alter column bins set default '{}',

@@ -148,36 +148,37 @@ fn add_statement(prelude: &str, src: &str, filter: &str, targets: &[(&str, &str)
     )
 }
 
-/// Step 1, then: the other pending rows of minutes before $1 into new minute
-/// rows, and into hour and day rows when before H ($2).
-fn fold_sql() -> String {
-    add_statement(
-        "moved as (delete from hist_pending where minute < $1 \
-         returning probe_id, location_id, minute, bins, stats, sums),",
-        "moved",
-        "true",
-        &[
-            ("minute", "true"),
-            ("hour", "minute < $2"),
-            ("day", "minute < $2"),
-        ],
-    )
-}
+/// The pending row `p`'s minute row exists: its minute was folded before.
+const MINUTE_ROW_EXISTS: &str =
+    "exists (select 1 from hist_minute m where m.probe_id = p.probe_id \
+     and m.location_id = p.location_id and m.minute = p.minute)";
 
 /// Step 1, late rows first: pending rows of minutes before $1 whose minute
-/// row exists already (only those before $3, the last fold's close, can be),
-/// into those minute rows, and into hour and day rows when before H ($2).
-/// A statement of its own, before [`fold_sql`]'s inserts: one statement that
-/// updated a minute row at or after R and inserted another counted the new
-/// one twice in `hist_recent` (its update trigger's refresh reads the
-/// inserted row, then its insert trigger adds it; migration 0022).
+/// row exists already, into those minute rows, and into hour and day rows
+/// when before H ($2). A statement of its own, before [`fold_sql`]'s
+/// inserts: one statement that updated a minute row at or after R and
+/// inserted another counted the new one twice in `hist_recent` (its update
+/// trigger's refresh reads the inserted row, then its insert trigger adds
+/// it; migration 0022).
 fn fold_late_sql() -> String {
+    fold_statement(&format!("p.minute < $1 and {MINUTE_ROW_EXISTS}"))
+}
+
+/// Step 1, then: the other pending rows of minutes before $1 into new minute
+/// rows, and into hour and day rows when before H ($2). A row whose minute
+/// row appeared since step 1 (a late run written in between) stays pending
+/// for the next fold, so this statement never updates a minute row.
+fn fold_sql() -> String {
+    fold_statement(&format!("p.minute < $1 and not {MINUTE_ROW_EXISTS}"))
+}
+
+/// The pending rows where `which` holds into minute, hour and day rows.
+fn fold_statement(which: &str) -> String {
     add_statement(
-        "moved as (delete from hist_pending p \
-         where p.minute < $1 and p.minute < coalesce($3, 'infinity') \
-           and exists (select 1 from hist_minute m where m.probe_id = p.probe_id \
-                       and m.location_id = p.location_id and m.minute = p.minute) \
-         returning p.probe_id, p.location_id, p.minute, p.bins, p.stats, p.sums),",
+        &format!(
+            "moved as (delete from hist_pending p where {which} \
+             returning p.probe_id, p.location_id, p.minute, p.bins, p.stats, p.sums),"
+        ),
         "moved",
         "true",
         &[
@@ -226,17 +227,15 @@ impl Store {
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
         );
         let mark: Option<Mark> = sqlx::query_as(
-            "select rolled_through, recent_through, packed_through, hours_packed_through,
-                    folded_through
+            "select rolled_through, recent_through, packed_through, hours_packed_through
              from hist_mark for update",
         )
         .fetch_optional(&mut *tx)
         .await
         .map_err(fail)?;
-        let Some((from, recent, packed, hours_packed, folded)) = mark else {
+        let Some((from, recent, packed, hours_packed)) = mark else {
             return Ok(None);
         };
         let close = floor(now - CLOSE_AFTER, MINUTE);
@@ -252,7 +251,6 @@ impl Store {
         let mut upserted: i64 = sqlx::query_scalar(&fold_late_sql())
             .bind(close)
             .bind(from)
-            .bind(folded)
             .fetch_one(&mut *tx)
             .await
             .map_err(fail)?;
@@ -262,13 +260,6 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(fail)?;
-        sqlx::query(
-            "update hist_mark set folded_through = greatest(coalesce(folded_through, $1), $1)",
-        )
-        .bind(close)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
         if to > from {
             upserted += sqlx::query_scalar::<_, i64>(&roll_sql())
                 .bind(from)
