@@ -88,6 +88,8 @@ pub struct Store {
     build: String,
     /// API runs are added to the minute bins and counters too (`api.manual_runs_count`).
     count_api_runs: bool,
+    /// Pending rows folded per transaction (`rollup.rs`).
+    fold_chunk_rows: i64,
     /// When the v1 tables were last found empty or not (`trends.rs`).
     v1_checked: Arc<Mutex<Option<(std::time::Instant, bool)>>>,
 }
@@ -198,6 +200,7 @@ impl Store {
             location: location.to_string(),
             build: crate::VERSION.to_string(),
             count_api_runs: false,
+            fold_chunk_rows: rollup::FOLD_CHUNK_ROWS,
             v1_checked: Arc::default(),
         })
     }

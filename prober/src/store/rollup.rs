@@ -72,6 +72,17 @@ const HOUR_PACK_DAYS_PER_ROLLUP: usize = 1;
 /// short transaction), so a daemon that was stopped for weeks catches up.
 const HOUR_PACK_EMPTY_DAYS_PER_ROLLUP: usize = 64;
 
+/// Pending rows folded per transaction, about (whole probes per chunk).
+/// The fold of a minute of 5,000 probes every second is 300,000 rows and
+/// seconds of one Postgres core; in one statement it held that core while
+/// the prober needed it, and runs started late (BENCHMARKS.md, "The fold in
+/// chunks"). A chunk of this many rows takes Postgres about 0.1 s.
+pub const FOLD_CHUNK_ROWS: i64 = 5_000;
+
+/// After a chunk of the fold, a pause this many times as long as the chunk
+/// took: the fold uses at most half of one Postgres core, however large.
+const FOLD_PAUSE_RATIO: f64 = 1.0;
+
 /// The advisory lock folds take, so replicas never interleave (`"prober"` in ASCII).
 pub(super) const FOLD_LOCK: i64 = 0x7072_6f62_6572;
 
@@ -161,7 +172,7 @@ const MINUTE_ROW_EXISTS: &str =
 /// trigger's refresh reads the inserted row, then its insert trigger adds
 /// it; migration 0022).
 fn fold_late_sql() -> String {
-    fold_statement(&format!("p.minute < $1 and {MINUTE_ROW_EXISTS}"))
+    fold_statement(&format!("{IN_CHUNK} and {MINUTE_ROW_EXISTS}"))
 }
 
 /// Step 1, then: the other pending rows of minutes before $1 into new minute
@@ -169,8 +180,12 @@ fn fold_late_sql() -> String {
 /// row appeared since step 1 (a late run written in between) stays pending
 /// for the next fold, so this statement never updates a minute row.
 fn fold_sql() -> String {
-    fold_statement(&format!("p.minute < $1 and not {MINUTE_ROW_EXISTS}"))
+    fold_statement(&format!("{IN_CHUNK} and not {MINUTE_ROW_EXISTS}"))
 }
+
+/// The pending row `p` is of a minute before $1 and of a probe in the
+/// chunk [$3, $4] (`hist_pending_probe` finds them).
+const IN_CHUNK: &str = "p.minute < $1 and p.probe_id between $3 and $4";
 
 /// The pending rows where `which` holds into minute, hour and day rows.
 fn fold_statement(which: &str) -> String {
@@ -218,9 +233,15 @@ impl Store {
 
     /// Folds the pending rows of minutes closed by `now` (less
     /// [`CLOSE_AFTER`]) and rolls the hours closed since the last time into
-    /// hour and day rows, in one transaction. `None` without a mark.
+    /// hour and day rows. The fold goes in chunks of about
+    /// [`FOLD_CHUNK_ROWS`] pending rows (whole probes), each a transaction;
+    /// the last chunk, the hour rollup and the recent rows' refresh are one
+    /// transaction. `None` without a mark.
     pub async fn rollup(&self, now: DateTime<Utc>) -> Result<Option<Rolled>, StoreError> {
         let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
+        let close = floor(now - CLOSE_AFTER, MINUTE);
+        // The probes before `rest` were folded in chunks of their own.
+        let (chunked, rest) = self.fold_chunks(close).await?;
         let mut tx = self.fold_transaction().await.map_err(fail)?;
         type Mark = (
             DateTime<Utc>,
@@ -238,7 +259,6 @@ impl Store {
         let Some((from, recent, packed, hours_packed)) = mark else {
             return Ok(None);
         };
-        let close = floor(now - CLOSE_AFTER, MINUTE);
         let to = floor(close, HOUR).max(from);
         if to > from {
             // The recent rows are rewritten for the new H below: their
@@ -248,18 +268,7 @@ impl Store {
                 .await
                 .map_err(fail)?;
         }
-        let mut upserted: i64 = sqlx::query_scalar(&fold_late_sql())
-            .bind(close)
-            .bind(from)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(fail)?;
-        upserted += sqlx::query_scalar::<_, i64>(&fold_sql())
-            .bind(close)
-            .bind(from)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(fail)?;
+        let mut upserted = chunked + fold(&mut tx, close, from, (rest, i32::MAX)).await?;
         if to > from {
             upserted += sqlx::query_scalar::<_, i64>(&roll_sql())
                 .bind(from)
@@ -294,7 +303,94 @@ impl Store {
     }
 }
 
+/// Step 1 for the probes `[first, last]`, in `tx`: late rows, then new
+/// minutes (`$1` the close, `$2` the mark H).
+async fn fold(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    close: DateTime<Utc>,
+    mark: DateTime<Utc>,
+    (first, last): (i32, i32),
+) -> Result<i64, StoreError> {
+    let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
+    let mut upserted = 0;
+    for sql in [fold_late_sql(), fold_sql()] {
+        upserted += sqlx::query_scalar::<_, i64>(&sql)
+            .bind(close)
+            .bind(mark)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(fail)?;
+    }
+    Ok(upserted)
+}
+
+/// The last probe id of each chunk of about `rows` pending rows, whole
+/// probes, from `(probe id, rows)` in probe order; the rows after the last
+/// end are left for the rollup's own transaction.
+fn chunk_ends(counts: &[(i32, i64)], rows: i64) -> Vec<i32> {
+    let mut ends = Vec::new();
+    let mut sum = 0;
+    for &(probe, n) in counts {
+        sum += n;
+        if sum >= rows {
+            ends.push(probe);
+            sum = 0;
+        }
+    }
+    if sum == 0 {
+        // The last chunk ended on the last probe: the rollup's transaction takes it.
+        ends.pop();
+    }
+    ends
+}
+
 impl Store {
+    /// Pending rows folded per transaction ([`FOLD_CHUNK_ROWS`] unless set):
+    /// tests fold a few probes per chunk.
+    pub fn with_fold_chunk_rows(mut self, rows: i64) -> Store {
+        self.fold_chunk_rows = rows.max(1);
+        self
+    }
+
+    /// Folds the pending rows of minutes before `close` in chunks of about
+    /// `fold_chunk_rows` rows of whole probes, each in a transaction of its
+    /// own, with a pause after each ([`FOLD_PAUSE_RATIO`]); the rows after
+    /// the last chunk are left to the caller. Returns the rows upserted and
+    /// the first probe id left. Rows written meanwhile for probes already
+    /// passed wait for the next fold: a row of a minute before H then goes
+    /// to the hour and day rows too, as any late row does.
+    async fn fold_chunks(&self, close: DateTime<Utc>) -> Result<(i64, i32), StoreError> {
+        let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
+        let counts: Vec<(i32, i64)> = sqlx::query_as(
+            "select probe_id, count(*) from hist_pending where minute < $1 group by 1 order by 1",
+        )
+        .bind(close)
+        .fetch_all(self.pool())
+        .await
+        .map_err(fail)?;
+        let mut upserted = 0;
+        let mut first = i32::MIN;
+        for last in chunk_ends(&counts, self.fold_chunk_rows) {
+            let started = std::time::Instant::now();
+            let mut tx = self.fold_transaction().await.map_err(fail)?;
+            let mark: Option<DateTime<Utc>> =
+                sqlx::query_scalar("select rolled_through from hist_mark")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            let Some(mark) = mark else {
+                return Ok((upserted, first));
+            };
+            upserted += fold(&mut tx, close, mark, (first, last)).await?;
+            tx.commit().await.map_err(fail)?;
+            first = last.saturating_add(1);
+            tokio::time::sleep(started.elapsed().mul_f64(FOLD_PAUSE_RATIO)).await;
+        }
+        Ok((upserted, first))
+    }
+
     /// A transaction holding the fold lock (replicas fold and pack in turn),
     /// with a statement timeout long enough for the first fold or pack after
     /// a long stop: more than the connections' 30 s may be needed.
@@ -428,6 +524,24 @@ const HOUR: TimeDelta = TimeDelta::hours(1);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_hold_whole_probes_and_leave_the_rest() {
+        let counts = [(1, 3), (2, 3), (5, 1), (7, 4), (9, 2)];
+        assert_eq!(chunk_ends(&counts, 5), vec![2, 7], "probe 9's 2 rows left");
+        assert_eq!(
+            chunk_ends(&[(1, 2), (2, 2)], 2),
+            vec![1],
+            "the chunk ending on the last probe is left"
+        );
+        assert_eq!(chunk_ends(&counts, 1), vec![1, 2, 5, 7]);
+        assert_eq!(
+            chunk_ends(&counts, 100),
+            Vec::<i32>::new(),
+            "one transaction"
+        );
+        assert_eq!(chunk_ends(&[], 1), Vec::<i32>::new());
+    }
 
     #[test]
     fn minutes_round_as_documented() {

@@ -304,6 +304,84 @@ async fn concurrent_batches_and_rollups_count_every_sample_once() {
     assert_exact(&store, &pool, &hist, 0).await;
 }
 
+/// A fold in chunks of a few probes, each its own transaction: new
+/// minutes, late runs into folded minutes and into minutes before the mark
+/// H (which must reach the hour and day rows too), and batches written
+/// while the chunks go. Every probe's samples are counted once at every
+/// resolution, and its quantiles are HdrHistogram's.
+#[tokio::test]
+async fn a_fold_in_chunks_of_probes_counts_every_sample_once() {
+    let db = TestDb::create().await;
+    let store = store(&db).await.with_fold_chunk_rows(3);
+    let pool = db.pool().await;
+    let start: DateTime<Utc> = "2026-11-26T09:00:00Z".parse().unwrap();
+    store.start_rollups(start).await.unwrap();
+    let probes: Vec<_> = (0..7).map(|i| meta(&format!("chunk-{i}"))).collect();
+    let mut hists: Vec<_> = (0..probes.len())
+        .map(|_| Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap())
+        .collect();
+    let mut seed = 23;
+    // A batch with a run of every probe in each of `minutes` (after 09:00).
+    let mut batch = |minutes: &[i64]| {
+        let mut batch = Vec::new();
+        for (i, m) in probes.iter().enumerate() {
+            for &minute in minutes {
+                let us = 1_000 + lcg(&mut seed) % 300_000;
+                hists[i].record(us).unwrap();
+                let at = start + TimeDelta::minutes(minute) + TimeDelta::seconds(i as i64);
+                batch.push(record(m, at, us, true));
+            }
+        }
+        batch
+    };
+    let minutes = |at: i64| start + TimeDelta::minutes(at);
+
+    // New minutes, folded in chunks while H stays at 09:00.
+    store.write_runs(&batch(&[0, 1, 10, 20, 30])).await.unwrap();
+    store.rollup(minutes(25)).await.unwrap();
+    // Late runs into folded minutes, new minutes, then the hour closes.
+    store.write_runs(&batch(&[1, 10, 40, 50])).await.unwrap();
+    store.rollup(minutes(65)).await.unwrap();
+    let mark: DateTime<Utc> = sqlx::query_scalar("select rolled_through from hist_mark")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mark, minutes(60));
+    // Late runs before H (into folded minutes and into new ones): the
+    // chunks must add them to the hour and day rows as well.
+    store.write_runs(&batch(&[10, 55, 59, 61])).await.unwrap();
+    assert!(stored(&pool, "hist_pending").await.0 > 3, "several chunks");
+    // Batches written while a fold goes.
+    let writer = {
+        let store = store.clone();
+        let batches: Vec<_> = (0..6).map(|b| batch(&[5 * b + 3, 62 + b])).collect();
+        tokio::spawn(async move {
+            for b in batches {
+                store.write_runs(&b).await.unwrap();
+            }
+        })
+    };
+    store.rollup(minutes(70)).await.unwrap();
+    writer.await.unwrap();
+    store.rollup(start + TimeDelta::hours(3)).await.unwrap();
+    assert_eq!(stored(&pool, "hist_pending").await.0, 0);
+    let all = hists.iter().map(|h| h.len() as i64).sum::<i64>();
+    for table in ["hist_minute", "hist_hour", "hist_day"] {
+        assert_eq!(stored(&pool, table).await.0, all, "{table}");
+    }
+    let from: DateTime<Utc> = "2026-11-26T00:00:00Z".parse().unwrap();
+    let to = from + TimeDelta::days(1);
+    for (m, hist) in probes.iter().zip(&hists) {
+        for q in [0.5, 0.99] {
+            for res in [Resolution::Minute, Resolution::Hour, Resolution::Day] {
+                let got = store.quantile(&m.name, 0, res, from, to, q).await.unwrap();
+                let want = Some(hist.value_at_quantile(q) as i64);
+                assert_eq!(got, want, "{} p{q} at {res:?}", m.name);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn locations_share_one_mark_and_any_replica_folds_all_of_them() {
     let db = TestDb::create().await;
