@@ -21,6 +21,9 @@ pub struct Figures {
     #[serde(default)]
     pub pg_cluster_cpu_us_per_probe: Option<f64>,
     pub machine_busy_pct: Option<f64>,
+    /// CPU time stolen by the hypervisor, percent of the machine's (`/proc/stat`).
+    #[serde(default)]
+    pub machine_steal_pct: Option<f64>,
     /// Start lateness p50, p99, max, µs (from `runs`).
     pub lateness_us: [Option<i32>; 3],
     pub skipped: u64,
@@ -64,6 +67,7 @@ impl Figures {
             pg_cpu_us_per_probe: i.pg.and_then(|(us, _, _)| per_run(us)),
             pg_cluster_cpu_us_per_probe: i.pg_cluster_us.and_then(per_run),
             machine_busy_pct: i.machine_busy_pct(),
+            machine_steal_pct: i.machine_steal_pct(),
             lateness_us: i.stored.lateness,
             skipped: i.delta(|s| s.skipped),
             total_us: i.stored.total,

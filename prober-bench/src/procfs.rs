@@ -86,6 +86,14 @@ pub fn machine_jiffies() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+/// Jiffies the hypervisor gave to other guests while this machine's CPUs
+/// wanted to run (`steal` of `/proc/stat`): on a shared virtual machine the
+/// lateness figures cannot be better than the host lets them be.
+pub fn steal_jiffies() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    text.lines().next()?.split_whitespace().nth(8)?.parse().ok()
+}
+
 /// Peak resident set size in KiB (`VmHWM`, what `ru_maxrss` reports).
 pub fn peak_rss_kib() -> Option<u64> {
     status_kib("VmHWM:")

@@ -115,6 +115,12 @@ fn cpu_rows(i: &Inputs<'_>, rows: &mut Rows) {
     if let Some(busy) = i.machine_busy_pct() {
         rows.row("machine CPU busy (all processes)", format!("{busy:.0}%"));
     }
+    if let Some(steal) = i.machine_steal_pct() {
+        rows.row(
+            "machine CPU stolen by the hypervisor (steal; counted in busy)",
+            format!("{steal:.1}%"),
+        );
+    }
 }
 
 fn latency_rows(i: &Inputs<'_>, rows: &mut Rows) {

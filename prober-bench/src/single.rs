@@ -17,7 +17,9 @@ use crate::db::Stored;
 use crate::db::{check_database_url, pg_backend_cpu, pg_delta, query_window, recreate_database};
 use crate::figures::Figures;
 use crate::probes::build_probes;
-use crate::procfs::{machine_jiffies, postgres_cluster_cpu_us, process_cpu_us, status_kib};
+use crate::procfs::{
+    machine_jiffies, postgres_cluster_cpu_us, process_cpu_us, status_kib, steal_jiffies,
+};
 use crate::target::Target;
 
 /// Runs the benchmark; returns the text to print.
@@ -166,6 +168,7 @@ pub struct Snapshot {
     pub process_cpu_us: Option<u64>,
     pub target_cpu_us: Option<u64>,
     pub machine: Option<(u64, u64)>,
+    pub steal: Option<u64>,
 }
 
 impl Snapshot {
@@ -192,6 +195,7 @@ impl Snapshot {
             process_cpu_us,
             target_cpu_us,
             machine: machine_jiffies(),
+            steal: steal_jiffies(),
         }
     }
 }
@@ -265,6 +269,13 @@ impl Inputs<'_> {
             d(self.s0.process_cpu_us, self.s1.process_cpu_us),
             d(self.s0.target_cpu_us, self.s1.target_cpu_us),
         )
+    }
+
+    /// Percent of the machine's CPU time stolen by the hypervisor over the window.
+    pub fn machine_steal_pct(&self) -> Option<f64> {
+        let (s0, s1) = self.s0.steal.zip(self.s1.steal)?;
+        let ((_, t0), (_, t1)) = self.s0.machine.zip(self.s1.machine)?;
+        Some(s1.saturating_sub(s0) as f64 / t1.saturating_sub(t0).max(1) as f64 * 100.0)
     }
 
     /// Percent of the whole machine busy over the window.
