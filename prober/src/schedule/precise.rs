@@ -42,12 +42,18 @@ struct Timer {
 struct Heap {
     entries: BinaryHeap<Reverse<Entry>>,
     seq: u64,
+    /// The thread has ended (a panic): waiters fall back to tokio's timer.
+    ended: bool,
 }
 
 impl Timer {
     /// Adds a deadline; wakes the thread if it now comes first.
     fn add(&self, at: Instant, done: oneshot::Sender<()>) {
         let mut heap = self.heap.lock();
+        if heap.ended {
+            // `done` dropped: the waiter sleeps on tokio's timer instead.
+            return;
+        }
         let first = heap.entries.peek().is_none_or(|Reverse(e)| at < e.at);
         heap.seq += 1;
         let seq = heap.seq;
@@ -132,6 +138,7 @@ impl Ord for Entry {
 /// The timer thread: fires every due deadline (outside the lock, so no
 /// waiter waits on it), then waits for the first one or an earlier one.
 fn run(timer: &Timer) {
+    let _ended = Ended(timer);
     let mut due = Vec::new();
     let mut heap = timer.heap.lock();
     loop {
@@ -156,6 +163,18 @@ fn run(timer: &Timer) {
             }
             None => timer.earlier.wait(&mut heap),
         }
+    }
+}
+
+/// Marks the timer ended and lets go of every waiter when the thread ends
+/// (only by a panic), so no probe waits forever for a tick.
+struct Ended<'a>(&'a Timer);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let mut heap = self.0.heap.lock();
+        heap.ended = true;
+        heap.entries.clear();
     }
 }
 

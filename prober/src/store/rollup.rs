@@ -363,13 +363,17 @@ impl Store {
     /// to the hour and day rows too, as any late row does.
     async fn fold_chunks(&self, close: DateTime<Utc>) -> Result<(i64, i32), StoreError> {
         let fail = |e: sqlx::Error| err("folding minutes into minute, hour and day rows failed", e);
+        // Under the fold's statement timeout: after a long outage the
+        // pending rows are many, and the pool's 30 s would fail every fold.
+        let mut tx = self.fold_transaction().await.map_err(fail)?;
         let counts: Vec<(i32, i64)> = sqlx::query_as(
             "select probe_id, count(*) from hist_pending where minute < $1 group by 1 order by 1",
         )
         .bind(close)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
         let mut upserted = 0;
         let mut first = i32::MIN;
         for last in chunk_ends(&counts, self.fold_chunk_rows) {
