@@ -188,6 +188,12 @@ fn fold_sql() -> String {
 const IN_CHUNK: &str = "p.minute < $1 and p.probe_id between $3 and $4";
 
 /// The pending rows where `which` holds into minute, hour and day rows.
+/// The minute target comes first, and its statement trigger fires first: a
+/// probe's late minute before H and a new one at or after R in one
+/// statement have the minute trigger add the new minute to the probe's
+/// `hist_recent` row, and then the hour and day triggers rewrite that row
+/// whole. In the other order the rewrite would read the new minute and the
+/// minute trigger add it again (migrations 0014 and 0022).
 fn fold_statement(which: &str) -> String {
     add_statement(
         &format!(
