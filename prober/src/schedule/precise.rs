@@ -32,7 +32,8 @@ pub const FAR: Duration = Duration::from_secs(60);
 /// The deadlines waited for, shared by the timer thread and the waiters. A
 /// waiter wakes the thread only when its deadline comes before every other:
 /// at 5,000 ticks a second, a wake-up for every request (a channel's) was
-/// half the thread's wake-ups and ~8 % of the prober's CPU samples.
+/// half the thread's wake-ups, and the senders' wakes were 3.4 % of the
+/// workers' CPU samples (perf; the timer thread had 10.4 % of all samples).
 struct Timer {
     heap: Mutex<Heap>,
     earlier: Condvar,
