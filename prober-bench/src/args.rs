@@ -93,6 +93,12 @@ pub struct TrendArgs {
     /// With --trends: no diurnal cycle (a control: what the cycle costs in false findings).
     #[arg(long)]
     pub trend_no_diurnal: bool,
+    /// With --trends --no-otava: analyse the runs a previous run with the
+    /// same --trend-* options wrote to the same database (not dropped, not
+    /// seeded again; its findings are deleted first): a change to the
+    /// analysis measured in minutes, not the seeding's quarter of an hour.
+    #[arg(long)]
+    pub trend_reuse: bool,
     /// With --trends: do not run Apache Otava.
     #[arg(long)]
     pub no_otava: bool,

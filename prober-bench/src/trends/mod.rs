@@ -97,7 +97,22 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     if end - start < dense {
         return Err("--trend-days must cover --trend-dense-hours".into());
     }
-    let store = fresh_store(&args.database_url, "bench").await?;
+    if t.trend_reuse && !t.no_otava {
+        return Err(
+            "--trend-reuse needs --no-otava (Otava reads the series the seeding computes)".into(),
+        );
+    }
+    let store = if t.trend_reuse {
+        crate::db::check_database_url(&args.database_url)?;
+        let store = Store::new(&args.database_url, "bench").map_err(|e| e.to_string())?;
+        sqlx::query("delete from trends")
+            .execute(store.pool())
+            .await
+            .map_err(|e| format!("--trend-reuse: {e}: run once without it to seed the database"))?;
+        store
+    } else {
+        fresh_store(&args.database_url, "bench").await?
+    };
     let plans = synth::plans(
         SEED,
         t.trend_probes,
@@ -112,7 +127,11 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         t.trend_days
     );
     let t0 = Instant::now();
-    let (runs, medians) = seed(&store, &plans, args.every, start, end).await?;
+    let (runs, medians) = if t.trend_reuse {
+        (0, Vec::new())
+    } else {
+        seed(&store, &plans, args.every, start, end).await?
+    };
     let seed_s = t0.elapsed().as_secs_f64();
     eprintln!("bench: trends: {runs} runs written in {seed_s:.1} s; replaying the analysis");
     let sweep = TimeDelta::minutes(i64::from(t.trend_sweep_minutes.max(5)));
@@ -252,11 +271,12 @@ async fn replay(
     }
     // The cost is that of the dense passes: a pass every 5 minutes, as the
     // daemon runs it (the sweep's passes an hour apart each analyse drifts).
+    // At the daemon's times: as points close (`next_pass`).
     let dense_start = times.len();
-    let mut now = dense_from;
+    let mut now = prober::analysis::next_pass(dense_from - TimeDelta::seconds(1), cfg.every);
     while now <= end {
         times.push(now);
-        now += PASS;
+        now = prober::analysis::next_pass(now, cfg.every);
     }
     let (mut walls, mut subjects, mut max_subjects) = (Vec::new(), 0u64, 0u64);
     let mut full = 0u64;

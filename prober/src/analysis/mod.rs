@@ -42,6 +42,7 @@ use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
 use screen::{Plan, Screen, FULL_EVERY};
 use steps::{candidates, steps, StepConfig};
+pub use window::next_pass;
 use window::{closed_hour, drift_due, StepWindow};
 
 /// How often the analysis runs by default.
@@ -149,11 +150,21 @@ pub fn start(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut analyser = Analyser::default();
-        let mut tick = tokio::time::interval(cfg.every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first pass at once, the others as points close (`next_pass`);
+        // a pass that overran its period is followed at the next due time.
+        let mut first = true;
         loop {
+            let wait = if first {
+                Duration::ZERO
+            } else {
+                let now = Utc::now();
+                (next_pass(now, cfg.every) - now)
+                    .to_std()
+                    .unwrap_or(cfg.every)
+            };
+            first = false;
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,
             }
             // A follower waits here and analyses as soon as it leads (a
@@ -365,12 +376,10 @@ impl Analyser {
         if full {
             let points =
                 (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
-            let cands = candidates(&points, &w.stats, &cfg.steps);
-            let earlier = if periodic || !cands.is_empty() {
-                earlier_days(store, s, &w).await?
-            } else {
-                Vec::new()
-            };
+            // The earlier days first: the change points are looked for over
+            // the daily cycle (`series::seasonal_series`).
+            let earlier = earlier_days(store, s, &w).await?;
+            let cands = candidates(&points, &earlier, &w.stats, &cfg.steps);
             found = step_findings(cfg, s, &w, &points, cands, &earlier);
             if periodic {
                 // A new screen's next full analysis comes sooner by a share

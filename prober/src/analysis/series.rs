@@ -52,6 +52,49 @@ pub fn quantile_series(points: &[TrendPoint], phase: usize, q: f64) -> Series {
     s
 }
 
+/// [`quantile_series`] over the daily cycle: each value divided by the mean
+/// of the same statistic at the same clock time on the earlier days of
+/// `history` (day k + 1 back in `history[k]`, sorted by time), where the
+/// cycle is the same and cancels. Points without such a base are left out;
+/// with no earlier day at all, the plain series.
+///
+/// On the plain series a short step at the end of a window competes with the
+/// cycle's own slope for the best split (the split goes to the slope and
+/// the step waits for more points), and a small step is placed where the
+/// slope moves it; on the ratios neither happens.
+pub fn seasonal_series(
+    points: &[TrendPoint],
+    history: &[Vec<TrendPoint>],
+    phase: usize,
+    q: f64,
+) -> Series {
+    let plain = quantile_series(points, phase, q);
+    if history.iter().all(|d| d.is_empty()) {
+        return plain;
+    }
+    let mut s = Series::default();
+    for ((i, t), v) in plain.index.iter().zip(&plain.times).zip(&plain.values) {
+        let (mut sum, mut n) = (0.0, 0u32);
+        for (k, day) in history.iter().enumerate() {
+            let then = *t - chrono::TimeDelta::days(k as i64 + 1);
+            let base = (day.binary_search_by_key(&then, |d| d.time).ok())
+                .and_then(|j| day.get(j))
+                .and_then(|d| d.phases.get(phase))
+                .and_then(|h| h.value_at_quantile(q));
+            if let Some(b) = base {
+                sum += b as f64;
+                n += 1;
+            }
+        }
+        if n > 0 && sum > 0.0 {
+            s.index.push(*i);
+            s.times.push(*t);
+            s.values.push(v * f64::from(n) / sum);
+        }
+    }
+    s
+}
+
 /// A series and, for each value, the index of its point.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Series {
@@ -158,5 +201,47 @@ mod tests {
         assert!(s.values[1] > s.values[0]);
         assert_eq!(merged(&points, 3).total(), 2);
         assert!(quantile_series(&points, 1, 0.5).values.is_empty());
+    }
+    fn point(time: DateTime<Utc>, total_us: u64) -> TrendPoint {
+        let mut phases = vec![SparseHist::default(); PHASES.len()];
+        phases[0].record(total_us);
+        TrendPoint {
+            time,
+            runs: 1,
+            failures: 0,
+            phases,
+        }
+    }
+
+    #[test]
+    fn a_seasonal_series_is_each_value_over_the_earlier_days_mean_at_that_time() {
+        let t = |d: i64, m: i64| {
+            "2026-11-29T12:00:00Z".parse::<DateTime<Utc>>().unwrap() - chrono::TimeDelta::days(d)
+                + chrono::TimeDelta::minutes(m)
+        };
+        let today = vec![
+            point(t(0, 0), 120_000),
+            point(t(0, 5), 150_000),
+            point(t(0, 10), 90_000),
+        ];
+        // Yesterday has both times; the day before only the first; no
+        // earlier day has the third, which is left out.
+        let history = vec![
+            vec![point(t(1, 0), 100_000), point(t(1, 5), 100_000)],
+            vec![point(t(2, 0), 140_000)],
+        ];
+        let s = seasonal_series(&today, &history, 0, 0.5);
+        assert_eq!(s.index, vec![0, 1]);
+        assert_eq!(s.times, vec![t(0, 0), t(0, 5)]);
+        // Bins are exact to 1 part in 1,000 (HdrHistogram's 3 digits).
+        let want = [120_000.0 / 120_000.0, 150_000.0 / 100_000.0];
+        for (got, want) in s.values.iter().zip(want) {
+            assert!((got - want).abs() < 2e-3, "{got} vs {want}");
+        }
+        // No earlier day: the plain series.
+        assert_eq!(
+            seasonal_series(&today, &[], 0, 0.5),
+            quantile_series(&today, 0, 0.5)
+        );
     }
 }

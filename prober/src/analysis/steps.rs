@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::series::{bins_of, human_us, merged, phase_name, quantile_series, signed_us};
+use super::series::{bins_of, human_us, merged, phase_name, seasonal_series, signed_us};
 use crate::run::PHASES;
 use crate::store::trends::{NewFinding, Subject, TrendPoint};
 use crate::trend::changepoint::{self, ChangePoint};
@@ -48,16 +48,19 @@ pub struct Candidate {
     at: usize,
 }
 
-/// The candidates for a step in `points` (one subject, oldest first).
+/// The candidates for a step in `points` (one subject, oldest first): the
+/// change points of each phase's statistics over the daily cycle
+/// ([`seasonal_series`], `history` as in [`steps`]).
 pub fn candidates(
     points: &[TrendPoint],
+    history: &[Vec<TrendPoint>],
     stats: &[(&'static str, f64)],
     cfg: &StepConfig,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
     for phase in 0..PHASES.len() {
         for &(statistic, q) in stats {
-            let series = quantile_series(points, phase, q);
+            let series = seasonal_series(points, history, phase, q);
             let Ok(found) = changepoint::detect(&series.values, &cfg.changepoint) else {
                 continue;
             };
@@ -231,19 +234,30 @@ fn confirmed(
     c.confirmed().then_some(c)
 }
 
-/// Whether a confirmed change is more than the daily cycle: today's `after`
-/// must differ, as a change does (`compare::confirm`: p below the floor's, a
-/// shift clearing it) and in the same direction, from the same clock times
-/// on every earlier day of `history` (day k + 1 back): the cycle is the same
-/// there and cancels, a step of today does not. And today's `before` must
-/// not already differ that way from that day's (then the change is older
-/// than this split: a later change point of a day that stepped). Today's
-/// `before` only vetoes, it sets no level: a segment of an hour at a chance
-/// high or low would move any level taken from it. A day whose segments hold fewer than half of today's runs on
-/// either side is no baseline, and with fewer than [`MIN_BASELINES`] the
-/// change is not reported: a new probe's cycle is unknown, so its steps wait
-/// for two days of history (in the harness, nearly every false step came
-/// from first days, and the last one from a second day judged against one).
+/// Whether a confirmed change is more than the daily cycle. The same clock
+/// times on the earlier days of `history` (day k + 1 back) are the
+/// baseline, where the cycle is the same and cancels and a step of today
+/// does not:
+/// - today's `after` must differ, as a change does (`compare::confirm`: p
+///   below the floor's, a shift clearing it) and in the same direction,
+///   from **each** earlier day's `after` times (one day like today explains
+///   the change) and from the days' **pooled** (their runs merged: one
+///   unusual day does not carry the comparison, and a baseline twice as
+///   large). Each day alone at a laxer p (0.05) with only the pooled test at
+///   the floor's was tried: on 1,000 stationary probe-days of the harness,
+///   24 false findings instead of 1 (a day's chance level passes a lax
+///   test);
+/// - today's `before` must not already differ that way from any one day's
+///   or the pooled days' (then the change is older than this split: a
+///   later change point of a day that stepped). Today's `before` only
+///   vetoes, it sets no level: a segment of an hour at a chance high or low
+///   would move any level taken from it.
+///
+/// A day whose segments hold fewer than half of today's runs on either side
+/// is no baseline, and with fewer than [`MIN_BASELINES`] the change is not
+/// reported: a new probe's cycle is unknown, so its steps wait for two days
+/// of history (in the harness, nearly every false step came from first
+/// days, and the last one from a second day judged against one).
 fn beyond_the_daily_cycle(
     before: &[&TrendPoint],
     after: &[&TrendPoint],
@@ -255,6 +269,10 @@ fn beyond_the_daily_cycle(
     let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), phase));
     let (today_before, today_after) = (bins(before), bins(after));
+    let same_way = |d: Option<compare::Confirmation>| {
+        d.is_some_and(|d| d.confirmed() && d.shift_us.signum() == c.shift_us.signum())
+    };
+    let (mut pooled_before, mut pooled_after) = (Vec::new(), Vec::new());
     let mut compared = 0;
     for (k, day) in history.iter().enumerate() {
         let back = chrono::TimeDelta::days(k as i64 + 1);
@@ -272,20 +290,23 @@ fn beyond_the_daily_cycle(
         if 2 * runs(&b) < runs(before) || 2 * runs(&a) < runs(after) {
             continue;
         }
-        let same_way = |d: Option<compare::Confirmation>| {
-            d.is_some_and(|d| d.confirmed() && d.shift_us.signum() == c.shift_us.signum())
-        };
         if !same_way(compare::confirm(&bins(&a), &today_after, floor)) {
             return false;
         }
-        // Already as far from that day before the change point: the change
-        // is older than this point (a later split of a day that stepped).
         if same_way(compare::confirm(&bins(&b), &today_before, floor)) {
             return false;
         }
+        pooled_before.extend(b);
+        pooled_after.extend(a);
         compared += 1;
     }
     compared >= MIN_BASELINES
+        && same_way(compare::confirm(&bins(&pooled_after), &today_after, floor))
+        && !same_way(compare::confirm(
+            &bins(&pooled_before),
+            &today_before,
+            floor,
+        ))
 }
 
 /// Earlier days a step must be judged against (see

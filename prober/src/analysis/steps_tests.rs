@@ -40,6 +40,17 @@ fn days(after_us: f64, earlier: &[f64]) -> (Vec<TrendPoint>, Vec<Vec<TrendPoint>
     (day(0, after_us), history)
 }
 
+/// The subject of the steps these tests find.
+fn shop() -> Subject {
+    Subject {
+        probe_id: 1,
+        probe: "shop".into(),
+        location_id: 1,
+        location: "lab".into(),
+        runs: 1_200,
+    }
+}
+
 fn judged(after_us: f64, earlier: &[f64]) -> bool {
     let (today, history) = days(after_us, earlier);
     let before: Vec<&TrendPoint> = today[..12].iter().collect();
@@ -88,18 +99,12 @@ fn a_step_of_the_total_and_a_phase_is_one_finding_on_the_total_naming_it() {
     let (today, history) = days(130_000.0, &[100_000.0, 100_000.0]);
     let today = with_first_byte(today);
     let history: Vec<Vec<TrendPoint>> = history.into_iter().map(with_first_byte).collect();
-    let subject = Subject {
-        probe_id: 1,
-        probe: "shop".into(),
-        location_id: 1,
-        location: "lab".into(),
-        runs: 1_200,
-    };
+    let subject = shop();
     let cfg = StepConfig::default();
     let found = steps(
         &subject,
         &today,
-        candidates(&today, &[("p50", 0.5)], &cfg),
+        candidates(&today, &history, &[("p50", 0.5)], &cfg),
         &history,
         &cfg,
     );
@@ -210,4 +215,34 @@ fn a_sparse_earlier_day_is_no_baseline() {
     assert!(!beyond_the_daily_cycle(
         &before, &after, 0, &c, &history, &floor
     ));
+}
+
+/// 96 points of 5 minutes ending at 2026-11-29 08:00 less `days`, 20 runs
+/// each, on a daily cycle that rises 15 % over the 8 hours (the same every
+/// day), with a little noise per point; from point `step_at` on, × `step`.
+fn cycle_day(days: i64, step_at: usize, step: f64) -> Vec<TrendPoint> {
+    (0..96)
+        .map(|i| {
+            let cycle = 100_000.0 * (1.0 + 0.15 * i as f64 / 96.0);
+            let noise = 1.0 + 0.01 * ((i as i64 * 37 + days * 5) % 11 - 5) as f64;
+            let level = if i >= step_at { cycle * step } else { cycle };
+            point(days, 5 * i as i64, level * noise, 20)
+        })
+        .collect()
+}
+
+#[test]
+fn a_step_six_points_old_on_a_rising_cycle_is_found_where_it_began() {
+    let today = cycle_day(0, 90, 1.5);
+    let history = vec![cycle_day(1, 96, 1.0), cycle_day(2, 96, 1.0)];
+    let subject = shop();
+    let cfg = StepConfig::default();
+    let cands = candidates(&today, &history, &[("p50", 0.5)], &cfg);
+    let found = steps(&subject, &today, cands, &history, &cfg);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].change_at, today[90].time, "{found:#?}");
+    // The cycle alone, without the step, is no change.
+    let flat = cycle_day(0, 96, 1.0);
+    let cands = candidates(&flat, &history, &[("p50", 0.5)], &cfg);
+    assert!(steps(&subject, &flat, cands, &history, &cfg).is_empty());
 }

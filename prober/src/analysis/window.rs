@@ -87,6 +87,24 @@ pub(super) fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
+/// When the pass after `now` is due, for passes `every` apart: at
+/// [`CLOSE_AFTER`] (modulo `every`) past a multiple of `every` since the
+/// epoch, when the points that ended at that multiple have just closed. A
+/// pass at any other phase analyses a closed point up to a pass later: with
+/// the default 5 minutes, 3 minutes of every finding's delay.
+pub fn next_pass(now: DateTime<Utc>, every: Duration) -> DateTime<Utc> {
+    let every = TimeDelta::from_std(every)
+        .unwrap_or(TimeDelta::minutes(5))
+        .max(TimeDelta::seconds(1));
+    let (e, phase) = (
+        every.num_seconds(),
+        CLOSE_AFTER.num_seconds().rem_euclid(every.num_seconds()),
+    );
+    let since = now.timestamp() - phase;
+    let next = (since.div_euclid(e) + 1) * e + phase;
+    DateTime::from_timestamp(next, 0).unwrap_or(now + every)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +135,25 @@ mod tests {
             StepWindow::of(&s, later, later).step_delta,
             TimeDelta::minutes(10)
         );
+    }
+
+    #[test]
+    fn passes_fall_as_points_close() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let (one, five, ten) = (60, 300, 600);
+        for (now, every, due) in [
+            ("2026-12-01T10:00:00Z", five, "2026-12-01T10:02:00Z"),
+            ("2026-12-01T10:01:59.5Z", five, "2026-12-01T10:02:00Z"),
+            ("2026-12-01T10:02:00Z", five, "2026-12-01T10:07:00Z"),
+            ("2026-12-01T10:06:00Z", five, "2026-12-01T10:07:00Z"),
+            // A period that divides the close delay: passes on its multiples.
+            ("2026-12-01T10:00:10Z", one, "2026-12-01T10:01:00Z"),
+            // Ten minutes: 2 minutes past each multiple of ten.
+            ("2026-12-01T10:03:00Z", ten, "2026-12-01T10:12:00Z"),
+        ] {
+            let got = next_pass(t(now), Duration::from_secs(every));
+            assert_eq!(got, t(due), "after {now}, every {every} s");
+        }
     }
 
     #[test]

@@ -400,21 +400,31 @@ impl Store {
             0.0
         };
         // One statement: the finding of the same change, locked, updated;
-        // else a new row.
+        // else a new row. A step of one phase and a step of the total the
+        // same way at about the same time are one change: a phase's step
+        // is often confirmed a pass or two before the total's (it is less
+        // noisy), and the total's finding, which names the phases that
+        // moved, then takes its row (phase and all; `detected_at` stays,
+        // the change was told then); a phase's step found after the
+        // total's leaves the total's as it is.
         let (id, new): (i64, bool) = sqlx::query_as(
             "with existing as (
-                 select id from trends
-                 where probe_id = $1 and location_id = $2 and phase = $3 and statistic = $4
+                 select id, phase from trends
+                 where probe_id = $1 and location_id = $2 and statistic = $4
+                   and (phase = $3 or ($5 = 'step' and (phase = 0 or $3 = 0)))
                    and kind = $5 and state <> 'ended' and change_at between $7 - $16 and $7 + $16
                    and sign(after_value - before_value) = sign($10::float8 - $9::float8)
-                 order by abs(extract(epoch from change_at - $7)) limit 1 for update
+                 order by phase <> $3, abs(extract(epoch from change_at - $7)) limit 1 for update
              ), updated as (
-                 update trends t set updated_at = $6, change_at = $7, window_end = $8,
+                 update trends t set phase = $3, updated_at = $6, change_at = $7, window_end = $8,
                         before_value = $9, after_value = $10, absolute_change = $11,
                         relative_change = $12, p_value = $13, effect_size = $14, summary = $15,
                         crosses_at = $17, crosses_us = $18
                  from existing e where t.probe_id = $1 and t.id = e.id
+                   and not (e.phase = 0 and $3 <> 0)
                  returning t.id
+             ), kept as (
+                 select id from existing where phase = 0 and $3 <> 0
              ), inserted as (
                  insert into trends (probe_id, location_id, phase, statistic, kind, detected_at,
                         updated_at, change_at, window_end, before_value, after_value,
@@ -425,7 +435,8 @@ impl Store {
                  where not exists (select 1 from existing)
                  returning id
              )
-             select id, false from updated union all select id, true from inserted",
+             select id, false from updated union all select id, false from kept
+             union all select id, true from inserted",
         )
         .bind(f.probe_id)
         .bind(f.location_id)

@@ -484,11 +484,15 @@ async fn an_open_finding_is_a_ticket_until_it_is_acknowledged() {
     d.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_change_moves_its_finding_and_a_change_back_is_another() {
-    use prober::store::trends::{NewFinding, Saved};
-    let db = TestDb::create().await;
-    let store = store(&db, "trend-lab").await;
+/// A store with one probe's run (so it has an id), and a step finding of
+/// it: `phase`, placed `minute` minutes after 18:00, `before` → `after`.
+async fn finding_lab(
+    db: &TestDb,
+) -> (
+    Store,
+    impl Fn(i16, i64, f64, f64) -> prober::store::trends::NewFinding,
+) {
+    let store = store(db, "trend-lab").await;
     store
         .write_runs(&[record(
             &meta("flap"),
@@ -508,25 +512,36 @@ async fn a_change_moves_its_finding_and_a_change_back_is_another() {
         .unwrap();
     let at =
         |m: i64| "2026-11-30T18:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::minutes(m);
-    let step = |minute: i64, before: f64, after: f64| NewFinding {
-        probe_id,
-        location_id,
-        phase: 0,
-        statistic: "p50".into(),
-        kind: "step",
-        change_at: at(minute),
-        window_end: at(120),
-        before,
-        after,
-        p_value: 1e-6,
-        effect_size: Some(0.7),
-        summary: format!("at {minute}"),
-        crosses: None,
-    };
+    let step =
+        move |phase: i16, minute: i64, before: f64, after: f64| prober::store::trends::NewFinding {
+            probe_id,
+            location_id,
+            phase,
+            statistic: "p50".into(),
+            kind: "step",
+            change_at: at(minute),
+            window_end: at(120),
+            before,
+            after,
+            p_value: 1e-6,
+            effect_size: Some(0.7),
+            summary: format!("phase {phase} at {minute}"),
+            crosses: None,
+        };
+    (store, step)
+}
+
+#[tokio::test]
+async fn a_change_moves_its_finding_and_a_change_back_is_another() {
+    use prober::store::trends::Saved;
+    let db = TestDb::create().await;
+    let (store, step) = finding_lab(&db).await;
+    let at =
+        |m: i64| "2026-11-30T18:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::minutes(m);
     let within = TimeDelta::hours(1);
     let now = at(130);
     let Saved::New(up) = store
-        .save_finding(&step(0, 100.0, 130.0), now, within)
+        .save_finding(&step(0, 0, 100.0, 130.0), now, within)
         .await
         .unwrap()
     else {
@@ -535,17 +550,80 @@ async fn a_change_moves_its_finding_and_a_change_back_is_another() {
     // Placed 40 minutes later by a later pass: the same change, moved.
     assert_eq!(
         store
-            .save_finding(&step(40, 100.0, 131.0), now, within)
+            .save_finding(&step(0, 40, 100.0, 131.0), now, within)
             .await
             .unwrap(),
         Saved::Updated(up)
     );
     // Back down 20 minutes after that: another change, not a move of the rise.
     let down = store
-        .save_finding(&step(60, 131.0, 100.0), now, within)
+        .save_finding(&step(0, 60, 131.0, 100.0), now, within)
         .await
         .unwrap();
     assert!(matches!(down, Saved::New(id) if id != up), "{down:?}");
     let found = store.findings(&all()).await.unwrap();
     assert_eq!(found.len(), 2, "{found:#?}");
+}
+
+#[tokio::test]
+async fn a_phase_s_step_and_the_total_s_of_one_change_are_one_finding() {
+    use prober::store::trends::Saved;
+    let db = TestDb::create().await;
+    let (store, step) = finding_lab(&db).await;
+    let t0 = "2026-11-30T18:00:00Z".parse::<DateTime<Utc>>().unwrap();
+    let within = TimeDelta::hours(1);
+    // First byte (phase 4) confirmed first, at 18:35.
+    let first = t0 + TimeDelta::minutes(35);
+    let Saved::New(id) = store
+        .save_finding(&step(4, 0, 60.0, 80.0), first, within)
+        .await
+        .unwrap()
+    else {
+        panic!("a first finding is new");
+    };
+    // The total's step of the same change, a pass later: it takes the row.
+    let later = first + TimeDelta::minutes(5);
+    assert_eq!(
+        store
+            .save_finding(&step(0, 5, 100.0, 120.0), later, within)
+            .await
+            .unwrap(),
+        Saved::Updated(id)
+    );
+    // First byte's step found again afterwards: the total's row stays.
+    assert_eq!(
+        store
+            .save_finding(&step(4, 0, 60.0, 80.0), later, within)
+            .await
+            .unwrap(),
+        Saved::Updated(id)
+    );
+    let found = store.findings(&all()).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(
+        (f.phase.as_str(), f.summary.as_str()),
+        ("total", "phase 0 at 5")
+    );
+    assert_eq!(
+        f.detected_at, first,
+        "the change was told when first byte's was"
+    );
+    // Another phase's step the same way then is still the total's change;
+    // a phase's step the other way is another change.
+    assert_eq!(
+        store
+            .save_finding(&step(2, 10, 8.0, 12.0), later, within)
+            .await
+            .unwrap(),
+        Saved::Updated(id)
+    );
+    assert!(matches!(
+        store
+            .save_finding(&step(4, 10, 80.0, 60.0), later, within)
+            .await
+            .unwrap(),
+        Saved::New(new) if new != id
+    ));
+    assert_eq!(store.findings(&all()).await.unwrap().len(), 2);
 }
