@@ -348,8 +348,8 @@ impl Analyser {
         let st = &cfg.steps;
         // Periodic: the screen is built anew from every read (late runs
         // included, the earlier days' bases of the coming points). On the
-        // screen's call: today's window only, the earlier days for a
-        // candidate, and the screen kept as extended.
+        // screen's call: today's window and the earlier days' (the change
+        // points are looked for over the cycle), the screen kept as extended.
         let (full, periodic) = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
                 let new = match new {

@@ -10,8 +10,8 @@
 //! change-point test on the ratios and on the failure ratio. The full
 //! analysis runs when that test finds a change point it has not seen, or
 //! one it has seen that is now as strong as its own test asks or
-//! [`CALL_AGAIN_FACTOR`] times stronger (today's window, and the earlier
-//! days only for a candidate), and otherwise once every
+//! [`CALL_AGAIN_FACTOR`] times stronger (today's window and the earlier
+//! days' at the same times), and otherwise once every
 //! [`FULL_EVERY`] (everything read anew, the screen rebuilt), so a step in
 //! one phase alone that the total does not show is found within that much
 //! more.

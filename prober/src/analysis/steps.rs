@@ -245,7 +245,7 @@ fn confirmed(
 ///   unusual day does not carry the comparison, and a baseline twice as
 ///   large). Each day alone at a laxer p (0.05) with only the pooled test at
 ///   the floor's was tried: on 1,000 stationary probe-days of the harness,
-///   24 false findings instead of 1 (a day's chance level passes a lax
+///   24 false findings instead of 4 (a day's chance level passes a lax
 ///   test);
 /// - today's `before` must not already differ that way from any one day's
 ///   or the pooled days' (then the change is older than this split: a
