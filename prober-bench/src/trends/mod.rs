@@ -104,12 +104,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     }
     let store = if t.trend_reuse {
         crate::db::check_database_url(&args.database_url)?;
-        let store = Store::new(&args.database_url, "bench").map_err(|e| e.to_string())?;
-        sqlx::query("delete from trends")
-            .execute(store.pool())
-            .await
-            .map_err(|e| format!("--trend-reuse: {e}: run once without it to seed the database"))?;
-        store
+        Store::new(&args.database_url, "bench").map_err(|e| e.to_string())?
     } else {
         fresh_store(&args.database_url, "bench").await?
     };
@@ -120,6 +115,25 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         end - CHANGE_BEFORE_END,
         !t.trend_no_diurnal,
     );
+    if t.trend_reuse {
+        let names: Vec<String> = plans.iter().map(|p| p.meta.name.clone()).collect();
+        let found: i64 = sqlx::query_scalar("select count(*) from probes where name = any($1)")
+            .bind(&names)
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| format!("--trend-reuse: {e}: run once without it to seed the database"))?;
+        if found != names.len() as i64 {
+            return Err(format!(
+                "--trend-reuse: {} holds {found} of this run's {} probes: seed it first with the same --trend-* options and without --trend-reuse",
+                args.database_url,
+                names.len()
+            ));
+        }
+        sqlx::query("delete from trends")
+            .execute(store.pool())
+            .await
+            .map_err(|e| format!("--trend-reuse: {e}"))?;
+    }
     eprintln!(
         "bench: trends: {} probes every {} s over {} days ({start} – {end})",
         plans.len(),

@@ -152,17 +152,14 @@ pub fn start(
         let mut analyser = Analyser::default();
         // The first pass at once, the others as points close (`next_pass`);
         // a pass that overran its period is followed at the next due time.
-        let mut first = true;
+        // The due time is the pass' `now` at the least: a timer that ends a
+        // little early must not analyse the points as of before they closed.
+        let mut due: Option<DateTime<Utc>> = None;
         loop {
-            let wait = if first {
-                Duration::ZERO
-            } else {
-                let now = Utc::now();
-                (next_pass(now, cfg.every) - now)
-                    .to_std()
-                    .unwrap_or(cfg.every)
+            let wait = match due {
+                None => Duration::ZERO,
+                Some(d) => (d - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             };
-            first = false;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,
@@ -177,7 +174,9 @@ pub fn start(
             }
             let started = std::time::Instant::now();
             cfg.latency = alerts.latency_rules();
-            match analyser.pass(&store, &cfg, Utc::now()).await {
+            let now = due.map_or_else(Utc::now, |d| Utc::now().max(d));
+            due = Some(next_pass(now, cfg.every));
+            match analyser.pass(&store, &cfg, now).await {
                 Ok(p) => {
                     stats.passes.fetch_add(1, Ordering::Relaxed);
                     stats.subjects.store(p.subjects, Ordering::Relaxed);
@@ -443,7 +442,7 @@ async fn earlier_days(
 
 /// The steps of latency (from `cands`, [`candidates`] of `points`) and of
 /// the failure ratio in `points`, the full step window of `w`; `history`
-/// holds the earlier days' points (may be empty without a candidate).
+/// holds the earlier days' points.
 fn step_findings(
     cfg: &AnalysisConfig,
     s: &Subject,

@@ -31,10 +31,9 @@ impl Default for StepConfig {
     }
 }
 
-/// A change point of one phase's statistic, confirmed on the histograms on
-/// either side of it and not the total's to report; not yet judged against
-/// the daily cycle, which needs earlier days' points (read only when there
-/// is a candidate: most passes have none).
+/// A change point of one phase's statistic over the daily cycle, confirmed
+/// on the histograms on either side of it and not the total's to report;
+/// not yet judged against the earlier days' runs ([`steps`]).
 #[derive(Debug, Clone)]
 pub struct Candidate {
     phase: usize,
@@ -245,8 +244,9 @@ fn confirmed(
 ///   unusual day does not carry the comparison, and a baseline twice as
 ///   large). Each day alone at a laxer p (0.05) with only the pooled test at
 ///   the floor's was tried: on 1,000 stationary probe-days of the harness,
-///   24 false findings instead of 4 (a day's chance level passes a lax
-///   test);
+///   24 false findings instead of 4 (both with candidates at a laxer p
+///   than the landed code's, which gives 1: a day's chance level passes a
+///   lax test);
 /// - today's `before` must not already differ that way from any one day's
 ///   or the pooled days' (then the change is older than this split: a
 ///   later change point of a day that stepped). Today's `before` only

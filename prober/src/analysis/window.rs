@@ -89,9 +89,11 @@ pub(super) fn closed_hour(now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// When the pass after `now` is due, for passes `every` apart: at
 /// [`CLOSE_AFTER`] (modulo `every`) past a multiple of `every` since the
-/// epoch, when the points that ended at that multiple have just closed. A
-/// pass at any other phase analyses a closed point up to a pass later: with
-/// the default 5 minutes, 3 minutes of every finding's delay.
+/// epoch, when the points that ended at that multiple have just closed
+/// (with the default 5 minutes, every point: points are 5 minutes to an
+/// hour). Passes at another phase read a closed point up to a pass later:
+/// 0–5 minutes of every finding's delay at the default 5 for a daemon's
+/// passes from its start time, 3 for passes on the 5-minute marks.
 pub fn next_pass(now: DateTime<Utc>, every: Duration) -> DateTime<Utc> {
     let every = TimeDelta::from_std(every)
         .unwrap_or(TimeDelta::minutes(5))
