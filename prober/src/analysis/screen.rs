@@ -24,6 +24,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::series::seasonal_base;
 use super::steps;
 use crate::store::trends::TrendPoint;
 use crate::trend::changepoint;
@@ -92,22 +93,8 @@ impl Base {
     /// The base of today's point at `at` from `earlier` days (day k + 1
     /// back in `earlier[k]`, sorted by time).
     fn at(at: DateTime<Utc>, earlier: &[Vec<TrendPoint>]) -> Base {
-        let mean = |q: f64| -> f32 {
-            let mut sum = (0.0, 0usize);
-            for (k, day) in earlier.iter().enumerate() {
-                let then = at - TimeDelta::days(k as i64 + 1);
-                if let Ok(i) = day.binary_search_by_key(&then, |d| d.time) {
-                    if let Some(v) = total_at(&day[i], q) {
-                        sum = (sum.0 + v, sum.1 + 1);
-                    }
-                }
-            }
-            if sum.1 == 0 {
-                f32::NAN
-            } else {
-                (sum.0 / sum.1 as f64) as f32
-            }
-        };
+        let mean =
+            |q: f64| -> f32 { seasonal_base(at, earlier, 0, q).map_or(f32::NAN, |b| b as f32) };
         Base {
             minute: minute_of(at),
             p50: mean(0.5),

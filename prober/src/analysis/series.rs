@@ -74,25 +74,37 @@ pub fn seasonal_series(
     }
     let mut s = Series::default();
     for ((i, t), v) in plain.index.iter().zip(&plain.times).zip(&plain.values) {
-        let (mut sum, mut n) = (0.0, 0u32);
-        for (k, day) in history.iter().enumerate() {
-            let then = *t - chrono::TimeDelta::days(k as i64 + 1);
-            let base = (day.binary_search_by_key(&then, |d| d.time).ok())
-                .and_then(|j| day.get(j))
-                .and_then(|d| d.phases.get(phase))
-                .and_then(|h| h.value_at_quantile(q));
-            if let Some(b) = base {
-                sum += b as f64;
-                n += 1;
-            }
-        }
-        if n > 0 && sum > 0.0 {
+        if let Some(base) = seasonal_base(*t, history, phase, q).filter(|b| *b > 0.0) {
             s.index.push(*i);
             s.times.push(*t);
-            s.values.push(v * f64::from(n) / sum);
+            s.values.push(v / base);
         }
     }
     s
+}
+
+/// The mean of `phase`'s quantile `q` at the clock time of `at` on the
+/// earlier days of `history` (day k + 1 back in `history[k]`, sorted by
+/// time), over the days that have a sample there; `None` where none has.
+pub fn seasonal_base(
+    at: DateTime<Utc>,
+    history: &[Vec<TrendPoint>],
+    phase: usize,
+    q: f64,
+) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0u32);
+    for (k, day) in history.iter().enumerate() {
+        let then = at - chrono::TimeDelta::days(k as i64 + 1);
+        let base = (day.binary_search_by_key(&then, |d| d.time).ok())
+            .and_then(|j| day.get(j))
+            .and_then(|d| d.phases.get(phase))
+            .and_then(|h| h.value_at_quantile(q));
+        if let Some(b) = base {
+            sum += b as f64;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| sum / f64::from(n))
 }
 
 /// A series and, for each value, the index of its point.
