@@ -11,6 +11,7 @@
 //!   are due;
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
+//! - `tail.rs`: a step at the end of the window, as soon as its runs tell;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
 //! - `drifts.rs`: slow drifts of hourly medians over a week, and the
 //!   forecast of a drift crossing the probe's latency alert threshold, once
@@ -21,6 +22,7 @@ pub mod failures;
 pub mod screen;
 pub mod series;
 pub mod steps;
+pub mod tail;
 mod window;
 
 use std::collections::{HashMap, HashSet};

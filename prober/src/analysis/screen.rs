@@ -27,7 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::series::seasonal_base;
 use super::steps;
 use crate::store::trends::TrendPoint;
-use crate::trend::changepoint;
+use crate::trend::{changepoint, pvalue};
 
 /// The screen's change-point test takes p-values up to this many times the
 /// full analysis' threshold.
@@ -152,6 +152,8 @@ enum Series {
     P50,
     P95,
     Failures,
+    /// The p50 ratios' end-of-window test ([`tail`]).
+    Tail,
 }
 
 /// A change point the full analysis has seen.
@@ -334,6 +336,7 @@ impl Screen {
         let near = self.near();
         self.called.clear();
         let mut called = false;
+        let tail_found = tail(&series[0].1);
         for (which, points) in series {
             let values: Vec<f64> = points.iter().map(|p| p.1).collect();
             let Ok(cps) = changepoint::detect(&values, &cfg) else {
@@ -365,8 +368,69 @@ impl Screen {
                 }
             }
         }
+        // The end-of-window test's p-value of a real step falls fast as
+        // its runs arrive; it calls again only as it does, whatever its
+        // size (a step found and stored is in the change-point test's
+        // hands), and is seen as a change point is.
+        if let Some(found) = tail_found {
+            match self.seen.iter().find(|c| c.matches(&found, near)) {
+                Some(c) if found.p_value * CALL_AGAIN_FACTOR > c.p_value => {}
+                _ if call => {
+                    self.called.push(found);
+                    called = true;
+                }
+                _ => self.see(found),
+            }
+        }
         called
     }
+}
+
+/// The screen's p-value below which the end of the p50 ratios calls for the
+/// full analysis (its end-of-window test, `tail.rs`).
+pub const TAIL_CALL_PVALUE: f64 = 0.01;
+
+/// The end-of-window test on the total's p50 ratios (minute, ratio), a
+/// cheap stand-in for `tail.rs`' on the runs: for each k of
+/// `TAIL_MIN_POINTS` to `TAIL_MAX_POINTS`, the mean log ratio of the last k
+/// points against the up to `TAIL_BEFORE_POINTS` before them (z with the
+/// before segment's variance); the k with the smallest p, if under
+/// [`TAIL_CALL_PVALUE`].
+fn tail(points: &[(u32, f64)]) -> Option<Seen> {
+    use super::tail::{TAIL_BEFORE_POINTS, TAIL_MAX_POINTS, TAIL_MIN_BEFORE, TAIL_MIN_POINTS};
+    let logs: Vec<f64> = (points.iter())
+        .map(|p| if p.1 > 0.0 { p.1.ln() } else { f64::NAN })
+        .collect();
+    if logs.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let n = logs.len();
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let mut best: Option<Seen> = None;
+    for k in TAIL_MIN_POINTS..=TAIL_MAX_POINTS.min(n.saturating_sub(TAIL_MIN_BEFORE)) {
+        let at = n - k;
+        let (before, after) = (
+            &logs[at.saturating_sub(TAIL_BEFORE_POINTS)..at],
+            &logs[at..],
+        );
+        let mb = mean(before);
+        let var = before.iter().map(|v| (v - mb).powi(2)).sum::<f64>() / (before.len() - 1) as f64;
+        if var <= 0.0 {
+            continue;
+        }
+        let d = mean(after) - mb;
+        let z = d / (var * (1.0 / k as f64 + 1.0 / before.len() as f64)).sqrt();
+        let p_value = pvalue::normal_two_sided(z);
+        if p_value < TAIL_CALL_PVALUE && best.is_none_or(|b| p_value < b.p_value) {
+            best = Some(Seen {
+                series: Series::Tail,
+                minute: points[at].0,
+                rising: d > 0.0,
+                p_value,
+            });
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -522,6 +586,30 @@ mod tests {
         assert!(!rebuilt.extend(&[], from, to(96), false, &weak, 4));
         let mut unsettled = Screen::new(STEP, to(96), TimeDelta::zero(), &today[..96], &earlier);
         assert!(unsettled.extend(&[], from, to(96), false, &weak, 4));
+    }
+
+    #[test]
+    fn a_step_too_young_for_the_change_point_test_calls_at_the_end_of_the_window() {
+        let earlier = vec![day(1, 1.0, 0), day(2, 1.0, 0)];
+        let from = to(94) - STEP * 96;
+        // +30 % in the last 4 points: under the change-point test's 5.
+        let today = day(0, 1.3, 0);
+        let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &today[..90], &earlier);
+        assert!(s.extend(&today[90..94], from, to(94), false, &CFG, 4));
+        assert!(s.called.iter().all(|c| c.series == Series::Tail));
+        assert_eq!(
+            s.called.first().map(|c| (c.minute, c.rising)),
+            Some((minute_of(to(90)), true))
+        );
+        s.acted();
+        assert!(
+            !s.extend(&[], from, to(94), false, &CFG, 4),
+            "seen, and no stronger"
+        );
+        // Without the step: no call.
+        let quiet = day(0, 1.0, 0);
+        let mut s = Screen::new(STEP, to(90), TimeDelta::zero(), &quiet[..90], &earlier);
+        assert!(!s.extend(&quiet[90..94], from, to(94), false, &CFG, 4));
     }
 
     #[test]

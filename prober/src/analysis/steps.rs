@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::series::{bins_of, human_us, merged, phase_name, seasonal_series, signed_us};
+use super::tail::{tail_candidate, TAIL_MAX_POINTS};
 use crate::run::PHASES;
 use crate::store::trends::{NewFinding, Subject, TrendPoint};
 use crate::trend::changepoint::{self, ChangePoint};
@@ -45,11 +46,44 @@ pub struct Candidate {
     confirmation: Confirmation,
     /// The index of the first point after the change.
     at: usize,
+    /// Already judged against the earlier days (`tail.rs`).
+    judged: bool,
+}
+
+impl Candidate {
+    /// A candidate already judged against the earlier days.
+    pub(super) fn judged(
+        phase: usize,
+        statistic: &'static str,
+        q: f64,
+        before: Vec<usize>,
+        after: Vec<usize>,
+        confirmation: Confirmation,
+        at: usize,
+    ) -> Candidate {
+        Candidate {
+            phase,
+            statistic,
+            q,
+            before,
+            after,
+            confirmation,
+            at,
+            judged: true,
+        }
+    }
+
+    /// The index of the first point after the change.
+    pub fn at(&self) -> usize {
+        self.at
+    }
 }
 
 /// The candidates for a step in `points` (one subject, oldest first): the
 /// change points of each phase's statistics over the daily cycle
-/// ([`seasonal_series`], `history` as in [`steps`]).
+/// ([`seasonal_series`], `history` as in [`steps`]), and the total's step
+/// at the end of the window if one is clear before the change-point test
+/// can see it ([`tail_candidate`]).
 pub fn candidates(
     points: &[TrendPoint],
     history: &[Vec<TrendPoint>],
@@ -90,10 +124,21 @@ pub fn candidates(
                     after,
                     confirmation: c,
                     at: series.index[cp.index],
+                    judged: false,
                 });
             }
         }
     }
+    // A change point of the total older than the end-of-window test reaches
+    // starts its before segments: its step is not the level before another
+    // (one within reach is the same change, placed by both).
+    let reach = points.len().saturating_sub(TAIL_MAX_POINTS);
+    let since = (out.iter())
+        .filter(|c| c.phase == 0 && c.at <= reach)
+        .map(|c| c.at)
+        .max()
+        .unwrap_or(0);
+    out.extend(tail_candidate(points, history, &cfg.floor, since));
     out
 }
 
@@ -112,7 +157,7 @@ pub fn steps(
     for cand in candidates {
         let (b, a) = (pick(points, &cand.before), pick(points, &cand.after));
         let (phase, c) = (cand.phase, &cand.confirmation);
-        if !beyond_the_daily_cycle(&b, &a, phase, c, history, &cfg.floor) {
+        if !cand.judged && !beyond_the_daily_cycle(&b, &a, phase, c, history, &cfg.floor) {
             continue;
         }
         let Some(at) = points.get(cand.at).map(|p| p.time) else {
@@ -145,7 +190,7 @@ pub fn steps(
 pub const SPREAD_POINTS: i32 = 12;
 
 /// The time between the points of a series.
-fn point_step(points: &[TrendPoint]) -> chrono::TimeDelta {
+pub(super) fn point_step(points: &[TrendPoint]) -> chrono::TimeDelta {
     match points {
         [a, b, ..] => (b.time - a.time).abs(),
         _ => chrono::TimeDelta::zero(),
@@ -214,7 +259,7 @@ fn segments(index: &[usize], cp: &ChangePoint) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// The points at `at`, borrowed (a segment's points are merged, not copied).
-fn pick<'a>(points: &'a [TrendPoint], at: &[usize]) -> Vec<&'a TrendPoint> {
+pub(super) fn pick<'a>(points: &'a [TrendPoint], at: &[usize]) -> Vec<&'a TrendPoint> {
     at.iter().filter_map(|&i| points.get(i)).collect()
 }
 

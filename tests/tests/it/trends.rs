@@ -216,6 +216,44 @@ async fn a_step_in_first_byte_is_found_once_and_named_by_its_phase() {
 }
 
 #[tokio::test]
+async fn a_step_thirty_minutes_old_is_found_before_the_change_point_test_can_see_it() {
+    // The probe's 117 runs in the last two hours put it at 10-minute points:
+    // three after the step, where the change-point test holds five on each
+    // side; the end-of-window test reads the runs (`analysis::tail`).
+    let db = TestDb::create().await;
+    let store = store(&db, "trend-lab").await;
+    let end: DateTime<Utc> = "2026-11-30T18:00:00Z".parse().unwrap();
+    let step_at = |minutes_old: i64| {
+        move |i: i64| {
+            if i < 8 * 60 - minutes_old {
+                80_000
+            } else {
+                110_000
+            }
+        }
+    };
+    write_hours(&store, &meta("checkout"), end, step_at(30)).await;
+    let now = end + TimeDelta::minutes(3);
+    let pass = analyse(&store, &AnalysisConfig::default(), now)
+        .await
+        .unwrap();
+    assert_eq!(pass.new, 1, "{pass:?}");
+    let found = store.findings(&all()).await.unwrap();
+    let f = &found[0];
+    assert_eq!((f.phase.as_str(), f.kind.as_str()), ("total", "step"));
+    assert_eq!(f.change_at, end - TimeDelta::minutes(30), "{f:?}");
+    assert!(f.summary.contains("first_byte +"), "{}", f.summary);
+    // Ten minutes old (one point of three): too few runs to tell; nothing yet.
+    let young = TestDb::create().await;
+    let store = self::store(&young, "trend-lab").await;
+    write_hours(&store, &meta("checkout"), end, step_at(10)).await;
+    let pass = analyse(&store, &AnalysisConfig::default(), now)
+        .await
+        .unwrap();
+    assert_eq!(pass.new, 0, "{pass:?}");
+}
+
+#[tokio::test]
 async fn a_stationary_series_with_outliers_gives_no_finding() {
     let db = TestDb::create().await;
     let store = store(&db, "trend-lab").await;

@@ -1,0 +1,341 @@
+//! Steps at the end of the window, found as soon as the runs after them can
+//! tell, not when the change-point test has [`changepoint::Config`]'s
+//! `min_segment` points on each side (five 5-minute points: a step waited
+//! 30–45 minutes at one run a minute, most of it for points, not evidence).
+//!
+//! The question asked at each pass is: do the last k points' runs differ
+//! from the same clock times on the earlier days, beyond chance, when the
+//! runs before them did not? For each k of [`TAIL_MIN_POINTS`] to
+//! [`TAIL_MAX_POINTS`]:
+//! - today's last k points (after) against the up to [`TAIL_BEFORE_POINTS`]
+//!   before them (`compare::confirm` at the floor);
+//! - after against each earlier day's runs at the same clock times widened
+//!   by [`TAIL_WIDEN_POINTS`] on each side (the floor), and against those
+//!   days pooled at the floor's p / [`TAIL_STRICTER`]: a baseline several
+//!   times the size of the after segment, so the evidence is in today's
+//!   runs, and the cycle's slope over half an hour either side is a few
+//!   percent that cancels for the most part;
+//! - today's before must not already differ from any earlier day's, nor
+//!   from their pooled, at the same times (the change is then older: the
+//!   change-point test's to place).
+//!
+//! Of the k that pass, the one with the smallest pooled p is the candidate:
+//! the split where today's runs left the cycle. The search over k and the
+//! passes are why the pooled test is stricter than the floor; the
+//! harness's 1,000 stationary probe-days measure what it costs
+//! (BENCHMARKS.md, Trends).
+
+use chrono::TimeDelta;
+
+use super::series::{bins_of, merged};
+use super::steps::{pick, point_step, Candidate, MIN_BASELINES};
+use crate::store::trends::TrendPoint;
+use crate::trend::compare::{self, Floor, MannWhitney};
+
+/// The fewest points after a split the end-of-window test reads (15 minutes
+/// at the finest step).
+pub const TAIL_MIN_POINTS: usize = 3;
+
+/// The most points after a split it reads (2 hours at the finest step):
+/// older changes are the change-point test's.
+pub const TAIL_MAX_POINTS: usize = 24;
+
+/// Today's points before a split it compares with (2 hours at the finest
+/// step); at least [`TAIL_MIN_BEFORE`].
+pub const TAIL_BEFORE_POINTS: usize = 24;
+
+/// The fewest points before a split.
+pub const TAIL_MIN_BEFORE: usize = 12;
+
+/// Points each earlier day's baseline is widened by on each side of the
+/// after segment's clock times (30 minutes at the finest step).
+pub const TAIL_WIDEN_POINTS: i32 = 6;
+
+/// How much smaller than the floor's p the pooled test's must be.
+pub const TAIL_STRICTER: f64 = 100.0;
+
+/// Today's before segment differing from an earlier day's (or the pooled
+/// days') the way of the step at this p, by half the floor's shift or
+/// more, vetoes it.
+pub const TAIL_VETO_PVALUE: f64 = 0.05;
+
+/// The step at the end of `points` (one subject's total, oldest first), if
+/// one passes the tests of this module against `history` (day k + 1 back in
+/// `history[k]`, sorted by time). Today's before segments start at `since`
+/// at the earliest: the first point after the total's latest change point,
+/// whose step would otherwise be in them, read as the level before a
+/// second one (the same change found again an hour later).
+pub fn tail_candidate(
+    points: &[TrendPoint],
+    history: &[Vec<TrendPoint>],
+    floor: &Floor,
+    since: usize,
+) -> Option<Candidate> {
+    let step = point_step(points);
+    if step <= TimeDelta::zero() || history.len() < MIN_BASELINES {
+        return None;
+    }
+    let strict = Floor {
+        max_pvalue: floor.max_pvalue / TAIL_STRICTER,
+        ..floor.clone()
+    };
+    let n = points.len();
+    let most = TAIL_MAX_POINTS.min(n.saturating_sub(TAIL_MIN_BEFORE));
+    // Every k's pooled test (for the place), and the strongest k that
+    // passes every test (for the decision and the direction).
+    let mut pooled: Vec<(usize, MannWhitney)> = Vec::new();
+    let mut passed: Option<MannWhitney> = None;
+    for k in TAIL_MIN_POINTS..=most {
+        let at = n - k;
+        if at.saturating_sub(before_from(at, since)) < TAIL_MIN_BEFORE {
+            continue;
+        }
+        let before = pick(points, &(before_from(at, since)..at).collect::<Vec<_>>());
+        let after = pick(points, &(at..n).collect::<Vec<_>>());
+        let Some(j) = judge(&before, &after, history, step, floor, &strict) else {
+            continue;
+        };
+        pooled.push((k, j.pooled));
+        if j.passed && passed.is_none_or(|p| j.pooled.p_value < p.p_value) {
+            passed = Some(j.pooled);
+        }
+    }
+    // The place: the k whose runs differ most from the earlier days' the
+    // way the change went, whether or not its own tests pass (the
+    // strongest passing k is often a chance high at the very end, with the
+    // change half an hour before it, whose longer segment misses the
+    // floor's p against one day).
+    let rising = passed?.z > 0.0;
+    let (k, _) = (pooled.iter())
+        .filter(|(_, mw)| (mw.z > 0.0) == rising)
+        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))?;
+    let at = n - k;
+    let before: Vec<usize> = (before_from(at, since)..at).collect();
+    let after: Vec<usize> = (at..n).collect();
+    let c = compare::confirm(
+        &bins_of(&merged(pick(points, &before), 0)),
+        &bins_of(&merged(pick(points, &after), 0)),
+        floor,
+    )?;
+    Some(Candidate::judged(0, "p50", 0.5, before, after, c, at))
+}
+
+/// The first point of today's before segment of a split at `at`: up to
+/// [`TAIL_BEFORE_POINTS`] back, not before `since`.
+fn before_from(at: usize, since: usize) -> usize {
+    at.saturating_sub(TAIL_BEFORE_POINTS).max(since)
+}
+
+/// What [`judge`] found of one split.
+struct Judged {
+    /// Today's after against the earlier days' pooled runs around the same
+    /// clock times.
+    pooled: MannWhitney,
+    /// Whether every test passed.
+    passed: bool,
+}
+
+/// Today's `after` against the earlier days' runs around the same clock
+/// times (pooled), and whether the split passes: today's after differs
+/// from today's `before` (at `floor`), from each earlier day's runs around
+/// the same clock times (at `floor`) and from their pooled (at `strict`),
+/// all the same way, and today's `before` differs from none of them that
+/// way at the same times. `None` with fewer than [`MIN_BASELINES`] days
+/// holding at least today's runs.
+fn judge(
+    before: &[&TrendPoint],
+    after: &[&TrendPoint],
+    history: &[Vec<TrendPoint>],
+    step: TimeDelta,
+    floor: &Floor,
+    strict: &Floor,
+) -> Option<Judged> {
+    let (first, last) = (after.first()?.time, after.last()?.time);
+    let widen = step * TAIL_WIDEN_POINTS;
+    let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
+    let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), 0));
+    let (today_before, today_after) = (bins(before), bins(after));
+    let (mut days_before, mut days_after) = (Vec::new(), Vec::new());
+    for (k, day) in history.iter().enumerate() {
+        let back = TimeDelta::days(k as i64 + 1);
+        let (from, to) = (first - widen - back, last + step + widen - back);
+        let lo = day.partition_point(|d| d.time < from);
+        let hi = day.partition_point(|d| d.time < to);
+        let a: Vec<&TrendPoint> = day[lo..hi].iter().collect();
+        let b: Vec<&TrendPoint> = before
+            .iter()
+            .filter_map(|p| {
+                let i = day
+                    .binary_search_by_key(&(p.time - back), |d| d.time)
+                    .ok()?;
+                day.get(i)
+            })
+            .collect();
+        if runs(&a) >= runs(after) && 2 * runs(&b) >= runs(before) {
+            days_before.push(b);
+            days_after.push(a);
+        }
+    }
+    if days_after.len() < MIN_BASELINES {
+        return None;
+    }
+    let pooled_after: Vec<&TrendPoint> = days_after.iter().flatten().copied().collect();
+    let pooled_before: Vec<&TrendPoint> = days_before.iter().flatten().copied().collect();
+    let pooled_bins = bins(&pooled_after);
+    let pooled = compare::mann_whitney(&today_after, &pooled_bins)?;
+    let failed = Some(Judged {
+        pooled,
+        passed: false,
+    });
+    // The pooled test fails on nearly every pass and is the cheapest (no
+    // shift to compute): first.
+    if pooled.p_value >= strict.max_pvalue {
+        return failed;
+    }
+    let shift = match compare::confirm(&today_before, &today_after, floor) {
+        Some(c) if c.confirmed() => c.shift_us,
+        _ => return failed,
+    };
+    let same_way = |d: Option<compare::Confirmation>| {
+        d.is_some_and(|d| d.confirmed() && d.shift_us.signum() == shift.signum())
+    };
+    // Today's before vetoes at a lax test: a step older than the split
+    // leaves half its size or more in the before segment, which must not
+    // be taken for the baseline of a second step.
+    let veto = Floor {
+        max_pvalue: TAIL_VETO_PVALUE,
+        min_relative: floor.min_relative / 2.0,
+        min_absolute_us: floor.min_absolute_us / 2.0,
+    };
+    let passed = same_way(compare::confirm(&pooled_bins, &today_after, strict))
+        && (days_after.iter()).all(|a| same_way(compare::confirm(&bins(a), &today_after, floor)))
+        && !same_way(compare::confirm(
+            &bins(&pooled_before),
+            &today_before,
+            &veto,
+        ))
+        && !(days_before.iter())
+            .any(|b| same_way(compare::confirm(&bins(b), &today_before, &veto)));
+    Some(Judged { pooled, passed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::hist::SparseHist;
+    use crate::run::PHASES;
+    use chrono::{DateTime, Utc};
+
+    /// A 5-minute point `i` of day `days` back holding `runs` totals
+    /// spread log-evenly over ×0.8–1.25 around `median_us`.
+    fn point(days: i64, i: i64, median_us: f64, runs: u64) -> TrendPoint {
+        let mut total = SparseHist::default();
+        for r in 0..runs {
+            let u = (r as f64 + 0.5) / runs as f64;
+            total.record((median_us * (0.8f64).powf(1.0 - 2.0 * u)) as u64);
+        }
+        let mut phases = vec![SparseHist::default(); PHASES.len()];
+        phases[0] = total;
+        TrendPoint {
+            time: "2026-11-29T00:00:00Z".parse::<DateTime<Utc>>().unwrap() - TimeDelta::days(days)
+                + TimeDelta::minutes(5 * i),
+            runs: runs as i64,
+            failures: 0,
+            phases,
+        }
+    }
+
+    /// 96 points (8 hours) of a day, 100 ms, `after_us` from point `from`;
+    /// the earlier days hold 120 points (the 2 hours ahead too).
+    fn day(days: i64, len: i64, from: i64, after_us: f64) -> Vec<TrendPoint> {
+        (0..len)
+            .map(|i| point(days, i, if i < from { 100_000.0 } else { after_us }, 5))
+            .collect()
+    }
+
+    fn history(after: &[f64]) -> Vec<Vec<TrendPoint>> {
+        (after.iter().enumerate())
+            .map(|(k, &a)| day(k as i64 + 1, 120, 90, a))
+            .collect()
+    }
+
+    #[test]
+    fn a_step_five_points_old_is_found_where_it_began() {
+        let today = day(0, 96, 91, 130_000.0);
+        let c = tail_candidate(
+            &today,
+            &history(&[100_000.0, 100_000.0]),
+            &Floor::default(),
+            0,
+        )
+        .expect("a 30 % step of 25 runs against 2 days is found");
+        assert_eq!(c.at(), 91);
+        // Two points after are too few to ask.
+        let today = day(0, 96, 94, 130_000.0);
+        assert!(tail_candidate(
+            &today,
+            &history(&[100_000.0, 100_000.0]),
+            &Floor::default(),
+            0
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn no_step_when_the_earlier_days_moved_the_same_or_one_is_missing() {
+        let today = day(0, 96, 91, 130_000.0);
+        // Both earlier days rose at these hours: the cycle.
+        assert!(tail_candidate(
+            &today,
+            &history(&[130_000.0, 130_000.0]),
+            &Floor::default(),
+            0
+        )
+        .is_none());
+        // One earlier day did: one day like today explains it.
+        assert!(tail_candidate(
+            &today,
+            &history(&[100_000.0, 130_000.0]),
+            &Floor::default(),
+            0
+        )
+        .is_none());
+        // One earlier day only: no baseline for the cycle.
+        assert!(tail_candidate(&today, &history(&[100_000.0]), &Floor::default(), 0).is_none());
+        // Nothing moved.
+        let flat = day(0, 96, 96, 100_000.0);
+        assert!(tail_candidate(
+            &flat,
+            &history(&[100_000.0, 100_000.0]),
+            &Floor::default(),
+            0
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn a_change_point_near_the_end_leaves_too_few_points_before() {
+        let today = day(0, 96, 91, 130_000.0);
+        let history = history(&[100_000.0, 100_000.0]);
+        // The total's latest change point at the step: no before segment
+        // of 12 points is left (nor one past the end: no panic).
+        for since in [91, 94, 96, 200] {
+            assert!(tail_candidate(&today, &history, &Floor::default(), since).is_none());
+        }
+        assert!(tail_candidate(&today, &history, &Floor::default(), 70).is_some());
+    }
+
+    #[test]
+    fn an_older_change_is_not_placed_at_the_end() {
+        // Today has been 30 % slower than the earlier days for 4 hours and
+        // its last points are as the rest: the before segment vetoes.
+        let today = day(0, 96, 48, 130_000.0);
+        assert!(tail_candidate(
+            &today,
+            &history(&[100_000.0, 100_000.0]),
+            &Floor::default(),
+            0
+        )
+        .is_none());
+    }
+}
