@@ -7,10 +7,11 @@
 //! (their mean), where the daily cycle cancels. A pass reads only today's
 //! points closed since the last one (the earlier days' at those times were
 //! read by the last periodic full analysis, two hours ahead), and runs the
-//! change-point test on the ratios and on the failure ratio. The full
-//! analysis runs when that test finds a change point it has not seen, or
-//! one it has seen that is now as strong as its own test asks or
-//! [`CALL_AGAIN_FACTOR`] times stronger (today's window and the earlier
+//! change-point test on the ratios and on the failure ratio, and a cheap
+//! end-of-window test on the p50 ratios ([`tail`], for `tail.rs`). The full
+//! analysis runs when either finds a change it has not seen, or
+//! one it has seen that is now as strong as its own test asks (a change
+//! point) or [`CALL_AGAIN_FACTOR`] times stronger (today's window and the earlier
 //! days' at the same times), and otherwise once every
 //! [`FULL_EVERY`] (everything read anew, the screen rebuilt), so a step in
 //! one phase alone that the total does not show is found within that much
@@ -138,8 +139,8 @@ pub struct Screen {
     /// The bases of the points to come until the next full analysis, from
     /// the earlier days it read: a pass reads only today's new points.
     ahead: Vec<Base>,
-    /// The change points the full analysis has seen since: not called for
-    /// again (`CALL_AGAIN_FACTOR`).
+    /// The change points (and end-of-window changes) the full analysis has
+    /// seen since: not called for again (`CALL_AGAIN_FACTOR`).
     seen: Vec<Seen>,
     /// Those the last `extend` called the full analysis for: seen once it
     /// has run ([`Screen::acted`]); a pass that failed calls again.
@@ -156,7 +157,8 @@ enum Series {
     Tail,
 }
 
-/// A change point the full analysis has seen.
+/// A change point (or end-of-window change, [`Series::Tail`]) the full
+/// analysis has seen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Seen {
     series: Series,
@@ -244,8 +246,9 @@ impl Screen {
     /// Appends the points read for `[self.to, to)`, drops those before
     /// `from`, and says whether the change-point test finds a change in the
     /// total's p50 ratios (and p95's when `with_p95`) or the failure ratio
-    /// with at least `min_after` points after it that calls for the full
-    /// analysis (see [`Screen::test`]): it is then due, and
+    /// with at least `min_after` points after it, or the end-of-window test
+    /// a change of the p50 ratios, that calls for the full analysis (see
+    /// [`Screen::test`]): it is then due, and
     /// [`Screen::acted`] once it has run.
     pub fn extend(
         &mut self,
@@ -302,8 +305,10 @@ impl Screen {
     /// finds a change point with at least `min_after` points after it that
     /// the full analysis has not seen, or has seen but that is now as
     /// strong as the full test asks or [`CALL_AGAIN_FACTOR`] times stronger
-    /// than when seen; those are kept in `called` until [`Screen::acted`].
-    /// Without `call`, every change point found is recorded as seen.
+    /// than when seen, or an end-of-window change of the p50 ratios ([`tail`])
+    /// not seen or [`CALL_AGAIN_FACTOR`] times stronger than when seen;
+    /// those are kept in `called` until [`Screen::acted`]. Without `call`,
+    /// every one found is recorded as seen.
     fn test(
         &mut self,
         with_p95: bool,
@@ -369,12 +374,14 @@ impl Screen {
             }
         }
         // The end-of-window test's p-value of a real step falls fast as
-        // its runs arrive; it calls again only as it does, whatever its
-        // size (a step found and stored is in the change-point test's
-        // hands), and is seen as a change point is.
+        // its runs arrive; it calls again only as it does (about every
+        // pass while the step is young), whatever its size, and is seen as
+        // a change point is.
         if let Some(found) = tail_found {
             match self.seen.iter().find(|c| c.matches(&found, near)) {
-                Some(c) if found.p_value * CALL_AGAIN_FACTOR > c.p_value => {}
+                // `>=`: two p-values of 0 (|z| over ~38 on a high-rate
+                // probe) are not a stronger call.
+                Some(c) if found.p_value * CALL_AGAIN_FACTOR >= c.p_value => {}
                 _ if call => {
                     self.called.push(found);
                     called = true;

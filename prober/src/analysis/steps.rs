@@ -34,7 +34,8 @@ impl Default for StepConfig {
 
 /// A change point of one phase's statistic over the daily cycle, confirmed
 /// on the histograms on either side of it and not the total's to report;
-/// not yet judged against the earlier days' runs ([`steps`]).
+/// not yet judged against the earlier days' runs ([`steps`]); or a step of
+/// the total at the end of the window, judged already (`tail.rs`).
 #[derive(Debug, Clone)]
 pub struct Candidate {
     phase: usize,

@@ -10,20 +10,22 @@
 //! - today's last k points (after) against the up to [`TAIL_BEFORE_POINTS`]
 //!   before them (`compare::confirm` at the floor);
 //! - after against each earlier day's runs at the same clock times widened
-//!   by [`TAIL_WIDEN_POINTS`] on each side (the floor), and against those
+//!   by [`TAIL_WIDEN_MINUTES`] on each side (the floor), and against those
 //!   days pooled at the floor's p / [`TAIL_STRICTER`]: a baseline several
 //!   times the size of the after segment, so the evidence is in today's
 //!   runs, and the cycle's slope over half an hour either side is a few
 //!   percent that cancels for the most part;
 //! - today's before must not already differ from any earlier day's, nor
-//!   from their pooled, at the same times (the change is then older: the
-//!   change-point test's to place).
+//!   from their pooled, at the same times, at a lax test
+//!   ([`TAIL_VETO_PVALUE`], half the floor's shift: the change is then
+//!   older, the change-point test's to place).
 //!
-//! Of the k that pass, the one with the smallest pooled p is the candidate:
-//! the split where today's runs left the cycle. The search over k and the
-//! passes are why the pooled test is stricter than the floor; the
-//! harness's 1,000 stationary probe-days measure what it costs
-//! (BENCHMARKS.md, Trends).
+//! A step is found when some k passes them all; it is placed at the k whose
+//! runs differ most from the earlier days' (the smallest pooled p, the same
+//! way), if today's runs on either side of it differ that way at the floor,
+//! else at the strongest passing k. The search over k and the passes are
+//! why the pooled test is stricter than the floor; the harness's 1,000
+//! stationary probe-days measure what it costs (BENCHMARKS.md, Trends).
 
 use chrono::TimeDelta;
 
@@ -47,9 +49,12 @@ pub const TAIL_BEFORE_POINTS: usize = 24;
 /// The fewest points before a split.
 pub const TAIL_MIN_BEFORE: usize = 12;
 
-/// Points each earlier day's baseline is widened by on each side of the
-/// after segment's clock times (30 minutes at the finest step).
-pub const TAIL_WIDEN_POINTS: i32 = 6;
+/// Minutes each earlier day's baseline is widened by on each side of the
+/// after segment's clock times: the daily cycle's slope over half an hour
+/// is a few percent, and cancels for the most part on the two sides (the
+/// earlier days are read 2 hours past the window). In time, not points:
+/// a probe at 30- or 60-minute points would take hours of the cycle.
+pub const TAIL_WIDEN_MINUTES: i64 = 30;
 
 /// How much smaller than the floor's p the pooled test's must be.
 pub const TAIL_STRICTER: f64 = 100.0;
@@ -62,9 +67,10 @@ pub const TAIL_VETO_PVALUE: f64 = 0.05;
 /// The step at the end of `points` (one subject's total, oldest first), if
 /// one passes the tests of this module against `history` (day k + 1 back in
 /// `history[k]`, sorted by time). Today's before segments start at `since`
-/// at the earliest: the first point after the total's latest change point,
-/// whose step would otherwise be in them, read as the level before a
-/// second one (the same change found again an hour later).
+/// at the earliest: the total's latest change point older than this test
+/// reaches, whose step would otherwise be in them, read as the level before
+/// a second one (the same change found again 70–95 minutes later on the
+/// harness's fleet-like mix).
 pub fn tail_candidate(
     points: &[TrendPoint],
     history: &[Vec<TrendPoint>],
@@ -84,7 +90,7 @@ pub fn tail_candidate(
     // Every k's pooled test (for the place), and the strongest k that
     // passes every test (for the decision and the direction).
     let mut pooled: Vec<(usize, MannWhitney)> = Vec::new();
-    let mut passed: Option<MannWhitney> = None;
+    let mut passed: Option<(usize, MannWhitney)> = None;
     for k in TAIL_MIN_POINTS..=most {
         let at = n - k;
         if at.saturating_sub(before_from(at, since)) < TAIL_MIN_BEFORE {
@@ -96,28 +102,34 @@ pub fn tail_candidate(
             continue;
         };
         pooled.push((k, j.pooled));
-        if j.passed && passed.is_none_or(|p| j.pooled.p_value < p.p_value) {
-            passed = Some(j.pooled);
+        if j.passed && passed.is_none_or(|(_, p)| j.pooled.p_value < p.p_value) {
+            passed = Some((k, j.pooled));
         }
     }
     // The place: the k whose runs differ most from the earlier days' the
-    // way the change went, whether or not its own tests pass (the
+    // way the change went, whether or not all its own tests pass (the
     // strongest passing k is often a chance high at the very end, with the
     // change half an hour before it, whose longer segment misses the
-    // floor's p against one day).
-    let rising = passed?.z > 0.0;
-    let (k, _) = (pooled.iter())
+    // floor's p against one day), as long as today's runs on either side
+    // of it differ that way at the floor; else the strongest passing k.
+    let (strongest, mw) = passed?;
+    let rising = mw.z > 0.0;
+    let place = (pooled.iter())
         .filter(|(_, mw)| (mw.z > 0.0) == rising)
-        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))?;
-    let at = n - k;
-    let before: Vec<usize> = (before_from(at, since)..at).collect();
-    let after: Vec<usize> = (at..n).collect();
-    let c = compare::confirm(
-        &bins_of(&merged(pick(points, &before), 0)),
-        &bins_of(&merged(pick(points, &after), 0)),
-        floor,
-    )?;
-    Some(Candidate::judged(0, "p50", 0.5, before, after, c, at))
+        .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))
+        .map_or(strongest, |(k, _)| *k);
+    [place, strongest].into_iter().find_map(|k| {
+        let at = n - k;
+        let before: Vec<usize> = (before_from(at, since)..at).collect();
+        let after: Vec<usize> = (at..n).collect();
+        let c = compare::confirm(
+            &bins_of(&merged(pick(points, &before), 0)),
+            &bins_of(&merged(pick(points, &after), 0)),
+            floor,
+        )?;
+        (c.confirmed() && (c.shift_us > 0.0) == rising)
+            .then(|| Candidate::judged(0, "p50", 0.5, before, after, c, at))
+    })
 }
 
 /// The first point of today's before segment of a split at `at`: up to
@@ -151,7 +163,7 @@ fn judge(
     strict: &Floor,
 ) -> Option<Judged> {
     let (first, last) = (after.first()?.time, after.last()?.time);
-    let widen = step * TAIL_WIDEN_POINTS;
+    let widen = TimeDelta::minutes(TAIL_WIDEN_MINUTES);
     let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), 0));
     let (today_before, today_after) = (bins(before), bins(after));
@@ -199,9 +211,9 @@ fn judge(
     let same_way = |d: Option<compare::Confirmation>| {
         d.is_some_and(|d| d.confirmed() && d.shift_us.signum() == shift.signum())
     };
-    // Today's before vetoes at a lax test: a step older than the split
-    // leaves half its size or more in the before segment, which must not
-    // be taken for the baseline of a second step.
+    // Today's before vetoes at a lax test (half the floor's shift): a
+    // step older than the split that is partly in the before segment must
+    // not be taken for the baseline of a second one.
     let veto = Floor {
         max_pvalue: TAIL_VETO_PVALUE,
         min_relative: floor.min_relative / 2.0,
@@ -326,9 +338,20 @@ mod tests {
     }
 
     #[test]
+    fn a_step_older_than_the_reach_is_not_found_again_at_its_edge() {
+        // The step is 30 points old: the farthest split (24) has 6 stepped
+        // points in its before segment, which differs from the earlier
+        // days' that way (the lax veto), so no second step is placed there.
+        let today = day(0, 96, 66, 130_000.0);
+        let history = history(&[100_000.0, 100_000.0]);
+        assert!(tail_candidate(&today, &history, &Floor::default(), 0).is_none());
+    }
+
+    #[test]
     fn an_older_change_is_not_placed_at_the_end() {
         // Today has been 30 % slower than the earlier days for 4 hours and
-        // its last points are as the rest: the before segment vetoes.
+        // its last points are as the rest: today's before and after do not
+        // differ, and the before segment differs from the earlier days'.
         let today = day(0, 96, 48, 130_000.0);
         assert!(tail_candidate(
             &today,
