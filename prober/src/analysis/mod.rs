@@ -21,6 +21,7 @@ pub mod drifts;
 pub mod failures;
 pub mod screen;
 pub mod series;
+pub mod spread;
 pub mod steps;
 pub mod tail;
 mod window;

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::series::{bins_of, human_us, merged, phase_name, seasonal_series, signed_us};
+use super::spread::spread_candidate;
 use super::tail::{tail_candidate, TAIL_MAX_POINTS};
 use crate::run::PHASES;
 use crate::store::trends::{NewFinding, Subject, TrendPoint};
@@ -139,7 +140,10 @@ pub fn candidates(
         .map(|c| c.at)
         .max()
         .unwrap_or(0);
-    out.extend(tail_candidate(points, history, &cfg.floor, since));
+    out.extend(
+        tail_candidate(points, history, &cfg.floor, since)
+            .or_else(|| spread_candidate(points, history, &cfg.floor, since)),
+    );
     out
 }
 

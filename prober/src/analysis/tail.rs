@@ -77,27 +77,13 @@ pub fn tail_candidate(
     floor: &Floor,
     since: usize,
 ) -> Option<Candidate> {
-    let step = point_step(points);
-    if step <= TimeDelta::zero() || history.len() < MIN_BASELINES {
-        return None;
-    }
-    let strict = Floor {
-        max_pvalue: floor.max_pvalue / TAIL_STRICTER,
-        ..floor.clone()
-    };
+    let (step, strict) = (point_step(points), stricter(floor));
     let n = points.len();
-    let most = TAIL_MAX_POINTS.min(n.saturating_sub(TAIL_MIN_BEFORE));
     // Every k's pooled test (for the place), and the strongest k that
     // passes every test (for the decision and the direction).
     let mut pooled: Vec<(usize, MannWhitney)> = Vec::new();
     let mut passed: Option<(usize, MannWhitney)> = None;
-    for k in TAIL_MIN_POINTS..=most {
-        let at = n - k;
-        if at.saturating_sub(before_from(at, since)) < TAIL_MIN_BEFORE {
-            continue;
-        }
-        let before = pick(points, &(before_from(at, since)..at).collect::<Vec<_>>());
-        let after = pick(points, &(at..n).collect::<Vec<_>>());
+    for (k, before, after) in splits(points, history, since) {
         let Some(j) = judge(&before, &after, history, step, floor, &strict) else {
             continue;
         };
@@ -132,9 +118,44 @@ pub fn tail_candidate(
     })
 }
 
+/// The splits the end-of-window tests read: for each k of
+/// [`TAIL_MIN_POINTS`] to [`TAIL_MAX_POINTS`] with at least
+/// [`TAIL_MIN_BEFORE`] points before it (from `since` on), k and today's
+/// points before and after it. None when the points have no step between
+/// them or `history` holds fewer than [`MIN_BASELINES`] days.
+pub(super) fn splits<'a>(
+    points: &'a [TrendPoint],
+    history: &[Vec<TrendPoint>],
+    since: usize,
+) -> Vec<(usize, Vec<&'a TrendPoint>, Vec<&'a TrendPoint>)> {
+    if point_step(points) <= TimeDelta::zero() || history.len() < MIN_BASELINES {
+        return Vec::new();
+    }
+    let n = points.len();
+    let most = TAIL_MAX_POINTS.min(n.saturating_sub(TAIL_MIN_BEFORE));
+    (TAIL_MIN_POINTS..=most)
+        .filter_map(|k| {
+            let at = n - k;
+            let from = before_from(at, since);
+            (at.saturating_sub(from) >= TAIL_MIN_BEFORE).then(|| {
+                let before = pick(points, &(from..at).collect::<Vec<_>>());
+                (k, before, pick(points, &(at..n).collect::<Vec<_>>()))
+            })
+        })
+        .collect()
+}
+
+/// The floor of the pooled test: the floor's p / [`TAIL_STRICTER`].
+pub(super) fn stricter(floor: &Floor) -> Floor {
+    Floor {
+        max_pvalue: floor.max_pvalue / TAIL_STRICTER,
+        ..floor.clone()
+    }
+}
+
 /// The first point of today's before segment of a split at `at`: up to
 /// [`TAIL_BEFORE_POINTS`] back, not before `since`.
-fn before_from(at: usize, since: usize) -> usize {
+pub(super) fn before_from(at: usize, since: usize) -> usize {
     at.saturating_sub(TAIL_BEFORE_POINTS).max(since)
 }
 
@@ -162,35 +183,9 @@ fn judge(
     floor: &Floor,
     strict: &Floor,
 ) -> Option<Judged> {
-    let (first, last) = (after.first()?.time, after.last()?.time);
-    let widen = TimeDelta::minutes(TAIL_WIDEN_MINUTES);
-    let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), 0));
     let (today_before, today_after) = (bins(before), bins(after));
-    let (mut days_before, mut days_after) = (Vec::new(), Vec::new());
-    for (k, day) in history.iter().enumerate() {
-        let back = TimeDelta::days(k as i64 + 1);
-        let (from, to) = (first - widen - back, last + step + widen - back);
-        let lo = day.partition_point(|d| d.time < from);
-        let hi = day.partition_point(|d| d.time < to);
-        let a: Vec<&TrendPoint> = day[lo..hi].iter().collect();
-        let b: Vec<&TrendPoint> = before
-            .iter()
-            .filter_map(|p| {
-                let i = day
-                    .binary_search_by_key(&(p.time - back), |d| d.time)
-                    .ok()?;
-                day.get(i)
-            })
-            .collect();
-        if runs(&a) >= runs(after) && 2 * runs(&b) >= runs(before) {
-            days_before.push(b);
-            days_after.push(a);
-        }
-    }
-    if days_after.len() < MIN_BASELINES {
-        return None;
-    }
+    let (days_before, days_after) = baselines(before, after, history, step)?;
     let pooled_after: Vec<&TrendPoint> = days_after.iter().flatten().copied().collect();
     let pooled_before: Vec<&TrendPoint> = days_before.iter().flatten().copied().collect();
     let pooled_bins = bins(&pooled_after);
@@ -231,30 +226,78 @@ fn judge(
     Some(Judged { pooled, passed })
 }
 
+/// Each earlier day's points of one segment.
+pub(super) type Days<'a> = Vec<Vec<&'a TrendPoint>>;
+
+/// The earlier days' points a split at the end of the window is judged
+/// against: for each day (k + 1 back in `history[k]`), its points around
+/// the clock times of `after` (widened by [`TAIL_WIDEN_MINUTES`] on each
+/// side) and at the clock times of `before`; a day holding fewer runs than
+/// today's after, or fewer than half of today's before, is left out.
+/// `None` with fewer than [`MIN_BASELINES`] days left.
+pub(super) fn baselines<'a>(
+    before: &[&TrendPoint],
+    after: &[&TrendPoint],
+    history: &'a [Vec<TrendPoint>],
+    step: TimeDelta,
+) -> Option<(Days<'a>, Days<'a>)> {
+    let (first, last) = (after.first()?.time, after.last()?.time);
+    let widen = TimeDelta::minutes(TAIL_WIDEN_MINUTES);
+    let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
+    let (mut days_before, mut days_after) = (Vec::new(), Vec::new());
+    for (k, day) in history.iter().enumerate() {
+        let back = TimeDelta::days(k as i64 + 1);
+        let (from, to) = (first - widen - back, last + step + widen - back);
+        let lo = day.partition_point(|d| d.time < from);
+        let hi = day.partition_point(|d| d.time < to);
+        let a: Vec<&TrendPoint> = day[lo..hi].iter().collect();
+        let b: Vec<&TrendPoint> = before
+            .iter()
+            .filter_map(|p| {
+                let i = day
+                    .binary_search_by_key(&(p.time - back), |d| d.time)
+                    .ok()?;
+                day.get(i)
+            })
+            .collect();
+        if runs(&a) >= runs(after) && 2 * runs(&b) >= runs(before) {
+            days_before.push(b);
+            days_after.push(a);
+        }
+    }
+    (days_after.len() >= MIN_BASELINES).then_some((days_before, days_after))
+}
+
+/// A 5-minute point `i` of day `days` back before 2026-11-29 holding
+/// `runs` totals spread log-evenly over ×1/`width`–×`width` around
+/// `median_us` (the tests of this module and `spread.rs`).
+#[cfg(test)]
+pub(super) fn test_point(days: i64, i: i64, median_us: f64, width: f64, runs: u64) -> TrendPoint {
+    use crate::results::hist::SparseHist;
+    let mut total = SparseHist::default();
+    for r in 0..runs {
+        let u = (r as f64 + 0.5) / runs as f64;
+        total.record((median_us * width.powf(2.0 * u - 1.0)) as u64);
+    }
+    let mut phases = vec![SparseHist::default(); crate::run::PHASES.len()];
+    phases[0] = total;
+    let end: chrono::DateTime<chrono::Utc> = "2026-11-29T00:00:00Z".parse().unwrap_or_default();
+    TrendPoint {
+        time: end - TimeDelta::days(days) + TimeDelta::minutes(5 * i),
+        runs: runs as i64,
+        failures: 0,
+        phases,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::hist::SparseHist;
-    use crate::run::PHASES;
-    use chrono::{DateTime, Utc};
 
     /// A 5-minute point `i` of day `days` back holding `runs` totals
     /// spread log-evenly over ×0.8–1.25 around `median_us`.
     fn point(days: i64, i: i64, median_us: f64, runs: u64) -> TrendPoint {
-        let mut total = SparseHist::default();
-        for r in 0..runs {
-            let u = (r as f64 + 0.5) / runs as f64;
-            total.record((median_us * (0.8f64).powf(1.0 - 2.0 * u)) as u64);
-        }
-        let mut phases = vec![SparseHist::default(); PHASES.len()];
-        phases[0] = total;
-        TrendPoint {
-            time: "2026-11-29T00:00:00Z".parse::<DateTime<Utc>>().unwrap() - TimeDelta::days(days)
-                + TimeDelta::minutes(5 * i),
-            runs: runs as i64,
-            failures: 0,
-            phases,
-        }
+        test_point(days, i, median_us, 1.25, runs)
     }
 
     /// 96 points (8 hours) of a day, 100 ms, `after_us` from point `from`;
