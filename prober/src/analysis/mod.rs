@@ -381,7 +381,8 @@ impl Analyser {
             // The earlier days first: the change points are looked for over
             // the daily cycle (`series::seasonal_series`).
             let earlier = earlier_days(store, s, &w).await?;
-            let cands = candidates(&points, &earlier, &w.stats, &cfg.steps);
+            let stepped = (store.latest_step(s.probe_id, s.location_id, w.from)).await?;
+            let cands = candidates(&points, &earlier, &w.stats, &cfg.steps, stepped.is_some());
             found = step_findings(cfg, s, &w, &points, cands, &earlier);
             if periodic {
                 // A new screen's next full analysis comes sooner by a share

@@ -85,12 +85,15 @@ impl Candidate {
 /// change points of each phase's statistics over the daily cycle
 /// ([`seasonal_series`], `history` as in [`steps`]), and the total's step
 /// at the end of the window if one is clear before the change-point test
-/// can see it ([`tail_candidate`]).
+/// can see it ([`tail_candidate`]), or else its wider spread
+/// ([`spread_candidate`]) unless its level moved in the window
+/// (`level_stepped`: a step of its p50 is stored there).
 pub fn candidates(
     points: &[TrendPoint],
     history: &[Vec<TrendPoint>],
     stats: &[(&'static str, f64)],
     cfg: &StepConfig,
+    level_stepped: bool,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
     for phase in 0..PHASES.len() {
@@ -140,9 +143,17 @@ pub fn candidates(
         .map(|c| c.at)
         .max()
         .unwrap_or(0);
+    // A wider spread only where the level did not move in the window (no
+    // candidate of the total now, no step of its p50 stored: `level_stepped`):
+    // a spread that widens moves a sum's median a little too, and was
+    // reported twice (as a p50 and a p95 step) in the harness at 10 s.
+    let level_moved = level_stepped || out.iter().any(|c| c.phase == 0);
     out.extend(
-        tail_candidate(points, history, &cfg.floor, since)
-            .or_else(|| spread_candidate(points, history, &cfg.floor, since)),
+        tail_candidate(points, history, &cfg.floor, since).or_else(|| {
+            (!level_moved)
+                .then(|| spread_candidate(points, history, &cfg.floor, since))
+                .flatten()
+        }),
     );
     out
 }

@@ -466,6 +466,28 @@ impl Store {
         })
     }
 
+    /// The latest change time of a step of the total's p50 stored for a
+    /// probe and location at or after `from`: a wider spread is judged only
+    /// where the level did not step (`analysis::steps::candidates`).
+    pub async fn latest_step(
+        &self,
+        probe_id: i32,
+        location_id: i16,
+        from: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar(
+            "select max(change_at) from trends
+             where probe_id = $1 and location_id = $2 and kind = 'step' and phase = 0
+               and statistic = 'p50' and change_at >= $3",
+        )
+        .bind(probe_id)
+        .bind(location_id)
+        .bind(from)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| err("reading the latest step finding failed", e))
+    }
+
     /// Stored findings, newest first.
     pub async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
         // One object per filter, every one contained: `a=b&a=c` matches nothing.
