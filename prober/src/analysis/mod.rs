@@ -12,6 +12,8 @@
 //! - `series.rs`: the resolution from the probe's rate, statistics per point;
 //! - `steps.rs`: change points confirmed and named by the phase that moved;
 //! - `tail.rs`: a step at the end of the window, as soon as its runs tell;
+//! - `spread.rs`: a wider spread at the end of the window (a step of the
+//!   p95 with the median unchanged), from the same segments;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
 //! - `drifts.rs`: slow drifts of hourly medians over a week, and the
 //!   forecast of a drift crossing the probe's latency alert threshold, once
@@ -382,7 +384,7 @@ impl Analyser {
             // the daily cycle (`series::seasonal_series`).
             let earlier = earlier_days(store, s, &w).await?;
             let stepped = (store.latest_step(s.probe_id, s.location_id, w.from)).await?;
-            let cands = candidates(&points, &earlier, &w.stats, &cfg.steps, stepped.is_some());
+            let cands = candidates(&points, &earlier, &w.stats, &cfg.steps, stepped);
             found = step_findings(cfg, s, &w, &points, cands, &earlier);
             if periodic {
                 // A new screen's next full analysis comes sooner by a share

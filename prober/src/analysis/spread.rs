@@ -10,9 +10,9 @@
 //! median)| (Brown–Forsythe's centring, on the log scale where latency
 //! scatters), and the distances are compared with Mann–Whitney as the
 //! location is: today's after against each earlier day's around the same
-//! clock times (the floor's p) and their pooled (p / [`TAIL_STRICTER`]),
+//! clock times (the floor's p) and their pooled (p / `TAIL_STRICTER`),
 //! and against today's before (the floor's p); today's before must not
-//! already be more scattered than the days' at the lax
+//! already be more scattered than the pooled days' at the lax
 //! [`TAIL_VETO_PVALUE`]. The p95 after must exceed the p95 before and the
 //! days' by the floor's shift, and the median after must not differ from
 //! the days' at the floor (that is a level step). Points holding failed
@@ -34,7 +34,9 @@ const SCALE: f64 = 1_000_000.0;
 /// first) that passes the tests of this module against `history` (day
 /// k + 1 back in `history[k]`), placed at the split whose pooled test is
 /// strongest; before segments start at `since` at the earliest, as the
-/// location's (`tail::tail_candidate`).
+/// location's (`tail::tail_candidate`). Its segments hold only the points
+/// without failed runs, and its confirmation's `test` is the pooled test
+/// (after against the days), its medians the p95 before and after.
 pub fn spread_candidate(
     points: &[TrendPoint],
     history: &[Vec<TrendPoint>],
@@ -48,18 +50,25 @@ pub fn spread_candidate(
         let Some(c) = judge(&before, &after, history, step, floor, &strict) else {
             continue;
         };
-        if best.is_none_or(|(_, b)| c.test.p_value < b.test.p_value) {
+        // By z, not p: a long segment's p is 0 at several k.
+        if best.is_none_or(|(_, b)| c.test.z > b.test.z) {
             best = Some((k, c));
         }
     }
     let (k, c) = best?;
     let at = n - k;
+    // The finding's p95 before and after are read from these points: the
+    // same failure-free points the test read.
+    let clean = |r: std::ops::Range<usize>| -> Vec<usize> {
+        r.filter(|&i| points.get(i).is_some_and(|p| p.failures == 0))
+            .collect()
+    };
     Some(Candidate::judged(
         0,
         "p95",
         0.95,
-        (before_from(at, since)..at).collect(),
-        (at..n).collect(),
+        clean(before_from(at, since)..at),
+        clean(at..n),
         c,
         at,
     ))
@@ -176,6 +185,23 @@ mod tests {
         // The same spread as the earlier days': nothing.
         let flat = day(0, 96, 96, 1.2);
         assert!(spread_candidate(&flat, &history(), &Floor::default(), 0).is_none());
+    }
+
+    #[test]
+    fn a_level_step_within_reach_holds_the_spread_back() {
+        use crate::analysis::steps::{candidates, StepConfig};
+        let today = day(0, 96, 84, 1.5);
+        let cfg = StepConfig::default();
+        let spread = |stepped| {
+            candidates(&today, &history(), &[("p50", 0.5)], &cfg, stepped)
+                .iter()
+                .any(|c| c.at() == 84)
+        };
+        assert!(spread(None));
+        // A p50 step stored 3 hours back: the spread may be its doing.
+        assert!(!spread(Some(today[60].time)));
+        // One stored 7 hours back, beyond the spread test's reach: not.
+        assert!(spread(Some(today[12].time)));
     }
 
     #[test]

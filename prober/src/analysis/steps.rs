@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::series::{bins_of, human_us, merged, phase_name, seasonal_series, signed_us};
 use super::spread::spread_candidate;
-use super::tail::{tail_candidate, TAIL_MAX_POINTS};
+use super::tail::{tail_candidate, TAIL_BEFORE_POINTS, TAIL_MAX_POINTS};
 use crate::run::PHASES;
 use crate::store::trends::{NewFinding, Subject, TrendPoint};
 use crate::trend::changepoint::{self, ChangePoint};
@@ -86,14 +86,15 @@ impl Candidate {
 /// ([`seasonal_series`], `history` as in [`steps`]), and the total's step
 /// at the end of the window if one is clear before the change-point test
 /// can see it ([`tail_candidate`]), or else its wider spread
-/// ([`spread_candidate`]) unless its level moved in the window
-/// (`level_stepped`: a step of its p50 is stored there).
+/// ([`spread_candidate`]) unless its level moved within that test's reach
+/// (a candidate of the total there, or `level_stepped`: the latest stored
+/// step of its p50).
 pub fn candidates(
     points: &[TrendPoint],
     history: &[Vec<TrendPoint>],
     stats: &[(&'static str, f64)],
     cfg: &StepConfig,
-    level_stepped: bool,
+    level_stepped: Option<DateTime<Utc>>,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
     for phase in 0..PHASES.len() {
@@ -143,11 +144,16 @@ pub fn candidates(
         .map(|c| c.at)
         .max()
         .unwrap_or(0);
-    // A wider spread only where the level did not move in the window (no
-    // candidate of the total now, no step of its p50 stored: `level_stepped`):
-    // a spread that widens moves a sum's median a little too, and was
-    // reported twice (as a p50 and a p95 step) in the harness at 10 s.
-    let level_moved = level_stepped || out.iter().any(|c| c.phase == 0);
+    // A wider spread only where the level did not move within the spread
+    // test's reach (no candidate of the total there, no step of its p50
+    // stored there): a spread that widens moves a sum's median a little
+    // too, and was reported twice (as a p50 and a p95 step) in the harness
+    // at 10 s.
+    let first = points
+        .len()
+        .saturating_sub(TAIL_MAX_POINTS + TAIL_BEFORE_POINTS);
+    let level_moved = out.iter().any(|c| c.phase == 0 && c.at >= first)
+        || level_stepped.is_some_and(|t| points.get(first).is_some_and(|p| t >= p.time));
     out.extend(
         tail_candidate(points, history, &cfg.floor, since).or_else(|| {
             (!level_moved)
@@ -180,10 +186,11 @@ pub fn steps(
             continue;
         };
         let end = points.last().map_or(at, |p| p.time);
-        let moved = if phase == 0 {
-            phase_breakdown(&b, &a, history, &cfg.floor)
-        } else {
-            String::new()
+        let moved = match (phase, cand.judged && cand.statistic == "p95") {
+            // A wider spread (`spread.rs`): the phases' medians did not move.
+            (0, true) => "spread wider, median unchanged".to_string(),
+            (0, false) => phase_breakdown(&b, &a, history, &cfg.floor),
+            _ => String::new(),
         };
         out.push(finding(
             subject,

@@ -104,7 +104,7 @@ fn a_step_of_the_total_and_a_phase_is_one_finding_on_the_total_naming_it() {
     let found = steps(
         &subject,
         &today,
-        candidates(&today, &history, &[("p50", 0.5)], &cfg, false),
+        candidates(&today, &history, &[("p50", 0.5)], &cfg, None),
         &history,
         &cfg,
     );
@@ -237,12 +237,12 @@ fn a_step_six_points_old_on_a_rising_cycle_is_found_where_it_began() {
     let history = vec![cycle_day(1, 96, 1.0), cycle_day(2, 96, 1.0)];
     let subject = shop();
     let cfg = StepConfig::default();
-    let cands = candidates(&today, &history, &[("p50", 0.5)], &cfg, false);
+    let cands = candidates(&today, &history, &[("p50", 0.5)], &cfg, None);
     let found = steps(&subject, &today, cands, &history, &cfg);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].change_at, today[90].time, "{found:#?}");
     // The cycle alone, without the step, is no change.
     let flat = cycle_day(0, 96, 1.0);
-    let cands = candidates(&flat, &history, &[("p50", 0.5)], &cfg, false);
+    let cands = candidates(&flat, &history, &[("p50", 0.5)], &cfg, None);
     assert!(steps(&subject, &flat, cands, &history, &cfg).is_empty());
 }

@@ -121,7 +121,7 @@ pub fn tail_candidate(
 /// The splits the end-of-window tests read: for each k of
 /// [`TAIL_MIN_POINTS`] to [`TAIL_MAX_POINTS`] with at least
 /// [`TAIL_MIN_BEFORE`] points before it (from `since` on), k and today's
-/// points before and after it. None when the points have no step between
+/// points before and after it. Empty when the points have no step between
 /// them or `history` holds fewer than [`MIN_BASELINES`] days.
 pub(super) fn splits<'a>(
     points: &'a [TrendPoint],

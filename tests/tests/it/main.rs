@@ -55,5 +55,6 @@ mod store_chaos;
 mod trend_screen;
 mod trends;
 mod trends_live;
+mod trends_spread;
 mod upgrade;
 mod write_faults;
