@@ -25,6 +25,7 @@ use prober::store::Store;
 
 use crate::args::BenchArgs;
 use crate::db::fresh_store;
+use crate::procfs;
 pub use score::Row;
 use synth::Plan;
 
@@ -39,7 +40,7 @@ const END: &str = "2026-11-29T00:00:00Z";
 /// The planted steps start this long before the end (plus 0–115 minutes).
 const CHANGE_BEFORE_END: TimeDelta = TimeDelta::hours(6);
 /// The daemon's pass interval.
-const PASS: TimeDelta = TimeDelta::minutes(5);
+pub(crate) const PASS: TimeDelta = TimeDelta::minutes(5);
 /// The step analysis looks back 96 points of 5 minutes.
 const STEP_LOOKBACK: TimeDelta = TimeDelta::hours(8);
 /// Runs per `write_runs` call.
@@ -79,6 +80,12 @@ pub struct Cost {
     /// Share of one core at a pass every 5 min, extrapolated: 1,000 and 10,000 probes.
     pub core_share_1k: f64,
     pub core_share_10k: f64,
+    /// CPU per probe and pass, ms: the harness process (the analysis)
+    /// and every Postgres process (its reads and writes; the machine's
+    /// other databases too, so a quiet machine's figure). `None` where
+    /// `/proc` cannot tell. Unlike the wall, not inflated by waits nor by
+    /// a shared machine's steal.
+    pub cpu_per_probe_ms: Option<[f64; 2]>,
 }
 
 /// Runs the harness; returns the text to print.
@@ -295,7 +302,17 @@ async fn replay(
     let (mut walls, mut subjects, mut max_subjects) = (Vec::new(), 0u64, 0u64);
     let mut full = 0u64;
     let mut analyser = Analyser::default();
+    let cpu = || {
+        Some([
+            procfs::process_cpu_us()?,
+            procfs::postgres_cluster_cpu_us()?,
+        ])
+    };
+    let mut cpu_from = None;
     for (k, now) in times.iter().enumerate() {
+        if k == dense_start {
+            cpu_from = cpu();
+        }
         let t = Instant::now();
         let pass = analyser
             .pass(store, &cfg, *now)
@@ -316,6 +333,14 @@ async fn replay(
             );
         }
     }
+    let per_probe = |us: u64| us as f64 / 1_000.0 / subjects.max(1) as f64;
+    let cpu_per_probe_ms = match (cpu_from, cpu()) {
+        (Some([h0, p0]), Some([h1, p1])) => Some([
+            per_probe(h1.saturating_sub(h0)),
+            per_probe(p1.saturating_sub(p0)),
+        ]),
+        _ => None,
+    };
     let total_ms: f64 = walls.iter().sum();
     let per_probe_ms = total_ms / subjects.max(1) as f64;
     let mut sorted = walls.clone();
@@ -332,6 +357,7 @@ async fn replay(
         full_share: full as f64 / subjects.max(1) as f64,
         core_share_1k: per_probe_ms * 1_000.0 / 1_000.0 / pass_s,
         core_share_10k: per_probe_ms * 10_000.0 / 1_000.0 / pass_s,
+        cpu_per_probe_ms,
     };
     Ok((times.len(), cost))
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Row, TrendFigures};
+use super::{Row, TrendFigures, PASS};
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
@@ -68,6 +68,16 @@ pub fn render(f: &TrendFigures) -> String {
         100.0 * c.core_share_1k,
         100.0 * c.core_share_10k
     );
+    if let Some([harness, postgres]) = c.cpu_per_probe_ms {
+        let per_probe = harness + postgres;
+        let share = |probes: f64| 100.0 * per_probe * probes / 1_000.0 / PASS.num_seconds() as f64;
+        let _ = writeln!(
+            out,
+            "CPU (the budget's measure): {per_probe:.2} ms per probe and pass (analysis {harness:.2}, Postgres {postgres:.2}); at a pass every 5 min 1,000 probes {:.1} % of one core, 10,000 probes {:.1} %",
+            share(1_000.0),
+            share(10_000.0),
+        );
+    }
     match &f.otava {
         Ok(rows) => {
             let _ = writeln!(

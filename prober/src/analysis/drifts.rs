@@ -4,12 +4,13 @@
 //! For a probe with a `latency` alert, the drift of its total latency at the
 //! rule's quantile is forecast: when it would cross the threshold.
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
-use super::series::{human_us, phase_name, quantile_series, Series};
+use super::hourly::Hourly;
+use super::series::{human_us, phase_name};
 use crate::config::policy::LatencyRule;
 use crate::run::PHASES;
-use crate::store::trends::{NewFinding, Subject, TrendPoint};
+use crate::store::trends::{NewFinding, Subject};
 use crate::trend::changepoint;
 use crate::trend::drift::{self, crossing_after, format_ahead, format_per_day, line_at, Point};
 
@@ -33,27 +34,26 @@ pub const FORECAST_HORIZON: TimeDelta = TimeDelta::days(90);
 /// change.
 pub fn drifts(
     subject: &Subject,
-    hourly: &[TrendPoint],
+    hourly: &Hourly,
     cfg: &drift::Config,
     steps: &changepoint::Config,
 ) -> Vec<NewFinding> {
     let mut out = Vec::new();
     for phase in 0..PHASES.len() {
-        let series = quantile_series(hourly, phase, 0.5);
-        if series.values.len() < MIN_DRIFT_POINTS {
+        let points = hourly.medians(phase);
+        if points.len() < MIN_DRIFT_POINTS {
             continue;
         }
-        let points = points_of(&series);
         if has_step(&points, steps) {
             continue;
         }
         let Ok(Some(d)) = drift::detect(&points, cfg) else {
             continue;
         };
-        let (Some(first), Some(last)) = (series.times.first(), series.times.last()) else {
+        let Some((first, last)) = ends(&points) else {
             continue;
         };
-        let span = (*last - *first).num_seconds() as f64;
+        let span = (last - first).num_seconds() as f64;
         let change = d.slope_per_second * span;
         if change.abs() < MIN_DRIFT_CHANGE_US {
             continue;
@@ -77,8 +77,8 @@ pub fn drifts(
             phase: i16::try_from(phase).unwrap_or(0),
             statistic: "p50".into(),
             kind: "drift",
-            change_at: *first,
-            window_end: *last,
+            change_at: first,
+            window_end: last,
             before,
             after,
             p_value: d.test.p_value,
@@ -129,20 +129,24 @@ fn fold_into_total(found: Vec<(NewFinding, f64)>) -> Vec<NewFinding> {
 /// ("crosses 800 ms in about 12 days"). None otherwise, nor when the line is
 /// already above (the latency alert itself speaks then) or the series has a
 /// step (a step is not a trend to extrapolate).
+/// `hourly` must keep the total at the rule's quantile
+/// ([`Hourly::quantile`]); None when it keeps another.
 pub fn forecast(
     subject: &Subject,
-    hourly: &[TrendPoint],
+    hourly: &Hourly,
     rule: &LatencyRule,
     cfg: &drift::Config,
     steps: &changepoint::Config,
 ) -> Option<NewFinding> {
-    let series = quantile_series(hourly, 0, rule.quantile);
-    let points = points_of(&series);
-    if series.values.len() < MIN_DRIFT_POINTS || has_step(&points, steps) {
+    if hourly.quantile() != Some(rule.quantile) {
+        return None;
+    }
+    let points = hourly.at_quantile();
+    if points.len() < MIN_DRIFT_POINTS || has_step(&points, steps) {
         return None;
     }
     let d = drift::detect(&points, cfg).ok()??;
-    let (first, last) = (*series.times.first()?, *series.times.last()?);
+    let (first, last) = ends(&points)?;
     let now_level = line_at(&points, d.slope_per_second, last.timestamp() as f64)?;
     let threshold = rule.above.as_secs_f64() * 1e6;
     let horizon = FORECAST_HORIZON.num_seconds() as f64;
@@ -199,16 +203,10 @@ fn has_step(points: &[Point], steps: &changepoint::Config) -> bool {
     changepoint::detect(&residuals, steps).is_ok_and(|cps| !cps.is_empty())
 }
 
-fn points_of(series: &Series) -> Vec<Point> {
-    series
-        .times
-        .iter()
-        .zip(&series.values)
-        .map(|(t, v)| Point {
-            at: t.timestamp() as f64,
-            value: *v,
-        })
-        .collect()
+/// The times of the first and last of `points`.
+fn ends(points: &[Point]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let time = |p: &Point| DateTime::from_timestamp(p.at as i64, 0);
+    Some((time(points.first()?)?, time(points.last()?)?))
 }
 
 #[cfg(test)]

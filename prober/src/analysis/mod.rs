@@ -15,12 +15,18 @@
 //! - `spread.rs`: a wider spread at the end of the window (a step of the
 //!   p95 with the median unchanged), from the same segments;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
+//! - `hold.rs`: a called full analysis' reads held for the next pass, which
+//!   the screen is likely to call for again;
+//! - `hourly.rs`: each probe's hourly medians kept between passes, so a
+//!   drift analysis reads the hours closed since the last, not the week;
 //! - `drifts.rs`: slow drifts of hourly medians over a week, and the
 //!   forecast of a drift crossing the probe's latency alert threshold, once
 //!   for each closed hour, spread over the hour's passes by probe.
 
 pub mod drifts;
 pub mod failures;
+mod hold;
+pub mod hourly;
 pub mod screen;
 pub mod series;
 pub mod spread;
@@ -45,6 +51,8 @@ use crate::trend::compare::Floor;
 use crate::trend::drift;
 use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
+use hold::{Held, HOLD_BYTES};
+use hourly::Hourly;
 use screen::{Plan, Screen, FULL_EVERY};
 use steps::{candidates, steps, StepConfig};
 pub use window::next_pass;
@@ -235,6 +243,12 @@ pub struct Analyser {
     drifted: HashMap<(i32, i16), DateTime<Utc>>,
     /// Each probe and location's light series (`screen.rs`).
     screens: HashMap<(i32, i16), Screen>,
+    /// Each probe and location's hourly medians (`hourly.rs`).
+    hourly: HashMap<(i32, i16), Hourly>,
+    /// The reads of this pass' called full analyses, for the next pass
+    /// (`hold.rs`), and their bytes.
+    held: HashMap<(i32, i16), Held>,
+    held_bytes: usize,
     /// The probes to analyse, and when they were read (`SUBJECTS_EVERY`).
     subjects: Option<(DateTime<Utc>, Arc<[Subject]>)>,
 }
@@ -263,6 +277,9 @@ impl Analyser {
         };
         let to_hour = closed_hour(now);
         let mut new_points = self.read_new_points(store, subjects, counted, now).await;
+        // The last pass' held reads: each used at most once, then dropped.
+        let mut held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
         for s in subjects {
             let key = (s.probe_id, s.location_id);
             let drifts_too = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every);
@@ -270,6 +287,7 @@ impl Analyser {
                 w: StepWindow::of(s, counted, now),
                 drifts_too,
                 new: new_points.remove(&key),
+                held: held.remove(&key),
             };
             match self.analyse_one(store, cfg, s, work, now).await {
                 Ok((full, new, updated)) => {
@@ -289,6 +307,7 @@ impl Analyser {
             .map(|s| (s.probe_id, s.location_id))
             .collect();
         self.screens.retain(|k, _| live.contains(k));
+        self.hourly.retain(|k, _| live.contains(k));
         self.drifted.retain(|k, _| live.contains(k));
         Ok(pass)
     }
@@ -343,7 +362,12 @@ impl Analyser {
         work: Work,
         now: DateTime<Utc>,
     ) -> Result<(bool, u64, u64), StoreError> {
-        let Work { w, drifts_too, new } = work;
+        let Work {
+            w,
+            drifts_too,
+            new,
+            held,
+        } = work;
         let key = (s.probe_id, s.location_id);
         let plan = self
             .screens
@@ -353,8 +377,9 @@ impl Analyser {
         // Periodic: the screen is built anew from every read (late runs
         // included, the earlier days' bases of the coming points). On the
         // screen's call: today's window and the earlier days' (the change
-        // points are looked for over the cycle), the screen kept as extended.
-        let (full, periodic) = match (plan, self.screens.get_mut(&key)) {
+        // points are looked for over the cycle), the screen kept as extended,
+        // the reads held for the next pass (`hold.rs`).
+        let (full, periodic, held) = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
                 let new = match new {
                     Some(points) => points,
@@ -371,37 +396,33 @@ impl Analyser {
                     &st.changepoint,
                     st.min_points_after,
                 );
-                (called, false)
+                let held = held
+                    .filter(|_| called)
+                    .and_then(|h| h.advance(&w, from, &new));
+                (called, false, held)
             }
-            (Plan::Nothing, Some(_)) => (false, false),
-            _ => (true, true),
+            (Plan::Nothing, Some(_)) => (false, false, None),
+            _ => (true, true, None),
         };
         let mut found = Vec::new();
         if full {
-            let points =
-                (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
-            // The earlier days first: the change points are looked for over
-            // the daily cycle (`series::seasonal_series`).
-            let earlier = earlier_days(store, s, &w).await?;
-            let stepped = (store.latest_step(s.probe_id, s.location_id, w.from)).await?;
-            let cands = candidates(&points, &earlier, &w.stats, &cfg.steps, stepped);
-            found = step_findings(cfg, s, &w, &points, cands, &earlier);
-            if periodic {
-                // A new screen's next full analysis comes sooner by a share
-                // of `FULL_EVERY` taken from the probe's id, so they are
-                // spread over passes; a rebuilt one keeps its share (a late
-                // pass or a long absence does not bunch them).
-                let offset = match self.screens.get(&key) {
-                    Some(old) => old.behind_schedule(w.to),
-                    None => FULL_EVERY * s.probe_id.rem_euclid(12) / 12,
-                };
-                let mut screen = Screen::new(w.step_delta, w.to, offset, &points, &earlier);
-                screen.settle(w.stats.len() > 1, &st.changepoint, st.min_points_after);
-                self.screens.insert(key, screen);
+            let held = match held {
+                Some(held) => held,
+                None => read_window(store, s, &w).await?,
+            };
+            found = self
+                .full_analysis(store, cfg, s, &w, &held, periodic)
+                .await?;
+            if !periodic && self.held_bytes + held.bytes() <= HOLD_BYTES {
+                self.held_bytes += held.bytes();
+                self.held.insert(key, held);
             }
         }
         if drifts_too {
-            found.extend(drift_findings(store, cfg, s, now).await?);
+            let kept = self.hourly.remove(&key);
+            let hourly = read_hours(store, cfg, s, now, kept).await?;
+            found.extend(drift_findings(cfg, s, &hourly));
+            self.hourly.insert(key, hourly);
         }
         let (new, updated) = save(store, &found, now).await?;
         if full && !periodic {
@@ -411,6 +432,40 @@ impl Analyser {
             }
         }
         Ok((full, new, updated))
+    }
+
+    /// The full step analysis of `w` over `held` (today's window and the
+    /// earlier days at the same times); when `periodic`, the screen rebuilt
+    /// from them.
+    async fn full_analysis(
+        &mut self,
+        store: &Store,
+        cfg: &AnalysisConfig,
+        s: &Subject,
+        w: &StepWindow,
+        held: &Held,
+        periodic: bool,
+    ) -> Result<Vec<Found>, StoreError> {
+        let key = (s.probe_id, s.location_id);
+        let st = &cfg.steps;
+        let (points, earlier) = (&held.points, &held.earlier);
+        let stepped = (store.latest_step(s.probe_id, s.location_id, w.from)).await?;
+        let cands = candidates(points, earlier, &w.stats, st, stepped);
+        let found = step_findings(cfg, s, w, points, cands, earlier);
+        if periodic {
+            // A new screen's next full analysis comes sooner by a share
+            // of `FULL_EVERY` taken from the probe's id, so they are
+            // spread over passes; a rebuilt one keeps its share (a late
+            // pass or a long absence does not bunch them).
+            let offset = match self.screens.get(&key) {
+                Some(old) => old.behind_schedule(w.to),
+                None => FULL_EVERY * s.probe_id.rem_euclid(12) / 12,
+            };
+            let mut screen = Screen::new(w.step_delta, w.to, offset, points, earlier);
+            screen.settle(w.stats.len() > 1, &st.changepoint, st.min_points_after);
+            self.screens.insert(key, screen);
+        }
+        Ok(found)
     }
 }
 
@@ -422,28 +477,29 @@ struct Work {
     /// Its points closed since the last pass, when read together with
     /// others' (`Analyser::read_new_points`).
     new: Option<Vec<TrendPoint>>,
+    /// The last pass' full analysis' reads, when it held them (`hold.rs`).
+    held: Option<Held>,
 }
 
 /// A finding and how far from it a stored one may be and still report the
 /// same change.
 type Found = (NewFinding, TimeDelta);
 
-/// The points of the step window at the same clock times on each of the
-/// [`SEASON_DAYS`] earlier days (yesterday first): the daily cycle a step is
-/// judged against; and, for the screen, [`screen::read_ahead`] after the
-/// window.
-async fn earlier_days(
-    store: &Store,
-    s: &Subject,
-    w: &StepWindow,
-) -> Result<Vec<Vec<TrendPoint>>, StoreError> {
+/// Today's points of the step window, and those at the same clock times on
+/// each of the [`SEASON_DAYS`] earlier days (yesterday first): the daily
+/// cycle a step is judged against; and, for the screen, [`screen::read_ahead`]
+/// after the window (the earlier days first: the change points are looked
+/// for over the daily cycle, `series::seasonal_series`).
+async fn read_window(store: &Store, s: &Subject, w: &StepWindow) -> Result<Held, StoreError> {
+    let points = (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
+    let earlier_to = w.to + screen::read_ahead();
     let mut days = Vec::with_capacity(SEASON_DAYS as usize);
     for day in 1..=SEASON_DAYS {
         let back = TimeDelta::days(day);
-        let (from, to) = (w.from - back, w.to + screen::read_ahead() - back);
+        let (from, to) = (w.from - back, earlier_to - back);
         days.push((store.trend_points(s.probe_id, s.location_id, from, to, w.step)).await?);
     }
-    Ok(days)
+    Ok(Held::new(w, earlier_to, points, days))
 }
 
 /// The steps of latency (from `cands`, [`candidates`] of `points`) and of
@@ -479,36 +535,49 @@ fn step_findings(
     found
 }
 
-/// The drifts of the hourly points of the last [`DRIFT_WINDOW`], and the
-/// forecast of the probe's latency alert. A drift's window start moves with
-/// every pass.
-async fn drift_findings(
+/// The hourly points of the last [`DRIFT_WINDOW`] up to the last closed
+/// hour: `kept` extended by the hours closed since (`hourly.rs`), or read
+/// whole.
+async fn read_hours(
     store: &Store,
     cfg: &AnalysisConfig,
     s: &Subject,
     now: DateTime<Utc>,
-) -> Result<Vec<Found>, StoreError> {
-    let to_hour = closed_hour(now);
-    let hourly = store
-        .trend_points(
-            s.probe_id,
-            s.location_id,
-            to_hour - DRIFT_WINDOW,
-            to_hour,
-            Duration::from_secs(3600),
-        )
-        .await?;
-    let mut found: Vec<Found> = drifts(s, &hourly, &cfg.drift, &cfg.steps.changepoint)
+    kept: Option<Hourly>,
+) -> Result<Hourly, StoreError> {
+    let to = closed_hour(now);
+    let from = to - DRIFT_WINDOW;
+    let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
+    let hour = Duration::from_secs(3600);
+    let (id, loc) = (s.probe_id, s.location_id);
+    if let Some(mut kept) = kept {
+        if let Some(read_from) = kept.read_from(q, to) {
+            let read = store
+                .trend_points(id, loc, read_from.max(from), to, hour)
+                .await?;
+            kept.extend(&read, read_from, from, to);
+            return Ok(kept);
+        }
+    }
+    let read = store.trend_points(id, loc, from, to, hour).await?;
+    Ok(Hourly::of(&read, q, to))
+}
+
+/// The drifts of the hourly points of the last [`DRIFT_WINDOW`], and the
+/// forecast of the probe's latency alert. A drift's window start moves with
+/// every pass.
+fn drift_findings(cfg: &AnalysisConfig, s: &Subject, hourly: &Hourly) -> Vec<Found> {
+    let mut found: Vec<Found> = drifts(s, hourly, &cfg.drift, &cfg.steps.changepoint)
         .into_iter()
         .map(|f| (f, DRIFT_WINDOW))
         .collect();
     if let Some(rule) = cfg.latency.get(&s.probe) {
         found.extend(
-            forecast(s, &hourly, rule, &cfg.drift, &cfg.steps.changepoint)
+            forecast(s, hourly, rule, &cfg.drift, &cfg.steps.changepoint)
                 .map(|f| (f, DRIFT_WINDOW)),
         );
     }
-    Ok(found)
+    found
 }
 
 /// Stores the findings of a pass: (new, updated).

@@ -7,9 +7,14 @@
 //! one-sample cell without a bin gets back the bin of its sum, exactly as
 //! `prober_block_full` puts it back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use chrono::DateTime;
+
+use super::read::unpack_phases;
+use super::trends::TrendPoint;
 use crate::results::hist::bin_key;
+use crate::run::PHASES;
 
 /// A block element's minute of the hour is in bits 56-61.
 const MINUTE_SHIFT: u32 = 56;
@@ -93,6 +98,31 @@ pub(super) fn add_block(
 }
 
 /// Whether the sorted `bins` hold an element of `cell` (minute and phase).
+/// Each probe and location's gathered points as a series: every phase's
+/// bins unpacked, the points without runs left out, in time order.
+pub(super) fn series_of(
+    gathered: HashMap<(i32, i16), BTreeMap<i64, Gathered>>,
+) -> HashMap<(i32, i16), Vec<TrendPoint>> {
+    let mut out: HashMap<(i32, i16), Vec<TrendPoint>> = HashMap::new();
+    for (key, points) in gathered {
+        let series: Vec<TrendPoint> = (points.into_iter())
+            .filter(|(_, g)| g.runs != 0)
+            .filter_map(|(t, g)| {
+                Some(TrendPoint {
+                    time: DateTime::from_timestamp(t, 0)?,
+                    runs: g.runs,
+                    failures: g.failures,
+                    phases: unpack_phases(&g.bins, PHASES.len()),
+                })
+            })
+            .collect();
+        if !series.is_empty() {
+            out.insert(key, series);
+        }
+    }
+    out
+}
+
 fn has_cell(bins: &[i64], cell: i64) -> bool {
     let i = bins.partition_point(|&e| (e >> CELL_SHIFT) < cell);
     bins.get(i).is_some_and(|&e| e >> CELL_SHIFT == cell)
