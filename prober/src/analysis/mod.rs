@@ -17,6 +17,7 @@
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
 //! - `hold.rs`: a called full analysis' reads held for the next pass, which
 //!   the screen is likely to call for again;
+//! - `reads.rs`: what a pass reads of its probes, read ahead together;
 //! - `hourly.rs`: each probe's hourly medians kept between passes, so a
 //!   drift analysis reads the hours closed since the last, not the week;
 //! - `drifts.rs`: slow drifts of hourly medians over a week, and the
@@ -27,6 +28,7 @@ pub mod drifts;
 pub mod failures;
 mod hold;
 pub mod hourly;
+mod reads;
 pub mod screen;
 pub mod series;
 pub mod spread;
@@ -53,6 +55,7 @@ use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
 use hold::{Held, HOLD_BYTES};
 use hourly::Hourly;
+use reads::Ahead;
 use screen::{Plan, Screen, FULL_EVERY};
 use steps::{candidates, steps, StepConfig};
 pub use window::next_pass;
@@ -60,9 +63,6 @@ use window::{closed_hour, drift_due, StepWindow};
 
 /// How often the analysis runs by default.
 pub const ANALYSE_EVERY: Duration = Duration::from_secs(5 * 60);
-
-/// Most probes whose new points one read fetches.
-const BATCH_READ: usize = 1_000;
 
 /// Points of a step series: 8 hours at the finest step, 4 days at the coarsest.
 pub const POINTS: i32 = 96;
@@ -276,30 +276,50 @@ impl Analyser {
             ..Pass::default()
         };
         let to_hour = closed_hour(now);
-        let mut new_points = self.read_new_points(store, subjects, counted, now).await;
         // The last pass' held reads: each used at most once, then dropped.
         let mut held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
-        for s in subjects {
-            let key = (s.probe_id, s.location_id);
-            let drifts_too = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every);
-            let work = Work {
-                w: StepWindow::of(s, counted, now),
-                drifts_too,
-                new: new_points.remove(&key),
-                held: held.remove(&key),
-            };
-            match self.analyse_one(store, cfg, s, work, now).await {
-                Ok((full, new, updated)) => {
-                    pass.full += u64::from(full);
-                    pass.new += new;
-                    pass.updated += updated;
-                    if drifts_too {
-                        self.drifted.insert(key, to_hour);
+        for group in subjects.chunks(reads::GROUP) {
+            let mut spans = Vec::new();
+            let mut works = Vec::with_capacity(group.len());
+            for s in group {
+                let key = (s.probe_id, s.location_id);
+                let w = StepWindow::of(s, counted, now);
+                let plan =
+                    (self.screens.get(&key)).map_or(Plan::Full, |sc| sc.plan(w.step_delta, w.to));
+                let drifts_too = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every);
+                let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
+                let hours = drifts_too.then(|| {
+                    (
+                        reads::hours_from(self.hourly.get(&key), q, to_hour),
+                        to_hour,
+                    )
+                });
+                spans.extend(reads::spans(key, &w, plan, hours));
+                works.push(Work {
+                    w,
+                    plan,
+                    drifts_too,
+                    held: held.remove(&key),
+                });
+            }
+            let keys: Vec<(i32, i16)> = group.iter().map(|s| (s.probe_id, s.location_id)).collect();
+            let steps_from = (works.iter()).map(|w| w.w.from).min().unwrap_or(now);
+            let mut ahead = Ahead::read(store, spans, &keys, steps_from).await;
+            for (s, work) in group.iter().zip(works) {
+                let (key, drifts_too) = ((s.probe_id, s.location_id), work.drifts_too);
+                match self.analyse_one(store, cfg, s, work, &mut ahead, now).await {
+                    Ok((full, new, updated)) => {
+                        pass.full += u64::from(full);
+                        pass.new += new;
+                        pass.updated += updated;
+                        if drifts_too {
+                            self.drifted.insert(key, to_hour);
+                        }
                     }
+                    Err(e) => tracing::warn!(probe = %s.probe, location = %s.location, error = %e,
+                        "trend analysis of this probe failed; the next pass retries"),
                 }
-                Err(e) => tracing::warn!(probe = %s.probe, location = %s.location, error = %e,
-                    "trend analysis of this probe failed; the next pass retries"),
             }
         }
         let live: HashSet<(i32, i16)> = subjects
@@ -312,44 +332,6 @@ impl Analyser {
         Ok(pass)
     }
 
-    /// The points closed since the last pass of every probe whose screen
-    /// is to be extended, read together: one read per window (most probes
-    /// share one), not one per probe. A read that fails leaves its probes
-    /// out: they read their own (and log why) in `analyse_one`.
-    async fn read_new_points(
-        &self,
-        store: &Store,
-        subjects: &[Subject],
-        counted: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> HashMap<(i32, i16), Vec<TrendPoint>> {
-        type Window = (DateTime<Utc>, DateTime<Utc>, Duration);
-        let mut groups: HashMap<Window, Vec<(i32, i16)>> = HashMap::new();
-        for s in subjects {
-            let key = (s.probe_id, s.location_id);
-            let w = StepWindow::of(s, counted, now);
-            if let Some(Plan::Extend { from }) =
-                self.screens.get(&key).map(|sc| sc.plan(w.step_delta, w.to))
-            {
-                groups.entry((from, w.to, w.step)).or_default().push(key);
-            }
-        }
-        let mut out = HashMap::new();
-        for ((from, to, step), keys) in groups {
-            for chunk in keys.chunks(BATCH_READ) {
-                match store.trend_points_of(chunk, from, to, step).await {
-                    Ok(found) => {
-                        out.extend(chunk.iter().map(|k| (*k, Vec::new())));
-                        out.extend(found);
-                    }
-                    Err(e) => tracing::warn!(error = %e, probes = chunk.len(),
-                        "reading new trend points together failed; each probe reads its own this pass"),
-                }
-            }
-        }
-        out
-    }
-
     /// One probe and location's share of a pass: its screen extended by
     /// the points closed since the last pass (`new`, when the pass read
     /// them already), and the full analysis when the screen calls for it
@@ -360,19 +342,16 @@ impl Analyser {
         cfg: &AnalysisConfig,
         s: &Subject,
         work: Work,
+        ahead: &mut Ahead,
         now: DateTime<Utc>,
     ) -> Result<(bool, u64, u64), StoreError> {
         let Work {
             w,
+            plan,
             drifts_too,
-            new,
             held,
         } = work;
         let key = (s.probe_id, s.location_id);
-        let plan = self
-            .screens
-            .get(&key)
-            .map_or(Plan::Full, |sc| sc.plan(w.step_delta, w.to));
         let st = &cfg.steps;
         // Periodic: the screen is built anew from every read (late runs
         // included, the earlier days' bases of the coming points). On the
@@ -381,12 +360,7 @@ impl Analyser {
         // the reads held for the next pass (`hold.rs`).
         let (full, periodic, held) = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
-                let new = match new {
-                    Some(points) => points,
-                    None => {
-                        (store.trend_points(s.probe_id, s.location_id, from, w.to, w.step)).await?
-                    }
-                };
+                let new = ahead.points(store, key, from, w.to, w.step).await?;
                 let with_p95 = w.stats.len() > 1;
                 let called = screen.extend(
                     &new,
@@ -408,11 +382,10 @@ impl Analyser {
         if full {
             let held = match held {
                 Some(held) => held,
-                None => read_window(store, s, &w).await?,
+                None => ahead.window(store, s, &w).await?,
             };
-            found = self
-                .full_analysis(store, cfg, s, &w, &held, periodic)
-                .await?;
+            let stepped = ahead.latest_step(store, key, w.from).await?;
+            found = self.full_analysis(cfg, s, &w, &held, stepped, periodic);
             if !periodic && self.held_bytes + held.bytes() <= HOLD_BYTES {
                 self.held_bytes += held.bytes();
                 self.held.insert(key, held);
@@ -420,7 +393,8 @@ impl Analyser {
         }
         if drifts_too {
             let kept = self.hourly.remove(&key);
-            let hourly = read_hours(store, cfg, s, now, kept).await?;
+            let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
+            let hourly = ahead.hours(store, key, q, closed_hour(now), kept).await?;
             found.extend(drift_findings(cfg, s, &hourly));
             self.hourly.insert(key, hourly);
         }
@@ -435,21 +409,21 @@ impl Analyser {
     }
 
     /// The full step analysis of `w` over `held` (today's window and the
-    /// earlier days at the same times); when `periodic`, the screen rebuilt
+    /// earlier days at the same times), `stepped` the latest stored step of
+    /// the total's p50 in the window; when `periodic`, the screen rebuilt
     /// from them.
-    async fn full_analysis(
+    fn full_analysis(
         &mut self,
-        store: &Store,
         cfg: &AnalysisConfig,
         s: &Subject,
         w: &StepWindow,
         held: &Held,
+        stepped: Option<DateTime<Utc>>,
         periodic: bool,
-    ) -> Result<Vec<Found>, StoreError> {
+    ) -> Vec<Found> {
         let key = (s.probe_id, s.location_id);
         let st = &cfg.steps;
         let (points, earlier) = (&held.points, &held.earlier);
-        let stepped = (store.latest_step(s.probe_id, s.location_id, w.from)).await?;
         let cands = candidates(points, earlier, &w.stats, st, stepped);
         let found = step_findings(cfg, s, w, points, cands, earlier);
         if periodic {
@@ -465,18 +439,17 @@ impl Analyser {
             screen.settle(w.stats.len() > 1, &st.changepoint, st.min_points_after);
             self.screens.insert(key, screen);
         }
-        Ok(found)
+        found
     }
 }
 
 /// One probe and location's share of a pass, as the pass found it.
 struct Work {
     w: StepWindow,
+    /// Its screen's plan (a full analysis without a screen).
+    plan: Plan,
     /// Whether its drifts are due (`drift_due`).
     drifts_too: bool,
-    /// Its points closed since the last pass, when read together with
-    /// others' (`Analyser::read_new_points`).
-    new: Option<Vec<TrendPoint>>,
     /// The last pass' full analysis' reads, when it held them (`hold.rs`).
     held: Option<Held>,
 }
@@ -484,23 +457,6 @@ struct Work {
 /// A finding and how far from it a stored one may be and still report the
 /// same change.
 type Found = (NewFinding, TimeDelta);
-
-/// Today's points of the step window, and those at the same clock times on
-/// each of the [`SEASON_DAYS`] earlier days (yesterday first): the daily
-/// cycle a step is judged against; and, for the screen, [`screen::read_ahead`]
-/// after the window (the earlier days first: the change points are looked
-/// for over the daily cycle, `series::seasonal_series`).
-async fn read_window(store: &Store, s: &Subject, w: &StepWindow) -> Result<Held, StoreError> {
-    let points = (store.trend_points(s.probe_id, s.location_id, w.from, w.to, w.step)).await?;
-    let earlier_to = w.to + screen::read_ahead();
-    let mut days = Vec::with_capacity(SEASON_DAYS as usize);
-    for day in 1..=SEASON_DAYS {
-        let back = TimeDelta::days(day);
-        let (from, to) = (w.from - back, earlier_to - back);
-        days.push((store.trend_points(s.probe_id, s.location_id, from, to, w.step)).await?);
-    }
-    Ok(Held::new(w, earlier_to, points, days))
-}
 
 /// The steps of latency (from `cands`, [`candidates`] of `points`) and of
 /// the failure ratio in `points`, the full step window of `w`; `history`
@@ -533,34 +489,6 @@ fn step_findings(
         .map(|f| (f, same)),
     );
     found
-}
-
-/// The hourly points of the last [`DRIFT_WINDOW`] up to the last closed
-/// hour: `kept` extended by the hours closed since (`hourly.rs`), or read
-/// whole.
-async fn read_hours(
-    store: &Store,
-    cfg: &AnalysisConfig,
-    s: &Subject,
-    now: DateTime<Utc>,
-    kept: Option<Hourly>,
-) -> Result<Hourly, StoreError> {
-    let to = closed_hour(now);
-    let from = to - DRIFT_WINDOW;
-    let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
-    let hour = Duration::from_secs(3600);
-    let (id, loc) = (s.probe_id, s.location_id);
-    if let Some(mut kept) = kept {
-        if let Some(read_from) = kept.read_from(q, to) {
-            let read = store
-                .trend_points(id, loc, read_from.max(from), to, hour)
-                .await?;
-            kept.extend(&read, read_from, from, to);
-            return Ok(kept);
-        }
-    }
-    let read = store.trend_points(id, loc, from, to, hour).await?;
-    Ok(Hourly::of(&read, q, to))
 }
 
 /// The drifts of the hourly points of the last [`DRIFT_WINDOW`], and the

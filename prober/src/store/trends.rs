@@ -451,26 +451,30 @@ impl Store {
         })
     }
 
-    /// The latest change time of a step of the total's p50 stored for a
-    /// probe and location at or after `from`: a wider spread is judged only
-    /// where the level did not step (`analysis::steps::candidates`).
-    pub async fn latest_step(
+    /// The latest change time of a step of the total's p50 stored at or
+    /// after `from` for each of several probes and locations (absent: none):
+    /// a wider spread is judged only where the level did not step
+    /// (`analysis::steps::candidates`).
+    pub async fn latest_steps(
         &self,
-        probe_id: i32,
-        location_id: i16,
+        subjects: &[(i32, i16)],
         from: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        sqlx::query_scalar(
-            "select max(change_at) from trends
-             where probe_id = $1 and location_id = $2 and kind = 'step' and phase = 0
-               and statistic = 'p50' and change_at >= $3",
+    ) -> Result<HashMap<(i32, i16), DateTime<Utc>>, StoreError> {
+        let (probes, locations): (Vec<i32>, Vec<i16>) = subjects.iter().copied().unzip();
+        let rows: Vec<(i32, i16, DateTime<Utc>)> = sqlx::query_as(
+            "select probe_id, location_id, max(change_at) from trends
+             where probe_id = any($1) and location_id = any($2)
+               and (probe_id, location_id) in (select * from unnest($1::int4[], $2::int2[]))
+               and kind = 'step' and phase = 0 and statistic = 'p50' and change_at >= $3
+             group by 1, 2",
         )
-        .bind(probe_id)
-        .bind(location_id)
+        .bind(&probes)
+        .bind(&locations)
         .bind(from)
-        .fetch_one(self.pool())
+        .fetch_all(self.pool())
         .await
-        .map_err(|e| err("reading the latest step finding failed", e))
+        .map_err(|e| err("reading the latest step findings failed", e))?;
+        Ok(rows.into_iter().map(|(p, l, t)| ((p, l), t)).collect())
     }
 
     /// Stored findings, newest first.
