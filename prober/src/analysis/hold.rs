@@ -7,11 +7,16 @@
 //! pass' full analysis takes the points its screen read (those closed
 //! since) and drops those that left the window: no read at all.
 //!
-//! Bounded: an analysis' reads are held one pass (a probe not called for
-//! again is dropped), only for called analyses (the periodic ones, every
+//! The screen calls again only as the evidence grows (its p-value three
+//! times smaller), every second or third pass on a young step; so the reads
+//! are held until the probe has not been called for [`HOLD_PASSES`]
+//! passes, moved on every pass by the points the screen reads.
+//!
+//! Bounded: only called analyses' reads are held (the periodic ones, every
 //! probe's every [`FULL_EVERY`](super::screen::FULL_EVERY), read anew and
-//! are not held), and at most [`HOLD_BYTES`] in all; past that the reads are
-//! not held and the next analysis reads, as it did before.
+//! are not held), until the earlier days read do not reach the window, and
+//! at most [`HOLD_BYTES`] in all; past that the reads are not held and the
+//! next analysis reads, as it did before.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -24,6 +29,9 @@ use crate::store::trends::TrendPoint;
 /// 10 s).
 pub const HOLD_BYTES: usize = 64 << 20;
 
+/// Passes a probe's reads are held without a full analysis using them.
+pub const HOLD_PASSES: u32 = 12;
+
 /// A full analysis' points: today's window up to `to` and the earlier days'
 /// (day k + 1 back in `earlier[k]`) up to `earlier_to` less k + 1 days.
 #[derive(Debug, Clone)]
@@ -31,6 +39,8 @@ pub struct Held {
     step: TimeDelta,
     to: DateTime<Utc>,
     earlier_to: DateTime<Utc>,
+    /// Passes since a full analysis used them.
+    pub idle: u32,
     pub points: Vec<TrendPoint>,
     pub earlier: Vec<Vec<TrendPoint>>,
 }
@@ -48,6 +58,7 @@ impl Held {
             step: w.step_delta,
             to: w.to,
             earlier_to,
+            idle: 0,
             points,
             earlier,
         }

@@ -53,7 +53,7 @@ use crate::trend::compare::Floor;
 use crate::trend::drift;
 use drifts::{drifts, forecast, DRIFT_WINDOW};
 use failures::failure_steps;
-use hold::{Held, HOLD_BYTES};
+use hold::{Held, HOLD_BYTES, HOLD_PASSES};
 use hourly::Hourly;
 use reads::Ahead;
 use screen::{Plan, Screen, FULL_EVERY};
@@ -276,7 +276,7 @@ impl Analyser {
             ..Pass::default()
         };
         let to_hour = closed_hour(now);
-        // The last pass' held reads: each used at most once, then dropped.
+        // The last pass' held reads: each moved on, or dropped (`hold`).
         let mut held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
         for group in subjects.chunks(reads::GROUP) {
@@ -370,12 +370,9 @@ impl Analyser {
                     &st.changepoint,
                     st.min_points_after,
                 );
-                let held = held
-                    .filter(|_| called)
-                    .and_then(|h| h.advance(&w, from, &new));
-                (called, false, held)
+                (called, false, held.and_then(|h| h.advance(&w, from, &new)))
             }
-            (Plan::Nothing, Some(_)) => (false, false, None),
+            (Plan::Nothing, Some(_)) => (false, false, held),
             _ => (true, true, None),
         };
         let mut found = Vec::new();
@@ -386,10 +383,12 @@ impl Analyser {
             };
             let stepped = ahead.latest_step(store, key, w.from).await?;
             found = self.full_analysis(cfg, s, &w, &held, stepped, periodic);
-            if !periodic && self.held_bytes + held.bytes() <= HOLD_BYTES {
-                self.held_bytes += held.bytes();
-                self.held.insert(key, held);
+            if !periodic {
+                self.hold(key, held, 0);
             }
+        } else if let Some(held) = held {
+            let idle = held.idle + 1;
+            self.hold(key, held, idle);
         }
         if drifts_too {
             let kept = self.hourly.remove(&key);
@@ -406,6 +405,17 @@ impl Analyser {
             }
         }
         Ok((full, new, updated))
+    }
+
+    /// Holds a probe's reads for the next pass (`hold.rs`), unless they
+    /// have been idle [`HOLD_PASSES`] or [`HOLD_BYTES`] are held already.
+    fn hold(&mut self, key: (i32, i16), mut held: Held, idle: u32) {
+        held.idle = idle;
+        let bytes = held.bytes();
+        if idle < HOLD_PASSES && self.held_bytes + bytes <= HOLD_BYTES {
+            self.held_bytes += bytes;
+            self.held.insert(key, held);
+        }
     }
 
     /// The full step analysis of `w` over `held` (today's window and the
