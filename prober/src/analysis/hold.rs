@@ -24,13 +24,19 @@ use super::tail::TAIL_WIDEN_MINUTES;
 use super::window::StepWindow;
 use crate::store::trends::TrendPoint;
 
-/// Most bytes of points held over all probes: 64 MiB (a probe's window and
+/// Most bytes of points held over all probes: 16 MiB (a probe's window and
 /// earlier days are 0.2–0.3 MB at a run a minute, about 1 MB at a run every
-/// 10 s).
-pub const HOLD_BYTES: usize = 64 << 20;
+/// 10 s; few probes are called for at once in a fleet).
+pub const HOLD_BYTES: usize = 16 << 20;
 
 /// Passes a probe's reads are held without a full analysis using them.
 pub const HOLD_PASSES: u32 = 12;
+
+/// Today's last points held that each pass reads again (and replaces):
+/// runs written after their point closed (a writer's retries, a replica's
+/// late batch) reach the held copy as they reach a fresh read, up to two
+/// points (10 minutes at the finest step) late.
+pub const READ_AGAIN_POINTS: i32 = 2;
 
 /// A full analysis' points: today's window up to `to` and the earlier days'
 /// (day k + 1 back in `earlier[k]`) up to `earlier_to` less k + 1 days.
@@ -99,18 +105,37 @@ impl Held {
         Some(self)
     }
 
-    /// The heap and inline bytes of the points held (an estimate: the
-    /// vectors' lengths, not their capacities).
+    /// The span of today's points to read again before moving on to the
+    /// window `w` ([`READ_AGAIN_POINTS`]); `None` when the step changed
+    /// (the reads are not moved on then).
+    pub fn again(&self, w: &StepWindow) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        (w.step_delta == self.step).then(|| (self.to - self.step * READ_AGAIN_POINTS, self.to))
+    }
+
+    /// Today's points from `from` (to the end held) replaced by `read`,
+    /// read again ([`Held::again`]).
+    pub fn refresh(&mut self, from: DateTime<Utc>, read: Vec<TrendPoint>) {
+        let first = self.points.partition_point(|p| p.time < from);
+        self.points.truncate(first);
+        self.points.extend(
+            read.into_iter()
+                .filter(|p| p.time >= from && p.time < self.to),
+        );
+    }
+
+    /// The bytes the points held take: the vectors' capacities, inline
+    /// and on the heap.
     pub fn bytes(&self) -> usize {
         let point = |p: &TrendPoint| {
-            std::mem::size_of::<TrendPoint>()
-                + p.phases.len() * std::mem::size_of::<crate::results::hist::SparseHist>()
+            p.phases.capacity() * std::mem::size_of::<crate::results::hist::SparseHist>()
                 + p.phases.iter().map(|h| h.heap_bytes()).sum::<usize>()
         };
-        (self.points.iter())
-            .chain(self.earlier.iter().flatten())
-            .map(point)
-            .sum()
+        let vecs = self.points.capacity() + self.earlier.iter().map(Vec::capacity).sum::<usize>();
+        vecs * std::mem::size_of::<TrendPoint>()
+            + (self.points.iter())
+                .chain(self.earlier.iter().flatten())
+                .map(point)
+                .sum::<usize>()
     }
 }
 
@@ -176,6 +201,28 @@ mod tests {
         assert_eq!(held.earlier[1].first().unwrap().time, t(105 - 2 * 288));
         assert_eq!(held.earlier[0].len(), read_to as usize - 105);
         assert!(held.bytes() > 0);
+    }
+
+    #[test]
+    fn the_last_points_read_again_replace_those_held() {
+        let mut held = Held::new(
+            &window(200),
+            t(224),
+            (104..200).map(point).collect(),
+            vec![day(1, 104, 224), day(2, 104, 224)],
+        );
+        let (from, to) = held.again(&window(201)).unwrap();
+        assert_eq!((from, to), (t(198), t(200)));
+        // Point 199 gained late runs; 198 none.
+        let mut late = point(199);
+        late.runs = 7;
+        held.refresh(from, vec![point(198), late]);
+        assert_eq!(held.points.len(), 96);
+        assert_eq!(held.points.last().unwrap().runs, 7);
+        assert_eq!(held.points[94].time, t(198));
+        let mut other = window(201);
+        other.step_delta = TimeDelta::minutes(10);
+        assert!(held.again(&other).is_none());
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! cost (5 ms a probe and hour on the benchmark's fleet-like mix), for one
 //! new hour of seven days. So a probe keeps, per hour, the few numbers the
 //! drift test reads (each phase's median, and the total at the forecast's
-//! quantile: 32 bytes, 5.4 KB a probe and location for the week, 54 MB for
-//! 10,000), and an analysis reads the hours closed since the last one and
-//! the last one again (a run that finished after its hour closed), and the
-//! whole week once every [`READ_WHOLE_EVERY`] (anything later still).
+//! quantile), each as the key of its bin (a quantile is a bin's high end,
+//! and a key fits in 13 bits): 20 bytes an hour, 3.4 KB a probe and
+//! location for the week, 34 MB for 10,000. An analysis reads the hours
+//! closed since the last one and the last one again (a run that finished
+//! after its hour closed), and the whole week once every
+//! [`READ_WHOLE_EVERY`] (anything later still).
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::results::hist::{bin_key, bin_of_key};
 use crate::run::PHASES;
 use crate::store::trends::TrendPoint;
 use crate::trend::drift::Point;
@@ -23,33 +26,44 @@ pub const READ_WHOLE_EVERY: TimeDelta = TimeDelta::days(1);
 pub const READ_AGAIN: TimeDelta = TimeDelta::hours(1);
 
 /// A value not there: no sample of the phase in the hour.
-const NONE: u32 = u32::MAX;
+const NONE: u16 = u16::MAX;
 
-/// One hour's numbers, in µs (the bins top out at an hour: a `u32` holds
-/// every value they can give).
+/// One hour's numbers, as the keys of their bins ([`bin_key`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Hour {
-    /// Seconds since the Unix epoch of the hour's start.
-    at: i64,
-    p50: [u32; PHASES.len()],
+    /// Hours since the Unix epoch.
+    hour: u32,
+    p50: [u16; PHASES.len()],
     /// The total at [`Hourly::q`]; [`NONE`] without a forecast quantile.
-    at_q: u32,
+    at_q: u16,
 }
 
-fn value(p: &TrendPoint, phase: usize, q: f64) -> u32 {
+/// The bin key of a point's phase at `q` (> 0): the quantile is the high
+/// end of its bin, which the key gives back exactly ([`value_of`]).
+fn key(p: &TrendPoint, phase: usize, q: f64) -> u16 {
     p.phases
         .get(phase)
         .and_then(|h| h.value_at_quantile(q))
-        .map_or(NONE, |v| u32::try_from(v).unwrap_or(NONE - 1).min(NONE - 1))
+        .map_or(NONE, |v| u16::try_from(bin_key(v)).unwrap_or(NONE))
+}
+
+/// The value (µs) a [`key`] stands for.
+fn value_of(key: u16) -> f64 {
+    bin_of_key(i32::from(key)).1 as f64
 }
 
 impl Hour {
     fn of(p: &TrendPoint, q: Option<f64>) -> Hour {
         Hour {
-            at: p.time.timestamp(),
-            p50: std::array::from_fn(|phase| value(p, phase, 0.5)),
-            at_q: q.map_or(NONE, |q| value(p, 0, q)),
+            hour: u32::try_from(p.time.timestamp().div_euclid(3600)).unwrap_or(0),
+            p50: std::array::from_fn(|phase| key(p, phase, 0.5)),
+            at_q: q.map_or(NONE, |q| key(p, 0, q)),
         }
+    }
+
+    /// Seconds since the Unix epoch of the hour's start.
+    fn at(&self) -> i64 {
+        i64::from(self.hour) * 3600
     }
 }
 
@@ -96,19 +110,19 @@ impl Hourly {
         to: DateTime<Utc>,
     ) {
         let (read_from, from) = (read_from.timestamp(), from.timestamp());
-        self.hours.retain(|h| h.at >= from && h.at < read_from);
+        self.hours.retain(|h| h.at() >= from && h.at() < read_from);
         self.hours.extend(read.iter().map(|p| Hour::of(p, self.q)));
         self.to = to;
     }
 
     /// The hours of `pick` (a value per hour, [`NONE`] left out) as points.
-    fn points(&self, pick: impl Fn(&Hour) -> u32) -> Vec<Point> {
+    fn points(&self, pick: impl Fn(&Hour) -> u16) -> Vec<Point> {
         (self.hours.iter())
             .filter_map(|h| {
-                let v = pick(h);
-                (v != NONE).then_some(Point {
-                    at: h.at as f64,
-                    value: f64::from(v),
+                let k = pick(h);
+                (k != NONE).then(|| Point {
+                    at: h.at() as f64,
+                    value: value_of(k),
                 })
             })
             .collect()
@@ -216,6 +230,29 @@ mod tests {
         assert!(kept.read_from(Some(0.95), at(168 + 23)).is_some());
         assert!(kept.read_from(Some(0.95), at(168 + 24)).is_none());
         assert_eq!(kept.quantile(), Some(0.95));
+    }
+
+    /// The keys give back exactly the quantiles the drift test read
+    /// before they were kept as keys, from a µs to the bins' top.
+    #[test]
+    fn a_kept_key_is_the_quantile_it_stands_for() {
+        let mut values: Vec<u64> = (0..40).map(|e| 1u64 << (e * 32 / 40)).collect();
+        values.extend([1, 7, 255, 256, 257, 999, 12_345, 3_600_000_000, u64::MAX]);
+        for v in values {
+            let mut h = SparseHist::default();
+            h.record(v);
+            let p = TrendPoint {
+                time: at(0),
+                runs: 1,
+                failures: 0,
+                phases: vec![h.clone()],
+            };
+            for q in [0.5, 0.99] {
+                let exact = h.value_at_quantile(q).unwrap() as f64;
+                assert_eq!(value_of(key(&p, 0, q)), exact, "{v} at {q}");
+            }
+        }
+        assert_eq!(std::mem::size_of::<Hour>(), 20);
     }
 
     #[test]

@@ -15,8 +15,8 @@
 //! - `spread.rs`: a wider spread at the end of the window (a step of the
 //!   p95 with the median unchanged), from the same segments;
 //! - `failures.rs`: steps in the failure ratio, confirmed on run counts;
-//! - `hold.rs`: a called full analysis' reads held for the next pass, which
-//!   the screen is likely to call for again;
+//! - `hold.rs`: a called full analysis' reads held for the passes after,
+//!   which the screen is likely to call for again;
 //! - `reads.rs`: what a pass reads of its probes, read ahead together;
 //! - `hourly.rs`: each probe's hourly medians kept between passes, so a
 //!   drift analysis reads the hours closed since the last, not the week;
@@ -245,8 +245,8 @@ pub struct Analyser {
     screens: HashMap<(i32, i16), Screen>,
     /// Each probe and location's hourly medians (`hourly.rs`).
     hourly: HashMap<(i32, i16), Hourly>,
-    /// The reads of this pass' called full analyses, for the next pass
-    /// (`hold.rs`), and their bytes.
+    /// The reads of called full analyses, held for the passes after
+    /// (`hold.rs`), and their bytes (with those waiting in a pass).
     held: HashMap<(i32, i16), Held>,
     held_bytes: usize,
     /// The probes to analyse, and when they were read (`SUBJECTS_EVERY`).
@@ -276,38 +276,57 @@ impl Analyser {
             ..Pass::default()
         };
         let to_hour = closed_hour(now);
-        // The last pass' held reads: each moved on, or dropped (`hold`).
+        // The last pass' held reads: each moved on, or dropped (`hold`);
+        // those waiting count against the bound until taken.
         let mut held = std::mem::take(&mut self.held);
-        self.held_bytes = 0;
-        for group in subjects.chunks(reads::GROUP) {
-            let mut spans = Vec::new();
-            let mut works = Vec::with_capacity(group.len());
-            for s in group {
-                let key = (s.probe_id, s.location_id);
-                let w = StepWindow::of(s, counted, now);
-                let plan =
-                    (self.screens.get(&key)).map_or(Plan::Full, |sc| sc.plan(w.step_delta, w.to));
-                let drifts_too = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every);
-                let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
-                let hours = drifts_too.then(|| {
-                    (
-                        reads::hours_from(self.hourly.get(&key), q, to_hour),
-                        to_hour,
-                    )
-                });
-                spans.extend(reads::spans(key, &w, plan, hours));
-                works.push(Work {
-                    w,
-                    plan,
-                    drifts_too,
-                    held: held.remove(&key),
-                });
+        let mut works = Vec::with_capacity(subjects.len());
+        let mut light = Vec::new();
+        for s in subjects {
+            let key = (s.probe_id, s.location_id);
+            let w = StepWindow::of(s, counted, now);
+            let plan =
+                (self.screens.get(&key)).map_or(Plan::Full, |sc| sc.plan(w.step_delta, w.to));
+            let held = held.remove(&key);
+            if let (Plan::Extend { from }, Some(h)) = (plan, &held) {
+                light.extend(h.again(&w).map(|(from, to)| (key, from, to, w.step)));
+                light.push((key, from, w.to, w.step));
+            } else if let Plan::Extend { from } = plan {
+                light.push((key, from, w.to, w.step));
             }
-            let keys: Vec<(i32, i16)> = group.iter().map(|s| (s.probe_id, s.location_id)).collect();
-            let steps_from = (works.iter()).map(|w| w.w.from).min().unwrap_or(now);
-            let mut ahead = Ahead::read(store, spans, &keys, steps_from).await;
-            for (s, work) in group.iter().zip(works) {
-                let (key, drifts_too) = ((s.probe_id, s.location_id), work.drifts_too);
+            let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
+            let hours = drift_due(self.drifted.get(&key), s.probe_id, now, cfg.every).then(|| {
+                (
+                    reads::hours_from(self.hourly.get(&key), q, to_hour),
+                    to_hour,
+                )
+            });
+            works.push(Work {
+                w,
+                plan,
+                hours,
+                held,
+            });
+        }
+        self.held_bytes = (works.iter().filter_map(|w| w.held.as_ref()))
+            .map(Held::bytes)
+            .sum();
+        let keys: Vec<(i32, i16)> = subjects
+            .iter()
+            .map(|s| (s.probe_id, s.location_id))
+            .collect();
+        let steps_from = (works.iter()).map(|w| w.w.from).min().unwrap_or(now);
+        let mut ahead = Ahead::read(store, light, &keys, steps_from).await;
+        let mut works = works.into_iter();
+        for group in subjects.chunks(reads::GROUP) {
+            let group: Vec<(&Subject, Work)> = group.iter().zip(works.by_ref()).collect();
+            let heavy = (group.iter())
+                .flat_map(|(s, w)| {
+                    reads::heavy_spans((s.probe_id, s.location_id), &w.w, w.plan, w.hours)
+                })
+                .collect();
+            ahead.add(store, heavy).await;
+            for (s, work) in group {
+                let (key, drifts_too) = ((s.probe_id, s.location_id), work.hours.is_some());
                 match self.analyse_one(store, cfg, s, work, &mut ahead, now).await {
                     Ok((full, new, updated)) => {
                         pass.full += u64::from(full);
@@ -333,9 +352,9 @@ impl Analyser {
     }
 
     /// One probe and location's share of a pass: its screen extended by
-    /// the points closed since the last pass (`new`, when the pass read
-    /// them already), and the full analysis when the screen calls for it
-    /// or two hours have passed (`screen.rs`).
+    /// the points closed since the last pass (read ahead, `reads.rs`), and
+    /// the full analysis when the screen calls for it or two hours have
+    /// passed (`screen.rs`).
     async fn analyse_one(
         &mut self,
         store: &Store,
@@ -348,9 +367,12 @@ impl Analyser {
         let Work {
             w,
             plan,
-            drifts_too,
+            hours,
             held,
         } = work;
+        if let Some(h) = &held {
+            self.held_bytes = self.held_bytes.saturating_sub(h.bytes());
+        }
         let key = (s.probe_id, s.location_id);
         let st = &cfg.steps;
         // Periodic: the screen is built anew from every read (late runs
@@ -370,7 +392,14 @@ impl Analyser {
                     &st.changepoint,
                     st.min_points_after,
                 );
-                (called, false, held.and_then(|h| h.advance(&w, from, &new)))
+                let held = match held.and_then(|h| h.again(&w).map(|span| (h, span))) {
+                    Some((mut h, (again, to))) => {
+                        h.refresh(again, ahead.points(store, key, again, to, w.step).await?);
+                        h.advance(&w, from, &new)
+                    }
+                    None => None,
+                };
+                (called, false, held)
             }
             (Plan::Nothing, Some(_)) => (false, false, held),
             _ => (true, true, None),
@@ -390,7 +419,7 @@ impl Analyser {
             let idle = held.idle + 1;
             self.hold(key, held, idle);
         }
-        if drifts_too {
+        if hours.is_some() {
             let kept = self.hourly.remove(&key);
             let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
             let hourly = ahead.hours(store, key, q, closed_hour(now), kept).await?;
@@ -458,8 +487,9 @@ struct Work {
     w: StepWindow,
     /// Its screen's plan (a full analysis without a screen).
     plan: Plan,
-    /// Whether its drifts are due (`drift_due`).
-    drifts_too: bool,
+    /// The span of its drift's hours to read when its drifts are due
+    /// (`drift_due`).
+    hours: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// The last pass' full analysis' reads, when it held them (`hold.rs`).
     held: Option<Held>,
 }

@@ -1,13 +1,15 @@
 //! What a pass reads of each probe, and how: together. A read of one
 //! probe's points costs about as much in Postgres planning, round trips and
 //! wake-ups as a read of many probes' over the same span, and most probes
-//! of a pass share their spans (the same step, the same clock). So before
-//! analysing a group of probes the pass asks for every span it knows they
-//! will need (the new points of each screen, the periodic analyses' windows
-//! and earlier days, the drifts' hours) and reads each span once for all of
-//! them; an analysis then takes its points from what was read, and reads
-//! for itself only what no one could know ahead (a called analysis' window
-//! that was not held) or what a failed read left out.
+//! of a pass share their spans (the same step, the same clock). So the pass
+//! asks for every span it knows its probes will need and reads each span
+//! once for all of them: the light ones (a point or two of every probe, the
+//! latest stored steps) for the whole pass at once, the heavy ones (the
+//! periodic analyses' windows and earlier days, the drifts' hours: every
+//! probe's at the first pass) for [`GROUP`] probes at a time. An analysis
+//! then takes its points from what was read, and reads for itself only
+//! what no one could know ahead (a called analysis' window that was not
+//! held) or what a failed read left out.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,36 +28,35 @@ use crate::store::{Store, StoreError};
 /// Most probes whose spans one read fetches.
 const BATCH_READ: usize = 1_000;
 
-/// Probes analysed per group: what their reads ahead hold at once (a
-/// probe's window and earlier days are 0.2–1 MB; at the first pass every
-/// probe reads them).
+/// Probes whose heavy spans are read ahead together: what those reads hold
+/// at once (a probe's window and earlier days are 0.2–1 MB, its week of
+/// hours about 0.2 MB).
 pub const GROUP: usize = 64;
 
-/// One probe and location's points over `[from, to)`.
-type Span = ((i32, i16), DateTime<Utc>, DateTime<Utc>);
+/// The step of the drifts' points.
+const HOUR: Duration = Duration::from_secs(3600);
 
-/// A probe's spans of its step window `w` read ahead: `plan` its screen's
-/// plan (the new points, or on `Full` today's window and the earlier
-/// days'), `hours` the span of its drift's hourly points when they are due.
-pub fn spans(
+/// One probe and location's points over `[from, to)` at a step.
+pub type Span = ((i32, i16), DateTime<Utc>, DateTime<Utc>, Duration);
+
+/// The heavy spans of a probe read ahead: on a `Full` plan today's window
+/// `w` and the earlier days', and `hours`, the span of its drift's hourly
+/// points when they are due.
+pub fn heavy_spans(
     key: (i32, i16),
     w: &StepWindow,
     plan: Plan,
     hours: Option<(DateTime<Utc>, DateTime<Utc>)>,
-) -> Vec<(Span, Duration)> {
+) -> Vec<Span> {
     let mut out = Vec::new();
-    match plan {
-        Plan::Extend { from } => out.push(((key, from, w.to), w.step)),
-        Plan::Full => {
-            out.push(((key, w.from, w.to), w.step));
-            for (from, to) in earlier_spans(w) {
-                out.push(((key, from, to), w.step));
-            }
+    if plan == Plan::Full {
+        out.push((key, w.from, w.to, w.step));
+        for (from, to) in earlier_spans(w) {
+            out.push((key, from, to, w.step));
         }
-        Plan::Nothing => {}
     }
     if let Some((from, to)) = hours {
-        out.push(((key, from, to), Duration::from_secs(3600)));
+        out.push((key, from, to, HOUR));
     }
     out
 }
@@ -91,17 +92,14 @@ pub struct Ahead {
 }
 
 impl Ahead {
-    /// Reads `spans` together: one read per (from, to, step) for up to
-    /// [`BATCH_READ`] probes. A read that fails leaves its spans out: their
-    /// probes read their own (and say why) in [`Ahead::points`].
-    /// The latest steps are read for `keys` since `steps_from`.
+    /// Reads `spans` (see [`Ahead::add`]), and the latest steps of `keys`
+    /// since `steps_from`.
     pub async fn read(
         store: &Store,
-        spans: Vec<(Span, Duration)>,
+        spans: Vec<Span>,
         keys: &[(i32, i16)],
         steps_from: DateTime<Utc>,
     ) -> Ahead {
-        type Shared = (DateTime<Utc>, DateTime<Utc>, Duration);
         let steps = match store.latest_steps(keys, steps_from).await {
             Ok(steps) => Some((steps_from, steps)),
             Err(e) => {
@@ -110,26 +108,38 @@ impl Ahead {
                 None
             }
         };
+        let mut ahead = Ahead {
+            points: HashMap::new(),
+            steps,
+        };
+        ahead.add(store, spans).await;
+        ahead
+    }
+
+    /// Reads `spans` together: one read per (from, to, step) for up to
+    /// [`BATCH_READ`] probes. A read that fails leaves its spans out (this
+    /// logs why): their probes read their own in [`Ahead::points`].
+    pub async fn add(&mut self, store: &Store, spans: Vec<Span>) {
+        type Shared = (DateTime<Utc>, DateTime<Utc>, Duration);
         let mut groups: HashMap<Shared, Vec<(i32, i16)>> = HashMap::new();
-        for ((key, from, to), step) in spans {
+        for (key, from, to, step) in spans {
             groups.entry((from, to, step)).or_default().push(key);
         }
-        let mut out = HashMap::new();
         for ((from, to, step), mut keys) in groups {
             keys.sort_unstable();
             keys.dedup();
             for chunk in keys.chunks(BATCH_READ) {
                 match store.trend_points_of(chunk, from, to, step).await {
-                    Ok(mut found) => out.extend(
-                        (chunk.iter())
-                            .map(|k| ((*k, from, to), found.remove(k).unwrap_or_default())),
+                    Ok(mut found) => self.points.extend(
+                        chunk
+                            .iter()
+                            .map(|k| ((*k, from, to, step), found.remove(k).unwrap_or_default())),
                     ),
                     Err(e) => tracing::warn!(error = %e, probes = chunk.len(),
                         "reading trend points together failed; each probe reads its own this pass"),
                 }
             }
         }
-        Ahead { points: out, steps }
     }
 
     /// The latest change time of a step of the total's p50 stored for
@@ -156,7 +166,7 @@ impl Ahead {
         to: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<TrendPoint>, StoreError> {
-        match self.points.remove(&(key, from, to)) {
+        match self.points.remove(&(key, from, to, step)) {
             Some(points) => Ok(points),
             None => store.trend_points(key.0, key.1, from, to, step).await,
         }
@@ -194,9 +204,7 @@ impl Ahead {
     ) -> Result<Hourly, StoreError> {
         let read_from = kept.as_ref().and_then(|k| k.read_from(q, to));
         let from = hours_from(kept.as_ref(), q, to);
-        let read = self
-            .points(store, key, from, to, Duration::from_secs(3600))
-            .await?;
+        let read = self.points(store, key, from, to, HOUR).await?;
         Ok(match (kept, read_from) {
             (Some(mut kept), Some(read_from)) => {
                 kept.extend(&read, read_from, to - DRIFT_WINDOW, to);

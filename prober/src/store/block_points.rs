@@ -97,7 +97,6 @@ pub(super) fn add_block(
     }
 }
 
-/// Whether the sorted `bins` hold an element of `cell` (minute and phase).
 /// Each probe and location's gathered points as a series: every phase's
 /// bins unpacked, the points without runs left out, in time order.
 pub(super) fn series_of(
@@ -123,6 +122,7 @@ pub(super) fn series_of(
     out
 }
 
+/// Whether the sorted `bins` hold an element of `cell` (minute and phase).
 fn has_cell(bins: &[i64], cell: i64) -> bool {
     let i = bins.partition_point(|&e| (e >> CELL_SHIFT) < cell);
     bins.get(i).is_some_and(|&e| e >> CELL_SHIFT == cell)
