@@ -1,11 +1,13 @@
-//! A called full analysis' reads, held for the next pass. When a probe's
-//! screen calls for the full analysis, it is often called for again on the
-//! passes that follow (a young step's p-value falls as points arrive after
-//! it), and each read today's window and the same hours of the earlier days
-//! anew: on the benchmark's fleet-like mix those reads were two fifths of
-//! the analysis' cost, for points that had not changed. Held, the next
-//! pass' full analysis takes the points its screen read (those closed
-//! since) and drops those that left the window: no read at all.
+//! A called full analysis' reads, held for the passes after. When a
+//! probe's screen calls for the full analysis, it is often called for again
+//! on the passes that follow (a young step's p-value falls as points arrive
+//! after it), and each read today's window and the same hours of the
+//! earlier days anew: on the benchmark's fleet-like mix those reads were
+//! two fifths of the analysis' cost, for points that had not changed. Held,
+//! the reads are moved on every pass by the points the screen read (those
+//! closed since), their last [`READ_AGAIN_POINTS`] read again (late runs),
+//! and those that left the window dropped: a full analysis reads nothing
+//! more.
 //!
 //! The screen calls again only as the evidence grows (its p-value three
 //! times smaller), every second or third pass on a young step; so the reads

@@ -307,6 +307,8 @@ impl Analyser {
                 held,
             });
         }
+        // Those of probes no longer analysed.
+        drop(held);
         self.held_bytes = (works.iter().filter_map(|w| w.held.as_ref()))
             .map(Held::bytes)
             .sum();
@@ -379,7 +381,7 @@ impl Analyser {
         // included, the earlier days' bases of the coming points). On the
         // screen's call: today's window and the earlier days' (the change
         // points are looked for over the cycle), the screen kept as extended,
-        // the reads held for the next pass (`hold.rs`).
+        // the reads held for the passes after (`hold.rs`).
         let (full, periodic, held) = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
                 let new = ahead.points(store, key, from, w.to, w.step).await?;
@@ -394,8 +396,19 @@ impl Analyser {
                 );
                 let held = match held.and_then(|h| h.again(&w).map(|span| (h, span))) {
                     Some((mut h, (again, to))) => {
-                        h.refresh(again, ahead.points(store, key, again, to, w.step).await?);
-                        h.advance(&w, from, &new)
+                        // A failed read drops the reads held: a called
+                        // analysis reads its window anew.
+                        match ahead.points(store, key, again, to, w.step).await {
+                            Ok(read) => {
+                                h.refresh(again, read);
+                                h.advance(&w, from, &new)
+                            }
+                            Err(e) => {
+                                tracing::warn!(probe = %s.probe, error = %e,
+                                    "reading a held trend window's last points again failed; its next analysis reads it whole");
+                                None
+                            }
+                        }
                     }
                     None => None,
                 };
@@ -436,7 +449,7 @@ impl Analyser {
         Ok((full, new, updated))
     }
 
-    /// Holds a probe's reads for the next pass (`hold.rs`), unless they
+    /// Holds a probe's reads for the passes after (`hold.rs`), unless they
     /// have been idle [`HOLD_PASSES`] or [`HOLD_BYTES`] are held already.
     fn hold(&mut self, key: (i32, i16), mut held: Held, idle: u32) {
         held.idle = idle;
@@ -490,7 +503,7 @@ struct Work {
     /// The span of its drift's hours to read when its drifts are due
     /// (`drift_due`).
     hours: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// The last pass' full analysis' reads, when it held them (`hold.rs`).
+    /// A called full analysis' reads, when they are held (`hold.rs`).
     held: Option<Held>,
 }
 
