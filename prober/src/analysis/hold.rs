@@ -84,11 +84,7 @@ impl Held {
         read_from: DateTime<Utc>,
         new: &[TrendPoint],
     ) -> Option<Held> {
-        let reach = w.to + w.step_delta + TimeDelta::minutes(TAIL_WIDEN_MINUTES);
-        if w.step_delta != self.step || read_from != self.to || w.to < self.to {
-            return None;
-        }
-        if reach > self.earlier_to {
+        if !self.reaches(w) || read_from != self.to || w.to < self.to {
             return None;
         }
         let first = self.points.partition_point(|p| p.time < w.from);
@@ -107,11 +103,20 @@ impl Held {
         Some(self)
     }
 
+    /// Whether these reads can be moved on to the window `w`: the same
+    /// step, and earlier days reaching as far past `w.to` as the analysis
+    /// reads them (see [`Held::advance`]).
+    fn reaches(&self, w: &StepWindow) -> bool {
+        let reach = w.to + w.step_delta + TimeDelta::minutes(TAIL_WIDEN_MINUTES);
+        w.step_delta == self.step && reach <= self.earlier_to
+    }
+
     /// The span of today's points to read again before moving on to the
-    /// window `w` ([`READ_AGAIN_POINTS`]); `None` when the step changed
-    /// (the reads are not moved on then).
+    /// window `w` ([`READ_AGAIN_POINTS`]); `None` when they cannot be moved
+    /// on to it ([`Held::reaches`]): nothing is read for them then.
     pub fn again(&self, w: &StepWindow) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        (w.step_delta == self.step).then(|| (self.to - self.step * READ_AGAIN_POINTS, self.to))
+        self.reaches(w)
+            .then(|| (self.to - self.step * READ_AGAIN_POINTS, self.to))
     }
 
     /// Today's points from `from` (to the end held) replaced by `read`,

@@ -432,10 +432,10 @@ impl Analyser {
             let idle = held.idle + 1;
             self.hold(key, held, idle);
         }
-        if hours.is_some() {
+        if let Some(span) = hours {
             let kept = self.hourly.remove(&key);
             let q = cfg.latency.get(&s.probe).map(|rule| rule.quantile);
-            let hourly = ahead.hours(store, key, q, closed_hour(now), kept).await?;
+            let hourly = ahead.hours(store, key, q, span, kept).await?;
             found.extend(drift_findings(cfg, s, &hourly));
             self.hourly.insert(key, hourly);
         }

@@ -193,17 +193,17 @@ impl Ahead {
 
     /// The hourly points of the last [`DRIFT_WINDOW`] up to `to` (the last
     /// closed hour), the total kept at `q`: `kept` extended by the hours
-    /// closed since (`hourly.rs`), or read whole.
+    /// closed since (`hourly.rs`), or read whole; `from` is where
+    /// [`hours_from`] said to read from, as the pass read ahead.
     pub async fn hours(
         &mut self,
         store: &Store,
         key: (i32, i16),
         q: Option<f64>,
-        to: DateTime<Utc>,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
         kept: Option<Hourly>,
     ) -> Result<Hourly, StoreError> {
         let read_from = kept.as_ref().and_then(|k| k.read_from(q, to));
-        let from = hours_from(kept.as_ref(), q, to);
         let read = self.points(store, key, from, to, HOUR).await?;
         Ok(match (kept, read_from) {
             (Some(mut kept), Some(read_from)) => {
