@@ -476,7 +476,7 @@ impl Analyser {
         let key = (s.probe_id, s.location_id);
         let st = &cfg.steps;
         let (points, earlier) = (&held.points, &held.earlier);
-        let cands = candidates(points, earlier, &w.stats, st, stepped);
+        let cands = candidates(points, earlier, &w.stats, st, stepped, periodic);
         let found = step_findings(cfg, s, w, points, cands, earlier);
         if periodic {
             // A new screen's next full analysis comes sooner by a share

@@ -193,7 +193,7 @@ mod tests {
         let today = day(0, 96, 84, 1.5);
         let cfg = StepConfig::default();
         let spread = |stepped| {
-            candidates(&today, &history(), &[("p50", 0.5)], &cfg, stepped)
+            candidates(&today, &history(), &[("p50", 0.5)], &cfg, stepped, true)
                 .iter()
                 .any(|c| c.at() == 84)
         };

@@ -88,16 +88,22 @@ impl Candidate {
 /// can see it ([`tail_candidate`]), or else its wider spread
 /// ([`spread_candidate`]) unless its level moved within that test's reach
 /// (a candidate of the total there, or `level_stepped`: the latest stored
-/// step of its p50).
+/// step of its p50). The change points of the phases other than the total
+/// are looked for only with `every_phase`: a step of the total names the
+/// phases that moved from their bins, not their change points, so only a
+/// step of one phase that the total does not show needs them, and the
+/// periodic analysis finds those (`screen.rs`).
 pub fn candidates(
     points: &[TrendPoint],
     history: &[Vec<TrendPoint>],
     stats: &[(&'static str, f64)],
     cfg: &StepConfig,
     level_stepped: Option<DateTime<Utc>>,
+    every_phase: bool,
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
-    for phase in 0..PHASES.len() {
+    let phases = if every_phase { PHASES.len() } else { 1 };
+    for phase in 0..phases {
         for &(statistic, q) in stats {
             let series = seasonal_series(points, history, phase, q);
             let Ok(found) = changepoint::detect(&series.values, &cfg.changepoint) else {

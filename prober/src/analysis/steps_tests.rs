@@ -104,7 +104,7 @@ fn a_step_of_the_total_and_a_phase_is_one_finding_on_the_total_naming_it() {
     let found = steps(
         &subject,
         &today,
-        candidates(&today, &history, &[("p50", 0.5)], &cfg, None),
+        candidates(&today, &history, &[("p50", 0.5)], &cfg, None, true),
         &history,
         &cfg,
     );
@@ -115,6 +115,40 @@ fn a_step_of_the_total_and_a_phase_is_one_finding_on_the_total_naming_it() {
         "{}",
         found[0].summary
     );
+    // The phases are named from their bins, not their change points: an
+    // analysis that looks for the total's change points alone (one the
+    // screen called) finds the same.
+    let total_only = candidates(&today, &history, &[("p50", 0.5)], &cfg, None, false);
+    assert_eq!(steps(&subject, &today, total_only, &history, &cfg), found);
+}
+
+#[test]
+fn a_step_of_one_phase_alone_waits_for_an_analysis_of_every_phase() {
+    // First byte +30 % at the 12th point; the total (recorded apart here)
+    // does not move.
+    let with_first_byte = |pts: Vec<TrendPoint>, after: f64| -> Vec<TrendPoint> {
+        (pts.into_iter().enumerate())
+            .map(|(i, mut p)| {
+                let median = if i < 12 { 60_000.0 } else { after };
+                p.phases[4] = point(0, 0, median, 50).phases[0].clone();
+                p
+            })
+            .collect()
+    };
+    let (today, history) = days(100_000.0, &[100_000.0, 100_000.0]);
+    let today = with_first_byte(today, 78_000.0);
+    let history: Vec<Vec<TrendPoint>> = (history.into_iter())
+        .map(|d| with_first_byte(d, 60_000.0))
+        .collect();
+    let cfg = StepConfig::default();
+    let found = |every_phase| {
+        let cands = candidates(&today, &history, &[("p50", 0.5)], &cfg, None, every_phase);
+        steps(&shop(), &today, cands, &history, &cfg)
+    };
+    let all = found(true);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].phase, 4);
+    assert!(found(false).is_empty());
 }
 
 #[test]
@@ -237,12 +271,12 @@ fn a_step_six_points_old_on_a_rising_cycle_is_found_where_it_began() {
     let history = vec![cycle_day(1, 96, 1.0), cycle_day(2, 96, 1.0)];
     let subject = shop();
     let cfg = StepConfig::default();
-    let cands = candidates(&today, &history, &[("p50", 0.5)], &cfg, None);
+    let cands = candidates(&today, &history, &[("p50", 0.5)], &cfg, None, true);
     let found = steps(&subject, &today, cands, &history, &cfg);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].change_at, today[90].time, "{found:#?}");
     // The cycle alone, without the step, is no change.
     let flat = cycle_day(0, 96, 1.0);
-    let cands = candidates(&flat, &history, &[("p50", 0.5)], &cfg, None);
+    let cands = candidates(&flat, &history, &[("p50", 0.5)], &cfg, None, true);
     assert!(steps(&subject, &flat, cands, &history, &cfg).is_empty());
 }

@@ -184,8 +184,8 @@ fn judge(
     strict: &Floor,
 ) -> Option<Judged> {
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), 0));
-    let (today_before, today_after) = (bins(before), bins(after));
     let (days_before, days_after) = baselines(before, after, history, step)?;
+    let today_after = bins(after);
     let pooled_after: Vec<&TrendPoint> = days_after.iter().flatten().copied().collect();
     let pooled_before: Vec<&TrendPoint> = days_before.iter().flatten().copied().collect();
     let pooled_bins = bins(&pooled_after);
@@ -199,6 +199,7 @@ fn judge(
     if pooled.p_value >= strict.max_pvalue {
         return failed;
     }
+    let today_before = bins(before);
     let shift = match compare::confirm(&today_before, &today_after, floor) {
         Some(c) if c.confirmed() => c.shift_us,
         _ => return failed,
