@@ -148,6 +148,8 @@ pub struct Pass {
     /// Subjects whose full step analysis ran (the others' screens showed no
     /// change, or no point had closed).
     pub full: u64,
+    /// Of `full`, those that read held points (`hold.rs`), not their window.
+    pub held: u64,
     pub new: u64,
     pub updated: u64,
 }
@@ -200,6 +202,7 @@ pub fn start(
                     tracing::debug!(
                         subjects = p.subjects,
                         full = p.full,
+                        held = p.held,
                         new = p.new,
                         updated = p.updated,
                         "trend analysis done"
@@ -330,8 +333,9 @@ impl Analyser {
             for (s, work) in group {
                 let (key, drifts_too) = ((s.probe_id, s.location_id), work.hours.is_some());
                 match self.analyse_one(store, cfg, s, work, &mut ahead, now).await {
-                    Ok((full, new, updated)) => {
+                    Ok((full, held, new, updated)) => {
                         pass.full += u64::from(full);
+                        pass.held += u64::from(held);
                         pass.new += new;
                         pass.updated += updated;
                         if drifts_too {
@@ -365,7 +369,7 @@ impl Analyser {
         work: Work,
         ahead: &mut Ahead,
         now: DateTime<Utc>,
-    ) -> Result<(bool, u64, u64), StoreError> {
+    ) -> Result<(bool, bool, u64, u64), StoreError> {
         let Work {
             w,
             plan,
@@ -418,6 +422,7 @@ impl Analyser {
             _ => (true, true, None),
         };
         let mut found = Vec::new();
+        let from_held = full && held.is_some();
         if full {
             let held = match held {
                 Some(held) => held,
@@ -446,7 +451,7 @@ impl Analyser {
                 screen.acted();
             }
         }
-        Ok((full, new, updated))
+        Ok((full, from_held, new, updated))
     }
 
     /// Holds a probe's reads for the passes after (`hold.rs`), unless they

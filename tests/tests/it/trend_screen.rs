@@ -2,7 +2,8 @@
 //! (`prober::analysis::screen`): a pass reads only the points closed since
 //! the last one and runs the full analysis only when they show a change.
 //! It must find a step at the same pass as a full analysis of every pass
-//! would, and skip the full analysis on quiet passes.
+//! would, skip the full analysis on quiet passes, and leave the finding as
+//! that analysis does when its called analyses read held points.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use prober::analysis::{analyse, Analyser, AnalysisConfig};
@@ -29,7 +30,7 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
     let mut analyser = Analyser::default();
     let first = end - TimeDelta::hours(2) - TimeDelta::minutes(40) + TimeDelta::minutes(3);
     let (mut found_full, mut found_screened) = (None, None);
-    let mut quiet_full_passes = 0;
+    let (mut quiet_full_passes, mut held_passes, mut updated_from_held) = (0, 0, 0);
     for k in 0..30 {
         let now = first + TimeDelta::minutes(5 * k);
         let a = analyse(&full, &cfg, now).await.unwrap();
@@ -51,6 +52,10 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
         if (1..8).contains(&k) {
             quiet_full_passes += b.full;
         }
+        held_passes += b.held;
+        if b.held > 0 {
+            updated_from_held += b.updated;
+        }
     }
     let k = found_full.expect("the full analysis finds the step");
     assert_eq!(
@@ -61,6 +66,15 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
     assert_eq!(
         quiet_full_passes, 0,
         "before the step no pass runs the full analysis"
+    );
+    // After it the screen calls again while the step is young, and those
+    // analyses read the points held since the last one, moved on by the
+    // screen's new points (`hold.rs`): the finding they update ends as the
+    // full analysis of every pass leaves it.
+    assert!(held_passes > 0, "no called analysis read held points");
+    assert!(
+        updated_from_held > 0,
+        "no analysis of held points updated a finding"
     );
     let (a, b) = (
         full.findings(&all()).await.unwrap(),
