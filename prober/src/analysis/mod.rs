@@ -383,9 +383,9 @@ impl Analyser {
         let st = &cfg.steps;
         // Periodic: the screen is built anew from every read (late runs
         // included, the earlier days' bases of the coming points). On the
-        // screen's call: today's window and the earlier days' (the change
-        // points are looked for over the cycle), the screen kept as extended,
-        // the reads held for the passes after (`hold.rs`).
+        // screen's call: today's window and the earlier days' (the total's
+        // change points are looked for over the cycle), the screen kept as
+        // extended, the reads held for the passes after (`hold.rs`).
         let (full, periodic, held) = match (plan, self.screens.get_mut(&key)) {
             (Plan::Extend { from }, Some(screen)) => {
                 let new = ahead.points(store, key, from, w.to, w.step).await?;
@@ -467,8 +467,8 @@ impl Analyser {
 
     /// The full step analysis of `w` over `held` (today's window and the
     /// earlier days at the same times), `stepped` the latest stored step of
-    /// the total's p50 in the window; when `periodic`, the screen rebuilt
-    /// from them.
+    /// the total's p50 in the window; when `periodic`, every phase's change
+    /// points looked for (else the total's) and the screen rebuilt from them.
     fn full_analysis(
         &mut self,
         cfg: &AnalysisConfig,

@@ -1,6 +1,7 @@
 //! Steps in one probe's series: change points of each phase's median (and
-//! p95 where points hold enough runs), each confirmed on the histograms
-//! before and after it, then named by the phases that moved with it.
+//! p95 where points hold enough runs; the total's alone in an analysis the
+//! screen called), each confirmed on the histograms before and after it,
+//! then named by the phases that moved with it.
 
 use chrono::{DateTime, Utc};
 

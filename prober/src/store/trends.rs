@@ -387,8 +387,9 @@ impl Store {
         // One statement: the finding of the same change, locked, updated;
         // else a new row. A step of one phase and a step of the total the
         // same way at about the same time are one change: a phase's step
-        // is often confirmed a pass or two before the total's (it is less
-        // noisy), and the total's finding, which names the phases that
+        // can be confirmed a pass or two before the total's (it is less
+        // noisy; by a periodic analysis, the only one that looks for a
+        // phase's change points), and the total's finding, which names the phases that
         // moved, then takes its row (phase and all; `detected_at` stays,
         // the change was told then); a phase's step found after the
         // total's leaves the total's as it is.

@@ -53,6 +53,8 @@ async fn the_screened_analysis_finds_a_step_when_a_full_one_does_and_skips_quiet
             quiet_full_passes += b.full;
         }
         held_passes += b.held;
+        // Only the stepped probe is called and has a finding (the steady
+        // one's screen stays quiet), so a pass' updates are its.
         if b.held > 0 {
             updated_from_held += b.updated;
         }
