@@ -19,11 +19,10 @@
 //! runs are left out of the distances ([`distances`]). Only a wider spread is reported (a narrower
 //! one is good news, and is seen in the p95 series).
 
-use chrono::TimeDelta;
-
 use super::series::{bins_of, merged};
-use super::steps::{point_step, Candidate};
-use super::tail::{baselines, before_from, splits, stricter, TAIL_VETO_PVALUE};
+use super::steps::Candidate;
+use super::tail::{baselines, before_from, splits, Ctx, Merges, TAIL_VETO_PVALUE};
+use crate::results::hist::SparseHist;
 use crate::store::trends::TrendPoint;
 use crate::trend::compare::{self, Bin, Confirmation, Floor, MannWhitney, Verdict};
 
@@ -43,11 +42,12 @@ pub fn spread_candidate(
     floor: &Floor,
     since: usize,
 ) -> Option<Candidate> {
-    let (step, strict) = (point_step(points), stricter(floor));
+    let ctx = Ctx::new(points, history, floor);
     let n = points.len();
+    let mut merges = (Merges::new(|_| true), Merges::new(|p| p.failures == 0));
     let mut best: Option<(usize, Confirmation)> = None;
     for (k, before, after) in splits(points, history, since) {
-        let Some(c) = judge(&before, &after, history, step, floor, &strict) else {
+        let Some(c) = judge(&ctx, &before, &after, &mut merges) else {
             continue;
         };
         // By z, not p: a long segment's p is 0 at several k.
@@ -77,51 +77,58 @@ pub fn spread_candidate(
 /// Whether today's `after` is more scattered than the earlier days' runs
 /// around the same clock times and than today's `before` (the module's
 /// tests); its confirmation (the pooled test; the p95 before and after)
-/// if so.
+/// if so. `merges` holds the after segments' runs: all of them, and those
+/// of the points without failed runs.
 fn judge(
+    ctx: &Ctx,
     before: &[&TrendPoint],
     after: &[&TrendPoint],
-    history: &[Vec<TrendPoint>],
-    step: TimeDelta,
-    floor: &Floor,
-    strict: &Floor,
+    merges: &mut (Merges, Merges),
 ) -> Option<Confirmation> {
-    let (days_before, days_after) = baselines(before, after, history, step)?;
-    let pooled_after: Vec<&TrendPoint> = days_after.iter().flatten().copied().collect();
+    let (all, clean) = merges;
+    let (days_before, around) = baselines(before, after, ctx.history, ctx.step)?;
+    let at = ctx.points.len().checked_sub(after.len())?;
     let pooled_before: Vec<&TrendPoint> = days_before.iter().flatten().copied().collect();
-    let today_after = distances(after);
-    let pooled = compare::mann_whitney(&today_after, &distances(&pooled_after))?;
+    let today_after = distances(clean.today(ctx.points, at));
+    let pooled_clean = clean.pooled(ctx.history, &around);
+    let pooled = compare::mann_whitney(&today_after, &distances(&pooled_clean))?;
     // The pooled test fails on nearly every pass: first.
     let wider = |mw: Option<MannWhitney>, p: f64| mw.is_some_and(|m| m.z > 0.0 && m.p_value < p);
-    if !wider(Some(pooled), strict.max_pvalue) {
+    if !wider(Some(pooled), ctx.strict.max_pvalue) {
         return None;
     }
     // A median that moved is a level step, the location tests' (a spread
     // that widens moves a sum's median a little too: reported twice, as a
     // p50 and a p95 step, in the harness at 10 s).
-    let level = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), 0));
-    if compare::confirm(&level(&pooled_after), &level(after), floor).is_some_and(|c| c.confirmed())
-    {
+    let floor = ctx.floor;
+    let level_after = bins_of(all.today(ctx.points, at));
+    let level_days = bins_of(&all.pooled(ctx.history, &around));
+    if compare::confirm(&level_days, &level_after, floor).is_some_and(|c| c.confirmed()) {
         return None;
     }
-    let today_before = distances(before);
+    let failure_free =
+        |pts: &[&TrendPoint]| merged(pts.iter().copied().filter(|p| p.failures == 0), 0);
+    let before_clean = failure_free(before);
+    let today_before = distances(&before_clean);
     let p = floor.max_pvalue;
     let passed = wider(compare::mann_whitney(&today_after, &today_before), p)
-        && (days_after.iter())
-            .all(|d| wider(compare::mann_whitney(&today_after, &distances(d)), p))
+        && (around.iter()).all(|a| {
+            let day = distances(clean.day(ctx.history, a));
+            wider(compare::mann_whitney(&today_after, &day), p)
+        })
         && !wider(
-            compare::mann_whitney(&today_before, &distances(&pooled_before)),
+            compare::mann_whitney(&today_before, &distances(&failure_free(&pooled_before))),
             TAIL_VETO_PVALUE,
         );
     if !passed {
         return None;
     }
-    let p95 = |pts: &[&TrendPoint]| {
-        merged(pts.iter().copied().filter(|p| p.failures == 0), 0)
-            .value_at_quantile(0.95)
-            .map(|v| v as f64)
-    };
-    let (b, a, d) = (p95(before)?, p95(after)?, p95(&pooled_after)?);
+    let p95 = |h: &SparseHist| h.value_at_quantile(0.95).map(|v| v as f64);
+    let (b, a, d) = (
+        p95(&before_clean)?,
+        p95(clean.today(ctx.points, at))?,
+        p95(&pooled_clean)?,
+    );
     let clears = |base: f64| a - base >= floor.min_absolute_us.max(floor.min_relative * base);
     (clears(b) && clears(d)).then(|| Confirmation {
         test: pooled,
@@ -133,19 +140,18 @@ fn judge(
     })
 }
 
-/// The total's runs of `pts` as their distances from their own median,
-/// |ln(v / median)| × [`SCALE`]; empty when they have none. Points that
-/// hold a failed run are left out: a burst of timeouts at 5 s and refusals
-/// at a few ms is not the spread of the service's latency (the failure
-/// ratio has its own series), and a few minutes of it made a stationary
-/// probe's p95 "rise" to 5 s in the harness.
-fn distances(pts: &[&TrendPoint]) -> Vec<Bin> {
-    let h = merged(pts.iter().copied().filter(|p| p.failures == 0), 0);
+/// The runs of `h` (a segment's merged totals) as their distances from
+/// their own median, |ln(v / median)| × [`SCALE`]; empty when it has none.
+/// The callers merge only the points without failed runs: a burst of
+/// timeouts at 5 s and refusals at a few ms is not the spread of the
+/// service's latency (the failure ratio has its own series), and a few
+/// minutes of it made a stationary probe's p95 "rise" to 5 s in the harness.
+fn distances(h: &SparseHist) -> Vec<Bin> {
     let Some(m) = h.value_at_quantile(0.5).filter(|m| *m > 0) else {
         return Vec::new();
     };
     let m = m as f64;
-    let mut out: Vec<Bin> = (bins_of(&h).into_iter())
+    let mut out: Vec<Bin> = (bins_of(h).into_iter())
         .filter(|b| b.value > 0)
         .map(|b| Bin {
             value: ((b.value as f64 / m).ln().abs() * SCALE) as u64,
@@ -230,7 +236,7 @@ mod tests {
             ..p.clone()
         }];
         // Twice as slow, equally scattered: the same distances (to the bins' precision).
-        let (a, b) = (distances(&[&p]), distances(&up.iter().collect::<Vec<_>>()));
+        let (a, b) = (distances(&merged([&p], 0)), distances(&merged(&up, 0)));
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             assert!(

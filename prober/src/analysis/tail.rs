@@ -27,10 +27,13 @@
 //! why the pooled test is stricter than the floor; the harness's 1,000
 //! stationary probe-days measure what it costs (BENCHMARKS.md, Trends).
 
+use std::ops::Range;
+
 use chrono::TimeDelta;
 
 use super::series::{bins_of, merged};
 use super::steps::{pick, point_step, Candidate, MIN_BASELINES};
+use crate::results::hist::SparseHist;
 use crate::store::trends::TrendPoint;
 use crate::trend::compare::{self, Floor, MannWhitney};
 
@@ -77,14 +80,15 @@ pub fn tail_candidate(
     floor: &Floor,
     since: usize,
 ) -> Option<Candidate> {
-    let (step, strict) = (point_step(points), stricter(floor));
+    let ctx = Ctx::new(points, history, floor);
     let n = points.len();
+    let mut merges = Merges::new(|_| true);
     // Every k's pooled test (for the place), and the strongest k that
     // passes every test (for the decision and the direction).
     let mut pooled: Vec<(usize, MannWhitney)> = Vec::new();
     let mut passed: Option<(usize, MannWhitney)> = None;
     for (k, before, after) in splits(points, history, since) {
-        let Some(j) = judge(&before, &after, history, step, floor, &strict) else {
+        let Some(j) = judge(&ctx, &before, &after, &mut merges) else {
             continue;
         };
         pooled.push((k, j.pooled));
@@ -168,27 +172,53 @@ struct Judged {
     passed: bool,
 }
 
+/// What the judges of a split read besides its segments.
+pub(super) struct Ctx<'a> {
+    /// Today's points (one subject's total, oldest first).
+    pub points: &'a [TrendPoint],
+    /// The earlier days' (day k + 1 back in `history[k]`).
+    pub history: &'a [Vec<TrendPoint>],
+    pub step: TimeDelta,
+    pub floor: &'a Floor,
+    /// The pooled test's floor ([`stricter`]).
+    pub strict: Floor,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(
+        points: &'a [TrendPoint],
+        history: &'a [Vec<TrendPoint>],
+        floor: &'a Floor,
+    ) -> Self {
+        Ctx {
+            points,
+            history,
+            step: point_step(points),
+            floor,
+            strict: stricter(floor),
+        }
+    }
+}
+
 /// Today's `after` against the earlier days' runs around the same clock
 /// times (pooled), and whether the split passes: today's after differs
-/// from today's `before` (at `floor`), from each earlier day's runs around
-/// the same clock times (at `floor`) and from their pooled (at `strict`),
-/// all the same way, and today's `before` differs from none of them that
-/// way at the same times. `None` with fewer than [`MIN_BASELINES`] days
-/// holding at least today's runs.
+/// from today's `before` (at the floor), from each earlier day's runs
+/// around the same clock times (at the floor) and from their pooled (at
+/// the stricter floor), all the same way, and today's `before` differs
+/// from none of them that way at the same times. `None` with fewer than
+/// [`MIN_BASELINES`] days holding at least today's runs.
 fn judge(
+    ctx: &Ctx,
     before: &[&TrendPoint],
     after: &[&TrendPoint],
-    history: &[Vec<TrendPoint>],
-    step: TimeDelta,
-    floor: &Floor,
-    strict: &Floor,
+    m: &mut Merges,
 ) -> Option<Judged> {
     let bins = |pts: &[&TrendPoint]| bins_of(&merged(pts.iter().copied(), 0));
-    let (days_before, days_after) = baselines(before, after, history, step)?;
-    let today_after = bins(after);
-    let pooled_after: Vec<&TrendPoint> = days_after.iter().flatten().copied().collect();
+    let (days_before, around) = baselines(before, after, ctx.history, ctx.step)?;
+    let at = ctx.points.len().checked_sub(after.len())?;
+    let today_after = bins_of(m.today(ctx.points, at));
     let pooled_before: Vec<&TrendPoint> = days_before.iter().flatten().copied().collect();
-    let pooled_bins = bins(&pooled_after);
+    let pooled_bins = bins_of(&m.pooled(ctx.history, &around));
     let pooled = compare::mann_whitney(&today_after, &pooled_bins)?;
     let failed = Some(Judged {
         pooled,
@@ -196,10 +226,10 @@ fn judge(
     });
     // The pooled test fails on nearly every pass and is the cheapest (no
     // shift to compute): first.
-    if pooled.p_value >= strict.max_pvalue {
+    if pooled.p_value >= ctx.strict.max_pvalue {
         return failed;
     }
-    let today_before = bins(before);
+    let (floor, today_before) = (ctx.floor, bins(before));
     let shift = match compare::confirm(&today_before, &today_after, floor) {
         Some(c) if c.confirmed() => c.shift_us,
         _ => return failed,
@@ -215,8 +245,11 @@ fn judge(
         min_relative: floor.min_relative / 2.0,
         min_absolute_us: floor.min_absolute_us / 2.0,
     };
-    let passed = same_way(compare::confirm(&pooled_bins, &today_after, strict))
-        && (days_after.iter()).all(|a| same_way(compare::confirm(&bins(a), &today_after, floor)))
+    let passed = same_way(compare::confirm(&pooled_bins, &today_after, &ctx.strict))
+        && (around.iter()).all(|a| {
+            let day = bins_of(m.day(ctx.history, a));
+            same_way(compare::confirm(&day, &today_after, floor))
+        })
         && !same_way(compare::confirm(
             &bins(&pooled_before),
             &today_before,
@@ -230,28 +263,32 @@ fn judge(
 /// Each earlier day's points of one segment.
 pub(super) type Days<'a> = Vec<Vec<&'a TrendPoint>>;
 
+/// An earlier day's points around the clock times of a split's after
+/// segment: `history[day][range]`.
+pub(super) type Around = (usize, Range<usize>);
+
 /// The earlier days' points a split at the end of the window is judged
-/// against: for each day (k + 1 back in `history[k]`), its points around
-/// the clock times of `after` (widened by [`TAIL_WIDEN_MINUTES`] on each
-/// side) and at the clock times of `before`; a day holding fewer runs than
-/// today's after, or fewer than half of today's before, is left out.
-/// `None` with fewer than [`MIN_BASELINES`] days left.
+/// against: for each day (k + 1 back in `history[k]`), its points at the
+/// clock times of `before`, and the range of its points around the clock
+/// times of `after` (widened by [`TAIL_WIDEN_MINUTES`] on each side); a
+/// day holding fewer runs than today's after, or fewer than half of
+/// today's before, is left out. `None` with fewer than [`MIN_BASELINES`]
+/// days left.
 pub(super) fn baselines<'a>(
     before: &[&TrendPoint],
     after: &[&TrendPoint],
     history: &'a [Vec<TrendPoint>],
     step: TimeDelta,
-) -> Option<(Days<'a>, Days<'a>)> {
+) -> Option<(Days<'a>, Vec<Around>)> {
     let (first, last) = (after.first()?.time, after.last()?.time);
     let widen = TimeDelta::minutes(TAIL_WIDEN_MINUTES);
-    let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
-    let (mut days_before, mut days_after) = (Vec::new(), Vec::new());
+    let runs = |pts: &mut dyn Iterator<Item = &TrendPoint>| pts.map(|p| p.runs).sum::<i64>();
+    let (mut days_before, mut around) = (Vec::new(), Vec::new());
     for (k, day) in history.iter().enumerate() {
         let back = TimeDelta::days(k as i64 + 1);
         let (from, to) = (first - widen - back, last + step + widen - back);
         let lo = day.partition_point(|d| d.time < from);
-        let hi = day.partition_point(|d| d.time < to);
-        let a: Vec<&TrendPoint> = day[lo..hi].iter().collect();
+        let hi = day.partition_point(|d| d.time < to).max(lo);
         let b: Vec<&TrendPoint> = before
             .iter()
             .filter_map(|p| {
@@ -261,12 +298,100 @@ pub(super) fn baselines<'a>(
                 day.get(i)
             })
             .collect();
-        if runs(&a) >= runs(after) && 2 * runs(&b) >= runs(before) {
+        let (a_runs, after_runs) = (
+            runs(&mut day[lo..hi].iter()),
+            runs(&mut after.iter().copied()),
+        );
+        if a_runs >= after_runs
+            && 2 * runs(&mut b.iter().copied()) >= runs(&mut before.iter().copied())
+        {
             days_before.push(b);
-            days_after.push(a);
+            around.push((k, lo..hi));
         }
     }
-    (days_after.len() >= MIN_BASELINES).then_some((days_before, days_after))
+    (around.len() >= MIN_BASELINES).then_some((days_before, around))
+}
+
+/// The merged totals of the splits' after segments, today's and each
+/// earlier day's, kept from one split to the next: the splits are read
+/// k = 3, 4, …, so each segment only gains a point or two at its start
+/// (merging every segment anew at every split was about a tenth of the
+/// analysis' time). Only points `keep` takes are merged.
+pub(super) struct Merges {
+    keep: fn(&TrendPoint) -> bool,
+    today: Grown,
+    days: Vec<Grown>,
+}
+
+impl Merges {
+    pub(super) fn new(keep: fn(&TrendPoint) -> bool) -> Self {
+        Merges {
+            keep,
+            today: Grown::default(),
+            days: Vec::new(),
+        }
+    }
+
+    /// `points[at..]` merged.
+    pub(super) fn today(&mut self, points: &[TrendPoint], at: usize) -> &SparseHist {
+        self.today.of(points, at..points.len(), self.keep)
+    }
+
+    /// An earlier day's segment merged.
+    pub(super) fn day(&mut self, history: &[Vec<TrendPoint>], a: &Around) -> &SparseHist {
+        let (d, range) = (a.0, a.1.clone());
+        if self.days.len() <= d {
+            self.days.resize_with(d + 1, Grown::default);
+        }
+        let pts = history.get(d).map_or(&[][..], |v| &v[..]);
+        self.days[d].of(pts, range, self.keep)
+    }
+
+    /// The earlier days' segments merged together.
+    pub(super) fn pooled(&mut self, history: &[Vec<TrendPoint>], around: &[Around]) -> SparseHist {
+        let mut pooled = SparseHist::default();
+        for a in around {
+            pooled.merge(self.day(history, a));
+        }
+        pooled
+    }
+}
+
+/// One segment's merged totals, `pts[lo..hi]`.
+#[derive(Default)]
+struct Grown {
+    lo: usize,
+    hi: usize,
+    hist: SparseHist,
+}
+
+impl Grown {
+    /// `pts[range]` merged: the points before the kept start merged in when
+    /// the end is the same and the start no later, else merged anew.
+    fn of(
+        &mut self,
+        pts: &[TrendPoint],
+        range: Range<usize>,
+        keep: fn(&TrendPoint) -> bool,
+    ) -> &SparseHist {
+        let end = range.end.min(pts.len());
+        let start = range.start.min(end);
+        if end != self.hi || start > self.lo {
+            *self = Grown {
+                lo: end,
+                hi: end,
+                hist: SparseHist::default(),
+            };
+        }
+        let new = pts.get(start..self.lo).unwrap_or_default();
+        for p in new.iter().filter(|p| keep(p)) {
+            if let Some(h) = p.phases.first() {
+                self.hist.merge(h);
+            }
+        }
+        self.lo = start;
+        &self.hist
+    }
 }
 
 /// A 5-minute point `i` of day `days` back before 2026-11-29 holding
@@ -313,6 +438,34 @@ mod tests {
         (after.iter().enumerate())
             .map(|(k, &a)| day(k as i64 + 1, 120, 90, a))
             .collect()
+    }
+
+    #[test]
+    fn grown_merges_equal_merging_anew_for_every_order_of_segments() {
+        let pts: Vec<TrendPoint> = (0..30)
+            .map(|i| {
+                let mut p = point(0, i, 50_000.0 + 3_000.0 * i as f64, 5);
+                p.failures = i % 4;
+                p
+            })
+            .collect();
+        let keep: fn(&TrendPoint) -> bool = |p| p.failures == 0;
+        let mut m = Merges::new(keep);
+        // Growing at the start (the splits' order), then a later start, a
+        // new end, an empty range and past the end.
+        for at in [27, 26, 24, 20, 3, 0, 10, 0, 30, 31, 5] {
+            let want = merged(
+                pts.get(at..).unwrap_or_default().iter().filter(|p| keep(p)),
+                0,
+            );
+            assert_eq!(m.today(&pts, at), &want, "at {at}");
+        }
+        let history = vec![pts.clone()];
+        for r in [20..30, 15..30, 15..25, 0..25, 10..25, 25..25] {
+            let want = merged(pts[r.clone()].iter().filter(|p| keep(p)), 0);
+            assert_eq!(m.day(&history, &(0, r.clone())), &want, "{r:?}");
+            assert_eq!(m.pooled(&history, &[(0, r.clone())]), want, "{r:?}");
+        }
     }
 
     #[test]

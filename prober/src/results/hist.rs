@@ -82,38 +82,64 @@ impl SparseHist {
         self.total += count;
     }
 
-    /// Adds `other`'s bins: one pass over both sorted lists (adding them
-    /// bin by bin moved this one's tail at every new bin: quadratic in the
-    /// bins of a day's merged points).
+    /// Adds `other`'s bins in place: a count of the bins `other` adds, then
+    /// one pass over both sorted lists from their ends into this one's grown
+    /// list (adding them bin by bin moved this one's tail at every new bin:
+    /// quadratic in the bins of a day's merged points; a new list per merge
+    /// was a tenth of the trend analysis' time in allocation and copies,
+    /// though after a few points merged most bins are already present).
     pub fn merge(&mut self, other: &SparseHist) {
-        if other.bins.is_empty() {
+        let theirs = &other.bins;
+        if theirs.is_empty() {
             return;
         }
-        let mine = std::mem::take(&mut self.bins);
-        let theirs = &other.bins;
-        let mut out = Vec::with_capacity(mine.len() + theirs.len());
-        let (mut i, mut j) = (0, 0);
-        while let (Some(&x), Some(&y)) = (mine.get(i), theirs.get(j)) {
-            match x.0.cmp(&y.0) {
-                std::cmp::Ordering::Less => {
-                    out.push(x);
+        self.total += other.total;
+        let mine_len = self.bins.len();
+        let (mut i, mut new) = (0, 0);
+        for &(lo, _) in theirs {
+            while self.bins.get(i).is_some_and(|b| b.0 < lo) {
+                i += 1;
+            }
+            match self.bins.get(i) {
+                Some(b) if b.0 == lo => i += 1,
+                _ => new += 1,
+            }
+        }
+        if new == 0 {
+            // Every bin present: counts added in order, no move.
+            let mut i = 0;
+            for &(lo, count) in theirs {
+                while self.bins[i].0 < lo {
                     i += 1;
                 }
-                std::cmp::Ordering::Greater => {
-                    out.push(y);
-                    j += 1;
+                self.bins[i].1 += count;
+                i += 1;
+            }
+            return;
+        }
+        self.bins.resize(mine_len + new, (0, 0));
+        // From the ends: the write index stays at or past the read index of
+        // this list, so no bin is overwritten before it is read.
+        let (mut i, mut j, mut w) = (mine_len, theirs.len(), mine_len + new);
+        while j > 0 {
+            w -= 1;
+            let y = theirs[j - 1];
+            match i.checked_sub(1).map(|k| self.bins[k]) {
+                Some(x) if x.0 > y.0 => {
+                    self.bins[w] = x;
+                    i -= 1;
                 }
-                std::cmp::Ordering::Equal => {
-                    out.push((x.0, x.1 + y.1));
-                    i += 1;
-                    j += 1;
+                Some(x) if x.0 == y.0 => {
+                    self.bins[w] = (x.0, x.1 + y.1);
+                    i -= 1;
+                    j -= 1;
+                }
+                _ => {
+                    self.bins[w] = y;
+                    j -= 1;
                 }
             }
         }
-        out.extend_from_slice(mine.get(i..).unwrap_or_default());
-        out.extend_from_slice(theirs.get(j..).unwrap_or_default());
-        self.bins = out;
-        self.total += other.total;
     }
 
     pub fn total(&self) -> u64 {
@@ -241,6 +267,34 @@ mod tests {
         }
         a.merge(&b);
         assert_eq!(a, all);
+    }
+
+    #[test]
+    fn merging_in_place_equals_recording_every_sample() {
+        // Every shape of overlap: disjoint, interleaved, contained, equal,
+        // one side empty, new bins at both ends; merged either way round.
+        let sets: [&[u64]; 7] = [
+            &[],
+            &[5],
+            &[10, 20, 30, 1_000, 50_000],
+            &[1, 20, 40, 2_000_000],
+            &[10, 20, 30, 1_000, 50_000],
+            &[15, 25, 35, 45, 55, 65],
+            &[3, 9_999_999],
+        ];
+        let hist = |vs: &[u64]| {
+            let mut h = SparseHist::default();
+            vs.iter().for_each(|&v| h.record(v));
+            h
+        };
+        for a in sets {
+            for b in sets {
+                let mut merged = hist(a);
+                merged.merge(&hist(b));
+                let both: Vec<u64> = a.iter().chain(b).copied().collect();
+                assert_eq!(merged, hist(&both), "{a:?} + {b:?}");
+            }
+        }
     }
 
     #[test]

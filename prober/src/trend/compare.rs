@@ -11,7 +11,7 @@
 //! is "significant" (Kayenta's lesson). [`confirm`] also asks the shift to
 //! clear a [`Floor`], relative to the median before and absolute.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use super::pvalue;
 
@@ -41,16 +41,23 @@ pub struct MannWhitney {
     pub p_value: f64,
 }
 
-/// Sorted by value, equal values merged, empty bins dropped.
-fn normalise(bins: &[Bin]) -> Vec<Bin> {
-    let mut merged: BTreeMap<u64, u64> = BTreeMap::new();
-    for b in bins.iter().filter(|b| b.count > 0) {
-        *merged.entry(b.value).or_default() += b.count;
+/// Sorted by value, equal values merged, empty bins dropped: `bins` itself
+/// when it is so already (the store's merged bins always are).
+fn normalise(bins: &[Bin]) -> Cow<'_, [Bin]> {
+    let sorted = bins.windows(2).all(|w| w[0].value < w[1].value);
+    if sorted && bins.iter().all(|b| b.count > 0) {
+        return Cow::Borrowed(bins);
     }
-    merged
-        .into_iter()
-        .map(|(value, count)| Bin { value, count })
-        .collect()
+    let mut out: Vec<Bin> = bins.iter().filter(|b| b.count > 0).copied().collect();
+    out.sort_unstable_by_key(|b| b.value);
+    out.dedup_by(|later, kept| {
+        let same = later.value == kept.value;
+        if same {
+            kept.count += later.count;
+        }
+        same
+    });
+    Cow::Owned(out)
 }
 
 fn total(bins: &[Bin]) -> u64 {
@@ -66,20 +73,30 @@ fn total(bins: &[Bin]) -> u64 {
 /// z   = (U_A − n_A n_B / 2 − ½ sign) / σ
 /// ```
 pub fn mann_whitney(a: &[Bin], b: &[Bin]) -> Option<MannWhitney> {
-    let mut joint: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    for x in a {
-        joint.entry(x.value).or_default().0 += x.count;
-    }
-    for y in b {
-        joint.entry(y.value).or_default().1 += y.count;
-    }
-    let (n_a, n_b) = (total(a), total(b));
+    let (a, b) = (normalise(a), normalise(b));
+    let (n_a, n_b) = (total(&a), total(&b));
     if n_a == 0 || n_b == 0 {
         return None;
     }
+    // The joint values in order: both lists are sorted.
     let (mut u, mut b_below, mut ties) = (0.0, 0.0, 0.0);
-    for &(ca, cb) in joint.values() {
-        let (ca, cb) = (ca as f64, cb as f64);
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let (x, y) = (a.get(i), b.get(j));
+        let v = match (x, y) {
+            (Some(x), Some(y)) => x.value.min(y.value),
+            (Some(x), None) => x.value,
+            (None, Some(y)) => y.value,
+            (None, None) => break,
+        };
+        let take = |bin: Option<&Bin>, at: &mut usize| match bin {
+            Some(bin) if bin.value == v => {
+                *at += 1;
+                bin.count as f64
+            }
+            _ => 0.0,
+        };
+        let (ca, cb) = (take(x, &mut i), take(y, &mut j));
         u += ca * (b_below + cb / 2.0);
         b_below += cb;
         let t = ca + cb;
@@ -111,7 +128,7 @@ pub fn median(bins: &[Bin]) -> Option<f64> {
     let n = total(&bins);
     let kth = |k: u64| -> f64 {
         let mut seen = 0;
-        for b in &bins {
+        for b in bins.iter() {
             seen += b.count;
             if seen > k {
                 return b.value as f64;
