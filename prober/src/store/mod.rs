@@ -24,6 +24,7 @@ mod dimensions;
 mod error;
 pub mod events;
 pub mod hosts;
+mod int8s;
 mod pending;
 pub mod queue;
 pub mod read;

@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use super::block_points::{add_block, series_of, Gathered, Span};
 use super::events::{events_of_json, ChangeEvent, FINDING_CONTEXT_COLUMNS, FINDING_CONTEXT_JOINS};
+use super::int8s::Int8s;
 use super::{err, Resolution, Store, StoreError};
 use crate::results::hist::SparseHist;
 use crate::run::PHASES;
@@ -344,11 +345,11 @@ impl Store {
         for r in &rows {
             let key = (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
             let t: DateTime<Utc> = r.try_get(2).map_err(fail)?;
-            let bins: Vec<i64> = r.try_get(3).map_err(fail)?;
+            let Int8s(bins) = r.try_get(3).map_err(fail)?;
             let points = gathered.entry(key).or_default();
-            match r.try_get::<Option<Vec<i64>>, _>(4).map_err(fail)? {
-                Some(stats) => {
-                    let sums: Vec<i64> = r.try_get(5).map_err(fail)?;
+            match r.try_get::<Option<Int8s>, _>(4).map_err(fail)? {
+                Some(Int8s(stats)) => {
+                    let Int8s(sums) = r.try_get(5).map_err(fail)?;
                     add_block(points, span, t.timestamp(), &bins, &stats, &sums);
                 }
                 None => {
