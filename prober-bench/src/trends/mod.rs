@@ -153,18 +153,22 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     } else {
         seed(&store, &plans, args.every, start, end).await?
     };
+    let seed_s = t0.elapsed().as_secs_f64();
     // The daemon's writer vacuums the tables each rollup churned
     // (`Store::vacuum_rolled`), so its reads never meet the dead rows of
     // the minutes folded and packed; seeding 4 days in a minute leaves
     // them all, and the analysis' reads scanned them (Postgres autovacuum
     // may be off, as on the machines the figures come from). A database
     // seeded before this vacuum is vacuumed here when reused.
+    let t1 = Instant::now();
     store
         .vacuum_rolled(true)
         .await
         .map_err(|e| format!("vacuum after seeding: {e}"))?;
-    let seed_s = t0.elapsed().as_secs_f64();
-    eprintln!("bench: trends: {runs} runs written in {seed_s:.1} s; replaying the analysis");
+    eprintln!(
+        "bench: trends: {runs} runs written in {seed_s:.1} s, vacuumed in {:.1} s; replaying the analysis",
+        t1.elapsed().as_secs_f64()
+    );
     let sweep = TimeDelta::minutes(i64::from(t.trend_sweep_minutes.max(5)));
     let (passes, cost) = replay(&store, start, end, dense, sweep).await?;
     let findings = store

@@ -16,8 +16,9 @@
 //! [`TAIL_VETO_PVALUE`]. The p95 after must exceed the p95 before and the
 //! days' by the floor's shift, and the median after must not differ from
 //! the days' at the floor (that is a level step). Points holding failed
-//! runs are left out of the distances ([`distances`]). Only a wider spread is reported (a narrower
-//! one is good news, and is seen in the p95 series).
+//! runs are left out of the distances and the p95s (the judge merges only
+//! the others; see [`distances`]). Only a wider spread is reported (a
+//! narrower one is good news, and is seen in the p95 series).
 
 use super::series::{bins_of, merged};
 use super::steps::Candidate;

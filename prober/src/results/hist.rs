@@ -107,13 +107,11 @@ impl SparseHist {
         }
         if new == 0 {
             // Every bin present: counts added in order, no move.
-            let mut i = 0;
+            let mut mine = self.bins.iter_mut();
             for &(lo, count) in theirs {
-                while self.bins[i].0 < lo {
-                    i += 1;
+                if let Some(b) = mine.find(|b| b.0 == lo) {
+                    b.1 += count;
                 }
-                self.bins[i].1 += count;
-                i += 1;
             }
             return;
         }

@@ -63,14 +63,17 @@ fn parse(buf: &[u8]) -> Result<Option<Vec<i64>>, BoxDynError> {
     if has_null != 0 {
         return Ok(None);
     }
-    let len = usize::try_from(i32::from_be_bytes(word(12)?))?;
-    // The lower bound (word 16) does not matter to a list of values.
+    let len = i32::from_be_bytes(word(12)?);
+    let len = usize::try_from(len).map_err(|_| format!("an int8[] of length {len}"))?;
+    // The lower bound (word 16) does not matter to a list of values, but
+    // the header holds it.
+    word(16)?;
     let body = buf.get(20..).unwrap_or_default();
-    if body.len() != len * 12 {
+    let want = len.checked_mul(12).ok_or("an int8[] too long to hold")?;
+    if body.len() != want {
         return Err(format!(
-            "an int8[] of {len} values holds {} bytes of them, not {}",
-            body.len(),
-            len * 12
+            "an int8[] of {len} values holds {} bytes of them, not {want}",
+            body.len()
         )
         .into());
     }
@@ -121,9 +124,13 @@ mod tests {
         with_null[4..8].copy_from_slice(&1i32.to_be_bytes());
         assert_eq!(parse(&with_null).unwrap(), None);
         let whole = binary(&[1, 2, 3]);
-        // Cut short, in the header and in the values.
+        // Cut short, in the header and in the values; a negative length.
         assert!(parse(&whole[..10]).is_err());
+        assert!(parse(&whole[..18]).is_err());
         assert!(parse(&whole[..whole.len() - 1]).is_err());
+        let mut negative = whole.clone();
+        negative[12..16].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(parse(&negative).is_err());
         // Another element type (int4) or two dimensions.
         let mut int4 = whole.clone();
         int4[8..12].copy_from_slice(&23u32.to_be_bytes());

@@ -52,8 +52,8 @@ impl Energy {
         let mut prefix = vec![0.0; width * width];
         // Row i + 1 is row i plus the running sum of |Zi − Zb| over b: one
         // read of the row above per cell (the table is built for every
-        // window of every scan, the screen's each pass: it was half of the
-        // change-point test's time with four reads a cell).
+        // window of every scan, the screen's each pass: with three reads a
+        // cell it was a third of the change-point test's time).
         for (i, &zi) in z.iter().enumerate() {
             let (done, rest) = prefix.split_at_mut((i + 1) * width);
             let (above, row) = (&done[i * width..], &mut rest[..width]);
