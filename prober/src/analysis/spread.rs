@@ -45,7 +45,7 @@ pub fn spread_candidate(
 ) -> Option<Candidate> {
     let ctx = Ctx::new(points, history, floor);
     let n = points.len();
-    let mut merges = (Merges::new(|_| true), Merges::new(|p| p.failures == 0));
+    let mut merges = (Merges::new(|_| true), Merges::new(failure_free));
     let mut best: Option<(usize, Confirmation)> = None;
     for (k, before, after) in splits(points, history, since) {
         let Some(c) = judge(&ctx, &before, &after, &mut merges) else {
@@ -61,7 +61,7 @@ pub fn spread_candidate(
     // The finding's p95 before and after are read from these points: the
     // same failure-free points the test read.
     let clean = |r: std::ops::Range<usize>| -> Vec<usize> {
-        r.filter(|&i| points.get(i).is_some_and(|p| p.failures == 0))
+        r.filter(|&i| points.get(i).is_some_and(failure_free))
             .collect()
     };
     Some(Candidate::judged(
@@ -107,9 +107,8 @@ fn judge(
     if compare::confirm(&level_days, &level_after, floor).is_some_and(|c| c.confirmed()) {
         return None;
     }
-    let failure_free =
-        |pts: &[&TrendPoint]| merged(pts.iter().copied().filter(|p| p.failures == 0), 0);
-    let before_clean = failure_free(before);
+    let clean_of = |pts: &[&TrendPoint]| merged(pts.iter().copied().filter(|p| failure_free(p)), 0);
+    let before_clean = clean_of(before);
     let today_before = distances(&before_clean);
     let p = floor.max_pvalue;
     let passed = wider(compare::mann_whitney(&today_after, &today_before), p)
@@ -118,7 +117,7 @@ fn judge(
             wider(compare::mann_whitney(&today_after, &day), p)
         })
         && !wider(
-            compare::mann_whitney(&today_before, &distances(&failure_free(&pooled_before))),
+            compare::mann_whitney(&today_before, &distances(&clean_of(&pooled_before))),
             TAIL_VETO_PVALUE,
         );
     if !passed {
@@ -139,6 +138,11 @@ fn judge(
         relative_shift: if b > 0.0 { (a - b) / b } else { 0.0 },
         verdict: Verdict::Confirmed,
     })
+}
+
+/// Whether a point's runs all succeeded: the points the spread is read from.
+fn failure_free(p: &TrendPoint) -> bool {
+    p.failures == 0
 }
 
 /// The runs of `h` (a segment's merged totals) as their distances from

@@ -282,7 +282,8 @@ pub(super) fn baselines<'a>(
 ) -> Option<(Days<'a>, Vec<Around>)> {
     let (first, last) = (after.first()?.time, after.last()?.time);
     let widen = TimeDelta::minutes(TAIL_WIDEN_MINUTES);
-    let runs = |pts: &mut dyn Iterator<Item = &TrendPoint>| pts.map(|p| p.runs).sum::<i64>();
+    let runs = |pts: &[&TrendPoint]| pts.iter().map(|p| p.runs).sum::<i64>();
+    let (after_runs, before_runs) = (runs(after), runs(before));
     let (mut days_before, mut around) = (Vec::new(), Vec::new());
     for (k, day) in history.iter().enumerate() {
         let back = TimeDelta::days(k as i64 + 1);
@@ -298,13 +299,8 @@ pub(super) fn baselines<'a>(
                 day.get(i)
             })
             .collect();
-        let (a_runs, after_runs) = (
-            runs(&mut day[lo..hi].iter()),
-            runs(&mut after.iter().copied()),
-        );
-        if a_runs >= after_runs
-            && 2 * runs(&mut b.iter().copied()) >= runs(&mut before.iter().copied())
-        {
+        let a_runs: i64 = day[lo..hi].iter().map(|p| p.runs).sum();
+        if a_runs >= after_runs && 2 * runs(&b) >= before_runs {
             days_before.push(b);
             around.push((k, lo..hi));
         }
