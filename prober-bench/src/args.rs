@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Concurrent runs allowed per target host (the daemon's `max_per_host`; default: its default).
     #[arg(long)]
     pub max_per_host: Option<usize>,
+    /// Export every run as an OTLP trace (HTTP/protobuf) to the target, which
+    /// answers the exports; compare the CPU per run with a run without it.
+    #[arg(long)]
+    pub otlp: bool,
     /// Print the figures as one JSON object instead of the table (used by `--side-by-side`).
     #[arg(long)]
     pub json: bool,

@@ -72,6 +72,7 @@ async fn run_with_target(
     let pg1 = pg_backend_cpu(&mut admin, db).await;
     let cluster1 = postgres_cluster_cpu_us();
 
+    let otlp = daemon.core.traces.as_ref().map(|t| t.stats());
     let totals = Totals::after_shutdown(daemon).await;
     let _ = admin.close().await;
 
@@ -94,7 +95,18 @@ async fn run_with_target(
             .map(|j| j + "\n")
             .map_err(|e| format!("cannot encode the figures: {e}"));
     }
-    Ok(crate::report::render(&inputs))
+    let mut out = crate::report::render(&inputs);
+    if let Some(s) = otlp {
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str(&format!(
+            "OTLP export (whole run, warm-up included): {} spans exported, {} dropped, {} runs dropped; the sink took {:.1} MB\n",
+            n(&s.exported_spans),
+            n(&s.dropped_spans),
+            n(&s.dropped_runs),
+            target.otlp_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
+        ));
+    }
+    Ok(out)
 }
 
 /// Starts the daemon with `--probes` probes against `target` and waits
@@ -106,7 +118,15 @@ pub async fn start_daemon(
 ) -> Result<(Daemon, Settings, f64), String> {
     let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
     let rate = args.probes as f64 / args.every.as_secs_f64();
-    let settings = settings(args, rate);
+    let mut settings = settings(args, rate);
+    if args.otlp {
+        settings.otel = prober::config::settings::OtelSettings {
+            endpoint: Some(format!("http://{}", target.addr)),
+            protocol: prober::config::settings::OtlpProtocol::Http,
+            traces: true,
+            ..Default::default()
+        };
+    }
     let exec = http_executor().map_err(|e| format!("cannot build the probe runner: {e}"))?;
     let daemon = Daemon::start(&settings, probes, exec)
         .await

@@ -1,5 +1,7 @@
 //! The loopback target: a hand-written HTTP/1.1 responder on its own thread
-//! and current-thread runtime, so its CPU can be read and subtracted.
+//! and current-thread runtime, so its CPU can be read and subtracted. With
+//! `--otlp` it is the OTLP/HTTP receiver too (`POST /v1/traces`, read and
+//! answered, not decoded), so the receiver's CPU is subtracted with it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,8 @@ pub struct Target {
     pub addr: SocketAddr,
     tid: Option<u32>,
     pub served: Arc<AtomicU64>,
+    /// Bytes of OTLP exports the target took as the receiver (`--otlp`).
+    pub otlp_bytes: Arc<AtomicU64>,
     /// How long each answer actually took after the request head was read, µs
     /// (the "truth" for accuracy: the timer rounds the nominal delay up).
     delays: Arc<Mutex<Histogram<u64>>>,
@@ -38,13 +42,22 @@ impl Target {
         let stop = CancellationToken::new();
         let served = Arc::new(AtomicU64::new(0));
         let delays = Arc::new(Mutex::new(new_histogram()?));
+        let otlp_bytes = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name("bench-target".into())
             .spawn({
                 let stop = stop.clone();
                 let served = served.clone();
                 let delays = delays.clone();
-                move || target_thread(delay, stop, Served { served, delays }, tx)
+                let otlp_bytes = otlp_bytes.clone();
+                move || {
+                    let served = Served {
+                        served,
+                        otlp_bytes,
+                        delays,
+                    };
+                    target_thread(delay, stop, served, tx)
+                }
             })
             .map_err(|e| format!("cannot start the target thread: {e}"))?;
         let (addr, tid) = rx
@@ -54,6 +67,7 @@ impl Target {
             addr,
             tid,
             served,
+            otlp_bytes,
             delays,
             stop,
             thread,
@@ -84,6 +98,8 @@ impl Target {
 #[derive(Clone)]
 struct Served {
     served: Arc<AtomicU64>,
+    /// Bytes of OTLP exports received (`--otlp`).
+    otlp_bytes: Arc<AtomicU64>,
     delays: Arc<Mutex<Histogram<u64>>>,
 }
 
@@ -154,6 +170,33 @@ async fn accept_until_stopped(
     }
 }
 
+/// The answer to an OTLP export: 200 with an empty `ExportTraceServiceResponse`.
+const OTLP_RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// The largest OTLP export the sink reads.
+const OTLP_MAX_BODY: usize = 64 << 20;
+
+/// `POST /v1/traces` (`--otlp`): reads the export's body and answers it; not a probe's request.
+async fn sink_otlp(mut sock: TcpStream, head: &[u8], read: usize, served: Served) {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let len: usize = (text.lines())
+        .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())
+        .unwrap_or(0)
+        .min(OTLP_MAX_BODY);
+    let mut left = len.saturating_sub(read);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    if sock.write_all(OTLP_RESPONSE).await.is_ok() {
+        served.otlp_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let _ = sock.shutdown().await;
+    }
+}
+
 /// Reads the request head, waits `delay`, answers 200 and closes.
 async fn serve(mut sock: TcpStream, delay: Duration, served: Served) {
     let mut buf = [0u8; 4096];
@@ -172,6 +215,12 @@ async fn serve(mut sock: TcpStream, delay: Duration, served: Served) {
                 }
             }
         }
+    }
+    if buf[..len].starts_with(b"POST /v1/traces ") {
+        let head_end =
+            (buf[..len].windows(4).position(|w| w == b"\r\n\r\n")).map_or(len, |i| i + 4);
+        sink_otlp(sock, &buf[..head_end], len - head_end, served).await;
+        return;
     }
     let head_read = Instant::now();
     if !delay.is_zero() {

@@ -27,7 +27,8 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
         let mut out = Vec::new();
         for p in probes {
             let started_at = chrono::Utc::now();
-            out.push(crate::schedule::run_guarded(&exec, Arc::new(p), started_at).await);
+            let run_id = uuid::Uuid::now_v7();
+            out.push(crate::schedule::run_guarded(&exec, Arc::new(p), run_id, started_at).await);
         }
         Ok::<_, String>(out)
     });

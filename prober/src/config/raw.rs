@@ -79,6 +79,54 @@ pub struct RawProbe {
     /// Probes this one depends on: while one of them fires, this probe's alerts do not notify.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The W3C `traceparent` header sent with the probe's requests (`http`, `steps`, `grpc`),
+    /// carrying the run's trace id: `true` (default, sampled), `unsampled` (the backend decides
+    /// whether to record it) or `false` (not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<RawTrace>,
+}
+
+/// `trace:` as written: a boolean or `unsampled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawTrace {
+    On(bool),
+    Mode(RawTraceMode),
+}
+
+/// The one word `trace:` takes besides a boolean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawTraceMode {
+    Unsampled,
+}
+
+// By hand rather than `untagged`, so a wrong value says what is allowed.
+impl<'de> Deserialize<'de> for RawTrace {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TraceVisitor)
+    }
+}
+
+struct TraceVisitor;
+
+impl serde::de::Visitor<'_> for TraceVisitor {
+    type Value = RawTrace;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("true, false or unsampled")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawTrace, E> {
+        Ok(RawTrace::On(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawTrace, E> {
+        match v {
+            "unsampled" => Ok(RawTrace::Mode(RawTraceMode::Unsampled)),
+            _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+        }
+    }
 }
 
 /// Alerting for one probe; unset keys take the settings' defaults.

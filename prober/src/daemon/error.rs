@@ -34,6 +34,9 @@ pub enum StartError {
     /// The probe runner (TLS roots, HTTP clients) cannot be built.
     #[error("cannot prepare the probe runner: {0}")]
     Runner(String),
+    /// The OTLP exporter cannot be built from `otel` and the `OTEL_*` variables.
+    #[error("{0}")]
+    Otlp(String),
 }
 
 /// For callers whose errors are still messages (the CLI prints them as they are).

@@ -36,6 +36,7 @@ use crate::store::audit::AuditLog;
 use crate::store::queue::ResultQueue;
 use crate::store::writer::StoreHealth;
 use crate::store::Store;
+use crate::telemetry::otlp::RunTraces;
 use crate::telemetry::reload::{ReloadState, ReloadStatus};
 
 /// How long the final flush may wait for Postgres at shutdown.
@@ -64,6 +65,8 @@ pub struct Core {
     pub analysis: Arc<AnalysisStats>,
     /// The replicas of this location sharing its probes (`members.rs`).
     pub members: Arc<members::Members>,
+    /// The OTLP export of runs as traces, when `otel` turns it on.
+    pub traces: Option<RunTraces>,
 }
 
 impl Core {
@@ -118,9 +121,9 @@ pub fn load_probes(settings: &Settings) -> Result<Vec<Probe>, StartError> {
 /// The production executor.
 pub fn http_executor() -> Result<Executor, StartError> {
     let runner = Arc::new(Runner::new().map_err(StartError::Runner)?);
-    Ok(Arc::new(move |p: Arc<Probe>| {
+    Ok(Arc::new(move |p: Arc<Probe>, run_id| {
         let runner = runner.clone();
-        Box::pin(async move { runner.run(&p).await })
+        Box::pin(async move { runner.run_as(&p, run_id).await })
     }))
 }
 

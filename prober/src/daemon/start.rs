@@ -27,11 +27,13 @@ use crate::store::queue::ResultQueue;
 use crate::store::spool::Spool;
 use crate::store::writer::{self, StoreHealth, WriterConfig};
 use crate::store::{redact_url, Store};
+use crate::telemetry::metrics::otlp::OtlpCollector;
 use crate::telemetry::metrics::{
     alerts::AlertCollector, notify::NotifyCollector, probes::ProbeCollector,
     process::ProcessCollector, reload::ReloadCollector, scheduler::SchedulerCollector,
     store::StoreCollector, trends::TrendCollector, Metrics,
 };
+use crate::telemetry::otlp::{self, RunTraces};
 use crate::telemetry::reload::ReloadStatus;
 
 /// The store and what writes to it, started first so results have somewhere to go.
@@ -63,7 +65,9 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let (core, tasks) = start_core(settings, probes, exec, &storage, &stop);
+        let traces = otlp::start(&settings.otel, &settings.location, stop.clone())
+            .map_err(StartError::Otlp)?;
+        let (core, tasks) = start_core(settings, probes, exec, &storage, &stop, traces);
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
         reload::spawn_triggers(core.clone(), stop.clone());
@@ -158,6 +162,7 @@ fn start_core(
     exec: Executor,
     storage: &Storage,
     stop: &CancellationToken,
+    traces: Option<RunTraces>,
 ) -> (Arc<Core>, Tasks) {
     let Storage {
         store,
@@ -211,6 +216,9 @@ fn start_core(
     scheduler.count_api_runs(settings.api.manual_runs_count);
     let hook = alerts.clone();
     scheduler.on_run(Arc::new(move |r| hook.submit(r)));
+    if let Some(t) = traces.clone() {
+        scheduler.on_finished(Arc::new(move |r| t.record(r)));
+    }
     let scheduler = Arc::new(scheduler);
     let (members, membership, leave) = share_probes(settings, &scheduler, &alerts, storage);
     let core = Arc::new(Core {
@@ -229,6 +237,7 @@ fn start_core(
         audit,
         analysis: analysis_stats,
         members,
+        traces,
     });
     (
         core,
@@ -300,6 +309,9 @@ fn metrics(core: &Core) -> Metrics {
     m.register(AlertCollector(core.alerts.clone()));
     m.register(NotifyCollector(core.notify_stats.clone()));
     m.register(TrendCollector(core.analysis.clone()));
+    if let Some(t) = &core.traces {
+        m.register(OtlpCollector(t.clone()));
+    }
     m.register(ProcessCollector {
         scheduler: core.scheduler.clone(),
         started_at: core.started_at,

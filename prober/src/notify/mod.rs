@@ -29,6 +29,8 @@ pub struct Routing {
     pub receivers: Vec<Receiver>,
     /// `{probe}` is replaced by the probe's name.
     pub dashboard_url: Option<String>,
+    /// `{trace_id}` is replaced by the last failed run's trace id.
+    pub trace_url: Option<String>,
 }
 
 impl Routing {
@@ -36,6 +38,7 @@ impl Routing {
         Routing {
             receivers: s.receivers.clone(),
             dashboard_url: s.dashboard_url.clone(),
+            trace_url: s.trace_url.clone(),
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct Content {
     pub runbook_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dashboard_url: Option<String>,
+    /// The last failed run's trace in the tracing backend (`trace_url` with its trace id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Probes that declare `depends_on` this one: their alerts are held back while this fires.
@@ -138,8 +144,13 @@ pub fn content(
     event: Event,
     reason: &str,
     info: &ProbeInfo,
-    dashboard_url: Option<&str>,
+    routing: &Routing,
 ) -> Content {
+    let last_failure = a.last_failure.as_deref().cloned();
+    let trace_id = last_failure.as_ref().and_then(|f| f.trace_id.as_deref());
+    let trace_url = (routing.trace_url.as_deref())
+        .zip(trace_id)
+        .map(|(t, id)| t.replace("{trace_id}", id));
     Content {
         event,
         alert_key: a.key.clone(),
@@ -156,10 +167,11 @@ pub fn content(
             .flatten(),
         failed_runs: a.failed_runs,
         reason: reason.to_string(),
-        last_failure: a.last_failure.as_deref().cloned(),
+        last_failure,
         description: info.description.clone(),
         runbook_url: info.runbook.clone(),
-        dashboard_url: dashboard(dashboard_url, &a.probe),
+        dashboard_url: dashboard(routing.dashboard_url.as_deref(), &a.probe),
+        trace_url,
         labels: info.labels.clone(),
         suppressed_dependents: info.dependents.clone(),
     }

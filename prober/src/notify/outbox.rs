@@ -298,13 +298,7 @@ impl Outbox {
     pub fn notifications(&self, a: &Alert, notice: &Notice) -> Vec<NewNotification> {
         let routing = self.routing.get();
         let info = &notice.probe;
-        let c = content(
-            a,
-            notice.event,
-            &notice.reason,
-            info,
-            routing.dashboard_url.as_deref(),
-        );
+        let c = content(a, notice.event, &notice.reason, info, &routing);
         let payload = match serde_json::to_value(&c) {
             Ok(v) => v,
             Err(e) => {
@@ -380,12 +374,24 @@ mod tests {
                 receiver("web", &[("team", "web")]),
             ],
             dashboard_url: Some("https://grafana.example/d/x?probe={probe}".into()),
+            trace_url: Some("https://tempo.example/trace/{trace_id}".into()),
         });
         let outbox = Outbox::new(routing.clone());
         let at = chrono::Utc::now();
         let mut a = Alert::new("checkout", "failing", "eu", Severity::Page, at);
         a.state = State::Firing;
         a.fired_at = Some(at);
+        a.last_failure = Some(Box::new(crate::alert::LastFailure {
+            at,
+            run_id: "0193a1b2-0000-7000-8000-000000000001".into(),
+            error_class: "http_status".into(),
+            error: "status 503".into(),
+            step: None,
+            assertion: None,
+            request: "GET http://127.0.0.1/".into(),
+            phases: crate::run::Phases::default(),
+            trace_id: Some("0193a1b2000070008000000000000001".into()),
+        }));
         let notice = Notice {
             event: Event::Trigger,
             reason: "3 consecutive failed runs".into(),
@@ -408,6 +414,14 @@ mod tests {
         assert_eq!(
             n.payload["dashboard_url"],
             "https://grafana.example/d/x?probe=checkout"
+        );
+        assert_eq!(
+            n.payload["trace_url"],
+            "https://tempo.example/trace/0193a1b2000070008000000000000001"
+        );
+        assert_eq!(
+            n.payload["last_failure"]["trace_id"],
+            "0193a1b2000070008000000000000001"
         );
 
         // A reload changes where the next notice goes.

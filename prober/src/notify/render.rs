@@ -158,6 +158,9 @@ fn slack(c: &Content) -> Value {
     if let Some(u) = &c.dashboard_url {
         links.push(format!("<{u}|Dashboard>"));
     }
+    if let Some(u) = &c.trace_url {
+        links.push(format!("<{u}|Trace of the last failed run>"));
+    }
     if !links.is_empty() {
         blocks.push(
             json!({"type": "context", "elements": [{"type": "mrkdwn", "text": links.join(" · ")}]}),
@@ -178,6 +181,9 @@ fn pagerduty(c: &Content, routing_key: &str) -> Value {
     }
     if let Some(u) = &c.dashboard_url {
         links.push(json!({"href": u, "text": "Dashboard"}));
+    }
+    if let Some(u) = &c.trace_url {
+        links.push(json!({"href": u, "text": "Trace of the last failed run"}));
     }
     let mut details = Map::new();
     details.insert("probe".into(), json!(c.probe));
@@ -260,6 +266,9 @@ fn alertmanager(c: &Content) -> Value {
         }
         if let Some(t) = &f.trace_id {
             annotations.insert("trace_id".into(), json!(t));
+        }
+        if let Some(u) = &c.trace_url {
+            annotations.insert("trace_url".into(), json!(u));
         }
     }
     if let Some(d) = &c.description {

@@ -251,6 +251,9 @@ async fn health_check(
     });
     // Tells the server how long we wait, so it can give up too.
     request.set_timeout(p.remaining());
+    if let Some(v) = p.traceparent().and_then(|t| t.parse().ok()) {
+        request.metadata_mut().insert("traceparent", v);
+    }
     p.enter(Stage::FirstByte);
     let result = HealthClient::new(channel).check(request).await;
     p.hop.first_byte_us = Some(p.stage_us());

@@ -27,11 +27,13 @@ pub mod tls_check;
 
 use std::time::Duration;
 
+use uuid::Uuid;
+
 pub use progress::{Progress, Stage};
 
 use crate::config::probe::Budget;
 use crate::config::{Check, Probe};
-use crate::run::{Attempt, Outcome, ProbeError};
+use crate::run::{trace_id, Attempt, Outcome, ProbeError};
 
 /// User agent on every probe request, so production can recognise synthetic traffic.
 pub const USER_AGENT: &str = concat!("prober/", env!("CARGO_PKG_VERSION"));
@@ -78,12 +80,19 @@ impl Runner {
         })
     }
 
+    /// Runs a probe once, now, as a run with a new id (`Uuid::now_v7`): see [`Runner::run_as`].
+    pub async fn run(&self, probe: &Probe) -> Outcome {
+        self.run_as(probe, Uuid::now_v7()).await
+    }
+
     /// Runs a probe once, now, within its budget: each attempt within the
     /// timeout, retried (after the delay) while it fails with a class in
     /// `retry.on`. Returns what happened, every attempt listed, secrets scrubbed.
-    pub async fn run(&self, probe: &Probe) -> Outcome {
+    /// The run's trace id is `run_id`'s ([`trace_id`]): every attempt's requests
+    /// carry it in `traceparent` (unless the probe says `trace: false`).
+    pub async fn run_as(&self, probe: &Probe, run_id: Uuid) -> Outcome {
         let budget: Budget = probe.budget();
-        let mut outcome = self.attempt(probe).await;
+        let mut outcome = self.attempt(probe, run_id, 1).await;
         if let Some(retry) = &probe.retry {
             let mut attempts = vec![attempt_summary(1, &outcome)];
             let mut n = 1;
@@ -95,7 +104,7 @@ impl Runner {
             {
                 tokio::time::sleep(budget.delay).await;
                 n += 1;
-                outcome = self.attempt(probe).await;
+                outcome = self.attempt(probe, run_id, n).await;
                 attempts.push(attempt_summary(n, &outcome));
             }
             outcome.attempts = attempts;
@@ -110,28 +119,35 @@ impl Runner {
     }
 
     /// One attempt of the probe's check.
-    async fn attempt(&self, probe: &Probe) -> Outcome {
+    async fn attempt(&self, probe: &Probe, run_id: Uuid, n: u32) -> Outcome {
         let ctx = http::HttpCtx {
             tls: &self.tls,
             pool: &self.pool,
             probe: &probe.name,
         };
         let timeout = probe.timeout;
+        let run = (run_id, n);
         match &probe.check {
-            Check::Http(c) => drive(probe, http::HttpKind::new(c, ctx, timeout)).await,
-            Check::Steps(s) => drive(probe, steps::ScenarioKind::new(s, ctx, timeout)).await,
-            Check::Tcp(c) => drive(probe, tcp::TcpKind::new(c, timeout)).await,
-            Check::Dns(c) => drive(probe, dns::DnsKind::new(c, timeout)).await,
-            Check::Tls(c) => drive(probe, tls_check::TlsKind::new(c, &self.tls, timeout)).await,
-            Check::Grpc(c) => drive(probe, grpc::GrpcKind::new(c, &self.tls, timeout)).await,
+            Check::Http(c) => drive(probe, run, http::HttpKind::new(c, ctx, timeout)).await,
+            Check::Steps(s) => drive(probe, run, steps::ScenarioKind::new(s, ctx, timeout)).await,
+            Check::Tcp(c) => drive(probe, run, tcp::TcpKind::new(c, timeout)).await,
+            Check::Dns(c) => drive(probe, run, dns::DnsKind::new(c, timeout)).await,
+            Check::Tls(c) => {
+                drive(probe, run, tls_check::TlsKind::new(c, &self.tls, timeout)).await
+            }
+            Check::Grpc(c) => drive(probe, run, grpc::GrpcKind::new(c, &self.tls, timeout)).await,
         }
     }
 }
 
 /// One attempt of `kind`, cut at the probe's timeout: the one place a run's
 /// timeout is applied. A cut attempt records the progress it made.
-async fn drive<K: Kind>(probe: &Probe, mut kind: K) -> Outcome {
+async fn drive<K: Kind>(probe: &Probe, (run_id, attempt): (Uuid, u32), mut kind: K) -> Outcome {
     let mut p = Progress::start(probe.timeout);
+    p.trace_id = trace_id(run_id);
+    p.trace = probe.trace;
+    p.run_id = run_id;
+    p.attempt = attempt;
     let ran = tokio::time::timeout(probe.timeout, kind.check(&mut p)).await;
     p.stop();
     let error = match ran {
@@ -192,7 +208,7 @@ mod tests {
     async fn an_attempt_cut_at_its_timeout_keeps_what_it_reached() {
         let p = probe("name: a\nevery: 10s\ntimeout: 300ms\ntcp: {host: 127.0.0.1, port: 9}\n");
 
-        let o = drive(&p, Hangs).await;
+        let o = drive(&p, (Uuid::now_v7(), 1), Hangs).await;
 
         let e = o.error.as_ref().unwrap();
         assert_eq!(e.class, ErrorClass::Timeout);

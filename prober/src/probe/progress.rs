@@ -15,8 +15,11 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::net::micros;
+use uuid::Uuid;
+
+use crate::config::probe::Trace;
 use crate::config::Probe;
-use crate::run::{AssertionResult, CertInfo, Outcome, Phases, ProbeError, StepOutcome};
+use crate::run::{span_id, AssertionResult, CertInfo, Outcome, Phases, ProbeError, StepOutcome};
 
 /// Where an attempt is: what a cut names, and the phase it credits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +86,15 @@ pub struct Progress {
     pub info: BTreeMap<String, String>,
     /// A scenario's steps that ended, in order.
     pub steps: Vec<StepOutcome>,
+    /// The run's W3C trace id (its run id's 32 hex digits), the same in every attempt.
     pub trace_id: String,
+    /// Whether and how `traceparent` carries it.
+    pub trace: Trace,
+    /// The run, its attempt (from 1) and the step being run (from 1): the
+    /// span id a request's `traceparent` names ([`span_id`]).
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub step: u32,
     /// Secret values only known during the attempt (extracted tokens): scrubbed from the outcome.
     pub secrets: Vec<String>,
 }
@@ -113,8 +124,26 @@ impl Progress {
             info: BTreeMap::new(),
             steps: Vec::new(),
             trace_id: String::new(),
+            trace: Trace::Off,
+            run_id: Uuid::nil(),
+            attempt: 1,
+            step: 1,
             secrets: Vec::new(),
         }
+    }
+
+    /// The `traceparent` header of the request of this attempt and step:
+    /// version 00, the run's trace id, the request's span id, the sampled
+    /// flag. `None` when the probe sends none.
+    pub fn traceparent(&self) -> Option<String> {
+        let flags = match self.trace {
+            Trace::Off => return None,
+            _ if self.trace_id.is_empty() => return None,
+            Trace::Sampled => "01",
+            Trace::Unsampled => "00",
+        };
+        let span = span_id(self.run_id, self.attempt, self.step, 0);
+        Some(format!("00-{}-{span:016x}-{flags}", self.trace_id))
     }
 
     pub fn stage(&self) -> Stage {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{exchange, judge, new_trace_id, timeout_error, HttpCtx, Response};
+use super::http::{exchange, judge, timeout_error, HttpCtx, Response};
 use super::{Kind, Progress};
 use crate::config::probe::{ExtractFrom, Scenario, Step};
 use crate::config::template::{RenderError, Vars};
@@ -35,7 +35,7 @@ impl<'a> ScenarioKind<'a> {
     }
 
     /// Runs one step (its request, expectations and extractions) into `p.steps`.
-    async fn step(&self, step: &Step, vars: &mut Vars, trace_id: &str, p: &mut Progress) {
+    async fn step(&self, step: &Step, vars: &mut Vars, p: &mut Progress) {
         // Secret headers built from variables (a token) are only known now: scrub them too.
         let secret_headers = (step.check.request.headers.iter())
             .filter(|h| h.secret)
@@ -46,16 +46,14 @@ impl<'a> ScenarioKind<'a> {
         p.begin_request(format!("{} {}", req.method, req.url.source()));
         let own_timeout = step.timeout.filter(|t| *t < p.remaining());
         let response = match own_timeout {
-            None => exchange(req, self.ctx, trace_id, vars, p).await,
-            Some(t) => {
-                match tokio::time::timeout(t, exchange(req, self.ctx, trace_id, vars, p)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        p.cut();
-                        Err(timeout_error(p, t))
-                    }
+            None => exchange(req, self.ctx, vars, p).await,
+            Some(t) => match tokio::time::timeout(t, exchange(req, self.ctx, vars, p)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    p.cut();
+                    Err(timeout_error(p, t))
                 }
-            }
+            },
         };
         let (result, extracted) = match response {
             Ok(response) => match judge(&step.check.expect, &response, p, vars) {
@@ -71,10 +69,8 @@ impl<'a> ScenarioKind<'a> {
 
 impl Kind for ScenarioKind<'_> {
     async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
-        p.trace_id = new_trace_id();
-        let trace_id = p.trace_id.clone();
         let mut vars = Vars::new();
-        for step in &self.scenario.steps {
+        for (i, step) in self.scenario.steps.iter().enumerate() {
             let failed = p.steps.iter().any(|s| s.status == StepStatus::Failed);
             if failed && !step.always {
                 p.steps.push(skipped(step, "an earlier step failed".into()));
@@ -92,7 +88,8 @@ impl Kind for ScenarioKind<'_> {
                 ));
                 continue;
             }
-            self.step(step, &mut vars, &trace_id, p).await;
+            p.step = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            self.step(step, &mut vars, p).await;
         }
         // The steps decide; `conclude` says how.
         Ok(())

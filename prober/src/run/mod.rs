@@ -9,4 +9,6 @@ pub use outcome::{
     ms, AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError, StepOutcome,
     StepStatus,
 };
-pub use record::{phase_samples, tick_run_id, ProbeMeta, RunRecord, Trigger, PHASES};
+pub use record::{
+    phase_samples, span_id, tick_run_id, trace_id, ProbeMeta, RunRecord, Trigger, PHASES,
+};

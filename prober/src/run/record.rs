@@ -89,6 +89,32 @@ pub fn tick_run_id(location: &str, probe: &str, tick: DateTime<Utc>) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(ms, &rest).into_uuid()
 }
 
+/// A run's W3C trace id: its run id's 32 lowercase hex digits. Every run has
+/// one (a UUID is never all zero, which W3C forbids); `traceparent` carries it
+/// to the target unless the probe says `trace: false`. Stored as the run id
+/// itself: no byte of its own in `runs` or `run_blocks` (ARCHITECTURE.md,
+/// "A run's trace id is its run id").
+pub fn trace_id(run_id: Uuid) -> String {
+    run_id.simple().to_string()
+}
+
+/// The W3C span id of a part of a run: `(0, 0, 0)` the run itself; `(a, 0, 0)`
+/// its attempt `a` (from 1); `(a, s, 0)` the request of step `s` (from 1; a
+/// single request is step 1) in attempt `a`, the parent id its `traceparent`
+/// names; `(a, s, p)` that request's phase `p` (1–5: dns, connect, tls, first
+/// byte, transfer). Derived from the run id (SplitMix64 of its two halves and
+/// the part), so the spans exported after the run carry the ids the target was
+/// told of, and nothing is kept to remember them. Never zero, as W3C requires.
+pub fn span_id(run_id: Uuid, attempt: u32, step: u32, phase: u8) -> u64 {
+    let (hi, lo) = run_id.as_u64_pair();
+    let part = (u64::from(attempt) << 32) | (u64::from(step) << 8) | u64::from(phase);
+    let mut z =
+        (hi ^ lo.rotate_left(17)).wrapping_add(0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(part + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}
+
 /// One finished run, as it is stored.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -107,6 +133,28 @@ pub struct RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_ids_differ_by_part_and_run_and_are_never_zero() {
+        let run = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let mut seen = std::collections::HashSet::new();
+        for attempt in 0..4 {
+            for step in 0..20 {
+                for phase in 0..6 {
+                    let id = span_id(run, attempt, step, phase);
+                    assert_ne!(id, 0);
+                    assert!(seen.insert(id), "({attempt}, {step}, {phase})");
+                    assert_ne!(id, span_id(other, attempt, step, phase));
+                }
+            }
+        }
+        assert_eq!(
+            span_id(run, 1, 1, 0),
+            span_id(run, 1, 1, 0),
+            "derived again"
+        );
+    }
 
     #[test]
     fn a_tick_s_run_id_is_its_location_probe_and_tick_and_time_ordered() {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::config::{Probe, Schedule};
 use crate::probe::run_limit;
 use crate::results::{metric_bucket, LiveState, MetricHist, METRIC_BUCKETS_US};
-use crate::run::{tick_run_id, ProbeMeta, RunRecord, Trigger};
+use crate::run::{tick_run_id, trace_id, ProbeMeta, RunRecord, Trigger};
 use crate::run::{ErrorClass, Outcome};
 use crate::store::queue::ResultQueue;
 
@@ -32,19 +32,27 @@ mod precise;
 
 pub use clock::{next_tick, spread_offset, Clock};
 
-/// Runs a probe once; the production executor is `probe::Runner::run`.
+/// Runs a probe once as the run with this id (its trace id is the run id's);
+/// the production executor is `probe::Runner::run_as`.
 pub type Executor =
-    Arc<dyn Fn(Arc<Probe>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
+    Arc<dyn Fn(Arc<Probe>, Uuid) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
 /// Runs a probe once through `exec`, as every scheduled run does (and `prober
 /// once`): the runner keeps the run's budget itself; this gives up only on a
 /// stuck executor, past [`run_limit`] (the budget and a guard), and records
 /// that as a timeout.
-pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTime<Utc>) -> Outcome {
+pub async fn run_guarded(
+    exec: &Executor,
+    probe: Arc<Probe>,
+    run_id: Uuid,
+    started_at: DateTime<Utc>,
+) -> Outcome {
     let limit = run_limit(&probe);
-    match tokio::time::timeout(limit, exec(probe.clone())).await {
+    match tokio::time::timeout(limit, exec(probe.clone(), run_id)).await {
         Ok(o) => o,
-        Err(_) => Outcome::failed(
+        Err(_) => Outcome {
+            trace_id: trace_id(run_id),
+            ..Outcome::failed(
             &probe.name,
             &probe.version,
             started_at,
@@ -54,7 +62,8 @@ pub async fn run_guarded(exec: &Executor, probe: Arc<Probe>, started_at: DateTim
                 humantime::format_duration(probe.budget().total())
             ),
             limit,
-        ),
+        )
+        },
     }
 }
 
@@ -109,6 +118,8 @@ struct Shared {
     runs: TaskTracker,
     /// Told of every counted run (the alert engine).
     on_run: std::sync::OnceLock<RunHook>,
+    /// Told of every run, counted or not (the OTLP export).
+    on_finished: std::sync::OnceLock<RunHook>,
     /// API runs count like scheduled ones (`api.manual_runs_count`).
     count_api_runs: AtomicBool,
     /// Replicas sharing the probes: the location (a tick's run id is derived
@@ -188,6 +199,7 @@ impl Scheduler {
             stats,
             runs: TaskTracker::new(),
             on_run: std::sync::OnceLock::new(),
+            on_finished: std::sync::OnceLock::new(),
             count_api_runs: AtomicBool::new(false),
             shared_by: std::sync::OnceLock::new(),
         });
@@ -281,6 +293,11 @@ impl Scheduler {
     /// Sets the function told of every counted run (once).
     pub fn on_run(&self, hook: RunHook) {
         let _ = self.shared.on_run.set(hook);
+    }
+
+    /// Sets the function told of every run, counted or not (once); it must not wait.
+    pub fn on_finished(&self, hook: RunHook) {
+        let _ = self.shared.on_finished.set(hook);
     }
 
     /// Shares the probes with the other replicas of `location` (once): a
@@ -473,17 +490,18 @@ async fn execute(
     let per_host = shared.host_limit(&host).acquire_owned().await;
     let started_at = shared.clock.now();
     shared.stats.runs_started.fetch_add(1, Ordering::Relaxed);
-    let outcome = run_guarded(&shared.exec, probe.clone(), started_at).await;
-    drop((global, per_host));
-    let lateness = started_at - scheduled_at;
-    let lateness_us = lateness.num_microseconds().unwrap_or(i64::MAX);
-    shared.stats.record_lateness(lateness_us);
+    // Known before the run: its trace id, sent to the target, is the run id's.
     let run_id = match shared.shared_by.get() {
         Some((location, _)) if trigger == Trigger::Schedule => {
             tick_run_id(location, &meta.name, scheduled_at)
         }
         _ => Uuid::now_v7(),
     };
+    let outcome = run_guarded(&shared.exec, probe.clone(), run_id, started_at).await;
+    drop((global, per_host));
+    let lateness = started_at - scheduled_at;
+    let lateness_us = lateness.num_microseconds().unwrap_or(i64::MAX);
+    shared.stats.record_lateness(lateness_us);
     let record = RunRecord {
         run_id,
         meta,
@@ -497,6 +515,9 @@ async fn execute(
     let counted = trigger == Trigger::Schedule || shared.count_api_runs.load(Ordering::Relaxed);
     shared.live.record_counted(&record, counted);
     if let Some(hook) = shared.on_run.get().filter(|_| counted) {
+        hook(&record);
+    }
+    if let Some(hook) = shared.on_finished.get() {
         hook(&record);
     }
     shared.queue.push(&record);

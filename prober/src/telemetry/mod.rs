@@ -3,6 +3,7 @@
 //! collectors, and the reload status that `/readyz` and `/metrics` report.
 
 pub mod metrics;
+pub mod otlp;
 pub mod reload;
 
 use std::io::IsTerminal;

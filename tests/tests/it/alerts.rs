@@ -159,7 +159,7 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
                 routing_key: None,
                 labels: Default::default(),
             }],
-            dashboard_url: None,
+            ..Routing::default()
         })
     };
     let now = chrono::Utc::now();

@@ -477,6 +477,11 @@ fn check_says_what_to_write_in_plain_words_not_rust_type_names() {
             "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\ndepends_on: {db: yes}\n",
             "depends_on: expected a list, got a mapping",
         ),
+        (
+            "trace_is_a_word.yaml",
+            "name: web\nevery: 30s\nhttp:\n  url: http://127.0.0.1/\ntrace: sometimes\n",
+            "trace: expected true, false or unsampled, got \"sometimes\"",
+        ),
     ];
     let files: Vec<(&str, &str)> = cases.iter().map(|(f, t, _)| (*f, *t)).collect();
     let dir = temp_probes(&files);

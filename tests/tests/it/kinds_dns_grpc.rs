@@ -266,7 +266,23 @@ async fn health_service() -> (
 
 /// The health service on 127.0.0.1, plain HTTP/2.
 async fn grpc_server() -> SocketAddr {
+    grpc_server_tracing().await.0
+}
+
+/// The health service on 127.0.0.1, recording every call's `traceparent` metadata.
+async fn grpc_server_tracing() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let (reporter, service) = health_service().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        move |req: tonic::Request<()>| {
+            let t = req.metadata().get("traceparent");
+            let t = t.and_then(|v| v.to_str().ok()).unwrap_or_default();
+            record.lock().unwrap().push(t.to_string());
+            Ok(req)
+        },
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -276,7 +292,31 @@ async fn grpc_server() -> SocketAddr {
             .serve_with_incoming(TcpIncoming::from(listener))
             .await
     });
-    addr
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_grpc_call_carries_the_run_s_traceparent_unless_trace_is_false() {
+    let (addr, seen) = grpc_server_tracing().await;
+    let o = run(&grpc_probe(addr, "service: orders.v1.Orders")).await;
+    assert!(o.success, "{o:#?}");
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", o.trace_id.as_str(), "01"),
+        "{sent:?}"
+    );
+
+    let mut quiet = grpc_probe(addr, "service: orders.v1.Orders");
+    quiet.trace = prober::config::probe::Trace::Off;
+    assert!(run(&quiet).await.success);
+    assert_eq!(
+        seen.lock().unwrap()[1],
+        "",
+        "no traceparent with trace: false"
+    );
 }
 
 /// A TLS connection for tonic's server (tonic's own TLS features stay off).

@@ -21,7 +21,7 @@ fn sleeping_executor(
     concurrent: Arc<AtomicUsize>,
     max_seen: Arc<AtomicUsize>,
 ) -> Executor {
-    Arc::new(move |p: Arc<Probe>| {
+    Arc::new(move |p: Arc<Probe>, _run_id| {
         let (concurrent, max_seen) = (concurrent.clone(), max_seen.clone());
         Box::pin(async move {
             let now = concurrent.fetch_add(1, Ordering::SeqCst) + 1;
@@ -220,7 +220,7 @@ async fn a_run_that_hangs_is_recorded_as_a_timeout_and_the_probe_goes_on() {
     let calls = Arc::new(Mutex::new(0u32));
     let c = calls.clone();
     // The first run never returns; later runs answer at once.
-    let exec: Executor = Arc::new(move |p: Arc<Probe>| {
+    let exec: Executor = Arc::new(move |p: Arc<Probe>, _run_id| {
         let first = {
             let mut n = c.lock().unwrap();
             *n += 1;

@@ -11,7 +11,7 @@ use super::{detail_in_ms, known_probe, ms, range, stored_us, DEFAULT_RUNS_PAGE, 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::AppState;
 use crate::run::Phases;
-use crate::run::Trigger;
+use crate::run::{trace_id, Trigger};
 use crate::store::read::StoredRun;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -33,6 +33,9 @@ pub struct RunsQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
     pub run_id: Uuid,
+    /// The run's W3C trace id, its run id's 32 hex digits: sent in `traceparent`
+    /// unless the probe says `trace: false`.
+    pub trace_id: String,
     pub scheduled_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub lateness_ms: f64,
@@ -58,6 +61,7 @@ impl From<StoredRun> for RunView {
         let p = r.phases_us.map(|v| v.map(stored_us));
         RunView {
             run_id: r.run_id,
+            trace_id: trace_id(r.run_id),
             scheduled_at: r.scheduled_at,
             started_at: r.scheduled_at + TimeDelta::microseconds(i64::from(r.lateness_us)),
             lateness_ms: ms(i64::from(r.lateness_us)),

@@ -13,6 +13,7 @@ use super::ms;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::AppState;
 use crate::results::{RunSummary, Status};
+use crate::run::trace_id;
 use crate::store::read::WindowStats;
 use crate::store::Resolution;
 
@@ -52,7 +53,7 @@ pub struct ProbeSummary {
     pub version: String,
     /// Up or down since when; null before the first run.
     pub status: Option<Status>,
-    pub last_run: Option<RunSummary>,
+    pub last_run: Option<RecentRun>,
     /// The current minute and the 59 before it.
     pub last_hour: Option<Window>,
     /// The current hour and the 23 before it.
@@ -136,7 +137,7 @@ pub async fn list(
         let (status, last_run) = {
             let state = core.live.probe(&p.name);
             let s = state.lock();
-            (s.status, s.recent.back().cloned())
+            (s.status, s.recent.back().map(RecentRun::from))
         };
         let window = |m: &Option<std::collections::HashMap<String, WindowStats>>| {
             m.as_ref()
@@ -177,7 +178,26 @@ pub struct ProbeDetail {
     pub status: Option<Status>,
     pub skipped_ticks: u64,
     /// The most recent runs kept in memory, newest first.
-    pub recent_runs: Vec<RunSummary>,
+    pub recent_runs: Vec<RecentRun>,
+}
+
+/// A run kept in memory, with its trace id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentRun {
+    #[serde(flatten)]
+    pub run: RunSummary,
+    /// The run's W3C trace id, its run id's 32 hex digits: sent in `traceparent`
+    /// unless the probe says `trace: false`.
+    pub trace_id: String,
+}
+
+impl From<&RunSummary> for RecentRun {
+    fn from(r: &RunSummary) -> RecentRun {
+        RecentRun {
+            run: r.clone(),
+            trace_id: trace_id(r.run_id),
+        }
+    }
 }
 
 /// A probe's definition (secrets redacted), version and recent runs, newest first.
@@ -206,6 +226,6 @@ pub async fn detail(
         definition: p.definition.as_ref().to_owned(),
         status: s.status,
         skipped_ticks: s.skipped_ticks,
-        recent_runs: s.recent.iter().rev().cloned().collect(),
+        recent_runs: s.recent.iter().rev().map(RecentRun::from).collect(),
     }))
 }

@@ -60,6 +60,18 @@ pub struct Probe {
     pub alert: Option<Box<AlertOverrides>>,
     /// Probes whose firing alerts hold back this probe's notifications.
     pub depends_on: Vec<String>,
+    /// The `traceparent` its requests carry.
+    pub trace: Trace,
+}
+
+/// The W3C `traceparent` header a probe's requests carry (`http`, `steps`, `grpc`): the run's
+/// trace id, its run id's 32 hex digits, with the sampled flag set or not; or no header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Trace {
+    #[default]
+    Sampled,
+    Unsampled,
+    Off,
 }
 
 /// File and line of a probe's definition.

@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::{
     check_url, parse_duration, validate_http, AlertOverrides, Budget, Check, Probe, Schedule,
-    Scope, DEFAULT_TIMEOUT, MIN_INTERVAL,
+    Scope, Trace, DEFAULT_TIMEOUT, MIN_INTERVAL,
 };
 use crate::config::diag::Ctx;
-use crate::config::raw::{RawHeaderValue, RawHttp, RawProbe};
+use crate::config::raw::{RawHeaderValue, RawHttp, RawProbe, RawTrace, RawTraceMode};
 use crate::config::{kinds, steps};
 
 /// The longest probe name.
@@ -121,6 +121,11 @@ pub fn validate(raw: &RawProbe, ctx: &mut Ctx<'_>) -> Option<Probe> {
         retry,
         alert,
         depends_on: raw.depends_on.clone(),
+        trace: match raw.trace {
+            None | Some(RawTrace::On(true)) => Trace::Sampled,
+            Some(RawTrace::On(false)) => Trace::Off,
+            Some(RawTrace::Mode(RawTraceMode::Unsampled)) => Trace::Unsampled,
+        },
     })
 }
 

@@ -26,18 +26,26 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
             sink.error("dashboard_url", e.0);
         }
     }
+    if let Some(t) = &file.trace_url {
+        if let Err(e) = checks::check_trace_url(t) {
+            sink.error("trace_url", e.0);
+        }
+    }
     let metrics_labels = checks::metrics_labels(sink, args, file.metrics_labels.take());
     let retention = file.retention.take().unwrap_or_default();
     let retention = retention_of(sink, &retention, &d.retention);
     let trends = trends_of(sink, &file.trends.take().unwrap_or_default(), &d.trends);
     let spool = spool_of(sink, args, file.spool.take().unwrap_or_default(), &d.spool);
+    let otel = super::otel::otel_of(sink, file.otel.take().unwrap_or_default(), &d.otel);
     let s = Settings {
         trends,
         spool,
+        otel,
         retention,
         alerting: alerting.policy,
         receivers,
         dashboard_url: file.dashboard_url.take(),
+        trace_url: file.trace_url.take(),
         alerting_by_label: alerting.by_label,
         evaluate_every: alerting.evaluate_every,
         remind_every: alerting.remind_every,

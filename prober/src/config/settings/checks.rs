@@ -41,23 +41,45 @@ pub(super) fn metrics_labels(
 
 /// `dashboard_url`: an http(s) URL in which `{probe}` is the only placeholder.
 pub fn check_dashboard_url(template: &str) -> Result<(), ValueProblem> {
+    check_url_template(
+        template,
+        ("probe", "the probe's name"),
+        "https://grafana.example.com/d/probe?var-probe={probe}",
+    )
+}
+
+/// `trace_url`: an http(s) URL in which `{trace_id}` is the only placeholder.
+pub fn check_trace_url(template: &str) -> Result<(), ValueProblem> {
+    check_url_template(
+        template,
+        ("trace_id", "a run's 32-digit trace id"),
+        "https://tempo.example.com/trace/{trace_id}",
+    )
+}
+
+/// An http(s) URL with a host in which `{name}` is the only placeholder.
+fn check_url_template(
+    template: &str,
+    (placeholder, meaning): (&str, &str),
+    example: &str,
+) -> Result<(), ValueProblem> {
     let mut rest = template;
     while let Some(i) = rest.find('{') {
         let after = &rest[i + 1..];
         let end = after.find('}').ok_or_else(|| {
-            "`{` without a closing `}`; the only placeholder is {probe}".to_string()
+            format!("`{{` without a closing `}}`; the only placeholder is {{{placeholder}}}")
         })?;
         let name = &after[..end];
-        if name != "probe" {
+        if name != placeholder {
             return Err(format!(
-                "unknown placeholder {{{name}}}; the only placeholder is {{probe}} (the probe's name)"
+                "unknown placeholder {{{name}}}; the only placeholder is {{{placeholder}}} ({meaning})"
             )
             .into());
         }
         rest = &after[end + 1..];
     }
-    let u = url::Url::parse(&template.replace("{probe}", "p"))
-        .map_err(|e| format!("not a URL ({e}); write it like https://grafana.example.com/d/probe?var-probe={{probe}}"))?;
+    let u = url::Url::parse(&template.replace(&format!("{{{placeholder}}}"), "p"))
+        .map_err(|e| format!("not a URL ({e}); write it like {example}"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
         return Err("must be an http or https URL with a host".into());
     }

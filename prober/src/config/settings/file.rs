@@ -36,12 +36,25 @@ pub(super) struct SettingsFile {
     // `null`, so the entries after it keep their index (and their place).
     pub(super) receivers: Option<Vec<Option<ReceiverFile>>>,
     pub(super) dashboard_url: Option<String>,
+    pub(super) trace_url: Option<String>,
     pub(super) silences: Option<Vec<Option<SilenceFile>>>,
     pub(super) api_token: Option<String>,
     pub(super) api: Option<ApiFile>,
     pub(super) metrics_labels: Option<Vec<String>>,
     pub(super) trends: Option<TrendsFile>,
     pub(super) spool: Option<SpoolFile>,
+    pub(super) otel: Option<OtelFile>,
+}
+
+/// `otel:` in `prober.yaml`: the OTLP export of runs as traces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OtelFile {
+    pub(super) endpoint: Option<String>,
+    pub(super) protocol: Option<String>,
+    pub(super) headers: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) traces: Option<bool>,
+    pub(super) queue_runs: Option<usize>,
 }
 
 /// `spool:` in `prober.yaml`: results on local disk until Postgres has them.

@@ -14,6 +14,7 @@
 //! - `policy.rs`, `receivers.rs`: alerting defaults, overrides, silences; receivers;
 //! - `access.rs`: API tokens and access;
 //! - `checks.rs`: single values (dashboard URL, `/metrics` labels);
+//! - `otel.rs`: `otel:`, the OTLP export of runs as traces;
 //! - `alerting.rs`: the one place that names alert and notify types.
 
 mod access;
@@ -21,6 +22,7 @@ mod alerting;
 mod build;
 mod checks;
 mod file;
+mod otel;
 mod policy;
 mod receivers;
 mod sink;
@@ -34,7 +36,7 @@ use std::time::Duration;
 use super::access::ApiAccess;
 use super::diag::{Diagnostic, Severity};
 
-pub use checks::{check_dashboard_url, metrics_label_problems};
+pub use checks::{check_dashboard_url, check_trace_url, metrics_label_problems};
 pub use receivers::{check_receiver_url, receiver_field_problems};
 
 /// Where the daemon keeps its data unless told otherwise.
@@ -141,6 +143,8 @@ pub struct Settings {
     pub receivers: Vec<alerting::Receiver>,
     /// Link to a probe's dashboard; `{probe}` is replaced by its name.
     pub dashboard_url: Option<String>,
+    /// Link to a run's trace in the tracing backend; `{trace_id}` is replaced by its trace id.
+    pub trace_url: Option<String>,
     /// Alerting overrides by label, applied in order between the defaults and a probe's own `alert:`.
     pub alerting_by_label: Vec<LabelOverride>,
     /// How often the periodic rules (latency, SLO burn rate), reminders and silences are evaluated.
@@ -161,6 +165,43 @@ pub struct Settings {
     pub trends: TrendSettings,
     /// `spool:` — results on local disk until Postgres has them (read at start).
     pub spool: SpoolSettings,
+    /// `otel:` — every run as an OTLP trace (read at start).
+    pub otel: OtelSettings,
+}
+
+/// `otel:` in the settings: every run exported as an OTLP trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtelSettings {
+    /// The receiver's base address (`/v1/traces` is added for http); `None`:
+    /// the standard `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` variables, read by the exporter.
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (an API key, say); `${env:NAME}` substituted.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Whether runs are exported: an endpoint is set (here or in the
+    /// environment) and `otel.traces` is not false.
+    pub traces: bool,
+    /// Runs waiting for the receiver (default 8,192); past it new runs' spans are dropped, counted.
+    pub queue_runs: usize,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        OtelSettings {
+            endpoint: None,
+            protocol: OtlpProtocol::Http,
+            headers: std::collections::BTreeMap::new(),
+            traces: false,
+            queue_runs: 8_192,
+        }
+    }
+}
+
+/// OTLP over gRPC, or over HTTP with protobuf bodies (the specification's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    Http,
 }
 
 /// The trend analysis' settings (README, "Trends").
@@ -262,6 +303,7 @@ impl Default for Settings {
             alerting: alerting::Policy::default(),
             receivers: Vec::new(),
             dashboard_url: None,
+            trace_url: None,
             alerting_by_label: Vec::new(),
             evaluate_every: DEFAULT_EVALUATE_EVERY,
             remind_every: None,
@@ -272,6 +314,7 @@ impl Default for Settings {
             metrics_labels: Vec::new(),
             trends: TrendSettings::default(),
             spool: Default::default(),
+            otel: OtelSettings::default(),
         }
     }
 }

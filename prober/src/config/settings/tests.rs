@@ -254,6 +254,29 @@ fn dashboard_urls_take_only_the_probe_placeholder() {
 }
 
 #[test]
+fn trace_urls_take_only_the_trace_id_placeholder() {
+    assert_eq!(
+        check_trace_url("https://tempo.example.com/trace/{trace_id}"),
+        Ok(())
+    );
+    for (bad, words) in [
+        (
+            "https://tempo.example.com/trace/{probe}",
+            "unknown placeholder {probe}; the only placeholder is {trace_id}",
+        ),
+        ("https://tempo.example.com/{trace_id", "without a closing"),
+        (
+            "tempo/{trace_id}",
+            "https://tempo.example.com/trace/{trace_id}",
+        ),
+        ("ftp://tempo.example.com/{trace_id}", "http or https"),
+    ] {
+        let e = check_trace_url(bad).unwrap_err().0;
+        assert!(e.contains(words), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn metrics_labels_are_prometheus_names_not_reserved_not_repeated_and_few() {
     let labels = |l: &[&str]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
     assert!(metrics_label_problems(&labels(&["team", "service", "_x1"])).is_empty());

@@ -50,13 +50,12 @@ fn render_url(req: &HttpRequest, vars: &Vars) -> Result<Url, ProbeError> {
 pub async fn exchange(
     req: &HttpRequest,
     ctx: HttpCtx<'_>,
-    trace_id: &str,
     vars: &Vars,
     p: &mut Progress,
 ) -> Result<Response, ProbeError> {
     let mut url = render_url(req, vars)?;
     let mut method = req.method.clone();
-    let mut headers = render_headers(req, trace_id, vars)?;
+    let mut headers = render_headers(req, p.traceparent().as_deref(), vars)?;
     let mut body = render_body(req, vars)?;
     loop {
         p.request = format!("{method} {url}");
@@ -107,7 +106,11 @@ pub async fn exchange(
     }
 }
 
-fn render_headers(req: &HttpRequest, trace_id: &str, vars: &Vars) -> Result<HeaderMap, ProbeError> {
+fn render_headers(
+    req: &HttpRequest,
+    traceparent: Option<&str>,
+    vars: &Vars,
+) -> Result<HeaderMap, ProbeError> {
     let mut headers = HeaderMap::new();
     headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
@@ -135,9 +138,7 @@ fn render_headers(req: &HttpRequest, trace_id: &str, vars: &Vars) -> Result<Head
         value.set_sensitive(h.secret);
         headers.insert(h.name.clone(), value);
     }
-    let span_id = rand::random::<u64>().max(1);
-    let traceparent = format!("00-{trace_id}-{span_id:016x}-01");
-    if let Ok(v) = HeaderValue::from_str(&traceparent) {
+    if let Some(v) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert("traceparent", v);
     }
     Ok(headers)

@@ -32,11 +32,6 @@ pub struct HttpCtx<'a> {
     pub probe: &'a str,
 }
 
-/// A new W3C trace id (32 hex digits, never all zero).
-pub fn new_trace_id() -> String {
-    format!("{:032x}", rand::random::<u128>().max(1))
-}
-
 /// The `http` kind: one request and its expectations.
 pub struct HttpKind<'a> {
     check: &'a HttpCheck,
@@ -56,12 +51,10 @@ impl<'a> HttpKind<'a> {
 
 impl Kind for HttpKind<'_> {
     async fn check(&mut self, p: &mut Progress) -> Result<(), ProbeError> {
-        p.trace_id = new_trace_id();
-        let trace_id = p.trace_id.clone();
         let req = &self.check.request;
         p.begin_request(format!("{} {}", req.method, req.url.source()));
         let vars = Vars::new();
-        let response = exchange(req, self.ctx, &trace_id, &vars, p).await?;
+        let response = exchange(req, self.ctx, &vars, p).await?;
         judge(&self.check.expect, &response, p, &vars)
     }
 

@@ -24,6 +24,7 @@
 pub mod alerts;
 mod encode;
 pub mod notify;
+pub mod otlp;
 pub mod probes;
 pub mod process;
 pub mod reload;

@@ -1,0 +1,244 @@
+//! Every run as an OTLP trace (issue 19): the run's spans ([`spans`]) sent
+//! over gRPC or HTTP/protobuf by `opentelemetry-otlp`'s exporter.
+//!
+//! Probing never waits on the receiver: a finished run is cloned into a
+//! bounded queue ([`OtelSettings::queue_runs`] runs; past it the run's spans
+//! are dropped and counted), and one task builds the spans and exports them
+//! in batches of up to [`BATCH_RUNS`] runs, every [`FLUSH_EVERY`] or as soon
+//! as a batch is full, each export given up after [`EXPORT_TIMEOUT`] (its
+//! spans dropped, counted). A receiver that is down or slow costs the queue's
+//! memory at most (~2 KB a run) and a warning every [`WARN_EVERY`].
+
+pub mod spans;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry_sdk::Resource;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::settings::{OtelSettings, OtlpProtocol};
+use crate::run::RunRecord;
+
+/// Runs per export: a batch's spans (a few per run) in one request.
+pub const BATCH_RUNS: usize = 512;
+/// The longest a run waits in the queue when the batch does not fill.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// An export not answered within this is abandoned, its spans dropped.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one warning about failed exports per this.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What the export did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    /// Spans the receiver accepted.
+    pub exported_spans: AtomicU64,
+    /// Runs whose spans were dropped because the queue was full.
+    pub dropped_runs: AtomicU64,
+    /// Spans dropped because their export failed or timed out.
+    pub dropped_spans: AtomicU64,
+    /// Exports that failed or timed out.
+    pub failed_exports: AtomicU64,
+}
+
+struct Inner {
+    queue: Mutex<VecDeque<RunRecord>>,
+    capacity: usize,
+    full_batch: tokio::sync::Notify,
+    stats: Arc<OtlpStats>,
+}
+
+/// The handle the scheduler gives every finished run to. Cheap to clone.
+#[derive(Clone)]
+pub struct RunTraces(Arc<Inner>);
+
+impl std::fmt::Debug for RunTraces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunTraces")
+            .field("capacity", &self.0.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunTraces {
+    /// Queues the run's spans for export; never waits. A full queue drops them, counted.
+    pub fn record(&self, r: &RunRecord) {
+        let mut q = self.0.queue.lock();
+        if q.len() >= self.0.capacity {
+            drop(q);
+            self.0.stats.dropped_runs.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.push_back(r.clone());
+        let full = q.len() == BATCH_RUNS;
+        drop(q);
+        if full {
+            self.0.full_batch.notify_one();
+        }
+    }
+
+    pub fn stats(&self) -> Arc<OtlpStats> {
+        self.0.stats.clone()
+    }
+
+    /// Runs waiting for the receiver.
+    pub fn queued(&self) -> usize {
+        self.0.queue.lock().len()
+    }
+}
+
+/// Starts the export when `otel` says so (`None` otherwise): the exporter is
+/// built now (a bad header or endpoint is an error), the task runs until
+/// `stop`, then sends what is queued, once, within [`EXPORT_TIMEOUT`].
+pub fn start(
+    otel: &OtelSettings,
+    location: &str,
+    stop: CancellationToken,
+) -> Result<Option<RunTraces>, String> {
+    if !otel.traces {
+        return Ok(None);
+    }
+    let mut exporter = exporter(otel)?;
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "prober".into());
+    exporter.set_resource(
+        &Resource::builder()
+            .with_service_name(service)
+            .with_attribute(KeyValue::new("prober.location", location.to_string()))
+            .build(),
+    );
+    let inner = Arc::new(Inner {
+        queue: Mutex::new(VecDeque::new()),
+        capacity: otel.queue_runs,
+        full_batch: tokio::sync::Notify::new(),
+        stats: Arc::default(),
+    });
+    let traces = RunTraces(inner.clone());
+    let location = location.to_string();
+    tokio::spawn(async move {
+        export_loop(exporter, &inner, &location, stop).await;
+    });
+    Ok(Some(traces))
+}
+
+/// The OTLP exporter `otel` describes; the standard variables fill what it leaves unset.
+fn exporter(otel: &OtelSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let built = match otel.protocol {
+        OtlpProtocol::Grpc => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_timeout(EXPORT_TIMEOUT);
+            if let Some(e) = &otel.endpoint {
+                b = b.with_endpoint(e.clone());
+            }
+            if !otel.headers.is_empty() {
+                b = b.with_metadata(metadata(&otel.headers)?);
+            }
+            b.build()
+        }
+        OtlpProtocol::Http => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_timeout(EXPORT_TIMEOUT);
+            if let Some(e) = &otel.endpoint {
+                b = b.with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')));
+            }
+            if !otel.headers.is_empty() {
+                let h: HashMap<String, String> = otel.headers.clone().into_iter().collect();
+                b = b.with_headers(h);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| {
+        format!(
+            "otel: cannot set up the OTLP exporter to {} ({e}); check otel.endpoint and otel.protocol",
+            otel.endpoint.as_deref().unwrap_or("the OTEL_EXPORTER_OTLP_* endpoint")
+        )
+    })
+}
+
+fn metadata(headers: &BTreeMap<String, String>) -> Result<tonic::metadata::MetadataMap, String> {
+    let mut m = tonic::metadata::MetadataMap::new();
+    for (k, v) in headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())
+            .map_err(|_| format!("otel.headers: {k:?} is not a gRPC metadata key"))?;
+        let value = v
+            .parse()
+            .map_err(|_| format!("otel.headers.{k}: not a valid metadata value"))?;
+        m.insert(key, value);
+    }
+    Ok(m)
+}
+
+async fn export_loop(
+    exporter: opentelemetry_otlp::SpanExporter,
+    inner: &Inner,
+    location: &str,
+    stop: CancellationToken,
+) {
+    let scope = InstrumentationScope::builder("prober")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let mut warned: Option<Instant> = None;
+    loop {
+        let mut stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            () = inner.full_batch.notified() => false,
+            () = tokio::time::sleep(FLUSH_EVERY) => false,
+        };
+        loop {
+            let runs: Vec<RunRecord> = {
+                let mut q = inner.queue.lock();
+                let n = q.len().min(BATCH_RUNS);
+                q.drain(..n).collect()
+            };
+            if runs.is_empty() {
+                break;
+            }
+            let batch: Vec<_> = (runs.iter())
+                .flat_map(|r| spans::spans_of(r, location, &scope))
+                .collect();
+            let n = batch.len() as u64;
+            let failure = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(batch)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {} s", EXPORT_TIMEOUT.as_secs())),
+            };
+            let stats = &inner.stats;
+            match failure {
+                None => {
+                    stats.exported_spans.fetch_add(n, Ordering::Relaxed);
+                }
+                Some(e) => {
+                    stats.dropped_spans.fetch_add(n, Ordering::Relaxed);
+                    stats.failed_exports.fetch_add(1, Ordering::Relaxed);
+                    if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        warned = Some(Instant::now());
+                        tracing::warn!(
+                            spans = n,
+                            error = %e,
+                            "OTLP export failed; these spans are dropped (counted in prober_otlp_spans_dropped_total), probing goes on; check that the receiver at otel.endpoint is up"
+                        );
+                    }
+                }
+            }
+            if stopping || stop.is_cancelled() {
+                // At shutdown: one batch more at most, not a queue's worth of timeouts.
+                stopping = true;
+                break;
+            }
+        }
+        if stopping {
+            let _ = exporter.shutdown();
+            return;
+        }
+    }
+}
