@@ -251,6 +251,7 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
         "the receiver is the compose stack's Alertmanager"
     );
     assert!(compose["services"]["alertmanager"].is_object());
+    otel_collector_wired_to_jaeger(compose, &settings);
 
     let report = prober::config::load_paths(&[repo().join("probes")]);
     let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
@@ -276,6 +277,58 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
             provider["options"]["path"].as_str().unwrap()
         )),
         "the dashboards are mounted where the provider reads them"
+    );
+}
+
+/// The prober's runs reach Jaeger through the Collector: the prober sends to a
+/// port the Collector's config listens on, the Collector exports to Jaeger's
+/// OTLP port, and `trace_url` opens Jaeger's UI, published on loopback.
+fn otel_collector_wired_to_jaeger(compose: &Value, settings: &Settings) {
+    use prober::config::settings::OtlpProtocol;
+    let services = &compose["services"];
+    let collector = &services["otel-collector"];
+    let mounts = collector["volumes"].to_string();
+    assert!(
+        mounts.contains("./deploy/compose/otel-collector.yaml:/etc/otelcol/config.yaml"),
+        "{mounts}"
+    );
+    assert_eq!(collector["command"][0], "--config=/etc/otelcol/config.yaml");
+    let config = &yaml("deploy/compose/otel-collector.yaml")[0];
+    assert!(settings.otel.traces, "the compose prober exports its runs");
+    assert_eq!(settings.otel.protocol, OtlpProtocol::Http);
+    let endpoint = settings.otel.endpoint.as_deref().unwrap();
+    let port = endpoint.rsplit(':').next().unwrap();
+    assert!(endpoint.starts_with("http://otel-collector:"), "{endpoint}");
+    let listens = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        listens,
+        format!("0.0.0.0:{port}"),
+        "the Collector listens where the prober sends"
+    );
+    let pipeline = &config["service"]["pipelines"]["traces"];
+    assert_eq!(pipeline["receivers"][0], "otlp");
+    let exporter = pipeline["exporters"][0].as_str().unwrap();
+    let to = config["exporters"][exporter]["endpoint"].as_str().unwrap();
+    let host = to.split(':').next().unwrap();
+    assert!(
+        services[host].is_object(),
+        "the Collector exports to the {host} service"
+    );
+    assert_eq!(
+        services[host]["environment"]["COLLECTOR_OTLP_ENABLED"],
+        "true"
+    );
+    assert!(
+        services[host]["ports"]
+            .to_string()
+            .contains("127.0.0.1:16686:16686"),
+        "Jaeger's UI is published on loopback"
+    );
+    assert_eq!(
+        settings.trace_url.as_deref(),
+        Some("http://localhost:16686/trace/{trace_id}")
     );
 }
 
