@@ -36,7 +36,7 @@ use crate::store::audit::AuditLog;
 use crate::store::queue::ResultQueue;
 use crate::store::writer::StoreHealth;
 use crate::store::Store;
-use crate::telemetry::otlp::RunTraces;
+use crate::telemetry::otlp::{ExportTask, RunTraces};
 use crate::telemetry::reload::{ReloadState, ReloadStatus};
 
 /// How long the final flush may wait for Postgres at shutdown.
@@ -91,6 +91,8 @@ pub struct Daemon {
     /// Renews this replica's membership; leaves once `leave` is cancelled.
     membership: tokio::task::JoinHandle<()>,
     leave: CancellationToken,
+    /// The OTLP export, finished once the last run is recorded.
+    export: Option<ExportTask>,
     drain: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
@@ -136,6 +138,8 @@ impl Daemon {
         self.leave.cancel();
         let _ = tokio::time::timeout(members::RENEW_EVERY, self.membership).await;
         let unfinished = self.core.scheduler.shutdown(self.grace).await;
+        // No run is left to record: the last spans go out beside the queue's drain.
+        let export = self.export.map(|t| tokio::spawn(t.finish()));
         self.drain.cancel();
         let mut writer = self.writer;
         if tokio::time::timeout(DRAIN_LIMIT, &mut writer)
@@ -167,6 +171,9 @@ impl Daemon {
         self.stop.cancel();
         let _ = self.server.await;
         let _ = self.notifier.await;
+        if let Some(export) = export {
+            let _ = export.await;
+        }
         tracing::info!(
             written = self.store_health.runs_written.load(Ordering::Relaxed),
             unfinished_runs = unfinished,

@@ -65,8 +65,11 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let traces = otlp::start(&settings.otel, &settings.location, stop.clone())
-            .map_err(StartError::Otlp)?;
+        let (traces, export) = match otlp::start(&settings.otel, &settings.location) {
+            Ok(Some((traces, task))) => (Some(traces), Some(task)),
+            Ok(None) => (None, None),
+            Err(e) => return Err(StartError::Otlp(e)),
+        };
         let (core, tasks) = start_core(settings, probes, exec, &storage, &stop, traces);
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
@@ -84,6 +87,7 @@ impl Daemon {
             notifier: tasks.notifier,
             membership: tasks.membership,
             leave: tasks.leave,
+            export,
             drain,
             stop,
             grace: settings.shutdown_grace,

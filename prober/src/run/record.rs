@@ -108,8 +108,8 @@ pub fn trace_id(run_id: Uuid) -> String {
 pub fn span_id(run_id: Uuid, attempt: u32, step: u32, phase: u8) -> u64 {
     let (hi, lo) = run_id.as_u64_pair();
     let part = (u64::from(attempt) << 32) | (u64::from(step) << 8) | u64::from(phase);
-    let mut z =
-        (hi ^ lo.rotate_left(17)).wrapping_add(0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(part + 1));
+    let mut z = (hi ^ lo.rotate_left(17))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(part.wrapping_add(1)));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)).max(1)
@@ -149,11 +149,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            span_id(run, 1, 1, 0),
-            span_id(run, 1, 1, 0),
-            "derived again"
-        );
     }
 
     #[test]

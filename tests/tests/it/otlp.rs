@@ -308,3 +308,46 @@ async fn a_receiver_down_or_slow_never_slows_probing_and_drops_are_counted() {
     assert_eq!(metric(&page, "prober_otlp_spans_exported_total"), 0);
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_every_run_s_trace_is_sent() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let target = FakeReceiver::start(200).await;
+    let received = Received::default();
+    let endpoint = http_receiver(received.clone()).await;
+    let yaml: String = (0..10)
+        .map(|i| {
+            format!(
+                "name: p{i}\nevery: 1s\ntimeout: 500ms\nhttp: {{url: \"{}/{i}\"}}\n---\n",
+                target.url
+            )
+        })
+        .collect();
+    let d = daemon(&db, &yaml, otel(endpoint, OtlpProtocol::Http)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    d.shutdown().await;
+
+    // Every stored run, the last second's too (sent at shutdown, not at the next flush), has its trace.
+    let pool = db.pool().await;
+    let stored: Vec<(String,)> = sqlx::query_as("select replace(run_id::text, '-', '') from runs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(stored.len() >= 10, "{} runs stored", stored.len());
+    let roots: std::collections::HashSet<String> = (received.spans().iter())
+        .filter(|s| s.parent_span_id.is_empty())
+        .map(|s| hex(&s.trace_id))
+        .collect();
+    let missing: Vec<&String> = stored
+        .iter()
+        .map(|(t,)| t)
+        .filter(|t| !roots.contains(*t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} runs have no trace: {missing:?}",
+        missing.len(),
+        stored.len()
+    );
+}

@@ -22,19 +22,20 @@ const OTLP_PROTOCOL_VARS: [&str; 2] = [
 /// `${env:NAME}` substituted, a queue of at least 100 runs.
 pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSettings {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let from_env = OTLP_ENDPOINT_VARS.iter().any(|v| env(v).is_some());
-    let endpoint = f.endpoint.filter(|e| !e.is_empty());
+    let from_env = OTLP_ENDPOINT_VARS.iter().find_map(|v| Some((*v, env(v)?)));
+    // The base address, as OTEL_EXPORTER_OTLP_ENDPOINT is: a `/v1/traces` written out is taken off.
+    let endpoint = (f.endpoint.filter(|e| !e.is_empty())).map(|e| {
+        e.trim_end_matches('/')
+            .trim_end_matches("/v1/traces")
+            .to_string()
+    });
     if let Some(e) = &endpoint {
-        match url::Url::parse(e) {
-            Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
-            Ok(u) if u.scheme() == "https" => sink.error(
-                "otel.endpoint",
-                format!("{e}: https is not supported yet; send to an OpenTelemetry Collector over http beside the prober (e.g. http://127.0.0.1:4318) and let it forward over TLS"),
-            ),
-            _ => sink.error(
-                "otel.endpoint",
-                format!("{e} is not an http URL with a host; write the receiver's base address, e.g. http://otel-collector:4318 (http) or http://otel-collector:4317 (grpc)"),
-            ),
+        if let Err(problem) = check_endpoint(e) {
+            sink.error("otel.endpoint", problem);
+        }
+    } else if let Some((var, e)) = &from_env {
+        if let Err(problem) = check_endpoint(e) {
+            sink.error("otel.endpoint", format!("{var}: {problem}"));
         }
     }
     let protocol = match f.protocol.as_deref() {
@@ -47,9 +48,18 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             );
             d.protocol
         }),
-        None => (OTLP_PROTOCOL_VARS.iter().find_map(|v| env(v)))
-            .and_then(|p| protocol(&p))
-            .unwrap_or(d.protocol),
+        None => match OTLP_PROTOCOL_VARS.iter().find_map(|v| Some((*v, env(v)?))) {
+            None => d.protocol,
+            Some((var, p)) => protocol(&p).unwrap_or_else(|| {
+                sink.warning(
+                    "otel.protocol",
+                    format!(
+                        "{var}={p} is not supported (grpc or http/protobuf); using http/protobuf"
+                    ),
+                );
+                d.protocol
+            }),
+        },
     };
     let mut headers = BTreeMap::new();
     for (k, v) in f.headers.unwrap_or_default() {
@@ -76,13 +86,22 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             format!("{queue_runs} is too few; at least 100 (default {}: runs waiting for the receiver, each ~2 KB)", d.queue_runs),
         );
     }
-    let traces = f.traces.unwrap_or(true) && (endpoint.is_some() || from_env);
+    let traces = f.traces.unwrap_or(true) && (endpoint.is_some() || from_env.is_some());
     OtelSettings {
         endpoint,
         protocol,
         headers,
         traces,
         queue_runs,
+    }
+}
+
+/// An endpoint the exporter can use: http with a host (no TLS yet).
+fn check_endpoint(e: &str) -> Result<(), String> {
+    match url::Url::parse(e) {
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(u) if u.scheme() == "https" => Err(format!("{e}: https is not supported yet; send to an OpenTelemetry Collector over http beside the prober (e.g. http://127.0.0.1:4318) and let it forward over TLS")),
+        _ => Err(format!("{e} is not an http URL with a host; write the receiver's base address, e.g. http://otel-collector:4318 (http) or http://otel-collector:4317 (grpc)")),
     }
 }
 
@@ -114,7 +133,13 @@ mod tests {
     #[test]
     fn otel_is_off_by_default_and_on_with_an_endpoint() {
         let s = resolve("location: x\n").unwrap();
-        assert_eq!(s.otel, OtelSettings::default());
+        let env_set = OTLP_ENDPOINT_VARS
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert_eq!(
+            s.otel.traces, env_set,
+            "off unless the environment names a receiver"
+        );
         let s = resolve(
             "otel:\n  endpoint: http://127.0.0.1:4317\n  protocol: grpc\n  headers: {X-Api-Key: k}\n  queue_runs: 500\n",
         )
@@ -126,6 +151,12 @@ mod tests {
         assert_eq!(s.otel.queue_runs, 500);
         let off = resolve("otel:\n  endpoint: http://127.0.0.1:4318\n  traces: false\n").unwrap();
         assert!(!off.otel.traces);
+        let full = resolve("otel:\n  endpoint: http://c:4318/v1/traces\n").unwrap();
+        assert_eq!(
+            full.otel.endpoint.as_deref(),
+            Some("http://c:4318"),
+            "the base address"
+        );
     }
 
     #[test]

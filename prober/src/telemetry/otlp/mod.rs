@@ -5,9 +5,11 @@
 //! bounded queue ([`OtelSettings::queue_runs`] runs; past it the run's spans
 //! are dropped and counted), and one task builds the spans and exports them
 //! in batches of up to [`BATCH_RUNS`] runs, every [`FLUSH_EVERY`] or as soon
-//! as a batch is full, each export given up after [`EXPORT_TIMEOUT`] (its
-//! spans dropped, counted). A receiver that is down or slow costs the queue's
-//! memory at most (~2 KB a run) and a warning every [`WARN_EVERY`].
+//! as a batch is full (or [`BATCH_SPANS`] spans), each export given up after
+//! [`EXPORT_TIMEOUT`] (its spans dropped, counted). A receiver that is down or
+//! slow costs the queue's memory at most (~2 KB a typical run) and a warning
+//! every [`WARN_EVERY`]. At shutdown the queue is sent within
+//! [`SHUTDOWN_FLUSH`]; what is left is dropped, counted.
 
 pub mod spans;
 
@@ -28,6 +30,11 @@ use crate::run::RunRecord;
 
 /// Runs per export: a batch's spans (a few per run) in one request.
 pub const BATCH_RUNS: usize = 512;
+/// Spans per export at most (scenarios have many): a batch stays well under a
+/// Collector's default 4 MiB gRPC message (a span is ~200 bytes).
+pub const BATCH_SPANS: usize = 4_096;
+/// At shutdown, how long the queued runs may take to go out.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// The longest a run waits in the queue when the batch does not fill.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// An export not answered within this is abandoned, its spans dropped.
@@ -94,14 +101,32 @@ impl RunTraces {
     }
 }
 
+/// The export task: stopped by [`ExportTask::finish`] once no run is left to record.
+#[derive(Debug)]
+pub struct ExportTask {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl ExportTask {
+    /// Sends what is queued (within [`SHUTDOWN_FLUSH`]; what is left then
+    /// is dropped, counted) and waits for the task.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let limit = SHUTDOWN_FLUSH + EXPORT_TIMEOUT;
+        if tokio::time::timeout(limit, self.handle).await.is_err() {
+            tracing::warn!("the OTLP export did not stop in time; its last spans are lost");
+        }
+    }
+}
+
 /// Starts the export when `otel` says so (`None` otherwise): the exporter is
 /// built now (a bad header or endpoint is an error), the task runs until
-/// `stop`, then sends what is queued, once, within [`EXPORT_TIMEOUT`].
+/// [`ExportTask::finish`].
 pub fn start(
     otel: &OtelSettings,
     location: &str,
-    stop: CancellationToken,
-) -> Result<Option<RunTraces>, String> {
+) -> Result<Option<(RunTraces, ExportTask)>, String> {
     if !otel.traces {
         return Ok(None);
     }
@@ -121,10 +146,23 @@ pub fn start(
     });
     let traces = RunTraces(inner.clone());
     let location = location.to_string();
-    tokio::spawn(async move {
-        export_loop(exporter, &inner, &location, stop).await;
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut export = Export {
+                exporter,
+                inner: &inner,
+                location: &location,
+                scope: InstrumentationScope::builder("prober")
+                    .with_version(env!("CARGO_PKG_VERSION"))
+                    .build(),
+                warned: None,
+            };
+            export.run(stop).await;
+        }
     });
-    Ok(Some(traces))
+    Ok(Some((traces, ExportTask { stop, handle })))
 }
 
 /// The OTLP exporter `otel` describes; the standard variables fill what it leaves unset.
@@ -178,67 +216,91 @@ fn metadata(headers: &BTreeMap<String, String>) -> Result<tonic::metadata::Metad
     Ok(m)
 }
 
-async fn export_loop(
+/// The export task's state.
+struct Export<'a> {
     exporter: opentelemetry_otlp::SpanExporter,
-    inner: &Inner,
-    location: &str,
-    stop: CancellationToken,
-) {
-    let scope = InstrumentationScope::builder("prober")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
-    let mut warned: Option<Instant> = None;
-    loop {
-        let mut stopping = tokio::select! {
-            () = stop.cancelled() => true,
-            () = inner.full_batch.notified() => false,
-            () = tokio::time::sleep(FLUSH_EVERY) => false,
-        };
+    inner: &'a Inner,
+    location: &'a str,
+    scope: InstrumentationScope,
+    /// When a failed export was last logged.
+    warned: Option<Instant>,
+}
+
+impl Export<'_> {
+    /// Sends a batch every [`FLUSH_EVERY`] or as soon as one is full, until
+    /// `stop`; then what is queued, within [`SHUTDOWN_FLUSH`].
+    async fn run(&mut self, stop: CancellationToken) {
         loop {
-            let runs: Vec<RunRecord> = {
-                let mut q = inner.queue.lock();
-                let n = q.len().min(BATCH_RUNS);
-                q.drain(..n).collect()
-            };
-            if runs.is_empty() {
-                break;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.inner.full_batch.notified() => {}
+                () = tokio::time::sleep(FLUSH_EVERY) => {}
             }
-            let batch: Vec<_> = (runs.iter())
-                .flat_map(|r| spans::spans_of(r, location, &scope))
-                .collect();
-            let n = batch.len() as u64;
-            let failure = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(batch)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("no answer within {} s", EXPORT_TIMEOUT.as_secs())),
-            };
-            let stats = &inner.stats;
-            match failure {
-                None => {
-                    stats.exported_spans.fetch_add(n, Ordering::Relaxed);
-                }
-                Some(e) => {
-                    stats.dropped_spans.fetch_add(n, Ordering::Relaxed);
-                    stats.failed_exports.fetch_add(1, Ordering::Relaxed);
-                    if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                        warned = Some(Instant::now());
-                        tracing::warn!(
-                            spans = n,
-                            error = %e,
-                            "OTLP export failed; these spans are dropped (counted in prober_otlp_spans_dropped_total), probing goes on; check that the receiver at otel.endpoint is up"
-                        );
-                    }
-                }
-            }
-            if stopping || stop.is_cancelled() {
-                // At shutdown: one batch more at most, not a queue's worth of timeouts.
-                stopping = true;
+            while self.send(EXPORT_TIMEOUT).await && !stop.is_cancelled() {}
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.send(left.min(EXPORT_TIMEOUT)).await {
                 break;
             }
         }
-        if stopping {
-            let _ = exporter.shutdown();
-            return;
+        let lost = {
+            let mut q = self.inner.queue.lock();
+            let n = q.len();
+            q.clear();
+            n
+        };
+        if lost > 0 {
+            let stats = &self.inner.stats;
+            stats.dropped_runs.fetch_add(lost as u64, Ordering::Relaxed);
+            tracing::warn!(
+                runs = lost,
+                "the OTLP receiver did not take every run's spans before the prober stopped; these are dropped"
+            );
         }
+        let _ = self.exporter.shutdown();
+    }
+
+    /// Exports the oldest queued runs, up to [`BATCH_RUNS`] runs or
+    /// [`BATCH_SPANS`] spans; returns whether runs are still queued.
+    async fn send(&mut self, timeout: Duration) -> bool {
+        let mut batch = Vec::new();
+        let mut runs = 0;
+        while runs < BATCH_RUNS && batch.len() < BATCH_SPANS {
+            let Some(r) = self.inner.queue.lock().pop_front() else {
+                break;
+            };
+            batch.extend(spans::spans_of(&r, self.location, &self.scope));
+            runs += 1;
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        let n = batch.len() as u64;
+        let failure = match tokio::time::timeout(timeout, self.exporter.export(batch)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        let stats = &self.inner.stats;
+        match failure {
+            None => {
+                stats.exported_spans.fetch_add(n, Ordering::Relaxed);
+            }
+            Some(e) => {
+                stats.dropped_spans.fetch_add(n, Ordering::Relaxed);
+                stats.failed_exports.fetch_add(1, Ordering::Relaxed);
+                if self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    self.warned = Some(Instant::now());
+                    tracing::warn!(
+                        spans = n,
+                        error = %e,
+                        "OTLP export failed; these spans are dropped (counted in prober_otlp_spans_dropped_total), probing goes on; check that the OTLP receiver (otel.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT) is up and speaks the configured protocol"
+                    );
+                }
+            }
+        }
+        !self.inner.queue.lock().is_empty()
     }
 }

@@ -14,11 +14,13 @@
 //! exactly the stored phase (microseconds); the phases of a request are laid
 //! end to end from its start, as are a scenario's steps within the attempt
 //! (the few microseconds between two, writing the request say, are not
-//! measured). Only the last attempt's phases and steps are in the record: an
-//! earlier attempt is one span of its total and, for a single request, its
-//! request span (so its `traceparent` has a parent too); attempts are spaced
-//! evenly between the run's start and the last attempt's (the retry delay is
-//! fixed).
+//! measured). A step that never reached the network (the attempt's time ran
+//! out, its request could not be built) has no span. Only the last attempt's
+//! phases and steps are in the record: an earlier attempt is one span of its
+//! total and, for a single request, its request span (so its `traceparent`
+//! has a parent too; an earlier attempt's scenario steps have none); attempts
+//! are spaced evenly between the run's start and the last attempt's (the
+//! retry delay is fixed).
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
@@ -210,6 +212,12 @@ fn requests(
         if st.status == StepStatus::Skipped {
             continue;
         }
+        if !reached(&st.phases) {
+            // Never sent (the attempt's time ran out first, or its request
+            // could not be built): no request span, only its time passes.
+            end += Duration::from_micros(st.phases.total_us);
+            continue;
+        }
         let s = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let mut r = request_span(run, (n, s), parent, &st.request);
         r.name = Cow::Owned(st.name.clone());
@@ -240,6 +248,19 @@ fn request_span(run: &Run<'_>, (n, s): (u32, u32), parent: u64, request: &str) -
             .push(KeyValue::new("prober.request", request.to_string()));
     }
     r
+}
+
+/// Whether a request reached any phase (it went to the network).
+fn reached(p: &Phases) -> bool {
+    [
+        p.dns_us,
+        p.connect_us,
+        p.tls_us,
+        p.first_byte_us,
+        p.transfer_us,
+    ]
+    .iter()
+    .any(Option::is_some)
 }
 
 /// The request's phase spans into `out`, laid end to end from its start; sets

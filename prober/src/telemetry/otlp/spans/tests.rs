@@ -211,12 +211,18 @@ fn a_scenario_has_a_request_span_per_step_that_ran() {
         assertions: Vec::new(),
         extracted: Vec::new(),
     };
+    let never_sent = StepOutcome {
+        phases: Phases::default(),
+        ..step("confirm", StepStatus::Failed, 0)
+    };
     o.steps = vec![
         step("login", StepStatus::Passed, 500),
         step("pay", StepStatus::Failed, 700),
         step("logout", StepStatus::Skipped, 0),
+        step("cleanup", StepStatus::Passed, 300),
+        never_sent,
     ];
-    o.phases.total_us = 1_200;
+    o.phases.total_us = 1_500;
     let r = record(o);
     let spans = spans_of(&r, "eu", &scope());
 
@@ -230,16 +236,20 @@ fn a_scenario_has_a_request_span_per_step_that_ran() {
             "login",
             "connect",
             "first byte",
-            "pay"
-        ]
+            "pay",
+            "connect",
+            "first byte",
+            "cleanup"
+        ],
+        "no span for a skipped step or one never sent"
     );
+    let id = |s| SpanId::from(span_id(r.run_id, 1, s, 0));
+    assert_eq!(spans[3].span_context.span_id(), id(1));
+    assert_eq!(spans[6].span_context.span_id(), id(2));
     assert_eq!(
-        spans[3].span_context.span_id(),
-        SpanId::from(span_id(r.run_id, 1, 1, 0))
-    );
-    assert_eq!(
-        spans[6].span_context.span_id(),
-        SpanId::from(span_id(r.run_id, 1, 2, 0))
+        spans[9].span_context.span_id(),
+        id(4),
+        "numbered as the runner numbers steps, skipped ones too"
     );
     assert_eq!(
         spans[6].start_time, spans[3].end_time,
