@@ -139,7 +139,8 @@ impl Daemon {
         let _ = tokio::time::timeout(members::RENEW_EVERY, self.membership).await;
         let unfinished = self.core.scheduler.shutdown(self.grace).await;
         // No run is left to record: the last spans go out beside the queue's drain.
-        let export = self.export.map(|t| tokio::spawn(t.finish()));
+        let export = (self.export.zip(self.core.traces.clone()))
+            .map(|(task, traces)| tokio::spawn(async move { task.finish(&traces).await }));
         self.drain.cancel();
         let mut writer = self.writer;
         if tokio::time::timeout(DRAIN_LIMIT, &mut writer)

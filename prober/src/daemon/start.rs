@@ -70,6 +70,9 @@ impl Daemon {
             Ok(None) => (None, None),
             Err(e) => return Err(StartError::Otlp(e)),
         };
+        if let Some(t) = traces.as_ref().filter(|_| settings.otel.self_traces) {
+            trace_own_work(t, settings.otel.sample_ratio);
+        }
         let (core, tasks) = start_core(settings, probes, exec, &storage, &stop, traces);
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
@@ -92,6 +95,21 @@ impl Daemon {
             stop,
             grace: settings.shutdown_grace,
         })
+    }
+}
+
+/// The prober's own spans through `traces`' queue, `ratio` of the traces kept.
+fn trace_own_work(traces: &RunTraces, ratio: f64) {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(traces.own_spans())
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .build();
+    if !crate::telemetry::trace_own_work(provider.tracer("prober")) {
+        tracing::warn!("otel.self_traces: logging was set up by the program embedding the prober, not by it; the prober's own spans are not exported");
     }
 }
 
@@ -220,7 +238,7 @@ fn start_core(
     scheduler.count_api_runs(settings.api.manual_runs_count);
     let hook = alerts.clone();
     scheduler.on_run(Arc::new(move |r| hook.submit(r)));
-    if let Some(t) = traces.clone() {
+    if let Some(t) = traces.clone().filter(|_| settings.otel.traces) {
         scheduler.on_finished(Arc::new(move |r| t.record(r)));
     }
     let scheduler = Arc::new(scheduler);

@@ -11,6 +11,7 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::outbox::{self, Claimed};
 use super::{render, Content, Receivers};
@@ -288,8 +289,9 @@ async fn run(
         let idle = claimed.is_empty();
         let mut pending: Vec<i64> = claimed.iter().map(|c| c.id).collect();
         for c in &claimed {
+            let span = tracing::info_span!("notify.deliver", receiver = %c.receiver);
             let verdict = tokio::select! {
-                v = attempt(&client, by_name.get(c.receiver.as_str()).copied(), c) => v,
+                v = attempt(&client, by_name.get(c.receiver.as_str()).copied(), c).instrument(span) => v,
                 _ = stop.cancelled() => {
                     if let Err(e) = outbox::release(&store, &pending).await {
                         tracing::warn!(error = %e, "cannot give back claimed notifications; they are due again after the lease");

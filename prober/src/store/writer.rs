@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::queue::ResultQueue;
 use super::rollup::ROLLUP_EVERY;
@@ -306,7 +307,8 @@ async fn roll_up_every(store: Store, health: Arc<StoreHealth>, stop: Cancellatio
 /// rollup takes them.
 async fn roll_up(store: &Store, health: &StoreHealth) {
     let started = std::time::Instant::now();
-    match store.rollup(Utc::now()).await {
+    let span = tracing::info_span!("store.rollup");
+    match store.rollup(Utc::now()).instrument(span).await {
         Ok(Some(r)) => {
             health.rollups.fetch_add(1, Ordering::Relaxed);
             let folded_ms = started.elapsed().as_millis() as u64;
@@ -365,8 +367,9 @@ async fn flush(
         let started = std::time::Instant::now();
         // On `stop` (the shutdown limit passed) the write is abandoned and the
         // batch goes back, so the daemon counts it among the unwritten results.
+        let span = tracing::info_span!("store.write", runs = batch.records.len());
         let written = tokio::select! {
-            r = write_isolating(store, health, &batch.records) => Some(r),
+            r = write_isolating(store, health, &batch.records).instrument(span) => Some(r),
             _ = stop.cancelled() => None,
         };
         let Some(written) = written else {

@@ -310,7 +310,12 @@ fn otel_collector_wired_to_jaeger(compose: &Value, settings: &Settings) {
     let pipeline = &config["service"]["pipelines"]["traces"];
     assert_eq!(pipeline["receivers"][0], "otlp");
     let exporter = pipeline["exporters"][0].as_str().unwrap();
+    assert!(
+        exporter.starts_with("otlp/"),
+        "OTLP over gRPC to Jaeger: {exporter}"
+    );
     let to = config["exporters"][exporter]["endpoint"].as_str().unwrap();
+    assert!(to.ends_with(":4317"), "Jaeger's OTLP gRPC port: {to}");
     let host = to.split(':').next().unwrap();
     assert!(
         services[host].is_object(),

@@ -351,3 +351,64 @@ async fn at_shutdown_every_run_s_trace_is_sent() {
         stored.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_traces_send_the_prober_s_own_work_and_traces_false_no_runs() {
+    let _shared = crate::helpers::TIMING.read().await;
+    let db = TestDb::create().await;
+    let target = FakeReceiver::start(200).await;
+    let received = Received::default();
+    let endpoint = http_receiver(received.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!(
+            "name: own\nevery: 1s\ntimeout: 500ms\nhttp: {{url: \"{}/own\"}}\n",
+            target.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("prober.yaml"),
+        format!("otel: {{endpoint: \"{endpoint}\", traces: false, self_traces: true}}\n"),
+    )
+    .unwrap();
+    let mut child = crate::helpers::cli_command(dir.path(), &["run"])
+        .env("PROBER_PROBES", dir.path().join("p.yaml"))
+        .env("DATABASE_URL", &db.url)
+        .env("PROBER_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let writes = || {
+        (received.spans().iter())
+            .filter(|s| s.name == "store.write")
+            .count()
+    };
+    let seen = wait_for(Duration::from_secs(20), || writes() >= 2).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen,
+        "the writer's batches arrive as spans: {:?}",
+        received.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let write = received
+        .spans()
+        .into_iter()
+        .find(|s| s.name == "store.write")
+        .unwrap();
+    assert!(
+        write.attributes.iter().any(|kv| kv.key == "runs"),
+        "{:?}",
+        write.attributes
+    );
+    assert!(
+        received
+            .spans()
+            .iter()
+            .all(|s| s.name != "own" && s.name != "GET"),
+        "traces: false exports no run"
+    );
+}

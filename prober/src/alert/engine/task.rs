@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::leader::RENEW_EVERY;
 use super::{AlertEngine, Input, Observed, ALL_LOCATIONS};
@@ -149,9 +150,13 @@ async fn periodic_bounded(
     term: &mut Option<i64>,
     unsaved: &mut VecDeque<Change>,
 ) {
-    if tokio::time::timeout(PERIODIC_TIMEOUT, periodic(engine, term, unsaved))
-        .await
-        .is_err()
+    let span = tracing::info_span!("alert.evaluate");
+    if tokio::time::timeout(
+        PERIODIC_TIMEOUT,
+        periodic(engine, term, unsaved).instrument(span),
+    )
+    .await
+    .is_err()
     {
         tracing::warn!(
             "a periodic alert evaluation got no answer from Postgres within {} s; skipped, the next one runs as usual",

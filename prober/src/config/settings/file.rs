@@ -55,6 +55,8 @@ pub(super) struct OtelFile {
     pub(super) headers: Option<std::collections::BTreeMap<String, String>>,
     pub(super) traces: Option<bool>,
     pub(super) queue_runs: Option<usize>,
+    pub(super) self_traces: Option<bool>,
+    pub(super) sample_ratio: Option<f64>,
 }
 
 /// `spool:` in `prober.yaml`: results on local disk until Postgres has them.

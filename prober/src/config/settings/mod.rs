@@ -170,7 +170,7 @@ pub struct Settings {
 }
 
 /// `otel:` in the settings: every run exported as an OTLP trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OtelSettings {
     /// The receiver's base address (`/v1/traces` is added for http); `None`:
     /// the standard `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` variables, read by the exporter.
@@ -183,6 +183,11 @@ pub struct OtelSettings {
     pub traces: bool,
     /// Runs waiting for the receiver (default 8,192); past it new runs' spans are dropped, counted.
     pub queue_runs: usize,
+    /// The prober's own work as spans too (store writes, rollups, alert
+    /// evaluation, notification delivery, API requests); default false.
+    pub self_traces: bool,
+    /// The share of the prober's own traces kept (0–1, default 1); runs are always exported.
+    pub sample_ratio: f64,
 }
 
 impl Default for OtelSettings {
@@ -193,6 +198,8 @@ impl Default for OtelSettings {
             headers: std::collections::BTreeMap::new(),
             traces: false,
             queue_runs: 8_192,
+            self_traces: false,
+            sample_ratio: 1.0,
         }
     }
 }

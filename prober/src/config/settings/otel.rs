@@ -29,11 +29,12 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             .trim_end_matches("/v1/traces")
             .to_string()
     });
-    if let Some(e) = &endpoint {
+    let off = f.traces == Some(false);
+    if let Some(e) = endpoint.as_ref().filter(|_| !off) {
         if let Err(problem) = check_endpoint(e) {
             sink.error("otel.endpoint", problem);
         }
-    } else if let Some((var, e)) = &from_env {
+    } else if let Some((var, e)) = from_env.as_ref().filter(|_| !off && endpoint.is_none()) {
         if let Err(problem) = check_endpoint(e) {
             sink.error("otel.endpoint", format!("{var}: {problem}"));
         }
@@ -48,18 +49,20 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             );
             d.protocol
         }),
-        None => match OTLP_PROTOCOL_VARS.iter().find_map(|v| Some((*v, env(v)?))) {
-            None => d.protocol,
-            Some((var, p)) => protocol(&p).unwrap_or_else(|| {
-                sink.warning(
-                    "otel.protocol",
-                    format!(
+        None => {
+            match (OTLP_PROTOCOL_VARS.iter().find_map(|v| Some((*v, env(v)?)))).filter(|_| !off) {
+                None => d.protocol,
+                Some((var, p)) => protocol(&p).unwrap_or_else(|| {
+                    sink.warning(
+                        "otel.protocol",
+                        format!(
                         "{var}={p} is not supported (grpc or http/protobuf); using http/protobuf"
                     ),
-                );
-                d.protocol
-            }),
-        },
+                    );
+                    d.protocol
+                }),
+            }
+        }
     };
     let mut headers = BTreeMap::new();
     for (k, v) in f.headers.unwrap_or_default() {
@@ -86,13 +89,32 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             format!("{queue_runs} is too few; at least 100 (default {}: runs waiting for the receiver, each ~2 KB)", d.queue_runs),
         );
     }
-    let traces = f.traces.unwrap_or(true) && (endpoint.is_some() || from_env.is_some());
+    let receiver = endpoint.is_some() || from_env.is_some();
+    let traces = f.traces.unwrap_or(true) && receiver;
+    let self_traces = f.self_traces.unwrap_or(d.self_traces);
+    if self_traces && !receiver {
+        sink.error(
+            "otel.self_traces",
+            "needs a receiver: set otel.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)",
+        );
+    }
+    let sample_ratio = f.sample_ratio.unwrap_or(d.sample_ratio);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        sink.error(
+            "otel.sample_ratio",
+            format!(
+                "{sample_ratio} must be between 0 and 1 (1: every trace of the prober's own work)"
+            ),
+        );
+    }
     OtelSettings {
         endpoint,
         protocol,
         headers,
         traces,
         queue_runs,
+        self_traces: self_traces && receiver,
+        sample_ratio,
     }
 }
 
@@ -135,7 +157,7 @@ mod tests {
         let s = resolve("location: x\n").unwrap();
         let env_set = OTLP_ENDPOINT_VARS
             .iter()
-            .any(|v| std::env::var_os(v).is_some());
+            .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
         assert_eq!(
             s.otel.traces, env_set,
             "off unless the environment names a receiver"
@@ -177,6 +199,10 @@ mod tests {
             (
                 "otel:\n  endpoint: http://c:4318\n  queue_runs: 5\n",
                 "at least 100",
+            ),
+            (
+                "otel:\n  endpoint: http://c:4318\n  sample_ratio: 2\n",
+                "between 0 and 1",
             ),
             (
                 "otel:\n  endpoint: http://c:4318\n  headers: {\"a b\": x}\n",

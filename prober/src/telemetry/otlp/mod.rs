@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +48,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 pub struct OtlpStats {
     /// Spans the receiver accepted.
     pub exported_spans: AtomicU64,
-    /// Runs whose spans were dropped because the queue was full.
+    /// Runs whose spans were dropped because the queue was full (or the prober was stopping).
     pub dropped_runs: AtomicU64,
     /// Spans dropped because their export failed or timed out.
     pub dropped_spans: AtomicU64,
@@ -55,8 +56,17 @@ pub struct OtlpStats {
     pub failed_exports: AtomicU64,
 }
 
+/// What waits for the receiver: a run (its spans built when sent) or one of
+/// the prober's own spans.
+enum Item {
+    Run(Box<RunRecord>),
+    Own(Box<SpanData>),
+}
+
 struct Inner {
-    queue: Mutex<VecDeque<RunRecord>>,
+    queue: Mutex<VecDeque<Item>>,
+    /// Set at shutdown: no run is queued any more.
+    closed: std::sync::atomic::AtomicBool,
     capacity: usize,
     full_batch: tokio::sync::Notify,
     stats: Arc<OtlpStats>,
@@ -78,17 +88,22 @@ impl RunTraces {
     /// Queues the run's spans for export; never waits. A full queue drops them, counted.
     pub fn record(&self, r: &RunRecord) {
         let mut q = self.0.queue.lock();
-        if q.len() >= self.0.capacity {
+        if q.len() >= self.0.capacity || self.0.closed.load(Ordering::Relaxed) {
             drop(q);
             self.0.stats.dropped_runs.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        q.push_back(r.clone());
+        q.push_back(Item::Run(Box::new(r.clone())));
         let full = q.len() == BATCH_RUNS;
         drop(q);
         if full {
             self.0.full_batch.notify_one();
         }
+    }
+
+    /// The span processor that queues the prober's own spans (`otel.self_traces`).
+    pub fn own_spans(&self) -> OwnSpans {
+        OwnSpans(self.clone())
     }
 
     pub fn stats(&self) -> Arc<OtlpStats> {
@@ -98,6 +113,35 @@ impl RunTraces {
     /// Runs waiting for the receiver.
     pub fn queued(&self) -> usize {
         self.0.queue.lock().len()
+    }
+}
+
+/// Queues the prober's own spans (the `tracing` spans of its work, through
+/// `tracing-opentelemetry` and the SDK's tracer) beside the runs; a full
+/// queue drops them, counted in `prober_otlp_spans_dropped_total`.
+#[derive(Debug)]
+pub struct OwnSpans(RunTraces);
+
+impl SpanProcessor for OwnSpans {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let inner = &self.0 .0;
+        let mut q = inner.queue.lock();
+        if q.len() >= inner.capacity || inner.closed.load(Ordering::Relaxed) {
+            drop(q);
+            inner.stats.dropped_spans.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.push_back(Item::Own(Box::new(span)));
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
     }
 }
 
@@ -111,9 +155,13 @@ pub struct ExportTask {
 impl ExportTask {
     /// Sends what is queued (within [`SHUTDOWN_FLUSH`]; what is left then
     /// is dropped, counted) and waits for the task.
-    pub async fn finish(self) {
+    pub async fn finish(self, traces: &RunTraces) {
+        // A run recorded from now on (one past the grace period, an API run
+        // before the server stops) is not waited for: counted as dropped.
+        traces.0.closed.store(true, Ordering::Relaxed);
         self.stop.cancel();
-        let limit = SHUTDOWN_FLUSH + EXPORT_TIMEOUT;
+        // An export in flight, then the flush, and a margin.
+        let limit = EXPORT_TIMEOUT + SHUTDOWN_FLUSH + Duration::from_secs(1);
         if tokio::time::timeout(limit, self.handle).await.is_err() {
             tracing::warn!("the OTLP export did not stop in time; its last spans are lost");
         }
@@ -127,7 +175,7 @@ pub fn start(
     otel: &OtelSettings,
     location: &str,
 ) -> Result<Option<(RunTraces, ExportTask)>, String> {
-    if !otel.traces {
+    if !otel.traces && !otel.self_traces {
         return Ok(None);
     }
     let mut exporter = exporter(otel)?;
@@ -140,6 +188,7 @@ pub fn start(
     );
     let inner = Arc::new(Inner {
         queue: Mutex::new(VecDeque::new()),
+        closed: std::sync::atomic::AtomicBool::new(false),
         capacity: otel.queue_runs,
         full_batch: tokio::sync::Notify::new(),
         stats: Arc::default(),
@@ -232,11 +281,12 @@ impl Export<'_> {
     async fn run(&mut self, stop: CancellationToken) {
         loop {
             tokio::select! {
+                biased;
                 () = stop.cancelled() => break,
                 () = self.inner.full_batch.notified() => {}
                 () = tokio::time::sleep(FLUSH_EVERY) => {}
             }
-            while self.send(EXPORT_TIMEOUT).await && !stop.is_cancelled() {}
+            while !stop.is_cancelled() && self.send(EXPORT_TIMEOUT).await {}
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
         loop {
@@ -268,10 +318,13 @@ impl Export<'_> {
         let mut batch = Vec::new();
         let mut runs = 0;
         while runs < BATCH_RUNS && batch.len() < BATCH_SPANS {
-            let Some(r) = self.inner.queue.lock().pop_front() else {
+            let Some(item) = self.inner.queue.lock().pop_front() else {
                 break;
             };
-            batch.extend(spans::spans_of(&r, self.location, &self.scope));
+            match item {
+                Item::Run(r) => batch.extend(spans::spans_of(&r, self.location, &self.scope)),
+                Item::Own(s) => batch.push(*s),
+            }
             runs += 1;
         }
         if batch.is_empty() {

@@ -14,8 +14,8 @@
 //! exactly the stored phase (microseconds); the phases of a request are laid
 //! end to end from its start, as are a scenario's steps within the attempt
 //! (the few microseconds between two, writing the request say, are not
-//! measured). A step that never reached the network (the attempt's time ran
-//! out, its request could not be built) has no span. Only the last attempt's
+//! measured). A step that never started (the attempt's time ran out before
+//! it) or whose request could not be built has no span. Only the last attempt's
 //! phases and steps are in the record: an earlier attempt is one span of its
 //! total and, for a single request, its request span (so its `traceparent`
 //! has a parent too; an earlier attempt's scenario steps have none); attempts
@@ -31,7 +31,7 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
-use crate::run::{span_id, Phases, ProbeError, RunRecord, StepStatus, Trigger};
+use crate::run::{span_id, ErrorClass, Phases, ProbeError, RunRecord, StepStatus, Trigger};
 
 /// Names of the phase spans, in the order they happen.
 const PHASE_NAMES: [&str; 5] = ["dns", "connect", "tls", "first byte", "transfer"];
@@ -212,8 +212,12 @@ fn requests(
         if st.status == StepStatus::Skipped {
             continue;
         }
-        if !reached(&st.phases) {
-            // Never sent (the attempt's time ran out first, or its request
+        let unbuilt = st
+            .error
+            .as_ref()
+            .is_some_and(|e| e.class == ErrorClass::Config);
+        if !reached(&st.phases) && (st.phases.total_us == 0 || unbuilt) {
+            // Never sent (the attempt's time ran out before it, or its request
             // could not be built): no request span, only its time passes.
             end += Duration::from_micros(st.phases.total_us);
             continue;

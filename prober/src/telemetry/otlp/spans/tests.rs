@@ -257,3 +257,35 @@ fn a_scenario_has_a_request_span_per_step_that_ran() {
     );
     assert_eq!(us(spans[6].start_time, spans[6].end_time), 700);
 }
+
+#[test]
+fn a_step_that_failed_before_any_phase_keeps_its_span_unless_it_was_never_built() {
+    let mut o = outcome();
+    let failed = |name: &str, class: ErrorClass, total_us: u64| StepOutcome {
+        name: name.into(),
+        status: StepStatus::Failed,
+        error: Some(ProbeError {
+            class,
+            message: "x".into(),
+        }),
+        request: format!("GET http://127.0.0.1:8080/{name}"),
+        status_code: None,
+        phases: Phases {
+            total_us,
+            ..Phases::default()
+        },
+        assertions: Vec::new(),
+        extracted: Vec::new(),
+    };
+    // A reused connection that failed as the request went out: no phase, but it took time.
+    o.steps = vec![
+        failed("sent", ErrorClass::InvalidResponse, 80),
+        failed("unbuilt", ErrorClass::Config, 3),
+    ];
+    let r = record(o);
+    let spans = spans_of(&r, "eu", &scope());
+
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names, ["checkout", "sent"]);
+    assert_eq!(us(spans[1].start_time, spans[1].end_time), 80);
+}
