@@ -48,7 +48,7 @@ impl Collector for OtlpCollector {
         gauge(
             &mut enc,
             "prober_otlp_runs_queued",
-            "Runs waiting for the OTLP receiver.",
+            "Runs (and, with otel.self_traces, the prober's own spans) waiting for the OTLP receiver.",
             None,
             self.0.queued() as u64,
         )

@@ -110,7 +110,7 @@ impl RunTraces {
         self.0.stats.clone()
     }
 
-    /// Runs waiting for the receiver.
+    /// Runs and own spans waiting for the receiver.
     pub fn queued(&self) -> usize {
         self.0.queue.lock().len()
     }
