@@ -31,9 +31,11 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
-use crate::run::{span_id, ErrorClass, Phases, ProbeError, RunRecord, StepStatus, Trigger};
+use crate::run::{
+    phase_samples, span_id, ErrorClass, Phases, ProbeError, RunRecord, StepStatus, Trigger,
+};
 
-/// Names of the phase spans, in the order they happen.
+/// Names of the phase spans, in the order they happen (`run::PHASES` after `total`).
 const PHASE_NAMES: [&str; 5] = ["dns", "connect", "tls", "first byte", "transfer"];
 
 /// What every span of a run shares.
@@ -256,15 +258,7 @@ fn request_span(run: &Run<'_>, (n, s): (u32, u32), parent: u64, request: &str) -
 
 /// Whether a request reached any phase (it went to the network).
 fn reached(p: &Phases) -> bool {
-    [
-        p.dns_us,
-        p.connect_us,
-        p.tls_us,
-        p.first_byte_us,
-        p.transfer_us,
-    ]
-    .iter()
-    .any(Option::is_some)
+    phase_samples(p)[1..].iter().any(Option::is_some)
 }
 
 /// The request's phase spans into `out`, laid end to end from its start; sets
@@ -278,17 +272,11 @@ fn phases(
 ) -> SystemTime {
     let parent = span_id(run.record.run_id, n, s, 0);
     let mut t = request.start_time;
-    let each = [
-        p.dns_us,
-        p.connect_us,
-        p.tls_us,
-        p.first_byte_us,
-        p.transfer_us,
-    ];
-    for (i, us) in each.into_iter().enumerate() {
+    // The stored phase order (`run::PHASES`) less the total: the span's phase number is its index.
+    for (i, us) in phase_samples(p).into_iter().enumerate().skip(1) {
         let Some(us) = us else { continue };
-        let phase = u8::try_from(i + 1).unwrap_or(u8::MAX);
-        let mut span = run.span((n, s, phase), parent, Cow::Borrowed(PHASE_NAMES[i]));
+        let phase = u8::try_from(i).unwrap_or(u8::MAX);
+        let mut span = run.span((n, s, phase), parent, Cow::Borrowed(PHASE_NAMES[i - 1]));
         span.start_time = t;
         t += Duration::from_micros(us);
         span.end_time = t;
