@@ -174,8 +174,8 @@ async fn healthz() -> &'static str {
 }
 
 /// The Prometheus page (documented in [`openapi::metrics`]).
-async fn metrics(State(core): State<AppState>) -> Response {
-    crate::telemetry::metrics::respond(core.metrics.clone())
+async fn metrics(State(core): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    crate::telemetry::metrics::respond(core.metrics.clone(), &headers)
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

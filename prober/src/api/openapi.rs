@@ -143,6 +143,7 @@ fn complete(op: &mut Operation, path: &str, scope: Option<crate::config::access:
 
 /// `/metrics`, for the document only (the handler is `api::metrics`, over `telemetry::metrics::respond`).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4: per-probe counters, histograms and the daemon's own series.", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text format 0.0.4: per-probe counters, histograms and the daemon's own series. OpenMetrics 1.0 (`application/openmetrics-text`) when `Accept` prefers it, with a recent run's trace id as the exemplar of each probe's duration histogram.", content_type = "text/plain", body = String),
+        (status = 503, description = "Too many scrapes at once; `Retry-After` says when to try again.", content_type = "text/plain", body = String)))]
 #[allow(dead_code)]
 pub async fn metrics() {}

@@ -316,7 +316,7 @@ struct Tasks {
 /// One collector per subsystem, in the order of the page.
 fn metrics(core: &Core) -> Metrics {
     let mut m = Metrics::default();
-    m.register(ProbeCollector::new(
+    m.register_probes(ProbeCollector::new(
         core.scheduler.clone(),
         core.live.clone(),
         core.settings.metrics_labels.clone(),

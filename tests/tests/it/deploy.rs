@@ -262,6 +262,8 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
         "the demo targets run in the prober (`prober demo`), not in a service of their own"
     );
 
+    exemplars_link_to_jaeger(compose, &settings);
+
     let grafana = &compose["services"]["grafana"]["volumes"];
     let text = grafana.to_string();
     for f in [
@@ -277,6 +279,37 @@ fn the_compose_stack_s_settings_and_probes_load_and_are_mounted_where_the_prober
             provider["options"]["path"].as_str().unwrap()
         )),
         "the dashboards are mounted where the provider reads them"
+    );
+}
+
+/// Prometheus keeps the duration histograms' exemplars, and Grafana's
+/// Prometheus data source links their `trace_id` to the trace in Jaeger, the
+/// address `trace_url` names.
+fn exemplars_link_to_jaeger(compose: &Value, settings: &Settings) {
+    let services = &compose["services"];
+    let command = services["prometheus"]["command"].to_string();
+    assert!(
+        command.contains("--enable-feature=exemplar-storage"),
+        "{command}"
+    );
+    let sources = &yaml("dashboards/provisioning/datasources.yaml")[0]["datasources"];
+    let prometheus = (sources.as_array().unwrap().iter())
+        .find(|d| d["type"] == "prometheus")
+        .unwrap();
+    let link = &prometheus["jsonData"]["exemplarTraceIdDestinations"][0];
+    assert_eq!(
+        link["name"], "trace_id",
+        "the exemplar label /metrics writes"
+    );
+    assert_eq!(link["url"], "${PROBER_TRACE_URL}$${__value.raw}");
+    let prefix = services["grafana"]["environment"]["PROBER_TRACE_URL"]
+        .as_str()
+        .unwrap();
+    let trace_url = settings.trace_url.as_deref().unwrap();
+    assert_eq!(
+        trace_url.replace("{trace_id}", ""),
+        prefix,
+        "the exemplar link opens the trace the notifications link to"
     );
 }
 

@@ -556,6 +556,65 @@ pub fn probe_files(dir: &Path, n: usize, url: &str) -> std::path::PathBuf {
     probes
 }
 
+/// A real server from Debian's packages (Prometheus, Alertmanager) on a
+/// loopback port, with a directory of its own; killed when dropped.
+pub struct RealServer {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RealServer {
+    /// Starts the first of `bins` that is installed with the arguments `args`
+    /// gives for its address and directory (after `config`, written there as
+    /// the file `config_name`), and waits until `ready` answers 200. `None`
+    /// when none is installed.
+    pub async fn start(
+        bins: &[&str],
+        config_name: &str,
+        config: &str,
+        ready: &str,
+        args: impl FnOnce(SocketAddr, &std::path::Path, &std::path::Path) -> Vec<String>,
+    ) -> Option<RealServer> {
+        let bin = (bins.iter()).find(|p| std::path::Path::new(p).exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join(config_name);
+        std::fs::write(&config_path, config).unwrap();
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let child = std::process::Command::new(bin)
+            .args(args(addr, &config_path, dir.path()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = RealServer {
+            child,
+            addr,
+            url: format!("http://{addr}"),
+            _dir: dir,
+        };
+        for _ in 0..150 {
+            let listening = tokio::net::TcpStream::connect(addr).await.is_ok();
+            if listening && http_get(addr, ready).await.0 == 200 {
+                return Some(server);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{bin} did not become ready on {addr}");
+    }
+}
+
 /// Child processes, thawed and killed when the test ends, passed or not.
 pub struct Children(pub Vec<std::process::Child>);
 

@@ -23,6 +23,7 @@ mod docker_context;
 mod docs;
 mod events;
 mod examples;
+mod exemplars;
 mod failover;
 mod forecast;
 mod fuzz;

@@ -26,7 +26,7 @@ fn settings(database_url: String) -> Settings {
 }
 
 /// `passing` answers 200; `failing` answers 503 (a failed run, class `http_status`).
-async fn start(db: &TestDb, target: &FakeTarget) -> Daemon {
+pub async fn start(db: &TestDb, target: &FakeTarget) -> Daemon {
     let yaml = format!(
         "- name: passing\n  every: 1s\n  timeout: 900ms\n  http: {{url: \"{}\"}}\n\
          - name: failing\n  every: 1s\n  timeout: 900ms\n  http: {{url: \"{}\"}}\n",
@@ -43,7 +43,7 @@ async fn start(db: &TestDb, target: &FakeTarget) -> Daemon {
 }
 
 /// Waits until each probe has finished at least `runs` runs.
-async fn wait_for_runs(daemon: &Daemon, runs: u64) {
+pub async fn wait_for_runs(daemon: &Daemon, runs: u64) {
     let live = daemon.live.clone();
     let ran = |name: &str| live.get(name).is_some_and(|s| s.lock().runs >= runs);
     assert!(
@@ -54,8 +54,15 @@ async fn wait_for_runs(daemon: &Daemon, runs: u64) {
 
 /// GET `path`; returns the response head and body (de-chunked: `/metrics` is streamed).
 async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    get_accepting(addr, path, "*/*").await
+}
+
+/// [`get`] with `accept` as the `Accept` header.
+pub async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: {accept}\r\nconnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
@@ -120,7 +127,7 @@ fn total(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Asserts `promtool check metrics` accepts `page`.
-fn promtool_accepts(page: &str) {
+pub fn promtool_accepts(page: &str) {
     let mut child = match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -18,7 +18,7 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
 use crate::db::TestDb;
-use crate::helpers::{probes, switchable_target as switchable, wait_for};
+use crate::helpers::{probes, switchable_target as switchable, wait_for, RealServer};
 
 const KEY: &str = "checkout/failing/lab";
 const SECRET: &str = "hook-secret";
@@ -434,61 +434,26 @@ async fn outbox_rows(db: &TestDb) -> Vec<(String, String, i32, bool)> {
 }
 
 /// The real Alertmanager (Debian's prometheus-alertmanager), when installed.
-struct RealAlertmanager {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RealAlertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn real_alertmanager() -> Option<RealAlertmanager> {
-    let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
+async fn real_alertmanager() -> Option<RealServer> {
+    RealServer::start(
+        &["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"],
+        "alertmanager.yml",
         "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
+        "/-/ready",
+        |addr, config, dir| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.path={}", dir.display()),
+                format!("--web.listen-address={addr}"),
+                "--cluster.listen-address=".into(),
+            ]
+        },
     )
-    .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = std::process::Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.path().display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let am = RealAlertmanager {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Some(am);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("alertmanager did not start on {addr}");
+    .await
 }
 
-async fn am_alerts(am: &RealAlertmanager) -> Vec<Value> {
-    let addr: std::net::SocketAddr = am.url.trim_start_matches("http://").parse().unwrap();
-    let (code, body) = crate::helpers::http_get(addr, "/api/v2/alerts").await;
+async fn am_alerts(am: &RealServer) -> Vec<Value> {
+    let (code, body) = crate::helpers::http_get(am.addr, "/api/v2/alerts").await;
     assert_eq!(code, 200, "{body}");
     serde_json::from_str::<Value>(&body)
         .unwrap()

@@ -11,6 +11,8 @@
 //! counter `x` plus an untyped `x_total`, and `promtool check metrics` (2.42)
 //! refuses it ("x_total no help text"); `# EOF` and `# UNIT` it merely reads as
 //! comments. The page served here passes promtool (the integration tests run it).
+//! A scraper that asks for OpenMetrics (Prometheus does) gets that encoding
+//! instead, with exemplars on the duration histograms ([`openmetrics`]).
 //!
 //! Nothing is counted twice: no metric objects are updated alongside the
 //! subsystems' own counters. One [`Collector`](prometheus_client::collector::Collector)
@@ -24,6 +26,7 @@
 pub mod alerts;
 mod encode;
 pub mod notify;
+pub mod openmetrics;
 pub mod otlp;
 pub mod probes;
 pub mod process;
@@ -37,6 +40,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::response::Response;
+pub use openmetrics::Format;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
@@ -44,7 +48,12 @@ use prometheus_client::registry::Registry;
 /// The collectors of one daemon, in the order their families appear on the page.
 #[derive(Debug)]
 pub struct Metrics {
+    /// The 0.0.4 page: every collector.
     registry: Registry,
+    /// The OpenMetrics page: the same collectors, the probes' without their
+    /// duration histograms, which [`Metrics::probes`] writes with exemplars.
+    open: Registry,
+    probes: Option<Arc<probes::ProbeCollector>>,
     /// Pages being encoded ([`stream::MAX_SCRAPES`] at most).
     scrapes: Arc<tokio::sync::Semaphore>,
 }
@@ -53,26 +62,59 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             registry: Registry::default(),
+            open: Registry::default(),
+            probes: None,
             scrapes: Arc::new(tokio::sync::Semaphore::new(stream::MAX_SCRAPES)),
         }
+    }
+}
+
+/// One collector in both registries.
+#[derive(Debug)]
+struct Shared<C>(Arc<C>);
+
+impl<C: Collector> Collector for Shared<C> {
+    fn encode(&self, enc: prometheus_client::encoding::DescriptorEncoder) -> fmt::Result {
+        self.0.encode(enc)
     }
 }
 
 impl Metrics {
     /// Adds a collector; its families follow those of the collectors added before.
     pub fn register(&mut self, collector: impl Collector) {
-        self.registry.register_collector(Box::new(collector));
+        let c = Arc::new(collector);
+        self.registry
+            .register_collector(Box::new(Shared(c.clone())));
+        self.open.register_collector(Box::new(Shared(c)));
     }
 
-    /// Encodes the whole exposition into `out`.
-    pub fn encode(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        prometheus_text::encode(out, &self.registry)
+    /// Adds the per-probe collector, whose duration histograms carry exemplars in OpenMetrics.
+    pub fn register_probes(&mut self, collector: probes::ProbeCollector) {
+        let c = Arc::new(collector);
+        self.registry
+            .register_collector(Box::new(Shared(c.clone())));
+        (self.open).register_collector(Box::new(probes::WithoutDurations(c.clone())));
+        self.probes = Some(c);
+    }
+
+    /// Encodes the whole exposition into `out`, in `format`.
+    pub fn encode(&self, out: &mut impl fmt::Write, format: Format) -> fmt::Result {
+        match format {
+            Format::Text => prometheus_text::encode(out, &self.registry),
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode_registry(out, &self.open)?;
+                if let Some(probes) = &self.probes {
+                    probes.write_durations(out)?;
+                }
+                prometheus_client::encoding::text::encode_eof(out)
+            }
+        }
     }
 }
 
-/// Serves the metrics, streamed (see [`stream::respond`]).
-pub fn respond(metrics: Arc<Metrics>) -> Response {
-    stream::respond(metrics)
+/// Serves the metrics in the format the scraper asks for, streamed (see [`stream::respond`]).
+pub fn respond(metrics: Arc<Metrics>, headers: &axum::http::HeaderMap) -> Response {
+    stream::respond(metrics, Format::negotiate(headers))
 }
 
 #[cfg(test)]
@@ -97,7 +139,9 @@ mod tests {
         });
         notify.given_up.store(3, Ordering::Relaxed);
         let mut page = String::new();
-        metrics.encode(&mut page).unwrap_or_else(|e| panic!("{e}"));
+        metrics
+            .encode(&mut page, Format::Text)
+            .unwrap_or_else(|e| panic!("{e}"));
         let lines: Vec<&str> = page.lines().collect();
         let at = |line: &str| {
             (lines.iter().position(|l| *l == line)).unwrap_or_else(|| panic!("{line}\n{page}"))

@@ -23,7 +23,7 @@ use hyper::body::Frame;
 use prometheus_client::encoding::prometheus_text;
 use tokio::sync::mpsc;
 
-use super::Metrics;
+use super::{openmetrics, Format, Metrics};
 
 /// Bytes encoded before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
@@ -41,7 +41,7 @@ pub const SCRAPE_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 /// Encodes `metrics` on a blocking thread into a streamed body. An encoding
 /// failure aborts the response (no final chunk), so a scraper never takes a
 /// truncated page for a whole one.
-pub fn respond(metrics: Arc<Metrics>) -> Response {
+pub fn respond(metrics: Arc<Metrics>, format: Format) -> Response {
     let Ok(permit) = metrics.scrapes.clone().try_acquire_owned() else {
         tracing::warn!(
             at_once = MAX_SCRAPES,
@@ -58,13 +58,17 @@ pub fn respond(metrics: Arc<Metrics>) -> Response {
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut out = ChunkWriter::new(tx, STALL, SCRAPE_MAX);
-        let done = metrics.encode(&mut out).and_then(|()| out.finish());
+        let done = metrics.encode(&mut out, format).and_then(|()| out.finish());
         if done.is_err() && !out.tx.is_closed() && !out.stalled {
             tracing::error!("encoding /metrics failed");
         }
     });
+    let content_type = match format {
+        Format::Text => prometheus_text::CONTENT_TYPE,
+        Format::OpenMetrics => openmetrics::CONTENT_TYPE,
+    };
     (
-        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, content_type)],
         Body::new(ChunkBody(rx)),
     )
         .into_response()
