@@ -36,6 +36,7 @@ use crate::store::audit::AuditLog;
 use crate::store::queue::ResultQueue;
 use crate::store::writer::StoreHealth;
 use crate::store::Store;
+use crate::telemetry::otlp::metrics::{MetricsTask, RunMetrics};
 use crate::telemetry::otlp::{ExportTask, RunTraces};
 use crate::telemetry::reload::{ReloadState, ReloadStatus};
 
@@ -67,6 +68,8 @@ pub struct Core {
     pub members: Arc<members::Members>,
     /// The OTLP export of runs as traces, when `otel` turns it on.
     pub traces: Option<RunTraces>,
+    /// The OTLP metrics of the runs, when `otel.metrics` turns them on.
+    pub run_metrics: Option<RunMetrics>,
 }
 
 impl Core {
@@ -93,6 +96,8 @@ pub struct Daemon {
     leave: CancellationToken,
     /// The OTLP export, finished once the last run is recorded.
     export: Option<ExportTask>,
+    /// The OTLP metrics export, whose last points go out once the last run is recorded.
+    metrics_export: Option<MetricsTask>,
     drain: CancellationToken,
     stop: CancellationToken,
     grace: Duration,
@@ -141,6 +146,7 @@ impl Daemon {
         // No run is left to record: the last spans go out beside the queue's drain.
         let export = (self.export.zip(self.core.traces.clone()))
             .map(|(task, traces)| tokio::spawn(async move { task.finish(&traces).await }));
+        let metrics_export = (self.metrics_export).map(|task| tokio::spawn(task.finish()));
         self.drain.cancel();
         let mut writer = self.writer;
         if tokio::time::timeout(DRAIN_LIMIT, &mut writer)
@@ -172,6 +178,9 @@ impl Daemon {
         self.stop.cancel();
         let _ = self.server.await;
         let _ = self.notifier.await;
+        if let Some(export) = metrics_export {
+            let _ = export.await;
+        }
         if let Some(export) = export {
             let _ = export.await;
         }

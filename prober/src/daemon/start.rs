@@ -27,12 +27,13 @@ use crate::store::queue::ResultQueue;
 use crate::store::spool::Spool;
 use crate::store::writer::{self, StoreHealth, WriterConfig};
 use crate::store::{redact_url, Store};
-use crate::telemetry::metrics::otlp::OtlpCollector;
+use crate::telemetry::metrics::otlp::{OtlpCollector, OtlpMetricsCollector};
 use crate::telemetry::metrics::{
     alerts::AlertCollector, notify::NotifyCollector, probes::ProbeCollector,
     process::ProcessCollector, reload::ReloadCollector, scheduler::SchedulerCollector,
     store::StoreCollector, trends::TrendCollector, Metrics,
 };
+use crate::telemetry::otlp::metrics::RunMetrics;
 use crate::telemetry::otlp::{self, RunTraces};
 use crate::telemetry::reload::ReloadStatus;
 
@@ -73,7 +74,20 @@ impl Daemon {
         if let Some(t) = traces.as_ref().filter(|_| settings.otel.self_traces) {
             trace_own_work(t, settings.otel.sample_ratio);
         }
-        let (core, tasks) = start_core(settings, probes, exec, &storage, &stop, traces);
+        let (run_metrics, metrics_export) =
+            match otlp::metrics::start(&settings.otel, &settings.location, probes.len()) {
+                Ok(Some((m, task))) => (Some(m), Some(task)),
+                Ok(None) => (None, None),
+                Err(e) => return Err(StartError::Otlp(e)),
+            };
+        let (core, tasks) = start_core(
+            settings,
+            probes,
+            exec,
+            &storage,
+            &stop,
+            (traces, run_metrics),
+        );
         let state = api_state(&core, Arc::new(metrics(&core)));
         let server = tokio::spawn(api::serve(listener, state, stop.clone()));
         reload::spawn_triggers(core.clone(), stop.clone());
@@ -91,11 +105,28 @@ impl Daemon {
             membership: tasks.membership,
             leave: tasks.leave,
             export,
+            metrics_export,
             drain,
             stop,
             grace: settings.shutdown_grace,
         })
     }
+}
+
+/// Hands every finished run to the OTLP exports that are on: all to the
+/// traces, the counted ones to the metrics.
+fn export_runs(scheduler: &Scheduler, traces: Option<RunTraces>, metrics: Option<RunMetrics>) {
+    if traces.is_none() && metrics.is_none() {
+        return;
+    }
+    scheduler.on_finished(Arc::new(move |r, probe, counted| {
+        if let Some(t) = &traces {
+            t.record(r);
+        }
+        if let Some(m) = metrics.as_ref().filter(|_| counted) {
+            m.record(r, probe);
+        }
+    }));
 }
 
 /// The prober's own spans through `traces`' queue, `ratio` of the traces kept.
@@ -184,7 +215,7 @@ fn start_core(
     exec: Executor,
     storage: &Storage,
     stop: &CancellationToken,
-    traces: Option<RunTraces>,
+    (traces, run_metrics): (Option<RunTraces>, Option<RunMetrics>),
 ) -> (Arc<Core>, Tasks) {
     let Storage {
         store,
@@ -238,9 +269,8 @@ fn start_core(
     scheduler.count_api_runs(settings.api.manual_runs_count);
     let hook = alerts.clone();
     scheduler.on_run(Arc::new(move |r| hook.submit(r)));
-    if let Some(t) = traces.clone().filter(|_| settings.otel.traces) {
-        scheduler.on_finished(Arc::new(move |r| t.record(r)));
-    }
+    let traced = traces.clone().filter(|_| settings.otel.traces);
+    export_runs(&scheduler, traced, run_metrics.clone());
     let scheduler = Arc::new(scheduler);
     let (members, membership, leave) = share_probes(settings, &scheduler, &alerts, storage);
     let core = Arc::new(Core {
@@ -260,6 +290,7 @@ fn start_core(
         analysis: analysis_stats,
         members,
         traces,
+        run_metrics,
     });
     (
         core,
@@ -331,6 +362,9 @@ fn metrics(core: &Core) -> Metrics {
     m.register(AlertCollector(core.alerts.clone()));
     m.register(NotifyCollector(core.notify_stats.clone()));
     m.register(TrendCollector(core.analysis.clone()));
+    if let Some(t) = &core.run_metrics {
+        m.register(OtlpMetricsCollector(t.stats()));
+    }
     if let Some(t) = &core.traces {
         m.register(OtlpCollector(t.clone()));
     }

@@ -119,7 +119,7 @@ struct Shared {
     /// Told of every counted run (the alert engine).
     on_run: std::sync::OnceLock<RunHook>,
     /// Told of every run, counted or not (the OTLP export).
-    on_finished: std::sync::OnceLock<RunHook>,
+    on_finished: std::sync::OnceLock<FinishedHook>,
     /// API runs count like scheduled ones (`api.manual_runs_count`).
     count_api_runs: AtomicBool,
     /// Replicas sharing the probes: the location (a tick's run id is derived
@@ -129,6 +129,10 @@ struct Shared {
 
 /// A function told of every finished run; it must not wait.
 pub type RunHook = Arc<dyn Fn(&RunRecord) + Send + Sync>;
+
+/// A function told of every finished run, with its probe and whether it is
+/// counted (scheduled, or an API run with `api.manual_runs_count`); it must not wait.
+pub type FinishedHook = Arc<dyn Fn(&RunRecord, &Probe, bool) + Send + Sync>;
 
 /// Whose turn the named probe's tick is now; it must not wait.
 pub type OwnsHook = Arc<dyn Fn(&str) -> Turn + Send + Sync>;
@@ -296,7 +300,7 @@ impl Scheduler {
     }
 
     /// Sets the function told of every run, counted or not (once); it must not wait.
-    pub fn on_finished(&self, hook: RunHook) {
+    pub fn on_finished(&self, hook: FinishedHook) {
         let _ = self.shared.on_finished.set(hook);
     }
 
@@ -518,7 +522,7 @@ async fn execute(
         hook(&record);
     }
     if let Some(hook) = shared.on_finished.get() {
-        hook(&record);
+        hook(&record, &probe, counted);
     }
     shared.queue.push(&record);
     shared.stats.runs_finished.fetch_add(1, Ordering::Relaxed);

@@ -41,6 +41,7 @@ mod metrics;
 mod notify;
 mod once;
 mod otlp;
+mod otlp_metrics;
 mod pg_tls;
 mod recent;
 mod reload;

@@ -69,11 +69,15 @@ impl TraceService for Received {
 
 /// A gRPC OTLP receiver on loopback; its base address.
 async fn grpc_receiver(r: Received) -> String {
+    serve_grpc(tonic::transport::Server::builder().add_service(TraceServiceServer::new(r))).await
+}
+
+/// Serves `router` (an OTLP service) on a loopback port; its base address.
+pub async fn serve_grpc(router: tonic::transport::server::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(r))
+        router
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
     });
@@ -82,23 +86,39 @@ async fn grpc_receiver(r: Received) -> String {
 
 /// An HTTP OTLP receiver on loopback (`POST /v1/traces`, protobuf); its base address.
 async fn http_receiver(r: Received) -> String {
+    serve_http("/v1/traces", move |body| {
+        let r = r.clone();
+        async move {
+            r.wait().await;
+            r.take(ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+        }
+    })
+    .await
+}
+
+/// An HTTP/protobuf OTLP receiver on loopback taking `POST {path}`, each
+/// body handed to `take` before the 200; its base address.
+pub async fn serve_http<F, Fut>(path: &'static str, take: F) -> String
+where
+    F: Fn(Vec<u8>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let r = r.clone();
+            let take = take.clone();
             tokio::spawn(async move {
                 let Some((head, body)) = read_request(&mut sock).await else {
                     return;
                 };
                 let head = head.to_ascii_lowercase();
-                assert!(head.starts_with("post /v1/traces "), "{head}");
+                assert!(head.starts_with(&format!("post {path} ")), "{head}");
                 assert!(
                     head.contains("content-type: application/x-protobuf"),
                     "{head}"
                 );
-                r.wait().await;
-                r.take(ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+                take(body).await;
                 let _ = sock
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     .await;

@@ -57,6 +57,9 @@ pub(super) struct OtelFile {
     pub(super) queue_runs: Option<usize>,
     pub(super) self_traces: Option<bool>,
     pub(super) sample_ratio: Option<f64>,
+    pub(super) metrics: Option<bool>,
+    pub(super) metrics_temporality: Option<String>,
+    pub(super) metrics_interval: Option<String>,
 }
 
 /// `spool:` in `prober.yaml`: results on local disk until Postgres has them.

@@ -188,6 +188,22 @@ pub struct OtelSettings {
     pub self_traces: bool,
     /// The share of the prober's own traces kept (0–1, default 1); runs are always exported.
     pub sample_ratio: f64,
+    /// Runs and per-phase durations as OTLP metrics (a receiver set and `otel.metrics: true`).
+    pub metrics: bool,
+    /// Cumulative (default) or delta sums and histograms.
+    pub metrics_temporality: MetricsTemporality,
+    /// How often the metrics are sent (default 60 s, OpenTelemetry's; at least 1 s).
+    pub metrics_interval: std::time::Duration,
+}
+
+/// The temporality of the OTLP metrics: what a sum or histogram point counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsTemporality {
+    /// Since the prober started (Prometheus' way).
+    Cumulative,
+    /// Since the previous export (Datadog's, Dynatrace's way); a series no
+    /// run touched in an interval is not sent, and costs no memory.
+    Delta,
 }
 
 impl Default for OtelSettings {
@@ -200,6 +216,9 @@ impl Default for OtelSettings {
             queue_runs: 8_192,
             self_traces: false,
             sample_ratio: 1.0,
+            metrics: false,
+            metrics_temporality: MetricsTemporality::Cumulative,
+            metrics_interval: std::time::Duration::from_secs(60),
         }
     }
 }

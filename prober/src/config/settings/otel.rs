@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::file::OtelFile;
 use super::sink::Sink;
-use super::{OtelSettings, OtlpProtocol};
+use super::{MetricsTemporality, OtelSettings, OtlpProtocol};
 
 /// The environment variables of OpenTelemetry's exporter specification that
 /// name a trace receiver: either one turns the export on without `otel.endpoint`.
@@ -64,24 +64,7 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             }
         }
     };
-    let mut headers = BTreeMap::new();
-    for (k, v) in f.headers.unwrap_or_default() {
-        let field = format!("otel.headers.{k}");
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            sink.error(&field, format!("{k:?} is not an HTTP header name"));
-            continue;
-        }
-        if let Some(v) = sink.expand(&field, &v, "otel.headers") {
-            if http::HeaderValue::from_str(&v).is_err() {
-                sink.error(
-                    &field,
-                    "the value has characters not allowed in a header (a newline?)",
-                );
-                continue;
-            }
-            headers.insert(k.to_ascii_lowercase(), v);
-        }
-    }
+    let headers = headers_of(sink, f.headers.unwrap_or_default());
     let queue_runs = f.queue_runs.unwrap_or(d.queue_runs);
     if queue_runs < 100 {
         sink.error(
@@ -107,6 +90,22 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             ),
         );
     }
+    let metrics = f.metrics.unwrap_or(d.metrics);
+    if metrics && !receiver {
+        sink.error(
+            "otel.metrics",
+            "needs a receiver: set otel.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)",
+        );
+    }
+    let (metrics_temporality, metrics_interval) = metrics_timing(
+        sink,
+        (
+            f.metrics_temporality.as_deref(),
+            f.metrics_interval.as_deref(),
+        ),
+        d,
+        env,
+    );
     OtelSettings {
         endpoint,
         protocol,
@@ -115,7 +114,108 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
         queue_runs,
         self_traces: self_traces && receiver,
         sample_ratio,
+        metrics: metrics && receiver,
+        metrics_temporality,
+        metrics_interval,
     }
+}
+
+/// The metrics' temporality and interval: `otel.metrics_temporality` (or
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`) and
+/// `otel.metrics_interval` (or `OTEL_METRIC_EXPORT_INTERVAL`, milliseconds).
+fn metrics_timing(
+    sink: &mut Sink,
+    (temporality_text, interval_text): (Option<&str>, Option<&str>),
+    d: &OtelSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> (MetricsTemporality, std::time::Duration) {
+    let temporality = match temporality_text {
+        Some(t) => temporality(t).unwrap_or_else(|| {
+            sink.error(
+                "otel.metrics_temporality",
+                format!("{t:?} is not a temporality; write cumulative or delta"),
+            );
+            d.metrics_temporality
+        }),
+        None => match env(TEMPORALITY_VAR) {
+            None => d.metrics_temporality,
+            Some(t) => temporality(&t).unwrap_or_else(|| {
+                sink.warning(
+                    "otel.metrics_temporality",
+                    format!("{TEMPORALITY_VAR}={t} is not supported (cumulative or delta); using cumulative"),
+                );
+                d.metrics_temporality
+            }),
+        },
+    };
+    let interval = match (interval_text, env(INTERVAL_VAR)) {
+        (Some(text), _) => sink.duration("otel.metrics_interval", Some(text), d.metrics_interval),
+        (None, Some(ms)) => match ms.trim().parse::<u64>() {
+            Ok(ms) => std::time::Duration::from_millis(ms),
+            Err(_) => {
+                sink.warning(
+                    "otel.metrics_interval",
+                    format!(
+                        "{INTERVAL_VAR}={ms} is not a number of milliseconds; using {} s",
+                        d.metrics_interval.as_secs()
+                    ),
+                );
+                d.metrics_interval
+            }
+        },
+        (None, None) => d.metrics_interval,
+    };
+    let interval = if interval < std::time::Duration::from_secs(1) {
+        sink.error(
+            "otel.metrics_interval",
+            format!(
+                "{} ms is too short; at least 1s (default 60s, as OpenTelemetry's)",
+                interval.as_millis()
+            ),
+        );
+        d.metrics_interval
+    } else {
+        interval
+    };
+    (temporality, interval)
+}
+
+/// The variable of OpenTelemetry's exporter specification that chooses the metrics' temporality.
+const TEMPORALITY_VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+/// The variable of the SDK specification that sets the export interval, in milliseconds.
+const INTERVAL_VAR: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+
+/// `cumulative` or `delta`, in any case (as the variable is written).
+fn temporality(t: &str) -> Option<MetricsTemporality> {
+    match t.to_ascii_lowercase().as_str() {
+        "cumulative" => Some(MetricsTemporality::Cumulative),
+        "delta" => Some(MetricsTemporality::Delta),
+        _ => None,
+    }
+}
+
+/// `otel.headers` checked: HTTP header names, values with `${env:NAME}`
+/// substituted and nothing a header cannot hold; names in lower case.
+fn headers_of(sink: &mut Sink, raw: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut headers = BTreeMap::new();
+    for (k, v) in raw {
+        let field = format!("otel.headers.{k}");
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            sink.error(&field, format!("{k:?} is not an HTTP header name"));
+            continue;
+        }
+        if let Some(v) = sink.expand(&field, &v, "otel.headers") {
+            if http::HeaderValue::from_str(&v).is_err() {
+                sink.error(
+                    &field,
+                    "the value has characters not allowed in a header (a newline?)",
+                );
+                continue;
+            }
+            headers.insert(k.to_ascii_lowercase(), v);
+        }
+    }
+    headers
 }
 
 /// An endpoint the exporter can use: http with a host (no TLS yet).

@@ -1,4 +1,5 @@
-//! The OTLP export's families: spans exported and dropped, runs queued.
+//! The OTLP export's families: spans exported and dropped, runs queued;
+//! the metrics' exports.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -6,7 +7,8 @@ use std::sync::atomic::Ordering;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::encode::{counter, gauge};
+use super::encode::{counter, counter_with, gauge};
+use crate::telemetry::otlp::metrics::MetricStats;
 use crate::telemetry::otlp::RunTraces;
 
 /// Reads the OTLP export's counters on each scrape (registered only when it is on).
@@ -52,5 +54,23 @@ impl Collector for OtlpCollector {
             None,
             self.0.queued() as u64,
         )
+    }
+}
+
+/// Reads the OTLP metrics export's counters (registered only when `otel.metrics` is on).
+#[derive(Debug)]
+pub struct OtlpMetricsCollector(pub std::sync::Arc<MetricStats>);
+
+impl Collector for OtlpMetricsCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut m = enc.encode_descriptor(
+            "prober_otlp_metric_exports",
+            "Exports of the runs' OTLP metrics (otel.metrics), by result.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        counter_with(&mut m, &[("result", "success")], n(&self.0.exports))?;
+        counter_with(&mut m, &[("result", "failure")], n(&self.0.failed_exports))
     }
 }

@@ -109,7 +109,7 @@ impl ProbeSnapshot {
 }
 
 /// A label value cut to [`MAX_METRICS_LABEL_VALUE`] bytes (on a character boundary).
-fn bounded(v: &str) -> &str {
+pub(crate) fn bounded(v: &str) -> &str {
     let mut end = v.len().min(MAX_METRICS_LABEL_VALUE);
     while !v.is_char_boundary(end) {
         end -= 1;

@@ -11,6 +11,7 @@
 //! every [`WARN_EVERY`]. At shutdown the queue is sent within
 //! [`SHUTDOWN_FLUSH`]; what is left is dropped, counted.
 
+pub mod metrics;
 pub mod spans;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -41,7 +42,7 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// An export not answered within this is abandoned, its spans dropped.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one warning about failed exports per this.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// What the export did, for `/metrics`.
 #[derive(Debug, Default)]
@@ -179,13 +180,7 @@ pub fn start(
         return Ok(None);
     }
     let mut exporter = exporter(otel)?;
-    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "prober".into());
-    exporter.set_resource(
-        &Resource::builder()
-            .with_service_name(service)
-            .with_attribute(KeyValue::new("prober.location", location.to_string()))
-            .build(),
-    );
+    exporter.set_resource(&resource(location));
     let inner = Arc::new(Inner {
         queue: Mutex::new(VecDeque::new()),
         closed: std::sync::atomic::AtomicBool::new(false),
@@ -214,42 +209,62 @@ pub fn start(
     Ok(Some((traces, ExportTask { stop, handle })))
 }
 
-/// The OTLP exporter `otel` describes; the standard variables fill what it leaves unset.
+/// The OTLP span exporter `otel` describes; the standard variables fill what it leaves unset.
 fn exporter(otel: &OtelSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let built = match otel.protocol {
-        OtlpProtocol::Grpc => {
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_timeout(EXPORT_TIMEOUT);
-            if let Some(e) = &otel.endpoint {
-                b = b.with_endpoint(e.clone());
-            }
-            if !otel.headers.is_empty() {
-                b = b.with_metadata(metadata(&otel.headers)?);
-            }
-            b.build()
-        }
-        OtlpProtocol::Http => {
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary)
-                .with_timeout(EXPORT_TIMEOUT);
-            if let Some(e) = &otel.endpoint {
-                b = b.with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')));
-            }
-            if !otel.headers.is_empty() {
-                let h: HashMap<String, String> = otel.headers.clone().into_iter().collect();
-                b = b.with_headers(h);
-            }
-            b.build()
-        }
-    };
-    built.map_err(|e| {
-        format!(
-            "otel: cannot set up the OTLP exporter to {} ({e}); check otel.endpoint and otel.protocol",
-            otel.endpoint.as_deref().unwrap_or("the OTEL_EXPORTER_OTLP_* endpoint")
-        )
-    })
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match otel.protocol {
+        OtlpProtocol::Grpc => grpc(builder.with_tonic(), otel)?.build(),
+        OtlpProtocol::Http => http(builder.with_http(), otel, "/v1/traces").build(),
+    }
+    .map_err(|e| build_error(otel, &e))
+}
+
+/// A gRPC exporter's builder (traces or metrics) set from `otel`: endpoint,
+/// metadata, [`EXPORT_TIMEOUT`].
+fn grpc<B: WithExportConfig + WithTonicConfig>(b: B, otel: &OtelSettings) -> Result<B, String> {
+    let mut b = b.with_timeout(EXPORT_TIMEOUT);
+    if let Some(e) = &otel.endpoint {
+        b = b.with_endpoint(e.clone());
+    }
+    if !otel.headers.is_empty() {
+        b = b.with_metadata(metadata(&otel.headers)?);
+    }
+    Ok(b)
+}
+
+/// An HTTP/protobuf exporter's builder set from `otel`: the endpoint with
+/// `path` (`/v1/traces`, `/v1/metrics`) added, headers, [`EXPORT_TIMEOUT`].
+fn http<B: WithExportConfig + WithHttpConfig>(b: B, otel: &OtelSettings, path: &str) -> B {
+    let mut b = b
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(EXPORT_TIMEOUT);
+    if let Some(e) = &otel.endpoint {
+        b = b.with_endpoint(format!("{}{path}", e.trim_end_matches('/')));
+    }
+    if !otel.headers.is_empty() {
+        let h: HashMap<String, String> = otel.headers.clone().into_iter().collect();
+        b = b.with_headers(h);
+    }
+    b
+}
+
+fn build_error(otel: &OtelSettings, e: &impl std::fmt::Display) -> String {
+    format!(
+        "otel: cannot set up the OTLP exporter to {} ({e}); check otel.endpoint and otel.protocol",
+        otel.endpoint
+            .as_deref()
+            .unwrap_or("the OTEL_EXPORTER_OTLP_* endpoint")
+    )
+}
+
+/// The resource of every span and metric: the service (`OTEL_SERVICE_NAME`,
+/// default `prober`) and the prober's location.
+fn resource(location: &str) -> Resource {
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "prober".into());
+    Resource::builder()
+        .with_service_name(service)
+        .with_attribute(KeyValue::new("prober.location", location.to_string()))
+        .build()
 }
 
 fn metadata(headers: &BTreeMap<String, String>) -> Result<tonic::metadata::MetadataMap, String> {

@@ -68,8 +68,45 @@ fn a_bad_otel_setting_is_an_error_at_its_field_saying_what_to_write() {
             "otel:\n  endpoint: http://c:4318\n  headers: {\"a b\": x}\n",
             "not an HTTP header name",
         ),
+        (
+            "otel:\n  endpoint: http://c:4318\n  metrics: true\n  metrics_temporality: monthly\n",
+            "write cumulative or delta",
+        ),
+        (
+            "otel:\n  endpoint: http://c:4318\n  metrics: true\n  metrics_interval: 100ms\n",
+            "at least 1s",
+        ),
+        (
+            "otel:\n  endpoint: http://c:4318\n  metrics_interval: soon\n",
+            "not a duration",
+        ),
     ] {
         let e = resolve(yaml).unwrap_err();
         assert!(e.contains("otel.") && e.contains(words), "{yaml}: {e}");
+    }
+}
+
+#[test]
+fn otlp_metrics_are_opt_in_and_take_a_temporality_and_an_interval() {
+    let on = resolve("otel:\n  endpoint: http://c:4318\n").unwrap();
+    assert!(!on.otel.metrics, "off unless asked for");
+    assert_eq!(on.otel.metrics_temporality, MetricsTemporality::Cumulative);
+    assert_eq!(on.otel.metrics_interval, std::time::Duration::from_secs(60));
+    let s = resolve(
+        "otel:\n  endpoint: http://c:4318\n  traces: false\n  metrics: true\n  metrics_temporality: Delta\n  metrics_interval: 15s\n",
+    )
+    .unwrap();
+    assert!(s.otel.metrics && !s.otel.traces);
+    assert_eq!(s.otel.metrics_temporality, MetricsTemporality::Delta);
+    assert_eq!(s.otel.metrics_interval, std::time::Duration::from_secs(15));
+    let env_set = OTLP_ENDPOINT_VARS
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
+    if !env_set {
+        let e = resolve("otel:\n  metrics: true\n").unwrap_err();
+        assert!(
+            e.contains("otel.metrics") && e.contains("needs a receiver"),
+            "{e}"
+        );
     }
 }
