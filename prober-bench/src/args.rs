@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// answers the exports; compare the CPU per run with a run without it.
     #[arg(long)]
     pub otlp: bool,
+    /// Send the runs as OTLP metrics (HTTP/protobuf, every 5 s, cumulative)
+    /// to the target, which answers them; with or without `--otlp`.
+    #[arg(long)]
+    pub otlp_metrics: bool,
     /// Print the figures as one JSON object instead of the table (used by `--side-by-side`).
     #[arg(long)]
     pub json: bool,

@@ -73,6 +73,7 @@ async fn run_with_target(
     let cluster1 = postgres_cluster_cpu_us();
 
     let otlp = daemon.core.traces.as_ref().map(|t| t.stats());
+    let otlp_metrics = daemon.core.run_metrics.as_ref().map(|m| m.stats());
     let totals = Totals::after_shutdown(daemon).await;
     let _ = admin.close().await;
 
@@ -106,6 +107,15 @@ async fn run_with_target(
             target.otlp_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
         ));
     }
+    if let Some(s) = otlp_metrics {
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str(&format!(
+            "OTLP metrics (whole run, every 5 s): {} exports sent, {} failed; the sink took {:.1} MB in all\n",
+            n(&s.exports),
+            n(&s.failed_exports),
+            target.otlp_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
+        ));
+    }
     Ok(out)
 }
 
@@ -119,11 +129,13 @@ pub async fn start_daemon(
     let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
     let rate = args.probes as f64 / args.every.as_secs_f64();
     let mut settings = settings(args, rate);
-    if args.otlp {
+    if args.otlp || args.otlp_metrics {
         settings.otel = prober::config::settings::OtelSettings {
             endpoint: Some(format!("http://{}", target.addr)),
             protocol: prober::config::settings::OtlpProtocol::Http,
-            traces: true,
+            traces: args.otlp,
+            metrics: args.otlp_metrics,
+            metrics_interval: Duration::from_secs(5),
             ..Default::default()
         };
     }

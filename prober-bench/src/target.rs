@@ -1,7 +1,8 @@
 //! The loopback target: a hand-written HTTP/1.1 responder on its own thread
 //! and current-thread runtime, so its CPU can be read and subtracted. With
-//! `--otlp` it is the OTLP/HTTP receiver too (`POST /v1/traces`, read and
-//! answered, not decoded), so the receiver's CPU is subtracted with it.
+//! `--otlp` or `--otlp-metrics` it is the OTLP/HTTP receiver too (`POST
+//! /v1/traces`, `/v1/metrics`, read and answered, not decoded), so the
+//! receiver's CPU is subtracted with it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,7 +177,8 @@ const OTLP_RESPONSE: &[u8] =
 /// The largest OTLP export the sink reads.
 const OTLP_MAX_BODY: usize = 64 << 20;
 
-/// `POST /v1/traces` (`--otlp`): reads the export's body and answers it; not a probe's request.
+/// `POST /v1/traces` (`--otlp`) or `/v1/metrics` (`--otlp-metrics`): reads
+/// the export's body and answers it; not a probe's request.
 async fn sink_otlp(mut sock: TcpStream, head: &[u8], read: usize, served: Served) {
     let text = String::from_utf8_lossy(head).to_ascii_lowercase();
     let len: usize = (text.lines())
@@ -216,7 +218,7 @@ async fn serve(mut sock: TcpStream, delay: Duration, served: Served) {
             }
         }
     }
-    if buf[..len].starts_with(b"POST /v1/traces ") {
+    if buf[..len].starts_with(b"POST /v1/traces ") || buf[..len].starts_with(b"POST /v1/metrics ") {
         let head_end =
             (buf[..len].windows(4).position(|w| w == b"\r\n\r\n")).map_or(len, |i| i + 4);
         sink_otlp(sock, &buf[..head_end], len - head_end, served).await;

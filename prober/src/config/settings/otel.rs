@@ -12,6 +12,11 @@ pub const OTLP_ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
+/// The variables that name the metrics' receiver, the first set wins.
+const METRICS_ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
 /// The variables that choose the protocol, the first set wins.
 const OTLP_PROTOCOL_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -39,31 +44,9 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             sink.error("otel.endpoint", format!("{var}: {problem}"));
         }
     }
-    let protocol = match f.protocol.as_deref() {
-        Some(p) => protocol(p).unwrap_or_else(|| {
-            sink.error(
-                "otel.protocol",
-                format!(
-                    "{p:?} is not a protocol; write grpc or http (OTLP over HTTP with protobuf)"
-                ),
-            );
-            d.protocol
-        }),
-        None => {
-            match (OTLP_PROTOCOL_VARS.iter().find_map(|v| Some((*v, env(v)?)))).filter(|_| !off) {
-                None => d.protocol,
-                Some((var, p)) => protocol(&p).unwrap_or_else(|| {
-                    sink.warning(
-                        "otel.protocol",
-                        format!(
-                        "{var}={p} is not supported (grpc or http/protobuf); using http/protobuf"
-                    ),
-                    );
-                    d.protocol
-                }),
-            }
-        }
-    };
+    let env_protocol =
+        (OTLP_PROTOCOL_VARS.iter().find_map(|v| Some((*v, env(v)?)))).filter(|_| !off);
+    let protocol = protocol_of(sink, f.protocol.as_deref(), env_protocol, d);
     let headers = headers_of(sink, f.headers.unwrap_or_default());
     let queue_runs = f.queue_runs.unwrap_or(d.queue_runs);
     if queue_runs < 100 {
@@ -91,11 +74,21 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
         );
     }
     let metrics = f.metrics.unwrap_or(d.metrics);
-    if metrics && !receiver {
+    // The metrics' receiver: otel.endpoint, else the variables the metric exporter reads.
+    let metrics_env = METRICS_ENDPOINT_VARS
+        .iter()
+        .find_map(|v| Some((*v, env(v)?)));
+    let metrics_receiver = endpoint.is_some() || metrics_env.is_some();
+    if metrics && !metrics_receiver {
         sink.error(
             "otel.metrics",
             "needs a receiver: set otel.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)",
         );
+    }
+    if let Some((var, e)) = metrics_env.filter(|_| metrics && endpoint.is_none()) {
+        if let Err(problem) = check_endpoint(&e) {
+            sink.error("otel.endpoint", format!("{var}: {problem}"));
+        }
     }
     let (metrics_temporality, metrics_interval) = metrics_timing(
         sink,
@@ -114,7 +107,7 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
         queue_runs,
         self_traces: self_traces && receiver,
         sample_ratio,
-        metrics: metrics && receiver,
+        metrics: metrics && metrics_receiver,
         metrics_temporality,
         metrics_interval,
     }
@@ -191,6 +184,38 @@ fn temporality(t: &str) -> Option<MetricsTemporality> {
         "cumulative" => Some(MetricsTemporality::Cumulative),
         "delta" => Some(MetricsTemporality::Delta),
         _ => None,
+    }
+}
+
+/// The protocol: `otel.protocol`, else the variable's (`from_env`), else the default.
+fn protocol_of(
+    sink: &mut Sink,
+    written: Option<&str>,
+    from_env: Option<(&str, String)>,
+    d: &OtelSettings,
+) -> OtlpProtocol {
+    match written {
+        Some(p) => protocol(p).unwrap_or_else(|| {
+            sink.error(
+                "otel.protocol",
+                format!(
+                    "{p:?} is not a protocol; write grpc or http (OTLP over HTTP with protobuf)"
+                ),
+            );
+            d.protocol
+        }),
+        None => match from_env {
+            None => d.protocol,
+            Some((var, p)) => protocol(&p).unwrap_or_else(|| {
+                sink.warning(
+                    "otel.protocol",
+                    format!(
+                        "{var}={p} is not supported (grpc or http/protobuf); using http/protobuf"
+                    ),
+                );
+                d.protocol
+            }),
+        },
     }
 }
 
