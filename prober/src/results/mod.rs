@@ -68,6 +68,10 @@ pub struct RunSummary {
     pub total_us: u64,
     /// `schedule`, or `api` for a run asked for with `POST …/run`.
     pub trigger: Trigger,
+    /// Counted in the status, counters and histograms (scheduled, or an API
+    /// run with `api.manual_runs_count`): what an exemplar may name.
+    #[serde(skip)]
+    pub counted: bool,
 }
 
 /// Up or down, and since when.
@@ -116,6 +120,7 @@ impl ProbeState {
             status_code: o.status_code,
             total_us: o.phases.total_us,
             trigger: r.trigger,
+            counted,
         });
     }
 

@@ -24,7 +24,9 @@ use prober::results::LiveState;
 use prost::Message;
 
 use crate::db::TestDb;
-use crate::helpers::{closed_port, http_get, probes, wait_for, FakeTarget};
+use crate::helpers::{
+    admin_token, closed_port, http_get, http_request_as, probes, wait_for, FakeTarget, ADMIN_TOKEN,
+};
 use crate::otlp::{serve_grpc, serve_http};
 
 /// Every export's metrics, in arrival order.
@@ -101,6 +103,9 @@ fn settings(
             metrics_interval: Duration::from_secs(1),
             ..OtelSettings::default()
         },
+        // Every run of the test stays among the recent runs `ran` reads.
+        recent_runs: 200,
+        api_token: admin_token(),
         ..Settings::default()
     }
 }
@@ -120,11 +125,13 @@ fn yaml(target: &FakeTarget) -> String {
 fn ran(live: &LiveState, probe: &str) -> (u64, u64) {
     let s = live.get(probe).unwrap();
     let s = s.lock();
-    assert!(
-        s.recent.len() as u64 == s.runs,
-        "every run is still among the recent ones"
+    let counted: Vec<_> = s.recent.iter().filter(|r| r.counted).collect();
+    assert_eq!(
+        counted.len() as u64,
+        s.runs,
+        "every counted run is still among the recent ones"
     );
-    (s.runs, s.recent.iter().map(|r| r.total_us).sum())
+    (s.runs, counted.iter().map(|r| r.total_us).sum())
 }
 
 /// Per probe and outcome, the runs counted (summed over the exports for delta,
@@ -235,10 +242,22 @@ async fn runs_arrive_as_metrics(protocol: OtlpProtocol, t: MetricsTemporality) {
     );
     let (code, page) = http_get(d.addr, "/metrics").await;
     assert_eq!(code, 200);
+    let sent = (page.lines())
+        .find_map(|l| l.strip_prefix("prober_otlp_metric_exports_total{result=\"success\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
     assert!(
-        !page.contains("prober_otlp_metric_exports_total{result=\"success\"} 0"),
-        "{page}"
+        sent.is_some_and(|n| n >= 2),
+        "exports counted: {sent:?}\n{page}"
     );
+    // An API run is not counted (api.manual_runs_count is off): not in the metrics.
+    let (code, body) = http_request_as(
+        d.addr,
+        "POST",
+        "/api/v1/probes/passing/run",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
     d.shutdown().await;
     let (passing, passing_us) = ran(&live, "passing");
     let (failing, failing_us) = ran(&live, "failing");
@@ -351,7 +370,7 @@ async fn an_absent_receiver_is_counted_and_probing_goes_on() {
         "failures counted:\n{page}"
     );
     let before = live.get("passing").unwrap().lock().runs;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
     let after = live.get("passing").unwrap().lock().runs;
     assert!(
         after >= before + 2,

@@ -32,9 +32,12 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
     let endpoint = (f.endpoint.filter(|e| !e.is_empty())).map(|e| {
         e.trim_end_matches('/')
             .trim_end_matches("/v1/traces")
+            .trim_end_matches("/v1/metrics")
             .to_string()
     });
-    let off = f.traces == Some(false);
+    let metrics = f.metrics.unwrap_or(d.metrics);
+    // Nothing is exported: the endpoint and the variables are not looked at.
+    let off = f.traces == Some(false) && !metrics;
     if let Some(e) = endpoint.as_ref().filter(|_| !off) {
         if let Err(problem) = check_endpoint(e) {
             sink.error("otel.endpoint", problem);
@@ -73,7 +76,6 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             ),
         );
     }
-    let metrics = f.metrics.unwrap_or(d.metrics);
     // The metrics' receiver: otel.endpoint, else the variables the metric exporter reads.
     let metrics_env = METRICS_ENDPOINT_VARS
         .iter()
@@ -97,7 +99,7 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             f.metrics_interval.as_deref(),
         ),
         d,
-        env,
+        |name: &str| env(name).filter(|_| metrics),
     );
     OtelSettings {
         endpoint,
@@ -178,11 +180,13 @@ const TEMPORALITY_VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE
 /// The variable of the SDK specification that sets the export interval, in milliseconds.
 const INTERVAL_VAR: &str = "OTEL_METRIC_EXPORT_INTERVAL";
 
-/// `cumulative` or `delta`, in any case (as the variable is written).
+/// `cumulative` or `delta`, in any case (as the variable is written);
+/// `lowmemory` is delta for the two instruments here (a counter and a
+/// histogram), as the specification defines it.
 fn temporality(t: &str) -> Option<MetricsTemporality> {
     match t.to_ascii_lowercase().as_str() {
         "cumulative" => Some(MetricsTemporality::Cumulative),
-        "delta" => Some(MetricsTemporality::Delta),
+        "delta" | "lowmemory" => Some(MetricsTemporality::Delta),
         _ => None,
     }
 }

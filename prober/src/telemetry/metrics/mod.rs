@@ -102,6 +102,8 @@ impl Metrics {
         match format {
             Format::Text => prometheus_text::encode(out, &self.registry),
             Format::OpenMetrics => {
+                // The probes' counters and durations from one snapshot.
+                let _page = self.probes.as_ref().map(|p| p.page_snapshot());
                 prometheus_client::encoding::text::encode_registry(out, &self.open)?;
                 if let Some(probes) = &self.probes {
                     probes.write_durations(out)?;

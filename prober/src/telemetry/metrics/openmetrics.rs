@@ -139,18 +139,19 @@ impl Family {
 
 /// ` # {trace_id="…",span_id="…"} value timestamp`: the run's trace id (its
 /// run id, as `traceparent` sent it) and its root span, the duration in
-/// seconds, the run's start in Unix seconds. 72 characters of labels, inside
-/// OpenMetrics' 128.
+/// seconds, the run's start in Unix seconds. 63 characters of label names and
+/// values, inside OpenMetrics' 128.
 fn write_exemplar(out: &mut impl fmt::Write, e: &Exemplar) -> fmt::Result {
     let us = e.started_at.timestamp_micros();
     write!(
         out,
-        " # {{trace_id=\"{}\",span_id=\"{:016x}\"}} {} {}.{:06}",
+        " # {{trace_id=\"{}\",span_id=\"{:016x}\"}} {} {}{}.{:06}",
         trace_id(e.run_id),
         span_id(e.run_id, 0, 0, 0),
         micros_to_seconds(e.total_us),
-        us.div_euclid(1_000_000),
-        us.rem_euclid(1_000_000),
+        if us < 0 { "-" } else { "" },
+        us.unsigned_abs() / 1_000_000,
+        us.unsigned_abs() % 1_000_000,
     )
 }
 
@@ -262,5 +263,17 @@ mod tests {
             format!("x_duration_seconds_sum{{{labels}}} 20.0468")
         );
         assert_eq!(lines.len(), 19);
+    }
+
+    #[test]
+    fn an_exemplar_before_1970_keeps_its_sign() {
+        let e = Exemplar {
+            run_id: uuid::Uuid::from_u128(1),
+            total_us: 1_500,
+            started_at: chrono::DateTime::from_timestamp_micros(-1_500_000).unwrap_or_default(),
+        };
+        let mut out = String::new();
+        write_exemplar(&mut out, &e).unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.ends_with("} 0.0015 -1.500000"), "{out}");
     }
 }

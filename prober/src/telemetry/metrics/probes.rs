@@ -13,10 +13,10 @@ use super::encode::{counter_with, gauge_with, histogram_with};
 use super::openmetrics;
 use crate::config::settings::MAX_METRICS_LABEL_VALUE;
 use crate::results::{LiveState, MetricHist, RunSummary};
-use crate::run::{ErrorClass, Trigger, PHASES};
+use crate::run::{ErrorClass, PHASES};
 use crate::schedule::Scheduler;
 
-/// The runs an exemplar is chosen among: the slowest scheduled run that
+/// The runs an exemplar is chosen among: the slowest counted run that
 /// started this long before the scrape (the latest one when none did), so a
 /// spike stays on the page for a minute, a usual scrape interval, even when
 /// the probe runs every second.
@@ -74,7 +74,7 @@ pub struct Exemplar {
 }
 
 /// The exemplar among `recent` at `now`: see [`EXEMPLAR_WINDOW`]. Only
-/// scheduled runs, the ones the histograms count.
+/// counted runs, the ones the histograms hold.
 pub fn choose_exemplar<'a>(
     recent: impl DoubleEndedIterator<Item = &'a RunSummary>,
     now: chrono::DateTime<chrono::Utc>,
@@ -84,10 +84,7 @@ pub fn choose_exemplar<'a>(
         total_us: r.total_us,
         started_at: r.scheduled_at + chrono::TimeDelta::microseconds(r.lateness_us),
     };
-    let mut scheduled = recent
-        .rev()
-        .filter(|r| r.trigger == Trigger::Schedule)
-        .map(as_exemplar);
+    let mut scheduled = recent.rev().filter(|r| r.counted).map(as_exemplar);
     let latest = scheduled.next()?;
     let since = now - EXEMPLAR_WINDOW;
     let slowest = (std::iter::once(latest).chain(scheduled))
@@ -117,8 +114,40 @@ pub(crate) fn bounded(v: &str) -> &str {
     &v[..end]
 }
 
+thread_local! {
+    /// The probes' snapshot of the OpenMetrics page being encoded on this
+    /// thread (a page is encoded on one blocking thread, start to end), so
+    /// its counters and its duration histograms, written apart, are read at
+    /// one moment ([`PageSnapshot`]).
+    static PAGE: std::cell::RefCell<Option<std::rc::Rc<Vec<ProbeSnapshot>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Holds one snapshot for the OpenMetrics page encoded on this thread until dropped.
+pub(super) struct PageSnapshot(());
+
+impl Drop for PageSnapshot {
+    fn drop(&mut self) {
+        PAGE.with(|p| p.borrow_mut().take());
+    }
+}
+
 impl ProbeCollector {
-    fn snapshots(&self) -> Vec<ProbeSnapshot> {
+    /// Takes the snapshot the OpenMetrics page being encoded on this thread reads.
+    pub(super) fn page_snapshot(&self) -> PageSnapshot {
+        let snap = std::rc::Rc::new(self.snapshots(true));
+        PAGE.with(|p| *p.borrow_mut() = Some(snap));
+        PageSnapshot(())
+    }
+
+    /// The page's snapshot if one is held ([`PageSnapshot`]), else a new one.
+    fn page_or_new(&self, exemplars: bool) -> std::rc::Rc<Vec<ProbeSnapshot>> {
+        (PAGE.with(|p| p.borrow().clone()))
+            .unwrap_or_else(|| std::rc::Rc::new(self.snapshots(exemplars)))
+    }
+
+    /// Every probe's numbers; `exemplars`: each one's chosen too (OpenMetrics only).
+    fn snapshots(&self, exemplars: bool) -> Vec<ProbeSnapshot> {
         let now = chrono::Utc::now();
         (self.scheduler.probes().iter())
             .map(|p| {
@@ -144,7 +173,9 @@ impl ProbeCollector {
                     snap.up = s.status.map(|st| st.up);
                     snap.phases = s.phase_totals.as_deref().copied().unwrap_or_default();
                     snap.failures_by_class.clone_from(&s.failures_by_class);
-                    snap.exemplar = choose_exemplar(s.recent.iter(), now);
+                    if exemplars {
+                        snap.exemplar = choose_exemplar(s.recent.iter(), now);
+                    }
                 }
                 snap.failures_by_class.sort_by_key(|(c, _)| c.as_str());
                 snap
@@ -176,14 +207,18 @@ impl ProbeCollector {
         mut enc: DescriptorEncoder,
         durations: bool,
     ) -> Result<(), fmt::Error> {
-        let probes = self.snapshots();
+        let probes = if durations {
+            std::rc::Rc::new(self.snapshots(false))
+        } else {
+            self.page_or_new(true)
+        };
         let mut m = enc.encode_descriptor(
             "prober_probe_runs",
             "Finished runs of the probe, by result.",
             None,
             MetricType::Counter,
         )?;
-        for p in &probes {
+        for p in probes.iter() {
             let ok = p.runs.saturating_sub(p.failures);
             counter_with(&mut m, &p.labels(&[("result", "success")]), ok)?;
             counter_with(&mut m, &p.labels(&[("result", "failure")]), p.failures)?;
@@ -195,7 +230,7 @@ impl ProbeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for p in &probes {
+            for p in probes.iter() {
                 for (class, n) in &p.failures_by_class {
                     counter_with(&mut m, &p.labels(&[("error_class", class.as_str())]), *n)?;
                 }
@@ -208,7 +243,7 @@ impl ProbeCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for p in &probes {
+            for p in probes.iter() {
                 if let Some(up) = p.up {
                     gauge_with(&mut m, &p.labels(&[]), u64::from(up))?;
                 }
@@ -232,7 +267,7 @@ impl ProbeCollector {
     /// The duration family in OpenMetrics, the last run chosen by
     /// [`choose_exemplar`] as the exemplar of each probe's phase `total`.
     pub(super) fn write_durations(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        let probes = self.snapshots();
+        let probes = self.page_or_new(true);
         let family = openmetrics::Family::new(DURATION_NAME, "seconds");
         family.header(out, "histogram", DURATION_HELP)?;
         for (p, phase, h) in duration_series(&probes) {
@@ -264,6 +299,7 @@ fn duration_series(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::Trigger;
 
     fn run(n: u128, started_s: i64, total_ms: u64, trigger: Trigger) -> RunSummary {
         RunSummary {
@@ -275,6 +311,7 @@ mod tests {
             status_code: Some(200),
             total_us: total_ms * 1000,
             trigger,
+            counted: trigger == Trigger::Schedule,
         }
     }
 
@@ -295,7 +332,7 @@ mod tests {
         assert_eq!(
             chosen(&spike),
             Some(3),
-            "older than a minute or asked for by the API: not chosen"
+            "older than a minute or not counted: not chosen"
         );
         // Equal durations: the later run.
         let ties = [

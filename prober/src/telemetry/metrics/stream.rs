@@ -68,7 +68,11 @@ pub fn respond(metrics: Arc<Metrics>, format: Format) -> Response {
         Format::OpenMetrics => openmetrics::CONTENT_TYPE,
     };
     (
-        [(header::CONTENT_TYPE, content_type)],
+        // The page depends on `Accept`: a cache must not give one scraper the other's.
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::VARY, "accept"),
+        ],
         Body::new(ChunkBody(rx)),
     )
         .into_response()

@@ -11,11 +11,12 @@
 //! the traces have their own task). An export is given up after
 //! [`super::EXPORT_TIMEOUT`] and counted; recording never waits for one.
 //!
-//! Memory: the SDK keeps a series per attribute set, up to a limit
-//! ([`series_limit`]: 16 a probe at start, at least 4,000, per instrument;
+//! Memory: the SDK keeps a series per attribute set (a histogram's up to
+//! [`MAX_BUCKETS`] counts), up to a limit per instrument ([`series_limit`];
 //! past it runs are counted in one overflow series, `otel.metric.overflow`).
 //! Cumulative keeps every series it has seen (a probe removed by a reload
-//! stays until the prober restarts); delta forgets them at each export.
+//! stays until the prober restarts); delta drops a series after an interval
+//! in which no run touched it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,10 +39,12 @@ use crate::config::settings::{MetricsTemporality, OtelSettings};
 use crate::run::{phase_samples, RunRecord, PHASES};
 use crate::telemetry::metrics::probes::bounded;
 
-/// The most buckets an exponential histogram keeps (OpenTelemetry's default):
-/// the scale falls until the range of the phase's durations fits, so 160
-/// buckets span 1 ms to 10 s at ~4 % relative error.
-pub const MAX_BUCKETS: u32 = 160;
+/// The most buckets an exponential histogram keeps: the scale falls until
+/// the range of the phase's durations fits, so 64 buckets span a tenfold
+/// spread at scale 4 (buckets 4.4 % wide), a hundredfold at scale 3 (9 %).
+/// OpenTelemetry's default, 160, would hold 1.3 KB a series, ~80 MB for
+/// 10,000 probes' six phases; 64 hold 0.5 KB.
+pub const MAX_BUCKETS: u32 = 64;
 
 /// Probe labels carried as attributes at most (the first, by name); values are
 /// cut to [`MAX_METRICS_LABEL_VALUE`](crate::config::settings::MAX_METRICS_LABEL_VALUE)
@@ -76,10 +79,12 @@ impl std::fmt::Debug for RunMetrics {
 }
 
 impl RunMetrics {
-    /// Counts the run and records each phase it reached; never waits.
+    /// Counts the run and records each phase it reached; never waits for an
+    /// export (a collect holds the SDK's read lock a moment, during which a
+    /// run that opens a new series waits for it).
     pub fn record(&self, r: &RunRecord, probe: &Probe) {
         let o = &r.outcome;
-        let mut attrs = Vec::with_capacity(3 + probe.labels.len());
+        let mut attrs = Vec::with_capacity(4 + probe.labels.len().min(MAX_LABELS));
         attrs.push(KeyValue::new("probe", probe.name.clone()));
         attrs.extend(
             (probe.labels.iter())
@@ -87,20 +92,25 @@ impl RunMetrics {
                 .take(MAX_LABELS)
                 .map(|(k, v)| KeyValue::new(k.clone(), bounded(v).to_string())),
         );
-        let base = attrs.len();
+        // In key order, so the SDK keeps each series under one key (it keeps
+        // an unsorted set under its sorted form too).
+        attrs.sort_unstable_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
         for (phase, sample) in PHASES.iter().zip(phase_samples(&o.phases)) {
             if let Some(us) = sample {
-                attrs.push(KeyValue::new("phase", *phase));
+                let at = sorted_at(&attrs, "phase");
+                attrs.insert(at, KeyValue::new("phase", *phase));
                 self.duration.record(us as f64 / 1e6, &attrs);
-                attrs.truncate(base);
+                attrs.remove(at);
             }
         }
-        attrs.push(KeyValue::new(
-            "outcome",
-            if o.success { "success" } else { "failure" },
-        ));
+        let outcome = if o.success { "success" } else { "failure" };
+        attrs.insert(
+            sorted_at(&attrs, "outcome"),
+            KeyValue::new("outcome", outcome),
+        );
         if let Some(e) = o.error.as_ref().filter(|_| !o.success) {
-            attrs.push(KeyValue::new("error.type", e.class.as_str()));
+            let at = sorted_at(&attrs, "error.type");
+            attrs.insert(at, KeyValue::new("error.type", e.class.as_str()));
         }
         self.runs.add(1, &attrs);
     }
@@ -110,11 +120,22 @@ impl RunMetrics {
     }
 }
 
-/// The series each instrument may hold: 16 a probe defined at start (6
-/// phases; success and the failure classes that occur), at least 4,000. The
-/// SDK sizes its table to it at once (~33 bytes a series).
-pub fn series_limit(probes: usize) -> usize {
-    probes.saturating_mul(16).max(4_000)
+/// Where `key` goes in `attrs`, which are in key order.
+fn sorted_at(attrs: &[KeyValue], key: &str) -> usize {
+    attrs.partition_point(|a| a.key.as_str() < key)
+}
+
+/// The series an instrument may hold: per probe defined at start, 8 for the
+/// durations (6 phases, and room) and 4 for the runs (success and the
+/// failure classes that occur); at least 2,000, the SDK's default. The SDK
+/// sizes its table to it at once (~33 bytes a series).
+pub fn series_limit(kind: InstrumentKind, probes: usize) -> usize {
+    let per_probe = if kind == InstrumentKind::Histogram {
+        8
+    } else {
+        4
+    };
+    probes.saturating_mul(per_probe).max(2_000)
 }
 
 /// The export task: stopped by [`MetricsTask::finish`], which sends the last points.
@@ -162,11 +183,10 @@ pub fn start(
             .with_temporality(temporality)
             .build(),
     );
-    let limit = series_limit(probes);
     let provider = SdkMeterProvider::builder()
         .with_resource(resource(location))
         .with_reader(SharedReader(reader.clone()))
-        .with_view(move |i: &Instrument| view(i, limit))
+        .with_view(move |i: &Instrument| view(i, series_limit(i.kind(), probes)))
         .build();
     let meter = provider.meter_with_scope(
         InstrumentationScope::builder("prober")

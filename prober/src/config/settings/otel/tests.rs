@@ -99,6 +99,15 @@ fn otlp_metrics_are_opt_in_and_take_a_temporality_and_an_interval() {
     assert!(s.otel.metrics && !s.otel.traces);
     assert_eq!(s.otel.metrics_temporality, MetricsTemporality::Delta);
     assert_eq!(s.otel.metrics_interval, std::time::Duration::from_secs(15));
+    let low = resolve(
+        "otel:\n  endpoint: http://c:4318\n  metrics: true\n  metrics_temporality: lowmemory\n",
+    )
+    .unwrap();
+    assert_eq!(
+        low.otel.metrics_temporality,
+        MetricsTemporality::Delta,
+        "the specification's lowmemory is delta for counters and histograms"
+    );
     let env_set = OTLP_ENDPOINT_VARS
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
