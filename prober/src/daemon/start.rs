@@ -66,20 +66,25 @@ impl Daemon {
             database = %redact_url(&settings.database_url),
             "prober started"
         );
-        let (traces, export) = match otlp::start(&settings.otel, &settings.location) {
-            Ok(Some((traces, task))) => (Some(traces), Some(task)),
-            Ok(None) => (None, None),
-            Err(e) => return Err(StartError::Otlp(e)),
-        };
-        if let Some(t) = traces.as_ref().filter(|_| settings.otel.self_traces) {
-            trace_own_work(t, settings.otel.sample_ratio);
-        }
         let (run_metrics, metrics_export) =
             match otlp::metrics::start(&settings.otel, &settings.location, probes.len()) {
                 Ok(Some((m, task))) => (Some(m), Some(task)),
                 Ok(None) => (None, None),
                 Err(e) => return Err(StartError::Otlp(e)),
             };
+        let (traces, export) = match otlp::start(&settings.otel, &settings.location) {
+            Ok(Some((traces, task))) => (Some(traces), Some(task)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                if let Some(task) = metrics_export {
+                    task.finish().await;
+                }
+                return Err(StartError::Otlp(e));
+            }
+        };
+        if let Some(t) = traces.as_ref().filter(|_| settings.otel.self_traces) {
+            trace_own_work(t, settings.otel.sample_ratio);
+        }
         let (core, tasks) = start_core(
             settings,
             probes,

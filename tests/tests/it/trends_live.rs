@@ -60,9 +60,17 @@ async fn the_daemon_finds_a_step_once_and_pages_across_a_restart() {
         ("checkout", "total", "step")
     );
     assert!(f.summary.contains("first_byte +"), "{}", f.summary);
+    // A pass at the next five-minute close may update the finding's figures
+    // while the test reads it; what names the finding does not change.
+    let named = "checkout (trend-lab): total p50 +";
+    assert!(f.summary.starts_with(named), "{}", f.summary);
     let w = &triggers()[0];
     assert_eq!(w["severity"], "page", "alert.trend_severity: page");
-    assert!(w["reason"].as_str().unwrap().contains(&f.summary), "{w}");
+    let reason = w["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(named) && reason.contains("first_byte +"),
+        "{w}"
+    );
 
     // The API and the CLI show it.
     let (code, body) = http_request(d.addr, "GET", "/api/v1/probes/checkout/trends").await;
@@ -75,8 +83,9 @@ async fn the_daemon_finds_a_step_once_and_pages_across_a_restart() {
         &["trends", "checkout"],
         &[("DATABASE_URL", &db.url)],
     );
+    let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&f.summary),
+        printed.starts_with(&format!("#{} [open] step ", f.id)) && printed.contains(named),
         "{out:?}"
     );
 

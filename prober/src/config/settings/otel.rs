@@ -17,6 +17,11 @@ const METRICS_ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
+/// The variables that choose the protocol when only the metrics are sent.
+const METRICS_PROTOCOL_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+];
 /// The variables that choose the protocol, the first set wins.
 const OTLP_PROTOCOL_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -42,13 +47,25 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
         if let Err(problem) = check_endpoint(e) {
             sink.error("otel.endpoint", problem);
         }
-    } else if let Some((var, e)) = from_env.as_ref().filter(|_| !off && endpoint.is_none()) {
+    }
+    let traces_off = f.traces == Some(false);
+    // The traces' variable, checked when the traces are on (the metrics' below).
+    let checked = from_env
+        .as_ref()
+        .filter(|_| !traces_off && endpoint.is_none());
+    if let Some((var, e)) = checked {
         if let Err(problem) = check_endpoint(e) {
             sink.error("otel.endpoint", format!("{var}: {problem}"));
         }
     }
-    let env_protocol =
-        (OTLP_PROTOCOL_VARS.iter().find_map(|v| Some((*v, env(v)?)))).filter(|_| !off);
+    // One protocol serves both exports: the traces' variables, or the
+    // metrics' when only the metrics are sent.
+    let protocol_vars = if traces_off {
+        METRICS_PROTOCOL_VARS
+    } else {
+        OTLP_PROTOCOL_VARS
+    };
+    let env_protocol = (protocol_vars.iter().find_map(|v| Some((*v, env(v)?)))).filter(|_| !off);
     let protocol = protocol_of(sink, f.protocol.as_deref(), env_protocol, d);
     let headers = headers_of(sink, f.headers.unwrap_or_default());
     let queue_runs = f.queue_runs.unwrap_or(d.queue_runs);
@@ -76,22 +93,13 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
             ),
         );
     }
-    // The metrics' receiver: otel.endpoint, else the variables the metric exporter reads.
-    let metrics_env = METRICS_ENDPOINT_VARS
-        .iter()
-        .find_map(|v| Some((*v, env(v)?)));
-    let metrics_receiver = endpoint.is_some() || metrics_env.is_some();
-    if metrics && !metrics_receiver {
-        sink.error(
-            "otel.metrics",
-            "needs a receiver: set otel.endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)",
-        );
-    }
-    if let Some((var, e)) = metrics_env.filter(|_| metrics && endpoint.is_none()) {
-        if let Err(problem) = check_endpoint(&e) {
-            sink.error("otel.endpoint", format!("{var}: {problem}"));
-        }
-    }
+    let metrics_receiver = metrics_receiver_of(
+        sink,
+        metrics,
+        endpoint.is_some(),
+        checked.map(|(v, _)| *v),
+        env,
+    );
     let (metrics_temporality, metrics_interval) = metrics_timing(
         sink,
         (
@@ -113,6 +121,35 @@ pub(super) fn otel_of(sink: &mut Sink, f: OtelFile, d: &OtelSettings) -> OtelSet
         metrics_temporality,
         metrics_interval,
     }
+}
+
+/// Whether the metrics have a receiver: otel.endpoint (`has_endpoint`), else
+/// the variables the metric exporter reads, checked unless `checked` (the
+/// traces' variable, already checked) is the same one.
+fn metrics_receiver_of(
+    sink: &mut Sink,
+    metrics: bool,
+    has_endpoint: bool,
+    checked: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> bool {
+    let metrics_env = METRICS_ENDPOINT_VARS
+        .iter()
+        .find_map(|v| Some((*v, env(v)?)));
+    let receiver = has_endpoint || metrics_env.is_some();
+    if metrics && !receiver {
+        sink.error(
+            "otel.metrics",
+            "needs a receiver: set otel.endpoint (or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT)",
+        );
+    }
+    let to_check = metrics_env.filter(|(var, _)| metrics && !has_endpoint && checked != Some(*var));
+    if let Some((var, e)) = to_check {
+        if let Err(problem) = check_endpoint(&e) {
+            sink.error("otel.endpoint", format!("{var}: {problem}"));
+        }
+    }
+    receiver
 }
 
 /// The metrics' temporality and interval: `otel.metrics_temporality` (or
@@ -146,12 +183,12 @@ fn metrics_timing(
     let interval = match (interval_text, env(INTERVAL_VAR)) {
         (Some(text), _) => sink.duration("otel.metrics_interval", Some(text), d.metrics_interval),
         (None, Some(ms)) => match ms.trim().parse::<u64>() {
-            Ok(ms) => std::time::Duration::from_millis(ms),
-            Err(_) => {
+            Ok(ms) if ms >= 1_000 => std::time::Duration::from_millis(ms),
+            _ => {
                 sink.warning(
                     "otel.metrics_interval",
                     format!(
-                        "{INTERVAL_VAR}={ms} is not a number of milliseconds; using {} s",
+                        "{INTERVAL_VAR}={ms} is not a number of milliseconds of at least 1000; using {} s",
                         d.metrics_interval.as_secs()
                     ),
                 );

@@ -42,8 +42,9 @@ use crate::telemetry::metrics::probes::bounded;
 /// The most buckets an exponential histogram keeps: the scale falls until
 /// the range of the phase's durations fits, so 64 buckets span a tenfold
 /// spread at scale 4 (buckets 4.4 % wide), a hundredfold at scale 3 (9 %).
-/// OpenTelemetry's default, 160, would hold 1.3 KB a series, ~80 MB for
-/// 10,000 probes' six phases; 64 hold 0.5 KB.
+/// OpenTelemetry's default, 160, would hold 1.3 KB of counts a series
+/// rather than 0.5 KB. (A series costs ~3.4 KiB at the peak, while an
+/// export is built: BENCHMARKS.md.)
 pub const MAX_BUCKETS: u32 = 64;
 
 /// Probe labels carried as attributes at most (the first, by name); values are

@@ -108,7 +108,7 @@ fn otlp_metrics_are_opt_in_and_take_a_temporality_and_an_interval() {
         MetricsTemporality::Delta,
         "the specification's lowmemory is delta for counters and histograms"
     );
-    let env_set = OTLP_ENDPOINT_VARS
+    let env_set = METRICS_ENDPOINT_VARS
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
     if !env_set {
@@ -117,5 +117,34 @@ fn otlp_metrics_are_opt_in_and_take_a_temporality_and_an_interval() {
             e.contains("otel.metrics") && e.contains("needs a receiver"),
             "{e}"
         );
+    }
+}
+
+#[test]
+fn a_bad_metric_export_interval_variable_is_a_warning_and_the_default_serves() {
+    let d = OtelSettings::default();
+    for (value, expected) in [("15000", 15), ("500", 60), ("soon", 60)] {
+        let mut sink = Sink {
+            file: "prober.yaml".into(),
+            doc: super::super::file::empty_document(),
+            out: Vec::new(),
+            mode: super::super::EnvMode::Require,
+        };
+        let env = |name: &str| (name == INTERVAL_VAR).then(|| value.to_string());
+        let (_, interval) = metrics_timing(&mut sink, (None, None), &d, env);
+        assert_eq!(
+            interval,
+            std::time::Duration::from_secs(expected),
+            "{value}"
+        );
+        let warned: Vec<String> = sink.out.iter().map(|w| w.to_string()).collect();
+        if expected == 60 {
+            assert!(
+                warned.len() == 1 && warned[0].contains(&format!("{INTERVAL_VAR}={value}")),
+                "{warned:?}"
+            );
+        } else {
+            assert!(warned.is_empty(), "{warned:?}");
+        }
     }
 }
