@@ -52,6 +52,15 @@ pub struct HistoryFigures {
     /// 1h interval (hour bins): p50, max ms.
     #[serde(default)]
     pub probe_percentiles_30d_ms: [f64; 2],
+    /// The built-in overview page (`GET /`, every probe with 1 h, 24 h and
+    /// 30 d windows and 90-day bars): p50, max ms, and its bytes.
+    #[serde(default)]
+    pub ui_overview_ms: [f64; 2],
+    #[serde(default)]
+    pub ui_overview_bytes: usize,
+    /// One probe's page over 30 days (`GET /probes/{name}?range=30d`): p50, max ms.
+    #[serde(default)]
+    pub ui_probe_30d_ms: [f64; 2],
 }
 
 /// The seeded latency of sample `i` of `SAMPLES`: ≈ 45–55 ms with a tail to ≈ 250 ms.
@@ -349,15 +358,19 @@ async fn time_api(
     let base = format!("http://{}", daemon.addr);
     let result = time_requests(&base, probes).await;
     daemon.shutdown().await;
-    let [overview, p95, series, hourly] = result?;
+    let ([overview, p95, series, hourly, page, probe_page], bytes) = result?;
     figures.overview_ms = overview;
     figures.p95_30d_ms = p95;
     figures.series_30d_ms = series;
     figures.series_30d_1h_ms = hourly;
+    figures.ui_overview_ms = page;
+    figures.ui_overview_bytes = bytes;
+    figures.ui_probe_30d_ms = probe_page;
     Ok(())
 }
 
-async fn time_requests(base: &str, probes: usize) -> Result<[[f64; 2]; 4], String> {
+/// The API's reads and the pages' (p50 and max ms each), and the overview page's bytes.
+async fn time_requests(base: &str, probes: usize) -> Result<([[f64; 2]; 6], usize), String> {
     let client = reqwest::Client::new();
     let to = Utc::now();
     let from = to - TimeDelta::days(30);
@@ -375,8 +388,11 @@ async fn time_requests(base: &str, probes: usize) -> Result<[[f64; 2]; 4], Strin
         latency("&step=30d"),
         latency(""),
         latency("&step=1h"),
+        format!("{base}/"),
+        format!("{base}/probes/{probe}?range=30d"),
     ];
-    let mut out = [[0.0; 2]; 4];
+    let mut out = [[0.0; 2]; 6];
+    let mut overview_bytes = 0;
     for (i, url) in urls.iter().enumerate() {
         let mut times = Vec::with_capacity(REPEAT);
         for n in 0..REPEAT + 2 {
@@ -395,10 +411,13 @@ async fn time_requests(base: &str, probes: usize) -> Result<[[f64; 2]; 4], Strin
             if n >= 2 {
                 times.push(took);
             }
+            if i == 4 {
+                overview_bytes = body.len();
+            }
         }
         out[i] = median_and_max(times);
     }
-    Ok(out)
+    Ok((out, overview_bytes))
 }
 
 #[cfg(test)]

@@ -372,6 +372,26 @@ fn history(t: &mut Table, r: &Results) {
             verdict(Some(h.fleet_table_ms[0] <= 200.0)),
         ]);
         t.row([
+            &format!(
+                "**E. the built-in overview page** (`GET /`, {} probes, {:.0} KiB), p50 / max of 20 (ms)",
+                h.probes,
+                h.ui_overview_bytes as f64 / 1024.0
+            ),
+            &ms2(h.ui_overview_ms),
+            "",
+            "",
+            "≤ 300 ms, ≤ 1 MB",
+            verdict(Some(h.ui_overview_ms[0] <= 300.0 && h.ui_overview_bytes <= 1_000_000)),
+        ]);
+        t.row([
+            "**E. a probe's page over 30 days** (`GET /probes/{name}?range=30d`), p50 / max of 20 (ms)",
+            &ms2(h.ui_probe_30d_ms),
+            "",
+            "",
+            "≤ 100 ms (its chart data)",
+            verdict(Some(h.ui_probe_30d_ms[0] <= 100.0)),
+        ]);
+        t.row([
             "E. probe dashboard, \"Latency percentiles\", 30 days at a 1h interval, p50 / max of 5 (ms)",
             &ms2(h.probe_percentiles_30d_ms),
             "",

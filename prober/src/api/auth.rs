@@ -36,6 +36,9 @@ pub struct Caller {
 
 /// The scope `method path` needs; `None`: open to anyone.
 pub fn required_scope(method: &Method, path: &str, public_read: bool) -> Option<Scope> {
+    if super::ui::is_private_page(path) && (method == Method::GET || method == Method::HEAD) {
+        return (!public_read).then_some(Scope::Read);
+    }
     if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
         return None;
     }

@@ -11,8 +11,9 @@ mod error;
 mod events;
 mod manual;
 mod openapi;
-mod probes;
+pub(crate) mod probes;
 mod trends;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -144,7 +145,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/probes/{name}/trends", get(trends::for_probe))
         .route("/api/v1/trends/{id}/ack", post(trends::ack))
         .route("/api/v1/events", get(events::list).post(events::create))
-        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/openapi.json", get(openapi));
+    let routes = if state.settings.ui.enabled {
+        routes.merge(ui::routes())
+    } else {
+        routes
+    };
+    let routes = routes
         .fallback(not_found)
         // Inside the contract's layers: a refusal gets the request id and the envelope too.
         .layer(axum::middleware::from_fn_with_state(

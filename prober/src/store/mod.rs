@@ -23,6 +23,7 @@ mod clean;
 mod dimensions;
 mod error;
 pub mod events;
+pub mod history;
 pub mod hosts;
 mod int8s;
 mod pending;

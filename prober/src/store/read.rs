@@ -26,6 +26,14 @@ pub struct WindowStats {
     pub p99_us: Option<i64>,
 }
 
+/// One probe's runs and failures on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    pub day: chrono::NaiveDate,
+    pub runs: i64,
+    pub failures: i64,
+}
+
 /// One stored run.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
@@ -139,6 +147,41 @@ impl Store {
                 p99_us: q(0.99),
             };
             out.insert(name, stats);
+        }
+        Ok(out)
+    }
+
+    /// Per probe name: runs and failures (phase `total`) per UTC day from
+    /// `from`'s day on, oldest first, from the day rows (today's live).
+    pub async fn daily_counts(
+        &self,
+        from: DateTime<Utc>,
+    ) -> Result<HashMap<String, Vec<DayCount>>, StoreError> {
+        let rows = sqlx::query(
+            "select p.name, c.day, c.runs, c.failures
+             from probes p
+             cross join lateral (
+                 select h.day, sum(prober_runs(h.stats, 0))::bigint runs,
+                        sum(prober_failures(h.stats, 0))::bigint failures
+                 from hist_day_live h
+                 where h.probe_id = p.id and h.day >= date_trunc('day', $1::timestamptz, 'UTC')
+                 group by h.day) c
+             where c.runs > 0
+             order by p.name, c.day",
+        )
+        .bind(from)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("daily counts query failed", e))?;
+        let mut out: HashMap<String, Vec<DayCount>> = HashMap::new();
+        for r in rows {
+            let name: String = r.try_get(0).map_err(|e| err("daily counts query", e))?;
+            let day: DateTime<Utc> = r.try_get(1).map_err(|e| err("daily counts query", e))?;
+            out.entry(name).or_default().push(DayCount {
+                day: day.date_naive(),
+                runs: r.try_get(2).unwrap_or(0),
+                failures: r.try_get(3).unwrap_or(0),
+            });
         }
         Ok(out)
     }

@@ -60,5 +60,7 @@ mod trend_screen;
 mod trends;
 mod trends_live;
 mod trends_spread;
+mod ui;
+mod ui_browser;
 mod upgrade;
 mod write_faults;

@@ -37,7 +37,9 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
     let trends = trends_of(sink, &file.trends.take().unwrap_or_default(), &d.trends);
     let spool = spool_of(sink, args, file.spool.take().unwrap_or_default(), &d.spool);
     let otel = super::otel::otel_of(sink, file.otel.take().unwrap_or_default(), &d.otel);
+    let ui = super::ui::ui_of(sink, file.ui.take().unwrap_or_default(), &d.ui);
     let s = Settings {
+        ui,
         trends,
         spool,
         otel,

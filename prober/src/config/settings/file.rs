@@ -44,6 +44,7 @@ pub(super) struct SettingsFile {
     pub(super) trends: Option<TrendsFile>,
     pub(super) spool: Option<SpoolFile>,
     pub(super) otel: Option<OtelFile>,
+    pub(super) ui: Option<super::ui::UiFile>,
 }
 
 /// `otel:` in `prober.yaml`: the OTLP export of runs as traces.

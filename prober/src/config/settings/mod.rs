@@ -28,6 +28,7 @@ mod receivers;
 mod sink;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use super::diag::{Diagnostic, Severity};
 
 pub use checks::{check_dashboard_url, check_trace_url, metrics_label_problems};
 pub use receivers::{check_receiver_url, receiver_field_problems};
+pub use ui::{StatusPage, UiSettings};
 
 /// Where the daemon keeps its data unless told otherwise.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/prober";
@@ -167,6 +169,8 @@ pub struct Settings {
     pub spool: SpoolSettings,
     /// `otel:` — every run as an OTLP trace (read at start).
     pub otel: OtelSettings,
+    /// `ui:` — the built-in pages, the public status page and the badges (read at start).
+    pub ui: UiSettings,
 }
 
 /// `otel:` in the settings: every run exported as an OTLP trace.
@@ -341,6 +345,7 @@ impl Default for Settings {
             trends: TrendSettings::default(),
             spool: Default::default(),
             otel: OtelSettings::default(),
+            ui: UiSettings::default(),
         }
     }
 }
