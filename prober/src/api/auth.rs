@@ -187,7 +187,24 @@ pub async fn guard(State(core): State<AppState>, mut req: Request, next: Next) -
                 tracing::warn!(%method, %path, remote = ?remote, token = ?token, status = error.status.as_u16(), "API write refused: {message}");
             }
             let caller = Caller { token, scope: None };
-            (caller, refusal(error), Some(message))
+            let answer = if super::ui::is_private_page(&path) {
+                // A person at a browser: the same refusal as a page.
+                let mut r = super::ui::error_page(
+                    error.status,
+                    "This page needs a token with scope read",
+                    &message,
+                );
+                if error.status == axum::http::StatusCode::UNAUTHORIZED {
+                    r.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"prober\""),
+                    );
+                }
+                r
+            } else {
+                refusal(error)
+            };
+            (caller, answer, Some(message))
         }
     };
     if !is_write(&method) {

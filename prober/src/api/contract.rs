@@ -136,11 +136,14 @@ async fn no_nul(req: Request, next: Next) -> Response {
 
 // === envelope ===
 
+/// Whether an error answer is already what its client reads: the JSON
+/// envelope, or a page's HTML (`ui/`) for a person at a browser. axum's own
+/// rejections are plain text.
 fn is_json(res: &Response) -> bool {
     res.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
 /// The code and the advice for an error status that axum (not a handler) answered.

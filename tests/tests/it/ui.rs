@@ -287,7 +287,9 @@ async fn the_pages_show_what_the_api_gives_and_a_failure_s_whole_story() {
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     let (head, page) = get(&d, "/probes/nope").await;
     assert!(
-        head.starts_with("HTTP/1.1 404") && page.contains("nope"),
+        head.starts_with("HTTP/1.1 404")
+            && page.contains("No probe named &quot;nope&quot; is scheduled")
+            && page.contains("<a href=\"/\">Back to the overview</a>"),
         "{head}"
     );
 
@@ -340,10 +342,16 @@ async fn with_reads_protected_only_the_status_page_and_its_badges_are_open() {
     let db = TestDb::create().await;
     let target = FakeTarget::start().await;
     let d = start(&db, &target, false).await;
-    let (head, _) = get(&d, "/").await;
+    let (head, page) = get(&d, "/").await;
     assert!(
         head.starts_with("HTTP/1.1 401") || head.starts_with("HTTP/1.1 403"),
         "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html")
+            && page.contains("Authorization: Bearer"),
+        "a person is told, as a page, what to send: {head}\n{page}"
     );
     let (head, _) = get(&d, "/probes/checkout").await;
     assert!(

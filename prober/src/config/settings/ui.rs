@@ -144,3 +144,72 @@ pub(super) fn ui_of(sink: &mut Sink, f: UiFile, d: &UiSettings) -> UiSettings {
         refresh,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Settings, SettingsArgs};
+    use super::*;
+
+    fn resolve(yaml: &str) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prober.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        Settings::resolve(&SettingsArgs {
+            config: Some(file),
+            ..SettingsArgs::default()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_pages_are_on_and_the_status_page_shows_nothing_by_default() {
+        let s = resolve("location: x\n").unwrap();
+        assert!(s.ui.enabled);
+        assert_eq!(s.ui.refresh, Duration::from_secs(30));
+        assert!(!s.ui.status_page.selects());
+        assert!(!s.ui.status_page.shows("checkout", &BTreeMap::new()));
+    }
+
+    #[test]
+    fn a_status_page_selects_by_name_or_by_every_label() {
+        let s = resolve(
+            "ui:\n  group_by: team\n  refresh: 0s\n  status_page:\n    title: Shop\n    probes: [home]\n    labels: {public: \"yes\", tier: web}\n",
+        )
+        .unwrap();
+        let page = &s.ui.status_page;
+        assert_eq!(
+            (page.title.as_str(), page.group_by.as_deref()),
+            ("Shop", Some("team"))
+        );
+        assert!(s.ui.refresh.is_zero(), "0 turns the reload off");
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(page.shows("home", &BTreeMap::new()));
+        assert!(page.shows("api", &labels(&[("public", "yes"), ("tier", "web")])));
+        assert!(
+            !page.shows("api", &labels(&[("public", "yes")])),
+            "every label must hold"
+        );
+    }
+
+    #[test]
+    fn a_bad_ui_setting_is_an_error_at_its_field() {
+        for (yaml, field, says) in [
+            ("ui:\n  refresh: 2s\n", "ui.refresh", "at least 5s"),
+            ("ui:\n  group_by: \" \"\n", "ui.group_by", "is empty"),
+            (
+                "ui:\n  status_page: {labels: {\"\": x}}\n",
+                "ui.status_page.labels",
+                "key is empty",
+            ),
+            ("ui:\n  colour: red\n", "colour", "unknown"),
+        ] {
+            let e = resolve(yaml).unwrap_err();
+            assert!(e.contains(field) && e.contains(says), "{yaml}: {e}");
+        }
+    }
+}
