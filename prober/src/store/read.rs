@@ -157,15 +157,16 @@ impl Store {
         &self,
         from: DateTime<Utc>,
     ) -> Result<HashMap<String, Vec<DayCount>>, StoreError> {
+        // One scan of the window across probes (about 100 ms for 1,000
+        // probes, most of it the current hour's minute rows), not one per probe.
         let rows = sqlx::query(
             "select p.name, c.day, c.runs, c.failures
-             from probes p
-             cross join lateral (
-                 select h.day, sum(prober_runs(h.stats, 0))::bigint runs,
-                        sum(prober_failures(h.stats, 0))::bigint failures
-                 from hist_day_live h
-                 where h.probe_id = p.id and h.day >= date_trunc('day', $1::timestamptz, 'UTC')
-                 group by h.day) c
+             from (select h.probe_id, h.day, sum(prober_runs(h.stats, 0))::bigint runs,
+                          sum(prober_failures(h.stats, 0))::bigint failures
+                   from hist_day_live h
+                   where h.day >= date_trunc('day', $1::timestamptz, 'UTC')
+                   group by 1, 2) c
+             join probes p on p.id = c.probe_id
              where c.runs > 0
              order by p.name, c.day",
         )
@@ -184,6 +185,28 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Per probe name: runs and failures (phase `total`) over the last 30
+    /// days, from the current UTC day less 29: the counters `prober_recent`
+    /// keeps (migration 0014), so about one row per probe is read.
+    pub async fn month_counts(&self) -> Result<HashMap<String, (i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "select p.name, c.runs, c.failures
+             from probes p
+             cross join lateral (
+                 select sum(prober_runs(r.month_stats, 0))::bigint runs,
+                        sum(prober_failures(r.month_stats, 0))::bigint failures
+                 from prober_recent(p.id) r) c
+             where c.runs > 0",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| err("30-day counts query failed", e))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| err("30-day counts query failed", e))
     }
 
     /// Whether the store has ever seen a probe of this name.

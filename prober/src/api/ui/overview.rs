@@ -1,6 +1,6 @@
-//! `/`: every probe, grouped by a label, with its status, availability and
-//! p95 over the last hour, day and 30 days, and a bar of its last 90 days;
-//! the open alerts and recent trend findings above them.
+//! `/`: every probe, grouped by a label, with its status, availability over
+//! the last hour, day and 30 days, p95 over the hour and the day, and a bar
+//! of its last 90 days; the open alerts and recent trend findings above them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub struct OverviewData {
     pub probes: Vec<ShownProbe>,
     pub hour: Windows,
     pub day: Windows,
+    /// Runs and failures only: a 30-day p95 of every probe costs more than
+    /// the page's budget (it is on each probe's page, `range=30d`).
     pub month: Windows,
     pub bars: HashMap<String, Vec<DayCount>>,
     pub alerts: Vec<Alert>,
@@ -63,12 +65,12 @@ pub async fn overview_data(core: &AppState, filters: &[(String, String)]) -> Ove
     let read = tokio::try_join!(
         store.windows(Resolution::Minute, minute - TimeDelta::minutes(59)),
         store.last_day(),
-        store.windows(Resolution::Day, today - TimeDelta::days(29)),
+        store.month_counts(),
         store.daily_counts(today - TimeDelta::days(BAR_DAYS - 1)),
         store.findings(&findings),
     );
     let (hour, day, month, bars, found, store_error) = match read {
-        Ok((h, d, m, b, f)) => (h, d, m, b, f, None),
+        Ok((h, d, m, b, f)) => (h, d, counts_as_windows(m), b, f, None),
         Err(e) => (
             HashMap::new(),
             HashMap::new(),
@@ -105,6 +107,20 @@ pub async fn overview_data(core: &AppState, filters: &[(String, String)]) -> Ove
     }
 }
 
+/// Runs and failures by probe as windows without percentiles.
+pub(super) fn counts_as_windows(counts: HashMap<String, (i64, i64)>) -> Windows {
+    (counts.into_iter())
+        .map(|(name, (runs, failures))| {
+            let w = crate::store::read::WindowStats {
+                runs,
+                failures,
+                ..Default::default()
+            };
+            (name, w)
+        })
+        .collect()
+}
+
 /// `GET /`: `group` (a label key) groups the probes, `label=key=value` filters them.
 pub async fn page(
     State(core): State<AppState>,
@@ -125,12 +141,18 @@ pub async fn page(
         .map(|(_, v)| v.trim().to_string())
         .or_else(|| core.settings.ui.group_by.clone())
         .filter(|g| !g.is_empty());
+    let started = std::time::Instant::now();
     let data = overview_data(&core, &filters).await;
+    let read = started.elapsed();
     let refresh = core.settings.ui.refresh.as_secs();
-    html_response(
-        StatusCode::OK,
-        render_overview(&data, group.as_deref(), &filters, refresh),
-    )
+    let page = render_overview(&data, group.as_deref(), &filters, refresh);
+    tracing::debug!(
+        probes = data.probes.len(),
+        read_ms = read.as_secs_f64() * 1e3,
+        render_ms = (started.elapsed() - read).as_secs_f64() * 1e3,
+        "overview page"
+    );
+    html_response(StatusCode::OK, page)
 }
 
 /// The overview page for `data`, grouped by the label `group`.
@@ -304,7 +326,6 @@ fn probe_table(data: &OverviewData, members: &[usize]) -> Markup {
                 th.num scope="col" { "30 d" }
                 th.num scope="col" { "p95 1 h" }
                 th.num.hide-narrow scope="col" { "p95 24 h" }
-                th.num.hide-narrow scope="col" { "p95 30 d" }
                 th.hide-narrow scope="col" { "Last 90 days" }
             } }
             tbody {
@@ -324,7 +345,6 @@ fn probe_table(data: &OverviewData, members: &[usize]) -> Markup {
                         td.num { (availability(data.month.get(name))) }
                         td.num { (us(data.hour.get(name).and_then(|w| w.p95_us))) }
                         td.num.hide-narrow { (us(data.day.get(name).and_then(|w| w.p95_us))) }
-                        td.num.hide-narrow { (us(data.month.get(name).and_then(|w| w.p95_us))) }
                         td.hide-narrow { (day_bars(&bar_days(data.bars.get(name), today))) }
                     }
                 }

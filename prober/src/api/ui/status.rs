@@ -20,7 +20,6 @@ use crate::api::AppState;
 use crate::config::settings::StatusPage;
 use crate::config::Probe;
 use crate::store::read::DayCount;
-use crate::store::Resolution;
 
 /// Alert transitions read to find the incidents.
 const TRANSITIONS_READ: i64 = 1_000;
@@ -124,14 +123,13 @@ pub async fn page(State(core): State<AppState>) -> Response {
     let now = Utc::now();
     let today = now.duration_trunc(TimeDelta::days(1)).unwrap_or(now);
     let read = tokio::try_join!(
-        core.store
-            .windows(Resolution::Day, today - TimeDelta::days(29)),
+        core.store.month_counts(),
         core.store
             .daily_counts(today - TimeDelta::days(BAR_DAYS - 1)),
         crate::alert::persist::history(&core.store, None, TRANSITIONS_READ),
     );
     let (month, bars, transitions, degraded) = match read {
-        Ok((m, b, t)) => (m, b, t, false),
+        Ok((m, b, t)) => (super::overview::counts_as_windows(m), b, t, false),
         Err(_) => (HashMap::new(), HashMap::new(), Vec::new(), true),
     };
     let names: HashMap<&str, &Arc<Probe>> = probes.iter().map(|p| (p.name.as_str(), p)).collect();
