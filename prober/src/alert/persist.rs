@@ -280,6 +280,35 @@ pub async fn history(
     .fetch_all(store.pool())
     .await
     .map_err(|e| err("alert history query failed", e))?;
+    transitions(&rows).map_err(|e| err("alert history query failed", e))
+}
+
+/// Transitions of `rule` alerts of `probes` since `since`, newest first
+/// (the public status page's incidents: only its probes' own history).
+pub async fn history_of(
+    store: &Store,
+    probes: &[String],
+    rule: &str,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Transition, String)>, StoreError> {
+    let rows = sqlx::query(
+        "select t.alert_key, t.from_state, t.to_state, t.at, t.reason, a.probe
+         from alert_transitions t join alerts a on a.alert_key = t.alert_key
+         where a.probe = any($1) and a.rule = $2 and t.at >= $3
+         order by t.at desc, t.id desc limit $4",
+    )
+    .bind(probes)
+    .bind(rule)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await
+    .map_err(|e| err("alert history query failed", e))?;
+    transitions(&rows).map_err(|e| err("alert history query failed", e))
+}
+
+fn transitions(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(Transition, String)>, sqlx::Error> {
     rows.iter()
         .map(|r| {
             let from: String = r.try_get(1)?;
@@ -296,8 +325,7 @@ pub async fn history(
                 r.try_get(5)?,
             ))
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(|e| err("alert history query failed", e))
+        .collect()
 }
 
 /// Silences from the API.

@@ -166,6 +166,21 @@ async fn every_page_loads_cleanly_in_a_real_browser_and_reads_right() {
     run_now(&d, "search", 11).await;
     let addr = d.addr;
 
+    // The console check sees what a page logs: a page that logs, first.
+    let control = tokio::task::spawn_blocking(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let page = "data:text/html,<script>console.error('console-control')</script>";
+        browse(dir.path(), page, &[]).1
+    })
+    .await
+    .unwrap();
+    assert!(
+        control
+            .lines()
+            .any(|l| l.contains(":CONSOLE") && l.contains("console-control")),
+        "the browser's log shows a page's console message: {control}"
+    );
+
     let pages = tokio::task::spawn_blocking(move || {
         let overview = visit(addr, "/", "overview", &["--window-size=1280,1000"]);
         let dark = visit(
@@ -179,7 +194,19 @@ async fn every_page_loads_cleanly_in_a_real_browser_and_reads_right() {
             ],
         );
         let phone = visit(addr, "/", "overview-phone", &["--window-size=390,844"]);
-        let filtered = visit(addr, "/?label=team%3Dpayments", "overview-filtered", &[]);
+        // What the filter form sends, with a label and with the box empty.
+        let filtered = visit(
+            addr,
+            "/?label=team%3Dpayments&group=team",
+            "overview-filtered",
+            &[],
+        );
+        let unfiltered = visit(addr, "/?label=&group=", "overview-form-empty", &[]);
+        assert!(
+            unfiltered.dom.contains("data-probe=\"search\""),
+            "an empty filter keeps every probe"
+        );
+        clean(&unfiltered, "overview-form-empty");
         let failing = visit(
             addr,
             "/probes/search",
@@ -251,7 +278,8 @@ async fn every_page_loads_cleanly_in_a_real_browser_and_reads_right() {
             .next()
             .unwrap();
         assert!(
-            points.split(' ').count() >= 1 && points.contains(','),
+            points.contains(',')
+                && (points.split(' ').count() >= 2 || v.dom.contains("<circle class=\"dot-0\"")),
             "{page}: {line}"
         );
     }

@@ -1,5 +1,5 @@
-//! SVG badges: `/badge/{probe}/status.svg`, `uptime.svg?window=30d`,
-//! `latency.svg?window=24h` (p95), and the same per group of the status
+//! SVG badges: `/badge/{probe}/status.svg`, `uptime.svg?window=30d` (1h,
+//! 24h, 30d), `latency.svg?window=24h` (p95; 1h, 24h), and the same per group of the status
 //! page (`/badge/groups/{value}/…`: the probes whose `group_by` label has
 //! that value). Served for the probes on the public status page, and for
 //! every probe when `api.public_read` is on; cacheable for a minute.
@@ -19,8 +19,9 @@ use crate::store::Resolution;
 
 /// How long a client may keep a badge.
 const MAX_AGE_SECS: u32 = 60;
-/// The windows a badge may cover.
-const WINDOWS: [&str; 4] = ["1h", "24h", "7d", "30d"];
+/// The windows a badge may cover: uptime over each; p95 over the first two
+/// (a 30-day p95 of a badge's probes is on their pages).
+const WINDOWS: [&str; 3] = ["1h", "24h", "30d"];
 
 /// The badges' colours (a badge is an image of its own: no page variables).
 /// White text on each has at least 4.5:1 contrast.
@@ -94,6 +95,8 @@ fn visible(core: &AppState, p: &Probe) -> bool {
 /// Runs, failures and percentiles of every probe over `window`.
 async fn windows(core: &AppState, window: &str) -> Result<super::Windows, Response> {
     let now = Utc::now();
+    // Each a read of about one row per probe (the fleet's API reads): a
+    // public badge never starts a scan of 30 days of day rows.
     let read = match window {
         "1h" => {
             let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
@@ -102,18 +105,18 @@ async fn windows(core: &AppState, window: &str) -> Result<super::Windows, Respon
                 .await
         }
         "24h" => core.store.last_day().await,
-        _ => {
-            let days = if window == "7d" { 6 } else { 29 };
-            let today = now.duration_trunc(TimeDelta::days(1)).unwrap_or(now);
-            core.store
-                .windows(Resolution::Day, today - TimeDelta::days(days))
-                .await
-        }
+        _ => core
+            .store
+            .month_counts()
+            .await
+            .map(super::overview::counts_as_windows),
     };
     read.map_err(|e| {
+        // The cause is for the log: a badge is public.
+        tracing::warn!(error = %e, "a badge could not read the store");
         refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the history store cannot be read: {e}"),
+            "the history is unavailable for a moment; probing goes on".into(),
         )
     })
 }
@@ -128,10 +131,10 @@ async fn badge(
     let kind = kind.strip_suffix(".svg").unwrap_or(kind);
     let default = if kind == "latency" { "24h" } else { "30d" };
     let window = window.unwrap_or_else(|| default.into());
-    if !WINDOWS.contains(&window.as_str()) {
+    if !WINDOWS.contains(&window.as_str()) || (kind == "latency" && window == "30d") {
         return refuse(
             StatusCode::BAD_REQUEST,
-            format!("window={window:?}: use one of {}", WINDOWS.join(", ")),
+            format!("window={window:?}: use 1h, 24h or 30d for uptime, 1h or 24h for latency"),
         );
     }
     let markup = match kind {
@@ -168,8 +171,10 @@ async fn badge(
             }
             if kind == "uptime" {
                 let a = (sum.runs > 0).then(|| (sum.runs - sum.failures) as f64 / sum.runs as f64);
-                let text =
-                    a.map_or_else(|| "no runs".to_string(), |a| format!("{:.2}%", a * 100.0));
+                let text = a.map_or_else(
+                    || "no runs".to_string(),
+                    |a| format!("{}%", super::percent(a)),
+                );
                 svg(
                     &format!("uptime {window}"),
                     &text,

@@ -233,6 +233,11 @@ pub fn waterfall(phases_us: &[Option<i32>; 6], scale_us: f64) -> Markup {
         .map(|p| format!("{} {}", p.2, human_us(f64::from(p.4))))
         .collect::<Vec<_>>()
         .join(", ");
+    let text = if text.is_empty() {
+        "no phases recorded".to_string()
+    } else {
+        text
+    };
     html! {
         svg.waterfall viewBox="0 0 200 10" preserveAspectRatio="none" role="img" aria-label=(text) {
             @for (x, width, name, colour, us) in &parts {

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, DOCTYPE};
 
 use crate::analysis::series::human_us;
 use crate::api::AppState;
@@ -168,10 +168,16 @@ pub fn availability(w: Option<&WindowStats>) -> Markup {
     let class = chart::availability_class(a);
     html! {
         @match a {
-            Some(a) => span class=(class) { (format!("{:.2} %", a * 100.0)) },
+            Some(a) => span class=(class) { (percent(a)) " %" },
             None => span.muted { "–" },
         }
     }
+}
+
+/// An availability (0–1) as a percentage to two decimals, rounded down:
+/// 99.996 % with a failure reads 99.99, never 100.00.
+pub fn percent(a: f64) -> String {
+    format!("{:.2}", (a * 10_000.0).floor() / 100.0)
 }
 
 /// How long ago, in words: "3 min ago", "2 h ago", "5 d ago".
@@ -201,11 +207,6 @@ pub fn status_badge(up: Option<bool>) -> Markup {
 
 /// The probes' windows read for a page, by name.
 pub type Windows = HashMap<String, WindowStats>;
-
-/// Raw text for the page (already escaped or markup of ours).
-pub fn raw(s: &str) -> PreEscaped<String> {
-    PreEscaped(s.to_string())
-}
 
 #[cfg(test)]
 mod tests {

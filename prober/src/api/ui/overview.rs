@@ -126,6 +126,10 @@ pub async fn page(
     State(core): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
+    // The form sends `label=` when its box is empty: no filter, not a bad one.
+    let pairs: Vec<(String, String)> = (pairs.into_iter())
+        .filter(|(k, v)| !(k == "label" && v.trim().is_empty()))
+        .collect();
     let filters = match crate::api::probes::label_filters(&pairs) {
         Ok(f) => f,
         Err(e) => {
@@ -144,7 +148,11 @@ pub async fn page(
     let started = std::time::Instant::now();
     let data = overview_data(&core, &filters).await;
     let read = started.elapsed();
-    let refresh = core.settings.ui.refresh.as_secs();
+    // `?refresh=0` stops the reload (someone reading, or typing a filter).
+    let refresh = match pairs.iter().find(|(k, _)| k == "refresh") {
+        Some((_, v)) if v == "0" => 0,
+        _ => core.settings.ui.refresh.as_secs(),
+    };
     let page = render_overview(&data, group.as_deref(), &filters, refresh);
     tracing::debug!(
         probes = data.probes.len(),
@@ -172,11 +180,16 @@ pub fn render_overview(
         });
         groups.entry(key).or_default().push(i);
     }
-    // Down first, then by name.
+    // Down first, then not run yet, then up; by name within each.
     for members in groups.values_mut() {
         members.sort_by_key(|&i| {
             let (p, s, _) = &data.probes[i];
-            (s.map(|s| s.up), p.name.clone())
+            let rank = match s.map(|s| s.up) {
+                Some(false) => 0,
+                None => 1,
+                Some(true) => 2,
+            };
+            (rank, p.name.clone())
         });
     }
     let down = (data.probes.iter())
@@ -190,7 +203,7 @@ pub fn render_overview(
         html! {
             h1 { "Overview" }
             (summary_cards(data, down))
-            (filter_form(data, group, filters))
+            (filter_form(data, group, filters, refresh))
             @if let Some(e) = &data.store_error {
                 p.down role="alert" { "The history store cannot be read (" (e) "): the windows and bars are empty until Postgres answers; probing goes on." }
             }
@@ -219,12 +232,17 @@ fn summary_cards(data: &OverviewData, down: usize) -> Markup {
             div.card { span.muted { "Probes" } b { (data.probes.len()) } }
             div.card { span.muted { "Down now" } b class=(if down > 0 { "down" } else { "up" }) { (down) } }
             div.card { span.muted { "Open alerts" } b class=(if data.alerts.is_empty() { "up" } else { "down" }) { (data.alerts.len()) } }
-            div.card { span.muted { "Open trend findings" } b { (data.findings.len()) } }
+            div.card { span.muted { "Open trend findings, 7 days" } b { (data.findings.len()) @if data.findings.len() as i64 >= FINDINGS_SHOWN { "+" } } }
         }
     }
 }
 
-fn filter_form(data: &OverviewData, group: Option<&str>, filters: &[(String, String)]) -> Markup {
+fn filter_form(
+    data: &OverviewData,
+    group: Option<&str>,
+    filters: &[(String, String)],
+    refresh: u64,
+) -> Markup {
     let mut keys: Vec<&String> = data
         .probes
         .iter()
@@ -250,6 +268,7 @@ fn filter_form(data: &OverviewData, group: Option<&str>, filters: &[(String, Str
             }
             button type="submit" { "Apply" }
             a href="/" { "Clear" }
+            @if refresh > 0 { a href="/?refresh=0" { "Stop reloading" } }
         }
     }
 }
@@ -333,7 +352,7 @@ fn probe_table(data: &OverviewData, members: &[usize]) -> Markup {
                     @let (p, status, last) = &data.probes[i];
                     @let name = &p.name;
                     tr data-probe=(name) {
-                        td { a href={"/probes/" (name)} { (name) }
+                        th scope="row" { a href={"/probes/" (name)} { (name) }
                             @if let Some(d) = &p.description { br; span.muted { (d) } } }
                         td {
                             (status_badge(status.map(|s| s.up)))

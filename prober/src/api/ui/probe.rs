@@ -90,7 +90,7 @@ pub async fn page(
         return super::error_page(
             StatusCode::NOT_FOUND,
             &format!("No probe named {name:?} is scheduled"),
-            "Check the name on the overview; a probe removed from the probe files keeps its history in the API (/api/v1/probes/{name}/runs).",
+            &format!("Check the name on the overview; a probe removed from the probe files keeps its history in the API (/api/v1/probes/{name}/runs)."),
         );
     };
     let status = core.live.probe(&probe.name).lock().status;
@@ -198,7 +198,7 @@ fn render(
             (phase_table(probe, &d.phases))
             h2 { "Last runs" }
             (runs_table(&d.runs, trace_url))
-            (failure_story(probe, &d.runs, trace_url))
+            (failure_story(probe, &d.versions, &d.runs, trace_url))
             h2 { "Alerts" }
             (alerts_table(&d.transitions, d.now))
             (silences_list(&d.silences))

@@ -64,11 +64,29 @@ pub fn runs_table(runs: &[StoredRun], trace_url: Option<&str>) -> Markup {
 
 /// The newest failed run among `runs`, told whole: when, what failed and
 /// why, what was expected, the request, its steps and attempts, its trace.
-pub fn failure_story(probe: &Probe, runs: &[StoredRun], trace_url: Option<&str>) -> Markup {
+pub fn failure_story(
+    probe: &Probe,
+    versions: &[ProbeVersion],
+    runs: &[StoredRun],
+    trace_url: Option<&str>,
+) -> Markup {
     let Some(r) = runs.iter().find(|r| !r.success) else {
         return html! {};
     };
-    let def: Value = serde_json::from_str(probe.definition.get()).unwrap_or(Value::Null);
+    // The definition the run ran: its version's, else (not stored, or older
+    // than the versions read) the current one, said so.
+    let (def, current) = match versions.iter().find(|v| v.version == r.version) {
+        Some(v) => (v.definition.clone(), false),
+        None => (
+            serde_json::from_str(probe.definition.get()).unwrap_or(Value::Null),
+            r.version != probe.version,
+        ),
+    };
+    let note = if current {
+        " (the current definition; the run's version is not stored)"
+    } else {
+        ""
+    };
     let request = request_of(&def);
     let expect = def.get("expect").or_else(|| def.pointer("/http/expect"));
     let detail = r.detail.as_ref();
@@ -81,8 +99,8 @@ pub fn failure_story(probe: &Probe, runs: &[StoredRun], trace_url: Option<&str>)
                     tr { th scope="row" { "Error class" } td { span.down { (r.error_class.as_deref().unwrap_or("unknown")) } } }
                     tr { th scope="row" { "What happened" } td.message { (r.error_message.as_deref().unwrap_or("no message stored")) } }
                     @if let Some(c) = r.status_code { tr { th scope="row" { "Status" } td { (c) } } }
-                    @if let Some(req) = &request { tr { th scope="row" { "Request" } td { code { (req) } } } }
-                    @if let Some(e) = expect { tr { th scope="row" { "Expected" } td { code { (compact(e)) } } } }
+                    @if let Some(req) = &request { tr { th scope="row" { "Request" } td { code { (req) } (note) } } }
+                    @if let Some(e) = expect { tr { th scope="row" { "Expected" } td { code { (compact(e)) } (note) } } }
                     tr { th scope="row" { "Total" } td { (us(r.phases_us[0].map(i64::from))) } }
                     tr { th scope="row" { "Trace" } td { (trace_link(trace_url, &trace_id(r.run_id))) } }
                 }

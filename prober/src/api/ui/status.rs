@@ -15,6 +15,7 @@ use maud::{html, Markup};
 use super::chart::day_bars;
 use super::overview::{bar_days, BAR_DAYS};
 use super::{availability, frame, html_response, status_badge, when, Windows};
+use crate::alert::engine::RULE_FAILING;
 use crate::alert::State as AlertState;
 use crate::api::AppState;
 use crate::config::settings::StatusPage;
@@ -23,8 +24,10 @@ use crate::store::read::DayCount;
 
 /// Alert transitions read to find the incidents.
 const TRANSITIONS_READ: i64 = 1_000;
-/// Incidents listed: the newest, of the last 30 days.
+/// Incidents listed: the newest, of the last [`INCIDENT_DAYS`].
 const INCIDENTS_SHOWN: usize = 20;
+/// How far back incidents are read.
+const INCIDENT_DAYS: i64 = 30;
 
 /// One incident: a probe down from `from` until `to` (still down without it).
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +108,11 @@ pub fn say(i: &Incident, name: &str, now: DateTime<Utc>) -> String {
         Some(to) => format!(
             "{name} was down from {} to {} UTC ({} min).",
             i.from.format("%Y-%m-%d %H:%M"),
-            to.format("%H:%M"),
+            if to.date_naive() == i.from.date_naive() {
+                to.format("%H:%M").to_string()
+            } else {
+                to.format("%Y-%m-%d %H:%M").to_string()
+            },
             minutes(i.from, to)
         ),
         None => format!(
@@ -122,29 +129,39 @@ pub async fn page(State(core): State<AppState>) -> Response {
     let probes = selected(&core);
     let now = Utc::now();
     let today = now.duration_trunc(TimeDelta::days(1)).unwrap_or(now);
+    let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
+    // Only a probe failing is an outage: a latency, certificate, SLO or
+    // trend alert is not "down" on a public page.
     let read = tokio::try_join!(
         core.store.month_counts(),
         core.store
             .daily_counts(today - TimeDelta::days(BAR_DAYS - 1)),
-        crate::alert::persist::history(&core.store, None, TRANSITIONS_READ),
+        crate::alert::persist::history_of(
+            &core.store,
+            &names,
+            RULE_FAILING,
+            now - TimeDelta::days(INCIDENT_DAYS),
+            TRANSITIONS_READ
+        ),
     );
     let (month, bars, transitions, degraded) = match read {
         Ok((m, b, t)) => (super::overview::counts_as_windows(m), b, t, false),
         Err(_) => (HashMap::new(), HashMap::new(), Vec::new(), true),
     };
-    let names: HashMap<&str, &Arc<Probe>> = probes.iter().map(|p| (p.name.as_str(), p)).collect();
-    let shown: Vec<_> = (transitions.into_iter())
-        .filter(|(_, probe)| names.contains_key(probe.as_str()))
+    let by_name: HashMap<&str, &Arc<Probe>> = probes.iter().map(|p| (p.name.as_str(), p)).collect();
+    // An incident without its end is shown only while its alert still fires
+    // (its start may be older than the transitions read).
+    let firing: Vec<String> = (core.alerts.active().into_iter())
+        .filter(|a| a.state == AlertState::Firing && a.rule == RULE_FAILING)
+        .map(|a| a.probe)
         .collect();
-    let incidents: Vec<(Incident, String)> = incidents(&shown)
+    let incidents: Vec<(Incident, String)> = incidents(&transitions)
         .into_iter()
-        .filter(|i| i.to.is_none_or(|t| now - t < TimeDelta::days(30)))
+        .filter(|i| i.to.is_some() || firing.contains(&i.probe))
         .take(INCIDENTS_SHOWN)
         .filter_map(|i| {
-            Some((
-                i.clone(),
-                public_name(names.get(i.probe.as_str())?).to_string(),
-            ))
+            let name = public_name(by_name.get(i.probe.as_str())?).to_string();
+            Some((i, name))
         })
         .collect();
     let statuses: HashMap<String, Option<bool>> = (probes.iter())
@@ -205,8 +222,8 @@ fn render(
                 div.scroll { table {
                     thead { tr { th scope="col" { "Service" } th scope="col" { "Now" } th.num scope="col" { "30 days" } th.hide-narrow scope="col" { "Last 90 days" } } }
                     tbody { @for p in members {
-                        tr data-probe=(p.name) {
-                            td { (public_name(p)) }
+                        tr {
+                            th scope="row" { (public_name(p)) }
                             td { (status_badge(statuses.get(&p.name).copied().flatten())) }
                             td.num { (availability(month.get(&p.name))) }
                             td.hide-narrow { (day_bars(&bar_days(bars.get(&p.name), today))) }
@@ -276,6 +293,15 @@ mod tests {
         assert_eq!(
             say(&found[1], "Payments API", now),
             "Payments API was down from 2026-12-04 10:00 to 10:30 UTC (30 min)."
+        );
+        let long = Incident {
+            probe: "api".into(),
+            from: "2026-12-03T23:00:00Z".parse().unwrap(),
+            to: Some("2026-12-04T01:00:00Z".parse().unwrap()),
+        };
+        assert_eq!(
+            say(&long, "API", now),
+            "API was down from 2026-12-03 23:00 to 2026-12-04 01:00 UTC (120 min)."
         );
         assert_eq!(
             say(&found[0], "Website", now),

@@ -130,6 +130,11 @@ pub(super) fn ui_of(sink: &mut Sink, f: UiFile, d: &UiSettings) -> UiSettings {
     let title = s.title.unwrap_or_else(|| d.status_page.title.clone());
     if title.chars().count() > 200 {
         sink.error("ui.status_page.title", "is over 200 characters; shorten it");
+    } else if title.trim().is_empty() {
+        sink.error(
+            "ui.status_page.title",
+            "is empty; write the page's title, such as \"Example status\"",
+        );
     }
     UiSettings {
         enabled: f.enabled.unwrap_or(d.enabled),
@@ -201,6 +206,11 @@ mod tests {
         for (yaml, field, says) in [
             ("ui:\n  refresh: 2s\n", "ui.refresh", "at least 5s"),
             ("ui:\n  group_by: \" \"\n", "ui.group_by", "is empty"),
+            (
+                "ui:\n  status_page: {title: \"\"}\n",
+                "ui.status_page.title",
+                "is empty",
+            ),
             (
                 "ui:\n  status_page: {labels: {\"\": x}}\n",
                 "ui.status_page.labels",
