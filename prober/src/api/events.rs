@@ -132,6 +132,7 @@ pub async fn list(
     let filter = EventFilter {
         since: one("since").map(|s| super::trends::since(s)).transpose()?,
         labels: label_filters(&pairs)?,
+        of_probe: None,
         limit,
     };
     Ok(Json(EventList {

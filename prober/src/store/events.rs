@@ -43,6 +43,9 @@ pub struct EventFilter {
     pub since: Option<DateTime<Utc>>,
     /// Every one must be among the event's labels.
     pub labels: Vec<(String, String)>,
+    /// The events of a probe with these labels: every label of the event
+    /// must be among them (an event without labels belongs to every probe).
+    pub of_probe: Option<BTreeMap<String, String>>,
     /// At most this many, newest first.
     pub limit: i64,
 }
@@ -130,6 +133,7 @@ impl Store {
             "select {EVENT_COLUMNS} from change_events e
              where ($1::timestamptz is null or e.at >= $1)
                and not exists (select 1 from unnest($2::jsonb[]) w where not e.labels @> w)
+               and ($4::jsonb is null or e.labels <@ $4)
              order by e.at desc, e.id desc
              limit $3"
         );
@@ -137,6 +141,7 @@ impl Store {
             .bind(filter.since)
             .bind(&wanted)
             .bind(filter.limit.max(1))
+            .bind(filter.of_probe.as_ref().map(Json))
             .fetch_all(self.pool())
             .await
             .map_err(fail)?;

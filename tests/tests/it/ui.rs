@@ -14,7 +14,9 @@ use prober::store::Store;
 use serde_json::Value;
 
 use crate::db::TestDb;
-use crate::helpers::{admin_token, http_request_as, probes, wait_for, FakeTarget, ADMIN_TOKEN};
+use crate::helpers::{
+    admin_token, http_request_as, http_send, probes, wait_for, FakeTarget, ADMIN_TOKEN,
+};
 use crate::metrics::get_accepting;
 use crate::store::{meta, record};
 
@@ -188,6 +190,22 @@ async fn the_pages_show_what_the_api_gives_and_a_failure_s_whole_story() {
     let d = start(&db, &target, true).await;
     run_now(&d, "checkout", 41).await;
     run_now(&d, "search", 11).await;
+    // Two deploys: one of search's team, one of another.
+    for (title, team) in [
+        ("deploy search v2", "discovery"),
+        ("deploy checkout v9", "payments"),
+    ] {
+        let body = format!(r#"{{"title": "{title}", "labels": {{"team": "{team}"}}}}"#);
+        let (code, answer) = http_send(
+            d.addr,
+            "POST",
+            "/api/v1/events",
+            Some(ADMIN_TOKEN),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(code, 201, "{answer}");
+    }
 
     // The overview: every probe, grouped by team, with the API's numbers.
     let (head, page) = get(&d, "/").await;
@@ -273,8 +291,10 @@ async fn the_pages_show_what_the_api_gives_and_a_failure_s_whole_story() {
         "{page}"
     );
     assert!(
-        page.contains("data-phase=\"first_byte\""),
-        "the phase breakdown"
+        page.contains("data-phase=\"first_byte\"")
+            && page.contains("<title>event: deploy search v2</title>")
+            && !page.contains("deploy checkout v9"),
+        "the phase breakdown, and the probe's own events (not another team's) marked on its chart"
     );
     let story = &page[page
         .find("The last failed run")

@@ -127,6 +127,7 @@ async fn read(
     let events = EventFilter {
         since: Some(from),
         labels: Vec::new(),
+        of_probe: Some(probe.labels.clone()),
         limit: 500,
     };
     let (points, phases, runs, findings, transitions, events, versions, silences) = tokio::try_join!(
@@ -139,10 +140,6 @@ async fn read(
         store.probe_versions(name, VERSIONS_SHOWN),
         crate::alert::persist::active_silences(store, now),
     )?;
-    // An event belongs to a probe when every one of its labels is among the probe's.
-    let events = (events.into_iter())
-        .filter(|e| e.labels.iter().all(|(k, v)| probe.labels.get(k) == Some(v)))
-        .collect();
     let silences = (silences.into_iter())
         .filter(|s| silences_probe(s, probe))
         .collect();
