@@ -150,7 +150,7 @@ pub fn content(
     let trace_id = last_failure.as_ref().and_then(|f| f.trace_id.as_deref());
     let trace_url = (routing.trace_url.as_deref())
         .zip(trace_id)
-        .map(|(t, id)| t.replace("{trace_id}", id));
+        .map(|(t, id)| crate::config::settings::trace_link(t, id));
     Content {
         event,
         alert_key: a.key.clone(),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -92,6 +92,15 @@ impl Store {
         // location_id, time) instead of a scan of the window across probes.
         let source = format!("{rows} h where h.probe_id = p.id and h.{col} >= $1");
         self.window_per_probe(&source, Some(from)).await
+    }
+
+    /// Per probe name: runs, failures and p50/p95/p99 of `total` over the
+    /// last hour: the current minute and the 59 before it.
+    pub async fn last_hour(&self) -> Result<HashMap<String, WindowStats>, StoreError> {
+        let now = Utc::now();
+        let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+        self.windows(Resolution::Minute, minute - TimeDelta::minutes(59))
+            .await
     }
 
     /// Per probe name: runs, failures and p50/p95/p99 of `total` over the

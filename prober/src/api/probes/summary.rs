@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use chrono::{DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,7 +14,6 @@ use crate::api::AppState;
 use crate::results::{RunSummary, Status};
 use crate::run::trace_id;
 use crate::store::read::WindowStats;
-use crate::store::Resolution;
 
 /// Counts and percentiles over a window.
 #[derive(Debug, Serialize, ToSchema)]
@@ -118,13 +116,7 @@ pub async fn list(
 ) -> Result<Json<ProbeList>, ApiError> {
     // Read as pairs, not as `ListQuery`, so `label=` may repeat; other keys are ignored.
     let filters = label_filters(&pairs)?;
-    let now = Utc::now();
-    let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-    let windows = tokio::try_join!(
-        core.store
-            .windows(Resolution::Minute, minute - TimeDelta::minutes(59)),
-        core.store.last_day(),
-    );
+    let windows = tokio::try_join!(core.store.last_hour(), core.store.last_day());
     let (hourly, daily, store) = match windows {
         Ok((h, d)) => (Some(h), Some(d), "ok".to_string()),
         Err(e) => (None, None, format!("unavailable: {e}")),

@@ -7,7 +7,6 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DurationRound, TimeDelta, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -15,7 +14,6 @@ use super::us;
 use crate::api::AppState;
 use crate::config::Probe;
 use crate::store::read::WindowStats;
-use crate::store::Resolution;
 
 /// How long a client may keep a badge.
 const MAX_AGE_SECS: u32 = 60;
@@ -94,16 +92,10 @@ fn visible(core: &AppState, p: &Probe) -> bool {
 
 /// Runs, failures and percentiles of every probe over `window`.
 async fn windows(core: &AppState, window: &str) -> Result<super::Windows, Response> {
-    let now = Utc::now();
     // Each a read of about one row per probe (the fleet's API reads): a
     // public badge never starts a scan of 30 days of day rows.
     let read = match window {
-        "1h" => {
-            let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-            core.store
-                .windows(Resolution::Minute, minute - TimeDelta::minutes(59))
-                .await
-        }
+        "1h" => core.store.last_hour().await,
         "24h" => core.store.last_day().await,
         _ => core
             .store

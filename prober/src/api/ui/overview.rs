@@ -19,7 +19,6 @@ use crate::config::Probe;
 use crate::results::Status;
 use crate::store::read::DayCount;
 use crate::store::trends::{Finding, FindingFilter};
-use crate::store::Resolution;
 
 /// Days in each probe's availability bar.
 pub const BAR_DAYS: i64 = 90;
@@ -52,7 +51,6 @@ pub struct OverviewData {
 /// label of `filters`, their live status, and the store's windows.
 pub async fn overview_data(core: &AppState, filters: &[(String, String)]) -> OverviewData {
     let now = Utc::now();
-    let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
     let today = now.duration_trunc(TimeDelta::days(1)).unwrap_or(now);
     let findings = FindingFilter {
         since: Some(now - TimeDelta::days(FINDINGS_DAYS)),
@@ -63,7 +61,7 @@ pub async fn overview_data(core: &AppState, filters: &[(String, String)]) -> Ove
     };
     let store = &core.store;
     let read = tokio::try_join!(
-        store.windows(Resolution::Minute, minute - TimeDelta::minutes(59)),
+        store.last_hour(),
         store.last_day(),
         store.month_counts(),
         store.daily_counts(today - TimeDelta::days(BAR_DAYS - 1)),

@@ -21,7 +21,7 @@ const MAX_VALUE_CHARS: usize = 120;
 fn trace_link(trace_url: Option<&str>, id: &str) -> Markup {
     html! {
         @match trace_url {
-            Some(u) => a href=(u.replace("{trace_id}", id)) rel="noopener noreferrer" { code { (id) } },
+            Some(u) => a href=(crate::config::settings::trace_link(u, id)) rel="noopener noreferrer" { code { (id) } },
             None => code { (id) },
         }
     }

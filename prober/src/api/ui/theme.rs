@@ -68,24 +68,6 @@ impl Palette {
             self.lines[2]
         )
     }
-
-    /// Every colour written as text, with the background it is written on.
-    pub fn text_pairs(&self) -> Vec<(&'static str, &'static str, &'static str)> {
-        let mut out = Vec::new();
-        for bg in [self.background, self.surface] {
-            for (name, fg) in [
-                ("text", self.text),
-                ("muted", self.muted),
-                ("link", self.link),
-                ("up", self.up),
-                ("down", self.down),
-                ("warn", self.warn),
-            ] {
-                out.push((name, fg, bg));
-            }
-        }
-        out
-    }
 }
 
 /// The rules, written once for both themes (their colours are variables).
@@ -174,11 +156,29 @@ fn luminance(hex: &str) -> f64 {
 mod tests {
     use super::*;
 
+    /// Every colour written as text, with the background it is written on.
+    fn text_pairs(p: &Palette) -> Vec<(&'static str, &'static str, &'static str)> {
+        let mut out = Vec::new();
+        for bg in [p.background, p.surface] {
+            for (name, fg) in [
+                ("text", p.text),
+                ("muted", p.muted),
+                ("link", p.link),
+                ("up", p.up),
+                ("down", p.down),
+                ("warn", p.warn),
+            ] {
+                out.push((name, fg, bg));
+            }
+        }
+        out
+    }
+
     #[test]
     fn every_text_colour_has_at_least_4_5_to_1_contrast_on_its_background() {
         assert!((contrast("#000000", "#ffffff") - 21.0).abs() < 1e-9);
         for (theme, p) in [("light", LIGHT), ("dark", DARK)] {
-            for (name, fg, bg) in p.text_pairs() {
+            for (name, fg, bg) in text_pairs(&p) {
                 let c = contrast(fg, bg);
                 assert!(c >= 4.5, "{theme}: {name} {fg} on {bg} is {c:.2}:1");
             }

@@ -48,6 +48,11 @@ pub fn check_dashboard_url(template: &str) -> Result<(), ValueProblem> {
     )
 }
 
+/// A run's link: `trace_url` with `{trace_id}` replaced by its trace id.
+pub fn trace_link(template: &str, trace_id: &str) -> String {
+    template.replace("{trace_id}", trace_id)
+}
+
 /// `trace_url`: an http(s) URL in which `{trace_id}` is the only placeholder.
 pub fn check_trace_url(template: &str) -> Result<(), ValueProblem> {
     check_url_template(

@@ -28,6 +28,19 @@ mod receivers;
 mod sink;
 #[cfg(test)]
 mod tests;
+
+/// Settings resolved from `yaml` as a `prober.yaml` (the section tests' reader).
+#[cfg(test)]
+pub(super) fn resolve_yaml(yaml: &str) -> Result<Settings, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("prober.yaml");
+    std::fs::write(&file, yaml).map_err(|e| e.to_string())?;
+    Settings::resolve(&SettingsArgs {
+        config: Some(file),
+        ..SettingsArgs::default()
+    })
+    .map_err(|e| e.to_string())
+}
 mod ui;
 
 use std::net::SocketAddr;
@@ -37,7 +50,7 @@ use std::time::Duration;
 use super::access::ApiAccess;
 use super::diag::{Diagnostic, Severity};
 
-pub use checks::{check_dashboard_url, check_trace_url, metrics_label_problems};
+pub use checks::{check_dashboard_url, check_trace_url, metrics_label_problems, trace_link};
 pub use receivers::{check_receiver_url, receiver_field_problems};
 pub use ui::{StatusPage, UiSettings};
 

@@ -43,11 +43,6 @@ impl StatusPage {
             || (!self.labels.is_empty()
                 && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
     }
-
-    /// Whether the page selects anything at all.
-    pub fn selects(&self) -> bool {
-        !self.probes.is_empty() || !self.labels.is_empty()
-    }
 }
 
 impl Default for UiSettings {
@@ -152,26 +147,15 @@ pub(super) fn ui_of(sink: &mut Sink, f: UiFile, d: &UiSettings) -> UiSettings {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Settings, SettingsArgs};
+    use super::super::resolve_yaml as resolve;
     use super::*;
-
-    fn resolve(yaml: &str) -> Result<Settings, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("prober.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        Settings::resolve(&SettingsArgs {
-            config: Some(file),
-            ..SettingsArgs::default()
-        })
-        .map_err(|e| e.to_string())
-    }
 
     #[test]
     fn the_pages_are_on_and_the_status_page_shows_nothing_by_default() {
         let s = resolve("location: x\n").unwrap();
         assert!(s.ui.enabled);
         assert_eq!(s.ui.refresh, Duration::from_secs(30));
-        assert!(!s.ui.status_page.selects());
+        assert!(s.ui.status_page.probes.is_empty() && s.ui.status_page.labels.is_empty());
         assert!(!s.ui.status_page.shows("checkout", &BTreeMap::new()));
     }
 

@@ -1,16 +1,5 @@
-use super::super::{Settings, SettingsArgs};
+use super::super::resolve_yaml as resolve;
 use super::*;
-
-fn resolve(yaml: &str) -> Result<Settings, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("prober.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    Settings::resolve(&SettingsArgs {
-        config: Some(file),
-        ..SettingsArgs::default()
-    })
-    .map_err(|e| e.to_string())
-}
 
 #[test]
 fn otel_is_off_by_default_and_on_with_an_endpoint() {
