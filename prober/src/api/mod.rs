@@ -67,6 +67,8 @@ pub struct ApiState {
     pub reload_status: Arc<ReloadStatus>,
     /// The collectors `/metrics` encodes.
     pub metrics: Arc<Metrics>,
+    /// The public status page's store reads, reused for a while.
+    pub status_reads: ui::status::StatusReads,
 }
 
 /// What the handlers get, cheap to clone.

@@ -122,7 +122,19 @@ pub fn load_probes(settings: &Settings) -> Result<Vec<Probe>, StartError> {
     if report.probes.is_empty() {
         tracing::warn!(paths = ?settings.probes, "no probes defined; the daemon idles until some are added");
     }
+    warn_status_page(settings, &report.probes);
     Ok(report.probes)
+}
+
+/// Warns of each `ui.status_page.probes` name that no loaded probe has.
+pub fn warn_status_page(settings: &Settings, probes: &[Probe]) {
+    let loaded: Vec<&str> = probes.iter().map(|p| p.name.as_str()).collect();
+    for name in settings.ui.status_page.unknown(&loaded) {
+        tracing::warn!(
+            probe = name,
+            "ui.status_page.probes names {name:?}, but no loaded probe has that name, so the public status page cannot show it; check the name against GET /api/v1/probes"
+        );
+    }
 }
 
 /// The production executor.

@@ -48,6 +48,7 @@ impl Core {
             for w in report.warnings() {
                 tracing::warn!("{w}");
             }
+            super::warn_status_page(&self.settings, &report.probes);
             if let Some(Ok(new)) = settings {
                 self.apply_settings(&new);
             }

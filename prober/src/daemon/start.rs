@@ -396,6 +396,7 @@ fn api_state(core: &Arc<Core>, metrics: Arc<Metrics>) -> AppState {
         reloader: core.clone(),
         reload_status: core.reload.clone(),
         metrics,
+        status_reads: Default::default(),
     })
 }
 

@@ -62,5 +62,6 @@ mod trends_live;
 mod trends_spread;
 mod ui;
 mod ui_browser;
+mod ui_keyboard;
 mod upgrade;
 mod write_faults;

@@ -130,6 +130,18 @@ pub(crate) async fn start(db: &TestDb, target: &FakeTarget, public_read: bool) -
 }
 
 /// Runs `probe` once through the API (counted) and waits for it to be stored.
+/// A daemon with public reads over the seeded database, each probe run once
+/// more: checkout up (41 runs in the last hour), search down (11).
+pub(crate) async fn seeded() -> (TestDb, chrono::NaiveDate, FakeTarget, Daemon) {
+    let db = TestDb::create().await;
+    let day = seed(&db).await;
+    let target = FakeTarget::start().await;
+    let d = start(&db, &target, true).await;
+    run_now(&d, "checkout", 41).await;
+    run_now(&d, "search", 11).await;
+    (db, day, target, d)
+}
+
 pub(crate) async fn run_now(d: &Daemon, probe: &str, stored_after: i64) {
     let (code, body) = http_request_as(
         d.addr,
@@ -184,12 +196,7 @@ fn row<'a>(page: &'a str, probe: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_show_what_the_api_gives_and_a_failure_s_whole_story() {
-    let db = TestDb::create().await;
-    let seeded_day = seed(&db).await;
-    let target = FakeTarget::start().await;
-    let d = start(&db, &target, true).await;
-    run_now(&d, "checkout", 41).await;
-    run_now(&d, "search", 11).await;
+    let (_db, seeded_day, target, d) = seeded().await;
     // Two deploys: one of search's team, one of another.
     for (title, team) in [
         ("deploy search v2", "discovery"),

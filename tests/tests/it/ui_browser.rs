@@ -14,11 +14,20 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::db::TestDb;
-use crate::helpers::FakeTarget;
-use crate::ui::{run_now, seed, start};
+use crate::ui::seeded;
 
-const BROWSER: &str = "chromium-headless-shell";
+pub(crate) const BROWSER: &str = "chromium-headless-shell";
+
+/// No sandbox (the tests may run as root), no GPU, and nothing fetched from
+/// anywhere but the page: the browser reaches only loopback.
+pub(crate) const QUIET: [&str; 6] = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
 
 /// What the browser saw of one page.
 struct Visit {
@@ -39,20 +48,11 @@ fn screenshots() -> PathBuf {
 /// Runs the browser on `url` with `extra` flags; its stderr.
 fn browse(profile: &Path, url: &str, extra: &[String]) -> (String, String) {
     let mut cmd = std::process::Command::new(BROWSER);
-    cmd.args([
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--timeout=20000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url);
+    cmd.args(QUIET)
+        .args(["--enable-logging=stderr", "--v=0", "--timeout=20000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url);
     let out = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {BROWSER} ({e}): it must be on PATH; .ci/run installs Debian's chromium-headless-shell package")
     });
@@ -158,12 +158,7 @@ fn accessible(dom: &str, page: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_loads_cleanly_in_a_real_browser_and_reads_right() {
-    let db = TestDb::create().await;
-    seed(&db).await;
-    let target = FakeTarget::start().await;
-    let d = start(&db, &target, true).await;
-    run_now(&d, "checkout", 41).await;
-    run_now(&d, "search", 11).await;
+    let (_db, _, _target, d) = seeded().await;
     let addr = d.addr;
 
     // The console check sees what a page logs: a page that logs, first.

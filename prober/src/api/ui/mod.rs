@@ -11,7 +11,7 @@ pub mod chart;
 mod overview;
 mod probe;
 mod runs;
-mod status;
+pub mod status;
 pub mod theme;
 
 use std::collections::HashMap;
@@ -89,6 +89,7 @@ pub fn frame(title: &str, refresh: Option<u64>, public: bool, body: Markup) -> M
                 link rel="icon" type="image/svg+xml" href="/ui/icon.svg";
             }
             body {
+                a.skip href="#main" { "Skip to the content" }
                 header.top {
                     @if public {
                         span.brand { (title) }
@@ -101,7 +102,7 @@ pub fn frame(title: &str, refresh: Option<u64>, public: bool, body: Markup) -> M
                         }
                     }
                 }
-                main { (body) }
+                main #main { (body) }
             }
         }
     }

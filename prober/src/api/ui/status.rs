@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -123,6 +124,69 @@ pub fn say(i: &Incident, name: &str, now: DateTime<Utc>) -> String {
     }
 }
 
+/// How long the public page's store reads are reused. The page is the one
+/// a crowd reloads during an outage, and its reads scan every probe's day
+/// counters (~100 ms at 1,000 probes): at most one such scan per this
+/// period, whatever the traffic; the up/down status stays live.
+pub const STATUS_READS_FOR: Duration = Duration::from_secs(30);
+
+/// What `/status` reads from the store.
+#[derive(Default)]
+pub struct Reads {
+    month: Windows,
+    bars: HashMap<String, Vec<DayCount>>,
+    transitions: Vec<(crate::alert::Transition, String)>,
+}
+
+/// The last [`Reads`], reused for [`STATUS_READS_FOR`]. Requests that find
+/// it stale wait for one read rather than each making their own.
+#[derive(Default)]
+pub struct StatusReads {
+    held: tokio::sync::Mutex<Option<Held>>,
+}
+
+/// When the reads were made, for which probes, and what they found.
+type Held = (Instant, Vec<String>, Arc<Reads>);
+
+impl StatusReads {
+    /// The reads for `names`, fresh or at most [`STATUS_READS_FOR`] old;
+    /// `None` when the store could not answer (that is not kept).
+    async fn get(
+        &self,
+        core: &AppState,
+        names: &[String],
+        now: DateTime<Utc>,
+        today: DateTime<Utc>,
+    ) -> Option<Arc<Reads>> {
+        let mut held = self.held.lock().await;
+        if let Some((at, for_names, reads)) = held.as_ref() {
+            if at.elapsed() < STATUS_READS_FOR && for_names == names {
+                return Some(reads.clone());
+            }
+        }
+        let read = tokio::try_join!(
+            core.store.month_counts(),
+            core.store
+                .daily_counts(today - TimeDelta::days(BAR_DAYS - 1)),
+            crate::alert::persist::history_of(
+                &core.store,
+                names,
+                RULE_FAILING,
+                now - TimeDelta::days(INCIDENT_DAYS),
+                TRANSITIONS_READ
+            ),
+        );
+        let (m, bars, transitions) = read.ok()?;
+        let reads = Arc::new(Reads {
+            month: super::overview::counts_as_windows(m),
+            bars,
+            transitions,
+        });
+        *held = Some((Instant::now(), names.to_vec(), reads.clone()));
+        Some(reads)
+    }
+}
+
 /// `GET /status`.
 pub async fn page(State(core): State<AppState>) -> Response {
     let page = &core.settings.ui.status_page;
@@ -132,22 +196,14 @@ pub async fn page(State(core): State<AppState>) -> Response {
     let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
     // Only a probe failing is an outage: a latency, certificate, SLO or
     // trend alert is not "down" on a public page.
-    let read = tokio::try_join!(
-        core.store.month_counts(),
-        core.store
-            .daily_counts(today - TimeDelta::days(BAR_DAYS - 1)),
-        crate::alert::persist::history_of(
-            &core.store,
-            &names,
-            RULE_FAILING,
-            now - TimeDelta::days(INCIDENT_DAYS),
-            TRANSITIONS_READ
-        ),
-    );
-    let (month, bars, transitions, degraded) = match read {
-        Ok((m, b, t)) => (super::overview::counts_as_windows(m), b, t, false),
-        Err(_) => (HashMap::new(), HashMap::new(), Vec::new(), true),
-    };
+    let reads = core.status_reads.get(&core, &names, now, today).await;
+    let empty = Reads::default();
+    let degraded = reads.is_none();
+    let Reads {
+        month,
+        bars,
+        transitions,
+    } = reads.as_deref().unwrap_or(&empty);
     let by_name: HashMap<&str, &Arc<Probe>> = probes.iter().map(|p| (p.name.as_str(), p)).collect();
     // An incident without its end is shown only while its alert still fires
     // (its start may be older than the transitions read).
@@ -155,7 +211,7 @@ pub async fn page(State(core): State<AppState>) -> Response {
         .filter(|a| a.state == AlertState::Firing && a.rule == RULE_FAILING)
         .map(|a| a.probe)
         .collect();
-    let incidents: Vec<(Incident, String)> = incidents(&transitions)
+    let incidents: Vec<(Incident, String)> = incidents(transitions)
         .into_iter()
         .filter(|i| i.to.is_some() || firing.contains(&i.probe))
         .take(INCIDENTS_SHOWN)
@@ -173,7 +229,7 @@ pub async fn page(State(core): State<AppState>) -> Response {
         })
         .collect();
     let body = render(
-        page, &probes, &statuses, &month, &bars, &incidents, degraded, now,
+        page, &probes, &statuses, month, bars, &incidents, degraded, now,
     );
     html_response(
         StatusCode::OK,

@@ -76,6 +76,8 @@ const RULES: &str = r#"
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--text)}
 a{color:var(--link)}
 a:focus-visible,button:focus-visible,select:focus-visible,input:focus-visible,summary:focus-visible{outline:3px solid var(--link);outline-offset:2px}
+.skip{position:absolute;left:-9999px;top:.4rem;padding:.3rem .6rem;background:var(--surface);border:1px solid var(--border);z-index:1}
+.skip:focus{left:1rem}
 header.top{display:flex;flex-wrap:wrap;gap:.5rem 1.25rem;align-items:center;padding:.6rem 1rem;border-bottom:1px solid var(--border);background:var(--surface)}
 header.top .brand{font-weight:700;text-decoration:none;color:var(--text)}
 main{padding:1rem;max-width:1200px;margin:0 auto}

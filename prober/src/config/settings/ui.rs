@@ -43,6 +43,15 @@ impl StatusPage {
             || (!self.labels.is_empty()
                 && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
     }
+
+    /// The names in `probes` that none of `loaded` has (a typo there hides a
+    /// probe from the page without a word otherwise).
+    pub fn unknown<'a>(&'a self, loaded: &[&str]) -> Vec<&'a str> {
+        (self.probes.iter())
+            .filter(|p| !loaded.contains(&p.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 impl Default for UiSettings {
@@ -183,6 +192,8 @@ mod tests {
             !page.shows("api", &labels(&[("public", "yes")])),
             "every label must hold"
         );
+        assert_eq!(page.unknown(&["home", "api"]), Vec::<&str>::new());
+        assert_eq!(page.unknown(&["api"]), vec!["home"], "a name no probe has");
     }
 
     #[test]
