@@ -11,6 +11,7 @@ pub mod load;
 pub mod policy;
 pub mod probe;
 pub mod raw;
+mod raw_reach;
 pub mod receivers;
 pub mod settings;
 pub mod steps;

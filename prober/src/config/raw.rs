@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+pub use super::raw_reach::{RawBasicAuth, RawHttpTls, RawScalar};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -354,6 +356,23 @@ pub struct RawHttp {
     /// Stop reading the body past this many bytes and fail the run (default 1048576).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// HTTP version: `auto` (default: HTTP/2 where TLS's ALPN agrees, else HTTP/1.1; HTTP/1.1 in
+    /// clear text), `"1.1"`, or `"2"` (only HTTP/2; over `http://`, h2c with prior knowledge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<RawScalar>,
+    /// TLS options for `https://` URLs: a CA bundle, a client certificate, the server name, the minimum version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawHttpTls>,
+    /// Host names pinned to addresses, like curl's `--resolve`: `{api.example.com: 192.0.2.7}`.
+    /// The name is still sent as the Host header and the TLS server name; no DNS lookup is made.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolve: BTreeMap<String, String>,
+    /// Address family: `any` (default: IPv6 and IPv4 raced as Happy Eyeballs does), `4` or `6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<RawScalar>,
+    /// HTTP basic authentication. `password` may be `${env:NAME}`; it never appears in any output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<RawBasicAuth>,
 }
 
 /// A header value: plain, or marked secret.
@@ -450,6 +469,12 @@ pub struct RawExpect {
     /// The server certificate must stay valid for at least this many days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_valid_days: Option<u32>,
+    /// The HTTP version the exchange used: `"1.1"` or `"2"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<RawScalar>,
+    /// The TLS version the connection used: `"1.2"` or `"1.3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<RawScalar>,
 }
 
 /// A status code (200) or class (`2xx`).

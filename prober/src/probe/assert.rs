@@ -20,6 +20,8 @@ pub struct ResponseView<'a> {
     pub body: &'a [u8],
     pub total: Duration,
     pub cert: Option<&'a CertInfo>,
+    /// What the connection agreed on: `http.version`, `tls.version`, … (the run's `info`).
+    pub facts: &'a std::collections::BTreeMap<String, String>,
 }
 
 fn result(check: String, passed: bool, expected: String, actual: String) -> AssertionResult {
@@ -142,7 +144,27 @@ pub fn evaluate(expect: &Expect, r: &ResponseView<'_>, vars: &Vars) -> Vec<Asser
             actual,
         ));
     }
+    evaluate_facts(expect, r, &mut out);
     out
+}
+
+/// `http_version` and `tls_version`: what the connection agreed on.
+fn evaluate_facts(expect: &Expect, r: &ResponseView<'_>, out: &mut Vec<AssertionResult>) {
+    for (check, fact, want) in [
+        ("http version", "http.version", &expect.http_version),
+        ("tls version", "tls.version", &expect.tls_version),
+    ] {
+        if let Some(want) = want {
+            let got = r.facts.get(fact);
+            out.push(result(
+                check.into(),
+                got == Some(want),
+                want.clone(),
+                got.cloned()
+                    .unwrap_or_else(|| "none (no TLS on this connection)".into()),
+            ));
+        }
+    }
 }
 
 fn body_result(check: &str, passed: bool, expected: &str, body: &str) -> AssertionResult {

@@ -54,22 +54,62 @@ pub async fn resolve(
     }
 }
 
-/// Connects to the first of `addrs` that accepts; `tried` is set to each address tried.
+/// RFC 8305's "Connection Attempt Delay": the next address is tried this long
+/// after the previous attempt started, if that one has not answered yet.
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// The addresses in the order Happy Eyeballs tries them: the families
+/// interleaved, starting with the resolver's first choice.
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let (a, b): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.iter().partition(|x| x.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(addrs.len());
+    for i in 0..a.len().max(b.len()) {
+        out.extend(a.get(i));
+        out.extend(b.get(i));
+    }
+    out
+}
+
+/// Connects to `addrs` as Happy Eyeballs (RFC 8305) does: the families
+/// interleaved, a new attempt started when the last one fails or after
+/// [`ATTEMPT_DELAY`], the first to connect kept and the others dropped.
+/// `tried` is set to each address started, and to the one that answered.
 /// `what` says what the connection was for (a URL, a gRPC target), for the message.
 pub async fn connect(
     addrs: &[SocketAddr],
     what: &str,
     tried: &mut Option<SocketAddr>,
 ) -> Result<TcpStream, ProbeError> {
+    let mut pending = interleave(addrs).into_iter();
+    let mut racing = tokio::task::JoinSet::new();
+    let mut start = |racing: &mut tokio::task::JoinSet<_>, tried: &mut Option<SocketAddr>| {
+        let addr = pending.next()?;
+        *tried = Some(addr);
+        racing.spawn(async move { (addr, TcpStream::connect(addr).await) });
+        Some(())
+    };
+    let mut more = start(&mut racing, tried).is_some();
     let mut last_err = None;
-    for addr in addrs {
-        *tried = Some(*addr);
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
+    while !racing.is_empty() {
+        tokio::select! {
+            done = racing.join_next() => match done {
+                Some(Ok((addr, Ok(s)))) => {
+                    *tried = Some(addr);
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Some(Ok((addr, Err(e)))) => {
+                    last_err = Some((addr, e));
+                    more = more && start(&mut racing, tried).is_some();
+                }
+                // An attempt's task cannot panic; if it did, the others go on.
+                Some(Err(_)) | None => {}
+            },
+            () = tokio::time::sleep(ATTEMPT_DELAY), if more => {
+                more = start(&mut racing, tried).is_some();
             }
-            Err(e) => last_err = Some((*addr, e)),
         }
     }
     let (addr, e) = last_err
@@ -117,4 +157,76 @@ pub async fn connect_timed(
     let result = connect(addrs, what, &mut p.remote_addr).await;
     p.hop.connect_us = Some(p.stage_us());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::timeout;
+
+    #[test]
+    fn the_families_are_interleaved_from_the_resolver_s_first_choice() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+        let got = interleave(&[
+            a("[::1]:1"),
+            a("[::2]:1"),
+            a("10.0.0.1:1"),
+            a("10.0.0.2:1"),
+            a("10.0.0.3:1"),
+        ]);
+        let want = [
+            a("[::1]:1"),
+            a("10.0.0.1:1"),
+            a("[::2]:1"),
+            a("10.0.0.2:1"),
+            a("10.0.0.3:1"),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(
+            interleave(&[a("10.0.0.1:1"), a("[::1]:1")]),
+            [a("10.0.0.1:1"), a("[::1]:1")]
+        );
+    }
+
+    /// A listener that never accepts, its queue full: a new connection's SYN
+    /// goes unanswered, as from a host that dropped off the network.
+    async fn silent() -> Option<(tokio::net::TcpListener, Vec<TcpStream>, SocketAddr)> {
+        let sock = tokio::net::TcpSocket::new_v4().ok()?;
+        sock.bind(SocketAddr::from(([127, 0, 0, 1], 0))).ok()?;
+        let listener = sock.listen(1).ok()?;
+        let addr = listener.local_addr().ok()?;
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            if let Ok(Ok(s)) = timeout(Duration::from_millis(100), TcpStream::connect(addr)).await {
+                held.push(s);
+            }
+        }
+        let hangs = timeout(Duration::from_millis(300), TcpStream::connect(addr))
+            .await
+            .is_err();
+        hangs.then_some((listener, held, addr))
+    }
+
+    #[tokio::test]
+    async fn a_silent_address_does_not_hold_up_the_next() {
+        let Some((_listener, _held, silent)) = silent().await else {
+            eprintln!("skipped: this kernel answers connections to a full queue");
+            return;
+        };
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let good = good.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let mut tried = None;
+        // Tried one after the other, the silent address would hold the run until its timeout.
+        let s = timeout(
+            Duration::from_secs(5),
+            connect(&[silent, good], "test", &mut tried),
+        )
+        .await
+        .expect("the second address was tried while the first stayed silent")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.peer_addr().ok(), Some(good));
+        assert_eq!(tried, Some(good), "the address that answered is the run's");
+    }
 }

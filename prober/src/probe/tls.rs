@@ -12,6 +12,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::config::probe::{TlsMin, TlsOptions};
 use crate::run::CertInfo;
 
 /// Shared TLS state: the provider and the verifier, built once.
@@ -55,21 +56,78 @@ impl TlsClients {
 
     /// A client config for one connection, and the slot where it leaves the server's certificate.
     pub fn for_connection(&self, verify: bool) -> Result<(Arc<ClientConfig>, CertSlot), String> {
+        self.with_options(verify, &TlsOptions::default(), &[b"http/1.1"])
+    }
+
+    /// Like [`TlsClients::for_connection`], with a probe's `tls` options (its
+    /// CA bundle, client certificate, minimum version) and the ALPN
+    /// protocols to offer, most wanted first.
+    pub fn with_options(
+        &self,
+        verify: bool,
+        opts: &TlsOptions,
+        alpn: &[&[u8]],
+    ) -> Result<(Arc<ClientConfig>, CertSlot), String> {
         let slot = CertSlot::default();
+        let webpki = match &opts.roots {
+            None => self.webpki.clone(),
+            Some(certs) => {
+                let mut store = RootCertStore::empty();
+                for c in certs.iter() {
+                    store.add(c.clone()).map_err(|e| {
+                        format!("a certificate of `tls.ca_file` is not a usable CA ({e})")
+                    })?;
+                }
+                WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+                    .build()
+                    .map_err(|e| format!("cannot build a verifier from `tls.ca_file`: {e}"))?
+            }
+        };
         let verifier = Arc::new(CapturingVerifier {
-            inner: verify.then(|| self.webpki.clone()),
+            inner: verify.then_some(webpki),
             provider: self.provider.clone(),
             slot: slot.clone(),
         });
-        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
+        let versions: &[&rustls::SupportedProtocolVersion] = match opts.min_version {
+            Some(TlsMin::Tls13) => &[&rustls::version::TLS13],
+            _ => rustls::DEFAULT_VERSIONS,
+        };
+        let builder = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(versions)
             .map_err(|e| format!("TLS setup failed: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &opts.client {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+                .map_err(|e| {
+                    format!(
+                        "the client certificate {} and its key do not go together ({e}); check `tls.cert_file` and `tls.key_file`",
+                        id.cert_file.display()
+                    )
+                })?,
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok((Arc::new(config), slot))
     }
+}
+
+/// What a TLS connection agreed on: version and cipher suite, as `info` facts.
+pub fn negotiated(conn: &rustls::ClientConnection) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(v) = conn.protocol_version() {
+        let v = match v {
+            rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
+            rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
+            other => format!("{other:?}"),
+        };
+        out.push(("tls.version", v));
+    }
+    if let Some(c) = conn.negotiated_cipher_suite() {
+        out.push(("tls.cipher", format!("{:?}", c.suite())));
+    }
+    out
 }
 
 /// Where the verifier leaves the chain the server presented on one connection
@@ -170,11 +228,15 @@ impl ServerCertVerifier for CapturingVerifier {
 pub fn explain(err: &std::io::Error, host: &str) -> String {
     let text = err.to_string();
     let hint = if text.contains("UnknownIssuer") {
-        "the certificate is not signed by a trusted CA (self-signed or a missing intermediate); fix the chain, or turn certificate verification off for a test target (`http.tls_verify: false`)"
+        "the certificate is not signed by a trusted CA (self-signed or a missing intermediate); fix the chain, give the CA that signed it (`http.tls.ca_file`), or turn certificate verification off for a test target (`http.tls_verify: false`)"
     } else if text.contains("Expired") {
         "the certificate has expired; renew it"
     } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         "the certificate does not cover this host name; check the URL or the certificate's names"
+    } else if text.contains("NoApplicationProtocol") {
+        "the server speaks none of the HTTP versions offered in ALPN (with `http.version: \"2\"` only h2 is offered); use `version: auto`"
+    } else if text.contains("CertificateRequired") {
+        "the server requires a client certificate: set `http.tls.cert_file` and `http.tls.key_file`"
     } else if text.contains("NotValidYet") {
         "the certificate is not valid yet; check the server's clock and the certificate"
     } else {

@@ -31,6 +31,7 @@ mod helpers;
 mod hostile;
 mod hour_blocks;
 mod http_probe;
+mod http_reach;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
 mod layout;

@@ -4,10 +4,13 @@ use http::HeaderName;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+use super::reach::one_of;
 use super::request::{regex, template, Scope};
 use super::{parse_duration, Expect, HeaderExpect, JsonCheck, JsonExpect, StatusMatch, TextCheck};
 use crate::config::diag::Ctx;
-use crate::config::raw::{OneOrMany, RawExpect, RawHeaderExpect, RawJsonExpect, RawStatus};
+use crate::config::raw::{
+    OneOrMany, RawExpect, RawHeaderExpect, RawJsonExpect, RawScalar, RawStatus,
+};
 
 pub(super) fn validate_expect(
     raw: Option<&RawExpect>,
@@ -38,6 +41,14 @@ pub(super) fn validate_expect(
     let headers = (raw.headers.iter().enumerate())
         .filter_map(|(i, h)| validate_header(h, ctx, &format!("{at}.headers[{i}]"), scope))
         .collect();
+    let mut fact = |field: &str, raw: &Option<RawScalar>, allowed: [&'static str; 2]| {
+        let allowed = allowed.map(|a| (a, a));
+        (raw.as_ref())
+            .and_then(|v| one_of(ctx, &format!("{at}.{field}"), v, &allowed))
+            .map(str::to_string)
+    };
+    let http_version = fact("http_version", &raw.http_version, ["1.1", "2"]);
+    let tls_version = fact("tls_version", &raw.tls_version, ["1.2", "1.3"]);
     if ctx.error_count() > before {
         return None;
     }
@@ -50,6 +61,8 @@ pub(super) fn validate_expect(
         json,
         headers,
         cert_valid_days: raw.cert_valid_days,
+        http_version,
+        tls_version,
     })
 }
 

@@ -21,10 +21,12 @@ use super::template::Template;
 
 mod duration;
 mod expect;
+mod reach;
 mod request;
 mod validate;
 
 pub use duration::{is_duration_syntax, parse_duration};
+pub use reach::{BasicAuth, ClientIdentity, HttpVersion, IpVersion, TlsMin, TlsOptions};
 pub(in crate::config) use request::{check_url, regex};
 pub use request::{template, validate_http, Scope};
 pub use validate::{is_safe_name, validate, MAX_NAME_LEN};
@@ -126,7 +128,7 @@ impl fmt::Display for Schedule {
 /// What a probe does in one run.
 #[derive(Debug, Clone)]
 pub enum Check {
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     Steps(Scenario),
     Tcp(TcpCheck),
     Dns(DnsCheck),
@@ -151,6 +153,16 @@ pub struct HttpRequest {
     pub tls_verify: bool,
     pub keep_alive: bool,
     pub max_body_bytes: u64,
+    /// `version`: which HTTP to speak.
+    pub version: HttpVersion,
+    /// `tls`: CA bundle, client certificate, server name, minimum version.
+    pub tls: TlsOptions,
+    /// `resolve`: host names pinned to addresses (no DNS lookup for them).
+    pub resolve: Vec<(String, std::net::IpAddr)>,
+    /// `ip_version`: the address family connected to.
+    pub ip_version: IpVersion,
+    /// `basic_auth`: sent as `Authorization: Basic …`, never shown.
+    pub basic_auth: Option<Box<BasicAuth>>,
 }
 
 /// A request header; a secret one never appears in any output.
@@ -192,6 +204,10 @@ pub struct Expect {
     pub json: Vec<JsonExpect>,
     pub headers: Vec<HeaderExpect>,
     pub cert_valid_days: Option<u32>,
+    /// `http_version`: `"1.1"` or `"2"`.
+    pub http_version: Option<String>,
+    /// `tls_version`: `"1.2"` or `"1.3"`.
+    pub tls_version: Option<String>,
 }
 
 /// An accepted status: a code or a class (`2` for `2xx`).

@@ -73,17 +73,9 @@ pub fn template(ctx: &mut Ctx<'_>, field: &str, text: &str, scope: &Scope) -> Op
     ok.then_some(t)
 }
 
-/// Validates a request written at `at` (`http` or `steps[i].http`) and its expectations at `expect_at`.
-pub fn validate_http(
-    raw: &RawHttp,
-    expect: Option<&RawExpect>,
-    ctx: &mut Ctx<'_>,
-    at: &str,
-    expect_at: &str,
-    scope: &Scope,
-) -> Option<HttpCheck> {
-    let before = ctx.error_count();
-    let method = match &raw.method {
+/// The method (GET when none is written); a non-standard one is a warning.
+fn validate_method(method: Option<&str>, ctx: &mut Ctx<'_>, at: &str) -> Option<Method> {
+    match method {
         None => Some(Method::GET),
         Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
             Ok(method) => {
@@ -108,7 +100,20 @@ pub fn validate_http(
                 None
             }
         },
-    };
+    }
+}
+
+/// Validates a request written at `at` (`http` or `steps[i].http`) and its expectations at `expect_at`.
+pub fn validate_http(
+    raw: &RawHttp,
+    expect: Option<&RawExpect>,
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    expect_at: &str,
+    scope: &Scope,
+) -> Option<HttpCheck> {
+    let before = ctx.error_count();
+    let method = validate_method(raw.method.as_deref(), ctx, at);
     let url = template(ctx, &format!("{at}.url"), &raw.url, scope);
     if let Some(u) = &url {
         // A URL with env placeholders is checked once rendered, if the variables are set
@@ -156,6 +161,7 @@ pub fn validate_http(
             "max_body_bytes must be at least 1",
         );
     }
+    let reach = super::reach::validate_reach(raw, ctx, at, scope);
     let expect = validate_expect(expect, ctx, expect_at, scope);
     if ctx.error_count() > before {
         return None;
@@ -170,6 +176,11 @@ pub fn validate_http(
             tls_verify: raw.tls_verify.unwrap_or(true),
             keep_alive: raw.keep_alive.unwrap_or(false),
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            version: reach.version,
+            tls: reach.tls,
+            resolve: reach.resolve,
+            ip_version: reach.ip_version,
+            basic_auth: reach.basic_auth,
         },
         expect: expect?,
     })

@@ -177,7 +177,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
             "expect",
             &Scope::default(),
         )
-        .map(Check::Http);
+        .map(|h| Check::Http(Box::new(h)));
     }
     if let Some(steps) = &raw.steps {
         return steps::validate_steps(steps, timeout, ctx).map(Check::Steps);

@@ -8,15 +8,15 @@ use chrono::Utc;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use url::Url;
 
-use super::pool::Idle;
+use super::pool::{Idle, Sender};
 use super::HttpCtx;
-use crate::config::probe::{Body, HttpRequest};
+use crate::config::probe::{Body, HttpRequest, HttpVersion, IpVersion};
 use crate::config::template::Vars;
 use crate::probe::net::{self, fail, micros};
 use crate::probe::timing::{TimedIo, WireClock};
@@ -141,6 +141,27 @@ fn render_headers(
     if let Some(v) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert("traceparent", v);
     }
+    if let Some(auth) = &req.basic_auth {
+        use base64::Engine;
+        let part = |t: &crate::config::template::Template, field: &str| {
+            t.render_vars(vars)
+                .map_err(|e| fail(ErrorClass::Config, format!("http.basic_auth.{field}: {e}")))
+        };
+        let pair = format!(
+            "{}:{}",
+            part(&auth.username, "username")?,
+            part(&auth.password, "password")?
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+            fail(
+                ErrorClass::Config,
+                "http.basic_auth: not a valid header value",
+            )
+        })?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
     Ok(headers)
 }
 
@@ -161,10 +182,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// A connection ready for the request, the clock on its wire, and its pool key.
 struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
+    sender: Sender,
     clock: Arc<WireClock>,
     /// Where it goes back to after the response, with keep-alive.
     key: Option<String>,
+    /// What the connection agreed on (TLS version and cipher), for `info`.
+    facts: Vec<(&'static str, String)>,
+}
+
+impl Conn {
+    /// Writes the connection's facts and HTTP version into the run's `info`.
+    fn record(&self, p: &mut Progress) {
+        for (k, v) in &self.facts {
+            p.info.insert((*k).to_string(), v.clone());
+        }
+        p.info
+            .insert("http.version".into(), self.sender.version().into());
+    }
 }
 
 /// One request, on a kept-alive connection or a new one.
@@ -184,7 +218,8 @@ async fn hop(
         Some(idle) if idle.sender.is_ready() => reuse(idle, key, p),
         _ => open(req, ctx, url, key, p).await?,
     };
-    let request = build_request(method, url, headers, body)?;
+    conn.record(p);
+    let request = build_request(method, url, headers, body, conn.sender.is_h2())?;
     send(req, ctx, request, conn, url, p).await
 }
 
@@ -199,6 +234,7 @@ fn reuse(idle: Idle, key: Option<String>, p: &mut Progress) -> Conn {
         sender: idle.sender,
         clock: idle.clock,
         key,
+        facts: idle.facts,
     }
 }
 
@@ -225,40 +261,103 @@ async fn open(
         }
     };
     let port = url.port_or_known_default().unwrap_or(80);
-    let addrs = net::resolve_timed(&host, port, "the URL", p).await?;
+    let addrs = addresses(req, &host, port, p).await?;
     let tcp = net::connect_timed(&addrs, url.as_str(), p).await?;
     let clock = WireClock::new(Instant::now());
-    let stream: Box<dyn Stream> = if https {
+    let mut facts = Vec::new();
+    let (stream, h2): (Box<dyn Stream>, bool) = if https {
         p.enter(Stage::Tls);
-        let (config, slot) = ctx
-            .tls
-            .for_connection(req.tls_verify)
+        let alpn: &[&[u8]] = match req.version {
+            HttpVersion::Auto => &[b"h2", b"http/1.1"],
+            HttpVersion::Http1 => &[b"http/1.1"],
+            HttpVersion::Http2 => &[b"h2"],
+        };
+        let (config, slot) = (ctx.tls.with_options(req.tls_verify, &req.tls, alpn))
             .map_err(|e| fail(ErrorClass::Tls, e))?;
         let connector = tokio_rustls::TlsConnector::from(config);
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+        let sni = req.tls.server_name.clone().unwrap_or_else(|| host.clone());
+        let name = rustls::pki_types::ServerName::try_from(sni.clone()).map_err(|e| {
             fail(
                 ErrorClass::Config,
-                format!("{host:?} is not a valid TLS server name ({e})"),
+                format!("{sni:?} is not a valid TLS server name ({e})"),
             )
         })?;
         let result = connector.connect(name, tcp).await;
         p.cert = slot.info(Utc::now());
-        let tls_stream = result.map_err(|e| fail(ErrorClass::Tls, tls::explain(&e, &host)))?;
+        let tls_stream = result.map_err(|e| fail(ErrorClass::Tls, tls::explain(&e, &sni)))?;
         p.hop.tls_us = Some(p.stage_us());
-        Box::new(TimedIo::new(tls_stream, clock.clone()))
+        let session = tls_stream.get_ref().1;
+        facts = tls::negotiated(session);
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        if req.version == HttpVersion::Http2 && !h2 {
+            return Err(fail(
+                ErrorClass::Tls,
+                format!("{host} did not choose HTTP/2 in TLS's ALPN, and `http.version` is \"2\"; the server speaks HTTP/1.1 here: use `version: auto` or \"1.1\""),
+            ));
+        }
+        (Box::new(TimedIo::new(tls_stream, clock.clone())), h2)
     } else {
-        // http://: no TLS phase (None, not 0).
-        Box::new(TimedIo::new(tcp, clock.clone()))
+        // http://: no TLS phase (None, not 0); HTTP/2 only with prior knowledge (h2c).
+        let h2c = req.version == HttpVersion::Http2;
+        (Box::new(TimedIo::new(tcp, clock.clone())), h2c)
     };
     p.enter(Stage::FirstByte);
-    let (sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|e| classify_hyper(&e, url))?;
-    tokio::spawn(async move {
-        // The connection's own errors surface through the request future.
-        let _ = conn.await;
-    });
-    Ok(Conn { sender, clock, key })
+    let io = TokioIo::new(stream);
+    let sender = if h2 {
+        let (sender, conn) = http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| classify_hyper(&e, url))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Sender::H2(sender)
+    } else {
+        let (sender, conn) = http1::handshake::<_, Full<Bytes>>(io)
+            .await
+            .map_err(|e| classify_hyper(&e, url))?;
+        tokio::spawn(async move {
+            // The connection's own errors surface through the request future.
+            let _ = conn.await;
+        });
+        Sender::H1(sender)
+    };
+    Ok(Conn {
+        sender,
+        clock,
+        key,
+        facts,
+    })
+}
+
+/// The addresses to connect to: pinned by `http.resolve`, else looked up;
+/// only those of `http.ip_version`'s family.
+async fn addresses(
+    req: &HttpRequest,
+    host: &str,
+    port: u16,
+    p: &mut Progress,
+) -> Result<Vec<std::net::SocketAddr>, ProbeError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let pinned = (req.resolve.iter()).find(|(h, _)| h.eq_ignore_ascii_case(bare));
+    let mut addrs = match pinned {
+        // Pinned: no lookup, so no DNS phase.
+        Some((_, ip)) => vec![std::net::SocketAddr::new(*ip, port)],
+        None => net::resolve_timed(host, port, "the URL", p).await?,
+    };
+    let found = addrs.len();
+    addrs.retain(|a| req.ip_version.admits(&a.ip()));
+    if addrs.is_empty() {
+        let family = if req.ip_version == IpVersion::V4 {
+            "IPv4"
+        } else {
+            "IPv6"
+        };
+        return Err(fail(
+            ErrorClass::Dns,
+            format!("{host} has no {family} address ({found} of the other family), and `http.ip_version` allows only {family}; add the record, or set `ip_version: any`"),
+        ));
+    }
+    Ok(addrs)
 }
 
 /// Sends the request on a connection, reads the response, and keeps the
@@ -271,13 +370,19 @@ async fn send(
     url: &Url,
     p: &mut Progress,
 ) -> Result<Response, ProbeError> {
-    let response = conn
-        .sender
-        .send_request(request)
-        .await
-        .map_err(|e| classify_hyper(&e, url))?;
-    let first_byte_at = conn.clock.first_read().unwrap_or_else(Instant::now);
-    let written_at = conn.clock.last_write().unwrap_or(p.stage_started());
+    let sent_at = Instant::now();
+    let response = (conn.sender.send(request).await).map_err(|e| classify_hyper(&e, url))?;
+    // HTTP/2 interleaves the connection's own frames (SETTINGS, WINDOW_UPDATE,
+    // PING) with the response, so the wire's first read may not be the
+    // response's: there, the first byte is when the response's headers are in.
+    let (first_byte_at, written_at) = if conn.sender.is_h2() {
+        (Instant::now(), sent_at)
+    } else {
+        (
+            conn.clock.first_read().unwrap_or_else(Instant::now),
+            conn.clock.last_write().unwrap_or(p.stage_started()),
+        )
+    };
     p.hop.first_byte_us = Some(micros(first_byte_at.saturating_duration_since(written_at)));
     p.status = Some(response.status().as_u16());
     p.enter_at(Stage::Transfer, first_byte_at);
@@ -311,9 +416,25 @@ async fn send(
             clock: conn.clock,
             remote_addr: p.remote_addr,
             cert: p.cert.clone(),
+            facts: conn.facts,
         };
         ctx.pool.put(key, idle);
     }
+    let encoding = (parts.headers.get(header::CONTENT_ENCODING)).and_then(|v| v.to_str().ok());
+    let body = match encoding.filter(|_| !body.is_empty()) {
+        None => body,
+        Some(enc) => match super::decode::decode(enc, &body, req.max_body_bytes, url)? {
+            None => body,
+            Some(decoded) => {
+                // The wire's size stays `response_bytes`; the decoded size is a fact of the run.
+                p.info
+                    .insert("http.content_encoding".into(), enc.to_string());
+                p.info
+                    .insert("http.decoded_bytes".into(), decoded.len().to_string());
+                decoded
+            }
+        },
+    };
     Ok(Response {
         status: parts.status,
         headers: parts.headers,
@@ -321,16 +442,32 @@ async fn send(
     })
 }
 
+/// The request for one hop. HTTP/2 takes the whole URL (its `:scheme` and
+/// `:authority`) and no connection-specific headers; HTTP/1.1 the path and `Host`.
 fn build_request(
     method: &Method,
     url: &Url,
     headers: &HeaderMap,
     body: Bytes,
+    h2: bool,
 ) -> Result<Request<Full<Bytes>>, ProbeError> {
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
+    if h2 {
+        let mut whole = url.clone();
+        whole.set_fragment(None);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(whole.as_str())
+            .version(http::Version::HTTP_2)
+            .body(Full::new(body))
+            .map_err(|e| fail(ErrorClass::Config, format!("cannot build the request: {e}")))?;
+        *request.headers_mut() = headers.clone();
+        request.headers_mut().remove(header::CONNECTION);
+        return Ok(request);
+    }
     let host = match url.port() {
         Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_string(),
@@ -347,11 +484,48 @@ fn build_request(
     Ok(request)
 }
 
+/// A TLS error behind a hyper error: with TLS 1.3 the server judges the
+/// client's certificate after the client's handshake is done, so its refusal
+/// arrives as an alert on the first read.
+fn tls_cause(e: &hyper::Error) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let inner = (err.downcast_ref::<std::io::Error>())
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>());
+        if let Some(t) = err.downcast_ref::<rustls::Error>().or(inner) {
+            return Some(t.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// The one place that turns hyper's errors into error classes.
 fn classify_hyper(e: &hyper::Error, url: &Url) -> ProbeError {
     let detail = std::error::Error::source(e)
         .map(|s| format!("{e}: {s}"))
         .unwrap_or_else(|| e.to_string());
+    // HTTP/2's errors carry the TLS alert only in their text.
+    let alert = (detail.contains("received fatal alert")).then(|| detail.clone());
+    if let Some(t) = tls_cause(e).or(alert) {
+        let client_cert = [
+            "CertificateRequired",
+            "BadCertificate",
+            "UnknownCA",
+            "CertificateUnknown",
+            "AccessDenied",
+        ];
+        let hint = if client_cert.iter().any(|c| t.contains(c)) {
+            "the server refused this client's certificate (or its absence): set `http.tls.cert_file` and `http.tls.key_file` to a certificate its CA signed"
+        } else {
+            "check the server's TLS settings and logs"
+        };
+        return fail(
+            ErrorClass::Tls,
+            format!("the TLS session with {url} failed after the handshake ({t}); {hint}"),
+        );
+    }
     if e.is_parse() || e.is_parse_status() {
         fail(
             ErrorClass::InvalidResponse,

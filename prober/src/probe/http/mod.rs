@@ -17,6 +17,7 @@ use crate::probe::tls::TlsClients;
 use crate::probe::{Kind, Progress, Stage};
 use crate::run::{AssertionResult, ErrorClass, ProbeError};
 
+mod decode;
 mod exchange;
 mod pool;
 
@@ -78,6 +79,7 @@ pub fn judge(
             body: &response.body,
             total: p.request_elapsed(),
             cert: p.cert.as_ref(),
+            facts: &p.info,
         },
         vars,
     );
