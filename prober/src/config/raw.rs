@@ -370,6 +370,14 @@ pub struct RawHttp {
     /// Address family: `any` (default: IPv6 and IPv4 raced as Happy Eyeballs does), `4` or `6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_version: Option<RawScalar>,
+    /// A proxy: `http://host:port` (HTTP CONNECT), `socks5://host:port` (names resolved here) or
+    /// `socks5h://host:port` (names resolved by the proxy), with `user:password@` if it asks; or
+    /// `env` for `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` as curl reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Hosts reached directly despite `proxy`, as `NO_PROXY` writes them: `localhost, .internal, 10.0.0.0/8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
     /// HTTP basic authentication. `password` may be `${env:NAME}`; it never appears in any output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<RawBasicAuth>,

@@ -448,6 +448,8 @@ async fn bad_reach_options_are_refused_at_their_field() {
             "basic_auth:\n  username: a:b\n  password: x",
             "cannot contain `:`",
         ),
+        ("proxy: ftp://p.example:21", "is not a proxy URL"),
+        ("no_proxy: localhost", "`no_proxy` without `proxy`"),
     ] {
         let yaml = format!(
             "name: test\nevery: 10s\nhttp:\n  url: https://a.example/\n{}",
@@ -539,4 +541,149 @@ async fn compressed_bodies_are_decoded_for_the_expectations_and_a_bomb_is_stoppe
     assert_eq!(e.class, ErrorClass::BodyTooLarge, "{e:?}");
     assert!(e.message.contains("gzip-decoded"), "{}", e.message);
     assert!(o.response_bytes < 100_000, "{}", o.response_bytes);
+}
+
+/// What a test proxy was asked for: each destination as the client wrote it.
+type Asked = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A proxy on loopback: HTTP CONNECT (`socks` false) or SOCKS5 without
+/// authentication. It notes each destination and relays the bytes.
+async fn proxy(socks: bool) -> (SocketAddr, Asked) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked: Asked = Arc::default();
+    let noted = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let noted = noted.clone();
+            tokio::spawn(async move {
+                let dst = if socks {
+                    let mut hello = [0u8; 2];
+                    client.read_exact(&mut hello).await.ok()?;
+                    let mut methods = vec![0u8; hello[1] as usize];
+                    client.read_exact(&mut methods).await.ok()?;
+                    client.write_all(&[5, 0]).await.ok()?;
+                    let mut head = [0u8; 4];
+                    client.read_exact(&mut head).await.ok()?;
+                    let host = match head[3] {
+                        1 => {
+                            let mut ip = [0u8; 4];
+                            client.read_exact(&mut ip).await.ok()?;
+                            std::net::Ipv4Addr::from(ip).to_string()
+                        }
+                        3 => {
+                            let len = client.read_u8().await.ok()?;
+                            let mut name = vec![0u8; len as usize];
+                            client.read_exact(&mut name).await.ok()?;
+                            String::from_utf8(name).ok()?
+                        }
+                        _ => return None,
+                    };
+                    let port = client.read_u16().await.ok()?;
+                    client
+                        .write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+                        .await
+                        .ok()?;
+                    format!("{host}:{port}")
+                } else {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        head.push(client.read_u8().await.ok()?);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let target = head
+                        .strip_prefix("CONNECT ")?
+                        .split(' ')
+                        .next()?
+                        .to_string();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .ok()?;
+                    target
+                };
+                noted.lock().unwrap().push(dst.clone());
+                let mut upstream = tokio::net::TcpStream::connect(dst).await.ok()?;
+                tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                    .await
+                    .ok()
+            });
+        }
+    });
+    (addr, asked)
+}
+
+#[tokio::test]
+async fn connect_and_socks5_proxies_carry_probes_and_no_proxy_goes_direct() {
+    let target = serve("127.0.0.1:0", Speaks::Both, None).await;
+    let (http_proxy, via_connect) = proxy(false).await;
+    let (socks, via_socks) = proxy(true).await;
+    let url = format!("http://localhost:{}/", target.port());
+
+    // HTTP CONNECT.
+    let o = run(&url, &format!("proxy: http://{http_proxy}"), "").await;
+    assert!(o.success, "{o:#?}");
+    assert_eq!(o.info.get("proxy"), Some(&format!("http://{http_proxy}/")));
+    assert_eq!(
+        o.remote_addr.as_deref(),
+        Some(http_proxy.to_string().as_str())
+    );
+    assert_eq!(
+        *via_connect.lock().unwrap(),
+        [format!("localhost:{}", target.port())]
+    );
+
+    // HTTPS and HTTP/2 inside the tunnel.
+    let pki = Pki::new("proxy");
+    let server = pki.issue("server", &["localhost"]);
+    let tls = serve("127.0.0.1:0", Speaks::Both, Some(server_tls(&server, None))).await;
+    let extra = format!(
+        "proxy: http://{http_proxy}\ntls:\n  ca_file: {}",
+        pki.ca_file().display()
+    );
+    let o = run(
+        &format!("https://localhost:{}/", tls.port()),
+        &extra,
+        "http_version: \"2\"",
+    )
+    .await;
+    assert!(o.success, "TLS through the tunnel: {o:#?}");
+
+    // SOCKS5: socks5h leaves the name to the proxy, socks5 resolves it here.
+    let o = run(&url, &format!("proxy: socks5h://{socks}"), "").await;
+    assert!(o.success, "{o:#?}");
+    let o = run(&url, &format!("proxy: socks5://{socks}"), "").await;
+    assert!(o.success, "{o:#?}");
+    let asked = via_socks.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [
+            format!("localhost:{}", target.port()),
+            format!("127.0.0.1:{}", target.port())
+        ],
+        "the name to socks5h, the address to socks5"
+    );
+
+    // no_proxy: a listed host goes direct.
+    let before = via_connect.lock().unwrap().len();
+    let o = run(
+        &url,
+        &format!("proxy: http://{http_proxy}\nno_proxy: \"example.org, localhost\""),
+        "",
+    )
+    .await;
+    assert!(o.success && !o.info.contains_key("proxy"), "{o:#?}");
+    assert_eq!(
+        via_connect.lock().unwrap().len(),
+        before,
+        "not through the proxy"
+    );
+
+    // A proxy that is not there: a connect error naming the proxy.
+    let gone = crate::helpers::closed_port().await;
+    let o = run(&url, &format!("proxy: socks5://{gone}"), "").await;
+    let e = o.error.as_ref().expect("no proxy listening");
+    assert_eq!(e.class, ErrorClass::Connect, "{e:?}");
+    assert!(e.message.contains(&gone.to_string()), "{}", e.message);
 }

@@ -26,7 +26,7 @@ mod request;
 mod validate;
 
 pub use duration::{is_duration_syntax, parse_duration};
-pub use reach::{BasicAuth, ClientIdentity, HttpVersion, IpVersion, TlsMin, TlsOptions};
+pub use reach::{BasicAuth, ClientIdentity, HttpVersion, IpVersion, Proxy, TlsMin, TlsOptions};
 pub(in crate::config) use request::{check_url, regex};
 pub use request::{template, validate_http, Scope};
 pub use validate::{is_safe_name, validate, MAX_NAME_LEN};
@@ -161,6 +161,8 @@ pub struct HttpRequest {
     pub resolve: Vec<(String, std::net::IpAddr)>,
     /// `ip_version`: the address family connected to.
     pub ip_version: IpVersion,
+    /// `proxy` and `no_proxy`: the proxy the connection goes through.
+    pub proxy: Option<Proxy>,
     /// `basic_auth`: sent as `Authorization: Basic …`, never shown.
     pub basic_auth: Option<Box<BasicAuth>>,
 }

@@ -103,6 +103,38 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
+/// `http.proxy`: where a connection goes first, and which hosts skip it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// `env`: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, read at each connection.
+    Env,
+    /// A proxy URL and the `no_proxy` list.
+    Url { url: url::Url, no_proxy: String },
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proxy::Env => f.write_str("Env"),
+            Proxy::Url { url, no_proxy } => f
+                .debug_struct("Url")
+                .field("url", &Proxy::shown(url))
+                .field("no_proxy", no_proxy)
+                .finish(),
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy URL without its credentials, for messages and `info`.
+    pub fn shown(url: &url::Url) -> String {
+        let mut u = url.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.to_string()
+    }
+}
+
 /// The reach options of a request, validated.
 pub(super) struct Reach {
     pub version: HttpVersion,
@@ -110,6 +142,7 @@ pub(super) struct Reach {
     pub resolve: Vec<(String, IpAddr)>,
     pub ip_version: IpVersion,
     pub basic_auth: Option<Box<BasicAuth>>,
+    pub proxy: Option<Proxy>,
 }
 
 /// A scalar that must be one of `allowed`'s names (compared as written: `2`
@@ -195,12 +228,57 @@ pub(super) fn validate_reach(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str, scope: 
             password: password?,
         }))
     });
+    let proxy = validate_proxy(raw, ctx, at);
     Reach {
+        proxy,
         version,
         tls,
         resolve,
         ip_version,
         basic_auth,
+    }
+}
+
+fn validate_proxy(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str) -> Option<Proxy> {
+    let field = format!("{at}.proxy");
+    let no_proxy = raw.no_proxy.clone().unwrap_or_default();
+    match raw.proxy.as_deref() {
+        None if !no_proxy.is_empty() => {
+            ctx.error(
+                &format!("{at}.no_proxy"),
+                "`no_proxy` without `proxy` has nothing to skip; add `proxy:` or remove it",
+            );
+            None
+        }
+        None => None,
+        Some("env") if !no_proxy.is_empty() => {
+            ctx.error(
+                &format!("{at}.no_proxy"),
+                "with `proxy: env`, the environment's NO_PROXY applies; remove `no_proxy`",
+            );
+            None
+        }
+        Some("env") => Some(Proxy::Env),
+        Some(text) => match url::Url::parse(text) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "socks5" | "socks5h")
+                    && url.host_str().is_some()
+                    && url.port_or_known_default().is_some() =>
+            {
+                Some(Proxy::Url { url, no_proxy })
+            }
+            Ok(url) if url.scheme() == "socks5" || url.scheme() == "socks5h" => {
+                ctx.error(&field, "a SOCKS proxy needs its port (usually :1080)");
+                None
+            }
+            _ => {
+                ctx.error(
+                    &field,
+                    "is not a proxy URL: write http://host:port (HTTP CONNECT), socks5://host:port or socks5h://host:port, or `env`",
+                );
+                None
+            }
+        },
     }
 }
 

@@ -181,6 +181,7 @@ pub fn validate_http(
             resolve: reach.resolve,
             ip_version: reach.ip_version,
             basic_auth: reach.basic_auth,
+            proxy: reach.proxy,
         },
         expect: expect?,
     })

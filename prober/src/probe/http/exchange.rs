@@ -261,8 +261,17 @@ async fn open(
         }
     };
     let port = url.port_or_known_default().unwrap_or(80);
-    let addrs = addresses(req, &host, port, p).await?;
-    let tcp = net::connect_timed(&addrs, url.as_str(), p).await?;
+    let proxied = match &req.proxy {
+        Some(proxy) => super::proxy::through(proxy, url, &host, port, p).await?,
+        None => None,
+    };
+    let tcp = match proxied {
+        Some(tcp) => tcp,
+        None => {
+            let addrs = addresses(req, &host, port, p).await?;
+            net::connect_timed(&addrs, url.as_str(), p).await?
+        }
+    };
     let clock = WireClock::new(Instant::now());
     let mut facts = Vec::new();
     let (stream, h2): (Box<dyn Stream>, bool) = if https {

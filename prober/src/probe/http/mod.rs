@@ -20,6 +20,7 @@ use crate::run::{AssertionResult, ErrorClass, ProbeError};
 mod decode;
 mod exchange;
 mod pool;
+mod proxy;
 
 pub use exchange::{exchange, Response};
 pub use pool::ConnPool;
