@@ -11,7 +11,7 @@ pub mod load;
 pub mod policy;
 pub mod probe;
 pub mod raw;
-mod raw_reach;
+mod raw_http;
 pub mod receivers;
 pub mod settings;
 pub mod steps;

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-pub use super::raw_reach::{RawBasicAuth, RawHttpTls, RawScalar};
+pub use super::raw_http::{RawBasicAuth, RawHttp, RawHttpTls, RawScalar};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -324,63 +324,6 @@ pub struct RawRetry {
     /// Error classes worth a retry (default: connect, timeout, dns, tls, invalid_response).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<String>,
-}
-
-/// The HTTP request a probe sends.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, expecting = "a mapping with at least `url:`")]
-pub struct RawHttp {
-    /// HTTP method (default GET).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    /// `http://` or `https://` URL; `${env:NAME}` is replaced by the environment variable NAME.
-    pub url: String,
-    /// Request headers. A value is a string, or `{value, secret: true}` to keep it out of every output.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, RawHeaderValue>,
-    /// A text body. Use `json` instead for a JSON body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// A JSON body, sent with `content-type: application/json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json: Option<Value>,
-    /// Follow up to this many redirects (default 0: the 3xx response is what the probe sees).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirects: Option<u32>,
-    /// Verify the server's certificate (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_verify: Option<bool>,
-    /// Reuse the connection between runs (default false: a new connection each run, as a new user sees it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_alive: Option<bool>,
-    /// Stop reading the body past this many bytes and fail the run (default 1048576).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
-    /// HTTP version: `auto` (default: HTTP/2 where TLS's ALPN agrees, else HTTP/1.1; HTTP/1.1 in
-    /// clear text), `"1.1"`, or `"2"` (only HTTP/2; over `http://`, h2c with prior knowledge).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<RawScalar>,
-    /// TLS options for `https://` URLs: a CA bundle, a client certificate, the server name, the minimum version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<RawHttpTls>,
-    /// Host names pinned to addresses, like curl's `--resolve`: `{api.example.com: 192.0.2.7}`.
-    /// The name is still sent as the Host header and the TLS server name; no DNS lookup is made.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub resolve: BTreeMap<String, String>,
-    /// Address family: `any` (default: IPv6 and IPv4 raced as Happy Eyeballs does), `4` or `6`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_version: Option<RawScalar>,
-    /// A proxy: `http://host:port` (HTTP CONNECT), `socks5://host:port` (names resolved here) or
-    /// `socks5h://host:port` (names resolved by the proxy), with `user:password@` if it asks; or
-    /// `env` for `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` as curl reads them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<String>,
-    /// Hosts reached directly despite `proxy`, as `NO_PROXY` writes them: `localhost, .internal, 10.0.0.0/8`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub no_proxy: Option<String>,
-    /// HTTP basic authentication. `password` may be `${env:NAME}`; it never appears in any output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<RawBasicAuth>,
 }
 
 /// A header value: plain, or marked secret.
