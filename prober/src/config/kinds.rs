@@ -8,7 +8,7 @@ use regex::Regex;
 
 use super::diag::Ctx;
 use super::probe::{parse_duration, regex};
-use super::raw::{RawDns, RawGrpc, RawRetry, RawTcp, RawTls};
+use super::raw::{RawDns, RawGrpc, RawIcmp, RawRetry, RawTcp, RawTls};
 use crate::run::ErrorClass;
 
 /// DNS record types a `dns` probe may ask for.
@@ -38,6 +38,28 @@ pub struct TcpCheck {
     pub port: u16,
     pub send: Option<String>,
     pub expect: Option<Regex>,
+}
+
+/// The most echo requests one `icmp` run sends.
+pub const MAX_ICMP_COUNT: u32 = 100;
+/// The shortest `icmp.interval`: a probe measures, it must not flood its target.
+pub const MIN_ICMP_INTERVAL: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct IcmpCheck {
+    pub host: String,
+    pub count: u32,
+    pub interval: Duration,
+    pub wait: Duration,
+    pub ip_version: super::probe::IpVersion,
+    pub max_loss_percent: u8,
+}
+
+impl IcmpCheck {
+    /// How long a run takes at most: every request sent, then the wait for the last reply.
+    pub fn span(&self) -> Duration {
+        self.interval * (self.count - 1) + self.wait
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +132,78 @@ pub fn validate_tcp(raw: &RawTcp, ctx: &mut Ctx<'_>) -> Option<TcpCheck> {
         send: raw.send.clone(),
         expect,
     })
+}
+
+pub fn validate_icmp(
+    raw: &RawIcmp,
+    timeout: Option<Duration>,
+    ctx: &mut Ctx<'_>,
+) -> Option<IcmpCheck> {
+    use super::probe::IpVersion;
+    let before = ctx.error_count();
+    host(ctx, "icmp.host", &raw.host);
+    let count = raw.count.unwrap_or(3);
+    if count == 0 || count > MAX_ICMP_COUNT {
+        ctx.error(
+            "icmp.count",
+            format!("{count} requests: give 1 to {MAX_ICMP_COUNT}"),
+        );
+    }
+    let interval = match &raw.interval {
+        Some(t) => parse_duration(ctx, "icmp.interval", t),
+        None => Some(Duration::from_millis(200)),
+    };
+    if interval.is_some_and(|i| i < MIN_ICMP_INTERVAL) {
+        ctx.error(
+            "icmp.interval",
+            "at least 10ms between requests; a probe must not flood its target",
+        );
+    }
+    let wait = match &raw.wait {
+        Some(t) => parse_duration(ctx, "icmp.wait", t),
+        None => Some(Duration::from_secs(1)),
+    };
+    let ip_version = match raw.ip_version.as_ref().map(ToString::to_string).as_deref() {
+        None | Some("any") => IpVersion::Any,
+        Some("4") => IpVersion::V4,
+        Some("6") => IpVersion::V6,
+        Some(other) => {
+            ctx.error(
+                "icmp.ip_version",
+                format!("{other:?} is not one of \"any\", \"4\", \"6\""),
+            );
+            IpVersion::Any
+        }
+    };
+    let max_loss_percent = raw.max_loss_percent.unwrap_or(99);
+    if max_loss_percent > 100 {
+        ctx.error("icmp.max_loss_percent", "a share of 0 to 100 percent");
+    }
+    if ctx.error_count() > before {
+        return None;
+    }
+    let check = IcmpCheck {
+        host: raw.host.clone(),
+        count,
+        interval: interval?,
+        wait: wait?,
+        ip_version,
+        max_loss_percent,
+    };
+    if let Some(t) = timeout.filter(|t| *t <= check.span()) {
+        ctx.error(
+            "icmp",
+            format!(
+                "{count} requests {} apart and a {} wait take {}, longer than the timeout of {}; raise `timeout` or send fewer",
+                humantime::format_duration(check.interval),
+                humantime::format_duration(check.wait),
+                humantime::format_duration(check.span()),
+                humantime::format_duration(t)
+            ),
+        );
+        return None;
+    }
+    Some(check)
 }
 
 pub fn validate_dns(raw: &RawDns, ctx: &mut Ctx<'_>) -> Option<DnsCheck> {

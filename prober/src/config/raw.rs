@@ -25,7 +25,8 @@ use serde_json::Value;
     {"oneOf": [{"required": ["every"]}, {"required": ["cron"]}]},
     {"oneOf": [
         {"required": ["http"]}, {"required": ["steps"]}, {"required": ["tcp"]},
-        {"required": ["dns"]}, {"required": ["tls"]}, {"required": ["grpc"]}
+        {"required": ["dns"]}, {"required": ["tls"]}, {"required": ["grpc"]},
+        {"required": ["icmp"]}
     ]}
 ]))]
 pub struct RawProbe {
@@ -62,6 +63,9 @@ pub struct RawProbe {
     /// Connect to a TCP port; optionally send bytes and expect a banner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<RawTcp>,
+    /// Send ICMP echo requests ("ping") and time the replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<RawIcmp>,
     /// Query a DNS name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<RawDns>,
@@ -248,6 +252,29 @@ pub struct RawTcp {
     /// A regular expression the first bytes received must match (a banner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
+}
+
+/// An ICMP echo ("ping") check.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIcmp {
+    pub host: String,
+    /// Echo requests per run (default 3, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Between two requests (default 200ms, at least 10ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long the last request's reply is waited for (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+    /// Address family: `any` (default), `4` or `6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<RawScalar>,
+    /// Fail the run when more than this share of requests is lost, in percent (default 99:
+    /// the run fails only when no reply comes back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_loss_percent: Option<u8>,
 }
 
 /// A DNS check.

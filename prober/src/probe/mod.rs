@@ -17,6 +17,7 @@ pub mod assert;
 pub mod dns;
 pub mod grpc;
 pub mod http;
+mod icmp;
 pub mod net;
 pub mod progress;
 pub mod steps;
@@ -136,6 +137,7 @@ impl Runner {
                 drive(probe, run, tls_check::TlsKind::new(c, &self.tls, timeout)).await
             }
             Check::Grpc(c) => drive(probe, run, grpc::GrpcKind::new(c, &self.tls, timeout)).await,
+            Check::Icmp(c) => drive(probe, run, icmp::IcmpKind::new(c, timeout)).await,
         }
     }
 }

@@ -196,6 +196,12 @@ impl Progress {
         }
     }
 
+    /// Sets the attempt's total to a measured latency rather than its wall
+    /// time (the `icmp` kind: a ping's round trip, not its intervals).
+    pub fn set_total(&mut self, total: Duration) {
+        self.total = Some(total);
+    }
+
     /// Marks the attempt over: its total is the time until now.
     pub fn stop(&mut self) {
         self.total.get_or_insert(self.start.elapsed());

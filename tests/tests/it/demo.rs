@@ -79,11 +79,12 @@ async fn every_shipped_example_passes_against_the_demo_targets() {
             Check::Dns(_) => "dns",
             Check::Tls(_) => "tls",
             Check::Grpc(_) => "grpc",
+            Check::Icmp(_) => "icmp",
         })
         .collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["dns", "grpc", "http", "steps", "tcp", "tls"],
+        ["dns", "grpc", "http", "icmp", "steps", "tcp", "tls"],
         "the examples exercise every kind"
     );
 

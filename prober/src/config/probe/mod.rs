@@ -15,7 +15,7 @@ use regex::Regex;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-pub use super::kinds::{AlertOverrides, DnsCheck, GrpcCheck, Retry, TcpCheck, TlsCheck};
+pub use super::kinds::{AlertOverrides, DnsCheck, GrpcCheck, IcmpCheck, Retry, TcpCheck, TlsCheck};
 pub use super::steps::{Extract, ExtractFrom, Scenario, Step};
 use super::template::Template;
 
@@ -134,6 +134,7 @@ pub enum Check {
     Dns(DnsCheck),
     Tls(TlsCheck),
     Grpc(GrpcCheck),
+    Icmp(IcmpCheck),
 }
 
 /// An HTTP request and its expectations.
@@ -324,6 +325,7 @@ impl Probe {
             Check::Tcp(c) => c.host.clone(),
             Check::Tls(c) => c.host.clone(),
             Check::Grpc(c) => c.host.clone(),
+            Check::Icmp(c) => c.host.clone(),
             Check::Dns(c) => c
                 .server
                 .map_or_else(|| "dns".to_string(), |s| s.ip().to_string()),
