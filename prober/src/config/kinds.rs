@@ -8,7 +8,7 @@ use regex::Regex;
 
 use super::diag::Ctx;
 use super::probe::{parse_duration, regex};
-use super::raw::{RawDns, RawGrpc, RawIcmp, RawRetry, RawTcp, RawTls};
+use super::raw::{RawDns, RawGrpc, RawIcmp, RawRetry, RawTcp, RawTls, RawWebSocket};
 use crate::run::ErrorClass;
 
 /// DNS record types a `dns` probe may ask for.
@@ -38,6 +38,62 @@ pub struct TcpCheck {
     pub port: u16,
     pub send: Option<String>,
     pub expect: Option<Regex>,
+}
+
+/// The longest `websocket.send`.
+pub const MAX_WS_SEND_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct WebSocketCheck {
+    pub url: url::Url,
+    pub send: Option<String>,
+    pub expect: Option<Regex>,
+    pub tls_verify: bool,
+}
+
+pub fn validate_websocket(raw: &RawWebSocket, ctx: &mut Ctx<'_>) -> Option<WebSocketCheck> {
+    let before = ctx.error_count();
+    let url = match url::Url::parse(&raw.url) {
+        Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => Some(u),
+        Ok(u) => {
+            ctx.error(
+                "websocket.url",
+                format!(
+                    "{:?} is not a ws:// or wss:// URL with a host (scheme {:?})",
+                    raw.url,
+                    u.scheme()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            ctx.error(
+                "websocket.url",
+                format!("{:?} is not a valid URL ({e})", raw.url),
+            );
+            None
+        }
+    };
+    if raw
+        .send
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_WS_SEND_BYTES)
+    {
+        ctx.error(
+            "websocket.send",
+            format!("over {MAX_WS_SEND_BYTES} bytes; a probe's message should be small"),
+        );
+    }
+    let expect = (raw.expect.as_ref()).and_then(|r| regex(ctx, "websocket.expect", r));
+    if ctx.error_count() > before {
+        return None;
+    }
+    Some(WebSocketCheck {
+        url: url?,
+        send: raw.send.clone(),
+        expect,
+        tls_verify: raw.tls_verify.unwrap_or(true),
+    })
 }
 
 /// The most echo requests one `icmp` run sends.

@@ -26,7 +26,7 @@ use serde_json::Value;
     {"oneOf": [
         {"required": ["http"]}, {"required": ["steps"]}, {"required": ["tcp"]},
         {"required": ["dns"]}, {"required": ["tls"]}, {"required": ["grpc"]},
-        {"required": ["icmp"]}
+        {"required": ["icmp"]}, {"required": ["websocket"]}
     ]}
 ]))]
 pub struct RawProbe {
@@ -66,6 +66,9 @@ pub struct RawProbe {
     /// Send ICMP echo requests ("ping") and time the replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<RawIcmp>,
+    /// Open a WebSocket, send a message, expect a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<RawWebSocket>,
     /// Query a DNS name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<RawDns>,
@@ -252,6 +255,23 @@ pub struct RawTcp {
     /// A regular expression the first bytes received must match (a banner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
+}
+
+/// A WebSocket check: the upgrade, a message sent, a reply expected.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    /// `ws://` or `wss://` URL.
+    pub url: String,
+    /// A text message to send once connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// A regular expression a message from the server must match (the first that does counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Verify the server's certificate for `wss://` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
 }
 
 /// An ICMP echo ("ping") check.

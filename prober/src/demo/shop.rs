@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -99,6 +100,7 @@ impl Shop {
             .route("/api/login", post(login))
             .route("/api/orders", post(create_order).delete(delete_orders))
             .route("/api/orders/{id}", get(read_order))
+            .route("/ws", get(ws_echo))
             .route("/control/fail", get(control_fail).post(control_fail))
             .route("/control/slow", get(control_slow).post(control_slow))
             .route("/control/ok", get(control_ok).post(control_ok))
@@ -119,6 +121,24 @@ impl Shop {
             .strip_prefix("Bearer ")?;
         self.store().tokens.get(token.trim()).cloned()
     }
+}
+
+/// The largest WebSocket message the echo takes.
+const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `/ws`: a WebSocket that echoes each text or binary message (the
+/// `websocket` example's target).
+async fn ws_echo(ws: WebSocketUpgrade) -> Response {
+    use axum::extract::ws::Message;
+    ws.max_message_size(MAX_WS_MESSAGE_BYTES)
+        .on_upgrade(move |mut socket| async move {
+            while let Some(Ok(msg)) = socket.recv().await {
+                let echoed = matches!(msg, Message::Text(_) | Message::Binary(_));
+                if matches!(msg, Message::Close(_)) || (echoed && socket.send(msg).await.is_err()) {
+                    break;
+                }
+            }
+        })
 }
 
 /// The edge on 9682: `/` redirects to `/index.html`, which renders. No switches.
@@ -350,14 +370,18 @@ async fn connection(sock: TcpStream, router: Router, tls: Option<TlsAcceptor>) {
     let service = TowerToHyperService::new(router);
     match tls {
         None => {
-            let _ = http.serve_connection(TokioIo::new(sock), service).await;
+            let _ = (http.serve_connection(TokioIo::new(sock), service))
+                .with_upgrades()
+                .await;
         }
         Some(acceptor) => {
             let Ok(Ok(stream)) = tokio::time::timeout(IDLE_TIMEOUT, acceptor.accept(sock)).await
             else {
                 return;
             };
-            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            let _ = (http.serve_connection(TokioIo::new(stream), service))
+                .with_upgrades()
+                .await;
         }
     }
 }

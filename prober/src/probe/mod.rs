@@ -25,6 +25,7 @@ pub mod tcp;
 pub mod timing;
 pub mod tls;
 pub mod tls_check;
+mod websocket;
 
 use std::time::Duration;
 
@@ -138,6 +139,9 @@ impl Runner {
             }
             Check::Grpc(c) => drive(probe, run, grpc::GrpcKind::new(c, &self.tls, timeout)).await,
             Check::Icmp(c) => drive(probe, run, icmp::IcmpKind::new(c, timeout)).await,
+            Check::WebSocket(c) => {
+                drive(probe, run, websocket::WsKind::new(c, &self.tls, timeout)).await
+            }
         }
     }
 }

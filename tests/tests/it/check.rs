@@ -559,9 +559,18 @@ fn check_warns_about_a_file_that_holds_no_probe_and_sums_up() {
 fn schema_requires_exactly_one_schedule_and_one_kind_as_check_does() {
     // Arrange: what `check` enforces (tests/fixtures/broken: every_and_cron, two_kinds, no_schedule).
     let schedule: BTreeSet<String> = ["every", "cron"].map(String::from).into();
-    let kinds: BTreeSet<String> = ["http", "steps", "tcp", "dns", "tls", "grpc", "icmp"]
-        .map(String::from)
-        .into();
+    let kinds: BTreeSet<String> = [
+        "http",
+        "steps",
+        "tcp",
+        "dns",
+        "tls",
+        "grpc",
+        "icmp",
+        "websocket",
+    ]
+    .map(String::from)
+    .into();
 
     // Act
     let run = prober(&["schema"]);

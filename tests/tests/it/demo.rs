@@ -80,11 +80,21 @@ async fn every_shipped_example_passes_against_the_demo_targets() {
             Check::Tls(_) => "tls",
             Check::Grpc(_) => "grpc",
             Check::Icmp(_) => "icmp",
+            Check::WebSocket(_) => "websocket",
         })
         .collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["dns", "grpc", "http", "icmp", "steps", "tcp", "tls"],
+        [
+            "dns",
+            "grpc",
+            "http",
+            "icmp",
+            "steps",
+            "tcp",
+            "tls",
+            "websocket"
+        ],
         "the examples exercise every kind"
     );
 

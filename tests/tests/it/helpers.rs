@@ -86,15 +86,7 @@ impl FakeTarget {
     pub async fn start_tls(cert: &TestCert) -> FakeTarget {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cert.server_config()));
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         tokio::spawn(async move {
@@ -157,6 +149,18 @@ pub struct TestCert {
 }
 
 impl TestCert {
+    /// A server's TLS configuration presenting this certificate (no ALPN, no client auth).
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![self.der.clone()], self.key.clone_key())
+        .unwrap()
+    }
+
     /// Self-signed for `localhost` and 127.0.0.1, expiring in `days` days (negative: expired).
     pub fn self_signed(days: i64) -> TestCert {
         let mut params =

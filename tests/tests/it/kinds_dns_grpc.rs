@@ -358,14 +358,7 @@ impl AsyncWrite for TlsConn {
 /// tonic-health's service on 127.0.0.1 over TLS (ALPN h2) with a self-signed certificate.
 async fn grpc_tls_server(cert: &TestCert) -> SocketAddr {
     let (reporter, service) = health_service().await;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-    .unwrap();
+    let mut config = cert.server_config();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -65,4 +65,5 @@ mod ui;
 mod ui_browser;
 mod ui_keyboard;
 mod upgrade;
+mod websocket;
 mod write_faults;

@@ -15,7 +15,9 @@ use regex::Regex;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-pub use super::kinds::{AlertOverrides, DnsCheck, GrpcCheck, IcmpCheck, Retry, TcpCheck, TlsCheck};
+pub use super::kinds::{
+    AlertOverrides, DnsCheck, GrpcCheck, IcmpCheck, Retry, TcpCheck, TlsCheck, WebSocketCheck,
+};
 pub use super::steps::{Extract, ExtractFrom, Scenario, Step};
 use super::template::Template;
 
@@ -135,6 +137,7 @@ pub enum Check {
     Tls(TlsCheck),
     Grpc(GrpcCheck),
     Icmp(IcmpCheck),
+    WebSocket(WebSocketCheck),
 }
 
 /// An HTTP request and its expectations.
@@ -326,6 +329,7 @@ impl Probe {
             Check::Tls(c) => c.host.clone(),
             Check::Grpc(c) => c.host.clone(),
             Check::Icmp(c) => c.host.clone(),
+            Check::WebSocket(c) => c.url.host_str().unwrap_or_default().to_string(),
             Check::Dns(c) => c
                 .server
                 .map_or_else(|| "dns".to_string(), |s| s.ip().to_string()),

@@ -139,6 +139,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
         ("tls", raw.tls.is_some()),
         ("grpc", raw.grpc.is_some()),
         ("icmp", raw.icmp.is_some()),
+        ("websocket", raw.websocket.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -147,7 +148,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
         [] => {
             ctx.error(
                 "",
-                "the probe has no check: add one of `http:` (with at least a `url`), `steps:`, `tcp:`, `dns:`, `tls:`, `grpc:`, `icmp:`",
+                "the probe has no check: add one of `http:` (with at least a `url`), `steps:`, `tcp:`, `dns:`, `tls:`, `grpc:`, `icmp:`, `websocket:`",
             );
             return None;
         }
@@ -166,7 +167,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
     if raw.expect.is_some() && raw.http.is_none() {
         ctx.error_at_key(
             "expect",
-            "`expect` applies to `http`; a scenario puts `expect` in each step, and tcp/dns/tls/grpc/icmp have their own keys",
+            "`expect` applies to `http`; a scenario puts `expect` in each step, and tcp/dns/tls/grpc/icmp/websocket have their own keys",
         );
     }
     if let Some(http) = &raw.http {
@@ -191,6 +192,9 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
     }
     if let Some(t) = &raw.tls {
         return kinds::validate_tls(t, ctx).map(Check::Tls);
+    }
+    if let Some(w) = &raw.websocket {
+        return kinds::validate_websocket(w, ctx).map(Check::WebSocket);
     }
     if let Some(i) = &raw.icmp {
         return kinds::validate_icmp(i, timeout, ctx).map(Check::Icmp);
