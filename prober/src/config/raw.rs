@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-pub use super::raw_http::{RawBasicAuth, RawHttp, RawHttpTls, RawScalar};
+pub use super::raw_http::{RawBasicAuth, RawHttp, RawHttpTls, RawOAuth2, RawScalar};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

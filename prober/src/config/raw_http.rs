@@ -61,6 +61,10 @@ pub struct RawHttp {
     /// Hosts reached directly despite `proxy`, as `NO_PROXY` writes them: `localhost, .internal, 10.0.0.0/8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_proxy: Option<String>,
+    /// OAuth2 client credentials: a bearer token fetched from `token_url`, cached until it
+    /// expires, sent as `Authorization: Bearer …`. Its fetch is timed apart from the probe's latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<RawOAuth2>,
     /// HTTP basic authentication. `password` may be `${env:NAME}`; it never appears in any output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<RawBasicAuth>,
@@ -111,4 +115,18 @@ pub struct RawBasicAuth {
     pub username: String,
     /// Write `${env:NAME}` rather than the password itself.
     pub password: String,
+}
+
+/// `http.oauth2`: the client-credentials grant (RFC 6749 §4.4).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    /// The authorization server's token endpoint.
+    pub token_url: String,
+    pub client_id: String,
+    /// Write `${env:NAME}` rather than the secret itself; it never appears in any output.
+    pub client_secret: String,
+    /// Scopes asked for (space-joined into `scope`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }

@@ -72,6 +72,7 @@ pub(crate) trait Kind {
 pub struct Runner {
     tls: tls::TlsClients,
     pool: http::ConnPool,
+    tokens: http::TokenCache,
 }
 
 impl Runner {
@@ -79,6 +80,7 @@ impl Runner {
         Ok(Runner {
             tls: tls::TlsClients::new()?,
             pool: http::ConnPool::default(),
+            tokens: http::TokenCache::new()?,
         })
     }
 
@@ -125,6 +127,7 @@ impl Runner {
         let ctx = http::HttpCtx {
             tls: &self.tls,
             pool: &self.pool,
+            tokens: &self.tokens,
             probe: &probe.name,
         };
         let timeout = probe.timeout;

@@ -196,6 +196,14 @@ impl Progress {
         }
     }
 
+    /// Takes `d` spent on something else (an OAuth2 token's fetch) out of
+    /// the attempt's timings: its total and the stage and request under way.
+    pub fn exclude(&mut self, d: Duration) {
+        self.start += d;
+        self.stage_started += d;
+        self.request_started += d;
+    }
+
     /// Sets the attempt's total to a measured latency rather than its wall
     /// time (the `icmp` kind: a ping's round trip, not its intervals).
     pub fn set_total(&mut self, total: Duration) {

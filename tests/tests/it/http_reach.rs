@@ -757,3 +757,117 @@ fn load_errors(yaml: &str) -> Vec<String> {
     prober::config::load::load_text(Path::new("probe.yaml"), yaml, &mut report);
     report.errors().map(ToString::to_string).collect()
 }
+
+/// An OAuth2 token endpoint on loopback: it takes `prober:s3cret` by basic
+/// auth, answers `tok-N` (N counts its fetches) valid for `expires_in`
+/// seconds, after a 150 ms think.
+async fn token_server(expires_in: u64) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let counted = counted.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let counted = counted.clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    let auth = (req.headers().get("authorization"))
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let form = req.into_body().collect().await.unwrap().to_bytes();
+                    let form = String::from_utf8_lossy(&form).to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                    // base64("prober:s3cret")
+                    let ok = auth == "Basic cHJvYmVyOnMzY3JldA=="
+                        && form.contains("grant_type=client_credentials")
+                        && form.contains("scope=read+write");
+                    let (status, body) = if ok {
+                        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                        (
+                            200,
+                            format!(
+                                r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":{expires_in}}}"#
+                            ),
+                        )
+                    } else {
+                        (401, r#"{"error":"invalid_client"}"#.to_string())
+                    };
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), service)
+                    .await;
+            });
+        }
+    });
+    (addr, fetches)
+}
+
+#[tokio::test]
+async fn oauth2_tokens_are_fetched_cached_refreshed_and_kept_out_of_the_latency() {
+    use std::sync::atomic::Ordering;
+    let target = serve("127.0.0.1:0", Speaks::Both, None).await;
+    let url = format!("http://{target}/");
+    std::env::set_var("PROBER_TEST_OAUTH_SECRET", "s3cret");
+    let oauth = |token: SocketAddr, secret: &str| {
+        format!("oauth2:\n  token_url: http://{token}/token\n  client_id: prober\n  client_secret: \"{secret}\"\n  scopes: [read, write]")
+    };
+    let p = http_probe(
+        &url,
+        &oauth(
+            token_server(3600).await.0,
+            "${env:PROBER_TEST_OAUTH_SECRET}",
+        ),
+        "expect:\n  body_contains: [\"auth=Bearer tok-\"]",
+    );
+    let runner = Runner::new().unwrap();
+    let first = runner.run(&p).await;
+    assert!(
+        first.success && body_has(&first, "auth=Bearer tok-"),
+        "{first:#?}"
+    );
+    assert_eq!(first.info["oauth2.token"], "fetched");
+    let fetch_ms: f64 = first.info["oauth2.token_fetch_ms"].parse().unwrap();
+    assert!(fetch_ms >= 150.0, "{fetch_ms}");
+    assert!(
+        first.phases.total_us < 150_000,
+        "the token's 150 ms fetch is not the probe's latency: {:?}",
+        first.phases
+    );
+    let second = runner.run(&p).await;
+    assert!(second.success, "{second:#?}");
+    assert_eq!(second.info["oauth2.token"], "cached", "{:?}", second.info);
+    assert!(!second.info.contains_key("oauth2.token_fetch_ms"));
+    let shown = serde_json::to_string(&(&first, &second)).unwrap();
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("tok-1"),
+        "the secret and the token are never shown: {shown}"
+    );
+
+    // A token within 30 s of its expiry is fetched again.
+    let (short, fetches) = token_server(30).await;
+    let p = http_probe(&url, &oauth(short, "${env:PROBER_TEST_OAUTH_SECRET}"), "");
+    for _ in 0..2 {
+        assert!(runner.run(&p).await.success);
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+
+    // Refused credentials: the token endpoint's status, and what to check.
+    let p = http_probe(&url, &oauth(short, "wrong"), "");
+    let o = runner.run(&p).await;
+    let e = o.error.as_ref().expect("refused");
+    assert_eq!(e.class, ErrorClass::HttpStatus, "{e:?}");
+    assert!(
+        e.message.contains("token endpoint") && e.message.contains("client_secret"),
+        "{}",
+        e.message
+    );
+}

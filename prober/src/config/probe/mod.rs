@@ -28,7 +28,9 @@ mod request;
 mod validate;
 
 pub use duration::{is_duration_syntax, parse_duration};
-pub use reach::{BasicAuth, ClientIdentity, HttpVersion, IpVersion, Proxy, TlsMin, TlsOptions};
+pub use reach::{
+    BasicAuth, ClientIdentity, HttpVersion, IpVersion, OAuth2, Proxy, TlsMin, TlsOptions,
+};
 pub(in crate::config) use request::{check_url, regex};
 pub use request::{template, validate_http, Scope};
 pub use validate::{is_safe_name, validate, MAX_NAME_LEN};
@@ -167,6 +169,8 @@ pub struct HttpRequest {
     pub ip_version: IpVersion,
     /// `proxy` and `no_proxy`: the proxy the connection goes through.
     pub proxy: Option<Proxy>,
+    /// `oauth2`: a client-credentials bearer token, cached by the runner.
+    pub oauth2: Option<Box<OAuth2>>,
     /// `basic_auth`: sent as `Authorization: Basic …`, never shown.
     pub basic_auth: Option<Box<BasicAuth>>,
 }

@@ -135,6 +135,26 @@ impl Proxy {
     }
 }
 
+/// `http.oauth2`: templates rendered at each fetch (`${env:…}`).
+#[derive(Clone)]
+pub struct OAuth2 {
+    pub token_url: Template,
+    pub client_id: Template,
+    pub client_secret: Template,
+    pub scopes: Vec<String>,
+}
+
+impl fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
 /// The reach options of a request, validated.
 pub(super) struct Reach {
     pub version: HttpVersion,
@@ -143,6 +163,7 @@ pub(super) struct Reach {
     pub ip_version: IpVersion,
     pub basic_auth: Option<Box<BasicAuth>>,
     pub proxy: Option<Proxy>,
+    pub oauth2: Option<Box<OAuth2>>,
 }
 
 /// A scalar that must be one of `allowed`'s names (compared as written: `2`
@@ -229,7 +250,29 @@ pub(super) fn validate_reach(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str, scope: 
         }))
     });
     let proxy = validate_proxy(raw, ctx, at);
+    let oauth2 = raw.oauth2.as_ref().and_then(|o| {
+        let field = |name: &str| format!("{at}.oauth2.{name}");
+        let token_url = template(ctx, &field("token_url"), &o.token_url, scope);
+        if let Some(u) = (token_url.as_ref()).and_then(|t| t.render_masked().ok()) {
+            super::request::check_url(ctx, &field("token_url"), &u);
+        }
+        let client_id = template(ctx, &field("client_id"), &o.client_id, scope);
+        let client_secret = template(ctx, &field("client_secret"), &o.client_secret, scope);
+        if raw.basic_auth.is_some() {
+            ctx.error(
+                &field("token_url"),
+                "both `oauth2` and `basic_auth` set the Authorization header; keep one",
+            );
+        }
+        Some(Box::new(OAuth2 {
+            token_url: token_url?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scopes: o.scopes.clone(),
+        }))
+    });
     Reach {
+        oauth2,
         proxy,
         version,
         tls,

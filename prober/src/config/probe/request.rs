@@ -182,6 +182,7 @@ pub fn validate_http(
             ip_version: reach.ip_version,
             basic_auth: reach.basic_auth,
             proxy: reach.proxy,
+            oauth2: reach.oauth2,
         },
         expect: expect?,
     })

@@ -56,6 +56,17 @@ pub async fn exchange(
     let mut url = render_url(req, vars)?;
     let mut method = req.method.clone();
     let mut headers = render_headers(req, p.traceparent().as_deref(), vars)?;
+    if let Some(oauth) = &req.oauth2 {
+        let token = ctx.tokens.token(ctx.probe, oauth, vars, p).await?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            fail(
+                ErrorClass::InvalidResponse,
+                "the OAuth2 token has characters not allowed in a header",
+            )
+        })?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
     let mut body = render_body(req, vars)?;
     loop {
         p.request = format!("{method} {url}");

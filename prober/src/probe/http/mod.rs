@@ -19,10 +19,12 @@ use crate::run::{AssertionResult, ErrorClass, ProbeError};
 
 mod decode;
 mod exchange;
+mod oauth;
 mod pool;
 mod proxy;
 
 pub use exchange::{exchange, Response};
+pub use oauth::TokenCache;
 pub use pool::ConnPool;
 
 /// What an HTTP exchange needs besides the request: TLS, the keep-alive pool, and whose it is.
@@ -30,6 +32,8 @@ pub use pool::ConnPool;
 pub struct HttpCtx<'a> {
     pub tls: &'a TlsClients,
     pub pool: &'a ConnPool,
+    /// OAuth2 tokens, by probe.
+    pub tokens: &'a TokenCache,
     /// The probe's name: keep-alive connections are never shared between probes.
     pub probe: &'a str,
 }
