@@ -53,6 +53,9 @@ pub struct RawHttp {
     /// Address family: `any` (default: IPv6 and IPv4 raced as Happy Eyeballs does), `4` or `6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_version: Option<RawScalar>,
+    /// The local address connections are made from (a host with several addresses or interfaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
     /// A proxy: `http://host:port` (HTTP CONNECT), `socks5://host:port` (names resolved here) or
     /// `socks5h://host:port` (names resolved by the proxy), with `user:password@` if it asks; or
     /// `env` for `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` as curl reads them.

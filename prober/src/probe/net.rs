@@ -82,12 +82,51 @@ pub async fn connect(
     what: &str,
     tried: &mut Option<SocketAddr>,
 ) -> Result<TcpStream, ProbeError> {
-    let mut pending = interleave(addrs).into_iter();
+    connect_from(addrs, None, what, tried).await
+}
+
+/// One connection attempt, from `source` when given (port chosen by the kernel).
+async fn attempt(addr: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot use the source address {ip} ({e}); is it an address of this host?"),
+        )
+    })?;
+    socket.connect(addr).await
+}
+
+/// [`connect`], from `source` when given: only addresses of its family are tried.
+pub async fn connect_from(
+    addrs: &[SocketAddr],
+    source: Option<std::net::IpAddr>,
+    what: &str,
+    tried: &mut Option<SocketAddr>,
+) -> Result<TcpStream, ProbeError> {
+    let same_family: Vec<SocketAddr> = (addrs.iter())
+        .filter(|a| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
+        .copied()
+        .collect();
+    if same_family.is_empty() && !addrs.is_empty() {
+        return Err(fail(
+            ErrorClass::Connect,
+            format!("{what} has no address of the source address's family ({}); pick a source of the target's family", source.map(|s| s.to_string()).unwrap_or_default()),
+        ));
+    }
+    let mut pending = interleave(&same_family).into_iter();
     let mut racing = tokio::task::JoinSet::new();
     let mut start = |racing: &mut tokio::task::JoinSet<_>, tried: &mut Option<SocketAddr>| {
         let addr = pending.next()?;
         *tried = Some(addr);
-        racing.spawn(async move { (addr, TcpStream::connect(addr).await) });
+        racing.spawn(async move { (addr, attempt(addr, source).await) });
         Some(())
     };
     let mut more = start(&mut racing, tried).is_some();
@@ -153,8 +192,18 @@ pub async fn connect_timed(
     what: &str,
     p: &mut Progress,
 ) -> Result<TcpStream, ProbeError> {
+    connect_timed_from(addrs, None, what, p).await
+}
+
+/// [`connect_timed`] from a source address.
+pub async fn connect_timed_from(
+    addrs: &[SocketAddr],
+    source: Option<std::net::IpAddr>,
+    what: &str,
+    p: &mut Progress,
+) -> Result<TcpStream, ProbeError> {
     p.enter(Stage::Connect);
-    let result = connect(addrs, what, &mut p.remote_addr).await;
+    let result = connect_from(addrs, source, what, &mut p.remote_addr).await;
     p.hop.connect_us = Some(p.stage_us());
     result
 }

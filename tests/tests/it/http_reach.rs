@@ -74,13 +74,16 @@ impl Pki {
 
 /// Answers every request with its version and its `authorization` header;
 /// `/gzip` and `/br` compressed so, `/bomb` 10 MiB of zeros in 10 KiB of gzip.
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     use std::io::Write;
     let auth = (req.headers().get("authorization"))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("none");
     let text = format!(
-        "version={:?} auth={auth} {}",
+        "version={:?} auth={auth} peer={peer} {}",
         req.version(),
         "padding ".repeat(100)
     );
@@ -133,10 +136,10 @@ async fn serve(bind: &str, speaks: Speaks, tls: Option<rustls::ServerConfig>) ->
         tokio_rustls::TlsAcceptor::from(Arc::new(c))
     });
     tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
+        while let Ok((sock, peer)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(echo);
+                let service = hyper::service::service_fn(move |req| echo(req, peer.ip()));
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match speaks {
@@ -399,6 +402,23 @@ async fn resolve_pins_an_address_ip_version_picks_the_family_and_basic_auth_is_s
     } else {
         eprintln!("skipped the IPv6 part: this machine has no ::1");
     }
+
+    // A source address: the server sees the connection come from it.
+    let o = run(
+        &format!("http://{v4}/"),
+        "source_address: 127.0.0.2",
+        "body_contains: [\"peer=127.0.0.2\"]",
+    )
+    .await;
+    assert!(o.success, "{o:#?}");
+    let o = run(&format!("http://{v4}/"), "source_address: 192.0.2.1", "").await;
+    let e = o.error.as_ref().expect("not an address of this host");
+    assert_eq!(e.class, ErrorClass::Connect, "{e:?}");
+    assert!(
+        e.message.contains("source address 192.0.2.1"),
+        "{}",
+        e.message
+    );
 
     // Basic auth: sent as the standard header, never shown in the run.
     std::env::set_var("PROBER_TEST_BASIC_PW", "s3cret-pw");

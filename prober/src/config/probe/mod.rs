@@ -167,6 +167,8 @@ pub struct HttpRequest {
     pub resolve: Vec<(String, std::net::IpAddr)>,
     /// `ip_version`: the address family connected to.
     pub ip_version: IpVersion,
+    /// `source_address`: the local address connections are made from.
+    pub source_address: Option<std::net::IpAddr>,
     /// `proxy` and `no_proxy`: the proxy the connection goes through.
     pub proxy: Option<Proxy>,
     /// `oauth2`: a client-credentials bearer token, cached by the runner.

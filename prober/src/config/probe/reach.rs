@@ -164,6 +164,7 @@ pub(super) struct Reach {
     pub basic_auth: Option<Box<BasicAuth>>,
     pub proxy: Option<Proxy>,
     pub oauth2: Option<Box<OAuth2>>,
+    pub source_address: Option<IpAddr>,
 }
 
 /// A scalar that must be one of `allowed`'s names (compared as written: `2`
@@ -224,7 +225,77 @@ pub(super) fn validate_reach(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str, scope: 
         .as_ref()
         .map(|t| validate_tls(t, ctx, &format!("{at}.tls")))
         .unwrap_or_default();
-    let basic_auth = raw.basic_auth.as_ref().and_then(|b| {
+    let basic_auth = validate_basic_auth(raw, ctx, at, scope);
+    let proxy = validate_proxy(raw, ctx, at);
+    let oauth2 = validate_oauth2(raw, ctx, at, scope);
+    let source_address = raw
+        .source_address
+        .as_ref()
+        .and_then(|a| match a.parse::<IpAddr>() {
+            Ok(ip) if ip_version.admits(&ip) => Some(ip),
+            Ok(ip) => {
+                ctx.error(
+                    &format!("{at}.source_address"),
+                    format!("{ip} is not of the family `ip_version` asks for"),
+                );
+                None
+            }
+            Err(_) => {
+                ctx.error(
+                    &format!("{at}.source_address"),
+                    format!("{a:?} is not an IP address; give one of this host's addresses"),
+                );
+                None
+            }
+        });
+    Reach {
+        source_address,
+        oauth2,
+        proxy,
+        version,
+        tls,
+        resolve,
+        ip_version,
+        basic_auth,
+    }
+}
+
+fn validate_oauth2(
+    raw: &RawHttp,
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    scope: &Scope,
+) -> Option<Box<OAuth2>> {
+    raw.oauth2.as_ref().and_then(|o| {
+        let field = |name: &str| format!("{at}.oauth2.{name}");
+        let token_url = template(ctx, &field("token_url"), &o.token_url, scope);
+        if let Some(u) = (token_url.as_ref()).and_then(|t| t.render_masked().ok()) {
+            super::request::check_url(ctx, &field("token_url"), &u);
+        }
+        let client_id = template(ctx, &field("client_id"), &o.client_id, scope);
+        let client_secret = template(ctx, &field("client_secret"), &o.client_secret, scope);
+        if raw.basic_auth.is_some() {
+            ctx.error(
+                &field("token_url"),
+                "both `oauth2` and `basic_auth` set the Authorization header; keep one",
+            );
+        }
+        Some(Box::new(OAuth2 {
+            token_url: token_url?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scopes: o.scopes.clone(),
+        }))
+    })
+}
+
+fn validate_basic_auth(
+    raw: &RawHttp,
+    ctx: &mut Ctx<'_>,
+    at: &str,
+    scope: &Scope,
+) -> Option<Box<BasicAuth>> {
+    raw.basic_auth.as_ref().and_then(|b| {
         let username = template(
             ctx,
             &format!("{at}.basic_auth.username"),
@@ -248,38 +319,7 @@ pub(super) fn validate_reach(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str, scope: 
             username: username?,
             password: password?,
         }))
-    });
-    let proxy = validate_proxy(raw, ctx, at);
-    let oauth2 = raw.oauth2.as_ref().and_then(|o| {
-        let field = |name: &str| format!("{at}.oauth2.{name}");
-        let token_url = template(ctx, &field("token_url"), &o.token_url, scope);
-        if let Some(u) = (token_url.as_ref()).and_then(|t| t.render_masked().ok()) {
-            super::request::check_url(ctx, &field("token_url"), &u);
-        }
-        let client_id = template(ctx, &field("client_id"), &o.client_id, scope);
-        let client_secret = template(ctx, &field("client_secret"), &o.client_secret, scope);
-        if raw.basic_auth.is_some() {
-            ctx.error(
-                &field("token_url"),
-                "both `oauth2` and `basic_auth` set the Authorization header; keep one",
-            );
-        }
-        Some(Box::new(OAuth2 {
-            token_url: token_url?,
-            client_id: client_id?,
-            client_secret: client_secret?,
-            scopes: o.scopes.clone(),
-        }))
-    });
-    Reach {
-        oauth2,
-        proxy,
-        version,
-        tls,
-        resolve,
-        ip_version,
-        basic_auth,
-    }
+    })
 }
 
 fn validate_proxy(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str) -> Option<Proxy> {

@@ -183,6 +183,7 @@ pub fn validate_http(
             basic_auth: reach.basic_auth,
             proxy: reach.proxy,
             oauth2: reach.oauth2,
+            source_address: reach.source_address,
         },
         expect: expect?,
     })

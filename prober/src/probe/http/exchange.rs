@@ -280,7 +280,7 @@ async fn open(
         Some(tcp) => tcp,
         None => {
             let addrs = addresses(req, &host, port, p).await?;
-            net::connect_timed(&addrs, url.as_str(), p).await?
+            net::connect_timed_from(&addrs, req.source_address, url.as_str(), p).await?
         }
     };
     let clock = WireClock::new(Instant::now());
