@@ -1,4 +1,4 @@
-//! The probe kinds other than HTTP (tcp, dns, tls, grpc) and retries: their
+//! The probe kinds other than HTTP (tcp, dns, tls, grpc, icmp, websocket) and retries: their
 //! validated types and validation.
 
 use std::net::{IpAddr, SocketAddr};
