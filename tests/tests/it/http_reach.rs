@@ -706,73 +706,8 @@ async fn connect_and_socks5_proxies_carry_probes_and_no_proxy_goes_direct() {
     assert!(e.message.contains(&gone.to_string()), "{}", e.message);
 }
 
-/// An `icmp` probe of `host`, run once.
-async fn ping(host: &str, extra: &str) -> Outcome {
-    let p = crate::helpers::probe(&format!(
-        "name: ping\nevery: 10s\ntimeout: 3s\nicmp:\n  host: \"{host}\"\n  count: 3\n  interval: 20ms\n  wait: 500ms\n{}",
-        indent(extra)
-    ));
-    Runner::new().unwrap().run(&p).await
-}
-
-#[tokio::test]
-async fn icmp_echo_times_each_reply_on_ipv4_and_ipv6() {
-    for host in ["127.0.0.1", "::1"] {
-        let o = ping(host, "").await;
-        if let Some(e) = o.error.as_ref().filter(|e| e.class == ErrorClass::Config) {
-            assert!(
-                e.message.contains("CAP_NET_RAW") && e.message.contains("ping_group_range"),
-                "{}",
-                e.message
-            );
-            eprintln!("skipped ICMP to {host}: {}", e.message);
-            continue;
-        }
-        if host == "::1" && std::net::UdpSocket::bind("[::1]:0").is_err() {
-            eprintln!("skipped ICMP to ::1: this machine has no IPv6 loopback");
-            continue;
-        }
-        assert!(o.success, "{host}: {o:#?}");
-        assert_eq!(o.info["icmp.sent"], "3", "{:?}", o.info);
-        assert_eq!(o.info["icmp.received"], "3", "{:?}", o.info);
-        assert_eq!(o.info["icmp.loss_percent"], "0");
-        let min: f64 = o.info["icmp.rtt_min_ms"].parse().unwrap();
-        let max: f64 = o.info["icmp.rtt_max_ms"].parse().unwrap();
-        assert!(min <= max && max < 100.0, "{:?}", o.info);
-        let avg = o.phases.first_byte_us.expect("the average round trip");
-        assert!(
-            o.phases.total_us >= avg && o.phases.total_us < 40_000,
-            "a ping's total is its round trip, not its intervals: {:?}",
-            o.phases
-        );
-        assert_eq!(o.phases.dns_us, None, "an address is not looked up");
-        let a = o
-            .assertions
-            .iter()
-            .find(|a| a.check == "packet loss")
-            .unwrap();
-        assert!(a.passed && a.actual.starts_with("0%"), "{a:?}");
-    }
-}
-
-#[test]
-fn an_icmp_run_that_cannot_fit_its_timeout_is_refused() {
-    for (icmp, says) in [
-        (
-            "  count: 10\n  interval: 200ms\n",
-            "longer than the timeout",
-        ),
-        ("  interval: 1ms\n", "must not flood"),
-    ] {
-        let errors = load_errors(&format!(
-            "name: ping\nevery: 10s\ntimeout: 1s\nicmp:\n  host: 127.0.0.1\n{icmp}"
-        ));
-        assert!(errors.iter().any(|e| e.contains(says)), "{errors:#?}");
-    }
-}
-
 /// The errors of loading `yaml` as the file `probe.yaml`.
-fn load_errors(yaml: &str) -> Vec<String> {
+pub(crate) fn load_errors(yaml: &str) -> Vec<String> {
     let mut report = prober::config::load::LoadReport::default();
     prober::config::load::load_text(Path::new("probe.yaml"), yaml, &mut report);
     report.errors().map(ToString::to_string).collect()

@@ -32,6 +32,7 @@ mod hostile;
 mod hour_blocks;
 mod http_probe;
 mod http_reach;
+mod icmp;
 mod kinds_dns_grpc;
 mod kinds_tcp_tls;
 mod layout;
