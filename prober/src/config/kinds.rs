@@ -219,18 +219,9 @@ pub fn validate_icmp(
         Some(t) => parse_duration(ctx, "icmp.wait", t),
         None => Some(Duration::from_secs(1)),
     };
-    let ip_version = match raw.ip_version.as_ref().map(ToString::to_string).as_deref() {
-        None | Some("any") => IpVersion::Any,
-        Some("4") => IpVersion::V4,
-        Some("6") => IpVersion::V6,
-        Some(other) => {
-            ctx.error(
-                "icmp.ip_version",
-                format!("{other:?} is not one of \"any\", \"4\", \"6\""),
-            );
-            IpVersion::Any
-        }
-    };
+    let ip_version = (raw.ip_version.as_ref())
+        .and_then(|v| super::probe::one_of(ctx, "icmp.ip_version", v, &IpVersion::WRITTEN))
+        .unwrap_or_default();
     let max_loss_percent = raw.max_loss_percent.unwrap_or(99);
     if max_loss_percent > 100 {
         ctx.error("icmp.max_loss_percent", "a share of 0 to 100 percent");

@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use chrono::Utc;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -271,28 +270,13 @@ async fn handshake(
     tcp: TcpStream,
     p: &mut Progress,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
-    p.enter(Stage::Tls);
-    let (config, slot) = tls
-        .for_connection(check.tls_verify)
-        .map_err(|e| fail(ErrorClass::Tls, e))?;
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(check.host.clone()).map_err(|e| {
-        fail(
-            ErrorClass::Config,
-            format!("{:?} is not a valid TLS server name ({e})", check.host),
-        )
-    })?;
-    let result = connector.connect(name, tcp).await;
-    p.hop.tls_us = Some(p.stage_us());
-    p.cert = slot.info(Utc::now());
-    let stream = result.map_err(|e| {
-        fail(
-            ErrorClass::Tls,
-            tls::explain(&e, &check.host).replace("http.tls_verify", "grpc.tls_verify"),
-        )
-    })?;
+    let opts = crate::config::probe::TlsOptions::default();
+    let stream = tls::handshake_timed(tls, check.tls_verify, &opts, &[b"h2"], &check.host, tcp, p)
+        .await
+        .map_err(|mut e| {
+            e.message = e.message.replace("http.tls_verify", "grpc.tls_verify");
+            e
+        })?;
     Ok(stream)
 }
 

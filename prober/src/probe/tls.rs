@@ -113,6 +113,37 @@ impl TlsClients {
     }
 }
 
+/// A TLS handshake as a step of an attempt, for `sni`: the `tls` stage and
+/// phase, with `alpn` offered and a probe's `opts`; the server's certificate
+/// goes into `p.cert` whether or not the handshake succeeds.
+pub async fn handshake_timed(
+    clients: &TlsClients,
+    verify: bool,
+    opts: &TlsOptions,
+    alpn: &[&[u8]],
+    sni: &str,
+    tcp: tokio::net::TcpStream,
+    p: &mut crate::probe::Progress,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, crate::run::ProbeError> {
+    use crate::probe::net::fail;
+    use crate::run::ErrorClass;
+    p.enter(crate::probe::Stage::Tls);
+    let (config, slot) =
+        (clients.with_options(verify, opts, alpn)).map_err(|e| fail(ErrorClass::Tls, e))?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| {
+        fail(
+            ErrorClass::Config,
+            format!("{sni:?} is not a valid TLS server name ({e})"),
+        )
+    })?;
+    let result = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await;
+    p.hop.tls_us = Some(p.stage_us());
+    p.cert = slot.info(Utc::now());
+    result.map_err(|e| fail(ErrorClass::Tls, explain(&e, sni)))
+}
+
 /// What a TLS connection agreed on: version and cipher suite, as `info` facts.
 pub fn negotiated(conn: &rustls::ClientConnection) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();

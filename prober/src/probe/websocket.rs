@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -81,22 +80,10 @@ impl Kind for WsKind<'_> {
         let addrs = net::resolve_timed(&host, port, "websocket.url", p).await?;
         let tcp = net::connect_timed(&addrs, url.as_str(), p).await?;
         let stream: Box<dyn Stream> = if url.scheme() == "wss" {
-            p.enter(Stage::Tls);
-            let (config, slot) = (self.tls)
-                .with_options(c.tls_verify, &TlsOptions::default(), &[b"http/1.1"])
-                .map_err(|e| fail(ErrorClass::Tls, e))?;
-            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
-                fail(
-                    ErrorClass::Config,
-                    format!("{host:?} is not a valid TLS server name ({e})"),
-                )
-            })?;
-            let result = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await;
-            p.cert = slot.info(Utc::now());
-            let s = result.map_err(|e| fail(ErrorClass::Tls, tls::explain(&e, &host)))?;
-            p.hop.tls_us = Some(p.stage_us());
+            let opts = TlsOptions::default();
+            let s =
+                tls::handshake_timed(self.tls, c.tls_verify, &opts, &[b"http/1.1"], &host, tcp, p)
+                    .await?;
             Box::new(s)
         } else {
             Box::new(tcp)

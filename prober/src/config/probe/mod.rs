@@ -28,6 +28,7 @@ mod request;
 mod validate;
 
 pub use duration::{is_duration_syntax, parse_duration};
+pub(in crate::config) use reach::one_of;
 pub use reach::{
     BasicAuth, ClientIdentity, HttpVersion, IpVersion, OAuth2, Proxy, TlsMin, TlsOptions,
 };

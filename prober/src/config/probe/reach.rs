@@ -41,6 +41,13 @@ pub enum IpVersion {
 }
 
 impl IpVersion {
+    /// How `ip_version` is written, and what each means.
+    pub const WRITTEN: [(&'static str, IpVersion); 3] = [
+        ("any", IpVersion::Any),
+        ("4", IpVersion::V4),
+        ("6", IpVersion::V6),
+    ];
+
     /// Whether an address is of this family.
     pub fn admits(self, ip: &IpAddr) -> bool {
         match self {
@@ -169,7 +176,7 @@ pub(super) struct Reach {
 
 /// A scalar that must be one of `allowed`'s names (compared as written: `2`
 /// and `"2"` alike): the value paired with it.
-pub(super) fn one_of<T: Copy>(
+pub(in crate::config) fn one_of<T: Copy>(
     ctx: &mut Ctx<'_>,
     field: &str,
     raw: &RawScalar,
@@ -196,14 +203,7 @@ pub(super) fn validate_reach(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str, scope: 
         })
         .unwrap_or_default();
     let ip_version = (raw.ip_version.as_ref())
-        .and_then(|v| {
-            let allowed = [
-                ("any", IpVersion::Any),
-                ("4", IpVersion::V4),
-                ("6", IpVersion::V6),
-            ];
-            one_of(ctx, &format!("{at}.ip_version"), v, &allowed)
-        })
+        .and_then(|v| one_of(ctx, &format!("{at}.ip_version"), v, &IpVersion::WRITTEN))
         .unwrap_or_default();
     let mut resolve = Vec::new();
     for (host, addr) in &raw.resolve {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -286,26 +285,14 @@ async fn open(
     let clock = WireClock::new(Instant::now());
     let mut facts = Vec::new();
     let (stream, h2): (Box<dyn Stream>, bool) = if https {
-        p.enter(Stage::Tls);
         let alpn: &[&[u8]] = match req.version {
             HttpVersion::Auto => &[b"h2", b"http/1.1"],
             HttpVersion::Http1 => &[b"http/1.1"],
             HttpVersion::Http2 => &[b"h2"],
         };
-        let (config, slot) = (ctx.tls.with_options(req.tls_verify, &req.tls, alpn))
-            .map_err(|e| fail(ErrorClass::Tls, e))?;
-        let connector = tokio_rustls::TlsConnector::from(config);
         let sni = req.tls.server_name.clone().unwrap_or_else(|| host.clone());
-        let name = rustls::pki_types::ServerName::try_from(sni.clone()).map_err(|e| {
-            fail(
-                ErrorClass::Config,
-                format!("{sni:?} is not a valid TLS server name ({e})"),
-            )
-        })?;
-        let result = connector.connect(name, tcp).await;
-        p.cert = slot.info(Utc::now());
-        let tls_stream = result.map_err(|e| fail(ErrorClass::Tls, tls::explain(&e, &sni)))?;
-        p.hop.tls_us = Some(p.stage_us());
+        let tls_stream =
+            tls::handshake_timed(ctx.tls, req.tls_verify, &req.tls, alpn, &sni, tcp, p).await?;
         let session = tls_stream.get_ref().1;
         facts = tls::negotiated(session);
         let h2 = session.alpn_protocol() == Some(b"h2");
