@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::check::print_diagnostics;
 use super::{EXIT_CONFIG, EXIT_FAILED};
 use crate::config::{load_paths, Probe};
-use crate::run::{Outcome, Phases};
+use crate::run::{phase_samples, Outcome, Phases};
 
 pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
     let probes = match select(target, probe_paths) {
@@ -221,15 +221,21 @@ fn render_steps(o: &Outcome, s: &mut String) {
             crate::run::StepStatus::Failed => "FAIL",
             crate::run::StepStatus::Skipped => "skip",
         };
+        // A browser step's request is its action, often its name too: said once.
+        let request = if st.request == st.name {
+            String::new()
+        } else {
+            format!("  {}", st.request)
+        };
         let _ = writeln!(
             s,
-            "  step {} {verdict} {}  {} -> {status}  in {}",
+            "  step {} {verdict} {}{request} -> {status}  in {}",
             i + 1,
             st.name,
-            st.request,
             ms(st.phases.total_us)
         );
-        if st.status != crate::run::StepStatus::Skipped {
+        let timed = phase_samples(&st.phases)[1..].iter().any(Option::is_some);
+        if st.status != crate::run::StepStatus::Skipped && timed {
             let _ = writeln!(s, "         phases {}", phase_line(&st.phases));
         }
         for a in st.assertions.iter().filter(|a| !a.passed) {

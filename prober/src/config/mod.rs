@@ -5,12 +5,14 @@
 //! types, `load` walks files and collects every problem with its place.
 
 pub mod access;
+pub mod browser;
 pub mod diag;
 pub mod kinds;
 pub mod load;
 pub mod policy;
 pub mod probe;
 pub mod raw;
+mod raw_browser;
 mod raw_http;
 pub mod receivers;
 pub mod settings;

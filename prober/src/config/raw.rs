@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+pub use super::raw_browser::{RawBrowser, RawBrowserStep, RawExpectText, RawFill};
 pub use super::raw_http::{RawBasicAuth, RawHttp, RawHttpTls, RawOAuth2, RawScalar};
 
 use schemars::JsonSchema;
@@ -26,7 +27,7 @@ use serde_json::Value;
     {"oneOf": [
         {"required": ["http"]}, {"required": ["steps"]}, {"required": ["tcp"]},
         {"required": ["dns"]}, {"required": ["tls"]}, {"required": ["grpc"]},
-        {"required": ["icmp"]}, {"required": ["websocket"]}
+        {"required": ["icmp"]}, {"required": ["websocket"]}, {"required": ["browser"]}
     ]}
 ]))]
 pub struct RawProbe {
@@ -69,6 +70,9 @@ pub struct RawProbe {
     /// Open a WebSocket, send a message, expect a reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<RawWebSocket>,
+    /// Run scripted steps in headless Chromium; Web Vitals recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<RawBrowser>,
     /// Query a DNS name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<RawDns>,

@@ -19,6 +19,7 @@ mod banner;
 mod cert;
 pub mod dns;
 mod grpc;
+mod pages;
 mod shop;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

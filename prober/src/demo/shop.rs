@@ -4,7 +4,8 @@
 //! Shop routes: `/` (HTML), `/api/health`, `/api/version`, `/api/search?q=`,
 //! `POST /api/login` → token, `POST /api/orders` (Bearer) → 201,
 //! `GET /api/orders/{id}` (Bearer), `DELETE /api/orders?owner=`, and the
-//! switches `/control/fail`, `/control/slow?ms=`, `/control/ok` (GET or POST).
+//! switches `/control/fail`, `/control/slow?ms=`, `/control/ok` (GET or POST);
+//! and the pages for a real browser (`pages.rs`: `/account/…`, `/deals`).
 //! The switches act on the storefront's pages only (`/`): the API keeps
 //! answering, so exactly one shipped probe, `web-homepage`, turns red.
 
@@ -101,6 +102,7 @@ impl Shop {
             .route("/api/orders", post(create_order).delete(delete_orders))
             .route("/api/orders/{id}", get(read_order))
             .route("/ws", get(ws_echo))
+            .merge(super::pages::routes())
             .route("/control/fail", get(control_fail).post(control_fail))
             .route("/control/slow", get(control_slow).post(control_slow))
             .route("/control/ok", get(control_ok).post(control_ok))
@@ -306,7 +308,7 @@ async fn delete_orders(State(shop): State<Shop>, Query(o): Query<Owner>) -> Json
 async fn not_found() -> (StatusCode, &'static str) {
     (
         StatusCode::NOT_FOUND,
-        "no such page; the demo serves /, /api/health, /api/version, /api/search, /api/login, /api/orders and /control/{fail,slow,ok}\n",
+        "no such page; the demo serves /, /account/login, /deals, /api/health, /api/version, /api/search, /api/login, /api/orders and /control/{fail,slow,ok}\n",
     )
 }
 

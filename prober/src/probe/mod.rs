@@ -14,6 +14,7 @@
 //! evaluates the expectations.
 
 pub mod assert;
+pub mod browser;
 pub mod dns;
 pub mod grpc;
 pub mod http;
@@ -73,15 +74,33 @@ pub struct Runner {
     tls: tls::TlsClients,
     pool: http::ConnPool,
     tokens: http::TokenCache,
+    browsers: browser::BrowserPool,
 }
 
 impl Runner {
+    /// A runner whose browser checks use the default [`browser::BrowserOptions`].
     pub fn new() -> Result<Runner, String> {
+        Runner::with_browsers(browser::BrowserOptions::default())
+    }
+
+    /// A runner whose browser checks run as `browsers` says (`browser:` in `prober.yaml`).
+    pub fn with_browsers(browsers: browser::BrowserOptions) -> Result<Runner, String> {
         Ok(Runner {
             tls: tls::TlsClients::new()?,
             pool: http::ConnPool::default(),
             tokens: http::TokenCache::new()?,
+            browsers: browser::BrowserPool::new(browsers),
         })
+    }
+
+    /// The browser processes' counts (browser checks).
+    pub fn browser_stats(&self) -> browser::PoolStats {
+        self.browsers.stats()
+    }
+
+    /// How browser checks are run.
+    pub fn browser_options(&self) -> &browser::BrowserOptions {
+        self.browsers.options()
     }
 
     /// Runs a probe once, now, as a run with a new id (`Uuid::now_v7`): see [`Runner::run_as`].
@@ -144,6 +163,10 @@ impl Runner {
             Check::Icmp(c) => drive(probe, run, icmp::IcmpKind::new(c, timeout)).await,
             Check::WebSocket(c) => {
                 drive(probe, run, websocket::WsKind::new(c, &self.tls, timeout)).await
+            }
+            Check::Browser(c) => {
+                let kind = browser::BrowserKind::new(c, &self.browsers, &probe.name, timeout);
+                drive(probe, run, kind).await
             }
         }
     }

@@ -11,6 +11,30 @@ use super::outcome::{Outcome, Phases};
 /// The phases kept as histograms, in their stored order (the `phase` column).
 pub const PHASES: [&str; 6] = ["total", "dns", "connect", "tls", "first_byte", "transfer"];
 
+/// A browser check's Web Vitals kept as histograms: `(stored phase id,
+/// phase name, the run's fact, its scale to the stored value)`. The times
+/// are kept in µs like every phase; CLS, which has no unit, is kept × 10⁶,
+/// so its quantiles read in milliseconds are CLS × 1000 (0.1 reads 100).
+pub const VITALS: [(i16, &str, &str, f64); 4] = [
+    (200, "vital:ttfb", "browser.ttfb_ms", 1000.0),
+    (201, "vital:fcp", "browser.fcp_ms", 1000.0),
+    (202, "vital:lcp", "browser.lcp_ms", 1000.0),
+    (203, "vital:cls", "browser.cls", 1_000_000.0),
+];
+
+/// The stored phase ids and values of a run's Web Vitals (a browser check's facts).
+pub fn vital_samples(o: &Outcome) -> impl Iterator<Item = (i16, u64)> + '_ {
+    VITALS.iter().filter_map(|(id, _, fact, scale)| {
+        let v: f64 = o.info.get(*fact)?.parse().ok()?;
+        (v.is_finite() && v >= 0.0).then(|| (*id, (v * scale).round() as u64))
+    })
+}
+
+/// The name of a stored Web Vitals phase id (`vital:lcp`).
+pub fn vital_name(id: i16) -> Option<&'static str> {
+    VITALS.iter().find(|v| v.0 == id).map(|v| v.1)
+}
+
 /// The samples of one run, per phase (index into [`PHASES`]); `None` where not reached.
 pub fn phase_samples(p: &Phases) -> [Option<u64>; 6] {
     [

@@ -175,6 +175,10 @@ impl RunColumns {
                 sample(100 + i as i16, st.phases.total_us);
             }
         }
+        // A browser check's Web Vitals: phases 200-203.
+        for (id, v) in crate::run::vital_samples(o) {
+            sample(id, v);
+        }
         for (i, us) in phases.iter().enumerate() {
             self.phases[i].push(us.map(|us| clamp_i32(us as i64)));
         }

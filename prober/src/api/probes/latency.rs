@@ -144,16 +144,18 @@ fn phase_id(core: &AppState, probe: &str, phase: &str) -> Result<i16, ApiError> 
     if let Some(i) = PHASES.iter().position(|p| *p == phase) {
         return Ok(i as i16);
     }
+    if let Some(v) = crate::run::VITALS.iter().find(|v| v.1 == phase) {
+        return Ok(v.0);
+    }
     let Some(step) = phase.strip_prefix("step:") else {
         return Err(ApiError::bad_request(format!(
-            "phase={phase:?} is not one of {}, or step:<name>",
+            "phase={phase:?} is not one of {}, step:<name>, or (a browser check's) vital:ttfb, vital:fcp, vital:lcp, vital:cls",
             PHASES.join(", ")
         )));
     };
-    let steps = match core.scheduler.probe(probe).as_deref().map(|p| &p.check) {
-        Some(crate::config::Check::Steps(s)) => s.steps.iter().map(|s| s.name.clone()).collect(),
-        _ => Vec::new(),
-    };
+    let steps: Vec<String> = (core.scheduler.probe(probe).as_deref())
+        .map(|p| p.step_names().into_iter().map(str::to_string).collect())
+        .unwrap_or_default();
     steps
         .iter()
         .position(|s| s == step)

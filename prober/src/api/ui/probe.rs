@@ -271,15 +271,13 @@ fn phase_name(probe: &Probe, id: i16) -> String {
     if let Some(p) = usize::try_from(id).ok().and_then(|i| PHASES.get(i)) {
         return (*p).to_string();
     }
-    match &probe.check {
-        crate::config::Check::Steps(s) => usize::try_from(id - 100)
-            .ok()
-            .and_then(|i| s.steps.get(i))
-            .map_or_else(
-                || format!("step {}", id - 100),
-                |s| format!("step: {}", s.name),
-            ),
-        _ => format!("phase {id}"),
+    if let Some(v) = crate::run::vital_name(id) {
+        return v.to_string();
+    }
+    match usize::try_from(id - 100).ok().filter(|i| *i < 100) {
+        Some(i) => (probe.step_names().get(i))
+            .map_or_else(|| format!("step {i}"), |name| format!("step: {name}")),
+        None => format!("phase {id}"),
     }
 }
 

@@ -141,6 +141,7 @@ pub enum Check {
     Grpc(GrpcCheck),
     Icmp(IcmpCheck),
     WebSocket(WebSocketCheck),
+    Browser(Box<super::browser::BrowserCheck>),
 }
 
 /// An HTTP request and its expectations.
@@ -337,6 +338,11 @@ impl Probe {
             Check::Grpc(c) => c.host.clone(),
             Check::Icmp(c) => c.host.clone(),
             Check::WebSocket(c) => c.url.host_str().unwrap_or_default().to_string(),
+            Check::Browser(b) => (b.first_url())
+                .and_then(|t| t.render().ok())
+                .and_then(|u| url::Url::parse(&u).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default(),
             Check::Dns(c) => c
                 .server
                 .map_or_else(|| "dns".to_string(), |s| s.ip().to_string()),
@@ -402,7 +408,20 @@ impl Probe {
                 None => {}
             }
         }
+        if let Check::Browser(b) = &self.check {
+            out.extend(b.templates());
+        }
         out
+    }
+
+    /// The names of the probe's steps (a scenario's or a browser check's),
+    /// in order: step `i`'s histograms are phase `100 + i`.
+    pub fn step_names(&self) -> Vec<&str> {
+        match &self.check {
+            Check::Steps(s) => s.steps.iter().map(|s| s.name.as_str()).collect(),
+            Check::Browser(b) => b.steps.iter().map(|s| s.name.as_str()).collect(),
+            _ => Vec::new(),
+        }
     }
 }
 

@@ -140,6 +140,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
         ("grpc", raw.grpc.is_some()),
         ("icmp", raw.icmp.is_some()),
         ("websocket", raw.websocket.is_some()),
+        ("browser", raw.browser.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, set)| set.then_some(k))
@@ -148,7 +149,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
         [] => {
             ctx.error(
                 "",
-                "the probe has no check: add one of `http:` (with at least a `url`), `steps:`, `tcp:`, `dns:`, `tls:`, `grpc:`, `icmp:`, `websocket:`",
+                "the probe has no check: add one of `http:` (with at least a `url`), `steps:`, `tcp:`, `dns:`, `tls:`, `grpc:`, `icmp:`, `websocket:`, `browser:`",
             );
             return None;
         }
@@ -167,7 +168,7 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
     if raw.expect.is_some() && raw.http.is_none() {
         ctx.error_at_key(
             "expect",
-            "`expect` applies to `http`; a scenario puts `expect` in each step, and tcp/dns/tls/grpc/icmp/websocket have their own keys",
+            "`expect` applies to `http`; a scenario puts `expect` in each step, and tcp/dns/tls/grpc/icmp/websocket/browser have their own keys",
         );
     }
     if let Some(http) = &raw.http {
@@ -195,6 +196,10 @@ fn validate_check(raw: &RawProbe, timeout: Option<Duration>, ctx: &mut Ctx<'_>) 
     }
     if let Some(w) = &raw.websocket {
         return kinds::validate_websocket(w, ctx).map(Check::WebSocket);
+    }
+    if let Some(b) = &raw.browser {
+        return crate::config::browser::validate_browser(b, ctx)
+            .map(|b| Check::Browser(Box::new(b)));
     }
     if let Some(i) = &raw.icmp {
         return kinds::validate_icmp(i, timeout, ctx).map(Check::Icmp);
