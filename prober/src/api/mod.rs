@@ -93,6 +93,7 @@ pub trait Reloader: Send + Sync {
         probes::detail,
         probes::runs,
         probes::latency,
+        probes::screenshot,
         probes::run_now,
         probes::reload,
         alerts::list,
@@ -129,6 +130,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/probes/{name}", get(probes::detail))
         .route("/api/v1/probes/{name}/runs", get(probes::runs))
         .route("/api/v1/probes/{name}/latency", get(probes::latency))
+        .route(
+            "/api/v1/probes/{name}/screenshots/{file}",
+            get(probes::screenshot),
+        )
         .route("/api/v1/probes/{name}/run", post(probes::run_now))
         .route("/api/v1/reload", post(probes::reload))
         .route("/api/v1/alerts", get(alerts::list))

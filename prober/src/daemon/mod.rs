@@ -137,9 +137,14 @@ pub fn warn_status_page(settings: &Settings, probes: &[Probe]) {
     }
 }
 
-/// The production executor.
+/// The production executor, browser checks run as [`BrowserOptions::default`](crate::probe::browser::BrowserOptions) says.
 pub fn http_executor() -> Result<Executor, StartError> {
-    let runner = Arc::new(Runner::new().map_err(StartError::Runner)?);
+    executor(crate::probe::browser::BrowserOptions::default())
+}
+
+/// The production executor, browser checks run as `browsers` says (`browser:` in `prober.yaml`).
+pub fn executor(browsers: crate::probe::browser::BrowserOptions) -> Result<Executor, StartError> {
+    let runner = Arc::new(Runner::with_browsers(browsers).map_err(StartError::Runner)?);
     Ok(Arc::new(move |p: Arc<Probe>, run_id| {
         let runner = runner.clone();
         Box::pin(async move { runner.run_as(&p, run_id).await })
@@ -208,7 +213,7 @@ impl Daemon {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     let probes = load_probes(&settings)?;
-    let daemon = Daemon::start(&settings, probes, http_executor()?).await?;
+    let daemon = Daemon::start(&settings, probes, executor(settings.browser.clone())?).await?;
     shutdown_signal().await;
     daemon.shutdown().await;
     Ok(())

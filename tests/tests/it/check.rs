@@ -568,6 +568,7 @@ fn schema_requires_exactly_one_schedule_and_one_kind_as_check_does() {
         "grpc",
         "icmp",
         "websocket",
+        "browser",
     ]
     .map(String::from)
     .into();

@@ -81,11 +81,13 @@ async fn every_shipped_example_passes_against_the_demo_targets() {
             Check::Grpc(_) => "grpc",
             Check::Icmp(_) => "icmp",
             Check::WebSocket(_) => "websocket",
+            Check::Browser(_) => "browser",
         })
         .collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         [
+            "browser",
             "dns",
             "grpc",
             "http",

@@ -11,6 +11,7 @@ mod alerts_start_down;
 mod api;
 mod auth;
 mod blocks;
+mod browser;
 mod chaos;
 mod check;
 mod claims;

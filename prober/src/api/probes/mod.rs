@@ -4,6 +4,7 @@
 mod actions;
 mod history;
 mod latency;
+mod screenshot;
 mod summary;
 
 #[doc(hidden)]
@@ -15,6 +16,9 @@ pub use history::runs;
 #[doc(hidden)]
 pub use latency::__path_latency;
 pub use latency::latency;
+#[doc(hidden)]
+pub use screenshot::__path_screenshot;
+pub use screenshot::screenshot;
 #[doc(hidden)]
 pub use summary::{__path_detail, __path_list};
 pub use summary::{detail, label_filters, label_schema, list};

@@ -45,6 +45,7 @@ pub(super) struct SettingsFile {
     pub(super) spool: Option<SpoolFile>,
     pub(super) otel: Option<OtelFile>,
     pub(super) ui: Option<super::ui::UiFile>,
+    pub(super) browser: Option<super::browser::BrowserFile>,
 }
 
 /// `otel:` in `prober.yaml`: the OTLP export of runs as traces.

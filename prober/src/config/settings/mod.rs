@@ -19,6 +19,7 @@
 
 mod access;
 mod alerting;
+mod browser;
 mod build;
 mod checks;
 mod file;
@@ -50,6 +51,7 @@ use std::time::Duration;
 use super::access::ApiAccess;
 use super::diag::{Diagnostic, Severity};
 
+pub use browser::{BrowserOptions, DEFAULT_SCREENSHOTS_DIR};
 pub use checks::{check_dashboard_url, check_trace_url, metrics_label_problems, trace_link};
 pub use receivers::{check_receiver_url, receiver_field_problems};
 pub use ui::{StatusPage, UiSettings};
@@ -184,6 +186,8 @@ pub struct Settings {
     pub otel: OtelSettings,
     /// `ui:` — the built-in pages, the public status page and the badges (read at start).
     pub ui: UiSettings,
+    /// `browser:` — the browsers of browser checks (read at start).
+    pub browser: BrowserOptions,
 }
 
 /// `otel:` in the settings: every run exported as an OTLP trace.
@@ -359,6 +363,7 @@ impl Default for Settings {
             spool: Default::default(),
             otel: OtelSettings::default(),
             ui: UiSettings::default(),
+            browser: Default::default(),
         }
     }
 }

@@ -165,53 +165,9 @@ impl<'a> BrowserKind<'a> {
                 Ok(if found { Ok(()) } else { Err(missing(sel)) })
             }
             Action::ExpectText { selector, contains } => {
-                let needle = serde_json::to_string(contains).unwrap_or_default();
-                let expr = format!("(() => {{ const t = {}; return t !== null && t.includes({needle}) ? t : false; }})()", text_of(selector));
-                let (ok, _) = page.wait_for(&expr, wait).await?;
-                let seen = page.eval(&text_of(selector)).await?.unwrap_or_default();
-                let actual = seen
-                    .as_str()
-                    .map_or_else(|| format!("no element matches `{selector}`"), excerpt);
-                out.assertions.push(AssertionResult {
-                    check: format!("text of {selector} contains"),
-                    passed: ok,
-                    expected: contains.clone(),
-                    actual: actual.clone(),
-                });
-                Ok(if ok {
-                    Ok(())
-                } else {
-                    Err(fail(ErrorClass::Assertion, format!("the text of `{selector}` did not contain {contains:?} within {secs} (it was: {actual})")))
-                })
+                expect_text(page, selector, contains, wait, out).await
             }
-            Action::ExpectUrl(re) => {
-                let until = Instant::now() + wait;
-                loop {
-                    let href = page.eval("location.href").await?.unwrap_or_default();
-                    let href = href.as_str().unwrap_or_default().to_string();
-                    let ok = re.is_match(&href);
-                    if ok || Instant::now() >= until {
-                        out.assertions.push(AssertionResult {
-                            check: "url matches".into(),
-                            passed: ok,
-                            expected: re.as_str().to_string(),
-                            actual: href.clone(),
-                        });
-                        return Ok(if ok {
-                            Ok(())
-                        } else {
-                            Err(fail(
-                                ErrorClass::Assertion,
-                                format!(
-                                    "the page's URL {href} did not match {} within {secs}",
-                                    re.as_str()
-                                ),
-                            ))
-                        });
-                    }
-                    tokio::time::sleep(page::POLL_EVERY).await;
-                }
-            }
+            Action::ExpectUrl(re) => expect_url(page, re, wait, out).await,
         }
     }
 
@@ -282,8 +238,11 @@ impl<'a> BrowserKind<'a> {
         };
         let opts = self.pool.options();
         match shots::save(opts, self.probe, p.run_id, p.attempt, &png).await {
-            Ok(link) => {
+            Ok((link, file)) => {
                 p.info.insert("browser.screenshot".into(), link);
+                let file = std::path::absolute(&file).unwrap_or(file);
+                p.info
+                    .insert("browser.screenshot_file".into(), file.display().to_string());
             }
             Err(e) => tracing::warn!(probe = %self.probe, "{e}"),
         }
@@ -301,6 +260,77 @@ fn step_outcome(step: &BrowserStep, status: StepStatus) -> StepOutcome {
         phases: Phases::default(),
         assertions: Vec::new(),
         extracted: Vec::new(),
+    }
+}
+
+/// `expect_text`: waits until the element's text contains `contains`; the check recorded.
+async fn expect_text(
+    page: &Page<'_>,
+    selector: &str,
+    contains: &str,
+    wait: Duration,
+    out: &mut StepOutcome,
+) -> Result<Result<(), ProbeError>, cdp::CdpError> {
+    let needle = serde_json::to_string(contains).unwrap_or_default();
+    let expr = format!(
+        "(() => {{ const t = {}; return t !== null && t.includes({needle}) ? t : false; }})()",
+        text_of(selector)
+    );
+    let (ok, _) = page.wait_for(&expr, wait).await?;
+    let seen = page.eval(&text_of(selector)).await?.unwrap_or_default();
+    let actual = seen
+        .as_str()
+        .map_or_else(|| format!("no element matches `{selector}`"), excerpt);
+    out.assertions.push(AssertionResult {
+        check: format!("text of {selector} contains"),
+        passed: ok,
+        expected: contains.to_string(),
+        actual: actual.clone(),
+    });
+    if ok {
+        return Ok(Ok(()));
+    }
+    Ok(Err(fail(
+        ErrorClass::Assertion,
+        format!(
+            "the text of `{selector}` did not contain {contains:?} within {} (it was: {actual})",
+            humantime::format_duration(wait)
+        ),
+    )))
+}
+
+/// `expect_url`: waits until the page's URL matches; the check recorded.
+async fn expect_url(
+    page: &Page<'_>,
+    re: &regex::Regex,
+    wait: Duration,
+    out: &mut StepOutcome,
+) -> Result<Result<(), ProbeError>, cdp::CdpError> {
+    let until = Instant::now() + wait;
+    loop {
+        let href = page.eval("location.href").await?.unwrap_or_default();
+        let href = href.as_str().unwrap_or_default().to_string();
+        let ok = re.is_match(&href);
+        if ok || Instant::now() >= until {
+            out.assertions.push(AssertionResult {
+                check: "url matches".into(),
+                passed: ok,
+                expected: re.as_str().to_string(),
+                actual: href.clone(),
+            });
+            if ok {
+                return Ok(Ok(()));
+            }
+            return Ok(Err(fail(
+                ErrorClass::Assertion,
+                format!(
+                    "the page's URL {href} did not match {} within {}",
+                    re.as_str(),
+                    humantime::format_duration(wait)
+                ),
+            )));
+        }
+        tokio::time::sleep(page::POLL_EVERY).await;
     }
 }
 

@@ -10,7 +10,7 @@
 //! killed, its process group with it. An attempt cut by its timeout (a hung
 //! page) never returns its browser.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,18 +22,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use super::cdp::Cdp;
+pub use crate::config::settings::BrowserOptions;
 
-/// Browsers tried, in order, when `browser.executable` is not set.
-pub const CANDIDATES: [&str; 4] = [
-    "chromium-headless-shell",
-    "chromium",
-    "chromium-browser",
-    "google-chrome",
-];
-/// Browsers at once when `browser.max_concurrent` is not set.
-pub const DEFAULT_MAX_CONCURRENT: usize = 2;
-/// A browser's memory budget (its process group's resident set) when `browser.memory_mb` is not set.
-pub const DEFAULT_MEMORY_MB: u64 = 1024;
 /// Checks one browser process runs before it is replaced (bounds what a leak can grow to).
 pub const MAX_USES: u32 = 200;
 /// An idle browser older than this is closed rather than reused.
@@ -42,56 +32,6 @@ pub const IDLE_FOR: Duration = Duration::from_secs(300);
 pub const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// The last lines of a browser's stderr kept for an error message.
 const STDERR_LINES: usize = 5;
-
-/// How browsers are run: `browser:` in `prober.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrowserOptions {
-    /// The browser's executable; `None`: the first of [`CANDIDATES`] on `PATH`.
-    pub executable: Option<PathBuf>,
-    pub max_concurrent: usize,
-    pub memory_mb: u64,
-    /// Where failure screenshots are kept, a directory per probe.
-    pub screenshots: PathBuf,
-    /// Screenshots kept per probe (the oldest are deleted).
-    pub screenshots_per_probe: usize,
-}
-
-/// Screenshots kept per probe when `browser.screenshots_per_probe` is not set.
-pub const DEFAULT_SCREENSHOTS_PER_PROBE: usize = 20;
-
-impl Default for BrowserOptions {
-    fn default() -> Self {
-        BrowserOptions {
-            executable: None,
-            max_concurrent: DEFAULT_MAX_CONCURRENT,
-            memory_mb: DEFAULT_MEMORY_MB,
-            screenshots: std::env::temp_dir().join("prober-screenshots"),
-            screenshots_per_probe: DEFAULT_SCREENSHOTS_PER_PROBE,
-        }
-    }
-}
-
-impl BrowserOptions {
-    /// The executable to run: the one set, or the first candidate found on `PATH`.
-    pub fn resolve_executable(&self) -> Result<PathBuf, String> {
-        if let Some(e) = &self.executable {
-            return Ok(e.clone());
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        for name in CANDIDATES {
-            for dir in std::env::split_paths(&path) {
-                let f = dir.join(name);
-                if f.is_file() {
-                    return Ok(f);
-                }
-            }
-        }
-        Err(format!(
-            "no browser found: none of {} is on PATH; install Debian's chromium-headless-shell (or chromium) package, or set browser.executable in prober.yaml",
-            CANDIDATES.join(", ")
-        ))
-    }
-}
 
 /// Counts of the pool, for `/metrics`, the benchmark and the tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

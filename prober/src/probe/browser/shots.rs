@@ -32,14 +32,15 @@ pub fn path(opts: &BrowserOptions, probe: &str, name: &str) -> PathBuf {
     opts.screenshots.join(probe).join(name)
 }
 
-/// Writes the PNG and deletes the probe's oldest beyond the limit; the run's link to it.
+/// Writes the PNG and deletes the probe's oldest beyond the limit; the
+/// run's link to it (the API's path) and the file written.
 pub async fn save(
     opts: &BrowserOptions,
     probe: &str,
     run_id: Uuid,
     attempt: u32,
     png: &[u8],
-) -> Result<String, String> {
+) -> Result<(String, PathBuf), String> {
     let dir = opts.screenshots.join(probe);
     let name = file_name(run_id, attempt);
     let write = async {
@@ -53,7 +54,8 @@ pub async fn save(
         )
     })?;
     prune(&dir, opts.screenshots_per_probe.max(1)).await;
-    Ok(format!("/api/v1/probes/{probe}/screenshots/{name}"))
+    let link = format!("/api/v1/probes/{probe}/screenshots/{name}");
+    Ok((link, dir.join(name)))
 }
 
 /// Deletes the oldest screenshots of a probe's directory beyond `keep`.
@@ -112,7 +114,8 @@ mod tests {
         };
         let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
         for id in &ids {
-            let link = save(&opts, "shop", *id, 1, b"png").await.unwrap();
+            let (link, file) = save(&opts, "shop", *id, 1, b"png").await.unwrap();
+            assert_eq!(std::fs::read(file).unwrap(), b"png");
             assert_eq!(link, format!("/api/v1/probes/shop/screenshots/{id}-1.png"));
         }
         let mut left: Vec<String> = std::fs::read_dir(dir.path().join("shop"))
