@@ -256,3 +256,75 @@ pub fn validate_browser(raw: &RawBrowser, ctx: &mut Ctx<'_>) -> Option<BrowserCh
         fail_on_console_errors: raw.fail_on_console_errors.unwrap_or(false),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Check, LoadReport};
+
+    fn load(steps: &str, extra: &str) -> LoadReport {
+        let yaml = format!("name: b\nevery: 1m\ntimeout: 20s\nbrowser:\n{extra}  steps:\n{steps}");
+        let mut report = LoadReport::default();
+        crate::config::load::load_text(std::path::Path::new("b.yaml"), &yaml, &mut report);
+        report
+    }
+
+    fn errors(r: &LoadReport) -> Vec<String> {
+        r.errors().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn steps_are_named_by_their_action_unless_named_and_repeats_are_told_apart() {
+        let r = load(
+            "    - goto: https://shop.example/\n    - click: \"#buy\"\n    - click: \"#buy\"\n    - {name: paid, expect_url: /thanks$}\n",
+            "  viewport: 390x844\n",
+        );
+        assert!(r.is_ok(), "{:?}", errors(&r));
+        let Check::Browser(b) = &r.probes[0].check else {
+            panic!("a browser check")
+        };
+        let names: Vec<&str> = b.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "goto https://shop.example/",
+                "click #buy",
+                "click #buy #3",
+                "paid"
+            ]
+        );
+        assert_eq!(b.viewport, (390, 844));
+        assert_eq!(r.probes[0].target_host(), "shop.example");
+        assert_eq!(r.probes[0].step_names()[3], "paid");
+    }
+
+    #[test]
+    fn a_bad_check_is_refused_with_each_problem_at_its_line() {
+        let r = load(
+            "    - click: \"#go\"\n    - {goto: /a, click: \"#b\"}\n    - {}\n    - expect_url: \"(\"\n    - fill: {selector: \"\", value: x}\n",
+            "  viewport: 10000x1\n  step_timeout: soon\n",
+        );
+        let e = errors(&r).join("\n");
+        for want in [
+            "b.yaml:5:13: probe \"b\": browser.viewport",
+            "b.yaml:6:17: probe \"b\": browser.step_timeout",
+            "browser.steps[0]: the first step must be a goto",
+            "browser.steps[1]",
+            "this one has goto and click",
+            "browser.steps[2]",
+            "this one has none",
+            "browser.steps[3].expect_url",
+            "not a valid regular expression",
+            "browser.steps[4].fill.selector",
+            "must be 1 to 1024 bytes",
+        ] {
+            assert!(e.contains(want), "{want:?} in:\n{e}");
+        }
+        assert!(r.probes.is_empty());
+        let none = load("    []\n", "");
+        assert!(
+            errors(&none).join("").contains("1 to 100 steps"),
+            "{:?}",
+            errors(&none)
+        );
+    }
+}

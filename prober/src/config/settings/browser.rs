@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::sink::Sink;
+use super::SettingsArgs;
 
 /// Browsers tried, in order, when `browser.executable` is not set.
 pub const CANDIDATES: [&str; 4] = [
@@ -29,6 +30,10 @@ pub struct BrowserOptions {
     pub screenshots: PathBuf,
     /// Screenshots kept per probe (the oldest are deleted).
     pub screenshots_per_probe: usize,
+    /// Chromium's sandbox for the pages it renders. Off only where it cannot
+    /// work (a container without user namespaces); as root it is always off,
+    /// since Chromium refuses to sandbox as root.
+    pub sandbox: bool,
 }
 
 /// Screenshots kept per probe when `browser.screenshots_per_probe` is not set.
@@ -42,6 +47,7 @@ impl Default for BrowserOptions {
             memory_mb: DEFAULT_MEMORY_MB,
             screenshots: std::env::temp_dir().join("prober-screenshots"),
             screenshots_per_probe: DEFAULT_SCREENSHOTS_PER_PROBE,
+            sandbox: true,
         }
     }
 }
@@ -85,11 +91,12 @@ pub(super) struct BrowserFile {
     pub(super) memory_mb: Option<u64>,
     pub(super) screenshots: Option<PathBuf>,
     pub(super) screenshots_per_probe: Option<usize>,
+    pub(super) sandbox: Option<bool>,
 }
 
 /// The file's values over the defaults; `screenshots` defaults to
 /// [`DEFAULT_SCREENSHOTS_DIR`] when the file is read (the daemon).
-pub(super) fn browser_of(sink: &mut Sink, f: BrowserFile) -> BrowserOptions {
+pub(super) fn browser_of(sink: &mut Sink, args: &SettingsArgs, f: BrowserFile) -> BrowserOptions {
     let d = BrowserOptions::default();
     let max_concurrent = f.max_concurrent.unwrap_or(d.max_concurrent);
     if !(1..=MAX_BROWSERS).contains(&max_concurrent) {
@@ -119,9 +126,10 @@ pub(super) fn browser_of(sink: &mut Sink, f: BrowserFile) -> BrowserOptions {
         executable: f.executable,
         max_concurrent: max_concurrent.clamp(1, MAX_BROWSERS),
         memory_mb: memory_mb.max(MIN_MEMORY_MB),
-        screenshots: f
-            .screenshots
+        screenshots: (args.screenshots_dir.clone())
+            .or(f.screenshots)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SCREENSHOTS_DIR)),
         screenshots_per_probe: per_probe.max(1),
+        sandbox: !args.no_browser_sandbox && f.sandbox.unwrap_or(true),
     }
 }

@@ -38,7 +38,7 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
     let spool = spool_of(sink, args, file.spool.take().unwrap_or_default(), &d.spool);
     let otel = super::otel::otel_of(sink, file.otel.take().unwrap_or_default(), &d.otel);
     let ui = super::ui::ui_of(sink, file.ui.take().unwrap_or_default(), &d.ui);
-    let browser = super::browser::browser_of(sink, file.browser.take().unwrap_or_default());
+    let browser = super::browser::browser_of(sink, args, file.browser.take().unwrap_or_default());
     let s = Settings {
         ui,
         browser,

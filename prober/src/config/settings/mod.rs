@@ -102,6 +102,12 @@ pub struct SettingsArgs {
     /// Keep results waiting for Postgres in memory only: a crash loses them [default: they are spooled].
     #[arg(long, env = "PROBER_NO_SPOOL")]
     pub no_spool: bool,
+    /// Directory where browser checks keep failure screenshots, a directory per probe [default: screenshots].
+    #[arg(long, env = "PROBER_SCREENSHOTS_DIR")]
+    pub screenshots_dir: Option<PathBuf>,
+    /// Run browser checks' Chromium without its sandbox, where it cannot work (a container without user namespaces) [default: sandboxed unless root].
+    #[arg(long, env = "PROBER_NO_BROWSER_SANDBOX")]
+    pub no_browser_sandbox: bool,
     /// Do not run database migrations at start [default: they run].
     #[arg(long, env = "PROBER_NO_MIGRATE")]
     pub no_migrate: bool,

@@ -535,3 +535,32 @@ fn the_spool_is_on_by_default_in_the_working_directory_and_can_be_moved_or_turne
         "{err}"
     );
 }
+
+#[test]
+fn browser_settings_are_read_and_bad_ones_named_with_their_line() {
+    let s = resolve_yaml(
+        "browser:\n  executable: /opt/chrome\n  max_concurrent: 4\n  memory_mb: 512\n  screenshots: /var/lib/prober/shots\n  sandbox: false\n",
+    )
+    .unwrap();
+    assert_eq!(s.browser.max_concurrent, 4);
+    assert_eq!(s.browser.memory_mb, 512);
+    assert_eq!(
+        s.browser.executable.as_deref(),
+        Some(Path::new("/opt/chrome"))
+    );
+    assert_eq!(s.browser.screenshots, Path::new("/var/lib/prober/shots"));
+    assert!(!s.browser.sandbox);
+    let d = resolve_yaml("location: x\n").unwrap();
+    assert_eq!(d.browser.screenshots, Path::new(DEFAULT_SCREENSHOTS_DIR));
+    assert!(d.browser.sandbox && d.browser.max_concurrent == 2);
+
+    let e = resolve_yaml("browser:\n  max_concurrent: 0\n  memory_mb: 16\n").unwrap_err();
+    assert!(
+        e.contains(":2:") && e.contains("browser.max_concurrent"),
+        "{e}"
+    );
+    assert!(
+        e.contains(":3:") && e.contains("browser.memory_mb") && e.contains("at least 128"),
+        "{e}"
+    );
+}

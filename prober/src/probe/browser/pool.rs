@@ -296,7 +296,7 @@ fn flags(opts: &BrowserOptions, profile: &Path) -> Vec<String> {
     .map(String::from)
     .into();
     // Chromium cannot sandbox its renderers when run as root: it refuses to start without this.
-    if running_as_root() {
+    if !opts.sandbox || running_as_root() {
         f.push("--no-sandbox".into());
     }
     f.push(format!(
