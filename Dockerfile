@@ -36,20 +36,26 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:${DEBIAN_RELEASE}-slim
 # CA certificates: probes verify TLS against Mozilla's roots and the system's.
+# chromium-headless-shell: the browser of `browser:` checks (about 200 MB; an
+# image without browser checks may leave it out).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates chromium-headless-shell \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /etc/prober --shell /usr/sbin/nologin prober \
-    && install -d -o 10001 -g 10001 -m 0750 /var/lib/prober/spool
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/prober/spool /var/lib/prober/screenshots
 COPY --from=build /usr/local/bin/prober /usr/local/bin/prober
 COPY --chown=root:root probes /etc/prober/probes
 WORKDIR /etc/prober
 USER 10001:10001
 # Listen on every interface inside the container; `prober healthcheck` reaches it on loopback.
 # Results wait for Postgres in the spool (replayed after a crash): mount a volume here.
+# Browser checks run Chromium without its sandbox: Docker's default seccomp
+# profile denies the user namespaces it needs; the container is the boundary.
 ENV PROBER_LISTEN=0.0.0.0:9680 \
     PROBER_PROBES=/etc/prober/probes \
     PROBER_SPOOL_DIR=/var/lib/prober/spool \
+    PROBER_SCREENSHOTS_DIR=/var/lib/prober/screenshots \
+    PROBER_NO_BROWSER_SANDBOX=true \
     RUST_LOG=info
 VOLUME /var/lib/prober/spool
 EXPOSE 9680

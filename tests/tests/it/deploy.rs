@@ -161,6 +161,35 @@ fn the_dockerfile_builds_the_tested_binary_and_runs_it_unprivileged_with_a_healt
             && runtime.contains("PROBER_SPOOL_DIR=/var/lib/prober/spool"),
         "the spool is a directory the non-root user owns"
     );
+    assert!(
+        runtime.contains("chromium-headless-shell")
+            && runtime.contains("/var/lib/prober/screenshots")
+            && runtime.contains("PROBER_SCREENSHOTS_DIR=/var/lib/prober/screenshots"),
+        "browser checks have their browser and a screenshot directory the user owns"
+    );
+    // Every PROBER_ variable the image sets is one the binary takes: `check` reads them all.
+    let vars: Vec<(&str, &str)> = (runtime.lines())
+        .filter_map(|l| l.trim().trim_start_matches("ENV ").split_once('='))
+        .filter(|(k, _)| k.starts_with("PROBER_"))
+        .map(|(k, v)| (k, v.trim_end_matches(" \\").trim()))
+        .filter(|(k, _)| *k != "PROBER_PROBES")
+        .collect();
+    assert!(
+        vars.iter()
+            .any(|(k, v)| *k == "PROBER_NO_BROWSER_SANDBOX" && *v == "true"),
+        "{vars:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nevery: 1m\ntcp: {host: 127.0.0.1, port: 9}\n",
+    )
+    .unwrap();
+    let out = crate::helpers::cli(dir.path(), &["check", "p.yaml"], &vars);
+    assert!(
+        out.status.success(),
+        "the image's variables are accepted: {vars:?} {out:?}"
+    );
     assert!(runtime.contains("CMD [\"prober\", \"healthcheck\""));
     let port = DEFAULT_LISTEN.rsplit(':').next().unwrap();
     assert!(runtime.contains(&format!("PROBER_LISTEN=0.0.0.0:{port}")));
