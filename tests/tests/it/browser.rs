@@ -468,3 +468,27 @@ async fn the_daemon_keeps_steps_and_vitals_as_histograms_and_serves_the_screensh
     assert_eq!(code, 404, "another probe's screenshot is not there");
     d.shutdown().await;
 }
+
+/// probes/README.md's browser check loads as shown.
+#[test]
+fn the_documented_browser_check_loads() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../probes/README.md"))
+        .unwrap();
+    let block = doc
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("name: web-sign-in"))
+        .expect("the example in probes/README.md");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sign-in.yaml"), block).unwrap();
+
+    let report = prober::config::load::load_paths(&[dir.path().to_path_buf()]);
+
+    let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let p = &report.probes[0];
+    assert_eq!(p.step_names().len(), 8);
+    assert_eq!(p.step_names()[3], "sign in");
+    assert_eq!(p.target_host(), "shop.example.com");
+}
