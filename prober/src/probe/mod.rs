@@ -98,6 +98,11 @@ impl Runner {
         self.browsers.stats()
     }
 
+    /// The memory of the browsers alive (their process groups' resident sets), in bytes.
+    pub fn browser_memory_bytes(&self) -> u64 {
+        self.browsers.memory_bytes()
+    }
+
     /// How browser checks are run.
     pub fn browser_options(&self) -> &browser::BrowserOptions {
         self.browsers.options()

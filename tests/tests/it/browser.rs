@@ -338,6 +338,11 @@ async fn the_pool_never_runs_more_browsers_than_its_limit() {
         seen_running, stats.live,
         "idle browsers are kept, no more: {stats:?}"
     );
+    let memory = runner.browser_memory_bytes();
+    assert!(
+        memory > 20 << 20,
+        "the idle browsers' memory is counted: {memory} bytes"
+    );
     drop(runner);
     assert!(
         wait_for(Duration::from_secs(5), || browsers_with(&marker) == 0).await,

@@ -56,6 +56,8 @@ pub struct BrowserPool {
     peak: AtomicUsize,
     launched: AtomicU64,
     retired: AtomicU64,
+    /// The process groups of the browsers alive.
+    groups: Arc<Mutex<Vec<u32>>>,
 }
 
 /// One browser process and its DevTools connection.
@@ -66,6 +68,7 @@ pub struct Browser {
     pid: u32,
     uses: u32,
     live: Arc<AtomicUsize>,
+    groups: Arc<Mutex<Vec<u32>>>,
     _profile: tempfile::TempDir,
 }
 
@@ -74,6 +77,7 @@ impl Drop for Browser {
         kill_group(self.pid);
         let _ = self.child.start_kill();
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.groups.lock().retain(|g| *g != self.pid);
     }
 }
 
@@ -144,7 +148,14 @@ impl BrowserPool {
             peak: AtomicUsize::new(0),
             launched: AtomicU64::new(0),
             retired: AtomicU64::new(0),
+            groups: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// The memory of every browser alive: their process groups' resident sets, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        let groups = self.groups.lock().clone();
+        groups.into_iter().map(group_rss_bytes).sum()
     }
 
     pub fn options(&self) -> &BrowserOptions {
@@ -246,12 +257,14 @@ impl BrowserPool {
         let cdp = Cdp::connect(port, &path).await?;
         let mut guard = guard;
         guard.armed = false;
+        self.groups.lock().push(pid);
         Ok(Browser {
             cdp,
             child,
             pid,
             uses: 0,
             live: Arc::clone(&self.live),
+            groups: Arc::clone(&self.groups),
             _profile: profile,
         })
     }
