@@ -14,6 +14,7 @@ pub mod probe;
 pub mod raw;
 mod raw_browser;
 mod raw_http;
+mod raw_kinds;
 pub mod receivers;
 pub mod settings;
 pub mod steps;

@@ -20,6 +20,8 @@ pub struct ResponseView<'a> {
     pub body: &'a [u8],
     pub total: Duration,
     pub cert: Option<&'a CertInfo>,
+    /// The certificate's SANs, for `cert_names`.
+    pub cert_names: &'a [super::tls::San],
     /// What the connection agreed on: `http.version`, `tls.version`, … (the run's `info`).
     pub facts: &'a std::collections::BTreeMap<String, String>,
 }
@@ -144,8 +146,43 @@ pub fn evaluate(expect: &Expect, r: &ResponseView<'_>, vars: &Vars) -> Vec<Asser
             actual,
         ));
     }
+    evaluate_cert(expect, r, &mut out);
     evaluate_facts(expect, r, &mut out);
     out
+}
+
+/// `cert_issuer`, `cert_names`, `tls_cipher`: the certificate and the suite the connection used.
+fn evaluate_cert(expect: &Expect, r: &ResponseView<'_>, out: &mut Vec<AssertionResult>) {
+    const NONE: &str = "no certificate (not an https:// URL?)";
+    if let Some(re) = &expect.cert_issuer {
+        let (passed, actual) = r
+            .cert
+            .map_or((false, NONE.to_string()), |c| (re.is_match(&c.issuer), c.issuer.clone()));
+        out.push(result("certificate issuer matches".into(), passed, re.as_str().to_string(), actual));
+    }
+    let names: Vec<String> = r.cert_names.iter().map(ToString::to_string).collect();
+    for name in &expect.cert_names {
+        let actual = if r.cert.is_none() {
+            NONE.to_string()
+        } else {
+            format!("SANs: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") })
+        };
+        out.push(result(
+            "certificate covers".into(),
+            super::tls::covers(r.cert_names, name),
+            name.clone(),
+            actual,
+        ));
+    }
+    if let Some(re) = &expect.tls_cipher {
+        let got = r.facts.get("tls.cipher");
+        out.push(result(
+            "tls cipher matches".into(),
+            got.is_some_and(|c| re.is_match(c)),
+            re.as_str().to_string(),
+            got.cloned().unwrap_or_else(|| "none (no TLS on this connection)".into()),
+        ));
+    }
 }
 
 /// `http_version` and `tls_version`: what the connection agreed on.

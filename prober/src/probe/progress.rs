@@ -81,6 +81,8 @@ pub struct Progress {
     pub remote_addr: Option<SocketAddr>,
     pub redirects: u32,
     pub cert: Option<CertInfo>,
+    /// The names the certificate is for, for `expect.cert_names` (not recorded: `cert` is).
+    pub cert_names: Vec<super::tls::San>,
     pub assertions: Vec<AssertionResult>,
     /// Kind-specific facts (DNS answers, gRPC status, TLS chain), by name.
     pub info: BTreeMap<String, String>,
@@ -120,6 +122,7 @@ impl Progress {
             remote_addr: None,
             redirects: 0,
             cert: None,
+            cert_names: Vec::new(),
             assertions: Vec::new(),
             info: BTreeMap::new(),
             steps: Vec::new(),
@@ -237,6 +240,7 @@ impl Progress {
         self.remote_addr = None;
         self.redirects = 0;
         self.cert = None;
+        self.cert_names.clear();
         self.assertions.clear();
     }
 

@@ -2,6 +2,7 @@
 //! that keeps the server's certificate even when verification fails, so an
 //! expired or untrusted certificate is still reported with its expiry.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use crate::config::probe::{TlsMin, TlsOptions};
 use crate::run::CertInfo;
+use x509_parser::extensions::GeneralName;
 
 /// Shared TLS state: the provider and the verifier, built once.
 pub struct TlsClients {
@@ -141,6 +143,7 @@ pub async fn handshake_timed(
         .await;
     p.hop.tls_us = Some(p.stage_us());
     p.cert = slot.info(Utc::now());
+    p.cert_names = slot.names();
     result.map_err(|e| fail(ErrorClass::Tls, explain(&e, sni)))
 }
 
@@ -171,6 +174,11 @@ impl CertSlot {
     pub fn info(&self, now: DateTime<Utc>) -> Option<CertInfo> {
         let der = self.0.lock().first()?.clone();
         cert_info(&der, now)
+    }
+
+    /// The names the end-entity certificate is for (its SANs).
+    pub fn names(&self) -> Vec<San> {
+        self.0.lock().first().map(|d| sans(d)).unwrap_or_default()
     }
 
     /// The whole presented chain (empty if the server sent no certificate).
@@ -286,4 +294,71 @@ impl TlsClients {
         config.alpn_protocols.clear();
         Ok((Arc::new(config), slot))
     }
+}
+
+/// A subject alternative name of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum San {
+    Dns(String),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for San {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            San::Dns(d) => f.write_str(d),
+            San::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// The DNS names and IP addresses a DER certificate is for.
+pub fn sans(der: &[u8]) -> Vec<San> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(San::Dns((*d).to_string())),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| San::Ip(IpAddr::from(a))),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| San::Ip(IpAddr::from(a))),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the names cover `server_name`, as a client checks it: an IP address
+/// against the IP entries; a name against the DNS entries, case-insensitively,
+/// `*.` matching exactly one leftmost label. The subject's CN is not consulted
+/// (browsers and rustls ignore it).
+pub fn covers(sans: &[San], server_name: &str) -> bool {
+    let bare = server_name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return sans.contains(&San::Ip(ip));
+    }
+    let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+    sans.iter().any(|s| {
+        let San::Dns(pattern) = s else {
+            return false;
+        };
+        let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => name
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => pattern == name,
+        }
+    })
 }

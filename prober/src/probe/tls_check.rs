@@ -10,37 +10,20 @@
 //! `tls.issuer`, `tls.san`, `tls.hostname_match` (computed here from the SANs,
 //! so it is known with `verify: false` too) and `tls.chain_length`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
-use x509_parser::extensions::GeneralName;
 
 use super::net::{self, fail};
 use super::tcp::host_port;
-use super::tls::{self, CertSlot, TlsClients};
+use super::tls::{self, covers, sans, CertSlot, TlsClients};
 use super::{Kind, Progress, Stage};
 use crate::config::probe::TlsCheck;
 use crate::run::{AssertionResult, CertInfo, ErrorClass, ProbeError};
 
-/// A subject alternative name of a certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum San {
-    Dns(String),
-    Ip(IpAddr),
-}
-
-impl std::fmt::Display for San {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            San::Dns(d) => f.write_str(d),
-            San::Ip(ip) => write!(f, "{ip}"),
-        }
-    }
-}
 
 /// The `tls` kind. The verifier's slot keeps what the server presented, so
 /// the certificate is reported even when the timeout cut the handshake.
@@ -203,60 +186,11 @@ fn valid_days_assertion(days: u32, cert: Option<&CertInfo>) -> AssertionResult {
     }
 }
 
-/// The DNS names and IP addresses a DER certificate is for.
-fn sans(der: &[u8]) -> Vec<San> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(ext)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    ext.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(San::Dns((*d).to_string())),
-            GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b)
-                    .ok()
-                    .map(|a| San::Ip(IpAddr::from(a))),
-                16 => <[u8; 16]>::try_from(*b)
-                    .ok()
-                    .map(|a| San::Ip(IpAddr::from(a))),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
-}
-
-/// Whether the names cover `server_name`, as a client checks it: an IP address
-/// against the IP entries; a name against the DNS entries, case-insensitively,
-/// `*.` matching exactly one leftmost label. The subject's CN is not consulted
-/// (browsers and rustls ignore it).
-fn covers(sans: &[San], server_name: &str) -> bool {
-    let bare = server_name.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return sans.contains(&San::Ip(ip));
-    }
-    let name = server_name.trim_end_matches('.').to_ascii_lowercase();
-    sans.iter().any(|s| {
-        let San::Dns(pattern) = s else {
-            return false;
-        };
-        let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
-        match pattern.strip_prefix("*.") {
-            Some(suffix) => name
-                .split_once('.')
-                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-            None => pattern == name,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::tls::San;
+    use std::net::IpAddr;
 
     fn dns(s: &str) -> San {
         San::Dns(s.into())

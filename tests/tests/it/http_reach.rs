@@ -22,13 +22,13 @@ use tokio::net::TcpListener;
 use crate::helpers::http_probe;
 
 /// A test CA, and the PEM files of what it signed, in a folder of their own.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 /// A certificate and its key, as rustls takes them and as PEM files.
-struct Issued {
+pub(crate) struct Issued {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     cert_file: PathBuf,
@@ -36,7 +36,7 @@ struct Issued {
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.distinguished_name
@@ -48,12 +48,12 @@ impl Pki {
         Pki { dir, ca }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// A certificate for `names`, signed by this CA, saved as `{file}.crt` and `{file}.key`.
-    fn issue(&self, file: &str, names: &[&str]) -> Issued {
+    pub(crate) fn issue(&self, file: &str, names: &[&str]) -> Issued {
         let params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -116,7 +116,7 @@ async fn echo(
 
 /// Which HTTP a test server speaks.
 #[derive(Clone, Copy)]
-enum Speaks {
+pub(crate) enum Speaks {
     /// HTTP/1.1 and HTTP/2 (over TLS, as ALPN chooses; in clear text, h2c with prior knowledge too).
     Both,
     H1,
@@ -124,7 +124,11 @@ enum Speaks {
 }
 
 /// A server on `bind` (port 0), with TLS when `tls` is given; its address.
-async fn serve(bind: &str, speaks: Speaks, tls: Option<rustls::ServerConfig>) -> SocketAddr {
+pub(crate) async fn serve(
+    bind: &str,
+    speaks: Speaks,
+    tls: Option<rustls::ServerConfig>,
+) -> SocketAddr {
     let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tls.map(|mut c| {
@@ -160,7 +164,7 @@ async fn serve(bind: &str, speaks: Speaks, tls: Option<rustls::ServerConfig>) ->
     addr
 }
 
-fn server_tls(id: &Issued, client_ca: Option<&Path>) -> rustls::ServerConfig {
+pub(crate) fn server_tls(id: &Issued, client_ca: Option<&Path>) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -185,7 +189,7 @@ fn server_tls(id: &Issued, client_ca: Option<&Path>) -> rustls::ServerConfig {
         .unwrap()
 }
 
-async fn run(url: &str, http_extra: &str, expect: &str) -> Outcome {
+pub(crate) async fn run(url: &str, http_extra: &str, expect: &str) -> Outcome {
     let top = if expect.is_empty() {
         String::new()
     } else {

@@ -58,6 +58,7 @@ mod settings;
 mod spool;
 mod store;
 mod store_chaos;
+mod tls_expect;
 mod traces;
 mod trend_screen;
 mod trends;

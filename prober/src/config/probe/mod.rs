@@ -222,6 +222,12 @@ pub struct Expect {
     pub http_version: Option<String>,
     /// `tls_version`: `"1.2"` or `"1.3"`.
     pub tls_version: Option<String>,
+    /// `tls_cipher`: matched against the negotiated suite's name.
+    pub tls_cipher: Option<Regex>,
+    /// `cert_issuer`: matched against the server certificate's issuer.
+    pub cert_issuer: Option<Regex>,
+    /// `cert_names`: each covered by the server certificate's SANs.
+    pub cert_names: Vec<String>,
 }
 
 /// An accepted status: a code or a class (`2` for `2xx`).

@@ -84,6 +84,7 @@ pub fn judge(
             body: &response.body,
             total: p.request_elapsed(),
             cert: p.cert.as_ref(),
+            cert_names: &p.cert_names,
             facts: &p.info,
         },
         vars,
