@@ -88,6 +88,9 @@ enum Command {
         /// Print one JSON object per probe (the stored form of a run) instead of text.
         #[arg(long)]
         json: bool,
+        /// The settings `run` uses for probes (`proxy`, `browser`) [default: prober.yaml in the working directory, if present].
+        #[arg(long = "config", env = "PROBER_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Exit 0 if the local daemon's /healthz answers 200 (for container health checks), else 1.
     Healthcheck {
@@ -159,7 +162,8 @@ pub fn main() -> ExitCode {
             target,
             probes,
             json,
-        } => once::run(&target, &probes, json),
+            config,
+        } => once::run(&target, &probes, json, config),
         Command::Healthcheck { settings, timeout } => healthcheck::run(&settings, timeout),
         Command::Trends {
             file: Some(path),

@@ -11,10 +11,24 @@ use super::{EXIT_CONFIG, EXIT_FAILED};
 use crate::config::{load_paths, Probe};
 use crate::run::{phase_samples, Outcome, Phases};
 
-pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
+pub fn run(target: &str, probe_paths: &[PathBuf], json: bool, config: Option<PathBuf>) -> ExitCode {
     let probes = match select(target, probe_paths) {
         Ok(p) => p,
         Err(code) => return code,
+    };
+    // The settings the daemon's runner takes (`proxy`, `browser`), from the same file.
+    let args = crate::config::settings::SettingsArgs {
+        config,
+        ..Default::default()
+    };
+    let check =
+        crate::config::settings::Settings::check(&args, crate::config::settings::EnvMode::Warn);
+    let Some(settings) = check.settings.clone() else {
+        for e in check.errors() {
+            eprintln!("{e}");
+        }
+        eprintln!("refusing to run: the settings file above has errors (see `prober check`)");
+        return ExitCode::from(EXIT_CONFIG);
     };
     let runtime = match super::runtime() {
         Ok(r) => r,
@@ -23,7 +37,7 @@ pub fn run(target: &str, probe_paths: &[PathBuf], json: bool) -> ExitCode {
     // The daemon's own executor and guard, so a run here is a scheduled run:
     // variables and environment resolved at run time, retries, timeouts.
     let outcomes = runtime.block_on(async {
-        let exec = crate::daemon::http_executor()?;
+        let exec = crate::daemon::executor(&settings).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for p in probes {
             let started_at = chrono::Utc::now();

@@ -139,12 +139,18 @@ pub fn warn_status_page(settings: &Settings, probes: &[Probe]) {
 
 /// The production executor, browser checks run as [`BrowserOptions::default`](crate::probe::browser::BrowserOptions) says.
 pub fn http_executor() -> Result<Executor, StartError> {
-    executor(crate::probe::browser::BrowserOptions::default())
+    executor_of(Runner::new().map_err(StartError::Runner)?)
 }
 
-/// The production executor, browser checks run as `browsers` says (`browser:` in `prober.yaml`).
-pub fn executor(browsers: crate::probe::browser::BrowserOptions) -> Result<Executor, StartError> {
-    let runner = Arc::new(Runner::with_browsers(browsers).map_err(StartError::Runner)?);
+/// The production executor as the settings say: browser checks as `browser:`,
+/// HTTP probes without a proxy of their own through `proxy`.
+pub fn executor(settings: &Settings) -> Result<Executor, StartError> {
+    let runner = Runner::with_browsers(settings.browser.clone()).map_err(StartError::Runner)?;
+    executor_of(runner.with_default_proxy(settings.proxy.clone()))
+}
+
+fn executor_of(runner: Runner) -> Result<Executor, StartError> {
+    let runner = Arc::new(runner);
     Ok(Arc::new(move |p: Arc<Probe>, run_id| {
         let runner = runner.clone();
         Box::pin(async move { runner.run_as(&p, run_id).await })
@@ -213,7 +219,7 @@ impl Daemon {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     let probes = load_probes(&settings)?;
-    let daemon = Daemon::start(&settings, probes, executor(settings.browser.clone())?).await?;
+    let daemon = Daemon::start(&settings, probes, executor(&settings)?).await?;
     shutdown_signal().await;
     daemon.shutdown().await;
     Ok(())

@@ -155,17 +155,29 @@ pub fn evaluate(expect: &Expect, r: &ResponseView<'_>, vars: &Vars) -> Vec<Asser
 fn evaluate_cert(expect: &Expect, r: &ResponseView<'_>, out: &mut Vec<AssertionResult>) {
     const NONE: &str = "no certificate (not an https:// URL?)";
     if let Some(re) = &expect.cert_issuer {
-        let (passed, actual) = r
-            .cert
-            .map_or((false, NONE.to_string()), |c| (re.is_match(&c.issuer), c.issuer.clone()));
-        out.push(result("certificate issuer matches".into(), passed, re.as_str().to_string(), actual));
+        let (passed, actual) = r.cert.map_or((false, NONE.to_string()), |c| {
+            (re.is_match(&c.issuer), c.issuer.clone())
+        });
+        out.push(result(
+            "certificate issuer matches".into(),
+            passed,
+            re.as_str().to_string(),
+            actual,
+        ));
     }
     let names: Vec<String> = r.cert_names.iter().map(ToString::to_string).collect();
     for name in &expect.cert_names {
         let actual = if r.cert.is_none() {
             NONE.to_string()
         } else {
-            format!("SANs: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") })
+            format!(
+                "SANs: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
         };
         out.push(result(
             "certificate covers".into(),
@@ -180,7 +192,8 @@ fn evaluate_cert(expect: &Expect, r: &ResponseView<'_>, out: &mut Vec<AssertionR
             "tls cipher matches".into(),
             got.is_some_and(|c| re.is_match(c)),
             re.as_str().to_string(),
-            got.cloned().unwrap_or_else(|| "none (no TLS on this connection)".into()),
+            got.cloned()
+                .unwrap_or_else(|| "none (no TLS on this connection)".into()),
         ));
     }
 }

@@ -75,6 +75,8 @@ pub struct Runner {
     pool: http::ConnPool,
     tokens: http::TokenCache,
     browsers: browser::BrowserPool,
+    /// The settings' `proxy`: for HTTP requests whose probe names none.
+    proxy: Option<crate::config::probe::Proxy>,
 }
 
 impl Runner {
@@ -90,7 +92,14 @@ impl Runner {
             pool: http::ConnPool::default(),
             tokens: http::TokenCache::new()?,
             browsers: browser::BrowserPool::new(browsers),
+            proxy: None,
         })
+    }
+
+    /// This runner, sending the HTTP requests of probes that name no proxy through `proxy`.
+    pub fn with_default_proxy(mut self, proxy: Option<crate::config::probe::Proxy>) -> Runner {
+        self.proxy = proxy;
+        self
     }
 
     /// The browser processes' counts (browser checks).
@@ -153,6 +162,7 @@ impl Runner {
             pool: &self.pool,
             tokens: &self.tokens,
             probe: &probe.name,
+            default_proxy: self.proxy.as_ref(),
         };
         let timeout = probe.timeout;
         let run = (run_id, n);

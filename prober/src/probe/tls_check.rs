@@ -24,7 +24,6 @@ use super::{Kind, Progress, Stage};
 use crate::config::probe::TlsCheck;
 use crate::run::{AssertionResult, CertInfo, ErrorClass, ProbeError};
 
-
 /// The `tls` kind. The verifier's slot keeps what the server presented, so
 /// the certificate is reported even when the timeout cut the handshake.
 pub struct TlsKind<'a> {

@@ -395,7 +395,7 @@ async fn the_daemon_keeps_steps_and_vitals_as_histograms_and_serves_the_screensh
     let d = Daemon::start(
         &settings,
         crate::helpers::probes(&yaml),
-        executor(settings.browser.clone()).unwrap(),
+        executor(&settings).unwrap(),
     )
     .await
     .unwrap();

@@ -566,11 +566,11 @@ async fn compressed_bodies_are_decoded_for_the_expectations_and_a_bomb_is_stoppe
 }
 
 /// What a test proxy was asked for: each destination as the client wrote it.
-type Asked = Arc<std::sync::Mutex<Vec<String>>>;
+pub(crate) type Asked = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// A proxy on loopback: HTTP CONNECT (`socks` false) or SOCKS5 without
 /// authentication. It notes each destination and relays the bytes.
-async fn proxy(socks: bool) -> (SocketAddr, Asked) {
+pub(crate) async fn proxy(socks: bool) -> (SocketAddr, Asked) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -46,6 +46,7 @@ mod once;
 mod otlp;
 mod otlp_metrics;
 mod pg_tls;
+mod proxy_settings;
 mod recent;
 mod reload;
 mod replicas;

@@ -49,14 +49,25 @@ pub(super) fn validate_expect(
     };
     let http_version = fact("http_version", &raw.http_version, ["1.1", "2"]);
     let tls_version = fact("tls_version", &raw.tls_version, ["1.2", "1.3"]);
-    let tls_cipher = (raw.tls_cipher.as_ref()).and_then(|r| regex(ctx, &format!("{at}.tls_cipher"), r));
-    let cert_issuer = (raw.cert_issuer.as_ref()).and_then(|r| regex(ctx, &format!("{at}.cert_issuer"), r));
+    let tls_cipher =
+        (raw.tls_cipher.as_ref()).and_then(|r| regex(ctx, &format!("{at}.tls_cipher"), r));
+    let cert_issuer =
+        (raw.cert_issuer.as_ref()).and_then(|r| regex(ctx, &format!("{at}.cert_issuer"), r));
     if raw.cert_names.len() > MAX_CERT_NAMES {
-        ctx.error(&format!("{at}.cert_names"), format!("at most {MAX_CERT_NAMES} names (there are {})", raw.cert_names.len()));
+        ctx.error(
+            &format!("{at}.cert_names"),
+            format!(
+                "at most {MAX_CERT_NAMES} names (there are {})",
+                raw.cert_names.len()
+            ),
+        );
     }
     for (i, n) in raw.cert_names.iter().enumerate() {
         if n.trim().is_empty() || n.len() > 253 || n.contains(char::is_whitespace) {
-            ctx.error(&format!("{at}.cert_names[{i}]"), format!("{n:?} is not a host name or IP address (1-253 characters, no spaces)"));
+            ctx.error(
+                &format!("{at}.cert_names[{i}]"),
+                format!("{n:?} is not a host name or IP address (1-253 characters, no spaces)"),
+            );
         }
     }
     if ctx.error_count() > before {

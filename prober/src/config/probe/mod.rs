@@ -30,7 +30,8 @@ mod validate;
 pub use duration::{is_duration_syntax, parse_duration};
 pub(in crate::config) use reach::one_of;
 pub use reach::{
-    BasicAuth, ClientIdentity, HttpVersion, IpVersion, OAuth2, Proxy, TlsMin, TlsOptions,
+    BasicAuth, ClientIdentity, HttpVersion, IpVersion, OAuth2, Proxy, ProxyProblem, TlsMin,
+    TlsOptions,
 };
 pub(in crate::config) use request::{check_url, regex};
 pub use request::{template, validate_http, Scope};

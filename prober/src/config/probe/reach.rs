@@ -117,12 +117,15 @@ pub enum Proxy {
     Env,
     /// A proxy URL and the `no_proxy` list.
     Url { url: url::Url, no_proxy: String },
+    /// `direct`: no proxy, whatever the settings' `proxy` says.
+    Direct,
 }
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Proxy::Env => f.write_str("Env"),
+            Proxy::Direct => f.write_str("Direct"),
             Proxy::Url { url, no_proxy } => f
                 .debug_struct("Url")
                 .field("url", &Proxy::shown(url))
@@ -133,6 +136,37 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
+    /// `proxy` and `no_proxy` as written (in a probe or in the settings): the
+    /// proxy, or what is wrong, said for the field `proxy`.
+    pub fn parse(text: &str, no_proxy: &str) -> Result<Proxy, ProxyProblem> {
+        match text {
+            "env" | "direct" if !no_proxy.is_empty() => Err(ProxyProblem::NoProxy(format!(
+                "with `proxy: {text}`, `no_proxy` has no use{}; remove it",
+                if text == "env" { " (the environment's NO_PROXY applies)" } else { "" }
+            ))),
+            "env" => Ok(Proxy::Env),
+            "direct" => Ok(Proxy::Direct),
+            _ => match url::Url::parse(text) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "socks5" | "socks5h")
+                        && url.host_str().is_some()
+                        && url.port_or_known_default().is_some() =>
+                {
+                    Ok(Proxy::Url {
+                        url,
+                        no_proxy: no_proxy.to_string(),
+                    })
+                }
+                Ok(url) if url.scheme() == "socks5" || url.scheme() == "socks5h" => Err(
+                    ProxyProblem::Proxy("a SOCKS proxy needs its port (usually :1080)".into()),
+                ),
+                _ => Err(ProxyProblem::Proxy(
+                    "is not a proxy URL: write http://host:port (HTTP CONNECT), socks5://host:port or socks5h://host:port, `env` or `direct`".into(),
+                )),
+            },
+        }
+    }
+
     /// A proxy URL without its credentials, for messages and `info`.
     pub fn shown(url: &url::Url) -> String {
         let mut u = url.clone();
@@ -140,6 +174,13 @@ impl Proxy {
         let _ = u.set_password(None);
         u.to_string()
     }
+}
+
+/// What is wrong with a `proxy` (the message for `proxy`) or its `no_proxy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyProblem {
+    Proxy(String),
+    NoProxy(String),
 }
 
 /// `http.oauth2`: templates rendered at each fetch (`${env:…}`).
@@ -323,45 +364,26 @@ fn validate_basic_auth(
 }
 
 fn validate_proxy(raw: &RawHttp, ctx: &mut Ctx<'_>, at: &str) -> Option<Proxy> {
-    let field = format!("{at}.proxy");
     let no_proxy = raw.no_proxy.clone().unwrap_or_default();
-    match raw.proxy.as_deref() {
-        None if !no_proxy.is_empty() => {
+    let Some(text) = raw.proxy.as_deref() else {
+        if !no_proxy.is_empty() {
             ctx.error(
                 &format!("{at}.no_proxy"),
                 "`no_proxy` without `proxy` has nothing to skip; add `proxy:` or remove it",
             );
+        }
+        return None;
+    };
+    match Proxy::parse(text, &no_proxy) {
+        Ok(p) => Some(p),
+        Err(ProxyProblem::Proxy(m)) => {
+            ctx.error(&format!("{at}.proxy"), m);
             None
         }
-        None => None,
-        Some("env") if !no_proxy.is_empty() => {
-            ctx.error(
-                &format!("{at}.no_proxy"),
-                "with `proxy: env`, the environment's NO_PROXY applies; remove `no_proxy`",
-            );
+        Err(ProxyProblem::NoProxy(m)) => {
+            ctx.error(&format!("{at}.no_proxy"), m);
             None
         }
-        Some("env") => Some(Proxy::Env),
-        Some(text) => match url::Url::parse(text) {
-            Ok(url)
-                if matches!(url.scheme(), "http" | "socks5" | "socks5h")
-                    && url.host_str().is_some()
-                    && url.port_or_known_default().is_some() =>
-            {
-                Some(Proxy::Url { url, no_proxy })
-            }
-            Ok(url) if url.scheme() == "socks5" || url.scheme() == "socks5h" => {
-                ctx.error(&field, "a SOCKS proxy needs its port (usually :1080)");
-                None
-            }
-            _ => {
-                ctx.error(
-                    &field,
-                    "is not a proxy URL: write http://host:port (HTTP CONNECT), socks5://host:port or socks5h://host:port, or `env`",
-                );
-                None
-            }
-        },
     }
 }
 

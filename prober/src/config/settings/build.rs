@@ -39,9 +39,11 @@ pub(super) fn build(args: &SettingsArgs, mut file: SettingsFile, sink: &mut Sink
     let otel = super::otel::otel_of(sink, file.otel.take().unwrap_or_default(), &d.otel);
     let ui = super::ui::ui_of(sink, file.ui.take().unwrap_or_default(), &d.ui);
     let browser = super::browser::browser_of(sink, args, file.browser.take().unwrap_or_default());
+    let proxy = proxy_of(sink, file.proxy.take(), file.no_proxy.take());
     let s = Settings {
         ui,
         browser,
+        proxy,
         trends,
         spool,
         otel,
@@ -246,5 +248,35 @@ fn check_values(args: &SettingsArgs, s: &Settings, sink: &mut Sink) {
     }
     if s.retention.minutes < s.retention.runs.min(DAY) {
         sink.error("retention.minutes", "must be at least a day");
+    }
+}
+
+/// `proxy` and `no_proxy`: the default proxy of HTTP probes, checked as a probe's is.
+fn proxy_of(
+    sink: &mut Sink,
+    proxy: Option<String>,
+    no_proxy: Option<String>,
+) -> Option<crate::config::probe::Proxy> {
+    use crate::config::probe::{Proxy, ProxyProblem};
+    let no_proxy = no_proxy.unwrap_or_default();
+    let Some(text) = proxy else {
+        if !no_proxy.is_empty() {
+            sink.error(
+                "no_proxy",
+                "`no_proxy` without `proxy` has nothing to skip; add `proxy:` or remove it",
+            );
+        }
+        return None;
+    };
+    match Proxy::parse(&text, &no_proxy) {
+        Ok(p) => Some(p),
+        Err(ProxyProblem::Proxy(m)) => {
+            sink.error("proxy", m);
+            None
+        }
+        Err(ProxyProblem::NoProxy(m)) => {
+            sink.error("no_proxy", m);
+            None
+        }
     }
 }

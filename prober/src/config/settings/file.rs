@@ -46,6 +46,8 @@ pub(super) struct SettingsFile {
     pub(super) otel: Option<OtelFile>,
     pub(super) ui: Option<super::ui::UiFile>,
     pub(super) browser: Option<super::browser::BrowserFile>,
+    pub(super) proxy: Option<String>,
+    pub(super) no_proxy: Option<String>,
 }
 
 /// `otel:` in `prober.yaml`: the OTLP export of runs as traces.

@@ -194,6 +194,8 @@ pub struct Settings {
     pub ui: UiSettings,
     /// `browser:` — the browsers of browser checks (read at start).
     pub browser: BrowserOptions,
+    /// `proxy`, `no_proxy` — the proxy of every HTTP probe that names none (read at start).
+    pub proxy: Option<super::probe::Proxy>,
 }
 
 /// `otel:` in the settings: every run exported as an OTLP trace.
@@ -370,6 +372,7 @@ impl Default for Settings {
             otel: OtelSettings::default(),
             ui: UiSettings::default(),
             browser: Default::default(),
+            proxy: None,
         }
     }
 }

@@ -271,7 +271,7 @@ async fn open(
         }
     };
     let port = url.port_or_known_default().unwrap_or(80);
-    let proxied = match &req.proxy {
+    let proxied = match req.proxy.as_ref().or(ctx.default_proxy) {
         Some(proxy) => super::proxy::through(proxy, url, &host, port, p).await?,
         None => None,
     };

@@ -36,6 +36,8 @@ pub struct HttpCtx<'a> {
     pub tokens: &'a TokenCache,
     /// The probe's name: keep-alive connections are never shared between probes.
     pub probe: &'a str,
+    /// The settings' `proxy`, for a request whose probe names none.
+    pub default_proxy: Option<&'a crate::config::probe::Proxy>,
 }
 
 /// The `http` kind: one request and its expectations.

@@ -56,6 +56,7 @@ pub async fn through(
     p: &mut Progress,
 ) -> Result<Option<TcpStream>, ProbeError> {
     let matcher = match proxy {
+        Proxy::Direct => return Ok(None),
         Proxy::Env => Matcher::from_env(),
         Proxy::Url { url, no_proxy } => Matcher::builder()
             .all(url.to_string())
