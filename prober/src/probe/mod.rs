@@ -107,7 +107,7 @@ impl Runner {
         self.browsers.stats()
     }
 
-    /// The memory of the browsers alive (their process groups' resident sets), in bytes.
+    /// The memory of the browsers alive (their process groups' proportional sets), in bytes.
     pub fn browser_memory_bytes(&self) -> u64 {
         self.browsers.memory_bytes()
     }

@@ -16,7 +16,7 @@ pub const CANDIDATES: [&str; 4] = [
 ];
 /// Browsers at once when `browser.max_concurrent` is not set.
 pub const DEFAULT_MAX_CONCURRENT: usize = 2;
-/// A browser's memory budget (its process group's resident set) when `browser.memory_mb` is not set.
+/// A browser's memory budget (its process group's proportional set size) when `browser.memory_mb` is not set.
 pub const DEFAULT_MEMORY_MB: u64 = 1024;
 
 /// How browsers are run: `browser:` in `prober.yaml`.

@@ -175,14 +175,23 @@ impl<'c> Page<'c> {
             .await;
     }
 
-    /// A JavaScript expression's value (promises awaited); `Err(message)` if it threw.
+    /// A JavaScript expression's value (promises awaited); `Err(message)` if
+    /// it threw, or if the page it ran in went away under it (a click that
+    /// navigates races the next step's look at the page): a waiting step
+    /// then looks again, at the new page.
     pub async fn eval(&self, expr: &str) -> Result<Result<Value, String>, CdpError> {
-        let r = self
+        let r = match self
             .call(
                 "Runtime.evaluate",
                 json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
             )
-            .await?;
+            .await
+        {
+            Err(CdpError::Refused { message, .. }) if navigated_away(&message) => {
+                return Ok(Err(message))
+            }
+            other => other?,
+        };
         Ok(match r.get("exceptionDetails") {
             Some(d) => Err((d["exception"]["description"].as_str())
                 .or_else(|| d["text"].as_str())
@@ -271,6 +280,18 @@ impl<'c> Page<'c> {
         }
         base64::engine::general_purpose::STANDARD.decode(data).ok()
     }
+}
+
+/// Whether the browser refused an evaluation because its document was being
+/// replaced (Chromium's words for it), not because the browser broke.
+fn navigated_away(message: &str) -> bool {
+    [
+        "navigated or closed",
+        "Execution context was destroyed",
+        "Cannot find context with specified id",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// A JavaScript expression: the element `selector` finds, if it is visible,
@@ -364,6 +385,13 @@ mod tests {
         assert!(navigation_error("http://h/", "net::ERR_CONNECTION_REFUSED")
             .message
             .contains("http://h/"));
+    }
+
+    #[test]
+    fn a_page_replaced_under_an_evaluation_is_not_a_broken_browser() {
+        assert!(navigated_away("Inspected target navigated or closed"));
+        assert!(navigated_away("Execution context was destroyed."));
+        assert!(!navigated_away("Session with given id not found."));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! a check takes an idle one or, when none is idle, launches one, and a check
 //! that finds every browser busy waits (inside its timeout). A browser goes
 //! back to the pool only after a check that finished cleanly, while its
-//! processes' memory (the whole process group's resident set) is within
+//! processes' memory (the whole process group's proportional set: shared
+//! pages counted once) is within
 //! `memory_mb` and it has run fewer than [`MAX_USES`] checks; otherwise it is
 //! killed, its process group with it. An attempt cut by its timeout (a hung
 //! page) never returns its browser.
@@ -112,9 +113,11 @@ impl Lease<'_> {
             .cdp
     }
 
-    /// The browser's memory: the resident set of its whole process group, in bytes.
+    /// The browser's memory: the proportional set of its whole process group, in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        self.browser.as_ref().map_or(0, |b| group_rss_bytes(b.pid))
+        self.browser
+            .as_ref()
+            .map_or(0, |b| group_memory_bytes(b.pid))
     }
 
     /// The check finished cleanly: the browser may serve another.
@@ -129,7 +132,7 @@ impl Drop for Lease<'_> {
             return;
         };
         let budget = self.pool.opts.memory_mb * 1024 * 1024;
-        if self.keep && b.uses < MAX_USES && group_rss_bytes(b.pid) <= budget {
+        if self.keep && b.uses < MAX_USES && group_memory_bytes(b.pid) <= budget {
             self.pool.idle.lock().push((b, Instant::now()));
         } else {
             self.pool.retired.fetch_add(1, Ordering::Relaxed);
@@ -152,10 +155,10 @@ impl BrowserPool {
         }
     }
 
-    /// The memory of every browser alive: their process groups' resident sets, in bytes.
+    /// The memory of every browser alive: their process groups' proportional sets, in bytes.
     pub fn memory_bytes(&self) -> u64 {
         let groups = self.groups.lock().clone();
-        groups.into_iter().map(group_rss_bytes).sum()
+        groups.into_iter().map(group_memory_bytes).sum()
     }
 
     pub fn options(&self) -> &BrowserOptions {
@@ -365,13 +368,16 @@ async fn devtools_port(
     ))
 }
 
-/// The resident set of every process in the group `pgid`, in bytes (0 where `/proc` is not).
-pub fn group_rss_bytes(pgid: u32) -> u64 {
+/// The memory of every process in the group `pgid`, in bytes: each one's
+/// proportional set size (`Pss` of `/proc/<pid>/smaps_rollup`: a page shared
+/// by the browser's processes counted once, split between them), or its
+/// resident set where that file cannot be read. 0 where `/proc` is not.
+pub fn group_memory_bytes(pgid: u32) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
     let page = page_size();
-    let mut pages = 0u64;
+    let mut bytes = 0u64;
     for e in dir.flatten() {
         let name = e.file_name();
         if !name
@@ -383,13 +389,24 @@ pub fn group_rss_bytes(pgid: u32) -> u64 {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        if let Some((pgrp, rss)) = group_and_rss(&stat) {
-            if pgrp == pgid {
-                pages += rss;
-            }
+        let Some((pgrp, rss)) = group_and_rss(&stat) else {
+            continue;
+        };
+        if pgrp != pgid {
+            continue;
         }
+        let pss = std::fs::read_to_string(e.path().join("smaps_rollup"))
+            .ok()
+            .and_then(|t| pss_kib(&t));
+        bytes += pss.map_or(rss * page, |k| k * 1024);
     }
-    pages * page
+    bytes
+}
+
+/// The `Pss:` of a `smaps_rollup` text, in KiB.
+fn pss_kib(rollup: &str) -> Option<u64> {
+    let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `(pgrp, rss pages)` of a `/proc/<pid>/stat` line (fields 5 and 24; the command may hold spaces and parentheses).
@@ -421,9 +438,16 @@ mod tests {
     }
 
     #[test]
+    fn a_rollup_gives_its_proportional_set() {
+        let text = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:              102400 kB\nPss:               51234 kB\nPss_Dirty:  10 kB\n";
+        assert_eq!(pss_kib(text), Some(51234));
+        assert_eq!(pss_kib("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
     fn this_process_group_has_a_resident_set() {
         let me = std::fs::read_to_string("/proc/self/stat").unwrap();
         let (pgrp, _) = group_and_rss(&me).unwrap();
-        assert!(group_rss_bytes(pgrp) > 1024 * 1024);
+        assert!(group_memory_bytes(pgrp) > 1024 * 1024);
     }
 }
