@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::protocol::{Protocol, Wire};
 use crate::side::SideArgs;
 
 /// The scratch database the bench drops and recreates.
@@ -39,6 +40,33 @@ pub struct BenchArgs {
     /// to the target, which answers them; with or without `--otlp`.
     #[arg(long)]
     pub otlp_metrics: bool,
+    /// What the probes speak to the target: h1 (HTTP/1.1, the hand-written
+    /// responder), h2c (HTTP/2 with prior knowledge), h1-tls or h2-tls (over
+    /// TLS, ALPN); all but h1 are answered by hyper's server.
+    #[arg(long, value_enum, default_value_t = Protocol::H1)]
+    pub protocol: Protocol,
+    /// The probes keep their connection between runs (`http.keep_alive: true`;
+    /// the target is then hyper's server, which keeps it too).
+    #[arg(long)]
+    pub keep_alive: bool,
+    /// hyper's server answers even `--protocol h1` without `--keep-alive` (a
+    /// control for the hand-written responder).
+    #[arg(long)]
+    pub hyper_target: bool,
+    /// With a TLS protocol: `http.tls_verify: false` instead of trusting the
+    /// bench's CA (`http.tls.ca_file`), so no certificate is verified.
+    #[arg(long)]
+    pub no_tls_verify: bool,
+    /// Browser checks per minute instead: `--browser-max` browsers run a
+    /// four-step check back to back against a loopback site for `--seconds`.
+    #[arg(long)]
+    pub browser: bool,
+    /// With `--browser`: browsers at once (the pool's `max_concurrent`).
+    #[arg(long, default_value_t = 2)]
+    pub browser_max: usize,
+    /// With `--browser`: each browser's memory budget in MB (the pool's `memory_mb`).
+    #[arg(long, default_value_t = 1024)]
+    pub browser_memory_mb: u64,
     /// Print the figures as one JSON object instead of the table (used by `--side-by-side`).
     #[arg(long)]
     pub json: bool,
@@ -77,6 +105,18 @@ pub struct BenchArgs {
     pub trend: TrendArgs,
     #[command(flatten)]
     pub side: SideArgs,
+}
+
+impl BenchArgs {
+    /// What the probes speak and what answers them.
+    pub fn wire(&self) -> Wire {
+        Wire {
+            protocol: self.protocol,
+            keep_alive: self.keep_alive,
+            hyper_target: self.hyper_target,
+            no_tls_verify: self.no_tls_verify,
+        }
+    }
 }
 
 /// `--trends` options.
@@ -146,6 +186,26 @@ mod tests {
         assert_eq!(cli.bench.database_url, DEFAULT_BENCH_DATABASE_URL);
         assert!(!cli.bench.side_by_side);
         assert!(!cli.bench.storage);
+        assert_eq!(cli.bench.wire(), Wire::default());
+    }
+
+    #[test]
+    fn protocol_takes_its_four_names() {
+        use clap::Parser;
+        let parse = |name: &str| {
+            crate::Cli::try_parse_from(["prober-bench", "--protocol", name])
+                .map(|cli| cli.bench.protocol)
+        };
+        assert_eq!(parse("h1").unwrap(), Protocol::H1);
+        assert_eq!(parse("h2c").unwrap(), Protocol::H2c);
+        assert_eq!(parse("h1-tls").unwrap(), Protocol::H1Tls);
+        assert_eq!(parse("h2-tls").unwrap(), Protocol::H2Tls);
+        assert!(parse("h3").is_err());
+        let cli =
+            crate::Cli::try_parse_from(["prober-bench", "--protocol", "h2-tls", "--keep-alive"])
+                .unwrap();
+        assert!(cli.bench.wire().keep_alive);
+        assert!(!cli.bench.wire().hand_written());
     }
 
     #[test]

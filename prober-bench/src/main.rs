@@ -5,7 +5,7 @@
 //! `--storage` measures what the store keeps per run (`storage`); `--trends`
 //! evaluates the trend detection on planted changes (`trends`); `--soak`
 //! runs the daemon for an hour or more and prints its resources over time
-//! (`soak`).
+//! (`soak`); `--browser` measures browser checks per minute (`browser`).
 //!
 //! A workspace member of its own, so the shipped `prober` binary holds no
 //! benchmark code. Method, in short (BENCHMARKS.md has the long form):
@@ -29,18 +29,21 @@ use prober::telemetry::{self, LogFormat};
 
 mod args;
 mod blackbox;
+mod browser;
 mod dashboards;
 mod db;
 mod figures;
 mod history;
 mod probes;
 mod procfs;
+mod protocol;
 mod report;
 mod side;
 mod single;
 mod soak;
 mod storage;
 mod target;
+mod target_hyper;
 mod trends;
 
 use args::BenchArgs;
@@ -116,6 +119,8 @@ fn main() -> ExitCode {
         runtime.block_on(storage::run(&args))
     } else if args.soak {
         runtime.block_on(soak::run(&args))
+    } else if args.browser {
+        runtime.block_on(browser::run(&args))
     } else {
         runtime.block_on(single::run(&args))
     };

@@ -38,14 +38,27 @@ pub fn build_probes_of(
     timeout: Duration,
     url: &str,
 ) -> Result<Vec<Probe>, String> {
+    build_probes_with(n, every, timeout, url, &[])
+}
+
+/// Like [`build_probes_of`], each probe's `http:` mapping with `http_lines`
+/// besides `url:` (`version: "2"`, `keep_alive: true`, …).
+pub fn build_probes_with(
+    n: usize,
+    every: Duration,
+    timeout: Duration,
+    url: &str,
+    http_lines: &[String],
+) -> Result<Vec<Probe>, String> {
+    let extra: String = (http_lines.iter()).map(|l| format!("    {l}\n")).collect();
     let mut report = LoadReport::default();
     let mut first = 1;
     while first <= n {
         let last = (first + PROBES_PER_TEXT - 1).min(n);
-        let mut yaml = String::with_capacity(PROBES_PER_TEXT * 100);
+        let mut yaml = String::with_capacity(PROBES_PER_TEXT * (100 + extra.len()));
         for i in first..=last {
             yaml.push_str(&format!(
-                "- name: bench-{i:05}\n  every: {}\n  timeout: {}\n  http:\n    url: {url}\n",
+                "- name: bench-{i:05}\n  every: {}\n  timeout: {}\n  http:\n    url: {url}\n{extra}",
                 yaml_duration(every),
                 yaml_duration(timeout)
             ));
@@ -93,5 +106,22 @@ mod tests {
             many[PROBES_PER_TEXT].name,
             format!("bench-{:05}", PROBES_PER_TEXT + 1)
         );
+    }
+
+    #[test]
+    fn probes_with_extra_http_lines_load_with_them() {
+        let lines = [
+            "version: \"2\"".to_string(),
+            "keep_alive: true".to_string(),
+            "tls_verify: false".to_string(),
+        ];
+        let every = Duration::from_secs(1);
+        let probes =
+            build_probes_with(2, every, every / 2, "https://127.0.0.1:8443/", &lines).unwrap();
+        assert_eq!(probes.len(), 2);
+        let requests = probes[1].http_requests();
+        let req = requests[0].1;
+        assert!(req.keep_alive && !req.tls_verify);
+        assert_eq!(req.version, prober::config::probe::HttpVersion::Http2);
     }
 }

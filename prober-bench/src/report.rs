@@ -51,6 +51,7 @@ fn rate_rows(i: &Inputs<'_>, rows: &mut Rows) {
             yaml_duration(i.timeout)
         ),
     );
+    rows.row("protocol (probes → target)", i.args.wire().describe());
     rows.row(
         "measured window",
         format!("{secs:.2} s (after {} s warm-up)", i.args.warm_up),
@@ -156,6 +157,17 @@ fn latency_rows(i: &Inputs<'_>, rows: &mut Rows) {
         "target requests served /s",
         format!("{:.0}", i.delta(|s| s.served) as f64 / i.secs()),
     );
+    if !i.args.wire().hand_written() {
+        rows.row(
+            "target connections accepted /s; answers over HTTP/2",
+            format!(
+                "{:.0}; {} of {}",
+                i.delta(|s| s.connections) as f64 / i.secs(),
+                i.delta(|s| s.served_h2),
+                i.delta(|s| s.served)
+            ),
+        );
+    }
     rows.row(
         "peak RSS",
         peak_rss_kib().map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),

@@ -16,7 +16,7 @@ use crate::args::BenchArgs;
 use crate::db::Stored;
 use crate::db::{check_database_url, pg_backend_cpu, pg_delta, query_window, recreate_database};
 use crate::figures::Figures;
-use crate::probes::build_probes;
+use crate::probes::build_probes_with;
 use crate::procfs::{
     machine_jiffies, postgres_cluster_cpu_us, process_cpu_us, status_kib, steal_jiffies,
 };
@@ -27,6 +27,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
     if args.probes == 0 || args.seconds == 0 {
         return Err("--probes and --seconds must be at least 1".into());
     }
+    args.wire().check(args.otlp || args.otlp_metrics)?;
     let db = check_database_url(&args.database_url)?;
     let delay = Duration::from_millis(args.target_delay_ms);
     let timeout = (args.every / 2).min(Duration::from_secs(5));
@@ -38,7 +39,7 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         );
     }
 
-    let target = Target::start(delay)?;
+    let target = Target::start_for(delay, &args.wire())?;
     let result = run_with_target(args, &db, &target, timeout).await;
     target.stop();
     result
@@ -126,7 +127,14 @@ pub async fn start_daemon(
     target: &Target,
     timeout: Duration,
 ) -> Result<(Daemon, Settings, f64), String> {
-    let probes = build_probes(args.probes, args.every, timeout, target.addr)?;
+    let wire = args.wire();
+    let probes = build_probes_with(
+        args.probes,
+        args.every,
+        timeout,
+        &wire.url(target.addr),
+        &wire.http_lines(target.ca_file.as_deref()),
+    )?;
     let rate = args.probes as f64 / args.every.as_secs_f64();
     let mut settings = settings(args, rate);
     if args.otlp || args.otlp_metrics {
@@ -194,6 +202,9 @@ pub struct Snapshot {
     pub write_us: u64,
     pub dropped: u64,
     pub served: u64,
+    /// Connections the target accepted, answers over HTTP/2 (hyper's target only).
+    pub connections: u64,
+    pub served_h2: u64,
     pub queued: u64,
     pub rss_kib: Option<u64>,
     pub delays: Histogram<u64>,
@@ -221,6 +232,8 @@ impl Snapshot {
             write_us: h.write_us.load(Ordering::Relaxed),
             dropped: d.queue.dropped(),
             served: t.served.load(Ordering::Relaxed),
+            connections: t.connections.load(Ordering::Relaxed),
+            served_h2: t.served_h2.load(Ordering::Relaxed),
             queued: d.queue.len() as u64,
             rss_kib: status_kib("VmRSS:"),
             delays: t.delays(),

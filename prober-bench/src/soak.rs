@@ -36,8 +36,9 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
         return Err("--probes, --seconds and --soak-every must be at least 1".into());
     }
     let db = check_database_url(&args.database_url)?;
+    args.wire().check(args.otlp || args.otlp_metrics)?;
     let timeout = (args.every / 2).min(Duration::from_secs(5));
-    let target = Target::start(Duration::from_millis(args.target_delay_ms))?;
+    let target = Target::start_for(Duration::from_millis(args.target_delay_ms), &args.wire())?;
     let result = soak(args, &db, &target, timeout).await;
     target.stop();
     result

@@ -2,9 +2,12 @@
 //! and current-thread runtime, so its CPU can be read and subtracted. With
 //! `--otlp` or `--otlp-metrics` it is the OTLP/HTTP receiver too (`POST
 //! /v1/traces`, `/v1/metrics`, read and answered, not decoded), so the
-//! receiver's CPU is subtracted with it.
+//! receiver's CPU is subtracted with it. For `--protocol` other than h1,
+//! `--keep-alive` and `--hyper-target`, hyper's server answers on the same
+//! thread and runtime instead (`target_hyper`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +17,9 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+use crate::protocol::Wire;
+use crate::target_hyper::HyperServer;
 
 /// The target's answer: small, and the connection closes after it.
 const RESPONSE: &[u8] =
@@ -29,6 +35,11 @@ pub struct Target {
     pub served: Arc<AtomicU64>,
     /// Bytes of OTLP exports the target took as the receiver (`--otlp`).
     pub otlp_bytes: Arc<AtomicU64>,
+    /// Connections accepted and requests answered over HTTP/2 (hyper's server only).
+    pub connections: Arc<AtomicU64>,
+    pub served_h2: Arc<AtomicU64>,
+    /// The PEM file of the CA that signed the target's certificate (TLS protocols).
+    pub ca_file: Option<PathBuf>,
     /// How long each answer actually took after the request head was read, µs
     /// (the "truth" for accuracy: the timer rounds the nominal delay up).
     delays: Arc<Mutex<Histogram<u64>>>,
@@ -37,28 +48,34 @@ pub struct Target {
 }
 
 impl Target {
-    /// Starts the target; it answers every request after `delay`.
+    /// Starts the hand-written target; it answers every request after `delay`.
     pub fn start(delay: Duration) -> Result<Target, String> {
+        Target::start_for(delay, &Wire::default())
+    }
+
+    /// Starts the target `wire` asks for; it answers every request after `delay`.
+    pub fn start_for(delay: Duration, wire: &Wire) -> Result<Target, String> {
+        let server = if wire.hand_written() {
+            None
+        } else {
+            Some(HyperServer::new(wire)?)
+        };
+        let ca_file = server.as_ref().and_then(|s| s.ca_file.clone());
         let (tx, rx) = std::sync::mpsc::channel::<Ready>();
         let stop = CancellationToken::new();
-        let served = Arc::new(AtomicU64::new(0));
-        let delays = Arc::new(Mutex::new(new_histogram()?));
-        let otlp_bytes = Arc::new(AtomicU64::new(0));
+        let served = Served {
+            served: Arc::new(AtomicU64::new(0)),
+            otlp_bytes: Arc::new(AtomicU64::new(0)),
+            connections: Arc::new(AtomicU64::new(0)),
+            served_h2: Arc::new(AtomicU64::new(0)),
+            delays: Arc::new(Mutex::new(new_histogram()?)),
+        };
         let thread = std::thread::Builder::new()
             .name("bench-target".into())
             .spawn({
                 let stop = stop.clone();
                 let served = served.clone();
-                let delays = delays.clone();
-                let otlp_bytes = otlp_bytes.clone();
-                move || {
-                    let served = Served {
-                        served,
-                        otlp_bytes,
-                        delays,
-                    };
-                    target_thread(delay, stop, served, tx)
-                }
+                move || target_thread(delay, stop, served, server, tx)
             })
             .map_err(|e| format!("cannot start the target thread: {e}"))?;
         let (addr, tid) = rx
@@ -67,9 +84,12 @@ impl Target {
         Ok(Target {
             addr,
             tid,
-            served,
-            otlp_bytes,
-            delays,
+            served: served.served,
+            otlp_bytes: served.otlp_bytes,
+            connections: served.connections,
+            served_h2: served.served_h2,
+            ca_file,
+            delays: served.delays,
             stop,
             thread,
         })
@@ -92,16 +112,22 @@ impl Target {
     pub fn stop(self) {
         self.stop.cancel();
         let _ = self.thread.join();
+        if let Some(file) = self.ca_file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
 /// What the target counts: answers, and how long each took.
 #[derive(Clone)]
-struct Served {
-    served: Arc<AtomicU64>,
+pub struct Served {
+    pub served: Arc<AtomicU64>,
     /// Bytes of OTLP exports received (`--otlp`).
-    otlp_bytes: Arc<AtomicU64>,
-    delays: Arc<Mutex<Histogram<u64>>>,
+    pub otlp_bytes: Arc<AtomicU64>,
+    /// Connections accepted, answers over HTTP/2 (hyper's server counts them).
+    pub connections: Arc<AtomicU64>,
+    pub served_h2: Arc<AtomicU64>,
+    pub delays: Arc<Mutex<Histogram<u64>>>,
 }
 
 /// A histogram of µs from 1 µs to an hour, 3 significant digits.
@@ -113,6 +139,7 @@ fn target_thread(
     delay: Duration,
     stop: CancellationToken,
     served: Served,
+    server: Option<HyperServer>,
     ready: std::sync::mpsc::Sender<Ready>,
 ) {
     let tid = std::fs::read_link("/proc/thread-self")
@@ -145,7 +172,10 @@ fn target_thread(
                 return;
             }
         }
-        accept_until_stopped(listener, delay, stop, served).await;
+        match server {
+            None => accept_until_stopped(listener, delay, stop, served).await,
+            Some(s) => s.accept_until_stopped(listener, delay, stop, served).await,
+        }
     });
 }
 
