@@ -37,6 +37,8 @@ use super::{Kind, Progress};
 use crate::config::browser::{Action, BrowserCheck, BrowserStep};
 use crate::run::{AssertionResult, ErrorClass, Phases, ProbeError, StepOutcome, StepStatus};
 
+/// How long the first page's first paint is waited for after its load.
+pub const FIRST_PAINT_WAIT: Duration = Duration::from_secs(2);
 /// The console messages copied into a run's facts (all are counted).
 const CONSOLE_SHOWN: usize = 5;
 
@@ -201,7 +203,15 @@ impl<'a> BrowserKind<'a> {
 
     /// Reads the page: the first document's vitals and timing, kept while it is shown.
     async fn observe(&mut self, page: &Page<'_>, p: &mut Progress) -> Result<(), cdp::CdpError> {
-        let r = page.read().await?;
+        let mut r = page.read().await?;
+        // The first page's first paint may come a moment after its load (a
+        // busy machine): waited for, briefly, before a next step can leave it.
+        let until = Instant::now() + FIRST_PAINT_WAIT;
+        while self.first.is_none() && r.id.is_some() && r.fcp_ms.is_none() && Instant::now() < until
+        {
+            tokio::time::sleep(page::POLL_EVERY).await;
+            r = page.read().await?;
+        }
         let same = match &self.first {
             None => r.id.is_some(),
             Some(f) => f.id.is_some() && f.id == r.id,
