@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 pub use super::raw_browser::{RawBrowser, RawBrowserStep, RawExpectText, RawFill};
-pub use super::raw_kinds::{RawDns, RawGrpc, RawIcmp, RawTcp, RawTls, RawWebSocket};
 pub use super::raw_http::{RawBasicAuth, RawHttp, RawHttpTls, RawOAuth2, RawScalar};
+pub use super::raw_kinds::{RawDns, RawGrpc, RawIcmp, RawTcp, RawTls, RawWebSocket};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,6 @@ pub use outcome::{
     StepStatus,
 };
 pub use record::{
-    phase_samples, span_id, tick_run_id, trace_id, vital_name, vital_samples, ProbeMeta,
-    RunRecord, Trigger, PHASES, VITALS,
+    phase_samples, span_id, tick_run_id, trace_id, vital_name, vital_samples, ProbeMeta, RunRecord,
+    Trigger, PHASES, VITALS,
 };
