@@ -437,15 +437,15 @@ impl Kind for BrowserKind<'_> {
                 self.pool.options().max_concurrent
             ),
             Doing::Step(i, since) => format!(
-                "at step {} `{}` for {}",
+                "at step {} `{}` for {}, after {} step(s) passed",
                 i + 1,
                 self.check.steps[*i].action.describe(),
                 humantime::format_duration(Duration::from_millis(
                     since.elapsed().as_millis() as u64
-                ))
+                )),
+                p.steps.len()
             ),
         };
-        let _ = p;
         fail(
             ErrorClass::Timeout,
             format!(
