@@ -477,14 +477,7 @@ async fn the_daemon_keeps_steps_and_vitals_as_histograms_and_serves_the_screensh
 /// probes/README.md's browser check loads as shown.
 #[test]
 fn the_documented_browser_check_loads() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../probes/README.md"))
-        .unwrap();
-    let block = doc
-        .split("```yaml\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .find(|b| b.starts_with("name: web-sign-in"))
-        .expect("the example in probes/README.md");
+    let block = crate::helpers::probes_readme_example("web-sign-in");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sign-in.yaml"), block).unwrap();
 

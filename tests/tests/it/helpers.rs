@@ -686,3 +686,16 @@ pub async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, V
     }
     Some((head, buf[head_end..head_end + len].to_vec()))
 }
+
+/// The probe example of probes/README.md named `name`: its ```yaml block, as shown.
+pub fn probes_readme_example(name: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../probes/README.md"))
+        .unwrap();
+    let first = format!("name: {name}");
+    doc.split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with(&first))
+        .unwrap_or_else(|| panic!("no example named {name} in probes/README.md"))
+        .to_string()
+}

@@ -493,14 +493,7 @@ async fn bad_reach_options_are_refused_at_their_field() {
 /// certificate files it names.
 #[test]
 fn the_documented_example_loads() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../probes/README.md"))
-        .unwrap();
-    let block = doc
-        .split("```yaml\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .find(|b| b.starts_with("name: payments-mtls"))
-        .expect("the example in probes/README.md");
+    let block = crate::helpers::probes_readme_example("payments-mtls");
     let pki = Pki::new("docs");
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");

@@ -420,7 +420,7 @@ impl Kind for BrowserKind<'_> {
         }
         page.close().await;
         let budget = self.pool.options().memory_mb * 1024 * 1024;
-        let rss = lease.rss_bytes();
+        let rss = lease.memory_bytes();
         if rss > budget {
             tracing::warn!(probe = %self.probe, "the browser used {} MiB, over browser.memory_mb ({}); it is replaced", rss >> 20, budget >> 20);
         } else {

@@ -114,13 +114,14 @@ impl Lease<'_> {
     }
 
     /// The browser's memory: the proportional set of its whole process group, in bytes.
-    pub fn rss_bytes(&self) -> u64 {
+    pub fn memory_bytes(&self) -> u64 {
         self.browser
             .as_ref()
             .map_or(0, |b| group_memory_bytes(b.pid))
     }
 
-    /// The check finished cleanly: the browser may serve another.
+    /// The check finished cleanly and the browser is within its memory
+    /// budget (the caller measured it): it may serve another.
     pub fn keep(&mut self) {
         self.keep = true;
     }
@@ -131,8 +132,8 @@ impl Drop for Lease<'_> {
         let Some(b) = self.browser.take() else {
             return;
         };
-        let budget = self.pool.opts.memory_mb * 1024 * 1024;
-        if self.keep && b.uses < MAX_USES && group_memory_bytes(b.pid) <= budget {
+        // Its memory was measured by the check that called `keep`: not again here.
+        if self.keep && b.uses < MAX_USES {
             self.pool.idle.lock().push((b, Instant::now()));
         } else {
             self.pool.retired.fetch_add(1, Ordering::Relaxed);
@@ -172,11 +173,6 @@ impl BrowserPool {
             launched: self.launched.load(Ordering::Relaxed),
             retired: self.retired.load(Ordering::Relaxed),
         }
-    }
-
-    /// Checks waiting for a browser now.
-    pub fn busy(&self) -> bool {
-        self.permits.available_permits() == 0
     }
 
     /// A browser for one check: an idle one, or a new one. Waits while every
