@@ -261,18 +261,38 @@ async fn console_errors_are_recorded_and_fail_the_run_only_when_asked() {
     assert!(strict.info.contains_key("browser.screenshot"));
 }
 
-/// Main browser processes carrying `marker` on their command line: not
-/// their renderers (`--type=`), nor the shell scripts that start them (Debian's
-/// `/usr/bin/chromium-headless-shell` is one, and runs the browser as its child).
+/// Main browser processes carrying `marker` on their command line: the
+/// browsers the shell scripts that start them run (Debian's
+/// `/usr/bin/chromium-headless-shell` is one, and runs the browser as its
+/// child). Not their renderers (`--type=`), nor a child the browser forked
+/// that has not yet exec'd its own program (its crash handler), which
+/// carries the browser's command line for an instant.
 fn browsers_with(marker: &str) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    dir.flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(marker) && !c.contains("--type="))
-        .filter(|c| !c.split(' ').next().unwrap_or_default().ends_with("sh"))
+    let procs: std::collections::HashMap<String, (String, String)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(1)?
+                .to_string();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            Some((e.file_name().to_string_lossy().into_owned(), (ppid, cmd)))
+        })
+        .collect();
+    let shell = |c: &str| c.split(' ').next().unwrap_or_default().ends_with("sh");
+    procs
+        .values()
+        .filter(|(_, c)| c.contains(marker) && !c.contains("--type=") && !shell(c))
+        .filter(|(ppid, _)| {
+            procs
+                .get(ppid)
+                .is_some_and(|(_, pc)| pc.contains(marker) && shell(pc))
+        })
         .count()
 }
 
