@@ -47,6 +47,7 @@ mod otlp;
 mod otlp_metrics;
 mod pg_tls;
 mod proxy_settings;
+mod realtime;
 mod recent;
 mod reload;
 mod replicas;
