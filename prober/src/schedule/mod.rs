@@ -31,6 +31,7 @@ mod clock;
 mod precise;
 
 pub use clock::{next_tick, spread_offset, Clock};
+pub use precise::timer_realtime;
 
 /// Runs a probe once as the run with this id (its trace id is the run id's);
 /// the production executor is `probe::Runner::run_as`.

@@ -22,6 +22,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU8, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,22 @@ impl Timer {
 }
 
 static TIMER: OnceLock<Option<Arc<Timer>>> = OnceLock::new();
+
+/// The timer thread's priority as it found it: [`UNKNOWN`] until it starts.
+static PRIORITY: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const NORMAL: u8 = 1;
+const REALTIME: u8 = 2;
+
+/// Whether the timer thread runs at real-time priority; `None` until it has
+/// started (the first tick due within a minute starts it).
+pub fn timer_realtime() -> Option<bool> {
+    match PRIORITY.load(AtomicOrdering::Relaxed) {
+        NORMAL => Some(false),
+        REALTIME => Some(true),
+        _ => None,
+    }
+}
 
 fn timer() -> Option<&'static Timer> {
     TIMER
@@ -178,6 +195,7 @@ fn run(timer: &Timer) {
 /// The slack cannot fail for the calling thread; if it ever did, the ticks
 /// would only be ≈ 50 µs later, so it is logged.
 fn precise_wakes() {
+    PRIORITY.store(NORMAL, AtomicOrdering::Relaxed);
     #[cfg(target_os = "linux")]
     {
         if let Err(e) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
@@ -212,7 +230,10 @@ fn realtime() {
     };
     let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
     match set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, fifo) {
-        Ok(()) => tracing::debug!("the timer thread runs at real-time priority (SCHED_FIFO 1)"),
+        Ok(()) => {
+            PRIORITY.store(REALTIME, AtomicOrdering::Relaxed);
+            tracing::debug!("the timer thread runs at real-time priority (SCHED_FIFO 1)");
+        }
         Err(e) => tracing::info!(
             error = ?e,
             "the timer thread runs at normal priority: under load, ticks may start about 0.5 ms later at the p99; \
@@ -301,6 +322,7 @@ mod tests {
             Some(may),
             "the timer thread at SCHED_FIFO"
         );
+        assert_eq!(timer_realtime(), Some(may), "what /metrics is told");
     }
 
     /// The thread waits for its first deadline; one added later but due

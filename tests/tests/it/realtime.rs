@@ -2,14 +2,15 @@
 //! image's unprivileged user given `CAP_SYS_NICE`, or the `RLIMIT_RTPRIO` that
 //! docker-compose.yml gives (`ulimits: rtprio: 1`), the thread is at
 //! `SCHED_FIFO`; given neither, it stays a normal one and the log says what to
-//! give.
+//! give. `/metrics`' `prober_scheduler_timer_realtime` tells which.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::db::TestDb;
-use crate::helpers::closed_port;
+use crate::helpers::{closed_port, http_get};
 
 /// The scheduling policy (0 normal, 1 `SCHED_FIFO`) of the process's thread
 /// named `prober-timer`, once it exists (it starts with the first tick).
@@ -34,6 +35,21 @@ fn timer_policy(pid: u32, within: Duration) -> Option<u32> {
     None
 }
 
+/// The value of `/metrics`' `prober_scheduler_timer_realtime` (None: absent
+/// or the daemon not answering within 10 s).
+async fn realtime_gauge(listen: SocketAddr) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let (status, page) = http_get(listen, "/metrics").await;
+        let line = (page.lines()).find_map(|l| l.strip_prefix("prober_scheduler_timer_realtime "));
+        if let (200, Some(v)) = (status, line) {
+            return Some(v.trim().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// What the unprivileged daemon is given to ask for real-time priority with.
 #[derive(Debug, Clone, Copy)]
 enum Given {
@@ -45,7 +61,7 @@ enum Given {
 }
 
 /// `prober run` as uid and gid 10001 (the image's user), given `given`.
-fn run_unprivileged(db: &TestDb, dir: &std::path::Path, given: Given) -> Child {
+fn run_unprivileged(db: &TestDb, dir: &std::path::Path, given: Given, listen: SocketAddr) -> Child {
     let rtprio = if matches!(given, Given::Rtprio) { 1 } else { 0 };
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--rtprio={rtprio}:{rtprio}")).args([
@@ -59,14 +75,8 @@ fn run_unprivileged(db: &TestDb, dir: &std::path::Path, given: Given) -> Child {
     }
     cmd.arg("--")
         .arg(env!("CARGO_BIN_EXE_prober-cli"))
-        .args([
-            "run",
-            "--probes",
-            "p.yaml",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-spool",
-        ])
+        .args(["run", "--probes", "p.yaml", "--no-spool"])
+        .args(["--listen", &listen.to_string()])
         .args(["--database-url", &db.url])
         .current_dir(dir)
         .env("RUST_LOG", "info")
@@ -142,17 +152,23 @@ async fn an_unprivileged_daemon_given_the_right_runs_its_timer_at_real_time_prio
         eprintln!("RLIMIT_RTPRIO not tried: this machine withholds CAP_SYS_RESOURCE, so no limit can be raised");
     }
     for given in ways {
-        let daemon = run_unprivileged(&db, dir.path(), given);
+        let listen = closed_port().await;
+        let daemon = run_unprivileged(&db, dir.path(), given, listen);
         let policy = timer_policy(daemon.id(), Duration::from_secs(20));
+        let gauge = realtime_gauge(listen).await;
         let log = stop(daemon);
         assert_eq!(policy, Some(1), "SCHED_FIFO given {given:?}:\n{log}");
+        assert_eq!(gauge.as_deref(), Some("1"), "/metrics says so:\n{log}");
         assert!(!log.contains("RLIMIT_RTPRIO"), "{log}");
     }
 
-    let refused = run_unprivileged(&db, dir.path(), Given::Nothing);
+    let listen = closed_port().await;
+    let refused = run_unprivileged(&db, dir.path(), Given::Nothing, listen);
     let policy = timer_policy(refused.id(), Duration::from_secs(20));
+    let gauge = realtime_gauge(listen).await;
     let log = stop(refused);
     assert_eq!(policy, Some(0), "a normal thread given nothing:\n{log}");
+    assert_eq!(gauge.as_deref(), Some("0"), "/metrics says so:\n{log}");
     assert!(
         log.contains("the timer thread runs at normal priority")
             && log.contains("CAP_SYS_NICE or a RLIMIT_RTPRIO of 1"),

@@ -1,4 +1,5 @@
-//! The scheduler's families: start lateness, skipped ticks, runs in flight and finished.
+//! The scheduler's families: start lateness, skipped ticks, runs in flight and
+//! finished, and whether the timer thread runs at real-time priority.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use super::encode::{counter, gauge, histogram};
-use crate::schedule::SchedulerStats;
+use crate::schedule::{timer_realtime, SchedulerStats};
 
 /// Reads the scheduler's counters on each scrape.
 #[derive(Debug)]
@@ -33,6 +34,15 @@ impl Collector for SchedulerCollector {
             None,
             stats.skipped_ticks.load(Ordering::Relaxed),
         )?;
+        if let Some(realtime) = timer_realtime() {
+            gauge(
+                &mut enc,
+                "prober_scheduler_timer_realtime",
+                "1 if the timer thread that starts ticks runs at real-time priority (SCHED_FIFO), 0 if it was refused (give CAP_SYS_NICE or RLIMIT_RTPRIO 1); absent until the first tick.",
+                None,
+                u64::from(realtime),
+            )?;
+        }
         gauge(
             &mut enc,
             "prober_scheduler_runs_in_flight",
