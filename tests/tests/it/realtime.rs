@@ -132,6 +132,13 @@ async fn an_unprivileged_daemon_given_the_right_runs_its_timer_at_real_time_prio
         eprintln!("skipped: running the daemon as another user needs root (CI runs as root)");
         return;
     }
+    if !runs_as_the_image_user() {
+        eprintln!(
+            "skipped: uid 10001 cannot run {} (a directory on its path is private)",
+            env!("CARGO_BIN_EXE_prober-cli")
+        );
+        return;
+    }
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port().await.port();
@@ -174,6 +181,19 @@ async fn an_unprivileged_daemon_given_the_right_runs_its_timer_at_real_time_prio
             && log.contains("CAP_SYS_NICE or a RLIMIT_RTPRIO of 1"),
         "the log says what to give:\n{log}"
     );
+}
+
+/// Whether uid 10001 can run the binary under test (a target directory
+/// under a private home cannot be).
+fn runs_as_the_image_user() -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=10001", "--regid=10001", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_prober-cli"))
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether the tests run as root (uid 0), read from `/proc/self/status`.
