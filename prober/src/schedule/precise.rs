@@ -216,7 +216,7 @@ fn precise_wakes() {
 /// Asks for `SCHED_FIFO` at the lowest real-time priority (1) for this
 /// thread, so that its wake at a deadline preempts any normal thread at once
 /// instead of waiting for a CPU: at 5,000 ticks a second on two cores, start
-/// lateness p99 2.16–2.17 ms without it, 1.51–1.54 ms with it (BENCHMARKS.md,
+/// lateness p99 2.18–2.19 ms without it, 1.69–1.74 ms with it (BENCHMARKS.md,
 /// "The timer thread's real-time priority"). The thread runs for
 /// microseconds a wake and never spins, and Linux holds real-time threads to
 /// 95 % of a CPU whatever they do (`sched_rt_runtime_us`). It needs
@@ -224,12 +224,7 @@ fn precise_wakes() {
 /// thread stays a normal one, and that is said once.
 #[cfg(target_os = "linux")]
 fn realtime() {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
-    };
-    let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
-    match set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, fifo) {
+    match ask_for_fifo() {
         Ok(()) => {
             PRIORITY.store(REALTIME, AtomicOrdering::Relaxed);
             tracing::debug!("the timer thread runs at real-time priority (SCHED_FIFO 1)");
@@ -242,9 +237,24 @@ fn realtime() {
         ),
     }
     #[cfg(test)]
-    if let Ok((policy, _)) = thread_priority::thread_schedule_policy_param(thread_native_id()) {
-        *tests::TIMER_POLICY.lock() = Some(policy == fifo);
+    {
+        use thread_priority::{thread_native_id, thread_schedule_policy_param};
+        if let Ok((policy, _)) = thread_schedule_policy_param(thread_native_id()) {
+            *tests::TIMER_POLICY.lock() = Some(policy == FIFO);
+        }
     }
+}
+
+#[cfg(target_os = "linux")]
+const FIFO: thread_priority::ThreadSchedulePolicy = thread_priority::ThreadSchedulePolicy::Realtime(
+    thread_priority::RealtimeThreadSchedulePolicy::Fifo,
+);
+
+/// Puts the calling thread at `SCHED_FIFO` 1, if the process may.
+#[cfg(target_os = "linux")]
+fn ask_for_fifo() -> Result<(), thread_priority::Error> {
+    use thread_priority::{set_thread_priority_and_policy, thread_native_id, ThreadPriority};
+    set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, FIFO)
 }
 
 /// Marks the timer ended and lets go of every waiter when the thread ends
@@ -305,18 +315,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_timer_thread_runs_at_real_time_priority_where_allowed() {
-        use thread_priority::{
-            set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
-            ThreadPriority, ThreadSchedulePolicy,
-        };
         sleep_until(tokio::time::Instant::now() + Duration::from_millis(1)).await;
         // Whether this process may: asked by a thread of its own that ends at once.
-        let may = std::thread::spawn(|| {
-            let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
-            set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, fifo).is_ok()
-        })
-        .join()
-        .expect("the asking thread does not panic");
+        let may = std::thread::spawn(|| ask_for_fifo().is_ok())
+            .join()
+            .expect("the asking thread does not panic");
         assert_eq!(
             *TIMER_POLICY.lock(),
             Some(may),

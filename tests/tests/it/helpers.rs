@@ -632,7 +632,7 @@ impl Drop for Children {
     }
 }
 
-/// Sends signal `name` (`KILL`, `STOP`, `CONT`) to `pid`.
+/// Sends signal `name` (`KILL`, `STOP`, `CONT`, `INT`) to `pid`.
 pub fn signal(name: &str, pid: u32) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::db::TestDb;
-use crate::helpers::{closed_port, http_get};
+use crate::helpers::{closed_port, http_get, signal};
 
 /// The scheduling policy (0 normal, 1 `SCHED_FIFO`) of the process's thread
 /// named `prober-timer`, once it exists (it starts with the first tick).
@@ -98,9 +98,7 @@ fn may_raise_rtprio() -> bool {
 }
 
 fn stop(mut child: Child) -> String {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    signal("INT", child.id());
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
