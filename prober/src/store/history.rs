@@ -79,7 +79,7 @@ impl Store {
         // Phase ids are below 100 + the most steps a scenario has.
         let most = 100 + crate::config::steps::MAX_STEPS as i64;
         let phases = (bins.iter().map(|e| e >> 48).max().unwrap_or(-1) + 1).clamp(0, most);
-        let hists = unpack_phases(&bins, usize::try_from(phases).unwrap_or(0));
+        let hists = unpack_phases(bins, usize::try_from(phases).unwrap_or(0));
         Ok((hists.into_iter().enumerate())
             .filter(|(_, h)| !h.is_empty())
             .filter_map(|(i, h)| Some((i16::try_from(i).ok()?, h)))
