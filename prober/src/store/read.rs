@@ -445,8 +445,11 @@ pub(super) fn unpack_phases(mut bins: Vec<i64>, phases: usize) -> Vec<SparseHist
     let mut out = vec![SparseHist::default(); phases];
     // Sorted, each bin is added at the end of its phase's list (several
     // rows' bins concatenated would otherwise move the list's tail at
-    // almost every new bin), in place: the caller's array is not kept.
-    bins.sort_unstable();
+    // almost every new bin), in place: the caller's array is not kept. A
+    // stable sort, which merges the runs already sorted (a point's bins
+    // are its minutes' sorted lists one after another; 2-3 % less of the
+    // analysis' CPU at 30 runs a point than an unstable sort).
+    bins.sort();
     // Each phase's list sized once to its distinct bins (grown bin by bin,
     // its reallocations were a third of the decoding at 30 runs a point).
     let mut distinct = vec![0usize; phases];
