@@ -122,6 +122,17 @@ fn passes_after(change: Option<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
         .collect()
 }
 
+/// Whether a pass that read the 5-minute points before `end` (indexes from
+/// `start`) and found change points at `found` detects a change at
+/// `change`: one of them within [`TOLERANCE`] of it, and the point holding
+/// the change read. A point found near the change before any of its runs
+/// was read is one of Otava's false points that fell there by chance (it
+/// finds several a day on a stationary series), not a detection.
+fn detects(start: DateTime<Utc>, change: DateTime<Utc>, end: usize, found: &[usize]) -> bool {
+    let at = |i: usize| start + TimeDelta::minutes(5 * i as i64);
+    end > point_of(start, change) && found.iter().any(|&i| (at(i) - change).abs() <= TOLERANCE)
+}
+
 /// The point index of `t` (5-minute points from `start`).
 fn point_of(start: DateTime<Utc>, t: DateTime<Utc>) -> usize {
     ((t - start).num_seconds().max(0) / 300) as usize
@@ -176,19 +187,20 @@ async fn run_in(
     let mut found = Vec::new();
     for (p, passes) in scored.iter().zip(&passes) {
         let r = &result[p.meta.name.as_str()];
-        // The first pass whose window holds a point near the change.
+        // The first pass that read the change's point and found a point
+        // near the change.
         let first = r["prefix"]
             .as_array()
             .into_iter()
             .flatten()
             .zip(passes)
             .find_map(|(e, pass)| {
-                let near = e[1]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|i| p.change_at.is_some_and(|c| (at(i) - c).abs() <= TOLERANCE));
-                near.then_some(*pass)
+                let end = e[0].as_u64().and_then(|n| usize::try_from(n).ok())?;
+                let found: Vec<usize> = (e[1].as_array().into_iter().flatten())
+                    .filter_map(|i| i.as_u64().and_then(|n| usize::try_from(n).ok()))
+                    .collect();
+                let c = p.change_at?;
+                detects(start, c, end, &found).then_some(*pass)
             });
         for i in r["full"].as_array().into_iter().flatten() {
             let change_at = at(i);
@@ -211,4 +223,25 @@ async fn run_in(
         row.phase_named = None;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_near_the_change_detects_it_only_once_the_change_was_read() {
+        let start: DateTime<Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        let change: DateTime<Utc> = "2026-11-25T00:23:00Z".parse().unwrap();
+        // The change is in point 4 (00:20-00:25).
+        assert_eq!(point_of(start, change), 4);
+        // A point found at 00:20 by a pass that read points 0-3: chance.
+        assert!(!detects(start, change, 4, &[4]));
+        // The same point once point 4 was read: a detection.
+        assert!(detects(start, change, 5, &[4]));
+        // 27 minutes after it is near; 37 is not.
+        assert!(detects(start, change, 10, &[10]));
+        assert!(!detects(start, change, 20, &[12]));
+        assert!(!detects(start, change, 20, &[]));
+    }
 }
