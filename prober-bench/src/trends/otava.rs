@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::process::Command;
 
-use super::score::{score, Found, Row, TOLERANCE};
+use super::score::{read, score, Found, Row, TOLERANCE};
 use super::synth::{Plan, Scenario};
 
 const VENV: &str = "/tmp/otava-venv";
@@ -122,15 +122,20 @@ fn passes_after(change: Option<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
         .collect()
 }
 
-/// Whether a pass that read the 5-minute points before `end` (indexes from
-/// `start`) and found change points at `found` detects a change at
-/// `change`: one of them within [`TOLERANCE`] of it, and the point holding
-/// the change read. A point found near the change before any of its runs
-/// was read is one of Otava's false points that fell there by chance (it
-/// finds several a day on a stationary series), not a detection.
-fn detects(start: DateTime<Utc>, change: DateTime<Utc>, end: usize, found: &[usize]) -> bool {
+/// Whether a pass at `pass` that found change points at `found` (5-minute
+/// point indexes from `start`) detects a change at `change`: one of them
+/// within [`TOLERANCE`] of it, and the point holding the change read
+/// ([`read`]). A point found near the change before any of its runs was
+/// read is one of Otava's false points that fell there by chance (it finds
+/// several a day on a stationary series), not a detection.
+fn detects(
+    start: DateTime<Utc>,
+    change: DateTime<Utc>,
+    pass: DateTime<Utc>,
+    found: &[usize],
+) -> bool {
     let at = |i: usize| start + TimeDelta::minutes(5 * i as i64);
-    end > point_of(start, change) && found.iter().any(|&i| (at(i) - change).abs() <= TOLERANCE)
+    pass >= read(change) && found.iter().any(|&i| (at(i) - change).abs() <= TOLERANCE)
 }
 
 /// The point index of `t` (5-minute points from `start`).
@@ -195,12 +200,10 @@ async fn run_in(
             .flatten()
             .zip(passes)
             .find_map(|(e, pass)| {
-                let end = e[0].as_u64().and_then(|n| usize::try_from(n).ok())?;
                 let found: Vec<usize> = (e[1].as_array().into_iter().flatten())
                     .filter_map(|i| i.as_u64().and_then(|n| usize::try_from(n).ok()))
                     .collect();
-                let c = p.change_at?;
-                detects(start, c, end, &found).then_some(*pass)
+                detects(start, p.change_at?, *pass, &found).then_some(*pass)
             });
         for i in r["full"].as_array().into_iter().flatten() {
             let change_at = at(i);
@@ -231,17 +234,19 @@ mod tests {
 
     #[test]
     fn a_point_near_the_change_detects_it_only_once_the_change_was_read() {
-        let start: DateTime<Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
-        let change: DateTime<Utc> = "2026-11-25T00:23:00Z".parse().unwrap();
-        // The change is in point 4 (00:20-00:25).
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let (start, change) = (t("2026-11-25T00:00:00Z"), t("2026-11-25T00:23:00Z"));
+        // The change is in point 4 (00:20-00:25), which closes at 00:27:
+        // the passes on the marks read it from 00:30 on (`point_of`).
         assert_eq!(point_of(start, change), 4);
-        // A point found at 00:20 by a pass that read points 0-3: chance.
-        assert!(!detects(start, change, 4, &[4]));
-        // The same point once point 4 was read: a detection.
-        assert!(detects(start, change, 5, &[4]));
-        // 27 minutes after it is near; 37 is not.
-        assert!(detects(start, change, 10, &[10]));
-        assert!(!detects(start, change, 20, &[12]));
-        assert!(!detects(start, change, 20, &[]));
+        assert_eq!(read(change), t("2026-11-25T00:27:00Z"));
+        // A point found at 00:20 by the pass of 00:25: chance.
+        assert!(!detects(start, change, t("2026-11-25T00:25:00Z"), &[4]));
+        // The same point at the pass of 00:30: a detection.
+        assert!(detects(start, change, t("2026-11-25T00:30:00Z"), &[4]));
+        // 27 minutes after the change is near; 37 is not.
+        assert!(detects(start, change, t("2026-11-25T01:00:00Z"), &[10]));
+        assert!(!detects(start, change, t("2026-11-25T01:00:00Z"), &[12]));
+        assert!(!detects(start, change, t("2026-11-25T01:00:00Z"), &[]));
     }
 }

@@ -3,7 +3,9 @@
 //! A step is **detected** by a `step` finding within ±30 minutes of the planted
 //! time on `total` (the single-phase step: on `total` or `first_byte`); its
 //! **delay** is the finding's `detected_at` (the pass that first stored it)
-//! less the planted time. A drift is detected by a `drift` finding on
+//! less the planted time; a finding stored before the pass that first read
+//! the change's 5-minute point ([`read`]) is not a detection of it, ours or
+//! Otava's. A drift is detected by a `drift` finding on
 //! `total`. Every other finding is **false**: any finding on a stationary
 //! probe, one at the wrong time, phase or kind, and a second finding of the
 //! same planted change (counted apart as `duplicates` too). The **phase is
@@ -13,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use prober::store::trends::Finding;
 use serde::Serialize;
 
@@ -73,6 +75,14 @@ pub fn ours(plans: &[Plan], findings: &[Finding], days: f64, every: Duration) ->
     score(plans, &found, days, every)
 }
 
+/// When the 5-minute point holding `change` is first read: the point's end
+/// and the 2 minutes a point takes to close (`analysis::next_pass`). A
+/// finding stored before it cannot come from the change's runs.
+pub fn read(change: DateTime<Utc>) -> DateTime<Utc> {
+    let point = TimeDelta::minutes(5);
+    change.duration_trunc(point).unwrap_or(change) + point + TimeDelta::minutes(2)
+}
+
 /// Whether `f` reports `plan`'s planted change.
 fn matches(plan: &Plan, f: &Found) -> bool {
     match plan.scenario {
@@ -83,7 +93,7 @@ fn matches(plan: &Plan, f: &Found) -> bool {
                 f.phase == "total" || (s == Scenario::PhaseStep && f.phase == "first_byte");
             let at_ok = plan
                 .change_at
-                .is_some_and(|c| (f.change_at - c).abs() <= TOLERANCE);
+                .is_some_and(|c| (f.change_at - c).abs() <= TOLERANCE && f.detected_at >= read(c));
             f.kind == "step" && phase_ok && at_ok
         }
     }
