@@ -150,7 +150,7 @@ pub fn validate_steps(
 
 fn validate_extract(raw: &RawExtract, field: &str, ctx: &mut Ctx<'_>) -> Option<ExtractFrom> {
     match (&raw.json, &raw.header, &raw.regex, raw.status) {
-        (Some(p), None, None, None) => match JsonPath::parse(p) {
+        (Some(p), None, None, None) => match super::probe::parse_json_path(p) {
             Ok(path) => Some(ExtractFrom::Json {
                 path,
                 source: p.clone(),
@@ -158,7 +158,10 @@ fn validate_extract(raw: &RawExtract, field: &str, ctx: &mut Ctx<'_>) -> Option<
             Err(e) => {
                 ctx.error(
                     &format!("{field}.json"),
-                    format!("{p:?} is not a JSON path ({e}); write RFC 9535 paths such as $.token"),
+                    format!(
+                        "{:?} is not a JSON path ({e}); write RFC 9535 paths such as $.token",
+                        crate::probe::assert::excerpt(p)
+                    ),
                 );
                 None
             }

@@ -46,6 +46,21 @@ fn huge_file(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// A probe whose JSON path nests 300,000 parentheses (600 KB, under the
+/// file limit): the path parser, which recurses a level at a time, once
+/// overflowed the stack on it and aborted the process.
+fn deep_json_path(dir: &Path) -> PathBuf {
+    let path = dir.join("deep_json_path.yaml");
+    let n = 300_000;
+    let yaml = format!(
+        "- name: deep\n  every: 1m\n  http: {{url: \"http://127.0.0.1:9/\"}}\n  expect:\n    json:\n      - path: \"$[?{}@.a{}]\"\n        equals: 1\n",
+        "(".repeat(n),
+        ")".repeat(n)
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
 /// Every hostile input, with the words its refusal must hold.
 fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let copy = |name: &str| {
@@ -73,6 +88,16 @@ fn hostile_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     ]
 }
 
+/// [`hostile_files`], and those only a probe file can be.
+fn hostile_probe_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    let mut files = hostile_files(dir);
+    files.push((
+        deep_json_path(dir),
+        ":6:15: probe \"deep\": expect.json[0].path: \"$[?((((",
+    ));
+    files
+}
+
 fn text(out: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -85,7 +110,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn check_once_and_run_refuse_hostile_probe_files_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    for (file, expected) in hostile_files(dir.path()) {
+    for (file, expected) in hostile_probe_files(dir.path()) {
         let path = file.to_str().unwrap();
         let placed = format!("{path}{expected}");
         for args in [
@@ -163,7 +188,7 @@ async fn hot_reload_refuses_hostile_files_and_keeps_probing() {
     assert!(wait_for(Duration::from_secs(15), || runs(&d) >= 1).await);
 
     let staging = tempfile::tempdir().unwrap();
-    for (file, expected) in hostile_files(staging.path()) {
+    for (file, expected) in hostile_probe_files(staging.path()) {
         let name = file.file_name().unwrap().to_owned();
         let dropped = probes_dir.join(&name);
         // Renamed in, as a deployment tool would: the watcher sees the whole file at once.

@@ -812,6 +812,18 @@ async fn oauth2_tokens_are_fetched_cached_refreshed_and_kept_out_of_the_latency(
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 
+    // An endpoint's absurd lifetime (2^64 − 1 s) is not believed: the
+    // token is kept (at most a day) and the run goes on, where it once
+    // overflowed the clock and killed every run of the probe.
+    let (absurd, fetches) = token_server(u64::MAX).await;
+    let p = http_probe(&url, &oauth(absurd, "${env:PROBER_TEST_OAUTH_SECRET}"), "");
+    let o = runner.run(&p).await;
+    assert!(o.success, "{o:#?}");
+    let o = runner.run(&p).await;
+    assert!(o.success, "{o:#?}");
+    assert_eq!(o.info["oauth2.token"], "cached", "{:?}", o.info);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
     // Refused credentials: the token endpoint's status, and what to check.
     let p = http_probe(&url, &oauth(short, "wrong"), "");
     let o = runner.run(&p).await;

@@ -123,6 +123,42 @@ fn validate_status(raw: &RawExpect, ctx: &mut Ctx<'_>, at: &str) -> Vec<StatusMa
     status
 }
 
+/// The longest JSON path a probe file may hold, in bytes.
+pub const MAX_JSON_PATH_BYTES: usize = 1024;
+
+/// The deepest nesting of brackets and parentheses in a JSON path. The
+/// parser recurses once a level, without a limit of its own: a path of a
+/// few hundred thousand `(` overflowed the stack and aborted the daemon.
+pub const MAX_JSON_PATH_DEPTH: usize = 32;
+
+/// `path` as an RFC 9535 JSON path, refused (with why) when longer than
+/// [`MAX_JSON_PATH_BYTES`] or nested deeper than [`MAX_JSON_PATH_DEPTH`]
+/// before the parser sees it.
+pub fn parse_json_path(path: &str) -> Result<JsonPath, String> {
+    if path.len() > MAX_JSON_PATH_BYTES {
+        return Err(format!(
+            "it is {} bytes long, over the {MAX_JSON_PATH_BYTES} a JSON path may be",
+            path.len()
+        ));
+    }
+    let mut depth = 0usize;
+    for c in path.bytes() {
+        match c {
+            b'(' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_PATH_DEPTH {
+                    return Err(format!(
+                        "its brackets and parentheses nest over {MAX_JSON_PATH_DEPTH} deep"
+                    ));
+                }
+            }
+            b')' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    JsonPath::parse(path).map_err(|e| e.to_string())
+}
+
 /// One JSON check, written at `field` (`expect.json[i]`).
 fn validate_json(
     j: &RawJsonExpect,
@@ -130,14 +166,14 @@ fn validate_json(
     field: &str,
     scope: &Scope,
 ) -> Option<JsonExpect> {
-    let path = match JsonPath::parse(&j.path) {
+    let path = match parse_json_path(&j.path) {
         Ok(p) => Some(p),
         Err(e) => {
             ctx.error(
                 &format!("{field}.path"),
                 format!(
                     "{:?} is not a JSON path ({e}); write RFC 9535 paths such as $.status or $.items[0].id",
-                    j.path
+                    crate::probe::assert::excerpt(&j.path)
                 ),
             );
             None
@@ -215,6 +251,20 @@ fn parse_class(text: &str) -> Option<StatusMatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_paths_too_long_or_too_deep_are_refused_before_parsing() {
+        assert!(parse_json_path("$.items[?(@.price > 10 && (@.stock < 5))].id").is_ok());
+        let deep = |n: usize| format!("$[?{}@.a{}]", "(".repeat(n), ")".repeat(n));
+        assert!(parse_json_path(&deep(MAX_JSON_PATH_DEPTH - 2)).is_ok());
+        let e = parse_json_path(&deep(MAX_JSON_PATH_DEPTH)).unwrap_err();
+        assert!(e.contains("nest over 32 deep"), "{e}");
+        // What once overflowed the stack: refused, not parsed.
+        let e = parse_json_path(&deep(300_000)).unwrap_err();
+        assert!(e.contains("bytes long"), "{e}");
+        let e = parse_json_path(&"(".repeat(1000)).unwrap_err();
+        assert!(e.contains("nest over"), "{e}");
+    }
 
     #[test]
     fn status_classes_parse_and_match() {

@@ -22,6 +22,10 @@ use crate::run::{ErrorClass, ProbeError};
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(30);
 /// How long a token without `expires_in` is kept.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a token is kept, whatever its `expires_in` says: a day. An
+/// endpoint's answer is not trusted further (`expires_in` of 2^64 − 1
+/// overflowed the clock's `Instant` and killed every run of the probe).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The largest token response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -152,7 +156,9 @@ impl TokenCache {
                     format!("the OAuth2 token endpoint {url} answered no `access_token`"),
                 )
             })?;
-        let lifetime = (json["expires_in"].as_u64()).map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        let lifetime = (json["expires_in"].as_u64())
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+            .min(MAX_LIFETIME);
         Ok((token.to_string(), lifetime))
     }
 }
