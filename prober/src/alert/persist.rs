@@ -337,13 +337,21 @@ pub async fn active_silences(
     silences(store, Some(now)).await
 }
 
-/// Silences, newest first; with `now`, only those not ended by then.
+/// Silences, newest first; with `now`, only those not ended by then. Their
+/// times are read from the year 1 to chrono's last instant (an open end,
+/// [`is_open_end`](crate::config::policy::is_open_end)): an operator's
+/// `update silences set ends_at = 'infinity'` (a permanent silence, which
+/// the table's checks allow) once failed to decode and stopped the alert
+/// engine on every replica; it is now an open end.
 pub async fn silences(
     store: &Store,
     now: Option<DateTime<Utc>>,
 ) -> Result<Vec<Silence>, StoreError> {
     let rows = sqlx::query(
-        "select id, matchers, starts_at, ends_at, cron, duration_ms, comment, created_by
+        "select id, matchers,
+                least(greatest(starts_at, '0001-01-01 00:00:00+00'), '262142-12-31 23:59:59.999999+00'),
+                least(greatest(ends_at, '0001-01-01 00:00:00+00'), '262142-12-31 23:59:59.999999+00'),
+                cron, duration_ms, comment, created_by
          from silences where ($1::timestamptz is null or ends_at > $1)
          order by created_at desc, id limit 1000",
     )

@@ -272,3 +272,32 @@ async fn a_transition_and_its_notifications_are_saved_together_or_not_at_all() {
         .unwrap();
     assert_eq!(outbox::recover(&store, "instance-a").await.unwrap(), 0);
 }
+
+/// A silence an operator made permanent by hand (`ends_at = 'infinity'`,
+/// which the table's checks allow) is read as an open end: its decoding
+/// once failed and stopped the alert engine on every replica.
+#[tokio::test]
+async fn a_silence_without_end_set_by_hand_is_read_not_fatal() {
+    use chrono::{Datelike, Utc};
+    use prober::alert::persist;
+
+    let db = TestDb::create().await;
+    let store = prober::store::Store::new(&db.url, "lab").unwrap();
+    store.migrate().await.unwrap();
+    sqlx::query(
+        "insert into silences (id, matchers, starts_at, ends_at, comment, created_by)
+         values ('00000000-0000-0000-0000-000000000001', '{\"team\": \"pay\"}',
+                 '-infinity', 'infinity', 'freeze', 'ops')",
+    )
+    .execute(&db.pool().await)
+    .await
+    .unwrap();
+    let active = persist::active_silences(&store, Utc::now()).await.unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert!(
+        prober::config::policy::is_open_end(&active[0].ends_at),
+        "{active:?}"
+    );
+    assert_eq!(active[0].starts_at.year(), 1);
+    assert_eq!(persist::silences(&store, None).await.unwrap().len(), 1);
+}
