@@ -81,6 +81,9 @@ pub const DEFAULT_SCREENSHOTS_DIR: &str = "screenshots";
 pub const MAX_BROWSERS: usize = 64;
 /// The least `browser.memory_mb`: below it Chromium cannot load a page.
 pub const MIN_MEMORY_MB: u64 = 128;
+/// The most `browser.memory_mb` (1 TiB): in bytes, a larger budget
+/// overflowed, wrapped to 0 and replaced the browser after every check.
+pub const MAX_MEMORY_MB: u64 = 1 << 20;
 
 /// `browser:` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -111,6 +114,14 @@ pub(super) fn browser_of(sink: &mut Sink, args: &SettingsArgs, f: BrowserFile) -
             "browser.memory_mb",
             format!(
                 "{memory_mb} MB is too little for a browser; at least {MIN_MEMORY_MB} (default {})",
+                d.memory_mb
+            ),
+        );
+    } else if memory_mb > MAX_MEMORY_MB {
+        sink.error(
+            "browser.memory_mb",
+            format!(
+                "{memory_mb} MB is more than a browser can be held to; at most {MAX_MEMORY_MB} (1 TiB; default {})",
                 d.memory_mb
             ),
         );

@@ -563,4 +563,16 @@ fn browser_settings_are_read_and_bad_ones_named_with_their_line() {
         e.contains(":3:") && e.contains("browser.memory_mb") && e.contains("at least 128"),
         "{e}"
     );
+    let e = resolve_yaml("browser:\n  memory_mb: 17592186044416\n").unwrap_err();
+    assert!(
+        e.contains(":2:") && e.contains("browser.memory_mb") && e.contains("at most 1048576"),
+        "{e}"
+    );
+    assert_eq!(
+        resolve_yaml("browser:\n  memory_mb: 1048576\n")
+            .unwrap()
+            .browser
+            .memory_mb,
+        1 << 20
+    );
 }
