@@ -160,7 +160,7 @@ fn validate_extract(raw: &RawExtract, field: &str, ctx: &mut Ctx<'_>) -> Option<
                     &format!("{field}.json"),
                     format!(
                         "{:?} is not a JSON path ({e}); write RFC 9535 paths such as $.token",
-                        crate::probe::assert::excerpt(p)
+                        crate::run::excerpt(p)
                     ),
                 );
                 None

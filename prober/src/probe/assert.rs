@@ -8,10 +8,8 @@ use serde_json::Value;
 
 use crate::config::probe::{Expect, JsonCheck, TextCheck};
 use crate::config::template::{Template, Vars};
+pub use crate::run::excerpt;
 use crate::run::{AssertionResult, CertInfo};
-
-/// Longest excerpt of a body or value shown as `actual`.
-const EXCERPT_CHARS: usize = 200;
 
 /// What the expectations look at.
 pub struct ResponseView<'a> {
@@ -32,19 +30,6 @@ fn result(check: String, passed: bool, expected: String, actual: String) -> Asse
         passed,
         expected,
         actual,
-    }
-}
-
-/// Shortens `s` to a readable excerpt.
-pub fn excerpt(s: &str) -> String {
-    // One line: runs of whitespace (newlines in an HTML body) become one space.
-    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut chars = flat.chars();
-    let head: String = chars.by_ref().take(EXCERPT_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}… ({} bytes)", s.len())
-    } else {
-        head
     }
 }
 

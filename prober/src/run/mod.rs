@@ -6,8 +6,8 @@ pub mod outcome;
 pub mod record;
 
 pub use outcome::{
-    ms, AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError, StepOutcome,
-    StepStatus,
+    excerpt, ms, AssertionResult, Attempt, CertInfo, ErrorClass, Outcome, Phases, ProbeError,
+    StepOutcome, StepStatus,
 };
 pub use record::{
     phase_samples, span_id, tick_run_id, trace_id, vital_name, vital_samples, ProbeMeta, RunRecord,

@@ -196,6 +196,25 @@ pub struct CertInfo {
     pub days_left: i64,
 }
 
+/// Longest excerpt of a body or value shown as `actual`.
+const EXCERPT_CHARS: usize = 200;
+
+/// Shortens `s` to a readable excerpt: one line (runs of whitespace, such
+/// as an HTML body's newlines, become one space), [`EXCERPT_CHARS`] at
+/// most, and the whole length when cut. Here, in the leaf every layer
+/// imports, so a file's check can show a hostile value as a probe's
+/// assertion does.
+pub fn excerpt(s: &str) -> String {
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = flat.chars();
+    let head: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}… ({} bytes)", s.len())
+    } else {
+        head
+    }
+}
+
 /// One expectation, checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AssertionResult {

@@ -173,7 +173,7 @@ fn validate_json(
                 &format!("{field}.path"),
                 format!(
                     "{:?} is not a JSON path ({e}); write RFC 9535 paths such as $.status or $.items[0].id",
-                    crate::probe::assert::excerpt(&j.path)
+                    crate::run::excerpt(&j.path)
                 ),
             );
             None
