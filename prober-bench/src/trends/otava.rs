@@ -134,8 +134,13 @@ fn detects(
     pass: DateTime<Utc>,
     found: &[usize],
 ) -> bool {
-    let at = |i: usize| start + TimeDelta::minutes(5 * i as i64);
-    pass >= read(change) && found.iter().any(|&i| (at(i) - change).abs() <= TOLERANCE)
+    pass >= read(change)
+        && (found.iter()).any(|&i| (time_of(start, i as i64) - change).abs() <= TOLERANCE)
+}
+
+/// The start of 5-minute point `i` (from `start`).
+fn time_of(start: DateTime<Utc>, i: i64) -> DateTime<Utc> {
+    start + TimeDelta::minutes(5 * i)
 }
 
 /// The point index of `t` (5-minute points from `start`).
@@ -188,7 +193,7 @@ async fn run_in(
     status(python, &[&paths[0], &paths[1], &paths[2]]).await?;
     let text = std::fs::read_to_string(&output).map_err(|e| e.to_string())?;
     let result: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let at = |i: &serde_json::Value| start + TimeDelta::minutes(5 * i.as_i64().unwrap_or(0));
+    let at = |i: &serde_json::Value| time_of(start, i.as_i64().unwrap_or(0));
     let mut found = Vec::new();
     for (p, passes) in scored.iter().zip(&passes) {
         let r = &result[p.meta.name.as_str()];

@@ -28,7 +28,7 @@ mod request;
 mod validate;
 
 pub use duration::{is_duration_syntax, parse_duration};
-pub use expect::{parse_json_path, MAX_JSON_PATH_BYTES, MAX_JSON_PATH_DEPTH};
+pub use expect::parse_json_path;
 pub(in crate::config) use reach::one_of;
 pub use reach::{
     BasicAuth, ClientIdentity, HttpVersion, IpVersion, OAuth2, Proxy, ProxyProblem, TlsMin,
